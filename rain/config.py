@@ -1,0 +1,175 @@
+"""One Settings object: built-in defaults < config file < RAIN_* environment < flags.
+
+Each setting is declared once in FIELDS; that declaration drives the config
+file key, the environment variable, the default and `fg-image config show`.
+No other module reads os.environ.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rain.errors import ConfigError, InvalidInput
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str | int | None, what: str = "size") -> int | None:
+    """'100M', '1.5G', '2GiB', '500000' → bytes; 'unlimited' or '' → None."""
+    if text is None or isinstance(text, int):
+        return text
+    value = str(text).strip().lower()
+    if value in ("", "none", "unlimited"):
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", value)
+    if not m:
+        raise InvalidInput(
+            f"bad {what} {text!r}",
+            hint="use a number of bytes or a unit such as 500M, 2G, 1TiB, or 'unlimited'",
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    base = os.environ.get(var)
+    return Path(base) if base else Path.home() / fallback
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    default: Callable[[], Any]
+    help: str
+    secret: bool = False
+    convert: Callable[[Any], Any] = str
+
+    @property
+    def env(self) -> str:
+        return "RAIN_" + self.name.upper()
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v in (None, "") else str(v)
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("data_dir", lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "rain"),
+          "where the embedded repository, caches and logs live"),
+    Field("mongo_uri", lambda: None, "MongoDB URI; unset = start the embedded SecantusDB server",
+          secret=True, convert=_opt_str),
+    Field("mongo_db", lambda: "rain", "database name inside MongoDB"),
+    Field("repo_url", lambda: None, "URL of a remote `fg-image serve`; unset = talk to MongoDB directly",
+          convert=_opt_str),
+    Field("token", lambda: None, "bearer token for the remote repository", secret=True, convert=_opt_str),
+    Field("user", lambda: getpass.getuser(), "who you are when talking to MongoDB directly"),
+    Field("default_quota", lambda: None, "quota for new users (e.g. 50G); unset = unlimited",
+          convert=lambda v: parse_size(v, "default_quota")),
+    Field("upload_grace", lambda: 600, "seconds without progress before an upload counts as abandoned",
+          convert=int),
+    Field("serve_host", lambda: "127.0.0.1", "address `fg-image serve` listens on"),
+    Field("serve_port", lambda: 8780, "port `fg-image serve` listens on", convert=int),
+    Field("public_url", lambda: None, "URL clients and targets use to reach the service",
+          convert=_opt_str),
+    Field("mirror", lambda: None, "package mirror for builds; unset = the host's apt/dnf configuration",
+          convert=_opt_str),
+    Field("timeout", lambda: 30, "seconds to wait for a repository or service to answer", convert=int),
+    Field("debug", lambda: False, "show tracebacks", convert=_bool),
+)
+_BY_NAME = {f.name: f for f in FIELDS}
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.values["data_dir"]).expanduser()
+
+    @property
+    def config_file(self) -> Path:
+        return Path(self.sources.get("_config_file", ""))
+
+    def with_overrides(self, **flags: Any) -> "Settings":
+        values, sources = dict(self.values), dict(self.sources)
+        for name, value in flags.items():
+            if value is None:
+                continue
+            values[name] = _convert(_BY_NAME[name], value, "flag")
+            sources[name] = "flag"
+        return Settings(values, sources)
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) rows with secrets redacted."""
+        rows = []
+        for f in FIELDS:
+            value = self.values[f.name]
+            text = "" if value is None else str(value)
+            if f.secret and value:
+                text = re.sub(r"//[^@/]*@", "//***@", text) if "://" in text else "***"
+            rows.append((f.name, text, self.sources.get(f.name, "default")))
+        return rows
+
+
+def _convert(f: Field, value: Any, source: str) -> Any:
+    try:
+        return f.convert(value)
+    except InvalidInput:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad value {value!r} for {f.name} (from {source})",
+                          hint=f"see `fg-image config show`; {f.help}") from e
+
+
+def config_path(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get("RAIN_CONFIG"):
+        return Path(env["RAIN_CONFIG"]).expanduser()
+    return _xdg("XDG_CONFIG_HOME", ".config") / "rain" / "config.toml"
+
+
+def load_settings(environ: dict[str, str] | None = None, **flags: Any) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for f in FIELDS:
+        values[f.name] = f.default()
+    path = config_path(env)
+    sources["_config_file"] = str(path)
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}",
+                              hint="fix the file or point RAIN_CONFIG elsewhere") from e
+        for key, value in data.items():
+            f = _BY_NAME.get(key)
+            if f is None:
+                raise ConfigError(f"unknown setting {key!r} in {path}",
+                                  hint="valid settings: " + ", ".join(_BY_NAME))
+            values[key] = _convert(f, value, str(path))
+            sources[key] = f"file {path}"
+    for f in FIELDS:
+        if f.env in env:
+            values[f.name] = _convert(f, env[f.env], f.env)
+            sources[f.name] = f"env {f.env}"
+    return Settings(values, sources).with_overrides(**flags)

@@ -1,0 +1,1 @@
+"""The image repository: catalog in MongoDB, bytes in GridFS, and its HTTP face."""

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything Rain needs on a fresh Debian machine: the system tools
+# builds use and a virtualenv with Rain, its test tools and the embedded
+# MongoDB-wire server (SecantusDB, run as a separate process). Idempotent.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv="${RAIN_VENV:-$here/.venv}"
+
+apt_packages=(mmdebstrap debootstrap qemu-utils qemu-system-x86 squashfs-tools zstd
+              e2fsprogs fdisk rpm createrepo-c dnf)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.rain-installed"
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+  echo "setup: installing Rain into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[embedded,test]"
+  touch "$stamp"
+fi
