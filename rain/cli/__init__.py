@@ -1,0 +1,79 @@
+"""The `fg-image` command: thin typer faces over Rain's core.
+
+Each command group lives in its own module and adds itself to `app` through
+its `register(app)` function; errors are caught here, in one place.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from rain.cli import common
+from rain.errors import ExitCode, RainError
+
+app = typer.Typer(
+    name="fg-image",
+    help="Build, store, share, vet and register OS images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global(
+    repo: str = typer.Option(None, "--repo", help="URL of a remote repository service (RAIN_REPO_URL)"),
+    token: str = typer.Option(None, "--token", help="bearer token for --repo (RAIN_TOKEN)"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    common.configure(repo_url=repo, token=token, debug=debug or None)
+
+
+def _load_groups() -> None:
+    from rain.cli import config_cmd, images, repo, users
+
+    for module in (images, users, repo, config_cmd):
+        module.register(app)
+    # Later stages add themselves when present.
+    for name in ("build", "register"):
+        try:
+            module = __import__(f"rain.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"rain.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_load_groups()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except RainError as e:
+        common.print_error(e)
+        if common.debug_enabled():
+            raise
+        sys.exit(int(e.exit_code))
+    except KeyboardInterrupt:
+        common.err_console.print("[red]interrupted[/red]")
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        common.err_console.print("[red]aborted[/red]")
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as e:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if common.debug_enabled():
+            raise
+        common.err_console.print(f"[red]error:[/red] internal error: {type(e).__name__}: {e} "
+                                 "(run with --debug for a traceback and report it)", highlight=False)
+        sys.exit(int(ExitCode.ERROR))

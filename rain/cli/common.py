@@ -1,0 +1,66 @@
+"""Shared state and rendering for the command modules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+
+from rain.config import Settings, load_settings
+from rain.errors import RainError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+_flags: dict[str, Any] = {}
+_settings: Settings | None = None
+
+
+def configure(**flags: Any) -> None:
+    global _settings
+    _flags.update({k: v for k, v in flags.items() if v is not None})
+    _settings = None
+
+
+def settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = load_settings(**_flags)
+    return _settings
+
+
+def debug_enabled() -> bool:
+    try:
+        return bool(settings().debug)
+    except RainError:
+        return bool(_flags.get("debug"))
+
+
+def open_repo():  # -> Repository
+    """The repository for this invocation: remote service if configured, else MongoDB."""
+    from rain.repository.connect import open_repository
+
+    return open_repository(settings())
+
+
+def print_error(e: RainError) -> None:
+    """One line: what is wrong, then how to fix it."""
+    from rich.markup import escape
+
+    text = escape(e.message.replace("\n", " "))
+    if e.hint:
+        text += f" [dim]— {escape(e.hint)}[/dim]"
+    err_console.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """JSON for scripts: pydantic models, lists of them, or plain data."""
+    def plain(x: Any) -> Any:
+        if hasattr(x, "model_dump"):
+            return x.model_dump(mode="json")
+        if isinstance(x, list):
+            return [plain(i) for i in x]
+        return x
+
+    print(json.dumps(plain(data), indent=2, sort_keys=True))
