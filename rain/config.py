@@ -11,9 +11,10 @@ import getpass
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rain.errors import ConfigError, InvalidInput
 
@@ -109,7 +110,7 @@ class Settings:
     def config_file(self) -> Path:
         return Path(self.sources.get("_config_file", ""))
 
-    def with_overrides(self, **flags: Any) -> "Settings":
+    def with_overrides(self, **flags: Any) -> Settings:
         values, sources = dict(self.values), dict(self.sources)
         for name, value in flags.items():
             if value is None:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable, Protocol
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
 
 from rain.repository.models import (
-    Event, GcReport, Image, ImageChanges, ImageMeta, ImageQuery, Role, User,
+    Event,
+    GcReport,
+    Image,
+    ImageChanges,
+    ImageMeta,
+    ImageQuery,
+    Role,
+    User,
 )
 
 Progress = Callable[[int], None]

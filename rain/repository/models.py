@@ -96,6 +96,7 @@ class Registration(BaseModel):
     remote_id: str
     when: datetime
     detail: dict[str, Any] = Field(default_factory=dict)
+    by: str = ""
 
 
 class Image(BaseModel):
@@ -119,7 +120,12 @@ class Image(BaseModel):
     access_count: int = 0
     parent: str | None = None
     provenance: dict[str, Any] | None = None
-    vetting: dict[str, Any] | None = None
+    vetting: dict[str, Any] = Field(default_factory=dict)
+    """Vetting report per target."""
+    quarantined: list[str] = Field(default_factory=list)
+    """Targets this image failed vetting for."""
+    accepted_rules: dict[str, list[str]] = Field(default_factory=dict)
+    """Vetting rules an administrator accepted for this image, per target."""
     registrations: list[Registration] = Field(default_factory=list)
 
 

@@ -1,0 +1,137 @@
+"""Users, roles, quotas and API tokens (stored only as sha256 hashes)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from rain.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthorized
+from rain.repository.models import Role, User, UserStatus, check_user_name
+
+TOKEN_PREFIX = "rain_"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _user(doc: dict[str, Any]) -> User:
+    return User(name=doc["_id"], role=doc.get("role", "user"), status=doc.get("status", "active"),
+                quota_bytes=doc.get("quota_bytes"), used_bytes=doc.get("used_bytes", 0),
+                created=doc.get("created"))
+
+
+class Accounts:
+    def __init__(self, db: Database) -> None:
+        self.users = db["users"]
+        self.tokens = db["tokens"]
+
+    def get(self, name: str) -> User:
+        doc = self.users.find_one({"_id": name})
+        if doc is None:
+            raise NotFound(f"no user {name!r}", hint="see `fg-image users list`")
+        return _user(doc)
+
+    def exists(self, name: str) -> bool:
+        return self.users.count_documents({"_id": name}, limit=1) > 0
+
+    def is_empty(self) -> bool:
+        return self.users.count_documents({}, limit=1) == 0
+
+    def add(self, name: str, role: Role = Role.USER, quota: int | None = None) -> User:
+        try:
+            check_user_name(name)
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
+        if quota is not None and quota < 0:
+            raise InvalidInput(f"bad quota {quota}", hint="use a size such as 50G or 'unlimited'")
+        doc = {"_id": name, "role": str(role), "status": str(UserStatus.ACTIVE), "quota_bytes": quota,
+               "used_bytes": 0, "created": now()}
+        try:
+            self.users.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict(f"user {name!r} exists already", hint="pick another name") from None
+        return _user(doc)
+
+    def remove(self, name: str) -> None:
+        if self.users.delete_one({"_id": name}).deleted_count == 0:
+            raise NotFound(f"no user {name!r}", hint="see `fg-image users list`")
+        self.tokens.delete_many({"user": name})
+
+    def list(self) -> list[User]:
+        return [_user(d) for d in self.users.find({}).sort("_id", 1)]
+
+    def update(self, name: str, **fields: Any) -> User:
+        doc = self.users.find_one_and_update({"_id": name}, {"$set": fields},
+                                             return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise NotFound(f"no user {name!r}", hint="see `fg-image users list`")
+        return _user(doc)
+
+    def issue_token(self, name: str) -> str:
+        self.get(name)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.tokens.insert_one({"_id": hash_token(token), "user": name, "created": now()})
+        return token
+
+    def user_for_token(self, token: str | None) -> User:
+        if not token:
+            raise Unauthorized("no API token given", hint="pass --token or set RAIN_TOKEN "
+                               "(an administrator makes one with `fg-image users token NAME`)")
+        doc = self.tokens.find_one({"_id": hash_token(token)})
+        if doc is None:
+            raise Unauthorized("the API token is not valid", hint="ask an administrator for a new one "
+                               "(`fg-image users token NAME`)")
+        return self.get(doc["user"])
+
+    # Quota: used_bytes moves only by atomic conditional increments.
+
+    def reserve(self, name: str, size: int) -> None:
+        user = self.get(name)
+        if user.quota_bytes is None:
+            self.users.update_one({"_id": name}, {"$inc": {"used_bytes": size}})
+            return
+        limit = user.quota_bytes - size
+        done = self.users.update_one(
+            {"_id": name, "quota_bytes": user.quota_bytes, "used_bytes": {"$lte": limit}},
+            {"$inc": {"used_bytes": size}})
+        if done.modified_count == 0:
+            fresh = self.get(name)
+            raise QuotaExceeded(
+                f"quota exceeded: {human(size)} more would bring {name} to "
+                f"{human(fresh.used_bytes + size)} of {human(fresh.quota_bytes)}",
+                hint="remove images you no longer need or ask an administrator for more quota")
+
+    def release(self, name: str, size: int) -> None:
+        self.users.update_one({"_id": name}, {"$inc": {"used_bytes": -size}})
+
+
+def require_active(user: User) -> None:
+    if user.status == UserStatus.SUSPENDED:
+        raise Forbidden(f"user {user.name!r} is suspended", hint="ask an administrator to reinstate you")
+
+
+def require_admin(user: User, what: str) -> None:
+    if user.role != Role.ADMIN:
+        raise Forbidden(f"only administrators may {what}", hint="ask an administrator")

@@ -1,0 +1,130 @@
+"""Image bytes in GridFS: streamed in and out, checksummed while moving, stored once per content.
+
+A blob is one distinct content, keyed by its sha256 in the `blobs` collection
+with a reference count; its bytes are one GridFS file. Uploads write into a
+GridFS file whose id is recorded on the uploading image record first, so bytes
+left by an interrupted upload can always be found and collected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import gridfs
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from rain.errors import IntegrityError, InvalidInput
+
+CHUNK = 1 << 20  # GridFS chunk and copy buffer: 1 MiB keeps memory flat and round trips few
+HEARTBEAT_EVERY = 5.0
+
+
+class BlobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.bucket = gridfs.GridFSBucket(db, chunk_size_bytes=CHUNK)
+        self.blobs = db["blobs"]
+
+    def write(self, src: BinaryIO, size: int, file_id: ObjectId, name: str,
+              progress: Callable[[int], None] | None = None,
+              heartbeat: Callable[[], None] | None = None) -> str:
+        """Copy exactly `size` bytes from src into GridFS file `file_id`; return their sha256.
+
+        On any failure the partial GridFS file is removed before the error propagates.
+        """
+        digest = hashlib.sha256()
+        remaining = size
+        last_beat = time.monotonic()
+        stream = self.bucket.open_upload_stream_with_id(file_id, name, metadata={"partial": True})
+        try:
+            while remaining > 0:
+                chunk = src.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise IntegrityError(f"the upload ended after {size - remaining} of {size} bytes",
+                                         hint="the source was truncated or the connection dropped; "
+                                              "upload again")
+                stream.write(chunk)
+                digest.update(chunk)
+                remaining -= len(chunk)
+                if progress:
+                    progress(len(chunk))
+                if heartbeat and time.monotonic() - last_beat > HEARTBEAT_EVERY:
+                    heartbeat()
+                    last_beat = time.monotonic()
+            if src.read(1):
+                raise IntegrityError(f"the source holds more than the declared {size} bytes",
+                                     hint="declare the real size")
+            stream.close()
+        except BaseException:
+            stream.abort()
+            raise
+        return digest.hexdigest()
+
+    def commit(self, file_id: ObjectId, sha256: str, size: int) -> str:
+        """Make the written file the blob for its content, or drop it if the content is stored already."""
+        try:
+            self.blobs.insert_one({"_id": sha256, "file_id": file_id, "size": size, "refs": 1})
+        except DuplicateKeyError:
+            self.blobs.update_one({"_id": sha256}, {"$inc": {"refs": 1}})
+            self.delete_file(file_id)
+        else:
+            self.db["fs.files"].update_one({"_id": file_id}, {"$unset": {"metadata.partial": ""}})
+        return sha256
+
+    def release(self, sha256: str) -> int:
+        """Drop one reference; free the bytes with the last one. Returns bytes freed."""
+        doc = self.blobs.find_one_and_update({"_id": sha256}, {"$inc": {"refs": -1}},
+                                             return_document=ReturnDocument.AFTER)
+        if doc is None or doc["refs"] > 0:
+            return 0
+        if self.blobs.delete_one({"_id": sha256, "refs": {"$lte": 0}}).deleted_count:
+            self.delete_file(doc["file_id"])
+            return int(doc["size"])
+        return 0
+
+    def delete_file(self, file_id: ObjectId) -> None:
+        try:
+            self.bucket.delete(file_id)
+        except gridfs.errors.NoFile:
+            self.db["fs.chunks"].delete_many({"files_id": file_id})
+
+    def read(self, sha256: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Yield the blob's bytes from offset, `length` of them (all by default)."""
+        doc = self.blobs.find_one({"_id": sha256})
+        if doc is None:
+            raise IntegrityError(f"the bytes of content {sha256[:12]} are missing from the repository",
+                                 hint="an administrator should run `fg-image repo gc` and re-upload")
+        grid_out = self.bucket.open_download_stream(doc["file_id"])
+        if offset < 0 or offset > grid_out.length:
+            raise InvalidInput(f"offset {offset} is outside the image ({grid_out.length} bytes)")
+        grid_out.seek(offset)
+        remaining = grid_out.length - offset if length is None else min(length, grid_out.length - offset)
+        try:
+            while remaining > 0:
+                chunk = grid_out.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise IntegrityError(f"content {sha256[:12]} is shorter than recorded",
+                                         hint="the repository is damaged; re-upload the image")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            grid_out.close()
+
+    def orphans(self, live_files: set[ObjectId]) -> list[ObjectId]:
+        """GridFS files (or bare chunks) that no blob and no live upload refers to."""
+        referenced = {d["file_id"] for d in self.blobs.find({}, {"file_id": 1})} | live_files
+        files = {d["_id"] for d in self.db["fs.files"].find({}, {"_id": 1})}
+        chunk_owners = set(self.db["fs.chunks"].distinct("files_id"))
+        return sorted((files | chunk_owners) - referenced)
+
+    def file_size(self, file_id: ObjectId) -> int:
+        doc = self.db["fs.files"].find_one({"_id": file_id}, {"length": 1})
+        if doc:
+            return int(doc["length"])
+        return CHUNK * self.db["fs.chunks"].count_documents({"files_id": file_id})

@@ -1,0 +1,321 @@
+"""The repository core: catalog in MongoDB, bytes in GridFS, access rules, quotas, history.
+
+A Store acts for one user; every call checks that user's rights here, so the
+CLI, the HTTP service and the register stage all enforce the same rules.
+Images other users may not read are reported as not found, never as forbidden,
+so their existence does not leak.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any, BinaryIO
+
+import pymongo
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
+from rain.repository.accounts import Accounts, human, now, require_active, require_admin
+from rain.repository.base import Progress
+from rain.repository.blobs import BlobStore
+from rain.repository.gc import CollectorMixin
+from rain.repository.models import (
+    ID_RE,
+    Event,
+    Image,
+    ImageChanges,
+    ImageMeta,
+    ImageQuery,
+    Role,
+    Status,
+    User,
+    Visibility,
+)
+from rain.repository.records import RecordsMixin
+
+HOST = socket.gethostname()
+
+
+def new_id() -> str:
+    return secrets.token_hex(6)
+
+
+def ensure_indexes(db: Database) -> None:
+    db.images.create_index([("owner", 1), ("created", -1)])
+    db.images.create_index([("name", 1)])
+    db.images.create_index([("status", 1)])
+    db.events.create_index([("when", -1)])
+    db.events.create_index([("image_id", 1)])
+    db.tokens.create_index([("user", 1)])
+
+
+class Store(RecordsMixin, CollectorMixin):
+    """The Repository over pymongo, acting as user `actor`.
+
+    Registration records live in records.py and garbage collection in gc.py.
+    """
+
+    def __init__(self, db: Database, actor: str, upload_grace: int = 600) -> None:
+        self.db = db
+        self.actor_name = actor
+        self.accounts = Accounts(db)
+        self.blobs = BlobStore(db)
+        self.images = db["images"]
+        self.events = db["events"]
+        self.upload_grace = upload_grace
+
+    # -- who is acting -------------------------------------------------------------------
+
+    def whoami(self) -> User:
+        user = self.accounts.get(self.actor_name)
+        require_active(user)
+        return user
+
+    def _admin(self, what: str) -> User:
+        user = self.whoami()
+        require_admin(user, what)
+        return user
+
+    def _log(self, action: str, image: dict[str, Any] | None = None, **detail: Any) -> None:
+        self.events.insert_one({"when": now(), "user": self.actor_name, "action": action,
+                                "image_id": image["_id"] if image else None,
+                                "image_name": image.get("name") if image else None, "detail": detail})
+
+    # -- access rules --------------------------------------------------------------------
+
+    @staticmethod
+    def _readable_by(user: User) -> dict[str, Any]:
+        if user.role == Role.ADMIN:
+            return {}
+        return {"$or": [{"owner": user.name}, {"visibility": str(Visibility.PUBLIC)},
+                        {"shared_with": user.name}]}
+
+    def _find(self, image_id: str, user: User) -> dict[str, Any]:
+        if not ID_RE.match(image_id or ""):
+            raise InvalidInput(f"bad image id {image_id!r}", hint="ids are 12 hex digits; see `fg-image list`")
+        query = {"_id": image_id, "status": {"$ne": str(Status.UPLOADING)}, **self._readable_by(user)}
+        doc = self.images.find_one(query)
+        if doc is None:
+            raise NotFound(f"no image {image_id}", hint="check the id with `fg-image list`")
+        return doc
+
+    def _find_owned(self, image_id: str, user: User, what: str) -> dict[str, Any]:
+        doc = self._find(image_id, user)
+        if doc["owner"] != user.name and user.role != Role.ADMIN:
+            raise Forbidden(f"only the owner ({doc['owner']}) or an administrator may {what} image {image_id}")
+        return doc
+
+    # -- images --------------------------------------------------------------------------
+
+    def put(self, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None = None,
+            progress: Progress | None = None) -> Image:
+        user = self.whoami()
+        if size < 0:
+            raise InvalidInput(f"bad size {size}")
+        if meta.parent:
+            self._find(meta.parent, user)
+        self.collect_stale_uploads()
+        image_id, file_id = new_id(), ObjectId()
+        stamp = now()
+        doc: dict[str, Any] = {
+            "_id": image_id, "name": meta.name, "owner": user.name, "os": meta.os.model_dump(),
+            "format": meta.format, "size": size, "sha256": None, "status": str(Status.UPLOADING),
+            "visibility": str(Visibility.PUBLIC if meta.public else Visibility.PRIVATE),
+            "shared_with": [], "tags": sorted(set(meta.tags)), "description": meta.description,
+            "created": stamp, "updated": stamp, "last_access": None, "access_count": 0,
+            "parent": meta.parent, "provenance": meta.provenance, "vetting": {}, "quarantined": [],
+            "accepted_rules": {}, "registrations": [],
+            "upload": {"file_id": file_id, "host": HOST, "pid": os.getpid(), "heartbeat": stamp},
+        }
+        with ExitStack() as undo:
+            self.accounts.reserve(user.name, size)
+            undo.callback(self.accounts.release, user.name, size)
+            self.images.insert_one(doc)
+            undo.callback(self.images.delete_one, {"_id": image_id})
+
+            def beat() -> None:
+                self.images.update_one({"_id": image_id}, {"$set": {"upload.heartbeat": now()}})
+
+            digest = self.blobs.write(src, size, file_id, image_id, progress, beat)
+            if sha256 and digest != sha256.lower():
+                self.blobs.delete_file(file_id)
+                raise IntegrityError(f"checksum mismatch: got sha256 {digest[:16]}…, expected {sha256[:16]}…",
+                                     hint="the file changed or was damaged in transit; upload again")
+            undo.callback(self.blobs.delete_file, file_id)
+            self.blobs.commit(file_id, digest, size)
+            undo.pop_all()
+        done = self.images.find_one_and_update(
+            {"_id": image_id},
+            {"$set": {"status": str(Status.AVAILABLE), "sha256": digest}, "$unset": {"upload": ""}},
+            return_document=ReturnDocument.AFTER)
+        self._log("upload", done, size=size, sha256=digest)
+        return _image(done)
+
+    def open(self, image_id: str, offset: int = 0, length: int | None = None) -> tuple[Image, Iterator[bytes]]:
+        """The record and an iterator over its bytes; counts as one access."""
+        user = self.whoami()
+        doc = self._find(image_id, user)
+        chunks = self.blobs.read(doc["sha256"], offset, length)
+        doc = self.images.find_one_and_update(
+            {"_id": image_id}, {"$set": {"last_access": now()}, "$inc": {"access_count": 1}},
+            return_document=ReturnDocument.AFTER) or doc
+        self._log("download", doc, offset=offset)
+        return _image(doc), chunks
+
+    def get(self, image_id: str, dest: BinaryIO, offset: int = 0, progress: Progress | None = None) -> Image:
+        import hashlib
+
+        image, chunks = self.open(image_id, offset)
+        digest = hashlib.sha256() if offset == 0 else None
+        for chunk in chunks:
+            dest.write(chunk)
+            if digest:
+                digest.update(chunk)
+            if progress:
+                progress(len(chunk))
+        if digest and digest.hexdigest() != image.sha256:
+            raise IntegrityError(f"image {image_id} failed its checksum on download",
+                                 hint="the stored bytes are damaged; re-upload the image")
+        return image
+
+    def list(self, query: ImageQuery | None = None) -> list[Image]:
+        q = query or ImageQuery()
+        user = self.whoami()
+        filt: dict[str, Any] = dict(self._readable_by(user))
+        filt["status"] = str(q.status) if q.status else {"$ne": str(Status.UPLOADING)}
+        for field, key in (("name", "name"), ("os_family", "os.family"), ("release", "os.release"),
+                           ("arch", "os.arch"), ("format", "format"), ("owner", "owner"), ("tag", "tags")):
+            value = getattr(q, field)
+            if value:
+                filt[key] = value
+        key = q.sort.lstrip("-+")
+        direction = pymongo.DESCENDING if q.sort.startswith("-") else pymongo.ASCENDING
+        cursor = self.images.find(filt).sort([(key, direction), ("_id", 1)]).skip(q.skip).limit(q.limit)
+        return [_image(d) for d in cursor]
+
+    def show(self, image_id: str) -> Image:
+        return _image(self._find(image_id, self.whoami()))
+
+    def modify(self, image_id: str, changes: ImageChanges) -> Image:
+        user = self.whoami()
+        doc = self._find_owned(image_id, user, "modify")
+        sets: dict[str, Any] = {"updated": now()}
+        for field in ("name", "description", "format"):
+            if getattr(changes, field) is not None:
+                sets[field] = getattr(changes, field)
+        if changes.os is not None:
+            sets["os"] = changes.os.model_dump()
+        if changes.public is not None:
+            sets["visibility"] = str(Visibility.PUBLIC if changes.public else Visibility.PRIVATE)
+        tags = (set(doc.get("tags", [])) | set(changes.add_tags)) - set(changes.remove_tags)
+        sets["tags"] = sorted(tags)
+        doc = self.images.find_one_and_update({"_id": image_id}, {"$set": sets},
+                                              return_document=ReturnDocument.AFTER)
+        self._log("modify", doc, changes=changes.model_dump(exclude_defaults=True))
+        return _image(doc)
+
+    def remove(self, image_id: str, force: bool = False) -> Image:
+        user = self.whoami()
+        doc = self._find_owned(image_id, user, "remove")
+        if doc.get("registrations") and not force:
+            where = ", ".join(sorted({r["target"] for r in doc["registrations"]}))
+            raise Conflict(f"image {image_id} is registered on {where}",
+                           hint="deregister it first, or pass --force to remove it anyway")
+        if self.images.delete_one({"_id": image_id}).deleted_count:
+            self.blobs.release(doc["sha256"])
+            self.accounts.release(doc["owner"], doc["size"])
+            self._log("remove", doc, forced=bool(force and doc.get("registrations")))
+        return _image(doc)
+
+    def share(self, image_id: str, users: list[str]) -> Image:
+        return self._share(image_id, users, add=True)
+
+    def unshare(self, image_id: str, users: list[str]) -> Image:
+        return self._share(image_id, users, add=False)
+
+    def _share(self, image_id: str, users: list[str], add: bool) -> Image:
+        actor = self.whoami()
+        self._find_owned(image_id, actor, "share" if add else "unshare")
+        if not users:
+            raise InvalidInput("name at least one user")
+        for name in users:
+            self.accounts.get(name)
+        op = {"$addToSet": {"shared_with": {"$each": users}}} if add else \
+            {"$pull": {"shared_with": {"$in": users}}}
+        doc = self.images.find_one_and_update({"_id": image_id}, {**op, "$set": {"updated": now()}},
+                                              return_document=ReturnDocument.AFTER)
+        self._log("share" if add else "unshare", doc, users=users)
+        return _image(doc)
+
+    def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> list[Event]:
+        actor = self.whoami()
+        filt: dict[str, Any] = {}
+        if image_id:
+            self._find(image_id, actor)
+            filt["image_id"] = image_id
+        if user:
+            filt["user"] = user
+        if actor.role != Role.ADMIN and not image_id:
+            if user and user != actor.name:
+                raise Forbidden("only administrators may see other users' history")
+            filt["user"] = actor.name
+        cursor = self.events.find(filt, {"_id": 0}).sort([("when", -1), ("_id", -1)]).limit(limit)
+        return [Event(**d) for d in cursor]
+
+    # -- users ---------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: Role = Role.USER, quota: int | None = None) -> User:
+        self._admin("add users")
+        created = self.accounts.add(name, role, quota)
+        self._log("user-add", None, name=name, role=str(role), quota=quota)
+        return created
+
+    def remove_user(self, name: str) -> None:
+        self._admin("remove users")
+        owned = self.images.count_documents({"owner": name})
+        if owned:
+            raise Conflict(f"user {name!r} still owns {owned} image(s)", hint="remove or hand them over first")
+        self.accounts.remove(name)
+        self._log("user-remove", None, name=name)
+
+    def list_users(self) -> list[User]:
+        self._admin("list users")
+        return self.accounts.list()
+
+    def set_quota(self, name: str, quota: int | None) -> User:
+        self._admin("set quotas")
+        if quota is not None and quota < 0:
+            raise InvalidInput(f"bad quota {quota}", hint="use a size such as 50G or 'unlimited'")
+        self._log("user-quota", None, name=name, quota=quota, human=human(quota))
+        return self.accounts.update(name, quota_bytes=quota)
+
+    def set_role(self, name: str, role: Role) -> User:
+        self._admin("change roles")
+        self._log("user-role", None, name=name, role=str(role))
+        return self.accounts.update(name, role=str(role))
+
+    def suspend(self, name: str, suspended: bool = True) -> User:
+        self._admin("suspend users")
+        self._log("user-suspend" if suspended else "user-reinstate", None, name=name)
+        return self.accounts.update(name, status="suspended" if suspended else "active")
+
+    def issue_token(self, name: str) -> str:
+        actor = self.whoami()
+        if actor.name != name:
+            require_admin(actor, "make tokens for other users")
+        token = self.accounts.issue_token(name)
+        self._log("token", None, name=name)
+        return token
+
+
+
+def _image(doc: dict[str, Any]) -> Image:
+    data = {k: v for k, v in doc.items() if k not in ("_id", "upload")}
+    return Image(id=doc["_id"], **data)
+
