@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -10,8 +11,9 @@ from rich.console import Console
 from rain.config import Settings, load_settings
 from rain.errors import RainError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# On pipes and files rich would wrap at 80 columns; scripts and logs read better unwrapped.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 _flags: dict[str, Any] = {}
 _settings: Settings | None = None

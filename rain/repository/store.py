@@ -115,14 +115,22 @@ class Store(RecordsMixin, CollectorMixin):
 
     def put(self, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None = None,
             progress: Progress | None = None) -> Image:
+        upload_id = self.begin_upload(meta, size)
+        return self.finish_upload(upload_id, src, sha256, progress)
+
+    def begin_upload(self, meta: ImageMeta, size: int) -> str:
+        """Reserve quota and an `uploading` record; returns the new image's id.
+
+        The record names the GridFS file the bytes will go to, so whatever an
+        interrupted upload leaves behind can be found and collected.
+        """
         user = self.whoami()
         if size < 0:
-            raise InvalidInput(f"bad size {size}")
+            raise InvalidInput(f"bad size {size}", hint="the size is a number of bytes")
         if meta.parent:
             self._find(meta.parent, user)
         self.collect_stale_uploads()
-        image_id, file_id = new_id(), ObjectId()
-        stamp = now()
+        image_id, stamp = new_id(), now()
         doc: dict[str, Any] = {
             "_id": image_id, "name": meta.name, "owner": user.name, "os": meta.os.model_dump(),
             "format": meta.format, "size": size, "sha256": None, "status": str(Status.UPLOADING),
@@ -131,27 +139,40 @@ class Store(RecordsMixin, CollectorMixin):
             "created": stamp, "updated": stamp, "last_access": None, "access_count": 0,
             "parent": meta.parent, "provenance": meta.provenance, "vetting": {}, "quarantined": [],
             "accepted_rules": {}, "registrations": [],
-            "upload": {"file_id": file_id, "host": HOST, "pid": os.getpid(), "heartbeat": stamp},
+            "upload": {"file_id": ObjectId(), "host": HOST, "pid": os.getpid(), "heartbeat": stamp},
         }
-        with ExitStack() as undo:
-            self.accounts.reserve(user.name, size)
-            undo.callback(self.accounts.release, user.name, size)
+        self.accounts.reserve(user.name, size)
+        try:
             self.images.insert_one(doc)
-            undo.callback(self.images.delete_one, {"_id": image_id})
+        except BaseException:
+            self.accounts.release(user.name, size)
+            raise
+        return image_id
+
+    def finish_upload(self, upload_id: str, src: BinaryIO, sha256: str | None = None,
+                      progress: Progress | None = None) -> Image:
+        """Stream the bytes of a begun upload; on any failure the record, bytes and quota go."""
+        user = self.whoami()
+        doc = self.images.find_one({"_id": upload_id, "owner": user.name, "status": str(Status.UPLOADING)})
+        if doc is None:
+            raise NotFound(f"no upload {upload_id} in progress", hint="start the upload again")
+        file_id, size = doc["upload"]["file_id"], doc["size"]
+        with ExitStack() as undo:
+            undo.callback(self.accounts.release, doc["owner"], size)
+            undo.callback(self.images.delete_one, {"_id": upload_id})
 
             def beat() -> None:
-                self.images.update_one({"_id": image_id}, {"$set": {"upload.heartbeat": now()}})
+                self.images.update_one({"_id": upload_id}, {"$set": {"upload.heartbeat": now()}})
 
-            digest = self.blobs.write(src, size, file_id, image_id, progress, beat)
+            digest = self.blobs.write(src, size, file_id, upload_id, progress, beat)
+            undo.callback(self.blobs.delete_file, file_id)
             if sha256 and digest != sha256.lower():
-                self.blobs.delete_file(file_id)
                 raise IntegrityError(f"checksum mismatch: got sha256 {digest[:16]}…, expected {sha256[:16]}…",
                                      hint="the file changed or was damaged in transit; upload again")
-            undo.callback(self.blobs.delete_file, file_id)
             self.blobs.commit(file_id, digest, size)
             undo.pop_all()
         done = self.images.find_one_and_update(
-            {"_id": image_id},
+            {"_id": upload_id},
             {"$set": {"status": str(Status.AVAILABLE), "sha256": digest}, "$unset": {"upload": ""}},
             return_document=ReturnDocument.AFTER)
         self._log("upload", done, size=size, sha256=digest)

@@ -1,0 +1,32 @@
+"""`fg-image config show`: the effective settings and where each came from."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from rain.cli.common import console, print_json, settings
+
+config_app = typer.Typer(help="Rain's settings.", no_args_is_help=True)
+
+
+@config_app.command("show")
+def show(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print every setting, its value (secrets redacted) and its source."""
+    s = settings()
+    rows = s.shown()
+    if as_json:
+        print_json({"config_file": str(s.config_file), "settings": [
+            {"name": n, "value": v, "source": src} for n, v, src in rows]})
+        return
+    console.print(f"config file: {s.config_file}" + ("" if s.config_file.is_file() else " (absent)"))
+    table = Table(box=None, pad_edge=False)
+    for column in ("SETTING", "VALUE", "SOURCE"):
+        table.add_column(column)
+    for name, value, source in rows:
+        table.add_row(name, value or "-", source)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

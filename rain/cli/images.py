@@ -1,0 +1,195 @@
+"""Image commands: upload, download, list, show, modify, remove, share, unshare, history."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+from rain.cli import render
+from rain.cli.common import console, open_repo, print_json
+from rain.cli.progress import transfer
+from rain.errors import IntegrityError, InvalidInput
+from rain.repository.models import ImageChanges, ImageMeta, ImageQuery, OsInfo, Status
+
+
+def invalid(e: ValidationError) -> InvalidInput:
+    """The first pydantic complaint as a one-line Rain error naming the field."""
+    first = e.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "value"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return InvalidInput(f"{field}: {message}")
+
+
+def upload(
+    path: Path = typer.Argument(..., help="image file to upload"),
+    name: str = typer.Option(None, "--name", help="image name (default: the file name)"),
+    os_family: str = typer.Option("", "--os", help="OS family, e.g. debian, rocky"),
+    release: str = typer.Option("", "--release", help="OS release, e.g. bookworm, 9"),
+    arch: str = typer.Option("", "--arch", help="architecture, e.g. amd64, arm64"),
+    format: str = typer.Option(None, "--format", help="raw, qcow2, tar.zst, squashfs, ... (default: from the suffix)"),
+    tag: list[str] = typer.Option([], "--tag", help="a tag; repeat for more"),
+    description: str = typer.Option("", "--description", help="free text"),
+    public: bool = typer.Option(False, "--public", help="readable by every user"),
+    as_json: bool = typer.Option(False, "--json", help="print the record as JSON"),
+) -> None:
+    """Store an image file in the repository and print its id."""
+    if not path.is_file():
+        raise InvalidInput(f"no such file: {path}", hint="give the path of an image file")
+    base = path.name
+    guessed = next((f for f in ("tar.zst", "tar.gz", "qcow2", "raw", "img", "squashfs", "iso", "tar")
+                    if base.endswith("." + f)), None)
+    fmt = format or ("raw" if guessed in (None, "img") else guessed)
+    stem = base[: -(len(guessed) + 1)] if guessed else base
+    try:
+        meta = ImageMeta(name=name or stem, os=OsInfo(family=os_family, release=release, arch=arch), format=fmt,
+                         tags=tag, description=description, public=public)
+    except ValidationError as e:
+        raise invalid(e) from None
+    size = path.stat().st_size
+    repo = open_repo()
+    with open(path, "rb") as src, transfer(f"upload {path.name}", size) as progress:
+        image = repo.put(src, meta, size, progress=progress)
+    if as_json:
+        print_json(image)
+    else:
+        console.print(image.id)
+
+
+def download(
+    image_id: str = typer.Argument(..., help="image id"),
+    output: Path = typer.Option(None, "-o", "--output", help="file to write (default: NAME.FORMAT here)"),
+) -> None:
+    """Fetch an image; an interrupted download resumes from its .part file."""
+    repo = open_repo()
+    image = repo.show(image_id)
+    target = output or Path(f"{image.name}.{image.format}")
+    if target.is_dir():
+        target = target / f"{image.name}.{image.format}"
+    part = target.with_name(target.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    if offset > image.size:
+        part.unlink()
+        offset = 0
+    try:
+        with open(part, "ab") as dest, transfer(f"download {image.name}", image.size, offset) as progress:
+            repo.get(image_id, dest, offset=offset, progress=progress)
+        if offset:  # a resumed download: check the whole file
+            digest = hashlib.sha256()
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != image.sha256:
+                raise IntegrityError(f"the resumed download of {image_id} failed its checksum",
+                                     hint="download again from the start")
+    except IntegrityError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, target)
+    print(target, file=sys.stderr if sys.stdout.isatty() else sys.stdout)
+
+
+def list_images(
+    name: str = typer.Option(None, "--name"),
+    os_family: str = typer.Option(None, "--os"),
+    release: str = typer.Option(None, "--release"),
+    arch: str = typer.Option(None, "--arch"),
+    format: str = typer.Option(None, "--format"),
+    tag: str = typer.Option(None, "--tag"),
+    owner: str = typer.Option(None, "--owner"),
+    status: Status = typer.Option(None, "--status"),
+    sort: str = typer.Option("-created", "--sort", help="field to sort by; '-' for descending"),
+    limit: int = typer.Option(100, "--limit"),
+    skip: int = typer.Option(0, "--skip"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the images you may read."""
+    try:
+        query = ImageQuery(name=name, os_family=os_family, release=release, arch=arch, format=format, tag=tag,
+                           owner=owner, status=status, sort=sort, limit=limit, skip=skip)
+    except ValidationError as e:
+        raise invalid(e) from None
+    images = open_repo().list(query)
+    print_json(images) if as_json else render.images_table(images)
+
+
+def show(image_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one image: metadata, provenance, vetting and registrations."""
+    image = open_repo().show(image_id)
+    print_json(image) if as_json else render.image_detail(image)
+
+
+def modify(
+    image_id: str = typer.Argument(...),
+    name: str = typer.Option(None, "--name"),
+    description: str = typer.Option(None, "--description"),
+    os_family: str = typer.Option(None, "--os"),
+    release: str = typer.Option(None, "--release"),
+    arch: str = typer.Option(None, "--arch"),
+    format: str = typer.Option(None, "--format"),
+    add_tag: list[str] = typer.Option([], "--tag", help="add a tag"),
+    remove_tag: list[str] = typer.Option([], "--untag", help="remove a tag"),
+    public: bool = typer.Option(None, "--public/--private", help="make readable by everyone, or not"),
+) -> None:
+    """Change an image's metadata or visibility."""
+    repo = open_repo()
+    os_info = None
+    if any(v is not None for v in (os_family, release, arch)):
+        current = repo.show(image_id).os
+        os_info = OsInfo(family=os_family if os_family is not None else current.family,
+                         release=release if release is not None else current.release,
+                         arch=arch if arch is not None else current.arch)
+    try:
+        changes = ImageChanges(name=name, description=description, os=os_info, format=format,
+                               add_tags=add_tag, remove_tags=remove_tag, public=public)
+    except ValidationError as e:
+        raise invalid(e) from None
+    render.image_detail(repo.modify(image_id, changes))
+
+
+def remove(
+    image_id: str = typer.Argument(...),
+    force: bool = typer.Option(False, "--force", help="remove even if it is registered on a target"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+) -> None:
+    """Remove an image (its bytes go when no other image shares them)."""
+    repo = open_repo()
+    image = repo.show(image_id)
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"remove image {image.id} ({image.name}, {image.size} bytes)?", abort=True)
+    repo.remove(image_id, force=force)
+    console.print(f"removed {image.id} ({image.name})")
+
+
+def share(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
+    """Let named users read an image."""
+    image = open_repo().share(image_id, users)
+    console.print(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}")
+
+
+def unshare(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
+    """Stop sharing an image with named users."""
+    image = open_repo().unshare(image_id, users)
+    console.print(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}")
+
+
+def history(
+    image_id: str = typer.Argument(None, help="only this image"),
+    user: str = typer.Option(None, "--user", help="only this user's actions"),
+    limit: int = typer.Option(100, "--limit"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Who did what to which image, when (newest first)."""
+    events = open_repo().history(image_id, user, limit)
+    print_json(events) if as_json else render.events_table(events)
+
+
+def register(app: typer.Typer) -> None:
+    for fn, name in ((upload, "upload"), (download, "download"), (list_images, "list"), (show, "show"),
+                     (modify, "modify"), (remove, "remove"), (share, "share"), (unshare, "unshare"),
+                     (history, "history")):
+        app.command(name)(fn)

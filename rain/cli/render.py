@@ -1,0 +1,85 @@
+"""Tables and detail views for images, users and events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from rain.cli.common import console
+from rain.repository.accounts import human
+from rain.repository.models import Event, Image, User
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def images_table(images: list[Image]) -> None:
+    if not images:
+        console.print("no images")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "NAME", "OWNER", "OS", "FORMAT", "SIZE", "STATUS", "ACCESS", "CREATED"):
+        table.add_column(column, no_wrap=column != "NAME")
+    for i in images:
+        os_text = "/".join(p for p in (i.os.family, i.os.release, i.os.arch) if p) or "-"
+        access = i.visibility.value + (f"+{len(i.shared_with)}" if i.shared_with else "")
+        table.add_row(i.id, i.name, i.owner, os_text, i.format, human(i.size), i.status.value, access,
+                      _when(i.created))
+    console.print(table)
+
+
+def image_detail(i: Image) -> None:
+    rows: list[tuple[str, str]] = [
+        ("id", i.id), ("name", i.name), ("owner", i.owner),
+        ("os", "/".join(p for p in (i.os.family, i.os.release, i.os.arch) if p) or "-"),
+        ("format", i.format), ("size", f"{human(i.size)} ({i.size} bytes)"), ("sha256", i.sha256 or "-"),
+        ("status", i.status.value), ("visibility", i.visibility.value),
+        ("shared with", ", ".join(i.shared_with) or "-"), ("tags", ", ".join(i.tags) or "-"),
+        ("description", i.description or "-"), ("created", _when(i.created)),
+        ("last access", _when(i.last_access)), ("access count", str(i.access_count)),
+        ("parent", i.parent or "-"),
+    ]
+    if i.provenance:
+        p = i.provenance
+        packages = p.get("packages") or []
+        rows.append(("provenance", f"recipe {p.get('recipe_hash', '?')[:12]}, {len(packages)} packages, "
+                                   f"builder {p.get('builder', '?')}, rain {p.get('rain_version', '?')}"))
+    for target, report in sorted(i.vetting.items()):
+        rows.append((f"vetting {target}", str(report.get("verdict", "?"))))
+    if i.quarantined:
+        rows.append(("quarantined for", ", ".join(i.quarantined)))
+    for r in i.registrations:
+        site = f"@{r.site}" if r.site else ""
+        rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({_when(r.when)})"))
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def users_table(users: list[User]) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "ROLE", "STATUS", "USED", "QUOTA", "CREATED"):
+        table.add_column(column)
+    for u in users:
+        table.add_row(u.name, u.role.value, u.status.value, human(u.used_bytes), human(u.quota_bytes),
+                      _when(u.created))
+    console.print(table)
+
+
+def events_table(events: list[Event]) -> None:
+    if not events:
+        console.print("no history")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("WHEN", "USER", "ACTION", "IMAGE", "DETAIL"):
+        table.add_column(column)
+    for e in events:
+        image = f"{e.image_id} ({e.image_name})" if e.image_id else "-"
+        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, "", [], {}))
+        table.add_row(e.when.strftime("%Y-%m-%d %H:%M:%S"), e.user, e.action, image, detail)
+    console.print(table)

@@ -1,0 +1,304 @@
+"""The recipe model: what an image contains, validated before anything runs.
+
+Every value a user writes is checked here against a strict pattern, so that
+later stages can pass it as one argv element without a shell ever seeing it.
+Loading (YAML with line numbers, jinja2 variables, --set overrides) lives in
+loader.py; batch files and matrices in batch.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rain.config import parse_size
+from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE
+
+
+class OsFamily(StrEnum):
+    DEBIAN = "debian"
+    UBUNTU = "ubuntu"
+    ROCKY = "rocky"
+    ALMA = "alma"
+    CENTOS = "centos"
+    FEDORA = "fedora"
+
+    @property
+    def is_debian(self) -> bool:
+        return self in (OsFamily.DEBIAN, OsFamily.UBUNTU)
+
+
+class Variant(StrEnum):
+    """How much the bootstrapper installs before the recipe's packages.
+
+    Debian/Ubuntu: the mmdebstrap variant of the same name. RHEL family:
+    minbase installs only the recipe's packages and their dependencies;
+    standard adds the @core group.
+    """
+
+    MINBASE = "minbase"
+    IMPORTANT = "important"
+    STANDARD = "standard"
+
+
+class Format(StrEnum):
+    TAR_ZST = "tar.zst"
+    RAW = "raw"
+    QCOW2 = "qcow2"
+    SQUASHFS = "squashfs"
+
+
+# Releases Rain knows how to bootstrap; numbers are accepted as aliases.
+RELEASES: dict[OsFamily, dict[str, str]] = {
+    OsFamily.DEBIAN: {"bullseye": "bullseye", "11": "bullseye", "bookworm": "bookworm", "12": "bookworm",
+                      "trixie": "trixie", "13": "trixie", "sid": "sid", "unstable": "sid"},
+    OsFamily.UBUNTU: {"focal": "focal", "20.04": "focal", "jammy": "jammy", "22.04": "jammy",
+                      "noble": "noble", "24.04": "noble"},
+    OsFamily.ROCKY: {"8": "8", "9": "9", "10": "10"},
+    OsFamily.ALMA: {"8": "8", "9": "9", "10": "10"},
+    OsFamily.CENTOS: {"9": "9", "stream9": "9", "10": "10", "stream10": "10"},
+    OsFamily.FEDORA: {str(n): str(n) for n in range(38, 44)},
+}
+_DEB_ARCH = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64",
+             "ppc64el": "ppc64el", "ppc64le": "ppc64el", "s390x": "s390x"}
+_RPM_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64",
+             "ppc64el": "ppc64le", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+PACKAGE_RE = re.compile(r"^@?[A-Za-z0-9][A-Za-z0-9._+:~-]{0,127}$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,127}$")
+GROUP_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+URL_RE = re.compile(r"^(https?|file)://[^\s'\"\\`$;|&<>]+$")
+SUITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+SSH_KEY_RE = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [^\n\r]*)?$")
+MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
+
+
+def _must(regex: re.Pattern[str], value: str, what: str, hint: str) -> str:
+    if not isinstance(value, str) or not regex.match(value):
+        raise ValueError(f"bad {what} {value!r}: {hint}")
+    return value
+
+
+def image_path(value: str, what: str = "path") -> str:
+    """An absolute, normalized path inside the image (no '..', no NUL, no newline)."""
+    if not value.startswith("/") or "\x00" in value or "\n" in value:
+        raise ValueError(f"bad {what} {value!r}: use an absolute path inside the image, e.g. /etc/motd")
+    if ".." in value.split("/") or posixpath.normpath(value) != value.rstrip("/") or value == "/":
+        raise ValueError(f"bad {what} {value!r}: no '..', '//' or trailing '/'; name a file")
+    return value
+
+
+PackageName = Annotated[str, AfterValidator(lambda v: _must(
+    PACKAGE_RE, v, "package name", "letters, digits, . + - _ : ~ only (no spaces or shell characters)"))]
+UnitName = Annotated[str, AfterValidator(lambda v: _must(
+    UNIT_RE, v, "service", "a systemd unit name, e.g. ssh or munge.service"))]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OsSpec(Strict):
+    family: OsFamily
+    release: str
+    arch: str = "amd64"
+
+    @model_validator(mode="after")
+    def _known(self) -> OsSpec:
+        known = RELEASES[self.family]
+        if str(self.release) not in known:
+            names = sorted({v for v in known.values()})
+            raise ValueError(f"unknown release {self.release!r} for {self.family}: use one of "
+                             + ", ".join(names))
+        if self.arch not in _DEB_ARCH:
+            raise ValueError(f"unknown arch {self.arch!r}: use one of amd64, arm64, ppc64el, s390x")
+        object.__setattr__(self, "release", known[str(self.release)])
+        arch = _DEB_ARCH[self.arch] if self.family.is_debian else _RPM_ARCH[self.arch]
+        object.__setattr__(self, "arch", arch)
+        return self
+
+
+class RepoSpec(Strict):
+    """An extra package repository.
+
+    Debian/Ubuntu: `deb [options] url suite components`. RHEL family: a dnf
+    repository with `url` as its baseurl.
+    """
+
+    name: str
+    url: str
+    suite: str | None = Field(None, description="Debian/Ubuntu: suite (default: the recipe's release)")
+    components: list[str] = Field(default_factory=lambda: ["main"], description="Debian/Ubuntu only")
+    trusted: bool = Field(False, description="skip signature checks (local repositories only)")
+    gpgkey: str | None = Field(None, description="key file (path relative to the recipe) or URL")
+
+    _n = field_validator("name")(lambda v: _must(GROUP_RE, v, "repository name", "lowercase letters, digits, _ -"))
+    _u = field_validator("url")(lambda v: _must(URL_RE, v, "repository url", "an http(s):// or file:// URL"))
+
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, v: str | None) -> str | None:
+        return None if v is None else _must(SUITE_RE, v, "suite", "e.g. bookworm-backports")
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, v: list[str]) -> list[str]:
+        return [_must(GROUP_RE, c, "component", "e.g. main, contrib") for c in v]
+
+
+class FileSpec(Strict):
+    """A file placed into the image: inline `content` or a `source` file next to the recipe."""
+
+    path: str
+    content: str | None = None
+    source: str | None = Field(None, description="path relative to the recipe file")
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+
+    _p = field_validator("path")(lambda v: image_path(v))
+    _m = field_validator("mode")(lambda v: _must(MODE_RE, v, "mode", "octal, e.g. 0644"))
+    _o = field_validator("owner", "group")(lambda v: _must(USER_RE, v, "owner", "a user or group name"))
+
+    @model_validator(mode="after")
+    def _one(self) -> FileSpec:
+        if (self.content is None) == (self.source is None):
+            raise ValueError(f"file {self.path}: give exactly one of content or source")
+        return self
+
+
+class UserSpec(Strict):
+    name: str
+    groups: list[str] = Field(default_factory=list)
+    ssh_keys: list[str] = Field(default_factory=list)
+    sudo: bool = Field(False, description="passwordless sudo (adds the sudo package)")
+    shell: str = "/bin/bash"
+
+    _n = field_validator("name")(lambda v: _must(USER_RE, v, "user name", "lowercase letters, digits, _ . -"))
+    _s = field_validator("shell")(lambda v: image_path(v, "shell"))
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        return [_must(GROUP_RE, g, "group", "lowercase letters, digits, _ -") for g in v]
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        return [_must(SSH_KEY_RE, k.strip(), "ssh key", "one public key line, e.g. 'ssh-ed25519 AAAA... me@host'")
+                for k in v]
+
+
+class RunStep(Strict):
+    """A command run inside the image root: an argv list, or a script file next to the recipe."""
+
+    argv: list[str] | None = None
+    script: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"argv": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> RunStep:
+        if (self.argv is None) == (self.script is None):
+            raise ValueError("a run step is an argv list or {script: file}")
+        if self.argv is not None:
+            if not self.argv or any(not isinstance(a, str) or "\x00" in a for a in self.argv):
+                raise ValueError("a run step's argv is a non-empty list of strings")
+        return self
+
+
+class UploadSpec(Strict):
+    name: str | None = Field(None, description="image name in the repository (default: the recipe name)")
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+    public: bool = False
+    share_with: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else _must(NAME_RE, v, "image name", "letters, digits, . _ + -")
+
+    _t = field_validator("tags")(lambda v: [_must(TAG_RE, t, "tag", "letters, digits, . _ : + -") for t in v])
+    _s = field_validator("share_with")(lambda v: [_must(USER_RE, u, "user", "a user name") for u in v])
+
+
+class Recipe(Strict):
+    """An image recipe. Field order here is the order of docs/recipes.md."""
+
+    name: str = Field(description="image name; letters, digits, . _ + -")
+    os: OsSpec
+    variant: Variant = Variant.MINBASE
+    mirror: str | None = Field(None, description="package mirror URL; default: the host's apt/dnf configuration")
+    repositories: list[RepoSpec] = Field(default_factory=list)
+    packages: list[PackageName] = Field(default_factory=list)
+    files: list[FileSpec] = Field(default_factory=list)
+    users: list[UserSpec] = Field(default_factory=list)
+    services: list[UnitName] = Field(default_factory=list, description="systemd units to enable")
+    run: list[RunStep] = Field(default_factory=list)
+    disk_size: int | None = Field(None, description="raw/qcow2 disk size, e.g. 4G; default: fits the files")
+    formats: list[Format] = Field(default_factory=lambda: [Format.TAR_ZST])
+    upload: UploadSpec = Field(default_factory=UploadSpec)
+    base: str | None = Field(None, description="repository image id (tar.zst) to clone and extend")
+    vars: dict[str, Any] = Field(default_factory=dict, description="jinja2 variables for this recipe")
+
+    _n = field_validator("name")(lambda v: _must(NAME_RE, v, "name", "letters, digits, . _ + - (max 128)"))
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, v: str | None) -> str | None:
+        return None if v is None else _must(URL_RE, v, "mirror", "an http(s):// or file:// URL")
+
+    @field_validator("disk_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int | None:
+        try:
+            return parse_size(v, "disk_size")
+        except Exception as e:
+            raise ValueError(f"bad disk_size {v!r}: use e.g. 2G or 512M") from e
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[Format]) -> list[Format]:
+        if not v:
+            raise ValueError("formats is empty: list at least one of " + ", ".join(Format))
+        return list(dict.fromkeys(v))
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        return None if v is None else _must(ID_RE, v, "base image id", "12 hex digits, see `fg-image list`")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.os.family.is_debian is False and self.repositories and any(r.suite for r in self.repositories):
+            raise ValueError("repositories: suite applies to Debian/Ubuntu only")
+        return self
+
+    def all_packages(self) -> list[str]:
+        """The recipe's packages plus those its options need (sudo for sudo users)."""
+        extra = ["sudo"] if any(u.sudo for u in self.users) and "sudo" not in self.packages else []
+        return list(dict.fromkeys([*self.packages, *extra]))
+
+    def image_name(self) -> str:
+        return self.upload.name or self.name
+
+
+def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes]) -> str:
+    """What the result depends on: the recipe (not its upload options), the mirror and input files."""
+    data = recipe.model_dump(mode="json", exclude={"upload", "vars"})
+    h = hashlib.sha256(json.dumps({"recipe": data, "mirror": mirror}, sort_keys=True).encode())
+    for name in sorted(inputs):
+        h.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())
+    return h.hexdigest()

@@ -1,0 +1,134 @@
+"""Typed data that passes between the register steps: findings, reports, policies, packed files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class Severity(IntEnum):
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        return cls[text.upper()]
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+
+
+class Finding(BaseModel):
+    """One thing a rule found, with what to do about it."""
+
+    rule: str
+    severity: str
+    message: str
+    hint: str
+    paths: list[str] = Field(default_factory=list)
+    blocking: bool = False
+    accepted: bool = False
+
+
+class VetReport(BaseModel):
+    """The JSON report stored with the image for one target (or for no target)."""
+
+    subject: str
+    target: str | None = None
+    policy: str
+    verdict: Verdict
+    block_at: str
+    findings: list[Finding] = Field(default_factory=list)
+    rules_run: list[str] = Field(default_factory=list)
+    accepted_rules: list[str] = Field(default_factory=list)
+    when: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.blocking]
+
+    def summary(self) -> str:
+        if self.verdict == Verdict.PASS:
+            return f"vetting passed ({len(self.findings)} non-blocking finding(s))"
+        rules = ", ".join(f"{f.rule} {f.message}" for f in self.blocking)
+        return f"vetting failed: {rules}"
+
+
+@dataclass(frozen=True)
+class VetPolicy:
+    """How strict a target is: the lowest severity that blocks, and what the target requires."""
+
+    name: str
+    block_at: Severity
+    requires: frozenset[str] = frozenset()
+    """Optional rule groups the target turns on, e.g. {"kernel", "nvme_ena"}."""
+
+
+NO_TARGET_POLICY = VetPolicy("default", Severity.HIGH)
+
+
+@dataclass(frozen=True)
+class RawFinding:
+    """What a rule check or the unpacker returns before policy is applied."""
+
+    rule: str
+    paths: tuple[str, ...] = ()
+    detail: str = ""
+    severity: Severity | None = None
+    """Overrides the rule's severity for this finding (e.g. a standard /dev node is only info)."""
+
+
+@dataclass(frozen=True)
+class Packed:
+    """What a target's pack step produced: named files in one directory, one of them primary."""
+
+    directory: Path
+    files: dict[str, Path]
+    primary: str
+    format: str
+
+    @property
+    def primary_path(self) -> Path:
+        return self.files[self.primary]
+
+
+@dataclass(frozen=True)
+class Label:
+    """What a target needs to know about the image it publishes."""
+
+    image_id: str
+    name: str
+    os_family: str = ""
+    os_release: str = ""
+    arch: str = "x86_64"
+
+    @property
+    def slug(self) -> str:
+        return f"rain-{self.name}-{self.image_id}"[:96]
+
+
+@dataclass
+class Outcome:
+    """What register() returns: where the image went and what was stored."""
+
+    target: str
+    site: str
+    remote_id: str
+    report: VetReport
+    derived_id: str | None = None
+    detail: dict = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)

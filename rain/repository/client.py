@@ -1,0 +1,215 @@
+"""HTTP client for `fg-image serve`, with the same interface as store.Store.
+
+Errors the service sends back become the same RainError kinds the store
+raises, so callers (the CLI, the contract tests) cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import requests
+
+from rain.errors import IntegrityError, RainError, Unreachable, from_kind
+from rain.repository.base import Progress
+from rain.repository.models import (
+    Event,
+    GcReport,
+    Image,
+    ImageChanges,
+    ImageMeta,
+    ImageQuery,
+    Role,
+    User,
+)
+
+API = "/api/v1"
+CHUNK = 1 << 20
+
+
+class _Body:
+    """A file-like upload body of known length that reports progress and hashes as it goes."""
+
+    def __init__(self, src: BinaryIO, size: int, progress: Progress | None) -> None:
+        self.src, self.remaining, self.progress = src, size, progress
+
+    def __len__(self) -> int:
+        return self.remaining
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n is None or n < 0 else min(n, self.remaining)
+        chunk = self.src.read(max(n, 0)) if n else b""
+        self.remaining -= len(chunk)
+        if chunk and self.progress:
+            self.progress(len(chunk))
+        return chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            chunk = self.read(CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+
+class Client:
+    """The Repository over HTTP, authenticated by a bearer token."""
+
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise from_kind("config", f"bad repository URL {base_url!r}",
+                            hint="use http://host:port or https://host:port")
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["User-Agent"] = "rain-fg-image"
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = self.base + (path if path.startswith("/healthz") else API + path)
+        kwargs.setdefault("timeout", (min(self.timeout, 10), self.timeout))
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.exceptions.SSLError as e:
+            raise Unreachable(f"TLS to the repository at {self.base} failed: {e.__class__.__name__}",
+                              hint="check the certificate (REQUESTS_CA_BUNDLE) or the URL scheme") from e
+        except requests.exceptions.RequestException as e:
+            raise Unreachable(f"cannot reach the repository service at {self.base}",
+                              hint="check --repo / RAIN_REPO_URL and that `fg-image serve` runs there") from e
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    @staticmethod
+    def _error(response: requests.Response) -> RainError:
+        try:
+            body = response.json()
+            return from_kind(body["error"], body["message"], body.get("hint"))
+        except (ValueError, KeyError, TypeError):
+            return RainError(f"the repository service answered HTTP {response.status_code} "
+                             f"{response.reason}", hint="check the URL; tell the operator if it persists")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._call(method, path, **kwargs).json()
+
+    def healthz(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/healthz").json())
+
+    # -- images ----------------------------------------------------------------------------
+
+    def whoami(self) -> User:
+        return User(**self._json("GET", "/whoami"))
+
+    def put(self, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None = None,
+            progress: Progress | None = None) -> Image:
+        ticket = self._json("POST", "/images", json={"meta": meta.model_dump(mode="json"), "size": size,
+                                                     "sha256": sha256})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        if sha256:
+            headers["X-Rain-Sha256"] = sha256
+        body = _Body(src, size, progress)
+        response = self._call("PUT", f"/uploads/{ticket['upload_id']}", data=body, headers=headers,
+                              timeout=(10, max(self.timeout, 600)))
+        return Image(**response.json())
+
+    def get(self, image_id: str, dest: BinaryIO, offset: int = 0, progress: Progress | None = None) -> Image:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        image = self.show(image_id)
+        if offset and offset >= image.size:
+            return image
+        with self._call("GET", f"/images/{image_id}/data", headers=headers, stream=True,
+                        timeout=(10, max(self.timeout, 600))) as response:
+            digest = hashlib.sha256() if not offset else None
+            received = 0
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    dest.write(chunk)
+                    received += len(chunk)
+                    if digest:
+                        digest.update(chunk)
+                    if progress:
+                        progress(len(chunk))
+            except requests.exceptions.RequestException as e:
+                raise Unreachable(f"the download of {image_id} broke off after {offset + received} bytes",
+                                  hint="run the download again; it resumes where it stopped") from e
+            etag = response.headers.get("ETag", "").strip('"')
+        if offset + received != image.size:
+            raise IntegrityError(f"the download of {image_id} ended after {offset + received} of "
+                                 f"{image.size} bytes", hint="run the download again; it resumes")
+        if digest and digest.hexdigest() != (etag or image.sha256):
+            raise IntegrityError(f"image {image_id} failed its checksum on download",
+                                 hint="download again; if it persists the stored bytes are damaged")
+        return image
+
+    def list(self, query: ImageQuery | None = None) -> list[Image]:
+        params = (query or ImageQuery()).model_dump(mode="json", exclude_none=True)
+        return [Image(**d) for d in self._json("GET", "/images", params=params)]
+
+    def show(self, image_id: str) -> Image:
+        return Image(**self._json("GET", f"/images/{image_id}"))
+
+    def modify(self, image_id: str, changes: ImageChanges) -> Image:
+        return Image(**self._json("PATCH", f"/images/{image_id}",
+                                  json=changes.model_dump(mode="json", exclude_defaults=True)))
+
+    def remove(self, image_id: str, force: bool = False) -> Image:
+        return Image(**self._json("DELETE", f"/images/{image_id}", params={"force": str(force).lower()}))
+
+    def share(self, image_id: str, users: list[str]) -> Image:
+        return Image(**self._json("POST", f"/images/{image_id}/share", json={"users": users}))
+
+    def unshare(self, image_id: str, users: list[str]) -> Image:
+        return Image(**self._json("POST", f"/images/{image_id}/unshare", json={"users": users}))
+
+    def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> list[Event]:
+        params = {k: v for k, v in {"image_id": image_id, "user": user, "limit": limit}.items() if v}
+        return [Event(**d) for d in self._json("GET", "/history", params=params)]
+
+    # -- registration records ----------------------------------------------------------------
+
+    def set_vetting(self, image_id: str, target: str, report: dict[str, Any]) -> Image:
+        return Image(**self._json("PUT", f"/images/{image_id}/vetting/{target}", json=report))
+
+    def accept_rule(self, image_id: str, target: str, rule_id: str) -> Image:
+        return Image(**self._json("POST", f"/images/{image_id}/accepted-rules",
+                                  json={"target": target, "rule": rule_id}))
+
+    def add_registration(self, image_id: str, target: str, site: str, remote_id: str,
+                         detail: dict[str, Any] | None = None) -> Image:
+        body = {"target": target, "site": site, "remote_id": remote_id, "detail": detail or {}}
+        return Image(**self._json("POST", f"/images/{image_id}/registrations", json=body))
+
+    def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
+        return Image(**self._json("DELETE", f"/images/{image_id}/registrations/{target}",
+                                  params={"site": site} if site else None))
+
+    # -- users -------------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: Role = Role.USER, quota: int | None = None) -> User:
+        return User(**self._json("POST", "/users", json={"name": name, "role": str(role), "quota_bytes": quota}))
+
+    def remove_user(self, name: str) -> None:
+        self._call("DELETE", f"/users/{name}")
+
+    def list_users(self) -> list[User]:
+        return [User(**d) for d in self._json("GET", "/users")]
+
+    def set_quota(self, name: str, quota: int | None) -> User:
+        return User(**self._json("PUT", f"/users/{name}/quota", json={"quota_bytes": quota}))
+
+    def set_role(self, name: str, role: Role) -> User:
+        return User(**self._json("PUT", f"/users/{name}/role", json={"role": str(role)}))
+
+    def suspend(self, name: str, suspended: bool = True) -> User:
+        return User(**self._json("PUT", f"/users/{name}/suspended", json={"suspended": suspended}))
+
+    def issue_token(self, name: str) -> str:
+        return str(self._json("POST", f"/users/{name}/tokens")["token"])
+
+    def gc(self) -> GcReport:
+        return GcReport(**self._json("POST", "/gc"))
