@@ -163,11 +163,10 @@ def load_settings(environ: dict[str, str] | None = None, **flags: Any) -> Settin
             raise ConfigError(f"config file {path} is not valid TOML: {e}",
                               hint="fix the file or point RAIN_CONFIG elsewhere") from e
         for key, value in data.items():
-            f = _BY_NAME.get(key)
-            if f is None:
+            if key not in _BY_NAME:
                 raise ConfigError(f"unknown setting {key!r} in {path}",
                                   hint="valid settings: " + ", ".join(_BY_NAME))
-            values[key] = _convert(f, value, str(path))
+            values[key] = _convert(_BY_NAME[key], value, str(path))
             sources[key] = f"file {path}"
     for f in FIELDS:
         if f.env in env:

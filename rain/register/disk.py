@@ -6,12 +6,15 @@ tool and the last lines it printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from rain.errors import BuildError, InvalidInput, ToolMissing
 
@@ -69,7 +72,8 @@ def make_raw(root: Path, out: Path, label: str = ROOT_LABEL) -> Path:
 
 
 def to_qcow2(raw: Path, out: Path) -> Path:
-    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c", str(raw), str(out)],
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd",
+         "-m", "2", "-W", str(raw), str(out)],
         "converting to qcow2")
     return out
 
@@ -93,40 +97,42 @@ def _partition_offset(raw: Path) -> int:
     return int(biggest["start"]) * sector
 
 
-def extract_disk(src: Path, dest: Path, fmt: str) -> None:
-    """Copy the largest partition's ext2/3/4 file system out of a raw or qcow2 image into dest."""
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".disk-") as tmp:
-        raw = src
+@contextlib.contextmanager
+def mounted(image: Path, fstype: str, offset: int = 0) -> Iterator[Path]:
+    """Mount a file system image read-only on a loop device; unmounted (and the loop freed) on exit."""
+    with tempfile.TemporaryDirectory(prefix="rain-mnt-") as mnt:
+        opts = f"ro,loop,nodev,nosuid,noexec,offset={offset}"
+        run(["mount", "-t", fstype, "-o", opts, str(image), mnt], f"mounting {image.name}", InvalidInput)
+        try:
+            yield Path(mnt)
+        finally:
+            run(["umount", mnt], f"unmounting {image.name}")
+
+
+@contextlib.contextmanager
+def tar_stream(tree: Path) -> Iterator[IO[bytes]]:
+    """GNU tar's view of a mounted tree, as a stream for the safe unpacker."""
+    proc = subprocess.Popen([tool("tar"), "-C", str(tree), "--numeric-owner", "--xattrs", "-cf", "-", "."],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout
+    finally:
+        proc.stdout.close()
+        if proc.wait() not in (0, 1):  # 1: a file changed while read; the mount is read-only
+            raise BuildError(f"reading {tree} with tar failed: {proc.stderr.read().decode()[-300:]}")
+
+
+@contextlib.contextmanager
+def disk_tree(src: Path, fmt: str) -> Iterator[Path]:
+    """The root file system inside a raw/qcow2/squashfs image, mounted read-only."""
+    with tempfile.TemporaryDirectory(prefix="rain-disk-") as tmp:
+        image, offset, fstype = src, 0, "squashfs"
         if fmt == "qcow2":
-            raw = Path(tmp) / "disk.raw"
-            run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", str(src), str(raw)],
+            image = Path(tmp) / "disk.raw"
+            run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", str(src), str(image)],
                 "reading the qcow2 image", InvalidInput)
-        offset = _partition_offset(raw)
-        fs = Path(tmp) / "fs.img"
-        with open(raw, "rb") as f_in, open(fs, "wb") as f_out:
-            f_in.seek(offset)
-            _sparse_copy(f_in, f_out)
-        run(["debugfs", "-R", f"rdump / {dest}", str(fs)], "reading the ext4 file system", InvalidInput)
-        # rdump writes dest/<root dir name>; '/' dumps into dest itself on e2fsprogs >= 1.46
-        if not any(dest.iterdir()):
-            raise InvalidInput(f"{src} holds no ext2/3/4 file system Rain can read",
-                               hint="upload a tar.zst rootfs, or a raw/qcow2 image with an ext4 root")
-
-
-def _sparse_copy(f_in, f_out, chunk: int = 1 << 20) -> None:
-    zero = bytes(chunk)
-    while True:
-        block = f_in.read(chunk)
-        if not block:
-            break
-        if block == zero[: len(block)]:
-            f_out.seek(len(block), os.SEEK_CUR)
-        else:
-            f_out.write(block)
-    f_out.truncate()
-
-
-def extract_squashfs(src: Path, dest: Path) -> None:
-    dest.rmdir()
-    run(["unsquashfs", "-quiet", "-no-progress", "-d", str(dest), str(src)], "reading the squashfs",
-        InvalidInput)
+        if fmt in ("raw", "qcow2"):
+            offset, fstype = _partition_offset(image), "ext4"
+        with mounted(image, fstype, offset) as mnt:
+            yield mnt

@@ -2,9 +2,9 @@
 
 Archives (tar, tar.zst, tar.gz, tar.xz) are read member by member: nothing is
 written outside the root, no device node is created, no link that escapes the
-root is made, and no write goes through a link. Disk images (raw, qcow2) are
-read with qemu-img and debugfs; squashfs with unsquashfs; both are then swept
-for the same dangers.
+root is made, and no write goes through a link. Disk images (raw, qcow2,
+squashfs) are mounted read-only and streamed through the same member checks.
+A directory given to `fg-image vet` is swept for the same dangers in place.
 """
 
 from __future__ import annotations
@@ -60,13 +60,10 @@ def unpack(src: Path, dest: Path, fmt: str | None = None) -> list[RawFinding]:
     dest.mkdir(parents=True, exist_ok=True)
     if fmt.startswith("tar"):
         return unpack_tar(src, dest, fmt)
-    if fmt in ("raw", "qcow2"):
-        disk.extract_disk(src, dest, fmt)
-    elif fmt == "squashfs":
-        disk.extract_squashfs(src, dest)
-    else:
-        raise InvalidInput(f"{src} is a directory; it needs no unpacking")
-    return sweep(dest)
+    if fmt in ("raw", "qcow2", "squashfs"):
+        with disk.disk_tree(src, fmt) as tree, disk.tar_stream(tree) as stream:
+            return unpack_tar(src, dest, fmt, tarfile.open(fileobj=stream, mode="r|"))
+    raise InvalidInput(f"{src} is a directory; it needs no unpacking")
 
 
 def _open_tar(src: Path, fmt: str) -> tarfile.TarFile:
@@ -82,11 +79,11 @@ def _escapes(path: str) -> bool:
     return path == ".." or path.startswith("../")
 
 
-def unpack_tar(src: Path, dest: Path, fmt: str) -> list[RawFinding]:
+def unpack_tar(src: Path, dest: Path, fmt: str, tf: tarfile.TarFile | None = None) -> list[RawFinding]:
     findings: list[RawFinding] = []
     real_dest = os.path.realpath(dest)
     try:
-        tf = _open_tar(src, fmt)
+        tf = tf or _open_tar(src, fmt)
     except (tarfile.TarError, OSError) as e:
         raise InvalidInput(f"{src} is not a readable {fmt} archive: {e}") from e
     with tf:
@@ -138,8 +135,8 @@ def _inside(path: str, real_dest: str) -> bool:
     return real == real_dest or real.startswith(real_dest + os.sep)
 
 
-def sweep(root: Path) -> list[RawFinding]:
-    """Remove device nodes and escaping links from an extracted tree; report them."""
+def sweep(root: Path, remove: bool = False) -> list[RawFinding]:
+    """Report device nodes and escaping links in a tree (and remove them if asked)."""
     findings: list[RawFinding] = []
     base = str(root)
     for dirpath, dirnames, filenames in os.walk(base):
@@ -150,11 +147,13 @@ def sweep(root: Path) -> list[RawFinding]:
             if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 severity = Severity.INFO if rel in STANDARD_DEV and stat.S_ISCHR(st.st_mode) else None
                 findings.append(RawFinding("device-node", ("/" + rel,), severity=severity))
-                os.unlink(full)
+                if remove:
+                    os.unlink(full)
             elif stat.S_ISLNK(st.st_mode):
                 link = os.readlink(full)
                 if not link.startswith("/") and _escapes(
                         posixpath.normpath(posixpath.join(posixpath.dirname(rel), link))):
                     findings.append(RawFinding("link-outside", (f"/{rel} -> {link}",)))
-                    os.unlink(full)
+                    if remove:
+                        os.unlink(full)
     return findings

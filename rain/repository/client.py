@@ -6,6 +6,7 @@ raises, so callers (the CLI, the contract tests) cannot tell the two apart.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -146,7 +147,7 @@ class Client:
                                  hint="download again; if it persists the stored bytes are damaged")
         return image
 
-    def list(self, query: ImageQuery | None = None) -> list[Image]:
+    def list(self, query: ImageQuery | None = None) -> builtins.list[Image]:
         params = (query or ImageQuery()).model_dump(mode="json", exclude_none=True)
         return [Image(**d) for d in self._json("GET", "/images", params=params)]
 
@@ -160,13 +161,13 @@ class Client:
     def remove(self, image_id: str, force: bool = False) -> Image:
         return Image(**self._json("DELETE", f"/images/{image_id}", params={"force": str(force).lower()}))
 
-    def share(self, image_id: str, users: list[str]) -> Image:
+    def share(self, image_id: str, users: builtins.list[str]) -> Image:
         return Image(**self._json("POST", f"/images/{image_id}/share", json={"users": users}))
 
-    def unshare(self, image_id: str, users: list[str]) -> Image:
+    def unshare(self, image_id: str, users: builtins.list[str]) -> Image:
         return Image(**self._json("POST", f"/images/{image_id}/unshare", json={"users": users}))
 
-    def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> list[Event]:
+    def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> builtins.list[Event]:
         params = {k: v for k, v in {"image_id": image_id, "user": user, "limit": limit}.items() if v}
         return [Event(**d) for d in self._json("GET", "/history", params=params)]
 
@@ -196,7 +197,7 @@ class Client:
     def remove_user(self, name: str) -> None:
         self._call("DELETE", f"/users/{name}")
 
-    def list_users(self) -> list[User]:
+    def list_users(self) -> builtins.list[User]:
         return [User(**d) for d in self._json("GET", "/users")]
 
     def set_quota(self, name: str, quota: int | None) -> User:

@@ -4,20 +4,16 @@ their reserved quota and their partial GridFS bytes."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rain.process import pid_alive
 from rain.repository.accounts import now
+from rain.repository.acting import HOST, Acting
 from rain.repository.models import GcReport, Status
 
-if TYPE_CHECKING:
-    from rain.repository.store import Store
 
-
-class CollectorMixin:
-    def _stale_uploads(self: Store) -> list[dict[str, Any]]:
-        from rain.repository.store import HOST
-
+class CollectorMixin(Acting):
+    def _stale_uploads(self) -> list[dict[str, Any]]:
         cutoff = now() - timedelta(seconds=self.upload_grace)
         stale = []
         for doc in self.images.find({"status": str(Status.UPLOADING)}):
@@ -30,7 +26,7 @@ class CollectorMixin:
                 stale.append(doc)
         return stale
 
-    def collect_stale_uploads(self: Store) -> GcReport:
+    def collect_stale_uploads(self) -> GcReport:
         """Remove abandoned uploads: their record, their partial bytes, their quota reservation."""
         report = GcReport()
         for doc in self._stale_uploads():
@@ -46,7 +42,7 @@ class CollectorMixin:
             self._log("gc-upload", doc, reason="abandoned upload")
         return report
 
-    def gc(self: Store) -> GcReport:
+    def gc(self) -> GcReport:
         """Abandoned uploads, then any GridFS bytes no blob or live upload refers to."""
         self._admin("collect garbage")
         report = self.collect_stale_uploads()

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pymongo import ReturnDocument
-
-from rain.errors import InvalidInput, NotFound
+from rain.errors import InvalidInput
 from rain.repository.accounts import now, require_admin
+from rain.repository.acting import Acting, to_image
 from rain.repository.models import Image, Status
 
-if TYPE_CHECKING:
-    from rain.repository.store import Store
 
-
-class RecordsMixin:
-    def _update(self: Store, image_id: str, update: dict[str, Any]) -> dict[str, Any]:
-        doc = self.images.find_one_and_update({"_id": image_id}, update, return_document=ReturnDocument.AFTER)
-        if doc is None:
-            raise NotFound(f"no image {image_id}", hint="check the id with `fg-image list`")
+class RecordsMixin(Acting):
+    def _update(self, image_id: str, update: dict[str, Any]) -> dict[str, Any]:
+        doc = self._updated(image_id, update)
         # status follows the quarantine list
         status = str(Status.QUARANTINED if doc.get("quarantined") else Status.AVAILABLE)
         if doc["status"] != status:
-            doc = self.images.find_one_and_update({"_id": image_id}, {"$set": {"status": status}},
-                                                  return_document=ReturnDocument.AFTER)
+            doc = self._updated(image_id, {"$set": {"status": status}})
         return doc
 
-    def set_vetting(self: Store, image_id: str, target: str, report: dict[str, Any]) -> Image:
+    def set_vetting(self, image_id: str, target: str, report: dict[str, Any]) -> Image:
         """Store a vetting report; a failing verdict quarantines the image for that target."""
-        from rain.repository.store import _image
-
         self._find(image_id, self.whoami())
         verdict = report.get("verdict")
         if verdict not in ("pass", "fail"):
@@ -38,36 +29,30 @@ class RecordsMixin:
             {"$pull": {"quarantined": target}}
         doc = self._update(image_id, {"$set": {f"vetting.{target}": report, "updated": now()}, **quarantine})
         self._log("vet", doc, target=target, verdict=verdict)
-        return _image(doc)
+        return to_image(doc)
 
-    def accept_rule(self: Store, image_id: str, target: str, rule_id: str) -> Image:
+    def accept_rule(self, image_id: str, target: str, rule_id: str) -> Image:
         """An administrator accepts one vetting rule's finding for one image and target."""
-        from rain.repository.store import _image
-
         require_admin(self.whoami(), "accept vetting findings")
         self._find(image_id, self.whoami())
         doc = self._update(image_id, {"$addToSet": {f"accepted_rules.{target}": rule_id}})
         self._log("accept-rule", doc, target=target, rule=rule_id)
-        return _image(doc)
+        return to_image(doc)
 
-    def add_registration(self: Store, image_id: str, target: str, site: str, remote_id: str,
+    def add_registration(self, image_id: str, target: str, site: str, remote_id: str,
                          detail: dict[str, Any] | None = None) -> Image:
-        from rain.repository.store import _image
-
         self._find(image_id, self.whoami())
         entry = {"target": target, "site": site, "remote_id": remote_id, "when": now(),
                  "detail": detail or {}, "by": self.actor_name}
         doc = self._update(image_id, {"$push": {"registrations": entry}})
         self._log("register", doc, target=target, site=site, remote_id=remote_id)
-        return _image(doc)
+        return to_image(doc)
 
-    def remove_registration(self: Store, image_id: str, target: str, site: str = "") -> Image:
-        from rain.repository.store import _image
-
+    def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         self._find(image_id, self.whoami())
         match: dict[str, Any] = {"target": target}
         if site:
             match["site"] = site
         doc = self._update(image_id, {"$pull": {"registrations": match}})
         self._log("deregister", doc, target=target, site=site)
-        return _image(doc)
+        return to_image(doc)

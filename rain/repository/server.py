@@ -202,7 +202,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     def list_images(request: Request, s: Store = Depends(store)) -> list[Image]:
         params = dict(request.query_params)
         try:
-            query = ImageQuery(**params)
+            query = ImageQuery.model_validate(params)
         except ValidationError as e:
             first = e.errors()[0]
             raise InvalidInput(f"bad query parameter {'.'.join(map(str, first['loc']))}: {first['msg']}") from e
@@ -217,7 +217,8 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     async def finish_upload(upload_id: str, request: Request, s: Store = Depends(store)) -> Image:
         sha256 = request.headers.get("x-rain-sha256")
         reader = _BodyReader(request)
-        return await anyio.to_thread.run_sync(lambda: s.finish_upload(upload_id, reader, sha256))
+        return await anyio.to_thread.run_sync(
+            lambda: s.finish_upload(upload_id, reader, sha256))  # type: ignore[arg-type]
 
     @api.get("/images/{image_id}", response_model=Image)
     def show(image_id: str, s: Store = Depends(store)) -> Image:

@@ -8,25 +8,23 @@ so their existence does not leak.
 
 from __future__ import annotations
 
+import builtins
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
 import pymongo
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
-from rain.repository.accounts import Accounts, human, now, require_active, require_admin
+from rain.repository.accounts import human, now, require_admin
+from rain.repository.acting import HOST, to_image
 from rain.repository.base import Progress
-from rain.repository.blobs import BlobStore
 from rain.repository.gc import CollectorMixin
 from rain.repository.models import (
-    ID_RE,
     Event,
     Image,
     ImageChanges,
@@ -38,8 +36,6 @@ from rain.repository.models import (
     Visibility,
 )
 from rain.repository.records import RecordsMixin
-
-HOST = socket.gethostname()
 
 
 def new_id() -> str:
@@ -60,56 +56,6 @@ class Store(RecordsMixin, CollectorMixin):
 
     Registration records live in records.py and garbage collection in gc.py.
     """
-
-    def __init__(self, db: Database, actor: str, upload_grace: int = 600) -> None:
-        self.db = db
-        self.actor_name = actor
-        self.accounts = Accounts(db)
-        self.blobs = BlobStore(db)
-        self.images = db["images"]
-        self.events = db["events"]
-        self.upload_grace = upload_grace
-
-    # -- who is acting -------------------------------------------------------------------
-
-    def whoami(self) -> User:
-        user = self.accounts.get(self.actor_name)
-        require_active(user)
-        return user
-
-    def _admin(self, what: str) -> User:
-        user = self.whoami()
-        require_admin(user, what)
-        return user
-
-    def _log(self, action: str, image: dict[str, Any] | None = None, **detail: Any) -> None:
-        self.events.insert_one({"when": now(), "user": self.actor_name, "action": action,
-                                "image_id": image["_id"] if image else None,
-                                "image_name": image.get("name") if image else None, "detail": detail})
-
-    # -- access rules --------------------------------------------------------------------
-
-    @staticmethod
-    def _readable_by(user: User) -> dict[str, Any]:
-        if user.role == Role.ADMIN:
-            return {}
-        return {"$or": [{"owner": user.name}, {"visibility": str(Visibility.PUBLIC)},
-                        {"shared_with": user.name}]}
-
-    def _find(self, image_id: str, user: User) -> dict[str, Any]:
-        if not ID_RE.match(image_id or ""):
-            raise InvalidInput(f"bad image id {image_id!r}", hint="ids are 12 hex digits; see `fg-image list`")
-        query = {"_id": image_id, "status": {"$ne": str(Status.UPLOADING)}, **self._readable_by(user)}
-        doc = self.images.find_one(query)
-        if doc is None:
-            raise NotFound(f"no image {image_id}", hint="check the id with `fg-image list`")
-        return doc
-
-    def _find_owned(self, image_id: str, user: User, what: str) -> dict[str, Any]:
-        doc = self._find(image_id, user)
-        if doc["owner"] != user.name and user.role != Role.ADMIN:
-            raise Forbidden(f"only the owner ({doc['owner']}) or an administrator may {what} image {image_id}")
-        return doc
 
     # -- images --------------------------------------------------------------------------
 
@@ -171,23 +117,19 @@ class Store(RecordsMixin, CollectorMixin):
                                      hint="the file changed or was damaged in transit; upload again")
             self.blobs.commit(file_id, digest, size)
             undo.pop_all()
-        done = self.images.find_one_and_update(
-            {"_id": upload_id},
-            {"$set": {"status": str(Status.AVAILABLE), "sha256": digest}, "$unset": {"upload": ""}},
-            return_document=ReturnDocument.AFTER)
+        done = self._updated(upload_id, {"$set": {"status": str(Status.AVAILABLE), "sha256": digest},
+                                         "$unset": {"upload": ""}})
         self._log("upload", done, size=size, sha256=digest)
-        return _image(done)
+        return to_image(done)
 
     def open(self, image_id: str, offset: int = 0, length: int | None = None) -> tuple[Image, Iterator[bytes]]:
         """The record and an iterator over its bytes; counts as one access."""
         user = self.whoami()
         doc = self._find(image_id, user)
         chunks = self.blobs.read(doc["sha256"], offset, length)
-        doc = self.images.find_one_and_update(
-            {"_id": image_id}, {"$set": {"last_access": now()}, "$inc": {"access_count": 1}},
-            return_document=ReturnDocument.AFTER) or doc
+        doc = self._updated(image_id, {"$set": {"last_access": now()}, "$inc": {"access_count": 1}})
         self._log("download", doc, offset=offset)
-        return _image(doc), chunks
+        return to_image(doc), chunks
 
     def get(self, image_id: str, dest: BinaryIO, offset: int = 0, progress: Progress | None = None) -> Image:
         import hashlib
@@ -205,7 +147,7 @@ class Store(RecordsMixin, CollectorMixin):
                                  hint="the stored bytes are damaged; re-upload the image")
         return image
 
-    def list(self, query: ImageQuery | None = None) -> list[Image]:
+    def list(self, query: ImageQuery | None = None) -> builtins.list[Image]:
         q = query or ImageQuery()
         user = self.whoami()
         filt: dict[str, Any] = dict(self._readable_by(user))
@@ -218,10 +160,10 @@ class Store(RecordsMixin, CollectorMixin):
         key = q.sort.lstrip("-+")
         direction = pymongo.DESCENDING if q.sort.startswith("-") else pymongo.ASCENDING
         cursor = self.images.find(filt).sort([(key, direction), ("_id", 1)]).skip(q.skip).limit(q.limit)
-        return [_image(d) for d in cursor]
+        return [to_image(d) for d in cursor]
 
     def show(self, image_id: str) -> Image:
-        return _image(self._find(image_id, self.whoami()))
+        return to_image(self._find(image_id, self.whoami()))
 
     def modify(self, image_id: str, changes: ImageChanges) -> Image:
         user = self.whoami()
@@ -236,10 +178,9 @@ class Store(RecordsMixin, CollectorMixin):
             sets["visibility"] = str(Visibility.PUBLIC if changes.public else Visibility.PRIVATE)
         tags = (set(doc.get("tags", [])) | set(changes.add_tags)) - set(changes.remove_tags)
         sets["tags"] = sorted(tags)
-        doc = self.images.find_one_and_update({"_id": image_id}, {"$set": sets},
-                                              return_document=ReturnDocument.AFTER)
+        doc = self._updated(image_id, {"$set": sets})
         self._log("modify", doc, changes=changes.model_dump(exclude_defaults=True))
-        return _image(doc)
+        return to_image(doc)
 
     def remove(self, image_id: str, force: bool = False) -> Image:
         user = self.whoami()
@@ -252,15 +193,15 @@ class Store(RecordsMixin, CollectorMixin):
             self.blobs.release(doc["sha256"])
             self.accounts.release(doc["owner"], doc["size"])
             self._log("remove", doc, forced=bool(force and doc.get("registrations")))
-        return _image(doc)
+        return to_image(doc)
 
-    def share(self, image_id: str, users: list[str]) -> Image:
+    def share(self, image_id: str, users: builtins.list[str]) -> Image:
         return self._share(image_id, users, add=True)
 
-    def unshare(self, image_id: str, users: list[str]) -> Image:
+    def unshare(self, image_id: str, users: builtins.list[str]) -> Image:
         return self._share(image_id, users, add=False)
 
-    def _share(self, image_id: str, users: list[str], add: bool) -> Image:
+    def _share(self, image_id: str, users: builtins.list[str], add: bool) -> Image:
         actor = self.whoami()
         self._find_owned(image_id, actor, "share" if add else "unshare")
         if not users:
@@ -269,12 +210,11 @@ class Store(RecordsMixin, CollectorMixin):
             self.accounts.get(name)
         op = {"$addToSet": {"shared_with": {"$each": users}}} if add else \
             {"$pull": {"shared_with": {"$in": users}}}
-        doc = self.images.find_one_and_update({"_id": image_id}, {**op, "$set": {"updated": now()}},
-                                              return_document=ReturnDocument.AFTER)
+        doc = self._updated(image_id, {**op, "$set": {"updated": now()}})
         self._log("share" if add else "unshare", doc, users=users)
-        return _image(doc)
+        return to_image(doc)
 
-    def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> list[Event]:
+    def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> builtins.list[Event]:
         actor = self.whoami()
         filt: dict[str, Any] = {}
         if image_id:
@@ -305,7 +245,7 @@ class Store(RecordsMixin, CollectorMixin):
         self.accounts.remove(name)
         self._log("user-remove", None, name=name)
 
-    def list_users(self) -> list[User]:
+    def list_users(self) -> builtins.list[User]:
         self._admin("list users")
         return self.accounts.list()
 
@@ -333,10 +273,3 @@ class Store(RecordsMixin, CollectorMixin):
         token = self.accounts.issue_token(name)
         self._log("token", None, name=name)
         return token
-
-
-
-def _image(doc: dict[str, Any]) -> Image:
-    data = {k: v for k, v in doc.items() if k not in ("_id", "upload")}
-    return Image(id=doc["_id"], **data)
-

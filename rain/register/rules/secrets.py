@@ -21,7 +21,8 @@ def _is_host_key(rel: str) -> bool:  # ssh-host-keys reports these
 def check_private_keys(root: RootFS) -> list[RawFinding]:
     found = []
     for e in root.entries:
-        if not (e.is_file and 0 < e.size <= _MAX_SCAN and e.rel.startswith(_SCAN_DIRS)) or _is_host_key(e.rel):
+        wanted = e.is_file and 0 < e.size <= _MAX_SCAN and e.rel.startswith(_SCAN_DIRS)
+        if not wanted or _is_host_key(e.rel):
             continue
         try:
             with open(root.root / e.rel.lstrip("/"), "rb") as f:

@@ -1,0 +1,187 @@
+"""Debian and Ubuntu: mmdebstrap (debootstrap as fallback), then apt-get in the chroot.
+
+The base system (variant only, no recipe packages) is cached per
+(family, release, arch, variant, mirror); the recipe's packages are added on
+top with apt-get inside the image, from the shared .deb cache when possible.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+
+from rain.errors import BuildError, RecipeError, Unreachable
+from rain.generate import command
+from rain.generate.bootstrap.base import BuildContext, Package
+from rain.generate.cache import CacheKind
+from rain.generate.recipe import OsFamily
+
+_HOOK_IN = """#!/bin/sh
+# rain: seed the new root's apt archive from the shared package cache
+set -e
+mkdir -p "$1/var/cache/apt/archives/partial"
+for f in "$RAIN_PKG_CACHE"/*.deb; do
+  [ -e "$f" ] || continue
+  ln "$f" "$1/var/cache/apt/archives/" 2>/dev/null || cp "$f" "$1/var/cache/apt/archives/"
+done
+"""
+_HOOK_OUT = """#!/bin/sh
+# rain: keep what was downloaded in the shared package cache
+for f in "$1"/var/cache/apt/archives/*.deb; do
+  [ -e "$f" ] || continue
+  b=$(basename "$f")
+  [ -e "$RAIN_PKG_CACHE/$b" ] || ln "$f" "$RAIN_PKG_CACHE/$b" 2>/dev/null || cp "$f" "$RAIN_PKG_CACHE/$b"
+done
+"""
+STALE_LISTS = 6 * 3600
+_MISSING = re.compile(r"Unable to locate package (\S+)|Package '?(\S+?)'? has no installation candidate")
+_UNREACHABLE = re.compile(r"Could not (resolve|connect)|Failed to fetch|Connection failed|Temporary failure "
+                          r"resolving|Unable to connect|No such file or directory.*Release|"
+                          r"does not have a Release file|404\s+Not Found", re.I)
+
+
+def _components(family: OsFamily) -> str:
+    return "main,universe" if family is OsFamily.UBUNTU else "main"
+
+
+class DebianBootstrapper:
+    def bootstrap(self, ctx: BuildContext) -> None:
+        r, cache = ctx.recipe, ctx.cache
+        key = cache.base_key(r, ctx.mirror)
+        ctx.facts["base_key"] = key
+        with ctx.reporter.step("base system"), cache.lock(CacheKind.BASES, key):
+            archive = cache.base_path(key) if ctx.use_cache else None
+            if archive:
+                cache.unpack_base(archive, ctx.handle.root)
+                meta = json.loads(archive.with_name(key + ".json").read_text())
+                ctx.facts["base_cached"] = True
+                ctx.facts["lists_stale"] = time.time() - float(meta.get("created", 0)) > STALE_LISTS
+                ctx.reporter.info(f"base system from cache ({key})")
+                return
+            ctx.facts["base_cached"] = False
+            self._bootstrap_fresh(ctx)
+            cache.save_base(key, ctx.handle.root, {"family": r.os.family, "release": r.os.release,
+                                                    "arch": r.os.arch, "variant": r.variant,
+                                                    "mirror": ctx.mirror})
+
+    def _bootstrap_fresh(self, ctx: BuildContext) -> None:
+        r, root, work = ctx.recipe, ctx.handle.root, ctx.handle.spec.workdir
+        pkg_cache = ctx.cache.packages_dir(r)
+        log = ctx.handle.spec.log_file
+        try:
+            tool = command.need("mmdebstrap")
+        except Exception:
+            tool = None
+        if tool:
+            hooks = []
+            for name, text in (("hook-in", _HOOK_IN), ("hook-out", _HOOK_OUT)):
+                p = work / name
+                p.write_text(text)
+                p.chmod(0o755)
+                hooks.append(p)
+            argv = [tool, "--mode=root", "--format=directory", f"--variant={r.variant}",
+                    f"--architectures={r.os.arch}", f"--components={_components(r.os.family)}",
+                    "--skip=cleanup/apt/lists", "--skip=download/empty", "--skip=essential/unlink",
+                    f"--setup-hook={hooks[0]}", f"--customize-hook={hooks[1]}",
+                    r.os.release, str(root), ctx.mirror]
+            env = {"RAIN_PKG_CACHE": str(pkg_cache), "TMPDIR": str(work)}
+        else:
+            tool = command.need("debootstrap")
+            variant = ["--variant=minbase"] if r.variant == "minbase" else []
+            argv = [tool, *variant, f"--arch={r.os.arch}", f"--components={_components(r.os.family)}",
+                    f"--cache-dir={pkg_cache}", r.os.release, str(root), ctx.mirror]
+            env = {}
+        result = command.run(argv, env=env, check=False, what=argv[0], log_file=log)
+        if result.returncode != 0:
+            raise _apt_error(result.output, ctx, "bootstrapping the base system")
+
+    def install(self, ctx: BuildContext, packages: list[str]) -> None:
+        root = ctx.handle.root
+        self._sources(ctx)
+        archives = root / "var/cache/apt/archives"
+        archives.mkdir(parents=True, exist_ok=True)
+        pkg_cache = ctx.cache.packages_dir(ctx.recipe)
+        ctx.cache.link_packages(pkg_cache, archives, ".deb")
+        lists = root / "var/lib/apt/lists"
+        have_lists = lists.is_dir() and any(p.name.endswith("Packages") for p in lists.iterdir())
+        if ctx.facts.get("lists_stale") or ctx.facts.get("extra_sources") or not have_lists:
+            self._update(ctx)
+        if packages:
+            argv = ["apt-get", "-y", "-q", "--no-install-recommends", "-o", "APT::Keep-Downloaded-Packages=true",
+                    "install", "--", *packages]
+            _install_with_retry(ctx, argv)
+        ctx.cache.link_packages(archives, pkg_cache, ".deb")
+
+    def _update(self, ctx: BuildContext) -> None:
+        try:
+            ctx.builder.run(ctx.handle, ["apt-get", "-q", "update"], what="apt-get update")
+        except BuildError as e:
+            raise _apt_error(e.message, ctx, "apt-get update") from None
+
+    def _sources(self, ctx: BuildContext) -> None:
+        r = ctx.recipe
+        for repo in r.repositories:
+            opts = []
+            if repo.trusted:
+                opts.append("trusted=yes")
+            if repo.gpgkey:
+                key = f"/etc/apt/keyrings/rain-{repo.name}.asc"
+                ctx.builder.put(ctx.handle, ctx.loaded.inputs[repo.gpgkey], key)
+                opts.append(f"signed-by={key}")
+            line = " ".join(["deb", f"[{' '.join(opts)}]" if opts else "", repo.url,
+                             repo.suite or r.os.release, *repo.components]).replace("  ", " ")
+            ctx.builder.put(ctx.handle, (line + "\n").encode(), f"/etc/apt/sources.list.d/rain-{repo.name}.list")
+            ctx.facts["extra_sources"] = True
+
+    def installed(self, ctx: BuildContext) -> list[Package]:
+        admindir = ctx.handle.root / "var/lib/dpkg"
+        out = command.run(["dpkg-query", f"--admindir={admindir}", "-W",
+                           "-f=${db:Status-Status}\t${Package}\t${Version}\t${Architecture}\n"],
+                          what="dpkg-query", keep=100000).output
+        pkgs = []
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 4 and parts[0] == "installed":
+                pkgs.append(Package(parts[1], parts[2], parts[3]))
+        return sorted(pkgs, key=lambda p: p.name)
+
+    def finish(self, ctx: BuildContext) -> None:
+        ctx.builder.run(ctx.handle, ["apt-get", "clean"], what="apt-get clean")
+        lists = ctx.handle.root / "var/lib/apt/lists"
+        if lists.is_dir() and not lists.is_symlink():
+            for p in lists.iterdir():
+                if p.is_file() and p.name != "lock":
+                    p.unlink()
+        shutil.rmtree(ctx.handle.root / "var/cache/apt/archives/partial", ignore_errors=True)
+
+
+def _install_with_retry(ctx: BuildContext, argv: list[str]) -> None:
+    """Install; if the lists were stale or a package is missing, update once and retry."""
+    try:
+        ctx.builder.run(ctx.handle, argv, what="apt-get install")
+        return
+    except BuildError as first:
+        if _MISSING.search(first.message) is None and not _UNREACHABLE.search(first.message):
+            raise _apt_error(first.message, ctx, "installing packages") from None
+    DebianBootstrapper()._update(ctx)
+    try:
+        ctx.builder.run(ctx.handle, argv, what="apt-get install")
+    except BuildError as e:
+        raise _apt_error(e.message, ctx, "installing packages") from None
+
+
+def _apt_error(output: str, ctx: BuildContext, doing: str) -> Exception:
+    r = ctx.recipe
+    m = _MISSING.search(output)
+    if m:
+        name = m.group(1) or m.group(2)
+        return RecipeError(f"packages: {name!r} does not exist in {r.os.family} {r.os.release} "
+                           f"({r.os.arch}) at {ctx.mirror}",
+                           hint="check the spelling, the release, and the recipe's repositories")
+    if _UNREACHABLE.search(output):
+        return Unreachable(f"mirror: {ctx.mirror} is unreachable or has no {r.os.release} ({doing})",
+                           hint="check the recipe's `mirror:` (or the `mirror` setting) and the network")
+    last = [ln for ln in output.splitlines() if ln.strip()][-3:]
+    return BuildError(f"{doing} failed: " + " | ".join(last), hint="see the build log (--debug keeps it)")

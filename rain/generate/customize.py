@@ -1,0 +1,83 @@
+"""The recipe's own changes, applied inside the image through the builder: files, users,
+services, run steps. Everything is an argv list; values were validated by the recipe model."""
+
+from __future__ import annotations
+
+import shutil
+
+from rain.errors import BuildError, RecipeError
+from rain.generate.bootstrap.base import BuildContext
+
+
+def place_files(ctx: BuildContext) -> None:
+    for f in ctx.recipe.files:
+        data = f.content.encode() if f.content is not None else ctx.loaded.inputs[f.source or ""]
+        ctx.builder.put(ctx.handle, data, f.path, mode=f.mode, owner=f.owner, group=f.group)
+
+
+def add_users(ctx: BuildContext) -> None:
+    b, h = ctx.builder, ctx.handle
+    for u in ctx.recipe.users:
+        _require(ctx, "/usr/sbin/useradd", f"users: creating {u.name!r}", "passwd (Debian) or shadow-utils")
+        for g in u.groups:
+            b.run(h, ["groupadd", "-f", g], what=f"users: group {g}")
+        argv = ["useradd", "--create-home", "--shell", u.shell]
+        if u.groups:
+            argv += ["--groups", ",".join(u.groups)]
+        b.run(h, [*argv, "--", u.name], what=f"users: useradd {u.name}")
+        if u.ssh_keys:
+            home = f"/home/{u.name}"
+            b.put(h, ("\n".join(u.ssh_keys) + "\n").encode(), f"{home}/.ssh/authorized_keys",
+                  mode="0600", owner=u.name, group=u.name)
+            b.run(h, ["chown", f"{u.name}:{u.name}", f"{home}/.ssh"], what="users: ssh dir")
+            b.run(h, ["chmod", "0700", f"{home}/.ssh"], what="users: ssh dir")
+        if u.sudo:
+            b.put(h, f"{u.name} ALL=(ALL) NOPASSWD:ALL\n".encode(), f"/etc/sudoers.d/rain-{u.name}", mode="0440")
+
+
+def enable_services(ctx: BuildContext) -> None:
+    for unit in ctx.recipe.services:
+        _require(ctx, "/usr/bin/systemctl", f"services: enabling {unit!r}", "systemd")
+        try:
+            ctx.builder.run(ctx.handle, ["systemctl", "enable", unit], what=f"services: enable {unit}")
+        except BuildError as e:
+            raise RecipeError(f"services: cannot enable {unit!r}: {e.message}",
+                              hint="is the unit's package in `packages:`? names are like ssh or munge") from None
+
+
+def run_steps(ctx: BuildContext) -> None:
+    b, h = ctx.builder, ctx.handle
+    for i, step in enumerate(ctx.recipe.run):
+        with ctx.reporter.step(f"run step {i + 1}"):
+            if step.argv is not None:
+                b.run(h, step.argv, what=f"run[{i}] {step.argv[0]}")
+                continue
+            target = f"/tmp/rain-step-{i}"
+            b.put(h, ctx.loaded.inputs[step.script or ""], target, mode="0755")
+            try:
+                b.run(h, [target], what=f"run[{i}] {step.script}")
+            finally:
+                (h.root / "tmp" / f"rain-step-{i}").unlink(missing_ok=True)
+
+
+def _require(ctx: BuildContext, path: str, doing: str, package: str) -> None:
+    root = ctx.handle.root
+    candidates = [path, path.replace("/usr/", "/", 1)]
+    if not any((root / p.lstrip("/")).exists() or (root / p.lstrip("/")).is_symlink() for p in candidates):
+        name = path.rsplit("/", 1)[1]
+        raise RecipeError(f"{doing} needs {name} in the image", hint=f"add {package} to `packages:`")
+
+
+def tidy(ctx: BuildContext) -> None:
+    """Build-only leftovers out of the image."""
+    root = ctx.handle.root
+    for p in (root / "tmp").glob(".rain-*"):
+        p.unlink(missing_ok=True)
+    for sub in ("var/tmp",):
+        d = root / sub
+        if d.is_dir() and not d.is_symlink():
+            for p in d.iterdir():
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)

@@ -1,0 +1,55 @@
+"""The manifest: exactly what went into an image and how it was made.
+
+It is written beside the artifacts as manifest.json and uploaded with each
+artifact as its provenance (`fg-image show` prints it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import rain
+from rain.generate.artifact import ArtifactFile
+from rain.generate.bootstrap.base import Package
+from rain.generate.progress import Timing
+from rain.generate.recipe import Recipe
+
+
+def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror: str, builder: str,
+                   packages: list[Package], artifacts: list[ArtifactFile], timings: list[Timing],
+                   facts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "name": recipe.name,
+        "rain_version": rain.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "os": recipe.os.model_dump(mode="json"),
+        "variant": str(recipe.variant),
+        "mirror": mirror,
+        "repositories": [r.url for r in recipe.repositories],
+        "builder": builder,
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_text": recipe_text,
+        "recipe_hash": recipe_hash,
+        "packages": [{"name": p.name, "version": p.version, "arch": p.arch} for p in packages],
+        "artifacts": [{"format": str(a.format), "file": a.path.name, "size": a.size, "sha256": a.sha256}
+                      for a in artifacts],
+        "timings": [{"step": t.step, "seconds": t.seconds} for t in timings],
+        "total_seconds": round(sum(t.seconds for t in timings), 3),
+        "base": {k: v for k, v in facts.items() if k.startswith(("base", "clone"))},
+    }
+
+
+def write_manifest(manifest: dict[str, Any], directory: Path) -> Path:
+    path = directory / "manifest.json"
+    tmp = path.with_name("manifest.json.part")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "manifest.json").read_text())

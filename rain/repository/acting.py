@@ -1,0 +1,82 @@
+"""Acting as one user: who that is, what they may read or change, and the history they leave."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from rain.errors import Forbidden, InvalidInput, NotFound
+from rain.repository.accounts import Accounts, now, require_active, require_admin
+from rain.repository.blobs import BlobStore
+from rain.repository.models import ID_RE, Image, Role, Status, User, Visibility
+
+HOST = socket.gethostname()
+
+
+class Acting:
+    """State and access rules shared by the Store and its parts (records, gc)."""
+
+    def __init__(self, db: Database, actor: str, upload_grace: int = 600) -> None:
+        self.db = db
+        self.actor_name = actor
+        self.accounts = Accounts(db)
+        self.blobs = BlobStore(db)
+        self.images = db["images"]
+        self.events = db["events"]
+        self.upload_grace = upload_grace
+
+    # -- who is acting -------------------------------------------------------------------
+
+    def whoami(self) -> User:
+        user = self.accounts.get(self.actor_name)
+        require_active(user)
+        return user
+
+    def _admin(self, what: str) -> User:
+        user = self.whoami()
+        require_admin(user, what)
+        return user
+
+    def _log(self, action: str, image: dict[str, Any] | None = None, **detail: Any) -> None:
+        self.events.insert_one({"when": now(), "user": self.actor_name, "action": action,
+                                "image_id": image["_id"] if image else None,
+                                "image_name": image.get("name") if image else None, "detail": detail})
+
+    # -- access rules --------------------------------------------------------------------
+
+    @staticmethod
+    def _readable_by(user: User) -> dict[str, Any]:
+        if user.role == Role.ADMIN:
+            return {}
+        return {"$or": [{"owner": user.name}, {"visibility": str(Visibility.PUBLIC)},
+                        {"shared_with": user.name}]}
+
+    def _find(self, image_id: str, user: User) -> dict[str, Any]:
+        if not ID_RE.match(image_id or ""):
+            raise InvalidInput(f"bad image id {image_id!r}", hint="ids are 12 hex digits; see `fg-image list`")
+        query = {"_id": image_id, "status": {"$ne": str(Status.UPLOADING)}, **self._readable_by(user)}
+        doc = self.images.find_one(query)
+        if doc is None:
+            raise NotFound(f"no image {image_id}", hint="check the id with `fg-image list`")
+        return doc
+
+    def _find_owned(self, image_id: str, user: User, what: str) -> dict[str, Any]:
+        doc = self._find(image_id, user)
+        if doc["owner"] != user.name and user.role != Role.ADMIN:
+            raise Forbidden(f"only the owner ({doc['owner']}) or an administrator may {what} image {image_id}")
+        return doc
+
+    def _updated(self, image_id: str, update: dict[str, Any]) -> dict[str, Any]:
+        doc = self.images.find_one_and_update({"_id": image_id}, update, return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise NotFound(f"no image {image_id}", hint="it was removed meanwhile; see `fg-image list`")
+        return dict(doc)
+
+
+def to_image(doc: dict[str, Any]) -> Image:
+    data = {k: v for k, v in doc.items() if k not in ("_id", "upload")}
+    return Image(id=doc["_id"], **data)
+
