@@ -16,6 +16,8 @@ import stat
 import tarfile
 from pathlib import Path
 
+import zstandard
+
 from rain.errors import InvalidInput
 from rain.register import disk
 from rain.register.models import RawFinding, Severity
@@ -68,8 +70,6 @@ def unpack(src: Path, dest: Path, fmt: str | None = None) -> list[RawFinding]:
 
 def _open_tar(src: Path, fmt: str) -> tarfile.TarFile:
     if fmt == "tar.zst":
-        import zstandard
-
         stream = zstandard.ZstdDecompressor().stream_reader(open(src, "rb"), closefd=True)
         return tarfile.open(fileobj=stream, mode="r|")
     return tarfile.open(src, mode="r|*")
@@ -84,7 +84,7 @@ def unpack_tar(src: Path, dest: Path, fmt: str, tf: tarfile.TarFile | None = Non
     real_dest = os.path.realpath(dest)
     try:
         tf = tf or _open_tar(src, fmt)
-    except (tarfile.TarError, OSError) as e:
+    except (tarfile.TarError, OSError, zstandard.ZstdError) as e:
         raise InvalidInput(f"{src} is not a readable {fmt} archive: {e}") from e
     with tf:
         try:
@@ -100,7 +100,7 @@ def unpack_tar(src: Path, dest: Path, fmt: str, tf: tarfile.TarFile | None = Non
                         continue
                     os.unlink(target)  # never write through a link left by an earlier member
                 tf.extract(member, real_dest, set_attrs=True, numeric_owner=True, filter="fully_trusted")
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as e:
             raise InvalidInput(f"{src} is a damaged {fmt} archive: {e}",
                                hint="re-create the image or upload it again") from e
     return findings

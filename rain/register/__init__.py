@@ -1,0 +1,1 @@
+"""Register: vet an image, adapt a copy for a target, pack it, publish it, record where it went."""
