@@ -64,7 +64,7 @@ def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int
             if fmt is Format.TAR_ZST:
                 pack_tar_zst(root, dest)
             elif fmt is Format.SQUASHFS:
-                command.run(["mksquashfs", str(root), str(dest), "-noappend", "-comp", "zstd",
+                command.run(["mksquashfs", str(root), str(dest), "-noappend", "-comp", "zstd", "-Xcompression-level", "6",
                              "-processors", "2", "-quiet", "-no-progress"], what="mksquashfs")
             else:
                 if raw is None:

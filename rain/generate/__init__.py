@@ -1,0 +1,1 @@
+"""generate: recipes → images. Entry points: load_recipe, generate, run_batch."""

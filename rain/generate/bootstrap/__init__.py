@@ -1,0 +1,1 @@
+"""Bootstrappers, one module per OS family."""

@@ -1,0 +1,185 @@
+"""generate(): a loaded recipe → artifacts + manifest (+ repository images).
+
+    loaded = load_recipe("recipes/debian-bookworm-minimal.yaml")
+    result = generate(loaded, settings, BuildOptions(upload=False), Reporter())
+    result.artifacts  # ArtifactFile(format, path, size, sha256) for each format
+    result.manifest   # the dict also stored as manifest.json and as provenance
+
+prepare() validates everything (mirror, tools, arch, base image access) with
+no side effects; generate() then builds, or reuses the result cache when the
+recipe hash is already there.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rain.config import Settings
+from rain.errors import RecipeError
+from rain.generate import artifact, command, customize
+from rain.generate.artifact import ArtifactFile
+from rain.generate.bootstrap.base import BuildContext, get_bootstrapper
+from rain.generate.builders.base import BuildSpec, get_builder
+from rain.generate.cache import Cache
+from rain.generate.loader import LoadedRecipe
+from rain.generate.manifest import build_manifest, read_manifest, write_manifest
+from rain.generate.mirror import resolve_mirror
+from rain.generate.progress import Reporter
+from rain.generate.recipe import Format, recipe_hash
+
+_HOST_ARCH = {"x86_64": ("amd64", "x86_64"), "aarch64": ("arm64", "aarch64"), "ppc64le": ("ppc64el", "ppc64le"),
+              "s390x": ("s390x", "s390x")}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    output: Path | None = None
+    """Also place the artifacts + manifest.json in this directory."""
+    use_cache: bool = True
+    upload: bool = True
+    builder: str = "local"
+
+
+@dataclass(frozen=True)
+class Plan:
+    loaded: LoadedRecipe
+    mirror: str
+    recipe_hash: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    recipe_hash: str
+    directory: Path
+    """Where the artifacts and manifest.json live (the result cache entry)."""
+    artifacts: tuple[ArtifactFile, ...]
+    manifest: dict[str, Any]
+    cached: bool
+    image_ids: dict[str, str] = field(default_factory=dict)
+    """format → repository image id (empty with upload=False)."""
+    output_files: tuple[Path, ...] = ()
+
+
+def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, repo: Any = None) -> Plan:
+    """Validate the whole build up front: no mounts, no downloads, no writes."""
+    r = loaded.recipe
+    mirror = resolve_mirror(r, settings.mirror)
+    host = _HOST_ARCH.get(platform.machine())
+    if host is None or r.os.arch not in host:
+        raise RecipeError(f"os.arch: {r.os.arch} cannot be built on this {platform.machine()} host "
+                          "with the local builder", hint=f"use arch {host[0] if host else platform.machine()}")
+    get_builder(options.builder)
+    if r.base is None:
+        if r.os.family.is_debian:
+            if not (shutil.which("mmdebstrap", path=command.SAFE_PATH) or
+                    shutil.which("debootstrap", path=command.SAFE_PATH)):
+                command.need("mmdebstrap")
+        elif not shutil.which("dnf", path=command.SAFE_PATH):
+            command.need("yum")
+    artifact.check_tools(list(r.formats))
+    if r.base is not None:
+        from rain.generate.bootstrap.clone import check_base
+
+        check_base(repo, r)
+    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs))
+
+
+def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, reporter: Reporter,
+             repo: Any = None) -> BuildResult:
+    with reporter.step("prepare"):
+        plan = prepare(loaded, settings, options, repo)
+    cache = Cache.for_data(settings.data_path)
+    hit = cache.result(plan.recipe_hash) if options.use_cache else None
+    if hit is not None:
+        reporter.info(f"identical recipe built before: reusing {plan.recipe_hash[:12]}")
+        result = _from_dir(hit, plan, cached=True)
+    else:
+        result = _build(plan, cache, options, reporter, repo)
+    if options.output:
+        result = _copy_out(result, options.output)
+    if options.upload:
+        from rain.generate.upload import upload
+
+        with reporter.step("upload"):
+            ids = upload(repo, loaded.recipe, result)
+        result = BuildResult(**{**result.__dict__, "image_ids": ids})
+    return result
+
+
+def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, repo: Any) -> BuildResult:
+    r = plan.loaded.recipe
+    work_root = cache.root.parent / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{r.name[:40]}-", dir=work_root))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        spec = BuildSpec(name=r.name, workdir=workdir, debian=r.os.family.is_debian,
+                         log_file=workdir / "build.log")
+        builder = get_builder(options.builder)
+        handle = builder.start(spec)
+        stack.callback(builder.stop, handle)
+        ctx = BuildContext(plan.loaded, plan.mirror, cache, builder, handle, reporter, options.use_cache)
+        boot = get_bootstrapper(r.os.family)
+        if r.base is not None:
+            from rain.generate.bootstrap.clone import clone
+
+            with reporter.step("clone base image"):
+                clone(ctx, repo)
+        else:
+            boot.bootstrap(ctx)
+        with reporter.step("packages"):
+            boot.install(ctx, r.all_packages())
+        with reporter.step("customize"):
+            customize.place_files(ctx)
+            customize.add_users(ctx)
+            customize.enable_services(ctx)
+        customize.run_steps(ctx)
+        with reporter.step("finish"):
+            boot.finish(ctx)
+            customize.tidy(ctx)
+            builder.stop(handle)
+            packages = boot.installed(ctx)
+        staging = workdir / "out"
+        files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter)
+        manifest = build_manifest(recipe=r, recipe_text=plan.loaded.text, recipe_hash=plan.recipe_hash,
+                                  mirror=plan.mirror, builder=builder.name, packages=packages,
+                                  artifacts=files, timings=reporter.timings, facts=ctx.facts)
+        write_manifest(manifest, staging)
+        final = cache.result_dir(plan.recipe_hash)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    return _from_dir(final, plan, cached=False)
+
+
+def _from_dir(directory: Path, plan: Plan, cached: bool) -> BuildResult:
+    manifest = read_manifest(directory)
+    files = tuple(ArtifactFile(Format(a["format"]), directory / a["file"], a["size"], a["sha256"])
+                  for a in manifest["artifacts"])
+    missing = [f.path.name for f in files if not f.path.is_file()]
+    if missing:
+        raise RecipeError(f"cached result {directory} lacks {', '.join(missing)}",
+                          hint="run `fg-image cache prune --kind results` or build with --no-cache")
+    return BuildResult(plan.loaded.recipe.name, plan.recipe_hash, directory, files, manifest, cached)
+
+
+def _copy_out(result: BuildResult, out: Path) -> BuildResult:
+    out.mkdir(parents=True, exist_ok=True)
+    placed = []
+    for src in [*(a.path for a in result.artifacts), result.directory / "manifest.json"]:
+        dest = out / src.name
+        tmp = out / f".{src.name}.{uuid.uuid4().hex[:8]}"
+        # a copy, not a link: whoever boots or edits the output must not change the cache
+        command.run(["cp", "--reflink=auto", "--sparse=always", str(src), str(tmp)], what="copying out")
+        os.replace(tmp, dest)
+        placed.append(dest)
+    return BuildResult(**{**result.__dict__, "output_files": tuple(placed)})

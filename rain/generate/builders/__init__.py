@@ -1,0 +1,1 @@
+"""Builders: where a build runs."""
