@@ -87,6 +87,9 @@ FIELDS: tuple[Field, ...] = (
           convert=_opt_str),
     Field("timeout", lambda: 30, "seconds to wait for a repository or service to answer", convert=int),
     Field("debug", lambda: False, "show tracebacks", convert=_bool),
+    Field("targets_file", lambda: None,
+          "YAML file with register target sites; unset = DATA_DIR/targets.yaml, else ~/.config/rain/targets.yaml",
+          convert=_opt_str),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -105,6 +108,14 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.values["data_dir"]).expanduser()
+
+    @property
+    def targets_path(self) -> Path:
+        """The register targets file: the setting, else DATA_DIR/targets.yaml if present, else XDG config."""
+        if self.values.get("targets_file"):
+            return Path(self.values["targets_file"]).expanduser()
+        in_data = self.data_path / "targets.yaml"
+        return in_data if in_data.is_file() else _xdg("XDG_CONFIG_HOME", ".config") / "rain" / "targets.yaml"
 
     @property
     def config_file(self) -> Path:
@@ -139,6 +150,11 @@ def _convert(f: Field, value: Any, source: str) -> Any:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad value {value!r} for {f.name} (from {source})",
                           hint=f"see `fg-image config show`; {f.help}") from e
+
+
+def env_value(name: str) -> str | None:
+    """A credential a targets file refers to by environment variable name (`password_env: OS_PASSWORD`)."""
+    return os.environ.get(name)
 
 
 def config_path(environ: dict[str, str] | None = None) -> Path:
