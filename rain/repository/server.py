@@ -8,6 +8,7 @@ bytes. Downloads stream, honour Range and carry the sha256 as ETag.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ import anyio
 import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
+from starlette.requests import ClientDisconnect
 
 from rain import __version__
 from rain.config import Settings
@@ -38,6 +40,7 @@ from rain.repository.models import (
 from rain.repository.store import Store
 
 API = "/api/v1"
+log = logging.getLogger(__name__)
 
 
 class UploadRequest(BaseModel):
@@ -180,6 +183,12 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     async def _bad_value(request: Request, e: ValidationError) -> JSONResponse:
         first = e.errors()[0]
         return _error(InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}"))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, e: ClientDisconnect) -> Response:
+        log.warning("client went away during %s %s; the partial upload was undone", request.method,
+                    request.url.path)
+        return Response(status_code=499)
 
     @app.exception_handler(PyMongoError)
     async def _db_down(request: Request, e: PyMongoError) -> JSONResponse:
