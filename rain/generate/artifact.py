@@ -64,8 +64,9 @@ def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int
             if fmt is Format.TAR_ZST:
                 pack_tar_zst(root, dest)
             elif fmt is Format.SQUASHFS:
-                command.run(["mksquashfs", str(root), str(dest), "-noappend", "-comp", "zstd", "-Xcompression-level", "6",
-                             "-processors", "2", "-quiet", "-no-progress"], what="mksquashfs")
+                command.run(["mksquashfs", str(root), str(dest), "-noappend", "-comp", "zstd",
+                             "-Xcompression-level", "6", "-processors", "2", "-quiet", "-no-progress"],
+                            what="mksquashfs")
             else:
                 if raw is None:
                     raw = out / f"{stem}.raw"
@@ -76,7 +77,7 @@ def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int
             files.append(dest)
     if raw is not None and Format.RAW not in formats:
         raw.unlink(missing_ok=True)
-    return [ArtifactFile(f, p, p.stat().st_size, sha256_of(p)) for f, p in zip(formats, files)]
+    return [ArtifactFile(f, p, p.stat().st_size, sha256_of(p)) for f, p in zip(formats, files, strict=True)]
 
 
 def pack_tar_zst(root: Path, dest: Path) -> None:

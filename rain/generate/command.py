@@ -7,12 +7,13 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rain.errors import BuildError, ToolMissing
+from rain.errors import BuildError, Interrupted, ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ _TOOL_PACKAGES = {
     "rpmbuild": "rpm", "createrepo_c": "createrepo-c", "dpkg-query": "dpkg", "tar": "tar",
     "mount": "mount", "umount": "mount", "chroot": "coreutils",
 }
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+_cancelled = threading.Event()
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -52,6 +56,8 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path 
     before the interrupt propagates, so callers' cleanups find no busy mounts.
     """
     argv = [str(a) for a in argv]
+    if _cancelled.is_set():
+        raise Interrupted("build cancelled", hint="the batch was interrupted")
     full_env = {"PATH": SAFE_PATH, "LC_ALL": "C.UTF-8", "HOME": "/root"}
     full_env.update(env or {})
     log.debug("run %s", argv)
@@ -65,6 +71,8 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path 
         if sink:
             sink.close()
         raise ToolMissing(f"{argv[0]} is not installed", hint="run scripts/setup.sh") from e
+    with _live_lock:
+        _live.add(proc)
     try:
         if input is not None:
             assert proc.stdin is not None
@@ -80,14 +88,31 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path 
         _end(proc)
         raise
     finally:
+        with _live_lock:
+            _live.discard(proc)
         if sink:
             sink.close()
+    if _cancelled.is_set() and proc.returncode != 0:
+        raise Interrupted("build cancelled", hint="the batch was interrupted")
     result = Result(proc.returncode, "\n".join(tail))
     if check and proc.returncode != 0:
         last = [ln for ln in tail if ln.strip()][-3:]
         raise BuildError(f"{what or os.path.basename(argv[0])} failed (exit {proc.returncode}): "
                          + " | ".join(last), hint="run with --debug or see the build log")
     return result
+
+
+def cancel_all() -> None:
+    """Stop every running tool (all threads) and refuse new ones: Ctrl-C during a batch."""
+    _cancelled.set()
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        _end(proc)
+
+
+def reset_cancel() -> None:
+    _cancelled.clear()
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:

@@ -173,7 +173,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        info = model.model_fields.get(part) if isinstance(model, type) else None
+        info = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if info is None:
             return []
         model = _model_of(info.annotation)

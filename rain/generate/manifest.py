@@ -7,7 +7,7 @@ artifact as its provenance (`fg-image show` prints it).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror
         "schema": 1,
         "name": recipe.name,
         "rain_version": rain.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "os": recipe.os.model_dump(mode="json"),
         "variant": str(recipe.variant),
         "mirror": mirror,

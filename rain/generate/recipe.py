@@ -76,6 +76,7 @@ GROUP_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 URL_RE = re.compile(r"^(https?|file)://[^\s'\"\\`$;|&<>]+$")
 SUITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 SSH_KEY_RE = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [^\n\r]*)?$")
+VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 
 
@@ -133,10 +134,10 @@ class RepoSpec(Strict):
 
     name: str
     url: str
-    suite: str | None = Field(None, description="Debian/Ubuntu: suite (default: the recipe's release)")
+    suite: str | None = Field(default=None, description="Debian/Ubuntu: suite (default: the recipe's release)")
     components: list[str] = Field(default_factory=lambda: ["main"], description="Debian/Ubuntu only")
-    trusted: bool = Field(False, description="skip signature checks (local repositories only)")
-    gpgkey: str | None = Field(None, description="key file (path relative to the recipe) or URL")
+    trusted: bool = Field(default=False, description="skip signature checks (local repositories only)")
+    gpgkey: str | None = Field(default=None, description="key file (path relative to the recipe) or URL")
 
     _n = field_validator("name")(lambda v: _must(GROUP_RE, v, "repository name", "lowercase letters, digits, _ -"))
     _u = field_validator("url")(lambda v: _must(URL_RE, v, "repository url", "an http(s):// or file:// URL"))
@@ -157,7 +158,7 @@ class FileSpec(Strict):
 
     path: str
     content: str | None = None
-    source: str | None = Field(None, description="path relative to the recipe file")
+    source: str | None = Field(default=None, description="path relative to the recipe file")
     mode: str = "0644"
     owner: str = "root"
     group: str = "root"
@@ -177,7 +178,7 @@ class UserSpec(Strict):
     name: str
     groups: list[str] = Field(default_factory=list)
     ssh_keys: list[str] = Field(default_factory=list)
-    sudo: bool = Field(False, description="passwordless sudo (adds the sudo package)")
+    sudo: bool = Field(default=False, description="passwordless sudo (adds the sudo package)")
     shell: str = "/bin/bash"
 
     _n = field_validator("name")(lambda v: _must(USER_RE, v, "user name", "lowercase letters, digits, _ . -"))
@@ -219,7 +220,7 @@ class RunStep(Strict):
 
 
 class UploadSpec(Strict):
-    name: str | None = Field(None, description="image name in the repository (default: the recipe name)")
+    name: str | None = Field(default=None, description="image name in the repository (default: the recipe name)")
     tags: list[str] = Field(default_factory=list)
     description: str = ""
     public: bool = False
@@ -240,20 +241,28 @@ class Recipe(Strict):
     name: str = Field(description="image name; letters, digits, . _ + -")
     os: OsSpec
     variant: Variant = Variant.MINBASE
-    mirror: str | None = Field(None, description="package mirror URL; default: the host's apt/dnf configuration")
+    mirror: str | None = Field(default=None,
+                                description="package mirror URL; default: the host's apt/dnf configuration")
     repositories: list[RepoSpec] = Field(default_factory=list)
     packages: list[PackageName] = Field(default_factory=list)
     files: list[FileSpec] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
     services: list[UnitName] = Field(default_factory=list, description="systemd units to enable")
     run: list[RunStep] = Field(default_factory=list)
-    disk_size: int | None = Field(None, description="raw/qcow2 disk size, e.g. 4G; default: fits the files")
+    disk_size: int | None = Field(default=None, description="raw/qcow2 disk size, e.g. 4G; default: fits the files")
     formats: list[Format] = Field(default_factory=lambda: [Format.TAR_ZST])
-    upload: UploadSpec = Field(default_factory=UploadSpec)
-    base: str | None = Field(None, description="repository image id (tar.zst) to clone and extend")
+    upload: UploadSpec = Field(default_factory=lambda: UploadSpec())
+    base: str | None = Field(default=None, description="repository image id (tar.zst) to clone and extend")
     vars: dict[str, Any] = Field(default_factory=dict, description="jinja2 variables for this recipe")
 
     _n = field_validator("name")(lambda v: _must(NAME_RE, v, "name", "letters, digits, . _ + - (max 128)"))
+
+    @field_validator("vars")
+    @classmethod
+    def _vars(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            _must(VAR_RE, k, "variable name", "a jinja2 identifier: letters, digits, _")
+        return v
 
     @field_validator("mirror")
     @classmethod

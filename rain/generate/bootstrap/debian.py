@@ -126,6 +126,9 @@ class DebianBootstrapper:
             opts = []
             if repo.trusted:
                 opts.append("trusted=yes")
+            if repo.gpgkey and "://" in repo.gpgkey:
+                raise RecipeError(f"repositories: {repo.name}: gpgkey must be a file next to the recipe",
+                                  hint="download the key once and give its path")
             if repo.gpgkey:
                 key = f"/etc/apt/keyrings/rain-{repo.name}.asc"
                 ctx.builder.put(ctx.handle, ctx.loaded.inputs[repo.gpgkey], key)
