@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from rain.errors import Forbidden, InvalidInput, NotFound
+from rain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from rain.repository.accounts import Accounts, now, require_active, require_admin
 from rain.repository.blobs import BlobStore
 from rain.repository.models import ID_RE, Image, Role, Status, User, Visibility
@@ -31,7 +31,11 @@ class Acting:
     # -- who is acting -------------------------------------------------------------------
 
     def whoami(self) -> User:
-        user = self.accounts.get(self.actor_name)
+        try:
+            user = self.accounts.get(self.actor_name)
+        except NotFound:  # as the service answers for a removed user's token
+            raise Unauthorized(f"user {self.actor_name!r} is not known to this repository",
+                               hint="ask an administrator to add you (`fg-image users add NAME`)") from None
         require_active(user)
         return user
 
