@@ -1,0 +1,128 @@
+"""Fixtures every test tree may use: real services on 127.0.0.1, never mocks.
+
+- `embedded_mongo` (session): ONE embedded SecantusDB server started the way Rain
+  starts it (rain.repository.embedded.ensure_running) in a temporary data dir,
+  stopped when the session ends.
+- `rain_env`: the environment a test's Rain runs in: its own data dir, an absent
+  config file, and a fresh database on the session server (RAIN_MONGO_DB), so
+  tests are isolated without starting a server each.
+- `settings`: the Settings that environment gives.
+- `fg`: run the real `fg-image` console script in that environment.
+- `service`: the real `fg-image serve` on a free port, over the test's database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymongo
+import pytest
+import requests
+
+from rain.config import Settings, load_settings
+from rain.repository import embedded
+
+BIN = Path(sys.executable).parent
+FG_IMAGE = BIN / "fg-image"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def embedded_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded.EmbeddedStatus]:
+    data_dir = tmp_path_factory.mktemp("embedded-mongo")
+    status = embedded.ensure_running(data_dir)
+    assert status.running, f"the embedded server did not start; see {status.log}"
+    yield status
+    embedded.stop(data_dir)
+
+
+@pytest.fixture
+def rain_env(tmp_path: Path, embedded_mongo: embedded.EmbeddedStatus) -> Iterator[dict[str, str]]:
+    """os.environ without RAIN_* settings, plus this test's data dir and fresh database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAIN_")}
+    db_name = "t_" + uuid.uuid4().hex[:16]
+    env.update({
+        "RAIN_DATA_DIR": str(tmp_path / "rain-data"),
+        "RAIN_CONFIG": str(tmp_path / "absent-config.toml"),
+        "RAIN_MONGO_URI": str(embedded_mongo.uri),
+        "RAIN_MONGO_DB": db_name,
+        "RAIN_USER": "admin",
+        "NO_COLOR": "1",
+    })
+    yield env
+    with pymongo.MongoClient(embedded_mongo.uri, serverSelectionTimeoutMS=10_000) as client:
+        client.drop_database(db_name)
+
+
+@pytest.fixture
+def settings(rain_env: dict[str, str]) -> Settings:
+    return load_settings(environ=rain_env)
+
+
+@pytest.fixture
+def fg(rain_env: dict[str, str]):
+    """fg(*args, env={...}, cwd=..., timeout=...) → CompletedProcess of the real `fg-image`."""
+    assert FG_IMAGE.exists(), f"{FG_IMAGE} is missing: run scripts/setup.sh"
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(FG_IMAGE), *args], env={**rain_env, **(env or {})}, cwd=cwd,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@dataclass
+class Service:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_service(env: dict[str, str], log: Path, timeout: float = 60) -> Service:
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(FG_IMAGE), "serve", "--port", str(port)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    service = Service(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"fg-image serve exited with {proc.returncode}: {log.read_text()}")
+        try:
+            if requests.get(service.url + "/healthz", timeout=2).ok:
+                return service
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    service.stop()
+    raise AssertionError(f"fg-image serve did not answer within {timeout}s: {log.read_text()}")
+
+
+@pytest.fixture
+def service(rain_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
+    svc = start_service(rain_env, tmp_path / "serve.log")
+    yield svc
+    svc.stop()

@@ -1,0 +1,89 @@
+"""The two Repository implementations, side by side, for the contract suite.
+
+`backend` is parametrized: "store" is rain.repository.store.Store opened with
+connect.open_store; "client" is rain.repository.client.Client talking to a real
+`fg-image serve` subprocess with tokens the store issued. Both act on the same
+kind of fresh database; `backend.db` lets a test look at what is really stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+
+from rain.config import Settings
+from rain.repository.client import Client
+from rain.repository.connect import open_database, open_store
+from rain.repository.store import Store
+
+
+@dataclass
+class Backend:
+    kind: str
+    settings: Settings
+    db: Database
+    admin_store: Store
+    url: str | None = None
+    _repos: dict[str, Any] = field(default_factory=dict)
+
+    def as_user(self, name: str) -> Any:
+        """The repository as user `name` (who must exist)."""
+        if name not in self._repos:
+            if self.kind == "store":
+                self._repos[name] = open_store(self.settings, name)
+            else:
+                self._repos[name] = Client(str(self.url), self.admin_store.issue_token(name), timeout=60)
+        return self._repos[name]
+
+    @property
+    def admin(self) -> Any:
+        return self.as_user("admin")
+
+    def users(self, *names: str, quota: int | None = None) -> list[Any]:
+        """Create users through the backend itself and return a repository for each."""
+        for name in names:
+            self.admin.add_user(name, quota=quota)
+        return [self.as_user(n) for n in names]
+
+    # -- what is really in the database ---------------------------------------------------
+
+    def gridfs_files(self) -> int:
+        return self.db["fs.files"].count_documents({})
+
+    def gridfs_chunks(self) -> int:
+        return self.db["fs.chunks"].count_documents({})
+
+    def used_bytes(self, name: str) -> int:
+        return int(self.db.users.find_one({"_id": name})["used_bytes"])
+
+
+@pytest.fixture(params=["store", "client"])
+def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Backend]:
+    db = open_database(settings)
+    admin_store = open_store(settings, "admin")  # the first user of a repository becomes its admin
+    if request.param == "store":
+        yield Backend("store", settings, db, admin_store)
+        return
+    svc = request.getfixturevalue("service")
+    yield Backend("client", settings, db, admin_store, url=svc.url)
+
+
+@pytest.fixture
+def tmp_file(tmp_path: Path):
+    def make(size: int, name: str = "image.raw") -> Path:
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 1 << 20)
+                f.write(os.urandom(n))
+                left -= n
+        return path
+
+    return make
