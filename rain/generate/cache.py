@@ -101,7 +101,7 @@ class Cache:
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        final.with_suffix(".json").write_text(json.dumps({**detail, "created": time.time()}))
+        final.with_name(key + ".json").write_text(json.dumps({**detail, "created": time.time()}))
         return final
 
     @staticmethod
@@ -188,9 +188,10 @@ class Cache:
 
 
 def _size(p: Path) -> int:
+    """Disk usage (sparse raw disks count what they really take)."""
     if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+        return p.stat().st_blocks * 512
+    return sum(f.stat().st_blocks * 512 for f in p.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def _json(p: Path) -> dict:  # type: ignore[type-arg]

@@ -1,0 +1,199 @@
+"""Build commands: generate, batch, cache list|prune. Parse, call rain.generate, render."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.errors import BuildError, InvalidInput
+from rain.generate.build import BuildOptions, BuildResult, generate
+from rain.generate.loader import load_recipe, parse_overrides
+from rain.generate.progress import Reporter, plain_emitter
+from rain.generate.recipe import Format
+
+cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, finished results.",
+                        no_args_is_help=True)
+
+
+def _reporter() -> Reporter:
+    if not err_console.is_terminal:
+        return Reporter(plain_emitter(lambda line: print(line, file=sys.stderr, flush=True)))
+    marks = {"start": "[cyan]…[/cyan]", "done": "[green]✓[/green]", "failed": "[red]✗[/red]", "info": " "}
+
+    def emit(event: str, step: str, detail: str) -> None:
+        tail = f" [dim]{detail}[/dim]" if detail and event != "info" else (f" {detail}" if detail else "")
+        err_console.print(f"{marks[event]} {step}{tail}", highlight=False)
+    return Reporter(emit)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so mounts and temp dirs are undone either way."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _sets(set_: list[str], formats: list[str]) -> dict[str, Any]:
+    sets = parse_overrides(set_)
+    if formats:
+        valid = [f.value for f in Format]
+        bad = [f for f in formats if f not in valid]
+        if bad:
+            raise InvalidInput(f"unknown format {bad[0]!r}", hint="use one of " + ", ".join(valid))
+        sets["formats"] = formats
+    return sets
+
+
+def _repo_factory(upload: bool, needs_base: bool) -> Callable[[], Any] | None:
+    return open_repo if (upload or needs_base) else None
+
+
+def generate_cmd(
+    recipe: Path = typer.Argument(..., help="recipe file (YAML)"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: --set os.release=trixie; repeatable"),
+    format_: list[str] = typer.Option([], "--format", help="tar.zst, raw, qcow2, squashfs; repeatable"),
+    output: Path = typer.Option(None, "--output", "-o", help="also copy the artifacts and manifest.json here"),
+    no_upload: bool = typer.Option(False, "--no-upload", help="build only; do not store in the repository"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results (packages stay)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Build an image from a recipe and print the new image id(s)."""
+    loaded = load_recipe(recipe, _sets(set_, format_))
+    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload)
+    repo = open_repo() if (options.upload or loaded.recipe.base) else None
+    with _sigterm_as_interrupt():
+        result = generate(loaded, settings(), options, _reporter(), repo)
+    _print_result(result, as_json)
+
+
+def _print_result(result: BuildResult, as_json: bool) -> None:
+    if as_json:
+        print_json({"name": result.name, "recipe_hash": result.recipe_hash, "cached": result.cached,
+                    "directory": str(result.directory), "image_ids": result.image_ids,
+                    "artifacts": [{"format": str(a.format), "path": str(a.path), "size": a.size,
+                                   "sha256": a.sha256} for a in result.artifacts],
+                    "output_files": [str(p) for p in result.output_files]})
+        return
+    if result.image_ids:
+        if len(result.image_ids) == 1:
+            console.print(next(iter(result.image_ids.values())))
+        else:
+            for fmt, image_id in result.image_ids.items():
+                console.print(f"{image_id}  {fmt}")
+        return
+    for path in result.output_files or tuple(a.path for a in result.artifacts):
+        console.print(str(path))
+
+
+def batch_cmd(
+    file: Path = typer.Argument(..., help="batch file (YAML): recipes and/or a matrix"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=32, help="builds at once"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate everything and show what would be built"),
+    keep_going: bool = typer.Option(False, "--keep-going", help="go on after a failed build"),
+    set_: list[str] = typer.Option([], "--set", help="override a field in every recipe; repeatable"),
+    format_: list[str] = typer.Option([], "--format", help="formats for every recipe; repeatable"),
+    output: Path = typer.Option(None, "--output", "-o", help="also copy every build's files here"),
+    no_upload: bool = typer.Option(False, "--no-upload", help="build only"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results"),
+    as_json: bool = typer.Option(False, "--json", help="print the outcomes as JSON"),
+) -> None:
+    """Build every recipe of a batch file; ends with a table of each image and its outcome."""
+    from rain.generate.batch import load_batch, run_batch
+
+    items = load_batch(file, _sets(set_, format_))
+    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload and not dry_run)
+    needs_base = any(i.loaded.recipe.base for i in items)
+    t0 = time.monotonic()
+    with _sigterm_as_interrupt():
+        outcomes = run_batch(items, settings(), options, _reporter(), jobs=jobs, keep_going=keep_going,
+                             dry_run=dry_run, repo_factory=_repo_factory(options.upload, needs_base))
+    if as_json:
+        print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
+                     "image_ids": o.image_ids, "error": o.error} for o in outcomes])
+    else:
+        table = Table(title=f"{file.name}: {len(outcomes)} builds in {time.monotonic() - t0:.0f}s")
+        for col in ("entry", "image", "outcome", "time", "image ids / error"):
+            table.add_column(col)
+        colour = {"built": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
+        for o in outcomes:
+            detail = o.error or " ".join(f"{v} ({k})" for k, v in o.image_ids.items())
+            if not detail and o.result is not None:
+                detail = str(o.result.directory)
+            c = colour.get(o.status, "cyan")
+            table.add_row(o.label, o.name, f"[{c}]{o.status}[/{c}]", f"{o.seconds:.0f}s" if o.seconds else "",
+                          detail)
+        console.print(table)
+    failed = [o for o in outcomes if o.status in ("failed", "skipped")]
+    if failed:
+        raise BuildError(f"{len(failed)} of {len(outcomes)} builds did not finish",
+                         hint="see the table above; --keep-going builds the rest after a failure")
+
+
+def cache_list(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
+    """Show cached packages, base systems and results with their sizes."""
+    from rain.generate.cache import Cache
+
+    entries = Cache.for_data(settings().data_path).entries()
+    if as_json:
+        print_json([{"kind": str(e.kind), "key": e.key, "path": str(e.path), "size": e.size,
+                     "last_used": e.last_used, "detail": e.detail} for e in entries])
+        return
+    table = Table()
+    for col in ("kind", "key", "size", "last used", "detail"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(str(e.kind), e.key[:40], _size(e.size), time.strftime("%Y-%m-%d %H:%M",
+                      time.localtime(e.last_used)), e.detail)
+    console.print(table)
+    console.print(f"total {_size(sum(e.size for e in entries))} in {settings().data_path / 'cache'}")
+
+
+def cache_prune(
+    kind: list[str] = typer.Option([], "--kind", help="packages, bases or results; repeatable (default: all)"),
+    older_than: float = typer.Option(None, "--older-than", help="only entries unused for this many days"),
+    force: bool = typer.Option(False, "--force", "-f", help="do not ask"),
+) -> None:
+    """Remove cache entries (all, or of a kind, or unused for a while)."""
+    from rain.generate.cache import Cache, CacheKind
+
+    try:
+        kinds = [CacheKind(k) for k in kind]
+    except ValueError:
+        raise InvalidInput(f"unknown cache kind in {kind}", hint="use packages, bases or results") from None
+    what = ", ".join(kind) or "all caches"
+    age = f" unused for {older_than:g} days" if older_than is not None else ""
+    if not force and not typer.confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?"):
+        raise typer.Abort()
+    gone = Cache.for_data(settings().data_path).prune(kinds or None,
+                                                      None if older_than is None else older_than * 86400)
+    console.print(f"removed {len(gone)} entries, {_size(sum(e.size for e in gone))}")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate_cmd)
+    app.command("batch")(batch_cmd)
+    cache_app.command("list")(cache_list)
+    cache_app.command("prune")(cache_prune)
+    app.add_typer(cache_app, name="cache")
