@@ -79,8 +79,8 @@ def to_qcow2(raw: Path, out: Path) -> Path:
 
 
 def make_squashfs(root: Path, out: Path) -> Path:
-    run(["mksquashfs", str(root), str(out), "-noappend", "-comp", "zstd", "-quiet", "-no-progress",
-         "-processors", str(max(1, os.cpu_count() or 1))], "packing the squashfs")
+    run(["mksquashfs", str(root), str(out), "-noappend", "-comp", "zstd", "-Xcompression-level", "3",
+         "-quiet", "-no-progress", "-processors", str(max(1, os.cpu_count() or 1))], "packing the squashfs")
     return out
 
 
@@ -120,7 +120,8 @@ def tar_stream(tree: Path) -> Iterator[IO[bytes]]:
     finally:
         proc.stdout.close()
         if proc.wait() not in (0, 1):  # 1: a file changed while read; the mount is read-only
-            raise BuildError(f"reading {tree} with tar failed: {proc.stderr.read().decode()[-300:]}")
+            err = proc.stderr.read().decode(errors="replace")[-300:] if proc.stderr else ""
+            raise BuildError(f"reading {tree} with tar failed: {err}")
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ class Rule:
 
 def data_lines(name: str) -> list[str]:
     """Non-empty, non-comment lines of a rule data file."""
-    text = resources.files("rain.register.rules").joinpath("data", name).read_text()
+    text = resources.files("rain.register.rules").joinpath("data").joinpath(name).read_text()
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 

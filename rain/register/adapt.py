@@ -1,0 +1,74 @@
+"""Adaptations more than one target makes to its copy of the image.
+
+Each function changes the tree at `root` (a private copy) and returns what it
+did as human-readable lines for the registration record and the docs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from rain.register.disk import ROOT_LABEL
+from rain.register.rootfs import RootFS
+
+MARKER_UNIT = "rain-boot-marker.service"
+
+
+def generalize(root: Path) -> list[str]:
+    """Make every instance its own machine: fresh machine-id, SSH host keys made at first boot."""
+    tree, done = RootFS(root), []
+    if tree.exists("/etc/machine-id"):
+        tree.write_text("/etc/machine-id", "", 0o444)  # empty: systemd generates one at boot
+        done.append("emptied /etc/machine-id (each instance generates its own)")
+    if tree.remove("/var/lib/dbus/machine-id"):
+        done.append("removed /var/lib/dbus/machine-id")
+    keys = tree.glob("/etc/ssh", "ssh_host_*")
+    for key in keys:
+        tree.remove(key)
+    if keys:
+        done.append(f"removed {len(keys)} SSH host key file(s) (regenerated at first boot)")
+    return done
+
+
+def disk_fstab(root: Path) -> list[str]:
+    RootFS(root).write_text("/etc/fstab", f"# written by Rain for a single-disk image\n"
+                                          f"LABEL={ROOT_LABEL} / ext4 defaults,errors=remount-ro 0 1\n")
+    return [f"/etc/fstab mounts the root by LABEL={ROOT_LABEL}"]
+
+
+def cloud_init(root: Path, target: str, datasources: list[str], extra: dict | None = None) -> list[str]:
+    """Point cloud-init at the target's datasource(s)."""
+    tree = RootFS(root)
+    config = {"datasource_list": datasources + ["None"], **(extra or {})}
+    path = f"/etc/cloud/cloud.cfg.d/90-rain-{target}.cfg"
+    tree.write_text(path, "# written by Rain: datasources for " + target + "\n"
+                    + yaml.safe_dump(config, sort_keys=False))
+    done = [f"{path}: cloud-init datasource_list {', '.join(datasources)}"]
+    if not tree.exists("/usr/bin/cloud-init"):
+        done.append("cloud-init is not installed in the image: the datasource config waits for it "
+                    "(add cloud-init to the recipe for keys and networking at boot)")
+    return done
+
+
+def serial_console(root: Path) -> list[str]:
+    """Enable a login on the first serial port (cloud consoles and BMC serial-over-LAN show it)."""
+    tree = RootFS(root)
+    if not tree.exists("/lib/systemd/system/serial-getty@.service"):
+        return []
+    tree.symlink("/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service",
+                 "/lib/systemd/system/serial-getty@.service")
+    return ["enabled serial-getty@ttyS0 (console on the first serial port)"]
+
+
+def boot_marker(root: Path, text: str) -> list[str]:
+    """A unit at multi-user.target that prints `text` on the console: proof the image itself booted."""
+    tree = RootFS(root)
+    tree.write_text(f"/etc/systemd/system/{MARKER_UNIT}",
+                    "[Unit]\nDescription=Rain boot marker (the image reached multi-user.target)\n"
+                    "After=basic.target\n\n[Service]\nType=oneshot\n"
+                    f"ExecStart=/bin/sh -c 'echo {text} > /dev/console'\n\n"
+                    "[Install]\nWantedBy=multi-user.target\n")
+    tree.symlink(f"/etc/systemd/system/multi-user.target.wants/{MARKER_UNIT}", f"../{MARKER_UNIT}")
+    return [f"added {MARKER_UNIT} (prints {text} on the console at multi-user.target)"]

@@ -1,0 +1,82 @@
+"""Boot a packed hpc image under QEMU on this host and wait for the image's own boot marker.
+
+The squashfs is served by a small HTTP server on 127.0.0.1, which the guest
+reaches as 10.0.2.2 through QEMU's user-mode network. KVM is used only when
+asked for; TCG is the default because it works everywhere. The serial console
+goes to a log file that is kept; a timeout fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rain.errors import TargetError
+from rain.register.disk import tool
+
+GUEST_HOST = "10.0.2.2"  # QEMU user networking's address for the host's 127.0.0.1
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path) -> Iterator[int]:
+    """Serve `directory` read-only over HTTP on 127.0.0.1; yields the port."""
+    handler = functools.partial(_Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="rain-boot-http", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def boot_until(kernel: Path, initrd: Path, append: str, log_path: Path, marker: str, timeout: float,
+               memory_mb: int = 2048, accel: str = "tcg") -> float:
+    """Boot kernel+initrd with `append`; return seconds until `marker` appears on the serial console."""
+    log_path.unlink(missing_ok=True)
+    argv = [tool("qemu-system-x86_64"), "-accel", accel, "-m", str(memory_mb), "-smp", "2",
+            "-nographic", "-no-reboot", "-serial", f"file:{log_path}", "-monitor", "none",
+            "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
+            "-nic", "user,model=virtio-net-pci"]
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while time.monotonic() - start < timeout:
+            if log_path.is_file() and marker in log_path.read_text(errors="replace"):
+                return time.monotonic() - start
+            if proc.poll() is not None:
+                err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
+                raise TargetError(f"the boot test VM stopped before the image booted ({_last_line(log_path)})",
+                                  hint=f"console log: {log_path}" + (f"; qemu: {err[-200:]}" if err else ""))
+            time.sleep(1)
+        raise TargetError(f"boot test timed out after {timeout:.0f}s without the marker "
+                          f"({_last_line(log_path)})", hint=f"console log: {log_path}")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def _last_line(log_path: Path) -> str:
+    if not log_path.is_file():
+        return "no console output"
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return f"last console line: {lines[-1][:160]!r}" if lines else "no console output"

@@ -1,0 +1,1 @@
+"""Target providers, one module each; see base.py for the interface and registry."""

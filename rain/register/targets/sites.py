@@ -1,0 +1,77 @@
+"""The targets file: per target, named sites with validated settings.
+
+    ec2:
+      default:
+        region: us-east-1
+        access_key_id_env: AWS_ACCESS_KEY_ID
+        secret_access_key_env: AWS_SECRET_ACCESS_KEY
+    openstack:
+      lab:
+        auth_url: https://keystone.example.org:5000/v3
+        username: rain
+        password_env: OS_PASSWORD
+        project_name: images
+
+Credentials appear only as references (`*_env`, `*_file`), never as values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from rain.config import Settings
+from rain.errors import ConfigError
+from rain.register.targets.base import Target, TargetName, target_class, target_name
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"no targets file at {path}",
+                          hint="write one (see docs/targets.md) or point RAIN_TARGETS_FILE at it")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"targets file {path} is not valid YAML: {str(e).splitlines()[0]}",
+                          hint="fix the file; see docs/targets.md for its shape") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"targets file {path} must map target names to sites",
+                          hint="e.g. 'ec2: {default: {region: us-east-1}}'")
+    return data
+
+
+def site_names(settings: Settings, target: TargetName) -> list[str]:
+    return sorted((_read(settings.targets_path).get(target.value) or {}).keys())
+
+
+def open_target(settings: Settings, target: str, site: str | None = None) -> tuple[Target, str]:
+    """Validate the site's settings and build its target provider (no network yet)."""
+    name = target_name(target)
+    path = settings.targets_path
+    data = _read(path)
+    for key in data:
+        target_name(str(key))  # unknown top-level names are errors, listing the valid ones
+    sites = data.get(name.value) or {}
+    if not isinstance(sites, dict) or not sites:
+        raise ConfigError(f"no {name.value} sites in {path}",
+                          hint=f"add '{name.value}: {{SITE: {{...}}}}' to the targets file (see docs/targets.md)")
+    if site is None:
+        site = "default" if "default" in sites else (next(iter(sites)) if len(sites) == 1 else None)
+        if site is None:
+            raise ConfigError(f"several {name.value} sites in {path}: choose one with --site",
+                              hint="sites: " + ", ".join(sorted(sites)))
+    if site not in sites:
+        raise ConfigError(f"no {name.value} site {site!r} in {path}",
+                          hint="sites: " + ", ".join(sorted(sites)))
+    cls = target_class(name)
+    try:
+        model = cls.site_model.model_validate(sites[site] or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(site)"
+        raise ConfigError(f"{name.value} site {site!r} in {path}: {where}: {err['msg']}",
+                          hint="valid keys: " + ", ".join(cls.site_model.model_fields)) from e
+    return cls(model, site, settings), site
