@@ -110,6 +110,11 @@ class OsSpec(Strict):
     release: str
     arch: str = "amd64"
 
+    @field_validator("release", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
     @model_validator(mode="after")
     def _known(self) -> OsSpec:
         known = RELEASES[self.family]

@@ -83,7 +83,8 @@ def safe_unpack(archive: Path, root: Path) -> int:
                 m.linkname = target
             _check_parents(root, name)
             m.name = name
-            tar.extract(m, root, numeric_owner=True, filter="fully_trusted")
+            # a hard link shares its target's inode: its own header must not re-chmod that
+            tar.extract(m, root, set_attrs=not m.islnk(), numeric_owner=True, filter="fully_trusted")
     return skipped
 
 
