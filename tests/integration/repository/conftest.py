@@ -35,11 +35,14 @@ class Backend:
     def as_user(self, name: str) -> Any:
         """The repository as user `name` (who must exist)."""
         if name not in self._repos:
-            if self.kind == "store":
-                self._repos[name] = open_store(self.settings, name)
-            else:
-                self._repos[name] = Client(str(self.url), self.admin_store.issue_token(name), timeout=60)
+            self._repos[name] = self.connect(name)
         return self._repos[name]
+
+    def connect(self, name: str) -> Any:
+        """A new connection as `name`: its own MongoClient, or its own HTTP session and token."""
+        if self.kind == "store":
+            return open_store(self.settings, name)
+        return Client(str(self.url), self.admin_store.issue_token(name), timeout=60)
 
     @property
     def admin(self) -> Any:
