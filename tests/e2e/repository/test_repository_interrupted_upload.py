@@ -1,0 +1,85 @@
+"""kill -9 of `fg-image upload` part-way: nothing half-stored stays visible, and the bytes come back."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+from cli_helpers import FG_IMAGE, json_out
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+MiB = 1 << 20
+SIZE = 300 * MiB
+
+
+def kill_when_bytes_land(proc: subprocess.Popen, db, timeout: float = 120) -> dict:
+    """SIGKILL `proc` as soon as some of its upload's bytes are in GridFS; return the uploading record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the upload ended before it could be killed: {proc.communicate()}"
+        doc = db.images.find_one({"status": "uploading"})
+        if doc and db["fs.chunks"].count_documents({"files_id": doc["upload"]["file_id"]}, limit=1):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return doc
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("no bytes of the upload reached GridFS in time")
+
+
+def upload_in_background(path, env) -> subprocess.Popen:
+    return subprocess.Popen([str(FG_IMAGE), "upload", str(path), "--name", "killed"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def assert_nothing_left(db, file_id, fg, env=None) -> None:
+    assert db["fs.chunks"].count_documents({"files_id": file_id}) == 0
+    assert db["fs.files"].count_documents({"_id": file_id}) == 0
+    assert db.images.count_documents({"status": "uploading"}) == 0
+    available = list(db.images.find({"status": "available"}))
+    assert db.users.find_one({"_id": "admin"})["used_bytes"] == sum(d["size"] for d in available)
+    listed = json_out(fg("list", "--json", env=env))
+    assert "killed" not in [i["name"] for i in listed]
+
+
+@pytest.mark.parametrize("collect", ["repo gc", "next upload"])
+def test_killed_local_upload_is_collected(collect, fg, rain_env, db, make_file):
+    assert fg("users", "list").returncode == 0  # makes admin the repository's first user
+    big = make_file(SIZE, "big.raw")
+    doc = kill_when_bytes_land(upload_in_background(big, rain_env), db)
+    file_id = doc["upload"]["file_id"]
+
+    assert db["fs.chunks"].count_documents({"files_id": file_id}) > 0
+    assert db.users.find_one({"_id": "admin"})["used_bytes"] == SIZE  # still reserved
+    assert json_out(fg("list", "--json")) == []  # but never visible
+
+    if collect == "repo gc":
+        result = fg("repo", "gc", "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["uploads_removed"] == 1 and report["bytes_freed"] > 0
+    else:
+        small = make_file(1000, "small.raw")
+        result = fg("upload", str(small))
+        assert result.returncode == 0, result.stderr
+        assert [i["name"] for i in json_out(fg("list", "--json"))] == ["small"]
+    assert_nothing_left(db, file_id, fg)
+
+
+def test_killed_client_upload_is_undone_by_the_service(fg, rain_env, remote_env, db, make_file):
+    big = make_file(SIZE, "big.raw")
+    doc = kill_when_bytes_land(upload_in_background(big, {**rain_env, **remote_env}), db)
+    file_id = doc["upload"]["file_id"]
+
+    deadline = time.monotonic() + 60  # the service notices the disconnect and undoes the upload itself
+    while db.images.count_documents({"status": "uploading"}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert db.images.count_documents({"status": "uploading"}) == 0, "the service kept the abandoned upload"
+    assert_nothing_left(db, file_id, fg, env=remote_env)
+
+    result = fg("repo", "gc", "--json", env=remote_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["uploads_removed"] == 0  # nothing was left for gc
