@@ -63,8 +63,8 @@ class VetReport(BaseModel):
     def summary(self) -> str:
         if self.verdict == Verdict.PASS:
             return f"vetting passed ({len(self.findings)} non-blocking finding(s))"
-        rules = ", ".join(f"{f.rule} {f.message}" for f in self.blocking)
-        return f"vetting failed: {rules}"
+        rules = ", ".join(f.rule for f in self.blocking)
+        return f"vetting failed for {self.target or 'any target'} on {len(self.blocking)} rule(s): {rules}"
 
 
 @dataclass(frozen=True)

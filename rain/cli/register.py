@@ -1,0 +1,145 @@
+"""Register commands: register, vet, registrations, deregister."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.errors import InvalidInput
+from rain.register.models import VetReport
+from rain.repository.models import ID_RE
+
+
+class StepReporter:
+    """One line per pipeline step on stderr: name, then ok/failed and seconds."""
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        err_console.print(f"[bold]→ {name}[/bold] ...", highlight=False)
+        try:
+            yield
+        except BaseException:
+            err_console.print(f"  {name} [red]failed[/red] after {time.monotonic() - start:.1f}s")
+            raise
+        err_console.print(f"  {name} [green]done[/green] in {time.monotonic() - start:.1f}s")
+
+
+def render_report(report: VetReport) -> None:
+    colour = "green" if report.verdict == "pass" else "red"
+    console.print(f"[{colour}]{report.verdict.upper()}[/{colour}] {report.subject} — target "
+                  f"{report.target or '(none)'}, policy {report.policy}, blocks at {report.block_at}")
+    if not report.findings:
+        console.print("no findings")
+        return
+    table = Table("rule", "severity", "", "what", "fix", "where", show_lines=False)
+    for f in report.findings:
+        state = "accepted" if f.accepted else ("BLOCKS" if f.blocking else "")
+        table.add_row(f.rule, f.severity, state, f.message, f.hint, "\n".join(f.paths[:5]))
+    console.print(table)
+
+
+def register_cmd(
+    image_id: str = typer.Argument(..., help="id of the image in the repository"),
+    target: str = typer.Option(..., "--target", "-t", help="hpc, opennebula, openstack or ec2"),
+    site: str = typer.Option(None, "--site", help="site name in the targets file (default: the only one / default)"),
+    boot_test: bool = typer.Option(False, "--boot-test", help="hpc: boot the result under QEMU before publishing"),
+    as_json: bool = typer.Option(False, "--json", help="print the outcome as JSON"),
+) -> None:
+    """Vet an image, adapt a copy for a target, publish it there and record the registration."""
+    from rain.register.pipeline import VetRejected, register
+
+    repo = open_repo()
+    try:
+        outcome = register(repo, settings(), image_id, target, site, boot_test, StepReporter())
+    except VetRejected as e:
+        render_report(e.report)
+        raise
+    if as_json:
+        print_json({"target": outcome.target, "site": outcome.site, "remote_id": outcome.remote_id,
+                    "derived_image": outcome.derived_id, "changes": outcome.changes, "timings": outcome.timings,
+                    "vetting": outcome.report.model_dump(mode="json")})
+    else:
+        console.print(f"registered {image_id} on {outcome.target}/{outcome.site} as {outcome.remote_id} "
+                      f"(derived image {outcome.derived_id})")
+
+
+def vet_cmd(
+    subject: str = typer.Argument(..., help="image id in the repository, or a local image file / root directory"),
+    target: str = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
+    format: str = typer.Option(None, "--format", help="format of a local file (default: from its name)"),
+    accept: str = typer.Option(None, "--accept", help="admin: accept RULE for this image and target, then vet"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Vet an image and print the report; exit code 11 when the verdict is fail."""
+    from rain.register.pipeline import VetRejected, vet_image, vet_path
+
+    path = Path(subject)
+    if path.exists() and not ID_RE.match(subject):
+        if accept:
+            raise InvalidInput("--accept applies to repository images", hint="give an image id")
+        report = vet_path(path, target, format)
+    elif ID_RE.match(subject):
+        repo = open_repo()
+        if accept:
+            if not target:
+                raise InvalidInput("--accept needs --target", hint="a rule is accepted for one image and target")
+            repo.accept_rule(subject, target, accept)
+        report = vet_image(repo, subject, target, settings(), StepReporter())
+    else:
+        raise InvalidInput(f"{subject!r} is neither an image id nor an existing file or directory",
+                           hint="give a 12-character image id or a path")
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+    else:
+        render_report(report)
+    if report.verdict != "pass":
+        raise VetRejected(report, hint="each finding above says how to fix it")
+
+
+def registrations_cmd(
+    image_id: str = typer.Argument(...),
+    as_json: bool = typer.Option(False, "--json", help="print the registrations as JSON"),
+) -> None:
+    """List where an image is registered."""
+    image = open_repo().show(image_id)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in image.registrations])
+        return
+    if not image.registrations:
+        console.print(f"{image_id} is not registered anywhere")
+        return
+    table = Table("target", "site", "remote id", "when", "derived image")
+    for r in image.registrations:
+        table.add_row(r.target, r.site, r.remote_id, r.when.strftime("%Y-%m-%d %H:%M"),
+                      str(r.detail.get("derived_image", "")))
+    console.print(table)
+
+
+def deregister_cmd(
+    image_id: str = typer.Argument(...),
+    target: str = typer.Option(..., "--target", "-t"),
+    site: str = typer.Option(None, "--site", help="only this site (default: every site of the target)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+) -> None:
+    """Delete the image from a target and drop its registration record."""
+    from rain.register.pipeline import deregister
+
+    where = f"{target}" + (f"/{site}" if site else " (every site)")
+    if not yes and not typer.confirm(f"delete image {image_id} from {where}?", default=False):
+        raise typer.Abort()
+    deregister(open_repo(), settings(), image_id, target, site)
+    console.print(f"deregistered {image_id} from {where}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("register")(register_cmd)
+    app.command("vet")(vet_cmd)
+    app.command("registrations")(registrations_cmd)
+    app.command("deregister")(deregister_cmd)

@@ -1,0 +1,169 @@
+"""OpenStack: a qcow2 with cloud-init for ConfigDrive/OpenStack metadata, uploaded to Glance v2.
+
+Authentication is Keystone v3 password auth (token from X-Subject-Token,
+Glance's endpoint from the token's service catalog); then Glance v2: create
+the image record with its properties, upload the bytes, wait until active,
+and check the size and the SHA-512 Glance computed (os_hash_value). A failure
+after create deletes the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import requests
+
+from rain.config import Settings
+from rain.errors import ConfigError, IntegrityError, TargetError, Unauthorized, Unreachable
+from rain.register import adapt, disk
+from rain.register.models import Label, Packed, Severity, VetPolicy
+from rain.register.targets.base import SiteSettings, TargetName, one_secret
+
+log = logging.getLogger(__name__)
+
+
+class OpenStackSite(SiteSettings):
+    auth_url: str
+    """Keystone v3, e.g. https://keystone.example.org:5000/v3."""
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    user_domain_name: str = "Default"
+    project_name: str
+    project_domain_name: str = "Default"
+    region: str | None = None
+    interface: str = "public"
+    visibility: str = "private"
+    timeout: float = 900.0
+    properties: dict[str, str] = {}
+    """Extra Glance properties for every image registered on this site."""
+    check_secrets = one_secret("password")
+
+
+def _check(resp: requests.Response, what: str) -> requests.Response:
+    if resp.status_code in (401, 403):
+        raise Unauthorized(f"OpenStack refused {what}: HTTP {resp.status_code}",
+                           hint="check username, password and project in the targets file")
+    if resp.status_code >= 400:
+        raise TargetError(f"OpenStack {what} failed: HTTP {resp.status_code}: {resp.text.strip()[:200]}")
+    return resp
+
+
+class OpenStackTarget:
+    name: ClassVar[TargetName] = TargetName.OPENSTACK
+    vet_policy: ClassVar[VetPolicy] = VetPolicy("cloud-openstack", Severity.HIGH, frozenset({"kernel"}))
+    derived_format: ClassVar[str] = "qcow2"
+    site_model: ClassVar[type[OpenStackSite]] = OpenStackSite
+
+    def __init__(self, site: OpenStackSite, site_name: str, settings: Settings) -> None:
+        self.site, self.site_name = site, site_name
+        if not (site.password_env or site.password_file):
+            raise ConfigError(f"openstack site {site_name!r} has no password",
+                              hint="set password_env (a variable name) or password_file in the targets file")
+        self.http = requests.Session()
+        self._glance: str | None = None
+
+    def adapt(self, root: Path) -> list[str]:
+        changes = adapt.generalize(root) + adapt.disk_fstab(root)
+        changes += adapt.cloud_init(root, "openstack", ["ConfigDrive", "OpenStack"])
+        return changes + adapt.serial_console(root)
+
+    def pack(self, root: Path, out: Path) -> Packed:
+        out.mkdir(parents=True, exist_ok=True)
+        raw = disk.make_raw(root, out / "disk.raw")
+        qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
+        raw.unlink()
+        return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
+
+    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
+        try:
+            return _check(self.http.request(method, url, timeout=(10, 300), **kwargs), what)
+        except requests.ConnectionError as e:
+            raise Unreachable(f"cannot reach OpenStack for {what} at {url.split('/v')[0]}",
+                              hint="check auth_url in the targets file and the network") from e
+        except requests.Timeout as e:
+            raise Unreachable(f"OpenStack did not answer {what} in time") from e
+
+    def _login(self) -> str:
+        """Keystone v3 password auth; keeps the token on the session, returns Glance's image URL."""
+        if self._glance:
+            return self._glance
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": self.site.username, "domain": {"name": self.site.user_domain_name},
+            "password": self.site.secret("password")}}},
+            "scope": {"project": {"name": self.site.project_name,
+                                  "domain": {"name": self.site.project_domain_name}}}}}
+        resp = self._request("POST", self.site.auth_url.rstrip("/") + "/auth/tokens", "authentication", json=body)
+        token = resp.headers.get("X-Subject-Token")
+        if not token:
+            raise TargetError("Keystone answered without an X-Subject-Token", hint="is auth_url a Keystone v3 URL?")
+        self.http.headers["X-Auth-Token"] = token
+        for service in resp.json().get("token", {}).get("catalog", []):
+            if service.get("type") != "image":
+                continue
+            for ep in service.get("endpoints", []):
+                region_ok = self.site.region in (None, ep.get("region"), ep.get("region_id"))
+                if ep.get("interface") == self.site.interface and region_ok:
+                    url = ep["url"].rstrip("/")
+                    self._glance = (url if url.endswith("/v2") else url + "/v2") + "/images"
+                    return self._glance
+        raise TargetError(f"no Glance ({self.site.interface}, region {self.site.region or 'any'}) in the catalog",
+                          hint="check region and interface in the targets file")
+
+    def properties(self, label: Label) -> dict[str, str]:
+        props = {"os_distro": label.os_family or "linux", "os_version": label.os_release,
+                 "architecture": label.arch, "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
+                 "hw_rng_model": "virtio", "rain_image": label.image_id}
+        return {k: v for k, v in {**props, **self.site.properties}.items() if v}
+
+    def publish(self, packed: Packed, label: Label) -> str:
+        images = self._login()
+        body = {"name": label.slug, "disk_format": "qcow2", "container_format": "bare",
+                "visibility": self.site.visibility, **self.properties(label)}
+        image_id = str(self._request("POST", images, "creating the Glance image", json=body).json()["id"])
+        try:
+            path = packed.primary_path
+            with open(path, "rb") as f:
+                self._request("PUT", f"{images}/{image_id}/file", "uploading the image", data=f,
+                              headers={"Content-Type": "application/octet-stream",
+                                       "Content-Length": str(path.stat().st_size)})
+            self._wait_active(images, image_id, path)
+            return image_id
+        except BaseException:
+            self.delete(image_id)
+            raise
+
+    def _wait_active(self, images: str, image_id: str, path: Path) -> None:
+        deadline = time.monotonic() + self.site.timeout
+        status = "queued"
+        while time.monotonic() < deadline:
+            image = self._request("GET", f"{images}/{image_id}", "reading the image").json()
+            status = image.get("status", "")
+            if status == "active":
+                if image.get("size") not in (None, path.stat().st_size):
+                    raise IntegrityError(f"Glance stored {image['size']} bytes, Rain sent {path.stat().st_size}")
+                if image.get("os_hash_algo") == "sha512" and image.get("os_hash_value") != _sha512(path):
+                    raise IntegrityError("Glance's SHA-512 of the upload differs from the packed image")
+                return
+            if status in ("killed", "deleted", "deactivated"):
+                raise TargetError(f"Glance image {image_id} went to {status}")
+            time.sleep(1)
+        raise TargetError(f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s")
+
+    def delete(self, remote_id: str) -> None:
+        images = self._login()
+        resp = self.http.delete(f"{images}/{remote_id}", timeout=(10, 60))
+        if resp.status_code not in (200, 204, 404):
+            _check(resp, "deleting the image")
+
+
+def _sha512(path: Path) -> str:
+    digest = hashlib.sha512()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
