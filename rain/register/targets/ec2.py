@@ -76,6 +76,7 @@ class Ec2Target:
             raise ConfigError(f"ec2 site {site_name!r} has no credentials",
                               hint="set access_key_id_env and secret_access_key_env (variable names) "
                                    "in the targets file")
+        self._keys = (site.secret("access_key_id"), site.secret("secret_access_key"))  # checked before anything moves
         self._clients: dict[str, Any] = {}
 
     def _client(self, service: str) -> Any:
@@ -83,8 +84,7 @@ class Ec2Target:
             import boto3
             from botocore.config import Config
 
-            key_id = self.site.secret("access_key_id")
-            secret = self.site.secret("secret_access_key")
+            key_id, secret = self._keys
             cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                          max_pool_connections=max(10, self.site.workers * 2))
             self._clients[service] = boto3.client(service, region_name=self.site.region,

@@ -72,6 +72,7 @@ class OpenNebulaTarget:
         if not (site.password_env or site.password_file):
             raise ConfigError(f"opennebula site {site_name!r} has no password",
                               hint="set password_env (a variable name) or password_file in the targets file")
+        self._password = site.secret("password")  # checked now, before anything moves
         transport = _TimeoutSafeTransport() if site.endpoint.startswith("https") else _TimeoutTransport()
         self._proxy = xmlrpc.client.ServerProxy(site.endpoint, transport=transport, allow_none=True)
 
@@ -89,7 +90,7 @@ class OpenNebulaTarget:
 
     def _call(self, method: str, *args: Any, missing_ok: bool = False) -> Any:
         """One XML-RPC call; [False, message, code] and transport failures become Rain errors."""
-        session = f"{self.site.username}:{self.site.secret('password')}"
+        session = f"{self.site.username}:{self._password}"
         try:
             reply = getattr(self._proxy, method)(session, *args)
         except (OSError, http.client.HTTPException) as e:

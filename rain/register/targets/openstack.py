@@ -64,6 +64,7 @@ class OpenStackTarget:
         if not (site.password_env or site.password_file):
             raise ConfigError(f"openstack site {site_name!r} has no password",
                               hint="set password_env (a variable name) or password_file in the targets file")
+        self._password = site.secret("password")  # checked now, before anything moves
         self.http = requests.Session()
         self._glance: str | None = None
 
@@ -94,7 +95,7 @@ class OpenStackTarget:
             return self._glance
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": self.site.username, "domain": {"name": self.site.user_domain_name},
-            "password": self.site.secret("password")}}},
+            "password": self._password}}},
             "scope": {"project": {"name": self.site.project_name,
                                   "domain": {"name": self.site.project_domain_name}}}}}
         resp = self._request("POST", self.site.auth_url.rstrip("/") + "/auth/tokens", "authentication", json=body)

@@ -1,0 +1,162 @@
+"""Target sites for the register tests, all on 127.0.0.1 (fixtures, re-exported by conftest.py).
+
+- ec2: moto's real server (EC2 + EBS direct APIs) in a thread, once per session;
+- opennebula: the XML-RPC SIMULATOR in tests/simulators/opennebula.py (oned cannot run here);
+- openstack: the Keystone v3 + Glance v2 SIMULATOR in tests/simulators/openstack.py (real Glance
+  needs Keystone, a database and a WSGI stack and does not start quickly here);
+- hpc: provisioning directories in the test's tmp dir.
+
+`sites` writes a targets file naming them (credentials by env var reference) and
+gives, per target, `holds(remote_id)` and `published()` to look at the site itself.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+_TESTS = Path(__file__).resolve().parents[2]
+for p in (str(_TESTS), str(_TESTS / "unit" / "register")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from fakeimages import make_bad_tree, make_tarball, make_tree  # noqa: E402
+from simulators.opennebula import OpenNebulaSimulator  # noqa: E402
+from simulators.openstack import OpenStackSimulator  # noqa: E402
+
+from rain.config import Settings  # noqa: E402
+from rain.register.boot import serve_directory  # noqa: E402
+from rain.repository.connect import open_store  # noqa: E402
+from rain.repository.models import Image, ImageMeta, OsInfo  # noqa: E402
+
+TARGETS = ["hpc", "opennebula", "openstack", "ec2"]
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class Site:
+    target: str
+    holds: Callable[[str], bool]
+    published: Callable[[], int]
+    """How many images Rain published there that still exist."""
+    backend: Any = None
+
+
+@dataclass
+class Sites:
+    settings: Settings
+    path: Path
+    config: dict[str, Any]
+    by_target: dict[str, Site]
+
+    def __getitem__(self, target: str) -> Site:
+        return self.by_target[target]
+
+    def rewrite(self, target: str, **changes: Any) -> None:
+        """Change the default site's settings for `target` in the targets file."""
+        self.config[target]["default"].update(changes)
+        self.path.write_text(yaml.safe_dump(self.config))
+
+
+@pytest.fixture
+def sites(settings: Settings, tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sites]:
+    requests.post(f"{moto_url}/moto-api/reset", timeout=30).raise_for_status()  # each test sees its own EC2
+    monkeypatch.setenv("RAIN_TEST_ONE_PASSWORD", "opennebula")
+    monkeypatch.setenv("RAIN_TEST_OS_PASSWORD", "secret")
+    monkeypatch.setenv("RAIN_TEST_AWS_KEY", "testing")
+    monkeypatch.setenv("RAIN_TEST_AWS_SECRET", "testing")
+    one = OpenNebulaSimulator().start()
+    stack = OpenStackSimulator().start()
+    staging = tmp_path / "one-staging"
+    staging.mkdir()
+    with serve_directory(staging) as staging_port:
+        config = {
+            "hpc": {"default": {"provision_dir": str(tmp_path / "provision"), "http_url": "http://head.invalid/rain"}},
+            "opennebula": {"default": {"endpoint": one.endpoint, "username": "oneadmin",
+                                       "password_env": "RAIN_TEST_ONE_PASSWORD", "datastore_id": 1,
+                                       "staging_dir": str(staging),
+                                       "staging_url": f"http://127.0.0.1:{staging_port}", "timeout": 30}},
+            "openstack": {"default": {"auth_url": stack.auth_url, "username": "rain", "project_name": "images",
+                                      "password_env": "RAIN_TEST_OS_PASSWORD", "timeout": 30}},
+            "ec2": {"default": {"region": "us-east-1", "endpoint_url": moto_url, "workers": 4,
+                                "access_key_id_env": "RAIN_TEST_AWS_KEY",
+                                "secret_access_key_env": "RAIN_TEST_AWS_SECRET", "timeout": 30}},
+        }
+        path = tmp_path / "targets.yaml"
+        path.write_text(yaml.safe_dump(config))
+        import boto3
+
+        ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_url,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        provision = tmp_path / "provision"
+
+        def ec2_published() -> int:
+            return len(ec2.describe_images(Owners=["self"], Filters=[
+                {"Name": "tag-key", "Values": ["rain:image"]}])["Images"]) + len(ec2.describe_snapshots(
+                    OwnerIds=["self"], Filters=[{"Name": "tag-key", "Values": ["rain:image"]}])["Snapshots"])
+
+        def ec2_holds(ami: str) -> bool:
+            return any(i["ImageId"] == ami for i in ec2.describe_images(Owners=["self"])["Images"])
+
+        by_target = {
+            "hpc": Site("hpc", lambda rid: (provision / rid / "rootfs.squashfs").is_file(),
+                        lambda: len([p for p in provision.glob("rain-*") if p.is_dir()]) if provision.exists() else 0),
+            "opennebula": Site("opennebula", lambda rid: int(rid) in one.images and one.images[int(rid)].state == 1,
+                               lambda: len(one.images), one),
+            "openstack": Site("openstack", lambda rid: stack.images.get(rid, {}).get("status") == "active",
+                              lambda: len(stack.images), stack),
+            "ec2": Site("ec2", ec2_holds, ec2_published, ec2),
+        }
+        yield Sites(settings.with_overrides(targets_file=str(path)), path, config, by_target)
+    one.stop()
+    stack.stop()
+
+
+def upload(repo: Any, tarball: Path, name: str = "deb") -> Image:
+    data = tarball.read_bytes()
+    meta = ImageMeta(name=name, os=OsInfo(family="debian", release="12", arch="x86_64"), format="tar.zst")
+    return repo.put(io.BytesIO(data), meta, len(data))
+
+
+@pytest.fixture
+def clean_tarball(tmp_path: Path) -> Path:
+    return make_tarball(make_tree(tmp_path / "clean-root"), tmp_path / "clean.tar.zst")
+
+
+@pytest.fixture
+def bad_tarball(tmp_path: Path) -> Path:
+    return make_tarball(make_bad_tree(tmp_path / "bad-root"), tmp_path / "bad.tar.zst", escape=True)
+
+
+@pytest.fixture
+def repos(sites: Sites) -> Callable[[str], Any]:
+    """repos(name) → the repository as that user (the first one, 'admin', is the admin)."""
+    opened: dict[str, Any] = {}
+    admin = open_store(sites.settings, "admin")
+    opened["admin"] = admin
+
+    def get(name: str) -> Any:
+        if name not in opened:
+            admin.add_user(name)
+            opened[name] = open_store(sites.settings, name)
+        return opened[name]
+
+    return get

@@ -1,0 +1,77 @@
+"""Not a protocol simulator: a fault-injecting HTTP proxy in front of a real server (moto's EC2/EBS).
+
+Forwards every request unchanged, except those whose method and path match a
+rule, which it answers with an AWS REST-JSON error (HTTP 400, x-amzn-ErrorType)
+the way EBS direct APIs report a refused call. Used to test that Rain deletes
+a half-made snapshot when the target API fails part-way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, method: str, path_pattern: str, after: int = 0,
+                 error: str = "ValidationException", message: str = "simulated refusal") -> None:
+        self.upstream, self.method, self.after = upstream.rstrip("/"), method, after
+        self.pattern = re.compile(path_pattern)
+        self.error, self.message = error, message
+        self.matched = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == proxy.method and proxy.pattern.search(self.path):
+                    with proxy.lock:
+                        proxy.matched += 1
+                        fail = proxy.matched > proxy.after
+                    if fail:
+                        data = json.dumps({"message": proxy.message}).encode()
+                        self.send_response(400)
+                        self.send_header("x-amzn-ErrorType", proxy.error)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                req = urllib.request.Request(proxy.upstream + self.path, data=body or None, method=self.command,
+                                             headers=headers)
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        status, rheaders, data = resp.status, resp.headers.items(), resp.read()
+                except urllib.error.HTTPError as e:
+                    status, rheaders, data = e.code, e.headers.items(), e.read()
+                self.send_response(status)
+                for k, v in rheaders:
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="fault-proxy").start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
