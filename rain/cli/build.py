@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from rain.cli.common import console, err_console, open_repo, print_json, settings
-from rain.errors import BuildError, InvalidInput
+from rain.errors import BuildError, Interrupted, InvalidInput
 from rain.generate.build import BuildOptions, BuildResult, generate
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.progress import Reporter, plain_emitter
@@ -37,12 +37,15 @@ def _reporter() -> Reporter:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so mounts and temp dirs are undone either way."""
+    """SIGTERM unwinds like Ctrl-C, so mounts and temp dirs are undone either way; both end as
+    Interrupted (exit 130) once the core has cleaned up."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
     old = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except KeyboardInterrupt:
+        raise Interrupted("build interrupted", hint="its mounts and temporary files were removed") from None
     finally:
         signal.signal(signal.SIGTERM, old)
 

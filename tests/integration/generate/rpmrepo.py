@@ -1,0 +1,43 @@
+"""A tiny local RPM repository built for real: rpmbuild a noarch package, createrepo_c it.
+
+No RHEL mirror is reachable from CI, so the RHEL path is tested against this.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+SPEC = """\
+Name: {name}
+Version: 1.0
+Release: 1
+Summary: Rain test package
+License: Apache-2.0
+BuildArch: noarch
+%description
+A file that proves the package was installed.
+%install
+mkdir -p %{{buildroot}}/usr/share/{name}
+echo "{name} installed by rain" > %{{buildroot}}/usr/share/{name}/README
+%files
+/usr/share/{name}/README
+"""
+
+
+def build_rpm_repo(where: Path, names: tuple[str, ...] = ("rain-probe",)) -> Path:
+    """A createrepo_c repository at where/repo with one noarch package per name."""
+    for tool in ("rpmbuild", "createrepo_c"):
+        assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
+    top, repo = where / "rpmbuild", where / "repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        spec = where / f"{name}.spec"
+        spec.write_text(SPEC.format(name=name))
+        subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(spec)], check=True,
+                       capture_output=True)
+    for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
+        shutil.copy(rpm, repo)
+    subprocess.run(["createrepo_c", "-q", str(repo)], check=True)
+    return repo
