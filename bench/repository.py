@@ -1,0 +1,153 @@
+"""Repository throughput: the direct Store, the service, raw GridFS and cp, on the same file.
+
+    .venv/bin/python bench/repository.py [--size-mib N]
+
+Starts its own embedded SecantusDB server and `fg-image serve` in a temporary
+directory, moves one file of random bytes up and down each way, prints MiB/s
+and each figure as a ratio against raw pymongo GridFS and against `cp`, then
+removes everything it made. No thresholds: it reports.
+
+(a) store    rain.repository.store.Store.put/get (sha256 while moving, quota, catalog)
+(b) service  rain.repository.client.Client <-> `fg-image serve` over HTTP on 127.0.0.1
+(c) gridfs   pymongo GridFSBucket upload_from_stream/download_to_stream, 1 MiB chunks
+(d) cp       `cp` of the file to a new file and back (page cache warm, as for the others)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gridfs
+import requests
+
+from rain.config import load_settings
+from rain.repository import embedded
+from rain.repository.client import Client
+from rain.repository.connect import open_database, open_store
+from rain.repository.models import ImageMeta
+
+MiB = 1 << 20
+
+
+def timed(step: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def make_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+        f.write(os.urandom(size % MiB))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    fg_image = Path(sys.executable).parent / "fg-image"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(fg_image), "serve", "--port", str(port)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"fg-image serve exited: {log.read_text()}")
+        try:
+            if requests.get(url + "/healthz", timeout=2).ok:
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("fg-image serve did not start")
+
+
+def bench_repo(repo, src: Path, out: Path, size: int) -> tuple[float, float]:
+    meta = ImageMeta(name="bench")
+    with open(src, "rb") as f:
+        up_seconds = timed(lambda: repo.put(f, meta, size))
+    image_id = repo.list()[0].id
+    with open(out, "wb") as f:
+        down_seconds = timed(lambda: repo.get(image_id, f))
+    repo.remove(image_id)
+    return up_seconds, down_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256, help="file size in MiB (default 256)")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+
+    work = Path(tempfile.mkdtemp(prefix="rain-bench-"))
+    service = None
+    try:
+        print(f"starting the embedded server and writing a {args.size_mib} MiB file in {work}", file=sys.stderr)
+        server = embedded.ensure_running(work / "data")
+        src, out = work / "bench.raw", work / "out.raw"
+        make_file(src, size)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAIN_")}
+        env.update({"RAIN_MONGO_URI": str(server.uri), "RAIN_DATA_DIR": str(work / "data"),
+                    "RAIN_CONFIG": str(work / "absent.toml"), "RAIN_USER": "bench"})
+        results: dict[str, tuple[float, float]] = {}
+
+        settings = load_settings(environ={**env, "RAIN_MONGO_DB": "bench_store"})
+        results["store"] = bench_repo(open_store(settings, "bench"), src, out, size)
+
+        service_env = {**env, "RAIN_MONGO_DB": "bench_service"}
+        token = open_store(load_settings(environ=service_env), "bench").issue_token("bench")
+        service, url = start_service(service_env, work / "serve.log")
+        results["service"] = bench_repo(Client(url, token, timeout=600), src, out, size)
+
+        bucket = gridfs.GridFSBucket(open_database(load_settings(environ={**env, "RAIN_MONGO_DB": "bench_raw"})),
+                                     chunk_size_bytes=MiB)
+        ids = []
+        with open(src, "rb") as f:
+            up = timed(lambda: ids.append(bucket.upload_from_stream("bench", f)))
+        file_id = ids[0]
+        with open(out, "wb") as f:
+            down = timed(lambda: bucket.download_to_stream(file_id, f))
+        bucket.delete(file_id)
+        results["gridfs"] = (up, down)
+
+        copy = work / "copy.raw"
+        up = timed(lambda: subprocess.run(["cp", str(src), str(copy)], check=True))
+        down = timed(lambda: subprocess.run(["cp", str(copy), str(out)], check=True))
+        results["cp"] = (up, down)
+
+        mib = size / MiB
+        rate = {name: (mib / u, mib / d) for name, (u, d) in results.items()}
+        print(f"\n{args.size_mib} MiB, MiB/s (ratio = this / reference)\n")
+        header = f"{'path':<9} {'up MiB/s':>9} {'down MiB/s':>11} {'up/gridfs':>10} {'down/gridfs':>12} " \
+                 f"{'up/cp':>7} {'down/cp':>8}"
+        print(header)
+        print("-" * len(header))
+        for name, (u, d) in rate.items():
+            gu, gd = rate["gridfs"]
+            cu, cd = rate["cp"]
+            print(f"{name:<9} {u:>9.1f} {d:>11.1f} {u / gu:>10.2f} {d / gd:>12.2f} {u / cu:>7.2f} {d / cd:>8.2f}")
+    finally:
+        if service is not None:
+            service.terminate()
+            service.wait(30)
+        embedded.stop(work / "data", timeout=5)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
