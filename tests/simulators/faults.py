@@ -8,12 +8,12 @@ a half-made snapshot when the target API fails part-way.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 
 class FaultProxy:
@@ -21,6 +21,7 @@ class FaultProxy:
                  error: str = "ValidationException", message: str = "simulated refusal") -> None:
         self.upstream, self.method, self.after = upstream.rstrip("/"), method, after
         self.pattern = re.compile(path_pattern)
+        self.upstream_host = urlsplit(upstream).netloc
         self.error, self.message = error, message
         self.matched = 0
         self.lock = threading.Lock()
@@ -47,14 +48,14 @@ class FaultProxy:
                         self.end_headers()
                         self.wfile.write(data)
                         return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                req = urllib.request.Request(proxy.upstream + self.path, data=body or None, method=self.command,
-                                             headers=headers)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "expect")}
+                conn = http.client.HTTPConnection(proxy.upstream_host, timeout=60)  # adds no headers of its own
                 try:
-                    with urllib.request.urlopen(req, timeout=60) as resp:
-                        status, rheaders, data = resp.status, resp.headers.items(), resp.read()
-                except urllib.error.HTTPError as e:
-                    status, rheaders, data = e.code, e.headers.items(), e.read()
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    status, rheaders, data = resp.status, resp.getheaders(), resp.read()
+                finally:
+                    conn.close()
                 self.send_response(status)
                 for k, v in rheaders:
                     if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):

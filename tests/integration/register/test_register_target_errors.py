@@ -1,0 +1,125 @@
+"""Bad target settings and failing target APIs: one clear error, and nothing left half-published."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from register_sites import TARGETS, upload
+from simulators.faults import FaultProxy
+
+from rain.errors import ConfigError, InvalidInput, TargetError, Unauthorized, Unreachable
+from rain.register.pipeline import register
+
+pytestmark = pytest.mark.integration
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again once we return: nothing listens there
+
+
+def test_unknown_target_lists_the_valid_ones(sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    with pytest.raises(InvalidInput) as e:
+        register(alice, sites.settings, image.id, "vmware")
+    assert "vmware" in e.value.message and all(t in e.value.hint for t in TARGETS)
+
+
+def test_unknown_site_lists_the_sites(sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    with pytest.raises(ConfigError) as e:
+        register(alice, sites.settings, image.id, "ec2", site="moon")
+    assert "moon" in e.value.message and "default" in e.value.hint
+
+
+def test_unknown_key_in_the_targets_file_is_named(sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    sites.rewrite("openstack", pasword="oops")
+    with pytest.raises(ConfigError) as e:
+        register(alice, sites.settings, image.id, "openstack")
+    assert "pasword" in e.value.message and "password_env" in e.value.hint
+
+
+@pytest.mark.parametrize("target, key", [("opennebula", "endpoint"), ("openstack", "auth_url"),
+                                         ("ec2", "endpoint_url")])
+def test_unreachable_endpoint(target, key, sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    port = closed_port()
+    sites.rewrite(target, **{key: f"http://127.0.0.1:{port}" + ("/RPC2" if target == "opennebula" else "/v3")
+                             if target != "ec2" else f"http://127.0.0.1:{port}"})
+    with pytest.raises(Unreachable) as e:
+        register(alice, sites.settings, image.id, target)
+    assert str(port) in e.value.message or "127.0.0.1" in e.value.message or "reach" in e.value.message
+    assert alice.show(image.id).registrations == []
+
+
+def test_hpc_provisioning_directory_not_writable(sites, repos, clean_tarball, tmp_path):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the provisioning directory should be")
+    sites.rewrite("hpc", provision_dir=str(blocker))
+    with pytest.raises(TargetError) as e:
+        register(alice, sites.settings, image.id, "hpc")
+    assert str(blocker) in e.value.message
+    assert alice.show(image.id).registrations == []
+
+
+def test_wrong_password_is_unauthorized(sites, repos, clean_tarball, monkeypatch):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    monkeypatch.setenv("RAIN_TEST_OS_PASSWORD", "wrong")
+    with pytest.raises(Unauthorized):
+        register(alice, sites.settings, image.id, "openstack")
+    monkeypatch.setenv("RAIN_TEST_ONE_PASSWORD", "wrong")
+    with pytest.raises(Unauthorized):
+        register(alice, sites.settings, image.id, "opennebula")
+
+
+def test_opennebula_image_in_error_is_deleted(sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    one = sites["opennebula"].backend
+    one.fail_fetch = True
+    with pytest.raises(TargetError, match="ERROR"):
+        register(alice, sites.settings, image.id, "opennebula")
+    assert one.images == {} and len(one.deleted) == 1
+    assert os.listdir(sites.config["opennebula"]["default"]["staging_dir"]) == []
+
+
+def test_glance_upload_failure_deletes_the_queued_image(sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    glance = sites["openstack"].backend
+    glance.fail_upload = True
+    with pytest.raises(TargetError, match="HTTP 500"):
+        register(alice, sites.settings, image.id, "openstack")
+    assert glance.images == {} and len(glance.deleted) == 1
+
+
+def test_ebs_refusing_a_block_deletes_the_partial_snapshot(sites, repos, clean_tarball, moto_url):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    proxy = FaultProxy(moto_url, "PUT", r"/snapshots/[^/]+/blocks/\d+", after=3)
+    try:
+        sites.rewrite("ec2", endpoint_url=proxy.url)
+        with pytest.raises(TargetError, match="ValidationException"):
+            register(alice, sites.settings, image.id, "ec2")
+    finally:
+        proxy.stop()
+    assert sites["ec2"].published() == 0
+    assert alice.show(image.id).registrations == []
+
+
+def test_boot_test_is_refused_where_the_target_cannot_boot_here(sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    with pytest.raises(InvalidInput, match="--boot-test"):
+        register(alice, sites.settings, image.id, "ec2", boot_test=True)
