@@ -1,0 +1,101 @@
+"""The fg-image register commands as a user runs them, and an admin accepting a vetting rule."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from fakeimages import make_tarball, make_tree
+from register_sites import upload
+
+from rain.errors import ExitCode, Forbidden, VetFailed
+from rain.register.pipeline import register
+
+pytestmark = pytest.mark.integration
+
+
+def cli_env(sites) -> dict[str, str]:
+    keep = ("RAIN_TEST_ONE_PASSWORD", "RAIN_TEST_OS_PASSWORD", "RAIN_TEST_AWS_KEY", "RAIN_TEST_AWS_SECRET")
+    return {"RAIN_TARGETS_FILE": str(sites.path), **{k: os.environ[k] for k in keep}}
+
+
+def test_register_show_registrations_deregister_through_the_cli(fg, sites, clean_tarball):
+    env = cli_env(sites)
+    up = fg("upload", str(clean_tarball), "--name", "deb", "--os", "debian", "--release", "12", env=env)
+    assert up.returncode == 0, up.stderr
+    image_id = up.stdout.strip()
+    reg = fg("register", image_id, "--target", "openstack", "--json", env=env)
+    assert reg.returncode == 0, reg.stderr
+    outcome = json.loads(reg.stdout)
+    assert outcome["vetting"]["verdict"] == "pass" and outcome["remote_id"] in sites["openstack"].backend.images
+    for step in ("fetch", "unpack", "vet", "adapt", "pack", "publish", "record"):
+        assert f"→ {step}" in reg.stderr  # progress per step
+    glance_image = sites["openstack"].backend.images[outcome["remote_id"]]
+    assert (glance_image["os_distro"], glance_image["os_version"], glance_image["hw_disk_bus"]) == \
+        ("debian", "12", "virtio")
+    shown = json.loads(fg("show", image_id, "--json", env=env).stdout)
+    assert shown["registrations"][0]["remote_id"] == outcome["remote_id"]
+    derived = json.loads(fg("show", outcome["derived_image"], "--json", env=env).stdout)
+    assert derived["parent"] == image_id
+    regs = json.loads(fg("registrations", image_id, "--json", env=env).stdout)
+    assert [(r["target"], r["site"]) for r in regs] == [("openstack", "default")]
+    gone = fg("deregister", image_id, "--target", "openstack", "--yes", env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert sites["openstack"].backend.images == {}
+    assert "not registered anywhere" in fg("registrations", image_id, env=env).stdout
+
+
+def test_vet_path_fails_with_exit_code_and_names_rules(fg, bad_tarball):
+    result = fg("vet", str(bad_tarball), "--target", "hpc", "--json")
+    assert result.returncode == ExitCode.VET_FAILED
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "fail"
+    assert {f["rule"] for f in report["findings"] if f["blocking"]} == {
+        "archive-escape", "empty-password", "ssh-host-keys", "private-keys"}
+    assert result.stderr.count("\n") == 1 and "private-keys" in result.stderr
+
+
+def test_vet_clean_directory_passes(fg, tmp_path):
+    result = fg("vet", str(make_tree(tmp_path / "root")))
+    assert result.returncode == 0 and "PASS" in result.stdout
+
+
+def test_bad_target_settings_are_one_line_errors(fg, sites, clean_tarball):
+    env = cli_env(sites)
+    image_id = fg("upload", str(clean_tarball), env=env).stdout.strip()
+    unknown = fg("register", image_id, "--target", "vmware", env=env)
+    assert unknown.returncode == ExitCode.USAGE and "hpc, opennebula, openstack, ec2" in unknown.stderr
+    no_creds = fg("register", image_id, "--target", "ec2", env={**env, "RAIN_TEST_AWS_SECRET": ""})
+    assert no_creds.returncode == ExitCode.USAGE
+    assert no_creds.stderr.strip().count("\n") == 0 and "RAIN_TEST_AWS_SECRET" in no_creds.stderr
+    assert "Traceback" not in no_creds.stderr + unknown.stderr
+
+
+def test_register_of_a_bad_image_exits_vet_failed(fg, sites, bad_tarball):
+    env = cli_env(sites)
+    image_id = fg("upload", str(bad_tarball), env=env).stdout.strip()
+    result = fg("register", image_id, "--target", "ec2", env=env)
+    assert result.returncode == ExitCode.VET_FAILED
+    assert "empty-password" in result.stdout and "vetting failed for ec2" in result.stderr
+    assert json.loads(fg("show", image_id, "--json", env=env).stdout)["quarantined"] == ["ec2"]
+
+
+def test_only_an_admin_accepts_a_rule_and_then_registration_passes(sites, repos, tmp_path):
+    root = make_tree(tmp_path / "root")
+    tool = root / "usr/local/bin/mpirun-helper"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o4755)  # setuid outside the allowlist: medium, blocks on bare metal only
+    alice, admin = repos("alice"), repos("admin")
+    image = upload(alice, make_tarball(root, tmp_path / "suid.tar.zst"))
+    with pytest.raises(VetFailed, match="setuid-unlisted"):
+        register(alice, sites.settings, image.id, "hpc")
+    assert "hpc" in alice.show(image.id).quarantined
+    with pytest.raises(Forbidden):
+        alice.accept_rule(image.id, "hpc", "setuid-unlisted")
+    admin.accept_rule(image.id, "hpc", "setuid-unlisted")
+    outcome = register(alice, sites.settings, image.id, "hpc")
+    shown = alice.show(image.id)
+    assert "hpc" not in shown.quarantined and outcome.report.accepted_rules == ["setuid-unlisted"]
+    assert any(e.action == "accept-rule" for e in admin.history(image.id))
