@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 import gridfs
-from bson import ObjectId
+from bson import Binary, ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -22,6 +23,7 @@ from pymongo.errors import DuplicateKeyError
 from rain.errors import IntegrityError, InvalidInput
 
 CHUNK = 1 << 20  # GridFS chunk and copy buffer: 1 MiB keeps memory flat and round trips few
+BATCH = 8  # chunks per insert while writing
 HEARTBEAT_EVERY = 5.0
 
 
@@ -36,33 +38,44 @@ class BlobStore:
               heartbeat: Callable[[], None] | None = None) -> str:
         """Copy exactly `size` bytes from src into GridFS file `file_id`; return their sha256.
 
-        On any failure the partial GridFS file is removed before the error propagates.
+        Chunks go out BATCH at a time (pymongo's GridIn would hold up to 48 MiB of
+        them, plus their encoded message, before each insert). The files document
+        is written last, so a file without one is a partial upload. On any failure
+        the partial chunks are removed before the error propagates.
         """
         digest = hashlib.sha256()
         remaining = size
         last_beat = time.monotonic()
-        stream = self.bucket.open_upload_stream_with_id(file_id, name, metadata={"partial": True})
+        chunks, batch, buffer, n = self.db["fs.chunks"], [], bytearray(), 0
         try:
             while remaining > 0:
-                chunk = src.read(min(CHUNK, remaining))
-                if not chunk:
+                data = src.read(min(CHUNK - len(buffer), remaining))
+                if not data:
                     raise IntegrityError(f"the upload ended after {size - remaining} of {size} bytes",
                                          hint="the source was truncated or the connection dropped; "
                                               "upload again")
-                stream.write(chunk)
-                digest.update(chunk)
-                remaining -= len(chunk)
+                buffer += data
+                digest.update(data)
+                remaining -= len(data)
+                if len(buffer) == CHUNK or remaining == 0:
+                    batch.append({"files_id": file_id, "n": n, "data": Binary(bytes(buffer))})
+                    buffer, n = bytearray(), n + 1
+                if len(batch) == BATCH or (batch and remaining == 0):
+                    chunks.insert_many(batch)
+                    batch = []
                 if progress:
-                    progress(len(chunk))
+                    progress(len(data))
                 if heartbeat and time.monotonic() - last_beat > HEARTBEAT_EVERY:
                     heartbeat()
                     last_beat = time.monotonic()
             if src.read(1):
                 raise IntegrityError(f"the source holds more than the declared {size} bytes",
                                      hint="declare the real size")
-            stream.close()
+            self.db["fs.files"].insert_one({"_id": file_id, "length": size, "chunkSize": CHUNK,
+                                            "uploadDate": datetime.now(UTC), "filename": name,
+                                            "metadata": {"partial": True}})
         except BaseException:
-            stream.abort()
+            chunks.delete_many({"files_id": file_id})
             raise
         return digest.hexdigest()
 

@@ -49,6 +49,8 @@ def ensure_indexes(db: Database) -> None:
     db.events.create_index([("when", -1)])
     db.events.create_index([("image_id", 1)])
     db.tokens.create_index([("user", 1)])
+    db["fs.chunks"].create_index([("files_id", 1), ("n", 1)], unique=True)  # GridFS's own; blobs.py writes chunks
+    db["fs.files"].create_index([("filename", 1), ("uploadDate", 1)])
 
 
 class Store(RecordsMixin, CollectorMixin):
