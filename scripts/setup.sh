@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv="${RAIN_VENV:-$here/.venv}"
 
 apt_packages=(mmdebstrap debootstrap qemu-utils qemu-system-x86 squashfs-tools zstd
-              e2fsprogs fdisk busybox-static rpm createrepo-c dnf)
+              e2fsprogs fdisk busybox-static rpm createrepo-c dnf
+              time)  # GNU time: the repository tests measure fg-image's peak memory with it
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
