@@ -1,0 +1,20 @@
+"""E2E register fixtures: the real Debian image (built once, cached) and the integration sites."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_TESTS = Path(__file__).resolve().parents[2]
+for _p in (_TESTS / "integration" / "register", _TESTS / "unit" / "register", _TESTS):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from debian_image import build_debian_tarball  # noqa: E402
+from register_sites import moto_url, repos, sites  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def debian_tarball() -> Path:
+    """Debian bookworm minbase + linux-image-amd64 + systemd, from the host's apt sources (cached)."""
+    return build_debian_tarball()
