@@ -14,6 +14,7 @@ from rain.register.disk import ROOT_LABEL
 from rain.register.rootfs import RootFS
 
 MARKER_UNIT = "rain-boot-marker.service"
+HOSTKEYS_UNIT = "rain-ssh-hostkeys.service"
 
 
 def generalize(root: Path) -> list[str]:
@@ -28,7 +29,15 @@ def generalize(root: Path) -> list[str]:
     for key in keys:
         tree.remove(key)
     if keys:
-        done.append(f"removed {len(keys)} SSH host key file(s) (regenerated at first boot)")
+        done.append(f"removed {len(keys)} SSH host key file(s)")
+    if tree.exists("/usr/sbin/sshd"):
+        tree.write_text(f"/etc/systemd/system/{HOSTKEYS_UNIT}",
+                        "[Unit]\nDescription=Rain: make this instance's SSH host keys at first boot\n"
+                        "ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key\nBefore=ssh.service sshd.service\n\n"
+                        "[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n"
+                        "[Install]\nWantedBy=multi-user.target\n")
+        tree.symlink(f"/etc/systemd/system/multi-user.target.wants/{HOSTKEYS_UNIT}", f"../{HOSTKEYS_UNIT}")
+        done.append(f"added {HOSTKEYS_UNIT} (ssh-keygen -A at first boot, before sshd)")
     return done
 
 
