@@ -113,6 +113,7 @@ class LocalBuilder:
         self._populate_dev(root / "dev")
         if handle.spec.debian:
             self._policy_rc(undo, root)
+            self._unsafe_io(undo, root)
         self._resolv_conf(undo, root)
 
     def _mount(self, undo, args: list[str], point: Path) -> None:  # type: ignore[no-untyped-def]
@@ -137,6 +138,15 @@ class LocalBuilder:
         policy.write_text("#!/bin/sh\n# written by rain for the build; removed afterwards\nexit 101\n")
         policy.chmod(0o755)
         undo.callback(policy.unlink, missing_ok=True)
+
+    def _unsafe_io(self, undo, root: Path) -> None:  # type: ignore[no-untyped-def]
+        """No fsync per file while dpkg unpacks: the tree is packed afterwards anyway (as mmdebstrap does)."""
+        conf_dir = root / "etc" / "dpkg" / "dpkg.cfg.d"
+        if not conf_dir.is_dir() or conf_dir.is_symlink():
+            return
+        conf = conf_dir / "rain-unsafe-io"
+        conf.write_text("# written by rain for the build; removed afterwards\nforce-unsafe-io\n")
+        undo.callback(conf.unlink, missing_ok=True)
 
     def _resolv_conf(self, undo, root: Path) -> None:  # type: ignore[no-untyped-def]
         etc = root / "etc"

@@ -1,0 +1,78 @@
+"""Cloning a repository image, batches, and the other Debian recipes in recipes/ built for real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from genhelp import RECIPES, manifest, mounts_under, tar_names, tar_read
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_clone_extends_a_stored_image_with_more_packages(gen: Any, tmp_path: Path, gen_data: Path) -> None:
+    base = gen("generate", str(RECIPES / "debian-bookworm-minimal.yaml"), "--format", "tar.zst")
+    assert base.returncode == 0, base.stderr
+    base_id = base.stdout.strip()
+    recipe = tmp_path / "child.yaml"
+    recipe.write_text(f"name: child\nos: {{family: debian, release: bookworm}}\nbase: {base_id}\n"
+                      "packages: [tree]\nfiles:\n  - {path: /etc/child, content: child}\n")
+    r = gen("generate", str(recipe), "--output", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    child_id = r.stdout.strip()
+    names = tar_names(tmp_path / "out" / "child.tar.zst")
+    assert {"usr/bin/tree", "etc/child"} <= names
+    assert b"Built by Rain" in tar_read(tmp_path / "out" / "child.tar.zst", "etc/motd"), "the base's files stay"
+    shown = json.loads(gen("show", child_id, "--json").stdout)
+    assert shown["parent"] == base_id
+    assert shown["provenance"]["base"]["clone_of"] == base_id
+    assert mounts_under(gen_data) == []
+
+
+def test_batch_builds_a_matrix_in_parallel_and_ends_with_a_table(gen: Any, tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text(
+        f"matrix:\n  - recipe: {RECIPES / 'debian-minimal-matrix.yaml'}\n"
+        "    axes: {vars.flavour: [one, two]}\n"
+        f"recipes:\n  - path: {RECIPES / 'debian-bookworm-minimal.yaml'}\n    set: {{packages: [no-such-pkg-rain]}}\n")
+    dry = gen("batch", str(tmp_path / "b.yaml"), "--dry-run", "--no-upload")
+    assert dry.returncode == 0 and dry.stdout.count("would build") == 3, dry.stdout + dry.stderr
+    r = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload", "--json")
+    assert r.returncode == 10, r.stderr
+    outcomes = {o["name"]: o for o in json.loads(r.stdout)}
+    assert outcomes["debian-bookworm-one"]["status"] == "built"
+    assert outcomes["debian-bookworm-two"]["status"] == "built"
+    assert outcomes["debian-bookworm-minimal"]["status"] == "failed"
+    assert "no-such-pkg-rain" in outcomes["debian-bookworm-minimal"]["error"]
+    table = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload")
+    assert "cached" in table.stdout and "failed" in table.stdout and "debian-bookworm-two" in table.stdout
+
+
+def test_bootable_kernel_recipe(gen: Any, tmp_path: Path) -> None:
+    r = gen("generate", str(RECIPES / "debian-bookworm-kernel.yaml"), "--no-upload", "--output", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    names = tar_names(tmp_path / "debian-bookworm-kernel.tar.zst")
+    assert any(n.startswith("boot/vmlinuz-") for n in names) and any(n.startswith("boot/initrd.img-") for n in names)
+    assert "etc/systemd/system/multi-user.target.wants/ssh.service" in names
+    assert (tmp_path / "debian-bookworm-kernel.qcow2").stat().st_size > 0
+
+
+def test_hpc_recipe(gen: Any, tmp_path: Path) -> None:
+    r = gen("generate", str(RECIPES / "hpc-compute.yaml"), "--no-upload", "--format", "tar.zst",
+            "--output", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    tar = tmp_path / "hpc-compute-bookworm.tar.zst"
+    names = tar_names(tar)
+    assert {"usr/bin/mpirun", "usr/sbin/munged", "etc/profile.d/hpc.sh", "home/hpc", "etc/sudoers.d/rain-hpc"} <= names
+    assert "etc/systemd/system/multi-user.target.wants/munge.service" in names
+    assert b"hpc:" in tar_read(tar, "etc/passwd")
+    pkgs = {p["name"] for p in manifest(tmp_path)["packages"]}
+    assert {"openmpi-bin", "munge", "linux-image-amd64", "sudo"} <= pkgs
+
+
+def test_trixie_recipe(gen: Any, tmp_path: Path) -> None:
+    r = gen("generate", str(RECIPES / "debian-trixie.yaml"), "--no-upload", "--output", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert b"trixie" in tar_read(tmp_path / "debian-trixie-minimal.tar.zst", "usr/lib/os-release")
+    assert (tmp_path / "debian-trixie-minimal.squashfs").stat().st_size > 0
