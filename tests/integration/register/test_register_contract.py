@@ -97,3 +97,17 @@ def test_missing_credentials_fail_before_anything_moves(target, sites, repos, cl
     assert e.value.hint and "\n" not in e.value.message
     assert sites[target].published() == 0
     assert alice.show(image.id).vetting == {}  # refused before the image was even fetched
+
+
+def test_a_derived_qcow2_can_itself_be_vetted_and_registered(sites, repos, clean_tarball):
+    """raw/qcow2 input: the OpenStack copy (qcow2, read back through a read-only loop mount) goes to EC2."""
+    from rain.register.pipeline import vet_image
+
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    first = register(alice, sites.settings, image.id, "openstack")
+    report = vet_image(alice, first.derived_id, "ec2", sites.settings)
+    assert report.verdict == "pass"
+    second = register(alice, sites.settings, first.derived_id, "ec2")
+    assert sites["ec2"].holds(second.remote_id)
+    assert alice.show(second.derived_id).parent == first.derived_id
