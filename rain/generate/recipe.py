@@ -107,8 +107,9 @@ class Strict(BaseModel):
 
 class OsSpec(Strict):
     family: OsFamily
-    release: str
-    arch: str = "amd64"
+    release: str = Field(description="codename or number, e.g. bookworm or 12, 9 for Rocky 9")
+    arch: str = Field(default="amd64", description="amd64/x86_64 or arm64/aarch64; the local builder "
+                      "builds the host's architecture")
 
     @field_validator("release", mode="before")
     @classmethod
@@ -137,8 +138,8 @@ class RepoSpec(Strict):
     repository with `url` as its baseurl.
     """
 
-    name: str
-    url: str
+    name: str = Field(description="short id: lowercase letters, digits, _ -")
+    url: str = Field(description="http(s):// or file:// URL (the baseurl for dnf)")
     suite: str | None = Field(default=None, description="Debian/Ubuntu: suite (default: the recipe's release)")
     components: list[str] = Field(default_factory=lambda: ["main"], description="Debian/Ubuntu only")
     trusted: bool = Field(default=False, description="skip signature checks (local repositories only)")
@@ -161,10 +162,10 @@ class RepoSpec(Strict):
 class FileSpec(Strict):
     """A file placed into the image: inline `content` or a `source` file next to the recipe."""
 
-    path: str
-    content: str | None = None
+    path: str = Field(description="absolute path inside the image")
+    content: str | None = Field(default=None, description="the file's text")
     source: str | None = Field(default=None, description="path relative to the recipe file")
-    mode: str = "0644"
+    mode: str = Field(default="0644", description="octal mode, quoted")
     owner: str = "root"
     group: str = "root"
 
@@ -181,8 +182,8 @@ class FileSpec(Strict):
 
 class UserSpec(Strict):
     name: str
-    groups: list[str] = Field(default_factory=list)
-    ssh_keys: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list, description="created if missing")
+    ssh_keys: list[str] = Field(default_factory=list, description="public key lines for ~/.ssh/authorized_keys")
     sudo: bool = Field(default=False, description="passwordless sudo (adds the sudo package)")
     shell: str = "/bin/bash"
 
@@ -204,8 +205,8 @@ class UserSpec(Strict):
 class RunStep(Strict):
     """A command run inside the image root: an argv list, or a script file next to the recipe."""
 
-    argv: list[str] | None = None
-    script: str | None = None
+    argv: list[str] | None = Field(default=None, description="command and arguments; a bare list is short for this")
+    script: str | None = Field(default=None, description="script file next to the recipe, run with its #! line")
 
     @model_validator(mode="before")
     @classmethod
@@ -228,8 +229,8 @@ class UploadSpec(Strict):
     name: str | None = Field(default=None, description="image name in the repository (default: the recipe name)")
     tags: list[str] = Field(default_factory=list)
     description: str = ""
-    public: bool = False
-    share_with: list[str] = Field(default_factory=list)
+    public: bool = Field(default=False, description="readable by every user of the repository")
+    share_with: list[str] = Field(default_factory=list, description="users who may read the images")
 
     @field_validator("name")
     @classmethod
@@ -241,22 +242,23 @@ class UploadSpec(Strict):
 
 
 class Recipe(Strict):
-    """An image recipe. Field order here is the order of docs/recipes.md."""
+    """An image recipe: what to install, configure and produce."""
 
     name: str = Field(description="image name; letters, digits, . _ + -")
-    os: OsSpec
-    variant: Variant = Variant.MINBASE
+    os: OsSpec = Field(description="family, release, arch")
+    variant: Variant = Field(default=Variant.MINBASE, description="how much base system to bootstrap")
     mirror: str | None = Field(default=None,
                                 description="package mirror URL; default: the host's apt/dnf configuration")
-    repositories: list[RepoSpec] = Field(default_factory=list)
-    packages: list[PackageName] = Field(default_factory=list)
-    files: list[FileSpec] = Field(default_factory=list)
-    users: list[UserSpec] = Field(default_factory=list)
+    repositories: list[RepoSpec] = Field(default_factory=list, description="extra package repositories")
+    packages: list[PackageName] = Field(default_factory=list, description="installed with the image's package "
+                                        "manager (apt-get / dnf), without recommends")
+    files: list[FileSpec] = Field(default_factory=list, description="placed after the packages")
+    users: list[UserSpec] = Field(default_factory=list, description="created after the files")
     services: list[UnitName] = Field(default_factory=list, description="systemd units to enable")
-    run: list[RunStep] = Field(default_factory=list)
+    run: list[RunStep] = Field(default_factory=list, description="run inside the image, last, in order")
     disk_size: int | None = Field(default=None, description="raw/qcow2 disk size, e.g. 4G; default: fits the files")
-    formats: list[Format] = Field(default_factory=lambda: [Format.TAR_ZST])
-    upload: UploadSpec = Field(default_factory=lambda: UploadSpec())
+    formats: list[Format] = Field(default_factory=lambda: [Format.TAR_ZST], description="artifacts to produce")
+    upload: UploadSpec = Field(default_factory=lambda: UploadSpec(), description="how the images are stored")
     base: str | None = Field(default=None, description="repository image id (tar.zst) to clone and extend")
     vars: dict[str, Any] = Field(default_factory=dict, description="jinja2 variables for this recipe")
 
