@@ -55,7 +55,7 @@ def check_password_login(root: RootFS) -> list[RawFinding]:
 RULES = [
     Rule("ssh-host-keys", "SSH host keys baked in", Severity.HIGH,
          "SSH host keys are baked into the image (every instance shares them)",
-         "delete /etc/ssh/ssh_host_*_key* before uploading; they are regenerated at first boot",
+         "delete /etc/ssh/ssh_host_*_key* in the recipe's last step; registered copies make their own at first boot",
          check_host_keys),
     Rule("root-authorized-keys", "authorized_keys for root", Severity.HIGH,
          "root has authorized_keys baked in",

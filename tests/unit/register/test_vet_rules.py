@@ -127,3 +127,9 @@ def test_links_in_the_image_never_reach_host_files(tmp_path):
     os.symlink("/", root / "root/.ssh") if (root / "root").exists() else None
     report = vet_tree(root, "x", STRICT, "hpc")  # would read the host's /root/.ssh if links were followed
     assert "private-keys" not in rules_of(report)
+
+
+def test_the_vetting_guide_lists_every_rule():
+    guide = (Path(__file__).resolve().parents[3] / "docs" / "vetting.md").read_text()
+    missing = [r for r in all_rules() if f"| `{r}` |" not in guide]
+    assert missing == [], f"docs/vetting.md does not describe {missing}"
