@@ -34,15 +34,23 @@ class _Body:
     """A file-like upload body of known length that reports progress and hashes as it goes."""
 
     def __init__(self, src: BinaryIO, size: int, progress: Progress | None) -> None:
-        self.src, self.remaining, self.progress = src, size, progress
+        self.src, self.size, self.remaining, self.progress = src, size, size, progress
 
     def __len__(self) -> int:
         return self.remaining
 
     def read(self, n: int = -1) -> bytes:
+        """Raises IntegrityError, as Store.put does, if src holds fewer or more bytes than declared
+        (sending less than Content-Length would leave the service waiting for the rest)."""
         n = self.remaining if n is None or n < 0 else min(n, self.remaining)
         chunk = self.src.read(max(n, 0)) if n else b""
+        if n and not chunk:
+            raise IntegrityError(f"the upload ended after {self.size - self.remaining} of {self.size} bytes",
+                                 hint="the source was truncated; upload again")
         self.remaining -= len(chunk)
+        if chunk and not self.remaining and self.src.read(1):
+            raise IntegrityError(f"the source holds more than the declared {self.size} bytes",
+                                 hint="declare the real size")
         if chunk and self.progress:
             self.progress(len(chunk))
         return chunk
