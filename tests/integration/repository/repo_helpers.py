@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rain.repository.models import Image, ImageMeta, OsInfo
@@ -22,3 +24,11 @@ def sha(data: bytes) -> str:
 def put(repo: Any, data: bytes, name: str = "img", **meta: Any) -> Image:
     os_info = OsInfo(**meta.pop("os", {}))
     return repo.put(io.BytesIO(data), ImageMeta(name=name, os=os_info, **meta), len(data), sha(data))
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait until check() holds: the service undoes an abandoned upload when it sees the disconnect."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)

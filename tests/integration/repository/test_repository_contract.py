@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from repo_helpers import payload, put, sha
+from repo_helpers import eventually, payload, put, sha
 
 from rain.errors import (
     Conflict,
@@ -65,6 +65,22 @@ class TestImages:
         assert backend.used_bytes("admin") == 0
         assert (backend.gridfs_files(), backend.gridfs_chunks()) == (0, 0)
         assert backend.db.images.count_documents({}) == 0
+
+    @pytest.mark.parametrize("source", ["shorter", "longer"])
+    def test_a_source_unlike_its_declared_size_is_refused_and_leaves_nothing(self, backend, source):
+        data = payload(2 * MiB)
+        declared = len(data) + MiB if source == "shorter" else len(data) - MiB
+        with pytest.raises(IntegrityError) as e:
+            backend.admin.put(io.BytesIO(data), ImageMeta(name="sized"), declared)
+        assert "bytes" in one_line(e)
+        eventually(lambda: backend.db.images.count_documents({}) == 0 and backend.gridfs_chunks() == 0)
+        assert backend.admin.list() == [] and backend.used_bytes("admin") == 0
+
+    def test_an_empty_image_round_trips(self, backend):
+        image = backend.admin.put(io.BytesIO(b""), ImageMeta(name="empty"), 0)
+        assert (image.size, image.sha256) == (0, sha(b""))
+        out = io.BytesIO()
+        assert backend.admin.get(image.id, out).size == 0 and out.getvalue() == b""
 
     def test_show_gives_the_full_record(self, backend):
         data = payload(1000)
