@@ -12,6 +12,7 @@ recipe hash is already there.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -28,13 +29,15 @@ from rain.generate import artifact, command, customize
 from rain.generate.artifact import ArtifactFile
 from rain.generate.bootstrap.base import BuildContext, get_bootstrapper
 from rain.generate.builders.base import BuildSpec, get_builder
-from rain.generate.cache import Cache
+from rain.generate.cache import Cache, CacheKind
+from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe
 from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
 from rain.generate.progress import Reporter
 from rain.generate.recipe import Format, recipe_hash
 
+log = logging.getLogger(__name__)
 _HOST_ARCH = {"x86_64": ("amd64", "x86_64"), "aarch64": ("arm64", "aarch64"), "ppc64le": ("ppc64el", "ppc64le"),
               "s390x": ("s390x", "s390x")}
 
@@ -121,13 +124,14 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
     work_root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix=f"{r.name[:40]}-", dir=work_root))
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        stack.callback(remove_tree, workdir)
+        layers = stack.enter_context(ExitStack())  # undone after the builder's own mounts
         spec = BuildSpec(name=r.name, workdir=workdir, debian=r.os.family.is_debian,
                          log_file=workdir / "build.log")
         builder = get_builder(options.builder)
         handle = builder.start(spec)
         stack.callback(builder.stop, handle)
-        ctx = BuildContext(plan.loaded, plan.mirror, cache, builder, handle, reporter, options.use_cache)
+        ctx = BuildContext(plan.loaded, plan.mirror, cache, builder, handle, reporter, options.use_cache, layers)
         boot = get_bootstrapper(r.os.family)
         if r.base is not None:
             from rain.generate.bootstrap.clone import clone
@@ -155,9 +159,10 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
                                   artifacts=files, timings=reporter.timings, facts=ctx.facts)
         write_manifest(manifest, staging)
         final = cache.result_dir(plan.recipe_hash)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        with cache.lock(CacheKind.RESULTS, plan.recipe_hash):
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
     return _from_dir(final, plan, cached=False)
 
 

@@ -1,12 +1,13 @@
 """Build caches under `<data_dir>/cache`.
 
     packages/<family>-<release>-<arch>/   downloaded .deb/.rpm files, shared by every build
-    bases/<key>.tar.zst (+ .json)         bootstrapped base systems, keyed by
+    bases/<key>/ (+ <key>.json)           bootstrapped base systems (directories), keyed by
                                           (family, release, arch, variant, mirror)
     results/<recipe hash>/                finished artifacts + manifest.json
 
 Writers take a per-entry lock (fcntl) and publish with an atomic rename, so
-parallel batch jobs share entries safely.
+parallel batch jobs share entries safely; a build layers its root over a base
+(overlayfs, see layers.py) and holds that base's lock shared while it runs.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from rain.generate import command
+from rain.generate.layers import remove_tree
 from rain.generate.recipe import Recipe
 
 TAR_OPTS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
@@ -85,31 +88,55 @@ class Cache:
 
     # -- bases ------------------------------------------------------------
 
-    def base_path(self, key: str) -> Path | None:
-        p = self.dir(CacheKind.BASES) / f"{key}.tar.zst"
-        if p.is_file():
-            os.utime(p)
-            return p
-        return None
+    def base_dir(self, key: str) -> Path:
+        return self.dir(CacheKind.BASES) / key
 
-    def save_base(self, key: str, root: Path, detail: dict[str, str]) -> Path:
-        final = self.dir(CacheKind.BASES) / f"{key}.tar.zst"
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    def base_meta(self, key: str) -> dict[str, Any]:
+        return _json(self.dir(CacheKind.BASES) / f"{key}.json")
+
+    def acquire_base(self, key: str, undo: ExitStack, fresh: Callable[[Path], dict[str, Any]],
+                     use_cache: bool = True) -> tuple[Path, bool]:
+        """A ready base directory, held (shared lock) until `undo` closes; (path, came from cache).
+
+        When there is none (or use_cache is False) `fresh(tmpdir)` bootstraps one
+        into a temporary directory under an exclusive lock; it is published with
+        a rename, so a half-built base is never used.
+        """
+        lock = open(self.dir(CacheKind.BASES) / f".{key}.lock", "w")
+        undo.callback(lock.close)
+        final = self.base_dir(key)
+
+        def ready() -> bool:
+            return final.is_dir() and (final.parent / f"{key}.json").is_file()
+
+        if use_cache:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if ready():
+                os.utime(final)
+                return final, True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if use_cache and ready():
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            return final, True
+        tmp = final.with_name(f".{key}.tmp-{os.getpid()}-{threading.get_ident()}")
+        remove_tree(tmp)
+        tmp.mkdir()
         try:
-            command.pipe(["tar", "-C", str(root), *TAR_OPTS, "-cf", "-", "."],
-                         ["zstd", "-q", "-1", "-T0", "-o", str(tmp)], what="saving the base system")
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        final.with_name(key + ".json").write_text(json.dumps({**detail, "created": time.time()}))
-        return final
-
-    @staticmethod
-    def unpack_base(archive: Path, root: Path) -> None:
-        """Unpack a base this cache wrote (trusted): fast path through tar."""
-        command.pipe(["zstd", "-dc", "-T0", str(archive)],
-                     ["tar", "-C", str(root), *TAR_OPTS, "--same-permissions", "--same-owner", "-xf", "-"],
-                     what="unpacking the cached base system")
+            detail = fresh(tmp)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        meta = final.parent / f"{key}.json"
+        meta.unlink(missing_ok=True)
+        if final.exists():
+            old = final.with_name(f".{key}.old-{os.getpid()}")
+            os.rename(final, old)
+            remove_tree(old)
+        os.rename(tmp, final)
+        meta.write_text(json.dumps({**detail, "created": time.time()}))
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        return final, False
 
     # -- packages ---------------------------------------------------------
 
@@ -155,7 +182,7 @@ class Cache:
             for p in sorted(d.iterdir()):
                 if p.name.startswith(".") or p.suffix == ".json":
                     continue
-                key = p.name.removesuffix(".tar.zst")
+                key = p.name
                 out.append(CacheEntry(kind, key, p, _size(p), p.stat().st_mtime, self._detail(kind, p)))
         return out
 
@@ -163,13 +190,15 @@ class Cache:
         if kind is CacheKind.PACKAGES:
             return f"{sum(1 for _ in p.iterdir())} package files"
         if kind is CacheKind.BASES:
-            meta = _json(p.with_name(p.name.removesuffix(".tar.zst") + ".json"))
-            return f"mirror {meta.get('mirror', '?')}"
+            return f"mirror {self.base_meta(p.name).get('mirror', '?')}"
         meta = _json(p / "manifest.json")
         return f"{meta.get('name', '?')}: " + ", ".join(a.get("format", "?") for a in meta.get("artifacts", []))
 
     def prune(self, kinds: list[CacheKind] | None = None, older_than: float | None = None) -> list[CacheEntry]:
-        """Remove entries (of these kinds, unused for `older_than` seconds); returns what went."""
+        """Remove entries (of these kinds, unused for `older_than` seconds); returns what went.
+
+        An entry a running build holds (a base it is layered on) is left alone.
+        """
         now = time.time()
         gone = []
         for e in self.entries():
@@ -177,12 +206,16 @@ class Cache:
                 continue
             if older_than is not None and now - e.last_used < older_than:
                 continue
-            with self.lock(e.kind, e.key):
+            with open(self.dir(e.kind) / f".{e.key}.lock", "w") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                (self.dir(e.kind) / f"{e.key}.json").unlink(missing_ok=True)
                 if e.path.is_dir():
-                    shutil.rmtree(e.path, ignore_errors=True)
+                    remove_tree(e.path)
                 else:
                     e.path.unlink(missing_ok=True)
-                    e.path.with_name(e.key + ".json").unlink(missing_ok=True)
             gone.append(e)
         return gone
 
@@ -194,7 +227,7 @@ def _size(p: Path) -> int:
     return sum(f.stat().st_blocks * 512 for f in p.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def _json(p: Path) -> dict:  # type: ignore[type-arg]
+def _json(p: Path) -> dict[str, Any]:
     try:
         return json.loads(p.read_text())
     except (OSError, ValueError):

@@ -8,6 +8,7 @@ package manager, lists what is installed, and tidies up before packing.
 from __future__ import annotations
 
 import importlib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +35,8 @@ class BuildContext:
     handle: Handle
     reporter: Reporter
     use_cache: bool = True
+    layers: ExitStack = field(default_factory=ExitStack)
+    """Undo for the root's layers (overlay mount, base lock): closed after packing."""
     facts: dict[str, object] = field(default_factory=dict)
     """What happened, for the manifest: base cache key and hit, clone source, ..."""
 

@@ -7,15 +7,16 @@ top with apt-get inside the image, from the shared .deb cache when possible.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import shutil
 import time
+from pathlib import Path
 
 from rain.errors import BuildError, RecipeError, Unreachable
 from rain.generate import command
 from rain.generate.bootstrap.base import BuildContext, Package
-from rain.generate.cache import CacheKind
+from rain.generate.layers import stack_on
 from rain.generate.recipe import OsFamily
 
 _HOOK_IN = """#!/bin/sh
@@ -51,23 +52,19 @@ class DebianBootstrapper:
         r, cache = ctx.recipe, ctx.cache
         key = cache.base_key(r, ctx.mirror)
         ctx.facts["base_key"] = key
-        with ctx.reporter.step("base system"), cache.lock(CacheKind.BASES, key):
-            archive = cache.base_path(key) if ctx.use_cache else None
-            if archive:
-                cache.unpack_base(archive, ctx.handle.root)
-                meta = json.loads(archive.with_name(key + ".json").read_text())
-                ctx.facts["base_cached"] = True
-                ctx.facts["lists_stale"] = time.time() - float(meta.get("created", 0)) > STALE_LISTS
+        with ctx.reporter.step("base system"):
+            base, cached = cache.acquire_base(key, ctx.layers, lambda tmp: self._bootstrap_fresh(ctx, tmp),
+                                              ctx.use_cache)
+            ctx.facts["base_cached"] = cached
+            ctx.facts["base_layer"] = stack_on(base, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
+            if cached:
+                age = time.time() - float(cache.base_meta(key).get("created", 0))
+                ctx.facts["lists_stale"] = age > STALE_LISTS
                 ctx.reporter.info(f"base system from cache ({key})")
-                return
-            ctx.facts["base_cached"] = False
-            self._bootstrap_fresh(ctx)
-            cache.save_base(key, ctx.handle.root, {"family": r.os.family, "release": r.os.release,
-                                                    "arch": r.os.arch, "variant": r.variant,
-                                                    "mirror": ctx.mirror})
 
-    def _bootstrap_fresh(self, ctx: BuildContext) -> None:
-        r, root, work = ctx.recipe, ctx.handle.root, ctx.handle.spec.workdir
+    def _bootstrap_fresh(self, ctx: BuildContext, root: Path) -> dict[str, str]:
+        """The variant's base system (no recipe packages) into root, for the base cache."""
+        r, work = ctx.recipe, ctx.handle.spec.workdir
         pkg_cache = ctx.cache.packages_dir(r)
         log = ctx.handle.spec.log_file
         try:
@@ -96,6 +93,8 @@ class DebianBootstrapper:
         result = command.run(argv, env=env, check=False, what=argv[0], log_file=log)
         if result.returncode != 0:
             raise _apt_error(result.output, ctx, "bootstrapping the base system")
+        return {"family": r.os.family, "release": r.os.release, "arch": r.os.arch, "variant": r.variant,
+                "mirror": ctx.mirror, "tool": os.path.basename(tool)}
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
         root = ctx.handle.root

@@ -17,7 +17,7 @@ from pathlib import Path
 from rain.errors import BuildError, RecipeError, Unreachable
 from rain.generate import command
 from rain.generate.bootstrap.base import BuildContext, Package
-from rain.generate.cache import CacheKind
+from rain.generate.layers import stack_on
 from rain.generate.recipe import Variant
 
 _MISSING = re.compile(r"No match for argument:\s*(\S+)|No package (\S+) available")
@@ -35,16 +35,16 @@ class RhelBootstrapper:
             return  # minbase: the recipe's packages (and their dependencies) are the system
         key = ctx.cache.base_key(r, ctx.mirror)
         ctx.facts["base_key"] = key
-        with ctx.reporter.step("base system"), ctx.cache.lock(CacheKind.BASES, key):
-            archive = ctx.cache.base_path(key) if ctx.use_cache else None
-            if archive:
-                ctx.cache.unpack_base(archive, ctx.handle.root)
-                ctx.facts["base_cached"] = True
-                return
-            self._dnf(ctx, base)
-            ctx.cache.save_base(key, ctx.handle.root, {"family": r.os.family, "release": r.os.release,
-                                                        "arch": r.os.arch, "variant": r.variant,
-                                                        "mirror": ctx.mirror})
+
+        def fresh(tmp: Path) -> dict[str, str]:
+            self._dnf(ctx, base, root=tmp)
+            return {"family": r.os.family, "release": r.os.release, "arch": r.os.arch, "variant": r.variant,
+                    "mirror": ctx.mirror}
+
+        with ctx.reporter.step("base system"):
+            path, cached = ctx.cache.acquire_base(key, ctx.layers, fresh, ctx.use_cache)
+            ctx.facts["base_cached"] = cached
+            ctx.facts["base_layer"] = stack_on(path, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
         if not packages:
@@ -59,8 +59,9 @@ class RhelBootstrapper:
             return
         self._dnf(ctx, packages)
 
-    def _dnf(self, ctx: BuildContext, packages: list[str]) -> None:
-        work, root, r = ctx.handle.spec.workdir, ctx.handle.root, ctx.recipe
+    def _dnf(self, ctx: BuildContext, packages: list[str], root: Path | None = None) -> None:
+        work, r = ctx.handle.spec.workdir, ctx.recipe
+        root = root or ctx.handle.root
         tool = _which("dnf") or command.need("yum")
         conf, reposdir = self._config(ctx)
         home = work / "home"

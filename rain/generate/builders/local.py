@@ -18,21 +18,10 @@ from rain.errors import BuildError, InvalidInput
 from rain.generate import command
 from rain.generate.builders.base import BuildSpec, Handle
 from rain.generate.command import Result
+from rain.generate.layers import mounted_under, umount
 
 _DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
               "tty": (5, 0)}
-
-
-def mounted_under(root: Path) -> list[str]:
-    """Mount points at or below root, from /proc/mounts."""
-    prefix = str(root.resolve())
-    out = []
-    with open("/proc/mounts") as f:
-        for line in f:
-            point = line.split()[1].replace("\\040", " ")
-            if point == prefix or point.startswith(prefix + "/"):
-                out.append(point)
-    return out
 
 
 class LocalBuilder:
@@ -84,7 +73,8 @@ class LocalBuilder:
     def stop(self, handle: Handle) -> None:
         handle.undo.close()
         handle.entered = False
-        left = mounted_under(handle.root)
+        root = str(handle.root.resolve())
+        left = [p for p in mounted_under(handle.root) if p != root]  # the root itself may be a layer
         if left:
             raise BuildError(f"could not unmount {', '.join(left)}",
                              hint="a process inside the image may still run; umount -l them by hand")
@@ -118,7 +108,7 @@ class LocalBuilder:
 
     def _mount(self, undo, args: list[str], point: Path) -> None:  # type: ignore[no-untyped-def]
         command.run(["mount", *args, str(point)], what=f"mounting {point.name}")
-        undo.callback(_umount, point)
+        undo.callback(umount, point)
 
     def _populate_dev(self, dev: Path) -> None:
         for name, (major, minor) in _DEV_NODES.items():
@@ -168,9 +158,3 @@ class LocalBuilder:
             if had:
                 os.rename(saved, target)
         undo.callback(restore)
-
-
-def _umount(point: Path) -> None:
-    r = command.run(["umount", str(point)], check=False)
-    if r.returncode != 0:
-        command.run(["umount", "-l", str(point)], check=False)

@@ -1,0 +1,84 @@
+"""The base cache: built once under a lock, shared by builds, published whole, pruned only when idle."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rain.generate.cache import Cache, CacheKind
+
+
+def fresh_with(calls: list[int]) -> Any:
+    def fresh(tmp: Path) -> dict[str, str]:
+        calls.append(1)
+        (tmp / "etc").mkdir()
+        (tmp / "etc" / "os-release").write_text("ID=debian\n")
+        return {"mirror": "http://mirror.example.test/debian"}
+    return fresh
+
+
+def test_a_base_is_built_once_and_then_shared(tmp_path: Path) -> None:
+    cache, calls = Cache(tmp_path), []
+    with ExitStack() as a, ExitStack() as b:
+        path1, cached1 = cache.acquire_base("k", a, fresh_with(calls))
+        path2, cached2 = cache.acquire_base("k", b, fresh_with(calls))  # shared lock: no waiting
+    assert (cached1, cached2, len(calls)) == (False, True, 1)
+    assert path1 == path2 and (path1 / "etc/os-release").read_text() == "ID=debian\n"
+    assert cache.base_meta("k")["mirror"] == "http://mirror.example.test/debian"
+
+
+def test_a_failed_bootstrap_leaves_no_half_base(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+
+    def broken(tmp: Path) -> dict[str, str]:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("mirror went away")
+
+    with ExitStack() as undo, pytest.raises(RuntimeError):
+        cache.acquire_base("k", undo, broken)
+    assert [p.name for p in cache.dir(CacheKind.BASES).iterdir() if not p.name.endswith(".lock")] == []
+    with ExitStack() as undo:
+        assert cache.acquire_base("k", undo, fresh_with([]))[1] is False
+
+
+def test_parallel_builds_of_one_base_bootstrap_it_once(tmp_path: Path) -> None:
+    cache, calls, results = Cache(tmp_path), [], []
+
+    def one() -> None:
+        with ExitStack() as undo:
+            results.append(cache.acquire_base("k", undo, fresh_with(calls))[1])
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sorted(results) == [False, True, True, True]
+
+
+def test_no_cache_rebuilds_the_base(tmp_path: Path) -> None:
+    cache, calls = Cache(tmp_path), []
+    for _ in range(2):
+        with ExitStack() as undo:
+            cache.acquire_base("k", undo, fresh_with(calls), use_cache=False)
+    assert len(calls) == 2
+
+
+def test_list_and_prune_leave_a_base_in_use_alone(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    with ExitStack() as undo:
+        cache.acquire_base("busy", undo, fresh_with([]))
+        with ExitStack() as other:
+            cache.acquire_base("idle", other, fresh_with([]))
+        (cache.result_dir("abc")).mkdir(parents=True)
+        (cache.result_dir("abc") / "manifest.json").write_text('{"name": "x", "artifacts": []}')
+        assert {(e.kind, e.key) for e in cache.entries()} == {
+            (CacheKind.BASES, "busy"), (CacheKind.BASES, "idle"), (CacheKind.RESULTS, "abc")}
+        gone = cache.prune()
+        assert {e.key for e in gone} == {"idle", "abc"}
+        assert cache.base_dir("busy").is_dir() and not cache.base_dir("idle").exists()
+    assert [e.key for e in cache.prune([CacheKind.BASES])] == ["busy"]
