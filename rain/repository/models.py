@@ -175,6 +175,16 @@ class ImageChanges(BaseModel):
     def _tags(cls, v: list[str]) -> list[str]:
         return ImageMeta._tags(v)  # type: ignore[call-arg]
 
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str | None) -> str | None:
+        return None if v is None else ImageMeta._format(v)  # type: ignore[call-arg]
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v: str | None) -> str | None:
+        return None if v is None else ImageMeta._description(v)  # type: ignore[call-arg]
+
 
 class User(BaseModel):
     name: str
