@@ -65,8 +65,10 @@ def test_image_meta_checks_names_tags_and_formats():
                 {"name": "ok", "colour": "red"}):
         with pytest.raises(ValidationError):
             ImageMeta(**bad)
-    with pytest.raises(ValidationError):
-        ImageChanges(name="bad name")
+    for bad in ({"name": "bad name"}, {"format": "Not A Format"}, {"description": "d" * 4097},
+                {"add_tags": ["a b"]}):
+        with pytest.raises(ValidationError):
+            ImageChanges(**bad)
 
 
 def test_image_query_sort_keys():
