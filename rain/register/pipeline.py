@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from rain import __version__
 from rain.config import Settings
 from rain.errors import InvalidInput, VetFailed
-from rain.register.models import Label, Outcome, VetReport
-from rain.register.targets.base import BootTestable, target_name
+from rain.register.models import NO_TARGET_POLICY, Label, Outcome, VetPolicy, VetReport
+from rain.register.targets.base import BootTestable, target_class, target_name
 from rain.register.targets.sites import open_target
 from rain.register.unpack import unpack
 from rain.register.vet import vet_tree
@@ -131,7 +131,7 @@ def _store_derived(repo: Any, image: Image, target: str, site: str, path: Path, 
 def vet_image(repo: Any, image_id: str, target: str | None, settings: Settings,
               reporter: Reporter | None = None) -> VetReport:
     """`fg-image vet ID`: vet a repository image (storing the report when a target is given)."""
-    policy = _policy(settings, target)
+    policy = _policy(target)
     image = repo.show(image_id)
     with tempfile.TemporaryDirectory(prefix="rain-vet-") as tmp:
         _, report = fetch_and_vet(repo, image, target, policy, Path(tmp), reporter or QuietReporter(), {})
@@ -144,7 +144,7 @@ def vet_path(path: Path, target: str | None = None, fmt: str | None = None) -> V
 
     if not path.exists():
         raise InvalidInput(f"no such image file or directory: {path}")
-    policy = _policy(None, target)
+    policy = _policy(target)
     name = target_name(target).value if target else None
     if detect_format(path, fmt) == "dir":
         return vet_tree(path, str(path), policy, name, sweep(path))
@@ -153,10 +153,7 @@ def vet_path(path: Path, target: str | None = None, fmt: str | None = None) -> V
         return vet_tree(Path(tmp) / "root", str(path), policy, name, findings)
 
 
-def _policy(settings: Settings | None, target: str | None) -> Any:
-    from rain.register.models import NO_TARGET_POLICY
-    from rain.register.targets.base import target_class
-
+def _policy(target: str | None) -> VetPolicy:
     return target_class(target_name(target)).vet_policy if target else NO_TARGET_POLICY
 
 
