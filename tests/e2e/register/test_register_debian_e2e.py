@@ -39,6 +39,7 @@ def test_debian_image_registers_everywhere_and_boots_on_bare_metal(fg, sites, de
         result = fg(*args, env=env, timeout=900)
         assert result.returncode == 0, f"{target}: {result.stderr}"
         outcomes[target] = json.loads(result.stdout)
+        print(target, outcomes[target]["timings"])
         assert sites[target].holds(outcomes[target]["remote_id"]), target
 
     # hpc: the boot test reached the marker printed by the image's own systemd; every boot file is published
