@@ -111,3 +111,24 @@ def test_a_derived_qcow2_can_itself_be_vetted_and_registered(sites, repos, clean
     second = register(alice, sites.settings, first.derived_id, "ec2")
     assert sites["ec2"].holds(second.remote_id)
     assert alice.show(second.derived_id).parent == first.derived_id
+
+
+def test_registration_through_the_repository_service(service, sites, repos, clean_tarball, bad_tarball):
+    """The same pipeline over the HTTP client (`fg-image serve`): records, quarantine and ACLs hold there too."""
+    from rain.repository.client import Client
+
+    admin = repos("admin")
+    repos("alice")
+    repos("bob")
+    alice = Client(service.url, admin.issue_token("alice"), timeout=60)
+    bob = Client(service.url, admin.issue_token("bob"), timeout=60)
+    image = upload(alice, clean_tarball)
+    with pytest.raises((NotFound, Forbidden)):
+        register(bob, sites.settings, image.id, "hpc")
+    outcome = register(alice, sites.settings, image.id, "hpc")
+    assert sites["hpc"].holds(outcome.remote_id)
+    assert alice.show(outcome.derived_id).parent == image.id
+    bad = upload(alice, bad_tarball, "bad")
+    with pytest.raises(VetFailed):
+        register(alice, sites.settings, bad.id, "hpc")
+    assert alice.show(bad.id).quarantined == ["hpc"]
