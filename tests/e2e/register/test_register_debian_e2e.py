@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,34 @@ def test_vet_the_debian_image_under_each_policy(fg, debian_tarball):
         report = json.loads(result.stdout)
         assert "kernel-missing" in report["rules_run"]
         assert ("kernel-nvme-ena" in report["rules_run"]) == (target == "ec2")
+
+
+def test_the_generate_stage_kernel_recipe_registers_on_bare_metal_and_boots(fg, sites, tmp_path):
+    """recipes/debian-bookworm-kernel.yaml built by `fg-image generate` (build data cached between runs),
+    registered on hpc with the boot test. The recipe's openssh-server bakes SSH host keys, which vetting
+    rightly blocks; an admin accepts that one rule for this image (Rain's copy drops the keys and makes new
+    ones at first boot), and every other rule still applies."""
+    from debian_image import cache_dir
+
+    env = env_for(sites)
+    recipe = Path(__file__).resolve().parents[3] / "recipes" / "debian-bookworm-kernel.yaml"
+    out = tmp_path / "built"
+    built = fg("generate", str(recipe), "--format", "tar.zst", "--no-upload", "-o", str(out),
+               env={**env, "RAIN_DATA_DIR": str(cache_dir() / "generate-data")}, timeout=1200)
+    assert built.returncode == 0, built.stderr
+    up = fg("upload", str(out / "debian-bookworm-kernel.tar.zst"), "--os", "debian", "--release", "12",
+            env=env, timeout=300)
+    assert up.returncode == 0, up.stderr
+    image_id = up.stdout.strip()
+    vet = fg("vet", image_id, "--target", "hpc", "--json", env=env, timeout=300)
+    blocking = {f["rule"] for f in json.loads(vet.stdout)["findings"] if f["blocking"]}
+    assert blocking <= {"ssh-host-keys"}, vet.stdout
+    if blocking:
+        assert fg("vet", image_id, "--target", "hpc", "--accept", "ssh-host-keys", env=env,
+                  timeout=300).returncode == 0
+    result = fg("register", image_id, "--target", "hpc", "--boot-test", "--json", env=env, timeout=900)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert sites["hpc"].holds(outcome["remote_id"])
+    log = tmp_path / "rain-data" / "boot-logs" / f"{image_id}-hpc.log"
+    assert MARKER in log.read_text(errors="replace")
