@@ -123,3 +123,13 @@ def test_boot_test_is_refused_where_the_target_cannot_boot_here(sites, repos, cl
     image = upload(alice, clean_tarball)
     with pytest.raises(InvalidInput, match="--boot-test"):
         register(alice, sites.settings, image.id, "ec2", boot_test=True)
+
+
+def test_failed_boot_test_publishes_nothing_and_keeps_the_console_log(sites, repos, clean_tarball):
+    """The fake image's 'kernel' is not bootable: QEMU gives up, the registration fails, nothing is published."""
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    with pytest.raises(TargetError) as e:
+        register(alice, sites.settings, image.id, "hpc", boot_test=True, boot_timeout=60)
+    assert "boot" in e.value.message and "console log" in e.value.hint
+    assert sites["hpc"].published() == 0 and alice.show(image.id).registrations == []
