@@ -27,6 +27,7 @@ from rain.repository.models import Image, ImageMeta
 
 log = logging.getLogger(__name__)
 BOOT_TIMEOUT = 600.0
+ARCH_NAMES = {"amd64": "x86_64", "arm64": "aarch64"}  # Debian's names → the clouds' (EC2, Glance)
 
 
 class Reporter(Protocol):
@@ -88,8 +89,8 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
         raise InvalidInput(f"--boot-test is not available for {name.value}",
                            hint="boot tests run for targets that boot the image's own kernel here: hpc")
     image = repo.show(image_id)
-    with contextlib.ExitStack() as undo:
-        work = Path(undo.enter_context(tempfile.TemporaryDirectory(prefix="rain-register-")))
+    with tempfile.TemporaryDirectory(prefix="rain-register-") as tmp, contextlib.ExitStack() as undo:
+        work = Path(tmp)  # removed on success and failure alike; `undo` holds only what a failure takes back
         root, report = fetch_and_vet(repo, image, name.value, provider.vet_policy, work, reporter, timings)
         if report.verdict != "pass":
             raise VetRejected(report, hint=f"fix the image and upload it again; `fg-image vet {image.id} "
@@ -103,7 +104,8 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with _timed(reporter, timings, "boot-test"):
                 provider.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
-        label = Label(image.id, image.name, image.os.family, image.os.release, image.os.arch or "x86_64")
+        arch = ARCH_NAMES.get(image.os.arch, image.os.arch) or "x86_64"
+        label = Label(image.id, image.name, image.os.family, image.os.release, arch)
         with _timed(reporter, timings, "publish"):
             remote_id = provider.publish(packed, label)
             undo.callback(provider.delete, remote_id)
