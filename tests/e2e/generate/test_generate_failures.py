@@ -101,3 +101,12 @@ def test_ctrl_c_in_the_middle_of_a_build_leaves_nothing_mounted(rain_env: dict[s
     rest = proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, "".join(seen) + rest
     nothing_left(gen, gen_data)
+
+
+@pytest.mark.slow
+def test_a_failed_share_removes_the_images_already_stored(gen: Any, gen_data: Path) -> None:
+    r = gen("generate", str(MINIMAL), "--set", "upload.share_with=[nobody-here]", "--format", "tar.zst",
+            "--format", "squashfs")
+    assert r.returncode != 0
+    assert "nobody-here" in one_error(r)
+    nothing_left(gen, gen_data)

@@ -18,14 +18,17 @@ def test_clone_extends_a_stored_image_with_more_packages(gen: Any, tmp_path: Pat
     base_id = base.stdout.strip()
     recipe = tmp_path / "child.yaml"
     recipe.write_text(f"name: child\nos: {{family: debian, release: bookworm}}\nbase: {base_id}\n"
-                      "packages: [tree]\nfiles:\n  - {path: /etc/child, content: child}\n")
+                      "packages: [tree]\nfiles:\n  - {path: /etc/child, content: child}\n"
+                      "upload: {share_with: [carol], tags: [child]}\n")
+    assert gen("users", "add", "carol").returncode == 0
     r = gen("generate", str(recipe), "--output", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     child_id = r.stdout.strip()
     names = tar_names(tmp_path / "out" / "child.tar.zst")
     assert {"usr/bin/tree", "etc/child"} <= names
     assert b"Built by Rain" in tar_read(tmp_path / "out" / "child.tar.zst", "etc/motd"), "the base's files stay"
-    shown = json.loads(gen("show", child_id, "--json").stdout)
+    shown = json.loads(gen("show", child_id, "--json", env={"RAIN_USER": "carol"}).stdout)
+    assert shown["shared_with"] == ["carol"] and shown["tags"] == ["child"]
     assert shown["parent"] == base_id
     assert shown["provenance"]["base"]["clone_of"] == base_id
     assert mounts_under(gen_data) == []
