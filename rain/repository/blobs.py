@@ -81,14 +81,16 @@ class BlobStore:
 
     def commit(self, file_id: ObjectId, sha256: str, size: int) -> str:
         """Make the written file the blob for its content, or drop it if the content is stored already."""
-        try:
-            self.blobs.insert_one({"_id": sha256, "file_id": file_id, "size": size, "refs": 1})
-        except DuplicateKeyError:
-            self.blobs.update_one({"_id": sha256}, {"$inc": {"refs": 1}})
-            self.delete_file(file_id)
-        else:
+        while True:
+            try:
+                self.blobs.insert_one({"_id": sha256, "file_id": file_id, "size": size, "refs": 1})
+            except DuplicateKeyError:
+                if self.blobs.update_one({"_id": sha256}, {"$inc": {"refs": 1}}).matched_count:
+                    self.delete_file(file_id)
+                    return sha256
+                continue  # its last reference was released in between: our bytes become the blob
             self.db["fs.files"].update_one({"_id": file_id}, {"$unset": {"metadata.partial": ""}})
-        return sha256
+            return sha256
 
     def release(self, sha256: str) -> int:
         """Drop one reference; free the bytes with the last one. Returns bytes freed."""
