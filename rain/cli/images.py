@@ -159,7 +159,10 @@ def remove(
     """Remove an image (its bytes go when no other image shares them)."""
     repo = open_repo()
     image = repo.show(image_id)
-    if not yes and sys.stdin.isatty():
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(f"not removing image {image.id} ({image.name}) without a yes",
+                               hint="pass --yes to remove it from a script")
         typer.confirm(f"remove image {image.id} ({image.name}, {image.size} bytes)?", abort=True)
     repo.remove(image_id, force=force)
     console.print(f"removed {image.id} ({image.name})")
