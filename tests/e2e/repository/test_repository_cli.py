@@ -114,6 +114,7 @@ CASES = {
     "remote unknown id": (["--repo", "{url}", "--token", "{token}", "show", "0123456789ab"], 3, "no image"),
     "remote bad sort": (["--repo", "{url}", "--token", "{token}", "list", "--sort", "x"], 2, "cannot sort"),
     "bad format on modify": (["modify", "{image}", "--format", "Not A Format"], 2, "format: bad format"),
+    "remove without a yes": (["remove", "{image}"], 2, "without a yes"),
     "remote bad tag": (["--repo", "{url}", "--token", "{token}", "modify", "{image}", "--tag", "a b"], 2,
                        "add_tags: bad tag"),
 }
