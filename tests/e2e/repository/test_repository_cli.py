@@ -109,6 +109,7 @@ CASES = {
     "bad size": (["users", "quota", "bob", "12Q"], 2, "bad quota '12Q'"),
     "bad sort": (["list", "--sort", "colour"], 2, "cannot sort by 'colour'"),
     "over quota": (["upload", "{tmp}/big.raw"], 7, "quota exceeded"),
+    "no token": (["--repo", "{url}", "list"], 5, "no API token"),
     "bad token": (["--repo", "{url}", "--token", "rain_bogus", "list"], 5, "not valid"),
     "unreachable": (["--repo", "http://127.0.0.1:{closed}", "list"], 8, "cannot reach"),
     "remote unknown id": (["--repo", "{url}", "--token", "{token}", "show", "0123456789ab"], 3, "no image"),
