@@ -49,14 +49,15 @@ def need(tool: str) -> str:
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
         input: bytes | None = None, check: bool = True, what: str | None = None,
-        log_file: Path | None = None, keep: int = 40) -> Result:
+        log_file: Path | None = None, keep: int = 40, cleanup: bool = False) -> Result:
     """Run argv (never through a shell); on failure raise BuildError with the last output lines.
 
     On KeyboardInterrupt the child's process group is terminated (then killed)
     before the interrupt propagates, so callers' cleanups find no busy mounts.
+    After cancel_all() only `cleanup=True` commands (unmounts) still run.
     """
     argv = [str(a) for a in argv]
-    if _cancelled.is_set():
+    if _cancelled.is_set() and not cleanup:
         raise Interrupted("build cancelled", hint="the batch was interrupted")
     full_env = {"PATH": SAFE_PATH, "LC_ALL": "C.UTF-8", "HOME": "/root"}
     full_env.update(env or {})
@@ -73,6 +74,8 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path 
         raise ToolMissing(f"{argv[0]} is not installed", hint="run scripts/setup.sh") from e
     with _live_lock:
         _live.add(proc)
+    if _cancelled.is_set() and not cleanup:
+        _end(proc)  # cancel_all() ran while this one was starting
     try:
         if input is not None:
             assert proc.stdin is not None
@@ -92,7 +95,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path 
             _live.discard(proc)
         if sink:
             sink.close()
-    if _cancelled.is_set() and proc.returncode != 0:
+    if _cancelled.is_set() and proc.returncode != 0 and not cleanup:
         raise Interrupted("build cancelled", hint="the batch was interrupted")
     result = Result(proc.returncode, "\n".join(tail))
     if check and proc.returncode != 0:

@@ -31,9 +31,9 @@ def mounted_under(root: Path) -> list[str]:
 
 
 def umount(point: Path | str) -> None:
-    r = command.run(["umount", str(point)], check=False)
+    r = command.run(["umount", str(point)], check=False, cleanup=True)
     if r.returncode != 0:
-        command.run(["umount", "-l", str(point)], check=False)
+        command.run(["umount", "-l", str(point)], check=False, cleanup=True)
 
 
 def remove_tree(path: Path) -> None:

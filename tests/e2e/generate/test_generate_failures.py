@@ -110,3 +110,29 @@ def test_a_failed_share_removes_the_images_already_stored(gen: Any, gen_data: Pa
     assert r.returncode != 0
     assert "nobody-here" in one_error(r)
     nothing_left(gen, gen_data)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_parallel_batch_cleans_up_every_build(rain_env: dict[str, str], gen_data: Path,
+                                                             tmp_path: Path, gen: Any) -> None:
+    for n in ("slow-a", "slow-b"):
+        (tmp_path / f"{n}.yaml").write_text(f"name: {n}\nos: {{family: debian, release: bookworm}}\n"
+                                           "run:\n  - [sleep, '120']\n")
+    (tmp_path / "batch.yaml").write_text("recipes: [slow-a.yaml, slow-b.yaml]\n")
+    env = {**rain_env, "RAIN_DATA_DIR": str(gen_data)}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "fg-image"), "batch", str(tmp_path / "batch.yaml"),
+                             "--jobs", "2", "--no-upload"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    started, seen = 0, []
+    for line in proc.stderr:
+        seen.append(line)
+        started += "run step 1" in line and line.startswith("…")
+        if started == 2:
+            break
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert rest.count("(Interrupted)") == 2
+    nothing_left(gen, gen_data)
