@@ -29,6 +29,8 @@ from typing import Any
 from rain.generate.layers import remove_tree
 from rain.generate.recipe import Recipe
 
+BASE_FORMAT = 2
+"""Bumped when what a base contains changes, so older cached bases are not reused."""
 TAR_OPTS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 
 
@@ -66,7 +68,7 @@ class Cache:
     @staticmethod
     def base_key(recipe: Recipe, mirror: str) -> str:
         o = recipe.os
-        ident = json.dumps([o.family, o.release, o.arch, recipe.variant, mirror])
+        ident = json.dumps([BASE_FORMAT, o.family, o.release, o.arch, recipe.variant, mirror])
         return f"{o.family}-{o.release}-{o.arch}-{recipe.variant}-" + hashlib.sha256(ident.encode()).hexdigest()[:12]
 
     def packages_dir(self, recipe: Recipe) -> Path:

@@ -93,6 +93,7 @@ class DebianBootstrapper:
         result = command.run(argv, env=env, check=False, what=argv[0], log_file=log)
         if result.returncode != 0:
             raise _apt_error(result.output, ctx, "bootstrapping the base system")
+        _forget_build_host(root)
         return {"family": r.os.family, "release": r.os.release, "arch": r.os.arch, "variant": r.variant,
                 "mirror": ctx.mirror, "tool": os.path.basename(tool)}
 
@@ -157,6 +158,19 @@ class DebianBootstrapper:
                 if p.is_file() and p.name != "lock":
                     p.unlink()
         shutil.rmtree(ctx.handle.root / "var/cache/apt/archives/partial", ignore_errors=True)
+
+
+def _forget_build_host(root: Path) -> None:
+    """mmdebstrap leaves the build host's resolv.conf and hostname in the root; an image gets neither."""
+    etc = root / "etc"
+    if etc.is_symlink() or not etc.is_dir():
+        return
+    resolv, hostname = etc / "resolv.conf", etc / "hostname"
+    if resolv.is_file() and not resolv.is_symlink():
+        resolv.unlink()
+    if not hostname.is_symlink():
+        hostname.write_text("localhost\n")
+        hostname.chmod(0o644)
 
 
 def _install_with_retry(ctx: BuildContext, argv: list[str]) -> None:

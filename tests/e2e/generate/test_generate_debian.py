@@ -50,7 +50,9 @@ def test_minimal_recipe_with_three_packages_is_built_in_four_formats_and_stored(
         assert f"Package: {p}\nStatus: install ok installed" in status
     assert b"Built by Rain" in tar_read(tar, "etc/motd")
     assert not any(n.startswith("var/cache/apt/archives/") and n.endswith(".deb") for n in names)
-    assert "usr/sbin/policy-rc.d" not in names
+    assert "usr/sbin/policy-rc.d" not in names and "etc/dpkg/dpkg.cfg.d/rain-unsafe-io" not in names
+    assert "etc/resolv.conf" not in names, "the build host's resolver config stays out of the image"
+    assert tar_read(tar, "etc/hostname") == b"localhost\n"
 
     # the manifest says exactly what is inside, with versions, per-file checksums and step timings
     versions = {p["name"]: p["version"] for p in m["packages"]}
