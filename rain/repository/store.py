@@ -255,18 +255,21 @@ class Store(RecordsMixin, CollectorMixin):
         self._admin("set quotas")
         if quota is not None and quota < 0:
             raise InvalidInput(f"bad quota {quota}", hint="use a size such as 50G or 'unlimited'")
+        user = self.accounts.update(name, quota_bytes=quota)
         self._log("user-quota", None, name=name, quota=quota, human=human(quota))
-        return self.accounts.update(name, quota_bytes=quota)
+        return user
 
     def set_role(self, name: str, role: Role) -> User:
         self._admin("change roles")
+        user = self.accounts.update(name, role=str(role))
         self._log("user-role", None, name=name, role=str(role))
-        return self.accounts.update(name, role=str(role))
+        return user
 
     def suspend(self, name: str, suspended: bool = True) -> User:
         self._admin("suspend users")
+        user = self.accounts.update(name, status="suspended" if suspended else "active")
         self._log("user-suspend" if suspended else "user-reinstate", None, name=name)
-        return self.accounts.update(name, status="suspended" if suspended else "active")
+        return user
 
     def issue_token(self, name: str) -> str:
         actor = self.whoami()
