@@ -291,6 +291,18 @@ class TestUsers:
         with pytest.raises(NotFound):
             backend.admin.remove_user("dave")
 
+    def test_changes_to_unknown_users_are_not_found_and_leave_no_history(self, backend):
+        admin = backend.admin
+        for change in (lambda: admin.set_quota("ghost", MiB), lambda: admin.set_role("ghost", Role.ADMIN),
+                       lambda: admin.suspend("ghost"), lambda: admin.issue_token("ghost"),
+                       lambda: admin.remove_user("ghost")):
+            with pytest.raises(NotFound) as e:
+                change()
+            assert "ghost" in one_line(e)
+        admin.set_quota("admin", MiB)
+        changes = [(e.action, e.detail["name"]) for e in admin.history(user="admin") if e.action.startswith("user-")]
+        assert changes == [("user-quota", "admin")]
+
     def test_quota_refuses_an_upload_that_does_not_fit(self, backend):
         (alice,) = backend.users("alice", quota=5 * MiB)
         kept = put(alice, payload(3 * MiB), "fits")
