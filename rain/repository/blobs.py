@@ -131,12 +131,19 @@ class BlobStore:
         finally:
             grid_out.close()
 
-    def orphans(self, live_files: set[ObjectId]) -> list[ObjectId]:
-        """GridFS files (or bare chunks) that no blob and no live upload refers to."""
-        referenced = {d["file_id"] for d in self.blobs.find({}, {"file_id": 1})} | live_files
+    def orphans(self, live_files: Callable[[], set[ObjectId]]) -> list[ObjectId]:
+        """GridFS files (or bare chunks) that no blob and no live upload refers to.
+
+        What is stored is read first, then what is live, then what is committed: a file
+        stored by then was begun before, so it is live, committed (an upload becomes
+        available only after its blob exists) or truly abandoned. Read the other way
+        round, an upload begun or finished meanwhile would lose its bytes.
+        """
         files = {d["_id"] for d in self.db["fs.files"].find({}, {"_id": 1})}
         chunk_owners = set(self.db["fs.chunks"].distinct("files_id"))
-        return sorted((files | chunk_owners) - referenced)
+        live = live_files()
+        referenced = {d["file_id"] for d in self.blobs.find({}, {"file_id": 1})}
+        return sorted((files | chunk_owners) - live - referenced)
 
     def file_size(self, file_id: ObjectId) -> int:
         doc = self.db["fs.files"].find_one({"_id": file_id}, {"length": 1})

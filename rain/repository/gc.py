@@ -46,9 +46,11 @@ class CollectorMixin(Acting):
         """Abandoned uploads, then any GridFS bytes no blob or live upload refers to."""
         self._admin("collect garbage")
         report = self.collect_stale_uploads()
-        live = {d["upload"]["file_id"] for d in self.images.find({"status": str(Status.UPLOADING)},
-                                                                  {"upload.file_id": 1})
-                if d.get("upload", {}).get("file_id") is not None}
+        def live() -> set[Any]:
+            return {d["upload"]["file_id"] for d in self.images.find({"status": str(Status.UPLOADING)},
+                                                                     {"upload.file_id": 1})
+                    if d.get("upload", {}).get("file_id") is not None}
+
         for file_id in self.blobs.orphans(live):
             report.bytes_freed += self.blobs.file_size(file_id)
             self.blobs.delete_file(file_id)
