@@ -110,19 +110,34 @@ class BlobStore:
             self.db["fs.chunks"].delete_many({"files_id": file_id})
 
     def read(self, sha256: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """Yield the blob's bytes from offset, `length` of them (all by default)."""
+        """An iterator over the blob's bytes from offset, `length` of them (all by default).
+
+        Missing bytes and a bad offset are reported here, before any byte is sent.
+        """
         doc = self.blobs.find_one({"_id": sha256})
-        if doc is None:
-            raise IntegrityError(f"the bytes of content {sha256[:12]} are missing from the repository",
+        missing = IntegrityError(f"the bytes of content {sha256[:12]} are missing from the repository",
                                  hint="an administrator should run `fg-image repo gc` and re-upload")
-        grid_out = self.bucket.open_download_stream(doc["file_id"])
+        if doc is None:
+            raise missing
+        try:
+            grid_out = self.bucket.open_download_stream(doc["file_id"])
+        except gridfs.errors.NoFile:
+            raise missing from None
         if offset < 0 or offset > grid_out.length:
+            grid_out.close()
             raise InvalidInput(f"offset {offset} is outside the image ({grid_out.length} bytes)")
         grid_out.seek(offset)
         remaining = grid_out.length - offset if length is None else min(length, grid_out.length - offset)
+        return self._stream(grid_out, remaining, sha256)
+
+    @staticmethod
+    def _stream(grid_out: gridfs.GridOut, remaining: int, sha256: str) -> Iterator[bytes]:
         try:
             while remaining > 0:
-                chunk = grid_out.read(min(CHUNK, remaining))
+                try:
+                    chunk = grid_out.read(min(CHUNK, remaining))
+                except gridfs.errors.CorruptGridFile:
+                    chunk = b""
                 if not chunk:
                     raise IntegrityError(f"content {sha256[:12]} is shorter than recorded",
                                          hint="the repository is damaged; re-upload the image")
