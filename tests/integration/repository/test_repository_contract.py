@@ -82,6 +82,15 @@ class TestImages:
         out = io.BytesIO()
         assert backend.admin.get(image.id, out).size == 0 and out.getvalue() == b""
 
+    def test_an_image_whose_bytes_are_gone_fails_its_download_as_an_integrity_error(self, backend):
+        image = put(backend.admin, payload(2 * MiB), "damaged")
+        backend.db["fs.files"].delete_many({})  # what a damaged or hand-edited database looks like
+        backend.db["fs.chunks"].delete_many({})
+        with pytest.raises(IntegrityError) as e:
+            backend.admin.get(image.id, io.BytesIO())
+        assert "missing" in one_line(e)
+        assert backend.admin.show(image.id).access_count == 0
+
     def test_show_gives_the_full_record(self, backend):
         data = payload(1000)
         image = put(backend.admin, data, "deb", os={"family": "debian", "release": "12", "arch": "amd64"},
