@@ -52,7 +52,9 @@ _load_groups()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns, rather than raises, the code of a typer.Exit.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except RainError as e:
         common.print_error(e)
         if common.debug_enabled():
@@ -66,12 +68,12 @@ def main() -> None:
     except typer.Abort:
         common.err_console.print("[red]aborted[/red]")
         sys.exit(int(ExitCode.INTERRUPTED))
-    except Exception as e:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+    except Exception as e:  # click's usage errors (typer vendors click) and the unexpected
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            ctx = getattr(e, "ctx", None)
+            where = f"{ctx.command_path} --help" if ctx is not None else "fg-image --help"
+            common.print_error(RainError(e.format_message().rstrip("."), hint=f"see `{where}`"))
+            sys.exit(int(e.exit_code))
         if common.debug_enabled():
             raise
         common.err_console.print(f"[red]error:[/red] internal error: {type(e).__name__}: {e} "
