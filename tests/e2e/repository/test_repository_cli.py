@@ -108,6 +108,7 @@ CASES = {
     "malformed id": (["download", "not-an-id", "-o", "{tmp}/out.raw"], 2, "bad image id"),
     "bad size": (["users", "quota", "bob", "12Q"], 2, "bad quota '12Q'"),
     "bad sort": (["list", "--sort", "colour"], 2, "cannot sort by 'colour'"),
+    "bad status": (["list", "--status", "lost"], 2, "'lost' is not one of"),
     "over quota": (["upload", "{tmp}/big.raw"], 7, "quota exceeded"),
     "no token": (["--repo", "{url}", "list"], 5, "no API token"),
     "bad token": (["--repo", "{url}", "--token", "rain_bogus", "list"], 5, "not valid"),
