@@ -101,9 +101,12 @@ class Store(RecordsMixin, CollectorMixin):
                       progress: Progress | None = None) -> Image:
         """Stream the bytes of a begun upload; on any failure the record, bytes and quota go."""
         user = self.whoami()
-        doc = self.images.find_one({"_id": upload_id, "owner": user.name, "status": str(Status.UPLOADING)})
+        # Claimed atomically: a second request for the same upload must not write into its file.
+        doc = self.images.find_one_and_update(
+            {"_id": upload_id, "owner": user.name, "status": str(Status.UPLOADING), "upload.streaming": {"$ne": True}},
+            {"$set": {"upload.streaming": True, "upload.heartbeat": now()}})
         if doc is None:
-            raise NotFound(f"no upload {upload_id} in progress", hint="start the upload again")
+            raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
         file_id, size = doc["upload"]["file_id"], doc["size"]
         with ExitStack() as undo:
             undo.callback(self.accounts.release, doc["owner"], size)
