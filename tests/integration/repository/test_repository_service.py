@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import threading
+import time
 
 import pytest
 import requests
@@ -140,3 +143,41 @@ def test_tokens_are_stored_only_hashed(settings, service, people):
         assert doc is not None and doc["user"] == name
         assert doc["_id"] == hashlib.sha256(token.encode()).hexdigest()
     assert Client(service.url, people["carol"]).whoami().name == "carol"
+
+
+def test_a_second_put_to_an_upload_in_progress_is_refused_and_spoils_nothing(service, people):
+    alice = people["alice"]
+    data = payload(3 << 20)
+    ticket = call(service, "POST", f"{API}/images", alice, json={"meta": {"name": "twice"}, "size": len(data)})
+    assert ticket.status_code == 201
+    url = ticket.json()["upload_url"]
+    first_sent, go_on = threading.Event(), threading.Event()
+
+    class SlowBody(io.BytesIO):
+        """The first MiB at once, the rest only once the second request has been answered."""
+
+        def __len__(self) -> int:
+            return len(data)
+
+        def read(self, n: int = -1) -> bytes:
+            if self.tell() >= 1 << 20 and not go_on.is_set():
+                first_sent.set()
+                go_on.wait(30)
+            return super().read(min(n, 1 << 20) if n and n > 0 else 1 << 20)
+
+    first: list[requests.Response] = []
+    sender = threading.Thread(target=lambda: first.append(call(
+        service, "PUT", url, alice, data=SlowBody(data), headers={"Content-Type": "application/octet-stream"})))
+    sender.start()
+    assert first_sent.wait(30)
+    time.sleep(0.5)  # let the service start on the first request's bytes
+    second = call(service, "PUT", url, alice, data=data, headers={"Content-Type": "application/octet-stream"})
+    go_on.set()
+    sender.join(60)
+
+    assert second.status_code == 404 and second.json()["error"] == "not_found"
+    assert first[0].status_code == 200, first[0].text
+    image = first[0].json()
+    assert image["sha256"] == sha(data)
+    fetched = call(service, "GET", f"{API}/images/{image['id']}/data", alice)
+    assert fetched.content == data
