@@ -8,10 +8,8 @@ kind of fresh database; `backend.db` lets a test look at what is really stored.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,18 +73,3 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Back
         return
     svc = request.getfixturevalue("service")
     yield Backend("client", settings, db, admin_store, url=svc.url)
-
-
-@pytest.fixture
-def tmp_file(tmp_path: Path):
-    def make(size: int, name: str = "image.raw") -> Path:
-        path = tmp_path / name
-        with open(path, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 1 << 20)
-                f.write(os.urandom(n))
-                left -= n
-        return path
-
-    return make
