@@ -46,7 +46,7 @@ def embedded_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedde
     status = embedded.ensure_running(data_dir)
     assert status.running, f"the embedded server did not start; see {status.log}"
     yield status
-    embedded.stop(data_dir, timeout=5)  # it waits for clients this process still holds; the data goes anyway
+    embedded.stop(data_dir, timeout=5)  # the data goes with the temp dir; no need to wait long
 
 
 @pytest.fixture
