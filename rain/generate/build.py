@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rain.config import Settings
-from rain.errors import RecipeError
+from rain.errors import InvalidInput, RecipeError
 from rain.generate import artifact, command, customize
 from rain.generate.artifact import ArtifactFile
 from rain.generate.bootstrap.base import BuildContext, get_bootstrapper
@@ -81,6 +81,8 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
         raise RecipeError(f"os.arch: {r.os.arch} cannot be built on this {platform.machine()} host "
                           "with the local builder", hint=f"use arch {host[0] if host else platform.machine()}")
     get_builder(options.builder)
+    if options.upload and repo is None:
+        raise InvalidInput("no repository to upload to", hint="pass --no-upload or configure a repository")
     if r.base is None:
         if r.os.family.is_debian:
             if not (shutil.which("mmdebstrap", path=command.SAFE_PATH) or
@@ -98,6 +100,7 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
 
 def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, reporter: Reporter,
              repo: Any = None) -> BuildResult:
+    reporter = reporter.child("") if reporter.timings else reporter  # this build's timings only
     with reporter.step("prepare"):
         plan = prepare(loaded, settings, options, repo)
     cache = Cache.for_data(settings.data_path)

@@ -48,7 +48,7 @@ class Reporter:
 
     def child(self, prefix: str) -> Reporter:
         """A reporter for one build of a batch: same sink, own timings, prefixed names."""
-        return Reporter(self.emit, prefix=f"{prefix}: ")
+        return Reporter(self.emit, prefix=f"{self.prefix}{prefix}: " if prefix else self.prefix)
 
 
 def plain_emitter(write: Callable[[str], None]) -> Callable[[str, str, str], None]:
