@@ -7,6 +7,7 @@ import shutil
 
 from rain.errors import BuildError, RecipeError
 from rain.generate.bootstrap.base import BuildContext
+from rain.image.sysprep import generalize
 
 
 def place_files(ctx: BuildContext) -> None:
@@ -69,8 +70,9 @@ def _require(ctx: BuildContext, path: str, doing: str, package: str) -> None:
 
 
 def tidy(ctx: BuildContext) -> None:
-    """Build-only leftovers out of the image."""
+    """Build-only leftovers and machine identity (machine-id, SSH host keys) out of the image."""
     root = ctx.handle.root
+    generalize(root)
     for p in (root / "tmp").glob(".rain-*"):
         p.unlink(missing_ok=True)
     for sub in ("var/tmp",):

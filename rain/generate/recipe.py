@@ -311,10 +311,16 @@ class Recipe(Strict):
         return self.upload.name or self.name
 
 
+BUILD_REVISION = 2
+"""Bump when a change to Rain alters what an identical recipe produces (2: images are generalized)."""
+
+
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes]) -> str:
-    """What the result depends on: the recipe (not its upload options), the mirror and input files."""
+    """What the result depends on: the recipe (not its upload options), the mirror, input files and
+    the build revision."""
     data = recipe.model_dump(mode="json", exclude={"upload", "vars"})
-    h = hashlib.sha256(json.dumps({"recipe": data, "mirror": mirror}, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({"recipe": data, "mirror": mirror, "build": BUILD_REVISION},
+                                  sort_keys=True).encode())
     for name in sorted(inputs):
         h.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())
     return h.hexdigest()

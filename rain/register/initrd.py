@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 
 from rain.errors import BuildError, ToolMissing
-from rain.register.rootfs import RootFS
+from rain.image.rootfs import RootFS
 
 # Drivers the initrd tries (those the kernel has as modules; built-ins need nothing).
 WANTED = ("virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "ixgbe", "tg3", "bnx2", "r8169",

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from rain.image.rootfs import RootFS
 from rain.register.models import (
     NO_TARGET_POLICY,
     Finding,
@@ -15,7 +16,6 @@ from rain.register.models import (
     VetPolicy,
     VetReport,
 )
-from rain.register.rootfs import RootFS
 from rain.register.rules import all_rules
 
 log = logging.getLogger(__name__)

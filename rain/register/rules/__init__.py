@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from rain.image.rootfs import RootFS
 from rain.register.models import RawFinding, Severity
-from rain.register.rootfs import RootFS
 
 Check = Callable[[RootFS], list[RawFinding]]
 

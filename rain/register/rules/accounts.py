@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+from rain.image.rootfs import RootFS
 from rain.register.models import RawFinding, Severity
-from rain.register.rootfs import RootFS
 from rain.register.rules import Rule, data_lines, hits
 
 with warnings.catch_warnings():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fnmatch
 import re
 
+from rain.image.rootfs import RootFS
 from rain.register.models import RawFinding, Severity
-from rain.register.rootfs import RootFS
 from rain.register.rules import Rule, data_lines, hits
 
 _KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from rain.image.rootfs import RootFS
 from rain.register.models import RawFinding, Severity
-from rain.register.rootfs import RootFS
 from rain.register.rules import Rule, hits
 
 

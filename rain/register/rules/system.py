@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import stat
 
+from rain.image.rootfs import RootFS
 from rain.register.models import RawFinding, Severity
-from rain.register.rootfs import RootFS
 from rain.register.rules import Rule, data_lines, hits
 
 _SYSTEM_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib64/", "/usr/", "/etc/", "/boot/", "/opt/", "/var/lib/")

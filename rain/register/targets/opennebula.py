@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from rain.config import Settings
 from rain.errors import ConfigError, TargetError, Unauthorized, Unreachable
+from rain.image.sysprep import generalize
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
@@ -77,7 +78,7 @@ class OpenNebulaTarget:
         self._proxy = xmlrpc.client.ServerProxy(site.endpoint, transport=transport, allow_none=True)
 
     def adapt(self, root: Path) -> list[str]:
-        changes = adapt.generalize(root) + adapt.disk_fstab(root)
+        changes = generalize(root) + adapt.disk_fstab(root)
         changes += adapt.cloud_init(root, "opennebula", ["OpenNebula"])
         return changes + adapt.serial_console(root)
 

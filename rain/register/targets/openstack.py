@@ -19,6 +19,7 @@ import requests
 
 from rain.config import Settings
 from rain.errors import ConfigError, IntegrityError, TargetError, Unauthorized, Unreachable
+from rain.image.sysprep import generalize
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
@@ -69,7 +70,7 @@ class OpenStackTarget:
         self._glance: str | None = None
 
     def adapt(self, root: Path) -> list[str]:
-        changes = adapt.generalize(root) + adapt.disk_fstab(root)
+        changes = generalize(root) + adapt.disk_fstab(root)
         changes += adapt.cloud_init(root, "openstack", ["ConfigDrive", "OpenStack"])
         return changes + adapt.serial_console(root)
 

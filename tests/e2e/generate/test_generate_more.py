@@ -58,6 +58,9 @@ def test_bootable_kernel_recipe(gen: Any, tmp_path: Path) -> None:
     names = tar_names(tmp_path / "debian-bookworm-kernel.tar.zst")
     assert any(n.startswith("boot/vmlinuz-") for n in names) and any(n.startswith("boot/initrd.img-") for n in names)
     assert "etc/systemd/system/multi-user.target.wants/ssh.service" in names
+    # generalized: no SSH host keys baked in (every instance would share them); made at first boot instead
+    assert not [n for n in names if n.startswith("etc/ssh/ssh_host_")], names
+    assert "etc/systemd/system/multi-user.target.wants/rain-ssh-hostkeys.service" in names
     assert (tmp_path / "debian-bookworm-kernel.qcow2").stat().st_size > 0
 
 

@@ -12,6 +12,7 @@ from fakeimages import KVER, make_tree
 
 from rain.config import load_settings
 from rain.errors import ConfigError, InvalidInput
+from rain.image.sysprep import generalize
 from rain.register import adapt
 from rain.register.initrd import build_initrd, module_order
 from rain.register.models import Label, Packed
@@ -77,7 +78,7 @@ def test_generalize_and_cloud_init(tmp_path):
     root = make_tree(tmp_path / "r")
     (root / "etc/ssh/ssh_host_rsa_key").write_text("k")
     (root / "usr/sbin/sshd").write_text("")
-    changes = adapt.generalize(root)
+    changes = generalize(root)
     assert (root / "etc/machine-id").read_text() == "" and not (root / "etc/ssh/ssh_host_rsa_key").exists()
     assert (root / "etc/systemd/system/multi-user.target.wants/rain-ssh-hostkeys.service").is_symlink()
     assert any("ssh-keygen -A" in c for c in changes)
