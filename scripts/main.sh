@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# The main job on the embedded default repository: install everything, build the
-# minimal Debian recipe, store it, and register it.
+# The main job, on the embedded default repository: install everything, build the
+# bootable minimal Debian recipe, store it in the repository, vet it and register
+# it on bare metal (the strictest policy), booting the result under QEMU first.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
 fg="${RAIN_VENV:-$here/.venv}/bin/fg-image"
-recipe="${1:-recipes/debian-bookworm-minimal.yaml}"
+recipe="${1:-recipes/debian-bookworm-kernel.yaml}"
+
+# A bare-metal site on this machine, unless one is configured: published netboot
+# files go under the data directory (what a site's TFTP/HTTP server would serve).
+data=$("$fg" config show --json | python3 -c 'import json,sys; print({s["name"]: s["value"] for s in json.load(sys.stdin)["settings"]}["data_dir"])')
+targets="${RAIN_TARGETS_FILE:-$data/targets.yaml}"
+if [ ! -f "$targets" ] && [ ! -f "${XDG_CONFIG_HOME:-$HOME/.config}/rain/targets.yaml" ]; then
+  mkdir -p "$data/provision"
+  cat > "$targets" <<YAML
+hpc:
+  default:
+    provision_dir: $data/provision
+    http_url: http://127.0.0.1:8080/rain
+YAML
+  echo "main: wrote a local bare-metal site to $targets"
+fi
 
 echo "== generate $recipe"
-image=$("$fg" generate "$recipe")
-echo "image: $image"
+image=$("$fg" generate "$recipe" --format tar.zst)
+echo "== stored as image $image"
+echo "== register $image on hpc (vet, adapt, pack, boot test under QEMU, publish)"
+"$fg" register "$image" --target hpc --boot-test
 "$fg" show "$image"
-if "$fg" register --help >/dev/null 2>&1; then
-  echo "== register $image on hpc (with a boot test under QEMU)"
-  "$fg" register "$image" --target hpc --boot-test
-  "$fg" show "$image"
-fi
