@@ -101,6 +101,7 @@ def list_images(
     format: str = typer.Option(None, "--format"),
     tag: str = typer.Option(None, "--tag"),
     owner: str = typer.Option(None, "--owner"),
+    parent: str = typer.Option(None, "--parent", help="images derived from this one"),
     status: Status = typer.Option(None, "--status"),
     sort: str = typer.Option("-created", "--sort", help="field to sort by; '-' for descending"),
     limit: int = typer.Option(100, "--limit"),
@@ -110,7 +111,7 @@ def list_images(
     """List the images you may read."""
     try:
         query = ImageQuery(name=name, os_family=os_family, release=release, arch=arch, format=format, tag=tag,
-                           owner=owner, status=status, sort=sort, limit=limit, skip=skip)
+                           owner=owner, parent=parent, status=status, sort=sort, limit=limit, skip=skip)
     except ValidationError as e:
         raise invalid(e) from None
     images = open_repo().list(query)
@@ -118,9 +119,14 @@ def list_images(
 
 
 def show(image_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show one image: metadata, provenance, vetting and registrations."""
-    image = open_repo().show(image_id)
-    print_json(image) if as_json else render.image_detail(image)
+    """Show one image: metadata, provenance, vetting, registrations and derived images."""
+    repo = open_repo()
+    image = repo.show(image_id)
+    derived = repo.list(ImageQuery(parent=image.id, sort="created"))
+    if as_json:
+        print_json({**image.model_dump(mode="json"), "derived": [d.model_dump(mode="json") for d in derived]})
+    else:
+        render.image_detail(image, derived)
 
 
 def modify(

@@ -30,7 +30,7 @@ def images_table(images: list[Image]) -> None:
     console.print(table)
 
 
-def image_detail(i: Image) -> None:
+def image_detail(i: Image, derived: list[Image] | None = None) -> None:
     rows: list[tuple[str, str]] = [
         ("id", i.id), ("name", i.name), ("owner", i.owner),
         ("os", "/".join(p for p in (i.os.family, i.os.release, i.os.arch) if p) or "-"),
@@ -53,6 +53,8 @@ def image_detail(i: Image) -> None:
     for r in i.registrations:
         site = f"@{r.site}" if r.site else ""
         rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({_when(r.when)})"))
+    for d in derived or []:
+        rows.append(("derived", f"{d.id} {d.name} ({d.format}, {human(d.size)})"))
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

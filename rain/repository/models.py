@@ -138,6 +138,7 @@ class ImageQuery(BaseModel):
     format: str | None = None
     tag: str | None = None
     owner: str | None = None
+    parent: str | None = None
     status: Status | None = None
     sort: str = "-created"
     limit: int = Field(default=100, ge=1, le=10000)

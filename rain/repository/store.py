@@ -158,7 +158,8 @@ class Store(RecordsMixin, CollectorMixin):
         filt: dict[str, Any] = dict(self._readable_by(user))
         filt["status"] = str(q.status) if q.status else {"$ne": str(Status.UPLOADING)}
         for field, key in (("name", "name"), ("os_family", "os.family"), ("release", "os.release"),
-                           ("arch", "os.arch"), ("format", "format"), ("owner", "owner"), ("tag", "tags")):
+                           ("arch", "os.arch"), ("format", "format"), ("owner", "owner"), ("tag", "tags"),
+                           ("parent", "parent")):
             value = getattr(q, field)
             if value:
                 filt[key] = value

@@ -80,6 +80,9 @@ def test_debian_image_registers_everywhere_and_boots_on_bare_metal(fg, sites, de
         derived = json.loads(fg("show", outcome["derived_image"], "--json", env=env).stdout)
         assert derived["parent"] == image_id, target
         assert derived["format"] == {"hpc": "squashfs", "ec2": "raw"}.get(target, "qcow2")
+    assert {d["id"] for d in shown["derived"]} == {o["derived_image"] for o in outcomes.values()}
+    text = fg("show", image_id, env=env).stdout
+    assert all(f"derived       {o['derived_image']}" in text for o in outcomes.values()), text
 
 
 def test_vet_the_debian_image_under_each_policy(fg, debian_tarball):

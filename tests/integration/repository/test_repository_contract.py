@@ -128,6 +128,17 @@ class TestImages:
         assert ids(status=Status.AVAILABLE) == {deb.id, deb_arm.id}
         assert ids(name="nothing-like-this") == set()
 
+    def test_derived_images_name_their_parent_and_are_found_by_it(self, backend):
+        alice, bob = backend.users("alice", "bob")
+        parent = put(alice, payload(100), "base")
+        child = put(alice, payload(200), "base-hpc", format="squashfs", parent=parent.id)
+        assert backend.admin.show(child.id).parent == parent.id
+        assert [i.id for i in alice.list(ImageQuery(parent=parent.id))] == [child.id]
+        # lineage does not leak: bob may not derive from, nor see derivations of, alice's private image
+        with pytest.raises(NotFound):
+            put(bob, payload(50), "mine", parent=parent.id)
+        assert bob.list(ImageQuery(parent=parent.id)) == []
+
     def test_list_sorts_and_pages(self, backend):
         sizes = {"c-img": 300, "a-img": 100, "d-img": 400, "b-img": 200, "e-img": 500}
         for name, size in sizes.items():
