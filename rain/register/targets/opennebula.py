@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rain.config import Settings
-from rain.errors import ConfigError, TargetError, Unauthorized, Unreachable
+from rain.errors import TargetError, Unauthorized, Unreachable
 from rain.image.sysprep import generalize
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
@@ -70,9 +70,6 @@ class OpenNebulaTarget:
 
     def __init__(self, site: OpenNebulaSite, site_name: str, settings: Settings) -> None:
         self.site, self.site_name = site, site_name
-        if not (site.password_env or site.password_file):
-            raise ConfigError(f"opennebula site {site_name!r} has no password",
-                              hint="set password_env (a variable name) or password_file in the targets file")
         self._password = site.secret("password")  # checked now, before anything moves
         transport = _TimeoutSafeTransport() if site.endpoint.startswith("https") else _TimeoutTransport()
         self._proxy = xmlrpc.client.ServerProxy(site.endpoint, transport=transport, allow_none=True)

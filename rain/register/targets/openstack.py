@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import requests
 
 from rain.config import Settings
-from rain.errors import ConfigError, IntegrityError, TargetError, Unauthorized, Unreachable
+from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
 from rain.image.sysprep import generalize
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
@@ -62,9 +62,6 @@ class OpenStackTarget:
 
     def __init__(self, site: OpenStackSite, site_name: str, settings: Settings) -> None:
         self.site, self.site_name = site, site_name
-        if not (site.password_env or site.password_file):
-            raise ConfigError(f"openstack site {site_name!r} has no password",
-                              hint="set password_env (a variable name) or password_file in the targets file")
         self._password = site.secret("password")  # checked now, before anything moves
         self.http = requests.Session()
         self._glance: str | None = None
