@@ -159,11 +159,23 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None)
     accounts = Accounts(db)
 
+    public = {f"{API}/openapi.json", f"{API}/docs", f"{API}/docs/oauth2-redirect"}
+
+    @app.middleware("http")
+    async def _authenticate(request: Request, call_next: Any) -> Response:
+        """Who is asking is settled before anything else about the request (its body included)."""
+        if request.url.path.startswith(API + "/") and request.url.path not in public:
+            auth = request.headers.get("authorization", "")
+            token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+            try:
+                request.state.user = await anyio.to_thread.run_sync(accounts.user_for_token, token)
+            except RainError as e:
+                return _error(e)
+        response: Response = await call_next(request)
+        return response
+
     def store(request: Request) -> Store:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        user = accounts.user_for_token(token)
-        return Store(db, user.name, upload_grace=upload_grace)
+        return Store(db, request.state.user.name, upload_grace=upload_grace)
 
     @app.exception_handler(RainError)
     async def _rain_error(request: Request, e: RainError) -> JSONResponse:

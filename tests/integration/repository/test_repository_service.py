@@ -71,6 +71,10 @@ def test_no_token_bad_token_and_suspended_user_are_refused(service, people, sett
         assert response.status_code == 401
         assert response.json()["error"] == "unauthorized"
         assert response.headers["WWW-Authenticate"] == "Bearer"
+        # who is asking is settled first: a stranger learns nothing from how the body is judged
+        response = call(service, "POST", f"{API}/images", token, data=b"{not json",
+                        headers={"Content-Type": "application/json"})
+        assert response.status_code == 401
 
     open_store(settings, "admin").suspend("bob")
     response = call(service, "GET", f"{API}/images", people["bob"])
