@@ -11,9 +11,16 @@ from pathlib import Path
 import yaml
 
 from rain.image.rootfs import RootFS
+from rain.image.sysprep import generalize
 from rain.register.disk import ROOT_LABEL
 
 MARKER_UNIT = "rain-boot-marker.service"
+
+
+def cloud_disk(root: Path, target: str, datasources: list[str], extra: dict | None = None) -> list[str]:
+    """What every cloud target does to its copy: generic machine, root by label, cloud-init, serial console."""
+    return (generalize(root) + disk_fstab(root) + cloud_init(root, target, datasources, extra)
+            + serial_console(root))
 
 
 def disk_fstab(root: Path) -> list[str]:

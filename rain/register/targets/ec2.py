@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 from rain.config import Settings
 from rain.errors import ConfigError, TargetError, Unreachable
-from rain.image.sysprep import generalize
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
@@ -94,9 +93,7 @@ class Ec2Target:
         return self._clients[service]
 
     def adapt(self, root: Path) -> list[str]:
-        changes = generalize(root) + adapt.disk_fstab(root)
-        changes += adapt.cloud_init(root, "ec2", ["Ec2"], {"datasource": {"Ec2": {"strict_id": False}}})
-        return changes + adapt.serial_console(root)
+        return adapt.cloud_disk(root, "ec2", ["Ec2"], {"datasource": {"Ec2": {"strict_id": False}}})
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)

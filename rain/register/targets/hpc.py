@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from rain.config import Settings
 from rain.errors import TargetError
+from rain.image.rootfs import RootFS
 from rain.image.sysprep import generalize
 from rain.register import adapt, boot, disk, initrd
 from rain.register.models import Label, Packed, Severity, VetPolicy
@@ -48,8 +49,6 @@ class HpcTarget:
 
     def adapt(self, root: Path) -> list[str]:
         tree_changes = generalize(root)
-        from rain.image.rootfs import RootFS
-
         RootFS(root).write_text("/etc/fstab", "# root: Rain's read-only squashfs under a tmpfs overlay\n")
         tree_changes.append("/etc/fstab emptied (root is the squashfs+tmpfs overlay set up by the initrd)")
         tree_changes += adapt.serial_console(root)

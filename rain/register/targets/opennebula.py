@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 
 from rain.config import Settings
 from rain.errors import TargetError, Unauthorized, Unreachable
-from rain.image.sysprep import generalize
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
@@ -75,9 +74,7 @@ class OpenNebulaTarget:
         self._proxy = xmlrpc.client.ServerProxy(site.endpoint, transport=transport, allow_none=True)
 
     def adapt(self, root: Path) -> list[str]:
-        changes = generalize(root) + adapt.disk_fstab(root)
-        changes += adapt.cloud_init(root, "opennebula", ["OpenNebula"])
-        return changes + adapt.serial_console(root)
+        return adapt.cloud_disk(root, "opennebula", ["OpenNebula"])
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)

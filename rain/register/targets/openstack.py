@@ -19,7 +19,6 @@ import requests
 
 from rain.config import Settings
 from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
-from rain.image.sysprep import generalize
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
@@ -67,9 +66,7 @@ class OpenStackTarget:
         self._glance: str | None = None
 
     def adapt(self, root: Path) -> list[str]:
-        changes = generalize(root) + adapt.disk_fstab(root)
-        changes += adapt.cloud_init(root, "openstack", ["ConfigDrive", "OpenStack"])
-        return changes + adapt.serial_console(root)
+        return adapt.cloud_disk(root, "openstack", ["ConfigDrive", "OpenStack"])
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
