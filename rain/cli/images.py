@@ -14,13 +14,13 @@ from rain.cli import render
 from rain.cli.common import console, open_repo, print_json
 from rain.cli.progress import transfer
 from rain.errors import IntegrityError, InvalidInput
-from rain.repository.models import ImageChanges, ImageMeta, ImageQuery, OsInfo, Status
+from rain.repository.models import ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
 
 
 def invalid(e: ValidationError) -> InvalidInput:
     """The first pydantic complaint as a one-line Rain error naming the field."""
     first = e.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "value"
+    field = field_path(first["loc"]) or "value"
     message = str(first["msg"]).removeprefix("Value error, ")
     return InvalidInput(f"{field}: {message}")
 

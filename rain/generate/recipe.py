@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rain.config import parse_size
-from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE
+from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE, matching
 
 
 class OsFamily(StrEnum):
@@ -80,12 +80,6 @@ VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 
 
-def _must(regex: re.Pattern[str], value: str, what: str, hint: str) -> str:
-    if not isinstance(value, str) or not regex.match(value):
-        raise ValueError(f"bad {what} {value!r}: {hint}")
-    return value
-
-
 def image_path(value: str, what: str = "path") -> str:
     """An absolute, normalized path inside the image (no '..', no NUL, no newline)."""
     if not value.startswith("/") or "\x00" in value or "\n" in value:
@@ -95,9 +89,9 @@ def image_path(value: str, what: str = "path") -> str:
     return value
 
 
-PackageName = Annotated[str, AfterValidator(lambda v: _must(
+PackageName = Annotated[str, AfterValidator(lambda v: matching(
     PACKAGE_RE, v, "package name", "letters, digits, . + - _ : ~ only (no spaces or shell characters)"))]
-UnitName = Annotated[str, AfterValidator(lambda v: _must(
+UnitName = Annotated[str, AfterValidator(lambda v: matching(
     UNIT_RE, v, "service", "a systemd unit name, e.g. ssh or munge.service"))]
 
 
@@ -145,18 +139,18 @@ class RepoSpec(Strict):
     trusted: bool = Field(default=False, description="skip signature checks (local repositories only)")
     gpgkey: str | None = Field(default=None, description="key file (path relative to the recipe) or URL")
 
-    _n = field_validator("name")(lambda v: _must(GROUP_RE, v, "repository name", "lowercase letters, digits, _ -"))
-    _u = field_validator("url")(lambda v: _must(URL_RE, v, "repository url", "an http(s):// or file:// URL"))
+    _n = field_validator("name")(lambda v: matching(GROUP_RE, v, "repository name", "lowercase letters, digits, _ -"))
+    _u = field_validator("url")(lambda v: matching(URL_RE, v, "repository url", "an http(s):// or file:// URL"))
 
     @field_validator("suite")
     @classmethod
     def _suite(cls, v: str | None) -> str | None:
-        return None if v is None else _must(SUITE_RE, v, "suite", "e.g. bookworm-backports")
+        return None if v is None else matching(SUITE_RE, v, "suite", "e.g. bookworm-backports")
 
     @field_validator("components")
     @classmethod
     def _components(cls, v: list[str]) -> list[str]:
-        return [_must(GROUP_RE, c, "component", "e.g. main, contrib") for c in v]
+        return [matching(GROUP_RE, c, "component", "e.g. main, contrib") for c in v]
 
 
 class FileSpec(Strict):
@@ -170,8 +164,8 @@ class FileSpec(Strict):
     group: str = "root"
 
     _p = field_validator("path")(lambda v: image_path(v))
-    _m = field_validator("mode")(lambda v: _must(MODE_RE, v, "mode", "octal, e.g. 0644"))
-    _o = field_validator("owner", "group")(lambda v: _must(USER_RE, v, "owner", "a user or group name"))
+    _m = field_validator("mode")(lambda v: matching(MODE_RE, v, "mode", "octal, e.g. 0644"))
+    _o = field_validator("owner", "group")(lambda v: matching(USER_RE, v, "owner", "a user or group name"))
 
     @model_validator(mode="after")
     def _one(self) -> FileSpec:
@@ -187,18 +181,18 @@ class UserSpec(Strict):
     sudo: bool = Field(default=False, description="passwordless sudo (adds the sudo package)")
     shell: str = "/bin/bash"
 
-    _n = field_validator("name")(lambda v: _must(USER_RE, v, "user name", "lowercase letters, digits, _ . -"))
+    _n = field_validator("name")(lambda v: matching(USER_RE, v, "user name", "lowercase letters, digits, _ . -"))
     _s = field_validator("shell")(lambda v: image_path(v, "shell"))
 
     @field_validator("groups")
     @classmethod
     def _groups(cls, v: list[str]) -> list[str]:
-        return [_must(GROUP_RE, g, "group", "lowercase letters, digits, _ -") for g in v]
+        return [matching(GROUP_RE, g, "group", "lowercase letters, digits, _ -") for g in v]
 
     @field_validator("ssh_keys")
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
-        return [_must(SSH_KEY_RE, k.strip(), "ssh key", "one public key line, e.g. 'ssh-ed25519 AAAA... me@host'")
+        return [matching(SSH_KEY_RE, k.strip(), "ssh key", "one public key line, e.g. 'ssh-ed25519 AAAA... me@host'")
                 for k in v]
 
 
@@ -235,10 +229,10 @@ class UploadSpec(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        return None if v is None else _must(NAME_RE, v, "image name", "letters, digits, . _ + -")
+        return None if v is None else matching(NAME_RE, v, "image name", "letters, digits, . _ + -")
 
-    _t = field_validator("tags")(lambda v: [_must(TAG_RE, t, "tag", "letters, digits, . _ : + -") for t in v])
-    _s = field_validator("share_with")(lambda v: [_must(USER_RE, u, "user", "a user name") for u in v])
+    _t = field_validator("tags")(lambda v: [matching(TAG_RE, t, "tag", "letters, digits, . _ : + -") for t in v])
+    _s = field_validator("share_with")(lambda v: [matching(USER_RE, u, "user", "a user name") for u in v])
 
 
 class Recipe(Strict):
@@ -262,19 +256,19 @@ class Recipe(Strict):
     base: str | None = Field(default=None, description="repository image id (tar.zst) to clone and extend")
     vars: dict[str, Any] = Field(default_factory=dict, description="jinja2 variables for this recipe")
 
-    _n = field_validator("name")(lambda v: _must(NAME_RE, v, "name", "letters, digits, . _ + - (max 128)"))
+    _n = field_validator("name")(lambda v: matching(NAME_RE, v, "name", "letters, digits, . _ + - (max 128)"))
 
     @field_validator("vars")
     @classmethod
     def _vars(cls, v: dict[str, Any]) -> dict[str, Any]:
         for k in v:
-            _must(VAR_RE, k, "variable name", "a jinja2 identifier: letters, digits, _")
+            matching(VAR_RE, k, "variable name", "a jinja2 identifier: letters, digits, _")
         return v
 
     @field_validator("mirror")
     @classmethod
     def _mirror(cls, v: str | None) -> str | None:
-        return None if v is None else _must(URL_RE, v, "mirror", "an http(s):// or file:// URL")
+        return None if v is None else matching(URL_RE, v, "mirror", "an http(s):// or file:// URL")
 
     @field_validator("disk_size", mode="before")
     @classmethod
@@ -294,7 +288,7 @@ class Recipe(Strict):
     @field_validator("base")
     @classmethod
     def _base(cls, v: str | None) -> str | None:
-        return None if v is None else _must(ID_RE, v, "base image id", "12 hex digits, see `fg-image list`")
+        return None if v is None else matching(ID_RE, v, "base image id", "12 hex digits, see `fg-image list`")
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

@@ -31,7 +31,10 @@ CHUNK = 1 << 20
 
 
 class _Body:
-    """A file-like upload body of known length that reports progress and hashes as it goes."""
+    """A file-like upload body of known length that reports progress and checks the declared size.
+
+    `__len__` gives requests the Content-Length; `__iter__` makes requests stream it rather than
+    read it whole."""
 
     def __init__(self, src: BinaryIO, size: int, progress: Progress | None) -> None:
         self.src, self.size, self.remaining, self.progress = src, size, size, progress

@@ -8,10 +8,12 @@ import pymongo
 from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 
 from rain.config import Settings
-from rain.errors import ConfigError, Unreachable
+from rain.errors import ConfigError, Conflict, Unreachable
 from rain.repository import embedded
+from rain.repository.accounts import Accounts
 from rain.repository.base import Repository
 from rain.repository.models import Role
+from rain.repository.store import Store, ensure_indexes
 
 
 def mongo_uri(settings: Settings) -> str:
@@ -29,8 +31,6 @@ def _where(uri: str) -> str:
 
 def open_database(settings: Settings) -> pymongo.database.Database:
     """A pymongo Database, checked to answer, with Rain's indexes in place."""
-    from rain.repository.store import ensure_indexes
-
     uri = mongo_uri(settings)
     try:
         client: pymongo.MongoClient = pymongo.MongoClient(
@@ -48,25 +48,18 @@ def open_database(settings: Settings) -> pymongo.database.Database:
     return db
 
 
-def open_store(settings: Settings, actor: str | None = None):  # -> Store
+def open_store(settings: Settings, actor: str | None = None) -> Store:
     """Direct MongoDB access. Whoever can reach the database is trusted as `settings.user`;
     that user is created on first use (the very first user of a repository becomes its admin)."""
-    from rain.repository.accounts import Accounts
-    from rain.repository.store import Store
-
     db = open_database(settings)
     name = actor or settings.user
     accounts = Accounts(db)
     if not accounts.exists(name):
-        from pymongo.errors import DuplicateKeyError
-
-        from rain.errors import Conflict
-
         role = Role.ADMIN if accounts.is_empty() else Role.USER
         try:
             accounts.add(name, role, settings.default_quota)
-        except (Conflict, DuplicateKeyError):
-            pass
+        except Conflict:
+            pass  # another process made it meanwhile
     return Store(db, name, upload_grace=settings.upload_grace)
 
 

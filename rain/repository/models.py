@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -37,14 +37,36 @@ class UserStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
-def _check(regex: re.Pattern[str], value: str, what: str, hint: str) -> str:
-    if not regex.match(value):
+def matching(regex: re.Pattern[str], value: str, what: str, hint: str) -> str:
+    """value if the pattern matches it; otherwise a ValueError naming what is wrong and how to fix it."""
+    if not isinstance(value, str) or not regex.match(value):
         raise ValueError(f"bad {what} {value!r}: {hint}")
     return value
 
 
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """A pydantic error location as the field a user wrote: 'meta.tags', not 'body.meta.tags.0'."""
+    return ".".join(str(p) for p in loc if not isinstance(p, int) and p != "body")
+
+
 def check_user_name(name: str) -> str:
-    return _check(USER_RE, name, "user name", "use lowercase letters, digits, '_', '.', '-' (max 32)")
+    return matching(USER_RE, name, "user name", "use lowercase letters, digits, '_', '.', '-' (max 32)")
+
+
+def _description(v: str) -> str:
+    if len(v) > 4096:
+        raise ValueError("description is longer than 4096 characters")
+    return v
+
+
+# Each field rule is declared once and shared by what creates an image and what changes it.
+ImageName = Annotated[str, AfterValidator(
+    lambda v: matching(NAME_RE, v, "image name", "use letters, digits, '.', '_', '+', '-' (max 128)"))]
+ImageFormat = Annotated[str, AfterValidator(
+    lambda v: matching(FORMAT_RE, v, "format", "e.g. raw, qcow2, tar.zst, squashfs"))]
+Tag = Annotated[str, AfterValidator(
+    lambda v: matching(TAG_RE, v, "tag", "use letters, digits, '.', '_', ':', '+', '-'"))]
+Description = Annotated[str, AfterValidator(_description)]
 
 
 class OsInfo(BaseModel):
@@ -58,36 +80,14 @@ class ImageMeta(BaseModel):
     """What an uploader says about an image."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: ImageName
     os: OsInfo = Field(default_factory=OsInfo)
-    format: str = "raw"
-    tags: list[str] = Field(default_factory=list)
-    description: str = ""
+    format: ImageFormat = "raw"
+    tags: list[Tag] = Field(default_factory=list)
+    description: Description = ""
     public: bool = False
     parent: str | None = None
     provenance: dict[str, Any] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _check(NAME_RE, v, "image name", "use letters, digits, '.', '_', '+', '-' (max 128)")
-
-    @field_validator("format")
-    @classmethod
-    def _format(cls, v: str) -> str:
-        return _check(FORMAT_RE, v, "format", "e.g. raw, qcow2, tar.zst, squashfs")
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, v: list[str]) -> list[str]:
-        return [_check(TAG_RE, t, "tag", "use letters, digits, '.', '_', ':', '+', '-'") for t in v]
-
-    @field_validator("description")
-    @classmethod
-    def _description(cls, v: str) -> str:
-        if len(v) > 4096:
-            raise ValueError("description is longer than 4096 characters")
-        return v
 
 
 class Registration(BaseModel):
@@ -158,33 +158,13 @@ SORT_KEYS = {"created", "name", "size", "owner", "last_access", "access_count", 
 
 class ImageChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    description: str | None = None
+    name: ImageName | None = None
+    description: Description | None = None
     os: OsInfo | None = None
-    format: str | None = None
-    add_tags: list[str] = Field(default_factory=list)
+    format: ImageFormat | None = None
+    add_tags: list[Tag] = Field(default_factory=list)
     remove_tags: list[str] = Field(default_factory=list)
     public: bool | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str | None) -> str | None:
-        return None if v is None else ImageMeta._name(v)  # type: ignore[call-arg]
-
-    @field_validator("add_tags")
-    @classmethod
-    def _tags(cls, v: list[str]) -> list[str]:
-        return ImageMeta._tags(v)  # type: ignore[call-arg]
-
-    @field_validator("format")
-    @classmethod
-    def _format(cls, v: str | None) -> str | None:
-        return None if v is None else ImageMeta._format(v)  # type: ignore[call-arg]
-
-    @field_validator("description")
-    @classmethod
-    def _description(cls, v: str | None) -> str | None:
-        return None if v is None else ImageMeta._description(v)  # type: ignore[call-arg]
 
 
 class User(BaseModel):

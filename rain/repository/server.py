@@ -36,6 +36,7 @@ from rain.repository.models import (
     ImageQuery,
     Role,
     User,
+    field_path,
 )
 from rain.repository.store import Store
 
@@ -184,7 +185,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        where = field_path(first.get("loc", ()))
         msg = first.get("msg", "invalid request")
         if first.get("type") == "json_invalid":
             msg, where = "the request body is not valid JSON", ""
@@ -194,7 +195,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     @app.exception_handler(ValidationError)
     async def _bad_value(request: Request, e: ValidationError) -> JSONResponse:
         first = e.errors()[0]
-        return _error(InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}"))
+        return _error(InvalidInput(f"{field_path(first['loc'])}: {first['msg']}"))
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, e: ClientDisconnect) -> Response:
@@ -226,7 +227,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
             query = ImageQuery.model_validate(params)
         except ValidationError as e:
             first = e.errors()[0]
-            raise InvalidInput(f"bad query parameter {'.'.join(map(str, first['loc']))}: {first['msg']}") from e
+            raise InvalidInput(f"bad query parameter {field_path(first['loc'])}: {first['msg']}") from e
         return s.list(query)
 
     @api.post("/images", response_model=UploadTicket, status_code=201)
