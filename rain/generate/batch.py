@@ -84,7 +84,7 @@ def load_batch(path: Path | str, extra_sets: dict[str, Any] | None = None) -> li
         raise RecipeError(f"{path}: not valid YAML: {e}", hint="check indentation and quoting") from e
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"]) or "the whole file"
         raise RecipeError(f"{path}: {where}: {err['msg']}",
                           hint="a batch file has defaults, recipes and matrix; see docs/build.md") from None
     here = path.parent
