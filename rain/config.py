@@ -90,6 +90,9 @@ FIELDS: tuple[Field, ...] = (
     Field("targets_file", lambda: None,
           "YAML file with register target sites; unset = DATA_DIR/targets.yaml, else ~/.config/rain/targets.yaml",
           convert=_opt_str),
+    Field("builders_file", lambda: None,
+          "YAML file with builder settings (qemu, opennebula, openstack); unset = DATA_DIR/builders.yaml, "
+          "else ~/.config/rain/builders.yaml", convert=_opt_str),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -116,6 +119,14 @@ class Settings:
             return Path(self.values["targets_file"]).expanduser()
         in_data = self.data_path / "targets.yaml"
         return in_data if in_data.is_file() else _xdg("XDG_CONFIG_HOME", ".config") / "rain" / "targets.yaml"
+
+    @property
+    def builders_path(self) -> Path:
+        """The builders file: the setting, else DATA_DIR/builders.yaml if present, else XDG config."""
+        if self.values.get("builders_file"):
+            return Path(self.values["builders_file"]).expanduser()
+        in_data = self.data_path / "builders.yaml"
+        return in_data if in_data.is_file() else _xdg("XDG_CONFIG_HOME", ".config") / "rain" / "builders.yaml"
 
     @property
     def config_file(self) -> Path:

@@ -8,6 +8,7 @@ venv="${RAIN_VENV:-$here/.venv}"
 
 apt_packages=(mmdebstrap debootstrap qemu-utils qemu-system-x86 squashfs-tools zstd
               e2fsprogs fdisk busybox-static rpm createrepo-c dnf
+              openssh-server openssh-client  # sshd: the cloud builder simulators' VMs are real SSH endpoints
               time)  # GNU time: the repository tests measure fg-image's peak memory with it
 missing=()
 for p in "${apt_packages[@]}"; do

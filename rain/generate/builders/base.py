@@ -1,14 +1,19 @@
 """Where a build runs. Builders are looked up by name and imported lazily.
 
 A builder gives the bootstrapper and the customization steps an image root
-to work in. `run` executes an argv list *inside* the image (chroot or VM);
-`put`/`get` move single files in and out, resolving paths inside the image
-(so a symlink in the image can never point them at the host).
+to work in. `run` executes an argv list *inside* the image (a chroot, on this
+host or in a builder VM); `outside` runs an argv list in the builder's own
+system (the host for `local`, the VM otherwise), where the bootstrap tools
+live; `put`/`get` move single files in and out, resolving paths inside the
+image (so a symlink in the image can never point them at the host).
 
-Lifecycle: `start(spec)` → Handle whose `root` is a host directory the
-bootstrapper fills; `run/put/get` as often as needed; `stop(handle)` undoes
-everything the builder set up (mounts, policy files) and leaves the finished
-tree at `handle.root` for packing. The caller owns `spec.workdir` and removes it.
+Lifecycle: `start(spec)` → Handle; `handle.inner_root` is where the image
+root is *in the builder's system* and `handle.root` where it is (or will be,
+after `fetch`) on this host. `local` builders work on `handle.root` directly
+(`inner_root == str(root)`, `fetch` does nothing). VM builders boot a machine
+in `start`, build in it, and `fetch` streams the finished tree back into
+`handle.root`; `stop(handle)` undoes everything the builder set up (mounts,
+policy files, the VM). The caller owns `spec.workdir` and removes it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rain.errors import InvalidInput
 from rain.generate.command import Result
@@ -27,11 +32,20 @@ from rain.generate.command import Result
 
 class BuilderName(StrEnum):
     LOCAL = "local"
+    QEMU = "qemu"
+    OPENNEBULA = "opennebula"
+    OPENSTACK = "openstack"
 
 
 REGISTRY: dict[BuilderName, str] = {
     BuilderName.LOCAL: "rain.generate.builders.local:LocalBuilder",
 }
+PROVIDERS: dict[BuilderName, str] = {
+    BuilderName.QEMU: "rain.generate.builders.qemu:QemuProvider",
+    BuilderName.OPENNEBULA: "rain.generate.builders.opennebula:OpenNebulaProvider",
+    BuilderName.OPENSTACK: "rain.generate.builders.openstack:OpenStackProvider",
+}
+"""VM builders: a Provider launches machines, `remote.SSHBuilder` builds on them."""
 
 
 @dataclass(frozen=True)
@@ -41,23 +55,45 @@ class BuildSpec:
     debian: bool = True
     """Debian-like image: keep services from starting with policy-rc.d."""
     log_file: Path | None = None
+    on_error_keep: bool = False
+    """A VM builder leaves a failed machine running for inspection (and says how to reach it)."""
 
 
 @dataclass
 class Handle:
     spec: BuildSpec
     root: Path
+    """The image root on this host (for VM builders: filled by `fetch`)."""
+    inner_root: str = ""
+    """The image root in the builder's own system (the same path for `local`)."""
     undo: ExitStack = field(default_factory=ExitStack)
     entered: bool = False
+    machine: Any = None
+    """VM builders: the Machine the build runs on."""
 
 
 class Builder(Protocol):
     name: str
+    local: bool
+    """True: the image root is a directory on this host throughout (no fetch needed)."""
 
     def start(self, spec: BuildSpec) -> Handle: ...
 
     def run(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
             what: str | None = None) -> Result: ...
+
+    def outside(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                what: str | None = None, check: bool = True) -> Result:
+        """Run argv in the builder's own system (not chrooted into the image)."""
+
+    def exists(self, handle: Handle, path: str) -> bool:
+        """Whether path exists inside the image (a dangling symlink counts)."""
+
+    def push(self, handle: Handle) -> None:
+        """Send the tree at handle.root on this host to the image root in the builder (clone)."""
+
+    def fetch(self, handle: Handle) -> None:
+        """Bring the finished image root into handle.root on this host."""
 
     def put(self, handle: Handle, data: bytes, path: str, mode: str = "0644",
             owner: str = "root", group: str = "root") -> None: ...
@@ -67,11 +103,29 @@ class Builder(Protocol):
     def stop(self, handle: Handle) -> None: ...
 
 
-def get_builder(name: str) -> Builder:
+def builder_name(name: str) -> BuilderName:
     try:
-        key = BuilderName(name)
+        return BuilderName(name)
     except ValueError:
         raise InvalidInput(f"unknown builder {name!r}",
                            hint="valid builders: " + ", ".join(b.value for b in BuilderName)) from None
-    module, _, cls = REGISTRY[key].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+
+
+def _load(path: str) -> Any:
+    module, _, cls = path.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_provider(name: str, settings: Any, repo: Any = None) -> Any:
+    """The VM provider `name` with its validated settings (no VM started yet)."""
+    return _load(PROVIDERS[builder_name(name)])(settings, repo)
+
+
+def get_builder(name: str, settings: Any = None, repo: Any = None, provider: Any = None) -> Builder:
+    """The builder `name`; VM builders need settings (and the repository, for builder images)."""
+    key = builder_name(name)
+    if key in REGISTRY:
+        return _load(REGISTRY[key])()  # type: ignore[no-any-return]
+    from rain.generate.builders.remote import SSHBuilder
+
+    return SSHBuilder(provider or get_provider(name, settings, repo))

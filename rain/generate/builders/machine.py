@@ -1,0 +1,86 @@
+"""What a VM builder provider gives Rain: a Machine reachable over SSH, with pinned keys.
+
+Providers (qemu, opennebula, openstack) only *launch* and *release* machines;
+everything done on a machine goes through `remote.SSHBuilder` over paramiko.
+
+For each machine Rain makes two fresh Ed25519 key pairs (`MachineKeys`):
+the client key Rain logs in with (its public half goes to the VM as root's
+authorized key) and the VM's own host key (its private half goes to the VM,
+its public half is pinned: a server presenting any other key is refused). The
+provider hands both to the VM the way its platform does (qemu: a seed disk;
+OpenNebula: CONTEXT; OpenStack: a keypair and cloud-init user-data).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_openssh: str
+    """OpenSSH-format private key (PEM-like text)."""
+    public_line: str
+    """'ssh-ed25519 AAAA... comment'."""
+
+    @classmethod
+    def generate(cls, comment: str) -> KeyPair:
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption()).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+        return cls(private, f"{public} {comment}")
+
+    @property
+    def public_blob(self) -> bytes:
+        """The key's wire-format blob (what paramiko's PKey.asbytes() gives)."""
+        return base64.b64decode(self.public_line.split()[1])
+
+
+@dataclass(frozen=True)
+class MachineKeys:
+    client: KeyPair
+    host: KeyPair
+
+    @classmethod
+    def generate(cls, name: str) -> MachineKeys:
+        return cls(KeyPair.generate(f"rain-client@{name}"), KeyPair.generate(f"rain-host@{name}"))
+
+
+@dataclass
+class Machine:
+    """A running builder reachable over SSH. `release` ends it and removes what it left (idempotent)."""
+
+    name: str
+    """The provider's name for it (VM id, instance id), for messages."""
+    host: str
+    port: int
+    keys: MachineKeys
+    user: str = "root"
+    console_log: Path | None = None
+    release: Callable[[], None] = field(default=lambda: None)
+    keep: Callable[[], str] | None = None
+    """--on-error keep: leave the machine running; returns how to reach/remove it, one line."""
+
+
+class Provider(Protocol):
+    """Launches builder machines of one kind. Settings come from the builders file."""
+
+    name: str
+    limit: int
+    """At most this many machines of this provider at once (the pool honours it)."""
+
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
+        """Start a machine and wait (bounded) until its sshd answers with keys.host.
+
+        On any failure, delete what was started and raise a RainError
+        (Unreachable, Unauthorized, BuildError) whose message names the cause.
+        `workdir` is a private host directory for this machine's files, removed by the caller."""
