@@ -1,0 +1,126 @@
+"""A watcher process that cleans up after a Rain process that died without doing so itself.
+
+Ctrl-C and errors are handled in-process (every build undoes its mounts, VMs
+and work directories). A SIGKILL, an OOM kill or a lost terminal gives no such
+chance, so whatever must not outlive Rain is *tracked* here:
+
+    reaper.track_pid(qemu.pid)        # killed (with its process group)
+    reaper.track_path(workdir)        # mounts under it unmounted, then removed
+    ...
+    reaper.untrack_pid(qemu.pid)      # Rain ended it itself
+
+The watcher is started on first use, in its own session so a terminal's
+Ctrl-C does not reach it, and reads orders from a pipe whose only writer is
+this process. When the pipe closes (this process is gone, however it ended),
+the watcher undoes whatever is still tracked and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+_lock = threading.Lock()
+_pipe: int | None = None
+_owner_pid: int | None = None
+
+
+def track_pid(pid: int) -> None:
+    _send(f"+pid {int(pid)}")
+
+
+def untrack_pid(pid: int) -> None:
+    _send(f"-pid {int(pid)}", start=False)
+
+
+def track_path(path: Path | str) -> None:
+    _send(f"+path {os.path.abspath(path)}")
+
+
+def untrack_path(path: Path | str) -> None:
+    _send(f"-path {os.path.abspath(path)}", start=False)
+
+
+def _send(line: str, start: bool = True) -> None:
+    global _pipe, _owner_pid
+    if "\n" in line:
+        raise ValueError("reaper: no newlines in tracked names")
+    with _lock:
+        if _pipe is not None and _owner_pid != os.getpid():
+            _pipe = None  # a forked child: the watcher belongs to the parent
+        if _pipe is None:
+            if not start:
+                return
+            read_end, write_end = os.pipe()
+            subprocess.Popen([sys.executable, "-m", "rain.generate.reaper"], stdin=read_end,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                             close_fds=True)
+            os.close(read_end)
+            _pipe, _owner_pid = write_end, os.getpid()
+        os.write(_pipe, (line + "\n").encode())
+
+
+# -- the watcher ----------------------------------------------------------------
+
+
+def _kill(pid: int) -> None:
+    for target in (lambda s: os.killpg(pid, s), lambda s: os.kill(pid, s)):
+        try:
+            target(signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _mounts_under(path: str) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 1:
+            point = parts[1].encode().decode("unicode_escape")
+            if point == path or point.startswith(path.rstrip("/") + "/"):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _remove(path: str) -> None:
+    for point in _mounts_under(path):
+        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+    if not _mounts_under(path):  # never recurse into a mount we could not detach
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def watch() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pids: set[int] = set()
+    paths: set[str] = set()
+    for raw in sys.stdin.buffer:
+        op, _, arg = raw.decode(errors="replace").rstrip("\n").partition(" ")
+        if op == "+pid":
+            pids.add(int(arg))
+        elif op == "-pid":
+            pids.discard(int(arg))
+        elif op == "+path":
+            paths.add(arg)
+        elif op == "-path":
+            paths.discard(arg)
+    for pid in pids:  # processes first: they may hold files and mounts under the paths
+        _kill(pid)
+    if pids:
+        time.sleep(0.5)
+    for path in sorted(paths, key=len, reverse=True):
+        _remove(path)
+
+
+if __name__ == "__main__":
+    watch()
