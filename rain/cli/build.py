@@ -61,6 +61,20 @@ def _sets(set_: list[str], formats: list[str]) -> dict[str, Any]:
     return sets
 
 
+BUILDER_HELP = ("where builds run: local (chroot here), qemu, opennebula, openstack (builder VMs); "
+                "default: the recipe's builder:, else local")
+ON_ERROR_HELP = "remove (default) or keep: leave a failed builder VM running for inspection"
+
+
+def _builder_options(builder: str | None, on_error: str) -> dict[str, Any]:
+    from rain.generate.builders.base import builder_name
+
+    if on_error not in ("remove", "keep"):
+        raise InvalidInput(f"--on-error must be remove or keep, not {on_error!r}",
+                           hint="--on-error keep leaves a failed builder VM running")
+    return {"builder": builder_name(builder).value if builder else None, "on_error_keep": on_error == "keep"}
+
+
 def _repo_factory(upload: bool, needs_base: bool) -> Callable[[], Any] | None:
     return open_repo if (upload or needs_base) else None
 
@@ -73,11 +87,15 @@ def generate_cmd(
     no_upload: bool = typer.Option(False, "--no-upload", help="build only; do not store in the repository"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results (packages stay)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    builder: str = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: str = typer.Option("remove", "--on-error", help=ON_ERROR_HELP),
 ) -> None:
     """Build an image from a recipe and print the new image id(s)."""
     loaded = load_recipe(recipe, _sets(set_, format_))
-    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload)
-    repo = open_repo() if (options.upload or loaded.recipe.base) else None
+    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload,
+                           **_builder_options(builder, on_error))
+    vm = (options.builder or loaded.recipe.builder or "local") == "qemu"  # its builder image is in the repository
+    repo = open_repo() if (options.upload or loaded.recipe.base or vm) else None
     with _sigterm_as_interrupt():
         result = generate(loaded, settings(), options, _reporter(), repo)
     _print_result(result, as_json)
@@ -113,17 +131,20 @@ def batch_cmd(
     no_upload: bool = typer.Option(False, "--no-upload", help="build only"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results"),
     as_json: bool = typer.Option(False, "--json", help="print the outcomes as JSON"),
+    builder: str = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: str = typer.Option("remove", "--on-error", help=ON_ERROR_HELP),
 ) -> None:
     """Build every recipe of a batch file; ends with a table of each image and its outcome."""
     from rain.generate.batch import load_batch, run_batch
 
     items = load_batch(file, _sets(set_, format_))
-    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload and not dry_run)
-    needs_base = any(i.loaded.recipe.base for i in items)
+    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload and not dry_run,
+                           **_builder_options(builder, on_error))
+    needs_repo = any(i.loaded.recipe.base or (builder or i.loaded.recipe.builder) == "qemu" for i in items)
     t0 = time.monotonic()
     with _sigterm_as_interrupt():
         outcomes = run_batch(items, settings(), options, _reporter(), jobs=jobs, keep_going=keep_going,
-                             dry_run=dry_run, repo_factory=_repo_factory(options.upload, needs_base))
+                             dry_run=dry_run, repo_factory=_repo_factory(options.upload, needs_repo))
     if as_json:
         print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
                      "image_ids": o.image_ids, "error": o.error} for o in outcomes])

@@ -121,6 +121,12 @@ def _unique_names(items: list[BatchItem]) -> None:
         seen[key] = it.label
 
 
+def _needs_repo(item: BatchItem, options: BuildOptions) -> bool:
+    """A clone reads its base image from the repository; the qemu builder its builder image."""
+    r = item.loaded.recipe
+    return bool(r.base) or (options.builder or r.builder) == "qemu"
+
+
 def run_batch(items: list[BatchItem], settings: Settings, options: BuildOptions, reporter: Reporter,
               jobs: int = 1, keep_going: bool = False, dry_run: bool = False,
               repo_factory: Callable[[], Any] | None = None) -> list[Outcome]:
@@ -128,17 +134,18 @@ def run_batch(items: list[BatchItem], settings: Settings, options: BuildOptions,
     from rain.generate.cache import Cache
 
     cache = Cache.for_data(settings.data_path)
-    repo = repo_factory() if repo_factory and (options.upload or any(i.loaded.recipe.base for i in items)) else None
+    needs_repo = options.upload or any(_needs_repo(i, options) for i in items)
+    repo = repo_factory() if repo_factory and needs_repo else None
     plans = [prepare(it.loaded, settings, options, repo) for it in items]  # validate all first
     if dry_run:
         return [Outcome(it.label, it.loaded.recipe.name,
-                        "would reuse" if options.use_cache and cache.result(p.recipe_hash) else "would build")
+                        "would reuse" if options.use_cache and cache.result(p.result_key) else "would build")
                 for it, p in zip(items, plans, strict=True)]
     outcomes = {it.label: Outcome(it.label, it.loaded.recipe.name, "skipped") for it in items}
 
     def one(it: BatchItem) -> Outcome:
         t0 = time.monotonic()
-        own_repo = repo_factory() if repo_factory and (options.upload or it.loaded.recipe.base) else None
+        own_repo = repo_factory() if repo_factory and (options.upload or _needs_repo(it, options)) else None
         res = generate(it.loaded, settings, options, reporter.child(it.loaded.recipe.name), own_repo)
         return Outcome(it.label, it.loaded.recipe.name, "cached" if res.cached else "built",
                        round(time.monotonic() - t0, 1), res.image_ids, result=res)

@@ -12,6 +12,7 @@ recipe hash is already there.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -25,7 +26,7 @@ from typing import Any
 
 from rain.config import Settings
 from rain.errors import InvalidInput, RecipeError
-from rain.generate import artifact, command, customize
+from rain.generate import artifact, command, customize, reaper
 from rain.generate.artifact import ArtifactFile
 from rain.generate.bootstrap.base import BuildContext, get_bootstrapper
 from rain.generate.builders.base import BuildSpec, get_builder
@@ -48,7 +49,10 @@ class BuildOptions:
     """Also place the artifacts + manifest.json in this directory."""
     use_cache: bool = True
     upload: bool = True
-    builder: str = "local"
+    builder: str | None = None
+    """--builder; None = the recipe's `builder:`, else local."""
+    on_error_keep: bool = False
+    """VM builders: leave a failed builder machine running for inspection."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,15 @@ class Plan:
     loaded: LoadedRecipe
     mirror: str
     recipe_hash: str
+    builder: Any = None
+
+    @property
+    def result_key(self) -> str:
+        """The result cache key: the recipe hash, plus the builder when it is not the local one
+        (a build on another builder is other provenance, and is what its user asked to see)."""
+        if self.builder is None or self.builder.local:
+            return self.recipe_hash
+        return hashlib.sha256(f"{self.recipe_hash}:{self.builder.name}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -76,14 +89,19 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
     """Validate the whole build up front: no mounts, no downloads, no writes."""
     r = loaded.recipe
     mirror = resolve_mirror(r, settings.mirror)
+    builder_name = options.builder or (r.builder.value if r.builder else "local")
     host = _HOST_ARCH.get(platform.machine())
     if host is None or r.os.arch not in host:
         raise RecipeError(f"os.arch: {r.os.arch} cannot be built on this {platform.machine()} host "
-                          "with the local builder", hint=f"use arch {host[0] if host else platform.machine()}")
-    get_builder(options.builder)
+                          f"with the {builder_name} builder",
+                          hint=f"use arch {host[0] if host else platform.machine()}")
+    builder = get_builder(builder_name, settings, repo)  # validates its settings; starts nothing
+    if not builder.local and not r.os.family.is_debian:
+        raise RecipeError(f"os.family: {r.os.family} builds run on the local builder only "
+                          "(dnf inside builder VMs is not supported yet)", hint="drop --builder")
     if options.upload and repo is None:
         raise InvalidInput("no repository to upload to", hint="pass --no-upload or configure a repository")
-    if r.base is None:
+    if r.base is None and builder.local:  # a VM builder's image has the bootstrap tools
         if r.os.family.is_debian:
             if not (shutil.which("mmdebstrap", path=command.SAFE_PATH) or
                     shutil.which("debootstrap", path=command.SAFE_PATH)):
@@ -95,7 +113,7 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
         from rain.generate.bootstrap.clone import check_base
 
         check_base(repo, r)
-    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs))
+    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs), builder)
 
 
 def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, reporter: Reporter,
@@ -104,7 +122,7 @@ def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, re
     with reporter.step("prepare"):
         plan = prepare(loaded, settings, options, repo)
     cache = Cache.for_data(settings.data_path)
-    hit = cache.result(plan.recipe_hash) if options.use_cache else None
+    hit = cache.result(plan.result_key) if options.use_cache else None
     if hit is not None:
         reporter.info(f"identical recipe built before: reusing {plan.recipe_hash[:12]}")
         result = _from_dir(hit, plan, cached=True)
@@ -127,13 +145,25 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
     work_root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix=f"{r.name[:40]}-", dir=work_root))
+        reaper.track_path(workdir)  # unmounted and removed even if this process is SIGKILLed
+        stack.callback(reaper.untrack_path, workdir)
         stack.callback(remove_tree, workdir)
         layers = stack.enter_context(ExitStack())  # undone after the builder's own mounts
         spec = BuildSpec(name=r.name, workdir=workdir, debian=r.os.family.is_debian,
-                         log_file=workdir / "build.log")
-        builder = get_builder(options.builder)
-        handle = builder.start(spec)
-        stack.callback(builder.stop, handle)
+                         log_file=workdir / "build.log", on_error_keep=options.on_error_keep)
+        builder = plan.builder
+        if not builder.local:
+            with reporter.step(f"start {builder.name} builder"):
+                handle = builder.start(spec)
+        else:
+            handle = builder.start(spec)
+        finished = False
+
+        def stop() -> None:
+            kept = builder.stop(handle, failed=not finished)
+            if kept:
+                reporter.info(f"kept the failed builder machine: {kept}")
+        stack.callback(stop)
         ctx = BuildContext(plan.loaded, plan.mirror, cache, builder, handle, reporter, options.use_cache, layers)
         boot = get_bootstrapper(r.os.family)
         if r.base is not None:
@@ -141,6 +171,10 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
 
             with reporter.step("clone base image"):
                 clone(ctx, repo)
+                if not builder.local:
+                    builder.push(handle)
+                    remove_tree(handle.root)  # fetch fills it again with the finished tree
+                    handle.root.mkdir()
         else:
             boot.bootstrap(ctx)
         with reporter.step("packages"):
@@ -152,8 +186,12 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         customize.run_steps(ctx)
         with reporter.step("finish"):
             boot.finish(ctx)
-            customize.tidy(ctx)
+            if not builder.local:
+                with reporter.step("fetch the image from the builder"):
+                    builder.fetch(handle)
+            finished = True
             builder.stop(handle)
+            customize.tidy(ctx)
             packages = boot.installed(ctx)
         staging = workdir / "out"
         files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter)
@@ -161,8 +199,8 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
                                   mirror=plan.mirror, builder=builder.name, packages=packages,
                                   artifacts=files, timings=reporter.timings, facts=ctx.facts)
         write_manifest(manifest, staging)
-        final = cache.result_dir(plan.recipe_hash)
-        with cache.lock(CacheKind.RESULTS, plan.recipe_hash):
+        final = cache.result_dir(plan.result_key)
+        with cache.lock(CacheKind.RESULTS, plan.result_key):
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)

@@ -114,6 +114,11 @@ def cancel_all() -> None:
         _end(proc)
 
 
+def cancelled() -> bool:
+    """cancel_all() was called: long loops elsewhere (SSH sessions) stop too."""
+    return _cancelled.is_set()
+
+
 def reset_cancel() -> None:
     _cancelled.clear()
 

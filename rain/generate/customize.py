@@ -58,13 +58,12 @@ def run_steps(ctx: BuildContext) -> None:
             try:
                 b.run(h, [target], what=f"run[{i}] {step.script}")
             finally:
-                (h.root / "tmp" / f"rain-step-{i}").unlink(missing_ok=True)
+                b.run(h, ["rm", "-f", target], what=f"run[{i}] cleanup")
 
 
 def _require(ctx: BuildContext, path: str, doing: str, package: str) -> None:
-    root = ctx.handle.root
     candidates = [path, path.replace("/usr/", "/", 1)]
-    if not any((root / p.lstrip("/")).exists() or (root / p.lstrip("/")).is_symlink() for p in candidates):
+    if not any(ctx.builder.exists(ctx.handle, p) for p in candidates):
         name = path.rsplit("/", 1)[1]
         raise RecipeError(f"{doing} needs {name} in the image", hint=f"add {package} to `packages:`")
 

@@ -235,6 +235,13 @@ class UploadSpec(Strict):
     _s = field_validator("share_with")(lambda v: [matching(USER_RE, u, "user", "a user name") for u in v])
 
 
+class BuilderChoice(StrEnum):
+    LOCAL = "local"
+    QEMU = "qemu"
+    OPENNEBULA = "opennebula"
+    OPENSTACK = "openstack"
+
+
 class Recipe(Strict):
     """An image recipe: what to install, configure and produce."""
 
@@ -254,6 +261,9 @@ class Recipe(Strict):
     formats: list[Format] = Field(default_factory=lambda: [Format.TAR_ZST], description="artifacts to produce")
     upload: UploadSpec = Field(default_factory=lambda: UploadSpec(), description="how the images are stored")
     base: str | None = Field(default=None, description="repository image id (tar.zst) to clone and extend")
+    builder: BuilderChoice | None = Field(default=None, description="where the build runs: local (a chroot on "
+                                          "this host), qemu, opennebula or openstack (a builder VM); "
+                                          "--builder overrides it; default local")
     vars: dict[str, Any] = Field(default_factory=dict, description="jinja2 variables for this recipe")
 
     _n = field_validator("name")(lambda v: matching(NAME_RE, v, "name", "letters, digits, . _ + - (max 128)"))
@@ -312,7 +322,7 @@ BUILD_REVISION = 2
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes]) -> str:
     """What the result depends on: the recipe (not its upload options), the mirror, input files and
     the build revision."""
-    data = recipe.model_dump(mode="json", exclude={"upload", "vars"})
+    data = recipe.model_dump(mode="json", exclude={"upload", "vars", "builder"})  # where, not what
     h = hashlib.sha256(json.dumps({"recipe": data, "mirror": mirror, "build": BUILD_REVISION},
                                   sort_keys=True).encode())
     for name in sorted(inputs):

@@ -12,7 +12,7 @@ import os
 import posixpath
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import zstandard
 
@@ -62,30 +62,44 @@ def clone(ctx: BuildContext, repo: Any) -> None:
 
 def safe_unpack(archive: Path, root: Path) -> int:
     """Unpack a tar.zst into root; returns how many special files were skipped."""
-    skipped = 0
     dctx = zstandard.ZstdDecompressor()
-    with open(archive, "rb") as raw, dctx.stream_reader(raw) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
-        for m in tar:
-            name = _member_name(m.name)
-            if name is None:
-                continue  # the root itself
-            if m.ischr() or m.isblk() or m.isfifo():
-                skipped += 1
-                continue
-            if m.issym():
-                _check_symlink(name, m.linkname)
-            elif m.islnk():
-                target = _member_name(m.linkname)
-                if target is None:
-                    raise UnsafeArchive(f"base: hard link {m.name!r} points at the root", hint=_HINT)
-                _check_parents(root, target)
-                m.linkname = target
-            _check_parents(root, name)
-            m.name = name
-            # a hard link shares its target's inode: its own header must not re-chmod that
-            tar.extract(m, root, set_attrs=not m.islnk(), numeric_owner=True, filter="fully_trusted")
+    with open(archive, "rb") as raw, dctx.stream_reader(raw) as stream:
+        return safe_extract(stream, root)
+
+
+def safe_extract(stream: IO[bytes], root: Path, what: str = "base") -> int:
+    """Unpack a plain tar stream into root member by member (see the module doc); returns the skipped count."""
+    skipped = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for m in tar:
+                skipped += _extract(tar, m, root)
+    except UnsafeArchive as e:
+        raise UnsafeArchive(e.message.replace("base:", f"{what}:", 1), hint=e.hint) from None
+    except tarfile.TarError as e:
+        raise RecipeError(f"{what}: not a readable tar archive: {e}", hint=_HINT) from None
     return skipped
+
+
+def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path) -> int:
+    name = _member_name(m.name)
+    if name is None:
+        return 0  # the root itself
+    if m.ischr() or m.isblk() or m.isfifo():
+        return 1
+    if m.issym():
+        _check_symlink(name, m.linkname)
+    elif m.islnk():
+        target = _member_name(m.linkname)
+        if target is None:
+            raise UnsafeArchive(f"base: hard link {m.name!r} points at the root", hint=_HINT)
+        _check_parents(root, target)
+        m.linkname = target
+    _check_parents(root, name)
+    m.name = name
+    # a hard link shares its target's inode: its own header must not re-chmod that
+    tar.extract(m, root, set_attrs=not m.islnk(), numeric_owner=True, filter="fully_trusted")
+    return 0
 
 
 _HINT = "the base image is unsafe to unpack; rebuild it with fg-image generate"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -49,6 +48,10 @@ def _components(family: OsFamily) -> str:
 
 class DebianBootstrapper:
     def bootstrap(self, ctx: BuildContext) -> None:
+        if not ctx.builder.local:
+            with ctx.reporter.step("base system"):
+                self._bootstrap_remote(ctx)
+            return
         r, cache = ctx.recipe, ctx.cache
         key = cache.base_key(r, ctx.mirror)
         ctx.facts["base_key"] = key
@@ -100,22 +103,41 @@ class DebianBootstrapper:
         return {"family": r.os.family, "release": r.os.release, "arch": r.os.arch, "variant": r.variant,
                 "mirror": ctx.mirror, "tool": os.path.basename(tool)}
 
+    def _bootstrap_remote(self, ctx: BuildContext) -> None:
+        """mmdebstrap on the builder machine, straight into the image root (VM builders keep no base cache)."""
+        r, h = ctx.recipe, ctx.handle
+        ctx.facts["base_cached"] = False
+        argv = ["mmdebstrap", "--mode=root", "--format=directory", f"--variant={r.variant}",
+                f"--architectures={r.os.arch}", f"--components={_components(r.os.family)}",
+                "--skip=cleanup/apt/lists", "--skip=essential/unlink", r.os.release, h.inner_root, ctx.mirror]
+        result = ctx.builder.outside(h, argv, check=False, what="mmdebstrap")
+        if result.returncode != 0:
+            raise _apt_error(result.output, ctx, "bootstrapping the base system")
+        # as _forget_build_host, on the machine: no resolver and no host name of the builder in the image
+        ctx.builder.outside(h, ["rm", "-f", "--", f"{h.inner_root}/etc/resolv.conf"], what="rm resolv.conf")
+        ctx.builder.outside(h, ["sh", "-c", 'printf "localhost\\n" > "$1"', "sh", f"{h.inner_root}/etc/hostname"],
+                            what="hostname")
+
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
         root = ctx.handle.root
         self._sources(ctx)
-        archives = root / "var/cache/apt/archives"
-        archives.mkdir(parents=True, exist_ok=True)
         pkg_cache = ctx.cache.packages_dir(ctx.recipe)
-        ctx.cache.link_packages(pkg_cache, archives, ".deb")
-        lists = root / "var/lib/apt/lists"
-        have_lists = lists.is_dir() and any(p.name.endswith("Packages") for p in lists.iterdir())
+        archives = root / "var/cache/apt/archives"
+        if ctx.builder.local:
+            archives.mkdir(parents=True, exist_ok=True)
+            ctx.cache.link_packages(pkg_cache, archives, ".deb")
+            lists = root / "var/lib/apt/lists"
+            have_lists = lists.is_dir() and any(p.name.endswith("Packages") for p in lists.iterdir())
+        else:  # a fresh mmdebstrap keeps its lists; a cloned base had them removed
+            have_lists = "clone_of" not in ctx.facts
         if ctx.facts.get("lists_stale") or ctx.facts.get("extra_sources") or not have_lists:
             self._update(ctx)
         if packages:
             argv = ["apt-get", "-y", "-q", "--no-install-recommends", "-o", "APT::Keep-Downloaded-Packages=true",
                     "install", "--", *packages]
             _install_with_retry(ctx, argv)
-        ctx.cache.link_packages(archives, pkg_cache, ".deb")
+        if ctx.builder.local:
+            ctx.cache.link_packages(archives, pkg_cache, ".deb")
 
     def _update(self, ctx: BuildContext) -> None:
         try:
@@ -154,13 +176,11 @@ class DebianBootstrapper:
         return sorted(pkgs, key=lambda p: p.name)
 
     def finish(self, ctx: BuildContext) -> None:
-        ctx.builder.run(ctx.handle, ["apt-get", "clean"], what="apt-get clean")
-        lists = ctx.handle.root / "var/lib/apt/lists"
-        if lists.is_dir() and not lists.is_symlink():
-            for p in lists.iterdir():
-                if p.is_file() and p.name != "lock":
-                    p.unlink()
-        shutil.rmtree(ctx.handle.root / "var/cache/apt/archives/partial", ignore_errors=True)
+        b, h = ctx.builder, ctx.handle
+        b.run(h, ["apt-get", "clean"], what="apt-get clean")
+        b.run(h, ["find", "/var/lib/apt/lists", "-maxdepth", "1", "-type", "f", "!", "-name", "lock", "-delete"],
+              what="dropping the package lists")
+        b.run(h, ["rm", "-rf", "/var/cache/apt/archives/partial"], what="apt cache")
 
 
 def _forget_build_host(root: Path) -> None:

@@ -22,19 +22,14 @@ import importlib
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from rain.errors import InvalidInput
 from rain.generate.command import Result
+from rain.generate.recipe import BuilderChoice
 
-
-class BuilderName(StrEnum):
-    LOCAL = "local"
-    QEMU = "qemu"
-    OPENNEBULA = "opennebula"
-    OPENSTACK = "openstack"
+BuilderName = BuilderChoice  # the names, declared once with the recipe field that takes them
 
 
 REGISTRY: dict[BuilderName, str] = {
@@ -68,8 +63,8 @@ class Handle:
     """The image root in the builder's own system (the same path for `local`)."""
     undo: ExitStack = field(default_factory=ExitStack)
     entered: bool = False
-    machine: Any = None
-    """VM builders: the Machine the build runs on."""
+    remote: Any = None
+    """VM builders: their session on the machine the build runs on."""
 
 
 class Builder(Protocol):
@@ -83,7 +78,7 @@ class Builder(Protocol):
             what: str | None = None) -> Result: ...
 
     def outside(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
-                what: str | None = None, check: bool = True) -> Result:
+                what: str | None = None, check: bool = True, cleanup: bool = False) -> Result:
         """Run argv in the builder's own system (not chrooted into the image)."""
 
     def exists(self, handle: Handle, path: str) -> bool:
@@ -100,7 +95,9 @@ class Builder(Protocol):
 
     def get(self, handle: Handle, path: str) -> bytes: ...
 
-    def stop(self, handle: Handle) -> None: ...
+    def stop(self, handle: Handle, failed: bool = False) -> str | None:
+        """Undo the set-up; idempotent. VM builders release the machine, or with failed and
+        spec.on_error_keep leave it running and return one line saying how to reach it."""
 
 
 def builder_name(name: str) -> BuilderName:

@@ -1,31 +1,30 @@
 """LocalBuilder: a chroot on this host (needs root).
 
-Mounts /proc, /sys and a private /dev (tmpfs with the usual nodes) on the
-first `run`, keeps services from starting (policy-rc.d), lends the host's
-resolv.conf for the build; `stop` undoes all of it in reverse order, also
-after a failure or Ctrl-C.
+On the first `run`, data/chroot.sh mounts /proc, /sys and a private /dev
+(tmpfs with the usual nodes), keeps services from starting (policy-rc.d) and
+lends the host's resolv.conf; `stop` undoes all of it, also after a failure
+or Ctrl-C. VM builders run the same script on their machine.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from rain.errors import BuildError, InvalidInput
 from rain.generate import command
 from rain.generate.builders.base import BuildSpec, Handle
 from rain.generate.command import Result
-from rain.generate.layers import mounted_under, umount
+from rain.generate.layers import mounted_under
 
-_DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
-              "tty": (5, 0)}
+CHROOT_SCRIPT = Path(__file__).parent / "data" / "chroot.sh"
 
 
 class LocalBuilder:
     name = "local"
+    local = True
 
     def start(self, spec: BuildSpec) -> Handle:
         if os.geteuid() != 0:
@@ -35,7 +34,7 @@ class LocalBuilder:
             command.need(tool)
         root = spec.workdir / "root"
         root.mkdir(parents=True, exist_ok=True)
-        return Handle(spec=spec, root=root)
+        return Handle(spec=spec, root=root, inner_root=str(root))
 
     # -- inside the image -------------------------------------------------
 
@@ -70,7 +69,21 @@ class LocalBuilder:
         finally:
             (tmp / name).unlink(missing_ok=True)
 
-    def stop(self, handle: Handle) -> None:
+    def outside(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                what: str | None = None, check: bool = True, cleanup: bool = False) -> Result:
+        return command.run(argv, env=env, what=what or argv[0], log_file=handle.spec.log_file, check=check,
+                           cleanup=cleanup)
+
+    def exists(self, handle: Handle, path: str) -> bool:
+        return os.path.lexists(handle.root / path.lstrip("/"))
+
+    def push(self, handle: Handle) -> None:
+        """The tree already is at handle.root."""
+
+    def fetch(self, handle: Handle) -> None:
+        """The tree already is at handle.root."""
+
+    def stop(self, handle: Handle, failed: bool = False) -> str | None:
         handle.undo.close()
         handle.entered = False
         root = str(handle.root.resolve())
@@ -78,6 +91,7 @@ class LocalBuilder:
         if left:
             raise BuildError(f"could not unmount {', '.join(left)}",
                              hint="a process inside the image may still run; umount -l them by hand")
+        return None
 
     # -- setup and undo ---------------------------------------------------
 
@@ -91,70 +105,19 @@ class LocalBuilder:
         if handle.entered:
             return
         handle.entered = True
-        root, undo = handle.root, handle.undo
-        for sub in ("proc", "sys", "dev"):
-            p = root / sub
-            if p.is_symlink():
-                raise BuildError(f"the image's /{sub} is a symlink", hint="the base image is broken")
-            p.mkdir(exist_ok=True)
-        self._mount(undo, ["-t", "proc", "proc"], root / "proc")
-        self._mount(undo, ["-t", "sysfs", "-o", "ro", "sysfs"], root / "sys")
-        self._mount(undo, ["-t", "tmpfs", "-o", "mode=755,nosuid", "rain-dev"], root / "dev")
-        self._populate_dev(root / "dev")
-        if handle.spec.debian:
-            self._policy_rc(undo, root)
-            self._unsafe_io(undo, root)
-        self._resolv_conf(undo, root)
+        state = handle.spec.workdir / "chroot.state"
+        handle.undo.callback(chroot_script, self.outside, handle, "leave", str(state))
+        chroot_script(self.outside, handle, "enter", str(state), "1" if handle.spec.debian else "0")
 
-    def _mount(self, undo, args: list[str], point: Path) -> None:  # type: ignore[no-untyped-def]
-        command.run(["mount", *args, str(point)], what=f"mounting {point.name}")
-        undo.callback(umount, point)
 
-    def _populate_dev(self, dev: Path) -> None:
-        for name, (major, minor) in _DEV_NODES.items():
-            os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-            os.chmod(dev / name, 0o666)
-        for name, target in {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-                             "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}.items():
-            os.symlink(target, dev / name)
-        (dev / "pts").mkdir()
-        (dev / "shm").mkdir(mode=0o1777)
-
-    def _policy_rc(self, undo, root: Path) -> None:  # type: ignore[no-untyped-def]
-        sbin = root / "usr" / "sbin"
-        policy = sbin / "policy-rc.d"
-        if not sbin.is_dir() or sbin.is_symlink() or os.path.lexists(policy):
-            return
-        policy.write_text("#!/bin/sh\n# written by rain for the build; removed afterwards\nexit 101\n")
-        policy.chmod(0o755)
-        undo.callback(policy.unlink, missing_ok=True)
-
-    def _unsafe_io(self, undo, root: Path) -> None:  # type: ignore[no-untyped-def]
-        """No fsync per file while dpkg unpacks: the tree is packed afterwards anyway (as mmdebstrap does)."""
-        conf_dir = root / "etc" / "dpkg" / "dpkg.cfg.d"
-        if not conf_dir.is_dir() or conf_dir.is_symlink():
-            return
-        conf = conf_dir / "rain-unsafe-io"
-        conf.write_text("# written by rain for the build; removed afterwards\nforce-unsafe-io\n")
-        undo.callback(conf.unlink, missing_ok=True)
-
-    def _resolv_conf(self, undo, root: Path) -> None:  # type: ignore[no-untyped-def]
-        etc = root / "etc"
-        if not etc.is_dir() or etc.is_symlink():
-            return
-        target = etc / "resolv.conf"
-        saved = etc / ".rain-resolv.conf.orig"
-        had = os.path.lexists(target)
-        if had:
-            os.rename(target, saved)
-        try:
-            host = Path("/etc/resolv.conf").read_bytes()
-        except OSError:
-            host = b""
-        target.write_bytes(host)
-
-        def restore() -> None:
-            target.unlink(missing_ok=True)
-            if had:
-                os.rename(saved, target)
-        undo.callback(restore)
+def chroot_script(outside: Callable[..., Result], handle: Handle, op: str, *args: str) -> None:
+    """Run data/chroot.sh (the same script on every builder) to set up or undo the image root for chroot."""
+    script = CHROOT_SCRIPT.read_bytes()
+    try:
+        outside(handle, ["sh", "-c", script.decode(), "chroot.sh", op, handle.inner_root, *args],
+                what=f"{op} the image root", cleanup=op == "leave")
+    except BuildError as e:
+        if "rain-chroot:" in e.message:
+            raise BuildError(e.message.split("rain-chroot:", 1)[1].split(" | ")[0].strip(),
+                             hint="the image root could not be prepared; see the build log") from None
+        raise

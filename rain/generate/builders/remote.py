@@ -1,0 +1,343 @@
+"""SSHBuilder: a build on a builder machine (QEMU VM, OpenNebula VM, OpenStack server) over SSH.
+
+A Provider launches the machine (machine.py); this module does everything
+else over paramiko, the same for every provider:
+
+- the host key is pinned: Rain made the machine's host key itself and refuses
+  any server presenting another;
+- every command is an argv list: it is written NUL-separated to a file on
+  the machine and started by a fixed perl one-liner with `exec {$a[0]} @a`,
+  so no value (package name, recipe path, run step) ever passes through a
+  shell there either;
+- the image root lives in a private work directory on the machine; commands
+  inside the image run as `chroot ROOT argv...` after data/chroot.sh (the same
+  script the local builder runs) has mounted /proc, /sys and /dev;
+- `fetch` streams `tar -c` of the finished root back and unpacks it with the
+  same member-by-member checks as a cloned base image (no '..', no absolute
+  names, no device nodes, no links out of the root);
+- `stop` releases the machine (VM deleted), unless the build failed with
+  `--on-error keep`, which leaves it running and says how to reach it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import select
+import shlex
+import subprocess
+import threading
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import paramiko
+
+from rain.errors import BuildError, Interrupted, RainError, Unreachable
+from rain.generate import command
+from rain.generate.builders.base import BuildSpec, Handle
+from rain.generate.builders.local import chroot_script
+from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.command import Result
+
+log = logging.getLogger(__name__)
+_RUNNER = ('open(F, "<", $ARGV[0]) or die "rain: $!\\n"; local $/; my @a = split(/\\0/, <F>, -1); pop @a; '
+           'close F; unlink $ARGV[0]; exec { $a[0] } @a or die "rain: cannot run $a[0]: $!\\n"')
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Session:
+    machine: Machine
+    ssh: paramiko.SSHClient
+    workspace: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    released: bool = False
+
+
+def connect(machine: Machine, timeout: float = 30) -> paramiko.SSHClient:
+    """An SSH connection that accepts only the machine's pinned host key."""
+    client = paramiko.SSHClient()
+    pinned = paramiko.Ed25519Key(data=machine.keys.host.public_blob)
+    name = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
+    client.get_host_keys().add(name, pinned.get_name(), pinned)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(machine.keys.client.private_openssh))
+    try:
+        client.connect(machine.host, machine.port, username=machine.user, pkey=pkey, look_for_keys=False,
+                       allow_agent=False, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+    except paramiko.BadHostKeyException:
+        client.close()
+        raise BuildError(f"builder {machine.name} presented an SSH host key other than the one Rain gave it",
+                         hint="something else answers on that address; the build was stopped") from None
+    except (OSError, paramiko.SSHException) as e:
+        client.close()
+        raise Unreachable(f"cannot reach builder {machine.name} over SSH at {machine.host}:{machine.port}: {e}",
+                          hint="see the machine's console log") from None
+    transport = client.get_transport()
+    assert transport is not None
+    transport.set_keepalive(15)
+    return client
+
+
+_slots: dict[str, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def _slot(provider: Any) -> threading.BoundedSemaphore:
+    """The pool: at most provider.limit machines of one provider at once in this process."""
+    with _slots_lock:
+        if provider.name not in _slots:
+            _slots[provider.name] = threading.BoundedSemaphore(max(1, int(provider.limit)))
+        return _slots[provider.name]
+
+
+class SSHBuilder:
+    local = False
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+        self.name: str = provider.name
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self, spec: BuildSpec) -> Handle:
+        mdir = spec.workdir / "machine"
+        mdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        slot = _slot(self.provider)
+        while not slot.acquire(timeout=0.5):  # wait for a free machine; Ctrl-C still gets through
+            if command.cancelled():
+                raise Interrupted("build cancelled", hint="the batch was interrupted")
+        try:
+            machine = self.provider.launch(spec.name, MachineKeys.generate(spec.name), mdir)
+        except BaseException:
+            slot.release()
+            raise
+        handle = Handle(spec=spec, root=spec.workdir / "root")
+        handle.root.mkdir(exist_ok=True)
+        try:
+            ssh = connect(machine)
+            handle.remote = Session(machine, ssh, "")
+            ws = self.outside(handle, ["mktemp", "-d", "/var/tmp/rain-build.XXXXXXXX"], what="mktemp").output
+            handle.remote.workspace = ws.strip().splitlines()[-1]
+            handle.inner_root = f"{handle.remote.workspace}/root"
+            self.outside(handle, ["mkdir", "-m", "0755", handle.inner_root], what="mkdir")
+        except BaseException:
+            if handle.remote is not None:
+                handle.remote.ssh.close()
+            machine.release()
+            slot.release()
+            raise
+        if machine.console_log:
+            log.info("builder %s: console log %s", machine.name, machine.console_log)
+        return handle
+
+    def stop(self, handle: Handle, failed: bool = False) -> str | None:
+        """Undo the chroot set-up and release the machine; with failed + on_error_keep, keep it.
+
+        Returns the 'how to reach it' line of a kept machine."""
+        s: Session | None = handle.remote
+        if s is None or s.released:
+            return None
+        try:
+            handle.undo.close()  # leave the chroot (unmount) while the machine is still there
+        except RainError as e:
+            log.warning("builder %s: %s", s.machine.name, e.message)
+        handle.entered = False
+        s.released = True
+        s.ssh.close()
+        try:
+            if failed and handle.spec.on_error_keep and s.machine.keep is not None:
+                return s.machine.keep()
+            s.machine.release()
+        finally:
+            _slot(self.provider).release()
+        return None
+
+    # -- commands -------------------------------------------------------------
+
+    def outside(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                what: str | None = None, check: bool = True, cleanup: bool = False) -> Result:
+        return self._exec(handle, argv, env=env, what=what or argv[0], check=check, cleanup=cleanup)
+
+    def run(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
+            what: str | None = None) -> Result:
+        self._enter(handle)
+        full_env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true", **(env or {})}
+        return self._exec(handle, ["chroot", handle.inner_root, *argv], env=full_env, what=what or argv[0])
+
+    def put(self, handle: Handle, data: bytes, path: str, mode: str = "0644",
+            owner: str = "root", group: str = "root") -> None:
+        """Bytes through stdin to `install` running inside the image, so links resolve there."""
+        self._enter(handle)
+        self._exec(handle, ["chroot", handle.inner_root, "install", "-D", "-m", mode, "-o", owner, "-g", group,
+                            "/dev/stdin", path], stdin=io.BytesIO(data), what=f"placing {path}")
+
+    def get(self, handle: Handle, path: str) -> bytes:
+        self._enter(handle)
+        out = io.BytesIO()
+        self._exec(handle, ["chroot", handle.inner_root, "cat", "--", path], stdout=out, what=f"reading {path}")
+        return out.getvalue()
+
+    def exists(self, handle: Handle, path: str) -> bool:
+        self._enter(handle)
+        r = self._exec(handle, ["chroot", handle.inner_root, "stat", "--", path], check=False, what="stat")
+        return r.returncode == 0
+
+    def push(self, handle: Handle) -> None:
+        """handle.root on this host → the image root on the machine (a tar stream)."""
+        producer = subprocess.Popen(["tar", "-C", str(handle.root), "--numeric-owner", "-cf", "-", "."],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        assert producer.stdout is not None
+        try:
+            self._exec(handle, ["tar", "-C", handle.inner_root, "--numeric-owner", "-xpf", "-"],
+                       stdin=producer.stdout, what="sending the base image to the builder")
+        finally:
+            producer.stdout.close()
+            err = producer.communicate()[1]
+        if producer.returncode != 0:
+            raise BuildError(f"packing the base image failed: {err.decode(errors='replace').strip()[-200:]}",
+                             hint="check free disk space")
+
+    def fetch(self, handle: Handle) -> None:
+        """The finished image root on the machine → handle.root, unpacked with the safe unpacker."""
+        from rain.generate.bootstrap.clone import safe_extract
+
+        self.leave(handle)
+        s: Session = handle.remote
+        chan = self._open(s, ["tar", "-C", handle.inner_root, "--numeric-owner", "--one-file-system",
+                              "-cf", "-", "."], env=None)
+        try:
+            with chan.makefile("rb") as stream:
+                safe_extract(stream, handle.root, what="the built image")
+            status = chan.recv_exit_status()
+            err = b""
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(_CHUNK)
+        finally:
+            chan.close()
+        if status != 0:
+            raise BuildError(f"streaming the image back from {s.machine.name} failed (exit {status}): "
+                             f"{err.decode(errors='replace').strip()[-200:]}", hint="see the build log")
+
+    def leave(self, handle: Handle) -> None:
+        """Undo the chroot set-up (unmount) but keep the machine."""
+        handle.undo.close()
+        handle.entered = False
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _enter(self, handle: Handle) -> None:
+        if handle.entered:
+            return
+        handle.entered = True
+        state = f"{handle.remote.workspace}/chroot.state"
+        handle.undo.callback(chroot_script, self.outside, handle, "leave", state)
+        chroot_script(self.outside, handle, "enter", state, "1" if handle.spec.debian else "0")
+
+    def _open(self, s: Session, argv: Sequence[str], env: Mapping[str, str] | None,
+              cleanup: bool = False) -> paramiko.Channel:
+        if command.cancelled() and not cleanup:
+            raise Interrupted("build cancelled", hint="the batch was interrupted")
+        full = ["env", f"PATH={_PATH}", "LC_ALL=C.UTF-8", "HOME=/root",
+                *(f"{k}={v}" for k, v in (env or {}).items()), *[str(a) for a in argv]]
+        if any("\x00" in a for a in full):
+            raise BuildError("an argument contains a NUL byte", hint="remove it from the recipe")
+        name = f"{s.workspace or '/tmp'}/.argv-{uuid.uuid4().hex}"
+        transport = s.ssh.get_transport()
+        if transport is None or not transport.is_active():
+            raise Unreachable(f"lost the SSH connection to builder {s.machine.name}",
+                              hint="see the machine's console log")
+        with s.lock:
+            sftp = s.ssh.open_sftp()
+            try:
+                with sftp.open(name, "wb") as f:
+                    f.write(b"".join(a.encode() + b"\0" for a in full))
+            finally:
+                sftp.close()
+        chan = transport.open_session()
+        chan.exec_command(f"perl -e {shlex.quote(_RUNNER)} {shlex.quote(name)}")
+        return chan
+
+    def _exec(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None, what: str = "",
+              check: bool = True, cleanup: bool = False) -> Result:
+        s: Session = handle.remote
+        chan = self._open(s, argv, env, cleanup)
+        chan.set_combine_stderr(stdout is None)
+        sender = None
+        if stdin is not None:
+            sender = threading.Thread(target=_send, args=(chan, stdin), daemon=True)
+            sender.start()
+        else:
+            chan.shutdown_write()
+        tail: deque[str] = deque(maxlen=40)
+        partial = b""
+        sink = open(handle.spec.log_file, "ab") if handle.spec.log_file else None
+
+        def text(data: bytes) -> None:
+            nonlocal partial
+            if sink:
+                sink.write(data)
+            lines = (partial + data).split(b"\n")
+            partial = lines.pop()
+            tail.extend(ln.decode(errors="replace").rstrip() for ln in lines)
+
+        try:
+            while True:
+                if command.cancelled() and not cleanup:
+                    raise Interrupted("build cancelled", hint="the batch was interrupted")
+                select.select([chan], [], [], 0.5)
+                while chan.recv_ready():
+                    data = chan.recv(_CHUNK)
+                    stdout.write(data) if stdout is not None else text(data)
+                while chan.recv_stderr_ready():
+                    text(chan.recv_stderr(_CHUNK))
+                if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    break
+            status = chan.recv_exit_status()
+        except BaseException:
+            chan.close()  # the machine is released by stop(); nothing of this command outlives it
+            raise
+        finally:
+            if sink:
+                sink.close()
+        chan.close()
+        if sender is not None:
+            sender.join(timeout=5)
+        if partial:
+            tail.append(partial.decode(errors="replace").rstrip())
+        result = Result(status, "\n".join(tail))
+        if check and status != 0:
+            last = [ln for ln in tail if ln.strip()][-3:]
+            raise BuildError(f"{what or argv[0]} failed on builder {s.machine.name} (exit {status}): "
+                             + " | ".join(last), hint="run with --debug or see the build log")
+        return result
+
+
+def _send(chan: paramiko.Channel, stdin: IO[bytes]) -> None:
+    try:
+        while True:
+            chunk = stdin.read(_CHUNK)
+            if not chunk:
+                break
+            chan.sendall(chunk)
+    except (OSError, paramiko.SSHException):
+        pass
+    finally:
+        try:
+            chan.shutdown_write()
+        except (OSError, paramiko.SSHException):
+            pass
+
+
+def console_tail(path: Path | None, lines: int = 3) -> str:
+    if path is None or not path.is_file():
+        return ""
+    text = path.read_bytes()[-4000:].decode(errors="replace")
+    return " | ".join([ln.strip() for ln in text.splitlines() if ln.strip()][-lines:])
