@@ -27,10 +27,9 @@ import select
 import shlex
 import subprocess
 import threading
-import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,8 +43,12 @@ from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.command import Result
 
 log = logging.getLogger(__name__)
-_RUNNER = ('open(F, "<", $ARGV[0]) or die "rain: $!\\n"; local $/; my @a = split(/\\0/, <F>, -1); pop @a; '
-           'close F; unlink $ARGV[0]; exec { $a[0] } @a or die "rain: cannot run $a[0]: $!\\n"')
+# Reads a 10-digit length and that many bytes of NUL-terminated arguments from stdin (sysread: not a
+# byte more), then execs them without a shell; the rest of stdin is the command's own.
+_RUNNER = ('my ($h, $b) = ("", ""); while (length($h) < 10) { sysread(STDIN, $h, 10 - length($h), length($h)) '
+           'or die "rain: no argv\\n" } my $n = int($h); while (length($b) < $n) { sysread(STDIN, $b, '
+           '$n - length($b), length($b)) or die "rain: short argv\\n" } my @a = split(/\\0/, $b, -1); pop @a; '
+           'exec { $a[0] } @a or die "rain: cannot run $a[0]: $!\\n"')
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _CHUNK = 1 << 20
 
@@ -55,7 +58,6 @@ class Session:
     machine: Machine
     ssh: paramiko.SSHClient
     workspace: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
     released: bool = False
 
 
@@ -143,15 +145,19 @@ class SSHBuilder:
         s: Session | None = handle.remote
         if s is None or s.released:
             return None
+        keep = failed and handle.spec.on_error_keep and s.machine.keep is not None
         try:
             handle.undo.close()  # leave the chroot (unmount) while the machine is still there
+            if s.workspace and not keep:  # a machine may outlive the build (a reused cloud VM)
+                self._exec(handle, ["rm", "-rf", "--one-file-system", "--", s.workspace], what="rm", cleanup=True)
         except RainError as e:
             log.warning("builder %s: %s", s.machine.name, e.message)
         handle.entered = False
         s.released = True
         s.ssh.close()
         try:
-            if failed and handle.spec.on_error_keep and s.machine.keep is not None:
+            if keep:
+                assert s.machine.keep is not None
                 return s.machine.keep()
             s.machine.release()
         finally:
@@ -247,20 +253,14 @@ class SSHBuilder:
                 *(f"{k}={v}" for k, v in (env or {}).items()), *[str(a) for a in argv]]
         if any("\x00" in a for a in full):
             raise BuildError("an argument contains a NUL byte", hint="remove it from the recipe")
-        name = f"{s.workspace or '/tmp'}/.argv-{uuid.uuid4().hex}"
         transport = s.ssh.get_transport()
         if transport is None or not transport.is_active():
             raise Unreachable(f"lost the SSH connection to builder {s.machine.name}",
                               hint="see the machine's console log")
-        with s.lock:
-            sftp = s.ssh.open_sftp()
-            try:
-                with sftp.open(name, "wb") as f:
-                    f.write(b"".join(a.encode() + b"\0" for a in full))
-            finally:
-                sftp.close()
+        payload = b"".join(a.encode() + b"\0" for a in full)
         chan = transport.open_session()
-        chan.exec_command(f"perl -e {shlex.quote(_RUNNER)} {shlex.quote(name)}")
+        chan.exec_command(f"perl -e {shlex.quote(_RUNNER)}")
+        chan.sendall(b"%010d" % len(payload) + payload)
         return chan
 
     def _exec(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
