@@ -19,7 +19,7 @@ import platform
 import shutil
 import tempfile
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,9 +186,8 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         customize.run_steps(ctx)
         with reporter.step("finish"):
             boot.finish(ctx)
-            if not builder.local:
-                with reporter.step("fetch the image from the builder"):
-                    builder.fetch(handle)
+            with reporter.step("fetch the image from the builder") if not builder.local else nullcontext():
+                builder.fetch(handle)
             finished = True
             builder.stop(handle)
             customize.tidy(ctx)

@@ -88,7 +88,7 @@ class Builder(Protocol):
         """Send the tree at handle.root on this host to the image root in the builder (clone)."""
 
     def fetch(self, handle: Handle) -> None:
-        """Bring the finished image root into handle.root on this host."""
+        """Undo the chroot set-up and bring the finished image root into handle.root on this host."""
 
     def put(self, handle: Handle, data: bytes, path: str, mode: str = "0644",
             owner: str = "root", group: str = "root") -> None: ...

@@ -81,7 +81,9 @@ class LocalBuilder:
         """The tree already is at handle.root."""
 
     def fetch(self, handle: Handle) -> None:
-        """The tree already is at handle.root."""
+        """The tree already is at handle.root: just undo the chroot set-up (as every builder's fetch does)."""
+        handle.undo.close()
+        handle.entered = False
 
     def stop(self, handle: Handle, failed: bool = False) -> str | None:
         handle.undo.close()
