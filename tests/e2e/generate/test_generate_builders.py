@@ -1,0 +1,103 @@
+"""`fg-image generate/batch --builder opennebula|openstack` end to end, against the cloud SIMULATORS.
+
+The simulators (tests/simulators/) speak the real OpenNebula XML-RPC and Nova APIs; each VM they
+"boot" is a real sshd on 127.0.0.N, so the whole build (mmdebstrap, apt-get, the recipe's files,
+the tar stream back) really runs over SSH; it just runs on this host.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from genhelp import RECIPES, manifest, tar_names
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "builders"))
+from cloud_env import (  # noqa: E402, F401  (fixtures)
+    OS_PASSWORD_ENV,
+    ONE_PASSWORD_ENV,
+    BuildersFile,
+    opennebula_builders_file,
+    opennebula_sim,
+    openstack_builders_file,
+    openstack_sim,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+RECIPE = RECIPES / "debian-bookworm-minimal.yaml"
+
+
+def _env(file: BuildersFile) -> dict[str, str]:
+    password = {"opennebula": (ONE_PASSWORD_ENV, "one-secret"), "openstack": (OS_PASSWORD_ENV, "os-secret")}
+    var, value = password[file.section]
+    return {"RAIN_BUILDERS_FILE": str(file.path), var: value}
+
+
+def _build(gen: Any, out: Path, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    r = gen("generate", str(RECIPE), "--no-upload", "--output", str(out), "--json", *extra, env=env or {})
+    assert r.returncode == 0, r.stderr
+    return manifest(out)
+
+
+def _package_set(m: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(p["name"], p["version"]) for p in m["packages"]}
+
+
+def test_an_opennebula_builder_vm_builds_the_same_image_as_the_local_builder(
+        gen: Any, tmp_path: Path, opennebula_builders_file: BuildersFile, opennebula_sim: Any) -> None:
+    local = _build(gen, tmp_path / "local")
+    remote = _build(gen, tmp_path / "one", "--builder", "opennebula", "--no-cache",
+                    env=_env(opennebula_builders_file))
+    assert remote["builder"] == "opennebula" and local["builder"] == "local"
+    assert _package_set(remote) == _package_set(local)
+    assert remote["recipe_hash"] == local["recipe_hash"], "the same recipe: only where it ran differs"
+    names = tar_names(tmp_path / "one" / "debian-bookworm-minimal.tar.zst")
+    assert {"etc/motd", "usr/sbin/update-ca-certificates", "var/lib/dpkg/status"} <= names
+    assert "usr/sbin/policy-rc.d" not in names and "etc/resolv.conf" not in names
+    assert "dev/null" not in names, "no device nodes come back from a builder"
+    assert [vm.state for vm in opennebula_sim.vms.values()] == [6], "one VM, and it was terminated"
+    assert not list(Path("/var/tmp").glob("rain-build.*")), "the build's files left the (simulated) VM"
+
+
+def test_a_clone_extends_a_repository_image_on_a_builder_vm(
+        gen: Any, fg: Any, tmp_path: Path, openstack_builders_file: BuildersFile) -> None:
+    r = gen("generate", str(RECIPE), "--set", "name=clone-base")
+    assert r.returncode == 0, r.stderr
+    base_id = r.stdout.split()[0]
+    recipe = tmp_path / "clone.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "cloned-on-a-vm", "os": {"family": "debian", "release": "bookworm", "arch": "amd64"},
+        "base": base_id, "packages": ["less"],
+        "files": [{"path": "/etc/rain-clone", "content": "cloned\n"}]}))
+    out = tmp_path / "out"
+    r = gen("generate", str(recipe), "--builder", "openstack", "--no-upload", "--output", str(out),
+            env=_env(openstack_builders_file))
+    assert r.returncode == 0, r.stderr
+    m = manifest(out)
+    assert m["builder"] == "openstack"
+    assert {"less", "ca-certificates"} <= {p["name"] for p in m["packages"]}
+    names = tar_names(out / "cloned-on-a-vm.tar.zst")
+    assert {"etc/rain-clone", "usr/bin/less", "etc/motd"} <= names  # added on the VM + kept from the base
+
+
+def test_a_batch_spreads_over_the_pool_and_reports_a_failed_build(
+        gen: Any, tmp_path: Path, openstack_builders_file: BuildersFile, openstack_sim: Any) -> None:
+    openstack_builders_file.update(limit=1)
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(yaml.safe_dump({"recipes": [
+        {"path": str(RECIPE), "set": {"name": "pool-a"}},
+        {"path": str(RECIPE), "set": {"name": "pool-b", "packages": ["no-such-package-rain"]}},
+        {"path": str(RECIPE), "set": {"name": "pool-c", "packages": ["less"]}}]}))
+    r = gen("batch", str(batch), "--builder", "openstack", "--jobs", "2", "--keep-going", "--no-upload",
+            "--no-cache", "--json", env=_env(openstack_builders_file))
+    assert r.returncode != 0, "a failed build fails the batch"
+    outcomes = {o["name"]: o for o in json.loads(r.stdout)}
+    assert outcomes["pool-a"]["status"] == "built" and outcomes["pool-c"]["status"] == "built"
+    assert outcomes["pool-b"]["status"] == "failed"
+    assert "no-such-package-rain" in outcomes["pool-b"]["error"]
+    assert openstack_sim.max_live_servers == 1, "limit: 1 keeps the pool to one VM at a time"
+    assert openstack_sim.servers == {}, "every VM was deleted, the failed one too"
