@@ -1,0 +1,234 @@
+"""OpenNebulaProvider: builder VMs allocated through OpenNebula's XML-RPC API.
+
+The builders file gives either `template_id` (a VM template that boots the
+builder image; Rain reads it with one.template.info and adds its own CONTEXT)
+or `image_id` + `network_id` (Rain writes the whole template). The VM is made
+with one.vm.allocate; its CONTEXT carries
+
+    NETWORK = "YES"
+    SSH_PUBLIC_KEY = "<Rain's client key>"        root's authorized key (one-context installs it)
+    RAIN_SSH_HOST_KEY = "<base64 of the OpenSSH private host key>"
+
+The builder image's boot script must write RAIN_SSH_HOST_KEY, base64-decoded,
+to /etc/ssh/ssh_host_ed25519_key (mode 0600) before sshd starts: Rain pins that
+key and refuses any other (see docs/builders.md). The key is made for this one
+VM and dies with it; anyone who can read the VM's template can read it.
+
+Rain polls one.vm.info until ACTIVE/RUNNING, takes the first NIC's IP, waits
+for sshd there (cloud.wait_for_sshd), and ends the VM with one.vm.action
+"terminate-hard". Any failure after allocate terminates the VM.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import xml.etree.ElementTree as ET
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+from pydantic import model_validator
+
+from rain.config import Settings
+from rain.errors import BuildError, Unauthorized, Unreachable
+from rain.generate.builders.cloud import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.register.targets.base import SiteSettings, one_secret
+
+log = logging.getLogger(__name__)
+AUTH_ERRORS = (0x0100, 0x0200)  # AUTHENTICATION, AUTHORIZATION
+NO_EXISTS = 0x0400
+PENDING, HOLD, ACTIVE, DONE = 1, 2, 3, 6
+STATES = {0: "INIT", 1: "PENDING", 2: "HOLD", 3: "ACTIVE", 4: "STOPPED", 5: "SUSPENDED", 6: "DONE",
+          7: "FAILED", 8: "POWEROFF", 9: "UNDEPLOYED", 10: "CLONING", 11: "CLONING_FAILURE"}
+RUNNING = 3
+LCM_STATES = {0: "LCM_INIT", 1: "PROLOG", 2: "BOOT", 3: "RUNNING", 16: "UNKNOWN", 36: "BOOT_FAILURE",
+              37: "BOOT_MIGRATE_FAILURE", 38: "PROLOG_MIGRATE_FAILURE", 39: "PROLOG_FAILURE",
+              40: "EPILOG_FAILURE", 41: "EPILOG_STOP_FAILURE", 42: "EPILOG_UNDEPLOY_FAILURE",
+              44: "PROLOG_MIGRATE_POWEROFF_FAILURE", 46: "PROLOG_MIGRATE_SUSPEND_FAILURE",
+              47: "BOOT_UNDEPLOY_FAILURE", 48: "BOOT_STOPPED_FAILURE", 49: "PROLOG_RESUME_FAILURE",
+              50: "PROLOG_UNDEPLOY_FAILURE"}
+FAILED_STATES = {4, 5, 6, 7, 8, 9, 11}
+"""States a VM being launched can only reach by failing (or being stopped by someone else)."""
+
+
+class OpenNebulaBuilderSettings(ProviderSettings, SiteSettings):
+    endpoint: str
+    """XML-RPC endpoint of the front-end, e.g. http://one.example.org:2633/RPC2."""
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    template_id: int | None = None
+    """A VM template that boots the builder image (Rain adds NAME and its CONTEXT variables)."""
+    image_id: int | None = None
+    """Without template_id: the builder image's disk ..."""
+    network_id: int | None = None
+    """... and the virtual network its NIC is on (reachable from this host)."""
+    memory: int = 2048
+    """MiB, for image_id + network_id."""
+    cpus: int = 2
+    ssh_port: int = 22
+    poll_interval: float = 2.0
+    check_secrets = one_secret("password")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OpenNebulaBuilderSettings:
+        if (self.template_id is None) == (self.image_id is None or self.network_id is None):
+            raise ValueError("give template_id, or image_id and network_id (one of the two)")
+        return self
+
+
+class OneClient:
+    """OpenNebula XML-RPC calls; [False, message, code] replies and transport failures become Rain errors."""
+
+    def __init__(self, endpoint: str, username: str, password: str, timeout: float = 60) -> None:
+        self.endpoint, self._session = endpoint, f"{username}:{password}"
+        self._proxy = xmlrpc.client.ServerProxy(endpoint, allow_none=True,
+                                                transport=_transport(endpoint, timeout))
+
+    def __call__(self, method: str, *args: Any, missing_ok: bool = False) -> Any:
+        try:
+            reply = getattr(self._proxy, method)(self._session, *args)
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable(f"cannot reach OpenNebula at {self.endpoint}: {one_line(e)}",
+                              hint="check endpoint in the builders file and that oned is running") from e
+        except xmlrpc.client.Fault as e:
+            raise BuildError(f"OpenNebula {method} fault {e.faultCode}: {one_line(e.faultString)}") from e
+        except xmlrpc.client.ProtocolError as e:
+            raise Unreachable(f"OpenNebula {method}: HTTP {e.errcode} {e.errmsg} from {self.endpoint}",
+                              hint="check that endpoint is the XML-RPC URL (usually ends in /RPC2)") from e
+        if not isinstance(reply, list) or len(reply) < 2:
+            raise BuildError(f"OpenNebula {method} returned an unexpected reply: {str(reply)[:100]}")
+        if not reply[0]:
+            code = reply[2] if len(reply) > 2 else 0
+            if missing_ok and code == NO_EXISTS:
+                return None
+            if code in AUTH_ERRORS:
+                raise Unauthorized(f"OpenNebula refused {method}: {one_line(reply[1])}",
+                                   hint="check username and password_env/password_file in the builders file")
+            raise BuildError(f"OpenNebula {method} failed: {one_line(reply[1])}")
+        return reply[1]
+
+
+def _transport(endpoint: str, timeout: float) -> xmlrpc.client.Transport:
+    base = xmlrpc.client.SafeTransport if endpoint.startswith("https") else xmlrpc.client.Transport
+
+    class Timed(base):  # type: ignore[valid-type,misc]
+        def make_connection(self, host: Any) -> http.client.HTTPConnection:
+            conn = super().make_connection(host)
+            conn.timeout = timeout
+            return conn  # type: ignore[no-any-return]
+
+    return Timed()
+
+
+Vector = list[tuple[str, str]]
+Template = list[tuple[str, "str | Vector"]]
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_template(template: Template) -> str:
+    """OpenNebula template syntax: NAME = "v" and NAME = [ K = "v", ... ] lines."""
+    lines = []
+    for name, value in template:
+        if isinstance(value, str):
+            lines.append(f"{name} = {_quote(value)}")
+        else:
+            lines.append(f"{name} = [ " + ", ".join(f"{k} = {_quote(v)}" for k, v in value) + " ]")
+    return "\n".join(lines) + "\n"
+
+
+def template_from_xml(node: ET.Element) -> Template:
+    """The TEMPLATE element one.template.info returns, as (name, value | vector) pairs."""
+    return [(child.tag, [(sub.tag, sub.text or "") for sub in child] if len(child) else child.text or "")
+            for child in node]
+
+
+class OpenNebulaProvider:
+    name = "opennebula"
+
+    def __init__(self, settings: Settings, repo: Any = None) -> None:
+        self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",
+                                                                     OpenNebulaBuilderSettings)
+        self.limit = self.settings.limit
+        self.one = OneClient(self.settings.endpoint, self.settings.username, self.settings.secret("password"))
+
+    def _template(self, build_name: str, keys: MachineKeys) -> str:
+        s = self.settings
+        context: Vector = [("NETWORK", "YES"), ("SSH_PUBLIC_KEY", keys.client.public_line),
+                           ("RAIN_SSH_HOST_KEY", base64.b64encode(keys.host.private_openssh.encode()).decode())]
+        if s.template_id is not None:
+            found = ET.fromstring(self.one("one.template.info", s.template_id, False, True)).find("TEMPLATE")
+            base = template_from_xml(found) if found is not None else []
+        else:
+            base = [("CPU", str(s.cpus)), ("VCPU", str(s.cpus)), ("MEMORY", str(s.memory)),
+                    ("DISK", [("IMAGE_ID", str(s.image_id))]), ("NIC", [("NETWORK_ID", str(s.network_id))])]
+        ours = {k for k, _ in context}
+        old_context = next((v for k, v in base if k == "CONTEXT" and not isinstance(v, str)), [])
+        merged = [(k, v) for k, v in old_context if k not in ours] + context
+        body = [(k, v) for k, v in base if k not in ("NAME", "CONTEXT")]
+        return render_template([("NAME", f"rain-{build_name}"), *body, ("CONTEXT", merged)])
+
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
+        s = self.settings
+        deadline = Deadline.after(s.boot_timeout)
+        vm_id = int(self.one("one.vm.allocate", self._template(build_name, keys), False))
+        what = f"OpenNebula VM {vm_id}"
+        release = self._releaser(vm_id)
+        with undo_on_failure(release, what):
+            ip = self._wait_running(vm_id, deadline)
+            log.info("%s is RUNNING at %s; waiting for its sshd", what, ip)
+            wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
+        return Machine(name=f"one-vm-{vm_id}", host=ip, port=s.ssh_port, keys=keys, release=release,
+                       keep=lambda: f"{what} kept at root@{ip}:{s.ssh_port}; remove it with "
+                                    f"'onevm terminate --hard {vm_id}'")
+
+    def _wait_running(self, vm_id: int, deadline: Deadline) -> str:
+        seen: dict[str, Any] = {"state": "PENDING", "ip": ""}
+
+        def running() -> bool:
+            vm = ET.fromstring(self.one("one.vm.info", vm_id, False))
+            state, lcm = int(vm.findtext("STATE", "0")), int(vm.findtext("LCM_STATE", "0"))
+            name = STATES.get(state, str(state)) if state != ACTIVE else LCM_STATES.get(lcm, f"LCM_STATE {lcm}")
+            seen["state"] = name
+            if state in FAILED_STATES or name.endswith("_FAILURE"):
+                why = vm.findtext("USER_TEMPLATE/ERROR") or vm.findtext("TEMPLATE/ERROR") or "no reason given"
+                raise BuildError(f"OpenNebula VM {vm_id} went to {name}: {one_line(why)}",
+                                 hint=f"check the template/image it boots and 'onevm show {vm_id}' on the front-end")
+            if state != ACTIVE or lcm != RUNNING:
+                return False
+            ips = [ip for nic in vm.findall("TEMPLATE/NIC") if (ip := nic.findtext("IP") or nic.findtext("IP6"))]
+            if not ips:
+                raise BuildError(f"OpenNebula VM {vm_id} is RUNNING without a NIC IP",
+                                 hint="give the template a NIC on a network this host can reach")
+            seen["ip"] = ips[0]
+            return True
+
+        if not poll(running, deadline, self.settings.poll_interval):
+            raise BuildError(f"OpenNebula VM {vm_id} still {seen['state']} after {deadline.seconds:.0f}s",
+                             hint="the cloud may lack capacity; raise boot_timeout in the builders file")
+        return str(seen["ip"])
+
+    def _releaser(self, vm_id: int) -> Any:
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if done:
+                return
+            try:
+                self.one("one.vm.action", "terminate-hard", vm_id, missing_ok=True)
+            except BuildError:  # e.g. already DONE: wrong state for the action
+                vm = self.one("one.vm.info", vm_id, False, missing_ok=True)
+                if vm is not None and int(ET.fromstring(vm).findtext("STATE", "0")) != DONE:
+                    raise
+            done = True
+            log.info("OpenNebula VM %s terminated", vm_id)
+
+        return release
