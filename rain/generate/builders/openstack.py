@@ -1,0 +1,210 @@
+"""OpenStackProvider: builder VMs as Nova servers, through python-novaclient on a Keystone v3 session.
+
+For each machine Rain imports a key pair holding its client public key
+(root's authorized key via cloud-init; the image needs `disable_root: false`,
+which the user-data also sets) and boots `image` with `flavor` on `network`,
+passing cloud-config user-data that makes the server's Ed25519 host key the
+one Rain generated:
+
+    #cloud-config
+    disable_root: false
+    ssh_deletekeys: true
+    ssh_keys: {ed25519_private: ..., ed25519_public: ...}
+
+It polls the server until ACTIVE (ERROR fails with Nova's fault message),
+takes its address (a floating IPv4 if it has one, else its fixed IPv4 on
+`network`), and waits for sshd there with that host key pinned
+(cloud.wait_for_sshd). Releasing deletes the server and the key pair; a
+failure during launch does the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+from novaclient import client as nova_client
+from novaclient import exceptions as nova_exc
+
+from rain.config import Settings
+from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
+from rain.generate.builders.cloud import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.register.targets.base import SiteSettings, one_secret
+
+log = logging.getLogger(__name__)
+
+
+class OpenStackBuilderSettings(ProviderSettings, SiteSettings):
+    auth_url: str
+    """Keystone v3, e.g. https://keystone.example.org:5000/v3."""
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    user_domain_name: str = "Default"
+    project_name: str
+    project_domain_name: str = "Default"
+    region: str | None = None
+    interface: str = "public"
+    image: str
+    """The builder image (Glance name or id)."""
+    flavor: str
+    """Flavor name or id."""
+    network: str
+    """Network name or id; this host must reach the server's address on it (or its floating IP)."""
+    ssh_port: int = 22
+    poll_interval: float = 2.0
+    check_secrets = one_secret("password")
+
+
+def user_data(keys: MachineKeys) -> str:
+    """cloud-config that installs Rain's host key and lets root in with the key pair's key."""
+    config = {"disable_root": False, "ssh_deletekeys": True,
+              "ssh_keys": {"ed25519_private": keys.host.private_openssh,
+                           "ed25519_public": keys.host.public_line}}
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+class OpenStackProvider:
+    name = "openstack"
+
+    def __init__(self, settings: Settings, repo: Any = None) -> None:
+        self.settings: OpenStackBuilderSettings = provider_settings(settings, "openstack",
+                                                                    OpenStackBuilderSettings)
+        self.limit = self.settings.limit
+        s = self.settings
+        auth = v3.Password(auth_url=s.auth_url, username=s.username, password=s.secret("password"),
+                           user_domain_name=s.user_domain_name, project_name=s.project_name,
+                           project_domain_name=s.project_domain_name)
+        self.nova = nova_client.Client("2.1", session=ks_session.Session(auth=auth, timeout=60),
+                                       region_name=s.region, endpoint_type=s.interface)
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """novaclient / keystoneauth failures → Rain errors naming what was being done."""
+        try:
+            yield
+        except RainError:
+            raise
+        except (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.UnknownConnectionError) as e:
+            raise Unreachable(f"cannot reach OpenStack ({what}) at {self.settings.auth_url}: {one_line(e)}",
+                              hint="check auth_url in the builders file and the network") from e
+        except (ks_exc.Unauthorized, nova_exc.Unauthorized, nova_exc.Forbidden) as e:
+            raise Unauthorized(f"OpenStack refused {what}: {one_line(e)}",
+                               hint="check username, password_env/password_file, project and domains "
+                                    "in the builders file") from e
+        except (ks_exc.EndpointNotFound, ks_exc.EmptyCatalog) as e:
+            raise ConfigError(f"OpenStack has no {self.settings.interface} compute endpoint "
+                              f"(region {self.settings.region or 'any'}) for {what}",
+                              hint="check region and interface in the builders file") from e
+        except (nova_exc.ClientException, ks_exc.ClientException) as e:
+            raise BuildError(f"OpenStack {what} failed: {one_line(e)}") from e
+
+    def _lookup(self, kind: str, value: str, find: Callable[[str], Any]) -> Any:
+        try:
+            with self._errors(f"looking up {kind} {value!r}"):
+                return find(value)
+        except BuildError as e:
+            if isinstance(e.__cause__, (nova_exc.NotFound, nova_exc.NoUniqueMatch)):
+                raise ConfigError(f"OpenStack {kind} {value!r}: {one_line(e.__cause__)}",
+                                  hint=f"set {kind} in the builders file to an existing name or id") from e
+            raise
+
+    def _flavor(self, value: str) -> Any:
+        try:
+            return self.nova.flavors.get(value)
+        except nova_exc.NotFound:
+            return self.nova.flavors.find(name=value)
+
+    def _network_id(self, value: str) -> str:
+        if re.fullmatch(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}", value):
+            return value
+        return str(self.nova.neutron.find_network(value).id)
+
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
+        s = self.settings
+        deadline = Deadline.after(s.boot_timeout)
+        image = self._lookup("image", s.image, self.nova.glance.find_image)
+        flavor = self._lookup("flavor", s.flavor, self._flavor)
+        net_id = self._lookup("network", s.network, self._network_id)
+        name = "rain-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", build_name)[:40] + "-" + uuid.uuid4().hex[:8]
+        made: dict[str, str] = {}
+        release = self._releaser(made)
+        with undo_on_failure(release, f"OpenStack server {name}"):
+            with self._errors("importing the key pair"):
+                self.nova.keypairs.create(name, public_key=keys.client.public_line)
+            made["keypair"] = name
+            with self._errors("creating the server"):
+                server = self.nova.servers.create(name, image, flavor, key_name=name, userdata=user_data(keys),
+                                                  nics=[{"net-id": net_id}], meta={"rain-build": build_name})
+            made["server"] = server.id
+            what = f"OpenStack server {server.id}"
+            ip = self._wait_active(server.id, deadline)
+            log.info("%s is ACTIVE at %s; waiting for its sshd", what, ip)
+            wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
+        return Machine(name=f"openstack-server-{server.id}", host=ip, port=s.ssh_port, keys=keys,
+                       release=release,
+                       keep=lambda: f"{what} kept at root@{ip}:{s.ssh_port}; remove it with "
+                                    f"'openstack server delete {server.id}; openstack keypair delete {name}'")
+
+    def _wait_active(self, server_id: str, deadline: Deadline) -> str:
+        seen = {"status": "BUILD", "ip": ""}
+
+        def active() -> bool:
+            with self._errors(f"reading server {server_id}"):
+                server = self.nova.servers.get(server_id)
+            seen["status"] = status = str(server.status)
+            if status == "ERROR":
+                fault = (getattr(server, "fault", None) or {}).get("message") or "no fault message"
+                raise BuildError(f"OpenStack server {server_id} went to ERROR: {one_line(fault)}",
+                                 hint="check image, flavor and network in the builders file and the "
+                                      "cloud's capacity")
+            if status != "ACTIVE":
+                return False
+            seen["ip"] = self._address(server_id, server.addresses or {})
+            return True
+
+        if not poll(active, deadline, self.settings.poll_interval):
+            raise BuildError(f"OpenStack server {server_id} still {seen['status']} after {deadline.seconds:.0f}s",
+                             hint="the cloud may be slow or full; raise boot_timeout in the builders file")
+        return seen["ip"]
+
+    def _address(self, server_id: str, addresses: dict[str, list[dict[str, Any]]]) -> str:
+        v4 = [(net, a) for net, items in addresses.items() for a in items if a.get("version") == 4]
+        for wanted in (lambda net, a: a.get("OS-EXT-IPS:type") == "floating",
+                       lambda net, a: net == self.settings.network, lambda net, a: True):
+            for net, a in v4:
+                if wanted(net, a):
+                    return str(a["addr"])
+        raise BuildError(f"OpenStack server {server_id} is ACTIVE without an IPv4 address",
+                         hint="check network in the builders file")
+
+    def _releaser(self, made: dict[str, str]) -> Callable[[], None]:
+        def release() -> None:
+            if server_id := made.get("server"):
+                with self._errors(f"deleting server {server_id}"):
+                    try:
+                        self.nova.servers.delete(server_id)
+                    except nova_exc.NotFound:
+                        pass
+                made.pop("server")
+                log.info("OpenStack server %s deleted", server_id)
+            if keypair := made.get("keypair"):
+                with self._errors(f"deleting key pair {keypair}"):
+                    try:
+                        self.nova.keypairs.delete(keypair)
+                    except nova_exc.NotFound:
+                        pass
+                made.pop("keypair")
+
+        return release
