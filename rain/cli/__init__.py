@@ -37,7 +37,7 @@ def _load_groups() -> None:
     for module in (images, users, repo, config_cmd):
         module.register(app)
     # Later stages add themselves when present.
-    for name in ("build", "register"):
+    for name in ("build", "builders", "register"):
         try:
             module = __import__(f"rain.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -24,7 +24,7 @@ cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, f
                         no_args_is_help=True)
 
 
-def _reporter() -> Reporter:
+def progress_reporter() -> Reporter:
     if not err_console.is_terminal:
         return Reporter(plain_emitter(lambda line: print(line, file=sys.stderr, flush=True)))
     marks = {"start": "[cyan]…[/cyan]", "done": "[green]✓[/green]", "failed": "[red]✗[/red]", "info": " "}
@@ -97,7 +97,7 @@ def generate_cmd(
     vm = (options.builder or loaded.recipe.builder or "local") == "qemu"  # its builder image is in the repository
     repo = open_repo() if (options.upload or loaded.recipe.base or vm) else None
     with _sigterm_as_interrupt():
-        result = generate(loaded, settings(), options, _reporter(), repo)
+        result = generate(loaded, settings(), options, progress_reporter(), repo)
     _print_result(result, as_json)
 
 
@@ -143,7 +143,7 @@ def batch_cmd(
     needs_repo = any(i.loaded.recipe.base or (builder or i.loaded.recipe.builder) == "qemu" for i in items)
     t0 = time.monotonic()
     with _sigterm_as_interrupt():
-        outcomes = run_batch(items, settings(), options, _reporter(), jobs=jobs, keep_going=keep_going,
+        outcomes = run_batch(items, settings(), options, progress_reporter(), jobs=jobs, keep_going=keep_going,
                              dry_run=dry_run, repo_factory=_repo_factory(options.upload, needs_repo))
     if as_json:
         print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
