@@ -44,7 +44,8 @@ def test_bad_builder_flags_are_one_line_usage_errors(fg: Any, args: list[str], w
 
 def test_a_broken_builders_file_is_named(fg: Any, tmp_path: Any) -> None:
     bad = tmp_path / "builders.yaml"
-    bad.write_text("opennebula: {endpoint: http://127.0.0.1:9/RPC2, colour: blue}\n")
+    bad.write_text("opennebula: {endpoint: http://127.0.0.1:9/RPC2, username: rain, password_env: P, "
+                   "template_id: 1, colour: blue}\n")
     r = fg("generate", MINIMAL, "--builder", "opennebula", "--no-upload",
            env={"RAIN_BUILDERS_FILE": str(bad)})
     assert r.returncode == 2, r.stderr
