@@ -1,0 +1,438 @@
+"""QemuProvider: builder VMs on this host with qemu-system-x86_64 (KVM if it works, else TCG).
+
+The builder VM boots a repository image (recipes/builders/debian-builder.yaml,
+built and uploaded by Rain itself the first time) prepared once into a *boot
+bundle* under DATA_DIR/builders/qemu/<image id>/: a read-only sparse ext4 disk
+made with `mkfs.ext4 -d` plus the image's kernel and initrd. Each machine gets a
+qcow2 overlay over that disk, a seed disk (a plain tar: its SSH host key and
+root's authorized key) and a port on 127.0.0.1 forwarded to its sshd; nothing
+else listens. The image's own init (files/builder-init) reads the seed and
+starts sshd, so a boot takes seconds under KVM and ~20 s under TCG.
+
+qemu runs in its own session and is tracked by the reaper, so it dies with
+Rain even when Rain is SIGKILLed; `release` kills it and removes its files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import io
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from pydantic import Field
+
+from rain.config import Settings
+from rain.errors import BuildError, NotFound, RainError, Unauthorized, Unreachable
+from rain.generate import command, reaper
+from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.generate.progress import Reporter
+
+log = logging.getLogger(__name__)
+
+RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "builders" / "debian-builder.yaml"
+INIT = "/usr/lib/rain/builder-init"
+_ID_LEN = 12
+
+
+class Accel(StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+class QemuSettings(ProviderSettings):
+    memory: int = Field(2048, ge=256)
+    """MiB of RAM per builder VM."""
+    cpus: int = Field(2, ge=1)
+    accel: Accel = Accel.AUTO
+    """auto: KVM if a quick probe boots, else TCG (slow but always there)."""
+    image: str = "rain-builder-debian"
+    """Repository image (name or id, tar.zst) the builder VM boots; built from `recipe` if missing."""
+    recipe: Path | None = None
+    """Recipe of the builder image; default recipes/builders/debian-builder.yaml."""
+    disk_gib: int = Field(8, ge=2)
+    """Size of each VM's disk (sparse: only what the build writes takes space)."""
+    cache_dir: Path | None = None
+    """Where prepared boot bundles are kept; default DATA_DIR/builders/qemu."""
+    boot_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class BootBundle:
+    image_id: str
+    directory: Path
+    disk: Path
+    kernel: Path
+    initrd: Path
+
+
+class QemuProvider:
+    name = "qemu"
+
+    def __init__(self, settings: Settings, repo: Any = None) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.conf: QemuSettings = provider_settings(settings, "qemu", QemuSettings)
+        self.limit = self.conf.limit
+        self.qemu = command.need("qemu-system-x86_64")
+        self.root = (self.conf.cache_dir or settings.data_path / "builders" / "qemu").expanduser()
+        self._bundle: BootBundle | None = None
+        self._lock = threading.Lock()
+
+    # -- the builder image ------------------------------------------------
+
+    def ensure_image(self, reporter: Reporter | None = None, rebuild: bool = False) -> str:
+        """The id of the builder image in the repository, built and uploaded first if missing."""
+        reporter = reporter or Reporter()
+        if not rebuild:
+            found = self._find_image()
+            if found:
+                return found
+        if self.repo is None:
+            raise NotFound(f"qemu builder image {self.conf.image} is not prepared on this host",
+                           hint="configure a repository so Rain can fetch or build it")
+        from rain.generate.build import BuildOptions, generate
+        from rain.generate.loader import load_recipe
+
+        recipe = self.conf.recipe or RECIPE
+        sets = {} if _is_id(self.conf.image) else {"upload.name": self.conf.image}
+        reporter.info(f"building the qemu builder image from {recipe} (once; takes a few minutes)")
+        with reporter.step("build the qemu builder image"):
+            result = generate(load_recipe(recipe, sets), self.settings,
+                              BuildOptions(upload=True, builder="local", use_cache=not rebuild),
+                              reporter, self.repo)
+        return result.image_ids["tar.zst"]
+
+    def _find_image(self) -> str | None:
+        """An id names fixed content: a bundle prepared from it is used as is. A name is looked up
+        in the repository (the newest image wins), or without one, in what was prepared last."""
+        wanted = self.conf.image
+        if _is_id(wanted) and (self.root / wanted / "bundle.json").is_file():
+            return wanted
+        if self.repo is None:
+            pointer = self.root / f"{wanted}.id"
+            image_id = pointer.read_text().strip() if pointer.is_file() else ""
+            return image_id if image_id and (self.root / image_id / "bundle.json").is_file() else None
+        from rain.repository.models import ImageQuery, Status
+
+        if _is_id(wanted):
+            try:
+                return str(self.repo.show(wanted).id)
+            except NotFound:
+                pass
+        images = self.repo.list(ImageQuery(name=wanted, format="tar.zst", status=Status.AVAILABLE, limit=1))
+        return images[0].id if images else None
+
+    def prepare(self, image_id: str, reporter: Reporter | None = None,
+                archive: Path | None = None) -> BootBundle:
+        """The image's boot bundle on this host, made once (atomically, under a lock) from the
+        repository image, or from `archive`, a local copy of it (tar.zst)."""
+        reporter = reporter or Reporter()
+        final = self.root / image_id
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _flock(self.root / f".{image_id}.lock"):
+            if not (final / "bundle.json").is_file():
+                if self.repo is None and archive is None:
+                    raise NotFound(f"qemu builder image {image_id} is not prepared on this host",
+                                   hint="configure a repository so Rain can fetch it")
+                with reporter.step("prepare the qemu builder disk"):
+                    self._make_bundle(image_id, final, archive)
+            if not _is_id(self.conf.image):
+                (self.root / f"{self.conf.image}.id").write_text(image_id + "\n")
+        meta = json.loads((final / "bundle.json").read_text())
+        return BootBundle(image_id, final, final / "disk.raw", final / meta["kernel"], final / meta["initrd"])
+
+    def _make_bundle(self, image_id: str, final: Path, archive: Path | None) -> None:
+        from rain.generate.bootstrap.clone import safe_unpack
+        from rain.generate.layers import remove_tree
+
+        tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=self.root))
+        reaper.track_path(tmp)
+        try:
+            if archive is None:
+                archive = tmp / "image.tar.zst"
+                with open(archive, "wb") as f:
+                    self.repo.get(image_id, f)
+            root = tmp / "root"
+            root.mkdir()
+            safe_unpack(archive, root)
+            (tmp / "image.tar.zst").unlink(missing_ok=True)
+            kernel, initrd = _boot_files(root, image_id)
+            shutil.copyfile(kernel, tmp / kernel.name)
+            shutil.copyfile(initrd, tmp / initrd.name)
+            command.run([command.need("mkfs.ext4"), "-q", "-F", "-L", "rain-builder", "-d", str(root),
+                         str(tmp / "disk.raw"), f"{self.conf.disk_gib}G"], what="making the builder disk")
+            remove_tree(root)
+            (tmp / "disk.raw").chmod(0o444)  # only ever a backing file
+            (tmp / "bundle.json").write_text(json.dumps({"image": image_id, "kernel": kernel.name,
+                                                         "initrd": initrd.name}) + "\n")
+            if final.exists():
+                remove_tree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        finally:
+            reaper.untrack_path(tmp)
+
+    def bundle(self, reporter: Reporter | None = None) -> BootBundle:
+        with self._lock:
+            if self._bundle is None:
+                self._bundle = self.prepare(self.ensure_image(reporter), reporter)
+            return self._bundle
+
+    # -- machines ---------------------------------------------------------
+
+    def accel(self, bundle: BootBundle) -> Accel:
+        if self.conf.accel != Accel.AUTO:
+            return self.conf.accel
+        return Accel.KVM if kvm_works(self.qemu, str(bundle.kernel)) else Accel.TCG
+
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
+        bundle = self.bundle()
+        accel = self.accel(bundle)
+        name = f"rain-{build_name[:40]}-{os.urandom(3).hex()}"
+        files = workdir / "qemu"
+        files.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as undo:
+            reaper.track_path(files)
+            undo.callback(reaper.untrack_path, files)
+            undo.callback(shutil.rmtree, files, ignore_errors=True)
+            overlay = files / "disk.qcow2"
+            command.run([command.need("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw",
+                         "-b", str(bundle.disk), str(overlay)], what="creating the VM disk")
+            _write_seed(files / "seed.tar", keys)
+            vm = _Vm(name, files, accel)
+            undo.callback(vm.kill)
+            vm.start(self._argv(name, bundle, accel, files, overlay))
+            wait_for_sshd(vm, keys, self.conf.boot_timeout)
+            undo.pop_all()
+        log.info("builder VM %s (%s) answers on 127.0.0.1:%d", name, accel, vm.port)
+
+        def release() -> None:
+            vm.kill()
+            shutil.rmtree(files, ignore_errors=True)
+            reaper.untrack_path(files)
+
+        return Machine(name=name, host="127.0.0.1", port=vm.port, keys=keys, console_log=vm.console,
+                       release=release, keep=lambda: self._keep(vm, keys, files))
+
+    def _argv(self, name: str, bundle: BootBundle, accel: Accel, files: Path, overlay: Path) -> list[str]:
+        return [
+            self.qemu, "-nodefaults", "-no-user-config", "-name", name,
+            "-accel", accel.value, "-cpu", "host" if accel == Accel.KVM else "max",
+            "-smp", str(self.conf.cpus), "-m", str(self.conf.memory),
+            "-display", "none", "-monitor", "none", "-serial", f"file:{files / 'console.log'}",
+            "-kernel", str(bundle.kernel), "-initrd", str(bundle.initrd),
+            "-append", f"console=ttyS0 root=/dev/vda rootfstype=ext4 ro init={INIT} panic=-1 quiet",
+            "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+            "-drive", f"file={files / 'seed.tar'},if=virtio,format=raw,readonly=on",
+            "-device", "virtio-net-pci,netdev=net0", "-no-reboot",
+        ]
+
+    def _keep(self, vm: _Vm, keys: MachineKeys, files: Path) -> str:
+        """Leave the VM running after Rain exits; its files move out of the caller's workdir."""
+        kept = self.root / "kept" / vm.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(files, kept)  # qemu keeps its open files; the workdir is removed by the caller
+        except OSError:
+            kept.mkdir()
+        reaper.untrack_path(files)
+        if vm.proc is not None:
+            reaper.untrack_pid(vm.proc.pid)
+            vm.proc = None  # no longer ours to kill
+        key = kept / "client_key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(keys.client.private_openssh)
+        host_key = " ".join(keys.host.public_line.split()[:2])
+        (kept / "known_hosts").write_text(f"[127.0.0.1]:{vm.port} {host_key}\n")
+        ssh = shlex.join(["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={kept / 'known_hosts'}",
+                          "-p", str(vm.port), "root@127.0.0.1"])
+        return (f"qemu VM {vm.name} left running: {ssh}; console log {kept / 'console.log'}; "
+                f"stop it with: kill {vm.pid} && rm -r {kept}")
+
+
+class _Vm:
+    """One qemu process: started in its own session, tracked by the reaper, killed idempotently."""
+
+    def __init__(self, name: str, files: Path, accel: Accel) -> None:
+        self.name, self.files, self.accel = name, files, accel
+        self.console = files / "console.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.port = 0
+
+    def start(self, argv: list[str], tries: int = 3) -> None:
+        for attempt in range(tries):
+            self.port = _free_port()
+            net = f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22"
+            with open(self.files / "qemu.log", "wb") as out:
+                self.proc = subprocess.Popen([*argv, "-netdev", net], stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            self.pid = self.proc.pid
+            reaper.track_pid(self.pid)
+            time.sleep(0.3)
+            if self.proc.poll() is None or "host forwarding" not in self.qemu_log() or attempt == tries - 1:
+                return
+            self.kill()  # someone took the port in between: another one
+
+    def qemu_log(self) -> str:
+        try:
+            return (self.files / "qemu.log").read_text(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # a disposable VM: nothing to shut down cleanly
+            except ProcessLookupError:
+                pass
+        proc.wait()
+        reaper.untrack_pid(proc.pid)
+
+
+def wait_for_sshd(vm: Any, keys: MachineKeys, timeout: float, host: str = "127.0.0.1") -> None:
+    """Wait until sshd on host:vm.port presents keys.host and lets root in with keys.client.
+
+    Raises Unauthorized for another host key or a refused login, BuildError if
+    qemu exits, Unreachable on timeout; the messages name the console log."""
+    client_key = paramiko.Ed25519Key.from_private_key(io.StringIO(keys.client.private_openssh))
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        rc = vm.exited()
+        if rc is not None:
+            tail = (vm.qemu_log().splitlines() or ["(no output)"])[-1]
+            raise BuildError(f"qemu for {vm.name} exited with {rc} before sshd answered: {tail} "
+                             f"(console log: {vm.console})", hint="read the console log")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Unreachable(f"builder VM {vm.name} did not answer on SSH within {timeout:.0f}s "
+                              f"({last}; console log: {vm.console})",
+                              hint="read the console log; raise qemu.boot_timeout in the builders file")
+        try:
+            with socket.create_connection((host, vm.port), timeout=min(5.0, left)) as sock, \
+                    paramiko.Transport(sock) as t:
+                t.banner_timeout = t.handshake_timeout = min(30.0, max(left, 1.0))
+                t.start_client(timeout=min(30.0, max(left, 1.0)))
+                got = t.get_remote_server_key()
+                if got.asbytes() != keys.host.public_blob:
+                    raise Unauthorized(f"builder VM {vm.name} presented the host key "
+                                       f"{got.get_name()} {got.fingerprint}, not the one Rain gave it",
+                                       hint="something else answers on its port; see the console log "
+                                            f"{vm.console}")
+                try:
+                    t.auth_publickey("root", client_key)
+                except paramiko.AuthenticationException as e:
+                    raise Unauthorized(f"builder VM {vm.name} refused Rain's key for root",
+                                       hint=f"the seed disk was not read; see the console log {vm.console}") from e
+                return
+        except RainError:
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            last = str(e).splitlines()[0] if str(e) else type(e).__name__
+        time.sleep(1.0)
+
+
+@functools.lru_cache(maxsize=4)
+def kvm_works(qemu: str, kernel: str, timeout: float = 10.0) -> bool:
+    """Whether a KVM guest gets as far as the kernel's end of boot (a panic for want of root) in time.
+
+    On some hosts /dev/kvm exists but guests hang; TCG is slow but works."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with tempfile.TemporaryDirectory(prefix="rain-kvm-probe-") as d:
+        out = Path(d) / "console.log"
+        proc = subprocess.Popen([qemu, "-nodefaults", "-no-user-config", "-accel", "kvm", "-cpu", "host",
+                                 "-m", "256", "-display", "none", "-monitor", "none", "-no-reboot",
+                                 "-serial", f"file:{out}", "-kernel", kernel,
+                                 "-append", "console=ttyS0 panic=-1 loglevel=4"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        reaper.track_pid(proc.pid)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                text = out.read_text(errors="replace") if out.exists() else ""
+                if "Kernel panic" in text:
+                    return True
+                if proc.poll() is not None:
+                    return "Linux version" in text
+                time.sleep(0.2)
+            log.info("KVM probe: no kernel boot within %.0fs; using TCG", timeout)
+            return False
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            reaper.untrack_pid(proc.pid)
+
+
+def _boot_files(root: Path, image_id: str) -> tuple[Path, Path]:
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    for kernel in reversed(kernels):
+        initrd = root / "boot" / ("initrd.img-" + kernel.name.removeprefix("vmlinuz-"))
+        if initrd.is_file() and not initrd.is_symlink() and not kernel.is_symlink():
+            return kernel, initrd
+    raise BuildError(f"builder image {image_id} has no /boot/vmlinuz-* with its initrd.img-*",
+                     hint="its recipe must install linux-image-amd64 (see recipes/builders/debian-builder.yaml)")
+
+
+def _write_seed(path: Path, keys: MachineKeys) -> None:
+    """The seed disk: a plain tar the VM's init unpacks from /dev/vdb."""
+    members = {"host_key": (keys.host.private_openssh, 0o600), "host_key.pub": (keys.host.public_line + "\n", 0o644),
+               "authorized_keys": (keys.client.public_line + "\n", 0o600)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, (text, mode) in members.items():
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        f.truncate(1 << 20)  # a whole number of sectors
+
+
+def _is_id(text: str) -> bool:
+    return len(text) == _ID_LEN and all(c in "0123456789abcdef" for c in text)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _flock(path: Path):  # type: ignore[no-untyped-def]
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
