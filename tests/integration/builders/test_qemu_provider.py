@@ -1,0 +1,213 @@
+"""The qemu provider with real QEMU VMs (TCG when KVM does not work here): what a user notices.
+
+One VM boots for the module (a boot under TCG is the slow part) and serves the
+SSH, host key, mirror, console and keep tests; the failure tests start VMs
+that never get as far as sshd.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import paramiko
+import pytest
+from qemu_env import qemu_builder_env, qemu_bundle, qemu_pids, qemu_settings, write_builders_file  # noqa: F401
+
+from rain.config import load_settings
+from rain.errors import BuildError, Unauthorized, Unreachable
+from rain.generate.builders.base import get_provider
+from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.qemu import Accel, QemuProvider, kvm_works, wait_for_sshd
+from rain.generate.mirror import host_apt_mirror
+from rain.generate.recipe import OsFamily
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def ssh(machine: Machine, argv: list[str], timeout: float = 120) -> str:
+    """Run argv on the machine over paramiko, trusting only the host key Rain gave it."""
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(f"[{machine.host}]:{machine.port}", "ssh-ed25519",
+                               paramiko.Ed25519Key(data=machine.keys.host.public_blob))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    key = paramiko.Ed25519Key.from_private_key(io.StringIO(machine.keys.client.private_openssh))
+    client.connect(machine.host, machine.port, username="root", pkey=key, allow_agent=False,
+                   look_for_keys=False, timeout=30)
+    try:
+        _, out, err = client.exec_command(shlex.join(argv), timeout=timeout)
+        text = out.read().decode()
+        assert out.channel.recv_exit_status() == 0, err.read().decode()
+        return text
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def vm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("qemu-vm")
+
+
+@pytest.fixture(scope="module")
+def machine(qemu_bundle: tuple[str, Path], vm_dir: Path) -> Iterator[Machine]:  # noqa: F811
+    """One booted builder VM (accel auto: the KVM probe decides), no repository needed."""
+    builders = write_builders_file(vm_dir / "builders.yaml", qemu_bundle[0])
+    settings = load_settings(environ={"RAIN_DATA_DIR": str(vm_dir / "data"), "RAIN_CONFIG": str(vm_dir / "no.toml"),
+                                      "RAIN_BUILDERS_FILE": str(builders)})
+    provider = get_provider("qemu", settings)
+    t0 = time.monotonic()
+    m = provider.launch("test-vm", MachineKeys.generate("test-vm"), vm_dir / "work")
+    print(f"qemu builder VM: sshd answered {time.monotonic() - t0:.1f}s after launch")
+    yield m
+    m.release()
+    assert not qemu_pids(str(vm_dir)), "a qemu process outlived release()"
+
+
+def test_launch_gives_a_vm_reachable_with_the_pinned_keys(machine: Machine, vm_dir: Path) -> None:
+    assert machine.host == "127.0.0.1" and machine.user == "root"
+    assert ssh(machine, ["cat", "/sys/class/dmi/id/sys_vendor"]).strip() == "QEMU"
+    kernel = ssh(machine, ["uname", "-r"]).strip()
+    assert kernel.endswith("-amd64")
+    cpu = ssh(machine, ["cat", "/proc/cpuinfo"])
+    assert "model name" in cpu
+    assert ssh(machine, ["id", "-u"]).strip() == "0"
+    # the tools the SSHBuilder drives are there
+    ssh(machine, ["sh", "-c", "command -v mmdebstrap debootstrap dnf chroot mount tar zstd xargs mktemp"])
+
+
+def test_the_console_log_shows_the_boot(machine: Machine) -> None:
+    assert machine.console_log is not None and machine.console_log.is_file()
+    text = machine.console_log.read_text(errors="replace")
+    assert "Linux version" in text or "rain-builder: sshd started" in text
+    assert "rain-builder: sshd started" in text
+
+
+def test_the_host_mirror_is_reachable_from_the_vm(machine: Machine) -> None:
+    mirror = host_apt_mirror(OsFamily("debian"))
+    if mirror is None:
+        pytest.skip("this host has no Debian apt source")
+    url = urlsplit(mirror)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ssh(machine, ["getent", "hosts", url.hostname or ""])
+    ssh(machine, ["bash", "-c", f"exec 3<>/dev/tcp/{url.hostname}/{port}"], timeout=30)
+
+
+def test_a_server_with_another_host_key_is_refused(machine: Machine) -> None:
+    other = MachineKeys.generate("impostor")
+    vm = types.SimpleNamespace(name="test-vm", port=machine.port, console=machine.console_log,
+                               exited=lambda: None, qemu_log=lambda: "")
+    with pytest.raises(Unauthorized, match="host key"):
+        wait_for_sshd(vm, MachineKeys(client=machine.keys.client, host=other.host), timeout=30)
+
+
+def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: Path) -> None:  # noqa: F811
+    provider = QemuProvider(qemu_settings(), None)
+    bundle = provider.bundle()
+    t0 = time.monotonic()
+    works = kvm_works.__wrapped__(provider.qemu, str(bundle.kernel))
+    assert time.monotonic() - t0 < 20
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert works is False
+    assert provider.accel(bundle) == (Accel.KVM if works else Accel.TCG)
+    assert QemuProvider(qemu_settings(accel="tcg"), None).accel(bundle) == Accel.TCG
+    print(f"KVM probe: {'KVM works' if works else 'falls back to TCG'} ({time.monotonic() - t0:.1f}s)")
+    assert not qemu_pids("rain-kvm-probe"), "the probe left qemu running"
+
+
+def test_a_boot_timeout_is_one_line_and_leaves_nothing(qemu_settings, tmp_path: Path) -> None:  # noqa: F811
+    provider = QemuProvider(qemu_settings(boot_timeout=3, accel="tcg"), None)
+    with pytest.raises(Unreachable) as err:
+        provider.launch("slow", MachineKeys.generate("slow"), tmp_path / "work")
+    line = err.value.one_line()
+    assert "\n" not in line and "within 3s" in line and "console log" in line
+    assert not qemu_pids(str(tmp_path)), "qemu still runs after the boot timeout"
+    assert not (tmp_path / "work" / "qemu").exists(), "the overlay and seed were left behind"
+
+
+def test_bad_settings_are_one_line_config_errors(qemu_settings) -> None:  # noqa: F811
+    with pytest.raises(Exception) as err:
+        QemuProvider(qemu_settings(accel="hvf"), None)
+    assert "qemu.accel" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_builder_image_without_repository_says_so(qemu_settings) -> None:  # noqa: F811
+    provider = QemuProvider(qemu_settings(image="no-such-builder"), None)
+    with pytest.raises(Exception, match="not prepared"):
+        provider.launch("x", MachineKeys.generate("x"), Path("/nonexistent"))
+
+
+_LAUNCHER = """
+import sys, pathlib
+from rain.config import load_settings
+from rain.generate.builders.machine import MachineKeys
+from rain.generate.builders.qemu import QemuProvider
+settings = load_settings(environ={"RAIN_DATA_DIR": sys.argv[1] + "/data", "RAIN_CONFIG": "/nonexistent",
+                                  "RAIN_BUILDERS_FILE": sys.argv[2]})
+QemuProvider(settings, None).launch("orphan", MachineKeys.generate("orphan"), pathlib.Path(sys.argv[1]) / "work")
+"""
+
+
+def test_a_sigkilled_rain_leaves_no_qemu_and_no_files(qemu_bundle, tmp_path: Path) -> None:  # noqa: F811
+    builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], accel="tcg", boot_timeout=600)
+    rain = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(tmp_path), str(builders)],
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not qemu_pids(str(tmp_path)) and time.monotonic() < deadline:
+        assert rain.poll() is None, "the launcher ended before qemu started"
+        time.sleep(0.2)
+    assert qemu_pids(str(tmp_path)), "qemu did not start"
+    time.sleep(2)
+    rain.send_signal(signal.SIGKILL)
+    rain.wait()
+    deadline = time.monotonic() + 20
+    while (qemu_pids(str(tmp_path)) or (tmp_path / "work" / "qemu").exists()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not qemu_pids(str(tmp_path)), "qemu outlived the SIGKILLed Rain process"
+    assert not (tmp_path / "work" / "qemu").exists(), "the overlay and seed outlived the SIGKILLed Rain process"
+
+
+def test_keep_leaves_the_vm_running_and_says_how_to_reach_it(machine: Machine, vm_dir: Path) -> None:
+    assert machine.keep is not None
+    line = machine.keep()
+    assert "\n" not in line and "ssh " in line and "kill " in line
+    pid = int(line.split("kill ", 1)[1].split()[0])
+    try:
+        ssh_cmd = shlex.split(line.split(": ", 1)[1].split(";", 1)[0])
+        out = subprocess.run([*ssh_cmd[:1], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                              *ssh_cmd[1:], "uname", "-n"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "rain-builder"
+        key = Path(ssh_cmd[ssh_cmd.index("-i") + 1])
+        assert key.stat().st_mode & 0o777 == 0o600
+        machine.release()  # after keep: does not end the kept VM
+        assert os.path.exists(f"/proc/{pid}")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        kept = Path(line.rsplit("rm -r ", 1)[1].strip())
+        subprocess.run(["rm", "-r", str(kept)], check=False)
+    time.sleep(0.5)
+    assert not qemu_pids(str(vm_dir))
+
+
+def test_the_builder_uses_the_qemu_provider(qemu_builder_env) -> None:  # noqa: F811
+    from rain.generate.builders.base import get_builder
+
+    settings, repo = qemu_builder_env
+    builder = get_builder("qemu", settings, repo)
+    assert builder.name == "qemu" and not builder.local
+
+
+def test_a_qemu_that_cannot_start_is_a_build_error(qemu_settings, tmp_path: Path) -> None:  # noqa: F811
+    provider = QemuProvider(qemu_settings(memory=1 << 30, accel="tcg"), None)  # 1 PiB of RAM
+    with pytest.raises(BuildError, match="qemu .* exited"):
+        provider.launch("huge", MachineKeys.generate("huge"), tmp_path / "work")
+    assert not qemu_pids(str(tmp_path))
