@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -94,6 +95,10 @@ class QemuProvider:
         self.conf: QemuSettings = provider_settings(settings, "qemu", QemuSettings)
         self.limit = self.conf.limit
         self.qemu = command.need("qemu-system-x86_64")
+        for tool in ("qemu-img", "mkfs.ext4"):
+            command.need(tool)
+        self.reporter: Reporter | None = None
+        """Where launch reports the slow first-time image build and preparation (the CLI's reporter)."""
         self.root = (self.conf.cache_dir or settings.data_path / "builders" / "qemu").expanduser()
         self._bundle: BootBundle | None = None
         self._lock = threading.Lock()
@@ -208,9 +213,9 @@ class QemuProvider:
         return Accel.KVM if kvm_works(self.qemu, str(bundle.kernel)) else Accel.TCG
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
-        bundle = self.bundle()
+        bundle = self.bundle(self.reporter)
         accel = self.accel(bundle)
-        name = f"rain-{build_name[:40]}-{os.urandom(3).hex()}"
+        name = "rain-" + re.sub(r"[^A-Za-z0-9._-]", "-", build_name[:40]) + "-" + os.urandom(3).hex()
         files = workdir / "qemu"
         files.mkdir(parents=True, exist_ok=True)
         with ExitStack() as undo:
@@ -241,11 +246,11 @@ class QemuProvider:
             self.qemu, "-nodefaults", "-no-user-config", "-name", name,
             "-accel", accel.value, "-cpu", "host" if accel == Accel.KVM else "max",
             "-smp", str(self.conf.cpus), "-m", str(self.conf.memory),
-            "-display", "none", "-monitor", "none", "-serial", f"file:{files / 'console.log'}",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{_opt(files / 'console.log')}",
             "-kernel", str(bundle.kernel), "-initrd", str(bundle.initrd),
             "-append", f"console=ttyS0 root=/dev/vda rootfstype=ext4 ro init={INIT} panic=-1 quiet",
-            "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
-            "-drive", f"file={files / 'seed.tar'},if=virtio,format=raw,readonly=on",
+            "-drive", f"file={_opt(overlay)},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+            "-drive", f"file={_opt(files / 'seed.tar')},if=virtio,format=raw,readonly=on",
             "-device", "virtio-net-pci,netdev=net0", "-no-reboot",
         ]
 
@@ -419,6 +424,11 @@ def _write_seed(path: Path, keys: MachineKeys) -> None:
                 info.size, info.mode, info.mtime = len(data), mode, int(time.time())
                 tar.addfile(info, io.BytesIO(data))
         f.truncate(1 << 20)  # a whole number of sectors
+
+
+def _opt(path: Path) -> str:
+    """A path inside a qemu option list, where a comma must be doubled."""
+    return str(path).replace(",", ",,")
 
 
 def _is_id(text: str) -> bool:
