@@ -211,3 +211,38 @@ def test_a_qemu_that_cannot_start_is_a_build_error(qemu_settings, tmp_path: Path
     with pytest.raises(BuildError, match="qemu .* exited"):
         provider.launch("huge", MachineKeys.generate("huge"), tmp_path / "work")
     assert not qemu_pids(str(tmp_path))
+
+
+def test_a_missing_builder_image_is_built_uploaded_and_prepared_once(rain_env, tmp_path: Path) -> None:
+    """No builder image in the repository: Rain builds it from its recipe (here generate's result
+    cache in the test cache answers, as on a host that built it before), uploads it, prepares it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qemu_env import cache_dir
+
+    from rain.generate.progress import Reporter
+    from rain.repository.connect import open_repository
+    from rain.repository.models import ImageQuery
+
+    builders = tmp_path / "builders.yaml"
+    builders.write_text(f"qemu: {{cache_dir: {tmp_path / 'bundles'}}}\n")
+    settings = load_settings(environ={**rain_env, "RAIN_DATA_DIR": str(cache_dir() / "generate-data"),
+                                      "RAIN_BUILDERS_FILE": str(builders)})
+    repo = open_repository(settings)
+    said: list[str] = []
+    provider = QemuProvider(settings, repo)
+    provider.reporter = Reporter(lambda event, step, detail: said.append(f"{event} {step} {detail}"))
+    image_id = provider.ensure_image(provider.reporter)
+    assert any("building the qemu builder image" in line for line in said)
+    assert [i.id for i in repo.list(ImageQuery(name="rain-builder-debian"))] == [image_id]
+
+    again = QemuProvider(settings, repo)  # a second build: found in the repository, not rebuilt
+    assert again.ensure_image() == image_id
+    again.reporter = provider.reporter
+    with ThreadPoolExecutor(2) as pool:  # two builds starting at once prepare it once
+        bundles = list(pool.map(lambda p: p.bundle(p.reporter), [provider, again]))
+    assert bundles[0] == bundles[1] and bundles[0].image_id == image_id
+    assert bundles[0].disk.stat().st_mode & 0o222 == 0, "the base disk must be read-only"
+    assert sum("prepare the qemu builder disk" in line and line.startswith("done") for line in said) == 1
+    assert [p.name for p in (tmp_path / "bundles").iterdir() if p.name.startswith(".prepare-")] == []
+    assert len(repo.list(ImageQuery(name="rain-builder-debian"))) == 1
