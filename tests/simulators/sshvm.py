@@ -86,24 +86,35 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _kill_tree(root: int) -> set[int]:
-    """SIGKILL root and all its descendants. They are frozen (SIGSTOP) first, level by level,
-    so none can fork a child that escapes the count; returns every pid signalled."""
+    """SIGKILL root and all its descendants and wait until they are dead. They are frozen
+    (SIGSTOP) first, level by level, so none can fork a child that escapes; returns every pid."""
     frozen: set[int] = set()
     while new := {root, *_children(root)} - frozen:
         for pid in new:
             _signal(pid, signal.SIGSTOP)
+        for pid in new:  # SIGSTOP is asynchronous: until it lands, the process may still fork
+            deadline = time.monotonic() + 5
+            while _state(pid) not in ("T", "t", "Z", "X", "") and time.monotonic() < deadline:
+                time.sleep(0.001)
         frozen |= new
     for pid in frozen:
         _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in frozen) and time.monotonic() < deadline:  # a killed process takes a moment
+        time.sleep(0.005)
     return frozen
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T, Z, ...), or "" when it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in ("", "Z", "X")
 
 
 @dataclass
