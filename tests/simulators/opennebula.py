@@ -127,6 +127,8 @@ class OpenNebulaSimulator:
         """Seconds between RUNNING and the VM's sshd listening (a guest still booting)."""
         self.machines: list[SshVm] = []
         """Every simulated machine ever started, to check that none is left running."""
+        self.max_live_vms = 0
+        """The most VMs not yet DONE at once (to check a provider's limit)."""
         self.server = SimpleXMLRPCServer(("127.0.0.1", 0), _Handler, allow_none=True, logRequests=False)
         for name in ("allocate", "info", "delete"):
             self.server.register_function(getattr(self, f"_{name}"), f"one.image.{name}")
@@ -246,6 +248,7 @@ class OpenNebulaSimulator:
             for nic_id, nic in enumerate(nics):
                 nic.update(IP=allocate_address(), NIC_ID=str(nic_id))
             self.vms[vm.id] = vm
+            self.max_live_vms = max(self.max_live_vms, sum(v.state != 6 for v in self.vms.values()))
         threading.Thread(target=self._boot, args=(vm, self.vm_fault), daemon=True).start()
         return [True, vm.id, 0]
 

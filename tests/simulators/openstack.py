@@ -72,6 +72,8 @@ class OpenStackSimulator:
         self.keypairs: dict[str, dict[str, Any]] = {}
         self.servers: dict[str, dict[str, Any]] = {}
         self.deleted_servers: list[str] = []
+        self.max_live_servers = 0
+        """The most servers that existed at once (to check a provider's limit)."""
         self.ssh_port = 22
         self.vm_fault = VmFault.NONE
         self.sshd_delay = 0.3
@@ -322,6 +324,7 @@ class OpenStackSimulator:
                   "metadata": req.get("metadata") or {}}
         with self._lock:
             self.servers[server_id] = server
+            self.max_live_servers = max(self.max_live_servers, len(self.servers))
             ip = self._ips[server_id] = allocate_address()
         user_data = base64.b64decode(req.get("user_data") or "").decode()
         public = self.keypairs[key_name]["public_key"] if key_name else ""
