@@ -85,13 +85,14 @@ class OneClient:
     """OpenNebula XML-RPC calls; [False, message, code] replies and transport failures become Rain errors."""
 
     def __init__(self, endpoint: str, username: str, password: str, timeout: float = 60) -> None:
-        self.endpoint, self._session = endpoint, f"{username}:{password}"
-        self._proxy = xmlrpc.client.ServerProxy(endpoint, allow_none=True,
-                                                transport=_transport(endpoint, timeout))
+        self.endpoint, self.timeout, self._session = endpoint, timeout, f"{username}:{password}"
 
     def __call__(self, method: str, *args: Any, missing_ok: bool = False) -> Any:
+        # a proxy per call: a Transport keeps one connection and is not safe across the pool's threads
+        proxy = xmlrpc.client.ServerProxy(self.endpoint, allow_none=True,
+                                          transport=_transport(self.endpoint, self.timeout))
         try:
-            reply = getattr(self._proxy, method)(self._session, *args)
+            reply = getattr(proxy, method)(self._session, *args)
         except (OSError, http.client.HTTPException) as e:
             raise Unreachable(f"cannot reach OpenNebula at {self.endpoint}: {one_line(e)}",
                               hint="check endpoint in the builders file and that oned is running") from e

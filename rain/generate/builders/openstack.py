@@ -83,11 +83,15 @@ class OpenStackProvider:
                                                                     OpenStackBuilderSettings)
         self.limit = self.settings.limit
         s = self.settings
-        auth = v3.Password(auth_url=s.auth_url, username=s.username, password=s.secret("password"),
-                           user_domain_name=s.user_domain_name, project_name=s.project_name,
-                           project_domain_name=s.project_domain_name)
-        self.nova = nova_client.Client("2.1", session=ks_session.Session(auth=auth, timeout=60),
-                                       region_name=s.region, endpoint_type=s.interface)
+        self._auth = v3.Password(auth_url=s.auth_url, username=s.username, password=s.secret("password"),
+                                 user_domain_name=s.user_domain_name, project_name=s.project_name,
+                                 project_domain_name=s.project_domain_name)
+
+    def _nova(self) -> Any:
+        """A client for one machine: novaclient's name look-ups switch the client's service type
+        while they run, so clients are not shared between the pool's threads (the token is)."""
+        return nova_client.Client("2.1", session=ks_session.Session(auth=self._auth, timeout=60),
+                                  region_name=self.settings.region, endpoint_type=self.settings.interface)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -111,6 +115,7 @@ class OpenStackProvider:
             raise BuildError(f"OpenStack {what} failed: {one_line(e)}") from e
 
     def _lookup(self, kind: str, value: str, find: Callable[[str], Any]) -> Any:
+        """find(value), with a missing or ambiguous name as a ConfigError naming the setting."""
         try:
             with self._errors(f"looking up {kind} {value!r}"):
                 return find(value)
@@ -120,36 +125,39 @@ class OpenStackProvider:
                                   hint=f"set {kind} in the builders file to an existing name or id") from e
             raise
 
-    def _flavor(self, value: str) -> Any:
+    @staticmethod
+    def _flavor(nova: Any, value: str) -> Any:
         try:
-            return self.nova.flavors.get(value)
+            return nova.flavors.get(value)
         except nova_exc.NotFound:
-            return self.nova.flavors.find(name=value)
+            return nova.flavors.find(name=value)
 
-    def _network_id(self, value: str) -> str:
+    @staticmethod
+    def _network_id(nova: Any, value: str) -> str:
         if re.fullmatch(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}", value):
             return value
-        return str(self.nova.neutron.find_network(value).id)
+        return str(nova.neutron.find_network(value).id)
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
         s = self.settings
         deadline = Deadline.after(s.boot_timeout)
-        image = self._lookup("image", s.image, self.nova.glance.find_image)
-        flavor = self._lookup("flavor", s.flavor, self._flavor)
-        net_id = self._lookup("network", s.network, self._network_id)
+        nova = self._nova()
+        image = self._lookup("image", s.image, nova.glance.find_image)
+        flavor = self._lookup("flavor", s.flavor, lambda v: self._flavor(nova, v))
+        net_id = self._lookup("network", s.network, lambda v: self._network_id(nova, v))
         name = "rain-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", build_name)[:40] + "-" + uuid.uuid4().hex[:8]
         made: dict[str, str] = {}
-        release = self._releaser(made)
+        release = self._releaser(nova, made)
         with undo_on_failure(release, f"OpenStack server {name}"):
             with self._errors("importing the key pair"):
-                self.nova.keypairs.create(name, public_key=keys.client.public_line)
+                nova.keypairs.create(name, public_key=keys.client.public_line)
             made["keypair"] = name
             with self._errors("creating the server"):
-                server = self.nova.servers.create(name, image, flavor, key_name=name, userdata=user_data(keys),
-                                                  nics=[{"net-id": net_id}], meta={"rain-build": build_name})
+                server = nova.servers.create(name, image, flavor, key_name=name, userdata=user_data(keys),
+                                             nics=[{"net-id": net_id}], meta={"rain-build": build_name})
             made["server"] = server.id
             what = f"OpenStack server {server.id}"
-            ip = self._wait_active(server.id, deadline)
+            ip = self._wait_active(nova, server.id, deadline)
             log.info("%s is ACTIVE at %s; waiting for its sshd", what, ip)
             wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
         return Machine(name=f"openstack-server-{server.id}", host=ip, port=s.ssh_port, keys=keys,
@@ -157,12 +165,12 @@ class OpenStackProvider:
                        keep=lambda: f"{what} kept at root@{ip}:{s.ssh_port}; remove it with "
                                     f"'openstack server delete {server.id}; openstack keypair delete {name}'")
 
-    def _wait_active(self, server_id: str, deadline: Deadline) -> str:
+    def _wait_active(self, nova: Any, server_id: str, deadline: Deadline) -> str:
         seen = {"status": "BUILD", "ip": ""}
 
         def active() -> bool:
             with self._errors(f"reading server {server_id}"):
-                server = self.nova.servers.get(server_id)
+                server = nova.servers.get(server_id)
             seen["status"] = status = str(server.status)
             if status == "ERROR":
                 fault = (getattr(server, "fault", None) or {}).get("message") or "no fault message"
@@ -189,12 +197,12 @@ class OpenStackProvider:
         raise BuildError(f"OpenStack server {server_id} is ACTIVE without an IPv4 address",
                          hint="check network in the builders file")
 
-    def _releaser(self, made: dict[str, str]) -> Callable[[], None]:
+    def _releaser(self, nova: Any, made: dict[str, str]) -> Callable[[], None]:
         def release() -> None:
             if server_id := made.get("server"):
                 with self._errors(f"deleting server {server_id}"):
                     try:
-                        self.nova.servers.delete(server_id)
+                        nova.servers.delete(server_id)
                     except nova_exc.NotFound:
                         pass
                 made.pop("server")
@@ -202,7 +210,7 @@ class OpenStackProvider:
             if keypair := made.get("keypair"):
                 with self._errors(f"deleting key pair {keypair}"):
                     try:
-                        self.nova.keypairs.delete(keypair)
+                        nova.keypairs.delete(keypair)
                     except nova_exc.NotFound:
                         pass
                 made.pop("keypair")

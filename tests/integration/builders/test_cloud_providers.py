@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,20 @@ def test_launch_gives_a_root_shell_with_the_pinned_host_key_and_release_removes_
     assert cloud.live_vms() == []
     assert not vm.running and vm.leftover() == []
     machine.release()  # idempotent
+
+
+def test_one_provider_launches_machines_in_parallel_each_on_its_own_address(cloud: Cloud, tmp_path: Path) -> None:
+    provider = cloud.provider()
+    with ThreadPoolExecutor(2) as pool:
+        machines = list(pool.map(lambda n: provider.launch(f"p{n}", MachineKeys.generate(f"p{n}"), tmp_path),
+                                 range(2)))
+    try:
+        assert len({m.host for m in machines}) == 2
+        assert [ssh(m, "id -u") for m in machines] == ["0", "0"]
+    finally:
+        for m in machines:
+            m.release()
+    assert cloud.live_vms() == []
 
 
 def test_get_builder_uses_the_provider(cloud: Cloud) -> None:
