@@ -1,9 +1,9 @@
 """What the cloud providers (opennebula, openstack) share: bounded waits and the pinned-key sshd probe.
 
-A cloud VM is ready for Rain when its sshd presents exactly the host key Rain
+A VM is ready for Rain when its sshd presents exactly the host key Rain
 generated for it and accepts Rain's client key for root. `wait_for_sshd`
-probes that with paramiko until a deadline; a server that keeps presenting
-another key is refused (it is not the machine Rain made, or its image does not
+probes that with paramiko until a deadline; a server presenting another key
+is refused at once (it is not the machine Rain made, or its image does not
 install the key it was given), never trusted.
 
 `undo_on_failure` is the launch-time guard: whatever fails (or Ctrl-C) after
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from rain.errors import BuildError, RainError, Unreachable
+from rain.errors import RainError, Unauthorized, Unreachable
 from rain.generate.builders.machine import KeyPair, MachineKeys
 
 log = logging.getLogger(__name__)
@@ -68,59 +68,67 @@ def _client_key(pair: KeyPair) -> paramiko.PKey:
     return paramiko.Ed25519Key.from_private_key(io.StringIO(pair.private_openssh))
 
 
-def _probe(host: str, port: int, keys: MachineKeys, timeout: float) -> str | None:
-    """One attempt: None when sshd shows keys.host and lets the client key in; else what went wrong.
+def _probe(what: str, host: str, port: int, keys: MachineKeys, timeout: float) -> str | None:
+    """One attempt: None when sshd shows keys.host and lets the client key in; else why not yet.
 
-    The answers starting with 'host key' or 'client key' mean a server answered but was not right."""
+    A server that answers with another host key, or refuses the client key, is not
+    waited for: that is an Unauthorized at once."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         return "connection refused" if isinstance(e, ConnectionRefusedError) else one_line(e.strerror or e)
-    transport = paramiko.Transport(sock)
+    transport = None
     try:
+        # a NAT or a proxy may accept and hang up until the guest's sshd listens: wait for the
+        # banner quietly here, so paramiko only ever sees a server that is there
+        if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
+            return "no SSH banner"
+        transport = paramiko.Transport(sock)
         transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = timeout
         transport.start_client(timeout=timeout)
         shown = transport.get_remote_server_key().asbytes()
         if shown != keys.host.public_blob:
-            return f"host key {fingerprint(shown)}"
+            raise Unauthorized(f"{what} at {host}:{port} presented host key {fingerprint(shown)}, "
+                               f"not the host key Rain gave it ({fingerprint(keys.host.public_blob)})",
+                               hint="the builder image must install the host key it is given at boot, before "
+                                    "sshd starts (see docs/builders.md); if it does, something else answers there")
         try:
             transport.auth_publickey("root", _client_key(keys.client))
-        except paramiko.AuthenticationException:
-            return "client key refused for root"
-        return None if transport.is_authenticated() else "client key refused for root"
+        except paramiko.AuthenticationException as e:
+            raise Unauthorized(f"{what} at {host}:{port}: sshd refused Rain's client key for root",
+                               hint="the builder image must let root in with the key it is given "
+                                    "(PermitRootLogin prohibit-password; cloud-init disable_root: false)") from e
+        return None
     except (paramiko.SSHException, OSError, EOFError) as e:
         return one_line(e) or "no SSH handshake"
     finally:
-        transport.close()
+        if transport is not None:
+            transport.close()
+        sock.close()
 
 
 def wait_for_sshd(what: str, host: str, port: int, keys: MachineKeys, deadline: Deadline,
-                  interval: float = 1.0) -> None:
+                  interval: float = 1.0, alive: Callable[[], None] | None = None, detail: str = "") -> None:
     """Return once sshd on host:port presents keys.host and accepts keys.client for root.
 
-    Raises Unreachable when nothing usable answered by the deadline, BuildError
-    when a server answered with another host key or refused the client key."""
-    problem = "not tried"
+    Raises Unauthorized at once when a server answers with another host key or
+    refuses the client key, Unreachable when nothing answered by the deadline.
+    `alive` is called before each try and may raise (e.g. the VM's process died);
+    `detail` (e.g. "console log: PATH") is added to the timeout message."""
     while True:
-        problem = _probe(host, port, keys, timeout=max(1.0, min(10.0, deadline.left))) or ""
-        if not problem:
+        if alive is not None:
+            alive()
+        problem = _probe(what, host, port, keys, timeout=max(1.0, min(10.0, deadline.left)))
+        if problem is None:
             return
         log.debug("%s: sshd at %s:%s not ready: %s", what, host, port, problem)
         if deadline.passed:
             break
         deadline.sleep(interval)
-    at = f"{host}:{port}"
-    if problem.startswith("host key"):
-        raise BuildError(f"{what} at {at} presented {problem}, not the host key Rain gave it "
-                         f"({fingerprint(keys.host.public_blob)})",
-                         hint="the builder image must install the host key it is given at boot "
-                              "(see docs/builders.md); if it does, something else answers at that address")
-    if problem.startswith("client key"):
-        raise BuildError(f"{what} at {at}: sshd refused Rain's client key for root",
-                         hint="the builder image must allow root logins with the key it is given "
-                              "(PermitRootLogin prohibit-password, cloud-init disable_root: false)")
-    raise Unreachable(f"{what}: sshd at {at} did not answer within {deadline.seconds:.0f}s ({problem})",
-                      hint="check that the builder image starts sshd, that this host can reach the VM's "
+    extra = f"; {detail}" if detail else ""
+    raise Unreachable(f"{what}: sshd at {host}:{port} did not answer within {deadline.seconds:.0f}s "
+                      f"({problem}{extra})",
+                      hint="check that the builder image starts sshd, that this host reaches the VM's "
                            "network, and ssh_port/boot_timeout in the builders file")
 
 
