@@ -40,6 +40,8 @@ class VmFault(StrEnum):
     """The VM runs and has an address, but nothing ever listens on it."""
     WRONG_HOST_KEY = "wrong-host-key"
     """sshd runs with a freshly made host key instead of the one given."""
+    REFUSE_CLIENT_KEY = "refuse-client-key"
+    """sshd runs with the given host key but another key as root's authorized key."""
 
 
 def allocate_address() -> str:
@@ -144,7 +146,11 @@ class SshVm:
                 serialization.NoEncryption()).decode()
         (d / "host_key").write_text(key if key.endswith("\n") else key + "\n")
         (d / "host_key").chmod(0o600)
-        (d / "authorized_keys").write_text(self.authorized_key.strip() + "\n")
+        authorized = self.authorized_key.strip()
+        if self.fault == VmFault.REFUSE_CLIENT_KEY:
+            authorized = Ed25519PrivateKey.generate().public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        (d / "authorized_keys").write_text(authorized + "\n")
         (d / "sshd_config").write_text("\n".join([
             f"ListenAddress {self.address}:{self.port}",
             f"HostKey {d / 'host_key'}",

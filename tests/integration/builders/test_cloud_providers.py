@@ -141,6 +141,7 @@ def test_missing_password_is_refused_before_any_vm(cloud: Cloud, tmp_path: Path,
     (VmFault.FAIL, BuildError, ("went to",)),
     (VmFault.NO_SSHD, Unreachable, ("did not answer within", "sshd")),
     (VmFault.WRONG_HOST_KEY, Unauthorized, ("presented host key", "not the host key Rain gave it")),
+    (VmFault.REFUSE_CLIENT_KEY, Unauthorized, ("refused Rain's client key for root",)),
 ])
 def test_a_vm_that_fails_is_deleted_with_a_one_line_error(cloud: Cloud, tmp_path: Path, fault: VmFault,
                                                           kind: type[RainError], words: tuple[str, ...]) -> None:
