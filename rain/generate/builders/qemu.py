@@ -71,7 +71,7 @@ class QemuSettings(ProviderSettings):
     recipe: Path | None = None
     """Recipe of the builder image; default recipes/builders/debian-builder.yaml."""
     disk_gib: int = Field(8, ge=2)
-    """Size of each VM's disk (sparse: only what the build writes takes space)."""
+    """Size of each VM's disk (sparse: only what the build writes takes space; never below the image's)."""
     cache_dir: Path | None = None
     """Where prepared boot bundles are kept; default DATA_DIR/builders/qemu."""
     boot_timeout: float = 300.0
@@ -119,7 +119,9 @@ class QemuProvider:
         from rain.generate.loader import load_recipe
 
         recipe = self.conf.recipe or RECIPE
-        sets = {} if _is_id(self.conf.image) else {"upload.name": self.conf.image}
+        sets: dict[str, Any] = {"formats": ["tar.zst"]}
+        if not _is_id(self.conf.image):
+            sets["upload.name"] = self.conf.image
         reporter.info(f"building the qemu builder image from {recipe} (once; takes a few minutes)")
         with reporter.step("build the qemu builder image"):
             result = generate(load_recipe(recipe, sets), self.settings,
@@ -143,7 +145,9 @@ class QemuProvider:
             try:
                 return str(self.repo.show(wanted).id)
             except NotFound:
-                pass
+                raise NotFound(f"qemu builder image {wanted} does not exist or you may not read it",
+                               hint="set qemu.image in the builders file to a name (Rain builds a missing "
+                                    "one) or to an image id from `fg-image list`") from None
         images = self.repo.list(ImageQuery(name=wanted, format="tar.zst", status=Status.AVAILABLE, limit=1))
         return images[0].id if images else None
 
@@ -224,7 +228,9 @@ class QemuProvider:
             undo.callback(shutil.rmtree, files, ignore_errors=True)
             overlay = files / "disk.qcow2"
             command.run([command.need("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw",
-                         "-b", str(bundle.disk), str(overlay)], what="creating the VM disk")
+                         "-b", str(bundle.disk), str(overlay),
+                         str(max(self.conf.disk_gib << 30, bundle.disk.stat().st_size))],
+                        what="creating the VM disk")  # larger than the base: the VM's init grows its ext4
             _write_seed(files / "seed.tar", keys)
             vm = _Vm(name, files, accel)
             undo.callback(vm.kill)
@@ -344,27 +350,34 @@ def wait_for_sshd(vm: Any, keys: MachineKeys, timeout: float, host: str = "127.0
                               f"({last}; console log: {vm.console})",
                               hint="read the console log; raise qemu.boot_timeout in the builders file")
         try:
-            with socket.create_connection((host, vm.port), timeout=min(5.0, left)) as sock, \
-                    paramiko.Transport(sock) as t:
-                t.banner_timeout = t.handshake_timeout = min(30.0, max(left, 1.0))
-                t.start_client(timeout=min(30.0, max(left, 1.0)))
-                got = t.get_remote_server_key()
-                if got.asbytes() != keys.host.public_blob:
-                    raise Unauthorized(f"builder VM {vm.name} presented the host key "
-                                       f"{got.get_name()} {got.fingerprint}, not the one Rain gave it",
-                                       hint="something else answers on its port; see the console log "
-                                            f"{vm.console}")
-                try:
-                    t.auth_publickey("root", client_key)
-                except paramiko.AuthenticationException as e:
-                    raise Unauthorized(f"builder VM {vm.name} refused Rain's key for root",
-                                       hint=f"the seed disk was not read; see the console log {vm.console}") from e
+            with socket.create_connection((host, vm.port), timeout=min(5.0, left)) as sock:
+                # slirp accepts for the guest and then hangs up until sshd listens: wait for the
+                # banner quietly here, so paramiko only sees a server that is there
+                if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
+                    raise EOFError("no SSH banner yet")
+                _check_sshd(vm, keys, sock, client_key, left)
                 return
         except RainError:
             raise
         except (OSError, EOFError, paramiko.SSHException) as e:
             last = str(e).splitlines()[0] if str(e) else type(e).__name__
         time.sleep(1.0)
+
+
+def _check_sshd(vm: Any, keys: MachineKeys, sock: socket.socket, client_key: paramiko.PKey, left: float) -> None:
+    with paramiko.Transport(sock) as t:
+        t.banner_timeout = t.handshake_timeout = min(30.0, max(left, 1.0))
+        t.start_client(timeout=min(30.0, max(left, 1.0)))
+        got = t.get_remote_server_key()
+        if got.asbytes() != keys.host.public_blob:
+            raise Unauthorized(f"builder VM {vm.name} presented the host key "
+                               f"{got.get_name()} {got.fingerprint}, not the one Rain gave it",
+                               hint=f"something else answers on its port; see the console log {vm.console}")
+        try:
+            t.auth_publickey("root", client_key)
+        except paramiko.AuthenticationException as e:
+            raise Unauthorized(f"builder VM {vm.name} refused Rain's key for root",
+                               hint=f"the seed disk was not read; see the console log {vm.console}") from e
 
 
 @functools.lru_cache(maxsize=4)
