@@ -60,7 +60,7 @@ def vm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def machine(qemu_bundle: tuple[str, Path], vm_dir: Path) -> Iterator[Machine]:  # noqa: F811
     """One booted builder VM (accel auto: the KVM probe decides), no repository needed."""
-    builders = write_builders_file(vm_dir / "builders.yaml", qemu_bundle[0])
+    builders = write_builders_file(vm_dir / "builders.yaml", qemu_bundle[0], disk_gib=10)  # the bundle has 8
     settings = load_settings(environ={"RAIN_DATA_DIR": str(vm_dir / "data"), "RAIN_CONFIG": str(vm_dir / "no.toml"),
                                       "RAIN_BUILDERS_FILE": str(builders)})
     provider = get_provider("qemu", settings)
@@ -80,6 +80,8 @@ def test_launch_gives_a_vm_reachable_with_the_pinned_keys(machine: Machine, vm_d
     cpu = ssh(machine, ["cat", "/proc/cpuinfo"])
     assert "model name" in cpu
     assert ssh(machine, ["id", "-u"]).strip() == "0"
+    size_mib = int(ssh(machine, ["df", "-B1M", "--output=size", "/"]).split()[-1])
+    assert size_mib > 9000, "the VM's root file system did not grow to qemu.disk_gib"
     # the tools the SSHBuilder drives are there
     ssh(machine, ["sh", "-c", "command -v mmdebstrap debootstrap dnf chroot mount tar zstd xargs mktemp"])
 
