@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rain.cli.common import console, err_console, open_repo, print_json, settings
@@ -158,8 +159,9 @@ def batch_cmd(
             if not detail and o.result is not None:
                 detail = str(o.result.directory)
             c = colour.get(o.status, "cyan")
-            table.add_row(o.label, o.name, f"[{c}]{o.status}[/{c}]", f"{o.seconds:.0f}s" if o.seconds else "",
-                          detail)
+            # labels like recipe.yaml[release=trixie] are text, not rich markup
+            table.add_row(escape(o.label), escape(o.name), f"[{c}]{o.status}[/{c}]",
+                          f"{o.seconds:.0f}s" if o.seconds else "", escape(detail))
         console.print(table)
     failed = [o for o in outcomes if o.status in ("failed", "skipped")]
     if failed:

@@ -91,7 +91,8 @@ def load_batch(path: Path | str, extra_sets: dict[str, Any] | None = None) -> li
     planned: list[tuple[str, Path, dict[str, Any]]] = []
     for entry in batch.recipes:
         ent = _Entry(path=entry) if isinstance(entry, str) else entry
-        planned.append((ent.path, here / ent.path, {**batch.defaults, **ent.set, **(extra_sets or {})}))
+        label = ent.path + ("[" + ",".join(f"{k}={v}" for k, v in ent.set.items()) + "]" if ent.set else "")
+        planned.append((label, here / ent.path, {**batch.defaults, **ent.set, **(extra_sets or {})}))
     for m in batch.matrix:
         keys = list(m.axes)
         for combo in itertools.product(*(m.axes[k] for k in keys)):
@@ -100,6 +101,11 @@ def load_batch(path: Path | str, extra_sets: dict[str, Any] | None = None) -> li
             planned.append((label, here / m.recipe, {**batch.defaults, **m.set, **axis, **(extra_sets or {})}))
     if not planned:
         raise RecipeError(f"{path}: the batch lists no recipes", hint="add `recipes:` or `matrix:`")
+    seen: dict[str, int] = {}
+    for i, (label, recipe_path, sets) in enumerate(planned):  # the same entry twice still gets two rows
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            planned[i] = (f"{label}#{seen[label]}", recipe_path, sets)
     items = []
     for label, recipe_path, sets in planned:
         try:

@@ -94,7 +94,7 @@ def test_a_batch_spreads_over_the_pool_and_reports_a_failed_build(
         {"path": str(RECIPE), "set": {"name": "pool-c", "packages": ["less"]}}]}))
     r = gen("batch", str(batch), "--builder", "openstack", "--jobs", "2", "--keep-going", "--no-upload",
             "--no-cache", "--json", env=_env(openstack_builders_file))
-    assert r.returncode != 0, "a failed build fails the batch"
+    assert r.returncode != 0, f"a failed build fails the batch: {r.stdout}"
     outcomes = {o["name"]: o for o in json.loads(r.stdout)}
     assert outcomes["pool-a"]["status"] == "built" and outcomes["pool-c"]["status"] == "built"
     assert outcomes["pool-b"]["status"] == "failed"

@@ -39,8 +39,9 @@ def test_batch_builds_a_matrix_in_parallel_and_ends_with_a_table(gen: Any, tmp_p
         f"matrix:\n  - recipe: {RECIPES / 'debian-minimal-matrix.yaml'}\n"
         "    axes: {vars.flavour: [one, two]}\n"
         f"recipes:\n  - path: {RECIPES / 'debian-bookworm-minimal.yaml'}\n    set: {{packages: [no-such-pkg-rain]}}\n")
-    dry = gen("batch", str(tmp_path / "b.yaml"), "--dry-run", "--no-upload")
+    dry = gen("batch", str(tmp_path / "b.yaml"), "--dry-run", "--no-upload", env={"COLUMNS": "300"})
     assert dry.returncode == 0 and dry.stdout.count("would build") == 3, dry.stdout + dry.stderr
+    assert "debian-minimal-matrix.yaml[flavour=one]" in dry.stdout, "entry labels are text, not markup"
     r = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload", "--json")
     assert r.returncode == 10, r.stderr
     outcomes = {o["name"]: o for o in json.loads(r.stdout)}

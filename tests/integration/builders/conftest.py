@@ -8,3 +8,4 @@ from cloud_env import (  # noqa: F401
     openstack_builders_file,
     openstack_sim,
 )
+from qemu_env import qemu_builder_env, qemu_bundle, qemu_settings  # noqa: F401, E402
