@@ -90,13 +90,12 @@ def test_a_batch_spreads_over_the_pool_and_reports_a_failed_build(
     batch = tmp_path / "batch.yaml"
     batch.write_text(yaml.safe_dump({"recipes": [
         {"path": str(RECIPE), "set": {"name": "pool-a"}},
-        {"path": str(RECIPE), "set": {"name": "pool-b", "packages": ["no-such-package-rain"]}},
-        {"path": str(RECIPE), "set": {"name": "pool-c", "packages": ["less"]}}]}))
+        {"path": str(RECIPE), "set": {"name": "pool-b", "packages": ["no-such-package-rain"]}}]}))
     r = gen("batch", str(batch), "--builder", "openstack", "--jobs", "2", "--keep-going", "--no-upload",
             "--no-cache", "--json", env=_env(openstack_builders_file))
     assert r.returncode != 0, f"a failed build fails the batch: {r.stdout}"
     outcomes = {o["name"]: o for o in json.loads(r.stdout)}
-    assert outcomes["pool-a"]["status"] == "built" and outcomes["pool-c"]["status"] == "built"
+    assert outcomes["pool-a"]["status"] == "built"
     assert outcomes["pool-b"]["status"] == "failed"
     assert "no-such-package-rain" in outcomes["pool-b"]["error"]
     assert openstack_sim.max_live_servers == 1, "limit: 1 keeps the pool to one VM at a time"
