@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import paramiko
 import pytest
-from qemu_env import qemu_builder_env, qemu_bundle, qemu_pids, qemu_settings, write_builders_file  # noqa: F401
+from qemu_env import qemu_pids, write_builders_file  # the fixtures come through conftest.py
 
 from rain.config import load_settings
 from rain.errors import BuildError, Unauthorized, Unreachable
@@ -58,7 +58,7 @@ def vm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def machine(qemu_bundle: tuple[str, Path], vm_dir: Path) -> Iterator[Machine]:  # noqa: F811
+def machine(qemu_bundle: tuple[str, Path], vm_dir: Path) -> Iterator[Machine]:
     """One booted builder VM (accel auto: the KVM probe decides), no repository needed."""
     builders = write_builders_file(vm_dir / "builders.yaml", qemu_bundle[0], disk_gib=10)  # the bundle has 8
     settings = load_settings(environ={"RAIN_DATA_DIR": str(vm_dir / "data"), "RAIN_CONFIG": str(vm_dir / "no.toml"),
@@ -111,7 +111,7 @@ def test_a_server_with_another_host_key_is_refused(machine: Machine) -> None:
         wait_for_sshd(vm, MachineKeys(client=machine.keys.client, host=other.host), timeout=30)
 
 
-def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: Path) -> None:  # noqa: F811
+def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: Path) -> None:
     provider = QemuProvider(qemu_settings(), None)
     bundle = provider.bundle()
     t0 = time.monotonic()
@@ -125,7 +125,7 @@ def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: 
     assert not qemu_pids("rain-kvm-probe"), "the probe left qemu running"
 
 
-def test_a_boot_timeout_is_one_line_and_leaves_nothing(qemu_settings, tmp_path: Path) -> None:  # noqa: F811
+def test_a_boot_timeout_is_one_line_and_leaves_nothing(qemu_settings, tmp_path: Path) -> None:
     provider = QemuProvider(qemu_settings(boot_timeout=3, accel="tcg"), None)
     with pytest.raises(Unreachable) as err:
         provider.launch("slow", MachineKeys.generate("slow"), tmp_path / "work")
@@ -135,13 +135,13 @@ def test_a_boot_timeout_is_one_line_and_leaves_nothing(qemu_settings, tmp_path: 
     assert not (tmp_path / "work" / "qemu").exists(), "the overlay and seed were left behind"
 
 
-def test_bad_settings_are_one_line_config_errors(qemu_settings) -> None:  # noqa: F811
+def test_bad_settings_are_one_line_config_errors(qemu_settings) -> None:
     with pytest.raises(Exception) as err:
         QemuProvider(qemu_settings(accel="hvf"), None)
     assert "qemu.accel" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_missing_builder_image_without_repository_says_so(qemu_settings) -> None:  # noqa: F811
+def test_a_missing_builder_image_without_repository_says_so(qemu_settings) -> None:
     provider = QemuProvider(qemu_settings(image="no-such-builder"), None)
     with pytest.raises(Exception, match="not prepared"):
         provider.launch("x", MachineKeys.generate("x"), Path("/nonexistent"))
@@ -158,7 +158,7 @@ QemuProvider(settings, None).launch("orphan", MachineKeys.generate("orphan"), pa
 """
 
 
-def test_a_sigkilled_rain_leaves_no_qemu_and_no_files(qemu_bundle, tmp_path: Path) -> None:  # noqa: F811
+def test_a_sigkilled_rain_leaves_no_qemu_and_no_files(qemu_bundle, tmp_path: Path) -> None:
     builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], accel="tcg", boot_timeout=600)
     rain = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(tmp_path), str(builders)],
                             stdin=subprocess.DEVNULL)
@@ -200,7 +200,7 @@ def test_keep_leaves_the_vm_running_and_says_how_to_reach_it(machine: Machine, v
     assert not qemu_pids(str(vm_dir))
 
 
-def test_the_builder_uses_the_qemu_provider(qemu_builder_env) -> None:  # noqa: F811
+def test_the_builder_uses_the_qemu_provider(qemu_builder_env) -> None:
     from rain.generate.builders.base import get_builder
 
     settings, repo = qemu_builder_env
@@ -208,7 +208,7 @@ def test_the_builder_uses_the_qemu_provider(qemu_builder_env) -> None:  # noqa: 
     assert builder.name == "qemu" and not builder.local
 
 
-def test_a_qemu_that_cannot_start_is_a_build_error(qemu_settings, tmp_path: Path) -> None:  # noqa: F811
+def test_a_qemu_that_cannot_start_is_a_build_error(qemu_settings, tmp_path: Path) -> None:
     provider = QemuProvider(qemu_settings(memory=1 << 30, accel="tcg"), None)  # 1 PiB of RAM
     with pytest.raises(BuildError, match="qemu .* exited"):
         provider.launch("huge", MachineKeys.generate("huge"), tmp_path / "work")
