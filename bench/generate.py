@@ -163,8 +163,12 @@ def main() -> None:
             print(f"  --jobs {jobs}: {r.wall:5.1f}s wall, {r.cpu:5.1f}s CPU ({r.cpu / r.wall:.2f} cores busy); "
                   f"other processes used {r.others:.1f}s CPU meanwhile{note}")
         floor = runs[1].cpu / cores
-        print(f"  CPU floor for --jobs 2 on {cores} cores: {floor:.1f}s = ratio {floor / runs[1].wall:.2f} "
-              "(the sequential run's CPU spread over every core; no scheduling goes below it)")
+        if runs[1].disturbed:
+            print(f"  CPU floor for --jobs 2 on {cores} cores: {floor:.1f}s (the builds' CPU spread over every core); "
+                  "no floor ratio: --jobs 1 was slowed by other processes")
+        else:
+            print(f"  CPU floor for --jobs 2 on {cores} cores: {floor:.1f}s = ratio {floor / runs[1].wall:.2f} "
+                  "(the builds' CPU spread over every core; no scheduling goes below it)")
         print(f"\nmirror: host apt configuration; {cores} cores; scratch {scratch}")
     finally:
         if not args.keep:
