@@ -158,7 +158,8 @@ QemuProvider(settings, None).launch("orphan", MachineKeys.generate("orphan"), pa
 """
 
 
-def test_a_sigkilled_rain_leaves_no_qemu_and_no_files(qemu_bundle, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_a_killed_rain_leaves_no_qemu_and_no_files(qemu_bundle, tmp_path: Path, sig: signal.Signals) -> None:
     builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], accel="tcg", boot_timeout=600)
     rain = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(tmp_path), str(builders)],
                             stdin=subprocess.DEVNULL)
@@ -168,13 +169,13 @@ def test_a_sigkilled_rain_leaves_no_qemu_and_no_files(qemu_bundle, tmp_path: Pat
         time.sleep(0.2)
     assert qemu_pids(str(tmp_path)), "qemu did not start"
     time.sleep(2)
-    rain.send_signal(signal.SIGKILL)
-    rain.wait()
+    rain.send_signal(sig)
+    rain.wait(30)
     deadline = time.monotonic() + 20
     while (qemu_pids(str(tmp_path)) or (tmp_path / "work" / "qemu").exists()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not qemu_pids(str(tmp_path)), "qemu outlived the SIGKILLed Rain process"
-    assert not (tmp_path / "work" / "qemu").exists(), "the overlay and seed outlived the SIGKILLed Rain process"
+    assert not qemu_pids(str(tmp_path)), f"qemu outlived the Rain process ended by {sig.name}"
+    assert not (tmp_path / "work" / "qemu").exists(), f"the overlay and seed outlived Rain ({sig.name})"
 
 
 def test_keep_leaves_the_vm_running_and_says_how_to_reach_it(machine: Machine, vm_dir: Path) -> None:
