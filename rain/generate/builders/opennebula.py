@@ -27,16 +27,16 @@ import logging
 import xml.etree.ElementTree as ET
 import xmlrpc.client
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import model_validator
 
 from rain.config import Settings
+from rain.credentials import Credentials, one_secret
 from rain.errors import BuildError, Unauthorized, Unreachable
 from rain.generate.builders.cloud import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
-from rain.register.targets.base import SiteSettings, one_secret
 
 log = logging.getLogger(__name__)
 AUTH_ERRORS = (0x0100, 0x0200)  # AUTHENTICATION, AUTHORIZATION
@@ -55,7 +55,8 @@ FAILED_STATES = {4, 5, 6, 7, 8, 9, 11}
 """States a VM being launched can only reach by failing (or being stopped by someone else)."""
 
 
-class OpenNebulaBuilderSettings(ProviderSettings, SiteSettings):
+class OpenNebulaBuilderSettings(ProviderSettings, Credentials):
+    settings_file: ClassVar[str] = "builders file"
     endpoint: str
     """XML-RPC endpoint of the front-end, e.g. http://one.example.org:2633/RPC2."""
     username: str

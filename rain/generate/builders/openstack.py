@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from keystoneauth1 import exceptions as ks_exc
@@ -36,16 +36,17 @@ from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
 
 from rain.config import Settings
+from rain.credentials import Credentials, one_secret
 from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
 from rain.generate.builders.cloud import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
-from rain.register.targets.base import SiteSettings, one_secret
 
 log = logging.getLogger(__name__)
 
 
-class OpenStackBuilderSettings(ProviderSettings, SiteSettings):
+class OpenStackBuilderSettings(ProviderSettings, Credentials):
+    settings_file: ClassVar[str] = "builders file"
     auth_url: str
     """Keystone v3, e.g. https://keystone.example.org:5000/v3."""
     username: str

@@ -7,10 +7,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, model_validator
-
-from rain.config import env_value
-from rain.errors import ConfigError, InvalidInput
+from rain.credentials import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
+from rain.errors import InvalidInput
 from rain.register.models import Label, Packed, VetPolicy
 
 
@@ -60,41 +58,10 @@ class BootTestable(Protocol):
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None: ...
 
 
-class SiteSettings(BaseModel):
+class SiteSettings(Credentials):
     """Base for each target's validated site settings (extra keys are refused)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def secret(self, field: str) -> str:
-        """The credential named by `<field>_env` or `<field>_file`; never stored in the targets file."""
-        var, path = getattr(self, f"{field}_env", None), getattr(self, f"{field}_file", None)
-        if var:
-            value = env_value(var)
-            if not value:
-                raise ConfigError(f"{field} for this site comes from ${var}, which is not set",
-                                  hint=f"export {var}=... before registering")
-            return value
-        if path:
-            try:
-                return Path(path).expanduser().read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"cannot read {field} from {path}: {e.strerror}",
-                                  hint="check the path in the targets file and its permissions") from e
-        raise ConfigError(f"no {field} configured for this site",
-                          hint=f"set {field}_env (an environment variable name) or {field}_file in the targets file")
-
-
-def one_secret(*fields: str) -> Any:
-    """A model validator: each credential is given by exactly one of `<f>_env` / `<f>_file`."""
-
-    @model_validator(mode="after")
-    def check(self: BaseModel) -> BaseModel:
-        for f in fields:
-            if getattr(self, f"{f}_env", None) and getattr(self, f"{f}_file", None):
-                raise ValueError(f"give {f}_env or {f}_file, not both")
-        return self
-
-    return check
+    settings_file: ClassVar[str] = "targets file"
 
 
 def target_name(text: str) -> TargetName:
