@@ -8,24 +8,13 @@ the tar stream back) really runs over SSH; it just runs on this host.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cloud_env import ONE_PASSWORD_ENV, OS_PASSWORD_ENV, BuildersFile  # fixtures: conftest.py
 from genhelp import RECIPES, manifest, tar_names
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "builders"))
-from cloud_env import (  # noqa: E402, F401  (fixtures)
-    OS_PASSWORD_ENV,
-    ONE_PASSWORD_ENV,
-    BuildersFile,
-    opennebula_builders_file,
-    opennebula_sim,
-    openstack_builders_file,
-    openstack_sim,
-)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RECIPE = RECIPES / "debian-bookworm-minimal.yaml"
