@@ -128,7 +128,7 @@ def batch_cmd(
     keep_going: bool = typer.Option(False, "--keep-going", help="go on after a failed build"),
     set_: list[str] = typer.Option([], "--set", help="override a field in every recipe; repeatable"),
     format_: list[str] = typer.Option([], "--format", help="formats for every recipe; repeatable"),
-    output: Path = typer.Option(None, "--output", "-o", help="also copy every build's files here"),
+    output: Path = typer.Option(None, "--output", "-o", help="also copy each build's files to DIR/IMAGE-NAME/"),
     no_upload: bool = typer.Option(False, "--no-upload", help="build only"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results"),
     as_json: bool = typer.Option(False, "--json", help="print the outcomes as JSON"),

@@ -17,6 +17,7 @@ The whole batch is loaded and validated before anything is built.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -152,7 +153,10 @@ def run_batch(items: list[BatchItem], settings: Settings, options: BuildOptions,
     def one(it: BatchItem) -> Outcome:
         t0 = time.monotonic()
         own_repo = repo_factory() if repo_factory and (options.upload or _needs_repo(it, options)) else None
-        res = generate(it.loaded, settings, options, reporter.child(it.loaded.recipe.name), own_repo)
+        own = options
+        if options.output is not None:  # each build's files in their own directory: manifest.json per build
+            own = dataclasses.replace(options, output=options.output / it.loaded.recipe.image_name())
+        res = generate(it.loaded, settings, own, reporter.child(it.loaded.recipe.name), own_repo)
         return Outcome(it.label, it.loaded.recipe.name, "cached" if res.cached else "built",
                        round(time.monotonic() - t0, 1), res.image_ids, result=res)
 

@@ -89,3 +89,26 @@ def test_a_batch_spreads_over_the_pool_and_reports_a_failed_build(
     assert "no-such-package-rain" in outcomes["pool-b"]["error"]
     assert openstack_sim.max_live_servers == 1, "limit: 1 keeps the pool to one VM at a time"
     assert openstack_sim.servers == {}, "every VM was deleted, the failed one too"
+
+
+def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: Path,
+                                                          qemu_bundle: tuple[str, Path]) -> None:
+    """Two real QEMU builder VMs at once (TCG here: the slowest test of the suite, ~10 min)."""
+    from qemu_env import write_builders_file
+
+    builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], cpus=1, limit=2)
+    local = _build(gen, tmp_path / "local")
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(yaml.safe_dump({"recipes": [
+        {"path": str(RECIPE), "set": {"name": "qemu-a"}},
+        {"path": str(RECIPE), "set": {"name": "qemu-b", "packages": []}}]}))
+    r = gen("batch", str(batch), "--builder", "qemu", "--jobs", "2", "--no-upload", "--no-cache",
+            "--output", str(tmp_path / "vm"), "--json", env={"RAIN_BUILDERS_FILE": str(builders)}, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    outcomes = {o["name"]: o for o in json.loads(r.stdout)}
+    assert outcomes["qemu-a"]["status"] == outcomes["qemu-b"]["status"] == "built"
+    for name in ("qemu-a", "qemu-b"):
+        m = manifest(tmp_path / "vm" / name)
+        assert m["builder"] == "qemu"
+    assert _package_set(manifest(tmp_path / "vm" / "qemu-a")) == _package_set(local)
+    assert "ca-certificates" not in {p["name"] for p in manifest(tmp_path / "vm" / "qemu-b")["packages"]}
