@@ -388,10 +388,11 @@ def _check_sshd(vm: Any, keys: MachineKeys, sock: socket.socket, client_key: par
 
 
 @functools.lru_cache(maxsize=4)
-def kvm_works(qemu: str, kernel: str, timeout: float = 10.0) -> bool:
+def kvm_works(qemu: str, kernel: str, timeout: float = 6.0) -> bool:
     """Whether a KVM guest gets as far as the kernel's end of boot (a panic for want of root) in time.
 
-    On some hosts /dev/kvm exists but guests hang; TCG is slow but works."""
+    On some hosts /dev/kvm exists but guests hang; TCG is slow but works. Where KVM works the
+    kernel gets there in a second or two, so a few seconds bound the probe."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     with tempfile.TemporaryDirectory(prefix="rain-kvm-probe-") as d:

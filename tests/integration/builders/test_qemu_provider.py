@@ -95,8 +95,7 @@ def test_the_console_log_shows_the_boot(machine: Machine) -> None:
 
 def test_the_host_mirror_is_reachable_from_the_vm(machine: Machine) -> None:
     mirror = host_apt_mirror(OsFamily("debian"))
-    if mirror is None:
-        pytest.skip("this host has no Debian apt source")
+    assert mirror, "this host has no Debian apt source (the builder image could not have been built either)"
     url = urlsplit(mirror)
     port = url.port or (443 if url.scheme == "https" else 80)
     ssh(machine, ["getent", "hosts", url.hostname or ""])
@@ -116,7 +115,7 @@ def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: 
     bundle = provider.bundle()
     t0 = time.monotonic()
     works = kvm_works.__wrapped__(provider.qemu, str(bundle.kernel))
-    assert time.monotonic() - t0 < 20
+    assert time.monotonic() - t0 < 15
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         assert works is False
     assert provider.accel(bundle) == (Accel.KVM if works else Accel.TCG)
@@ -161,11 +160,12 @@ QemuProvider(settings, None).launch("orphan", MachineKeys.generate("orphan"), pa
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_a_killed_rain_leaves_no_qemu_and_no_files(qemu_bundle, tmp_path: Path, sig: signal.Signals) -> None:
     builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], accel="tcg", boot_timeout=600)
-    rain = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(tmp_path), str(builders)],
-                            stdin=subprocess.DEVNULL)
+    with open(tmp_path / "launcher.log", "wb") as out:  # a Ctrl-C'd launcher prints its traceback there
+        rain = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(tmp_path), str(builders)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while not qemu_pids(str(tmp_path)) and time.monotonic() < deadline:
-        assert rain.poll() is None, "the launcher ended before qemu started"
+        assert rain.poll() is None, (tmp_path / "launcher.log").read_text()
         time.sleep(0.2)
     assert qemu_pids(str(tmp_path)), "qemu did not start"
     time.sleep(2)
