@@ -19,8 +19,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,16 @@ def qemu_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     settings = load_settings(environ={"RAIN_DATA_DIR": str(tmp / "data"), "RAIN_CONFIG": str(tmp / "absent.toml"),
                                       "RAIN_BUILDERS_FILE": str(builders)})
     QemuProvider(settings, None).prepare(image_id, archive=archive)
+    os.utime(cache_dir() / "bundles" / image_id)  # in use: see prune_bundles
+    prune_bundles(keep=image_id)
     return image_id, builders
+
+
+def prune_bundles(keep: str, age: float = 3600) -> None:
+    """Bundles of earlier builder images (~1 GB each) go once no session has started with them for an hour."""
+    for d in (cache_dir() / "bundles").iterdir():
+        if len(d.name) == 12 and d.name != keep and time.time() - d.stat().st_mtime > age:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
