@@ -264,6 +264,8 @@ class QemuProvider:
             "-drive", f"file={_opt(overlay)},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
             "-drive", f"file={_opt(files / 'seed.tar')},if=virtio,format=raw,readonly=on",
             "-device", "virtio-net-pci,netdev=net0", "-no-reboot",
+            # qemu runs as root and the guest runs recipe commands: no exec, setuid or obsolete calls
+            "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         ]
 
     def _keep(self, vm: _Vm, keys: MachineKeys, files: Path) -> str:
