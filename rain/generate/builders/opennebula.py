@@ -15,7 +15,7 @@ key and refuses any other (see docs/builders.md). The key is made for this one
 VM and dies with it; anyone who can read the VM's template can read it.
 
 Rain polls one.vm.info until ACTIVE/RUNNING, takes the first NIC's IP, waits
-for sshd there (cloud.wait_for_sshd), and ends the VM with one.vm.action
+for sshd there (launch.wait_for_sshd), and ends the VM with one.vm.action
 "terminate-hard". Any failure after allocate terminates the VM.
 """
 
@@ -34,7 +34,7 @@ from pydantic import model_validator
 from rain.config import Settings
 from rain.credentials import Credentials, one_secret
 from rain.errors import BuildError, Unauthorized, Unreachable
-from rain.generate.builders.cloud import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.generate.builders.launch import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 

@@ -14,7 +14,7 @@ one Rain generated:
 It polls the server until ACTIVE (ERROR fails with Nova's fault message),
 takes its address (a floating IPv4 if it has one, else its fixed IPv4 on
 `network`), and waits for sshd there with that host key pinned
-(cloud.wait_for_sshd). Releasing deletes the server and the key pair; a
+(launch.wait_for_sshd). Releasing deletes the server and the key pair; a
 failure during launch does the same.
 """
 
@@ -38,7 +38,7 @@ from novaclient import exceptions as nova_exc
 from rain.config import Settings
 from rain.credentials import Credentials, one_secret
 from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
-from rain.generate.builders.cloud import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.generate.builders.launch import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 

@@ -37,12 +37,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import paramiko
 from pydantic import Field
 
 from rain.config import Settings
-from rain.errors import BuildError, NotFound, RainError, Unauthorized, Unreachable
+from rain.errors import BuildError, NotFound
 from rain.generate import command, reaper
+from rain.generate.builders import launch
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.generate.progress import Reporter
@@ -340,53 +340,16 @@ class _Vm:
 
 
 def wait_for_sshd(vm: Any, keys: MachineKeys, timeout: float, host: str = "127.0.0.1") -> None:
-    """Wait until sshd on host:vm.port presents keys.host and lets root in with keys.client.
-
-    Raises Unauthorized for another host key or a refused login, BuildError if
-    qemu exits, Unreachable on timeout; the messages name the console log."""
-    client_key = paramiko.Ed25519Key.from_private_key(io.StringIO(keys.client.private_openssh))
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while True:
+    """launch.wait_for_sshd for a qemu VM: fails at once if qemu exits; messages name the console log."""
+    def alive() -> None:
         rc = vm.exited()
         if rc is not None:
             tail = (vm.qemu_log().splitlines() or ["(no output)"])[-1]
             raise BuildError(f"qemu for {vm.name} exited with {rc} before sshd answered: {tail} "
                              f"(console log: {vm.console})", hint="read the console log")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Unreachable(f"builder VM {vm.name} did not answer on SSH within {timeout:.0f}s "
-                              f"({last}; console log: {vm.console})",
-                              hint="read the console log; raise qemu.boot_timeout in the builders file")
-        try:
-            with socket.create_connection((host, vm.port), timeout=min(5.0, left)) as sock:
-                # slirp accepts for the guest and then hangs up until sshd listens: wait for the
-                # banner quietly here, so paramiko only sees a server that is there
-                if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
-                    raise EOFError("no SSH banner yet")
-                _check_sshd(vm, keys, sock, client_key, left)
-                return
-        except RainError:
-            raise
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            last = str(e).splitlines()[0] if str(e) else type(e).__name__
-        time.sleep(1.0)
 
-
-def _check_sshd(vm: Any, keys: MachineKeys, sock: socket.socket, client_key: paramiko.PKey, left: float) -> None:
-    with paramiko.Transport(sock) as t:
-        t.banner_timeout = t.handshake_timeout = min(30.0, max(left, 1.0))
-        t.start_client(timeout=min(30.0, max(left, 1.0)))
-        got = t.get_remote_server_key()
-        if got.asbytes() != keys.host.public_blob:
-            raise Unauthorized(f"builder VM {vm.name} presented the host key "
-                               f"{got.get_name()} {got.fingerprint}, not the one Rain gave it",
-                               hint=f"something else answers on its port; see the console log {vm.console}")
-        try:
-            t.auth_publickey("root", client_key)
-        except paramiko.AuthenticationException as e:
-            raise Unauthorized(f"builder VM {vm.name} refused Rain's key for root",
-                               hint=f"the seed disk was not read; see the console log {vm.console}") from e
+    launch.wait_for_sshd(f"builder VM {vm.name}", host, vm.port, keys, launch.Deadline.after(timeout),
+                         alive=alive, detail=f"console log: {vm.console}")
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,4 +1,4 @@
-"""What the cloud providers (opennebula, openstack) share: bounded waits and the pinned-key sshd probe.
+"""What every VM provider (qemu, opennebula, openstack) shares: bounded waits and the pinned-key sshd probe.
 
 A VM is ready for Rain when its sshd presents exactly the host key Rain
 generated for it and accepts Rain's client key for root. `wait_for_sshd`
