@@ -27,8 +27,7 @@ def image_cmd(
     provider = get_provider("qemu", settings(), open_repo())
     reporter = progress_reporter()
     image_id = provider.ensure_image(reporter, rebuild=rebuild)
-    with reporter.step("prepare the boot disk"):
-        provider.prepare(image_id, reporter)
+    provider.prepare(image_id, reporter)
     console.print(image_id)
 
 

@@ -153,6 +153,7 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
                          log_file=workdir / "build.log", on_error_keep=options.on_error_keep)
         builder = plan.builder
         if not builder.local:
+            builder.provider.reporter = reporter  # e.g. qemu's first-time builder image build shows
             with reporter.step(f"start {builder.name} builder"):
                 handle = builder.start(spec)
         else:

@@ -17,7 +17,7 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -77,6 +77,8 @@ class Provider(Protocol):
     name: str
     limit: int
     """At most this many machines of this provider at once (the pool honours it)."""
+    reporter: Any
+    """Set by the build before launch: where slow one-time work (qemu's builder image) reports."""
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
         """Start a machine and wait (bounded) until its sshd answers with keys.host.

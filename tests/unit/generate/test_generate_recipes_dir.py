@@ -14,7 +14,8 @@ from rain.generate.loader import load_recipe
 from rain.generate.progress import Reporter
 
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"
-RECIPE_FILES = sorted(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("batch-"))
+RECIPE_FILES = sorted([*(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("batch-")),
+                       *RECIPES.glob("builders/*.yaml")])  # the qemu builder image's recipe too
 BATCH_FILES = sorted(RECIPES.glob("batch-*.yaml"))
 
 
