@@ -28,6 +28,12 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+def one_line(text: object) -> str:
+    """The first non-empty line of an error text (a library's, a tool's), for messages that stay one line."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else type(text).__name__
+
+
 class RainError(Exception):
     """A failure with a user-facing message and an optional fix hint."""
 

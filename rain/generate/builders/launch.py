@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from rain.errors import RainError, Unauthorized, Unreachable
+from rain.errors import RainError, Unauthorized, Unreachable, one_line
 from rain.generate.builders.machine import KeyPair, MachineKeys
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,6 @@ class Deadline:
 def fingerprint(blob: bytes) -> str:
     """OpenSSH's SHA256 fingerprint of a public key blob."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def one_line(text: object) -> str:
-    """The first non-empty line of an error text, for messages that stay one line."""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else type(text).__name__
 
 
 def _client_key(pair: KeyPair) -> paramiko.PKey:

@@ -22,10 +22,8 @@ for sshd there (launch.wait_for_sshd), and ends the VM with one.vm.action
 from __future__ import annotations
 
 import base64
-import http.client
 import logging
 import xml.etree.ElementTree as ET
-import xmlrpc.client
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,14 +31,13 @@ from pydantic import model_validator
 
 from rain.config import Settings
 from rain.credentials import Credentials, one_secret
-from rain.errors import BuildError, Unauthorized, Unreachable
+from rain.errors import BuildError
 from rain.generate.builders.launch import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.opennebula import OneClient
 
 log = logging.getLogger(__name__)
-AUTH_ERRORS = (0x0100, 0x0200)  # AUTHENTICATION, AUTHORIZATION
-NO_EXISTS = 0x0400
 PENDING, HOLD, ACTIVE, DONE = 1, 2, 3, 6
 STATES = {0: "INIT", 1: "PENDING", 2: "HOLD", 3: "ACTIVE", 4: "STOPPED", 5: "SUSPENDED", 6: "DONE",
           7: "FAILED", 8: "POWEROFF", 9: "UNDEPLOYED", 10: "CLONING", 11: "CLONING_FAILURE"}
@@ -82,51 +79,6 @@ class OpenNebulaBuilderSettings(ProviderSettings, Credentials):
         return self
 
 
-class OneClient:
-    """OpenNebula XML-RPC calls; [False, message, code] replies and transport failures become Rain errors."""
-
-    def __init__(self, endpoint: str, username: str, password: str, timeout: float = 60) -> None:
-        self.endpoint, self.timeout, self._session = endpoint, timeout, f"{username}:{password}"
-
-    def __call__(self, method: str, *args: Any, missing_ok: bool = False) -> Any:
-        # a proxy per call: a Transport keeps one connection and is not safe across the pool's threads
-        proxy = xmlrpc.client.ServerProxy(self.endpoint, allow_none=True,
-                                          transport=_transport(self.endpoint, self.timeout))
-        try:
-            reply = getattr(proxy, method)(self._session, *args)
-        except (OSError, http.client.HTTPException) as e:
-            raise Unreachable(f"cannot reach OpenNebula at {self.endpoint}: {one_line(e)}",
-                              hint="check endpoint in the builders file and that oned is running") from e
-        except xmlrpc.client.Fault as e:
-            raise BuildError(f"OpenNebula {method} fault {e.faultCode}: {one_line(e.faultString)}") from e
-        except xmlrpc.client.ProtocolError as e:
-            raise Unreachable(f"OpenNebula {method}: HTTP {e.errcode} {e.errmsg} from {self.endpoint}",
-                              hint="check that endpoint is the XML-RPC URL (usually ends in /RPC2)") from e
-        if not isinstance(reply, list) or len(reply) < 2:
-            raise BuildError(f"OpenNebula {method} returned an unexpected reply: {str(reply)[:100]}")
-        if not reply[0]:
-            code = reply[2] if len(reply) > 2 else 0
-            if missing_ok and code == NO_EXISTS:
-                return None
-            if code in AUTH_ERRORS:
-                raise Unauthorized(f"OpenNebula refused {method}: {one_line(reply[1])}",
-                                   hint="check username and password_env/password_file in the builders file")
-            raise BuildError(f"OpenNebula {method} failed: {one_line(reply[1])}")
-        return reply[1]
-
-
-def _transport(endpoint: str, timeout: float) -> xmlrpc.client.Transport:
-    base = xmlrpc.client.SafeTransport if endpoint.startswith("https") else xmlrpc.client.Transport
-
-    class Timed(base):  # type: ignore[valid-type,misc]
-        def make_connection(self, host: Any) -> http.client.HTTPConnection:
-            conn = super().make_connection(host)
-            conn.timeout = timeout
-            return conn  # type: ignore[no-any-return]
-
-    return Timed()
-
-
 Vector = list[tuple[str, str]]
 Template = list[tuple[str, "str | Vector"]]
 
@@ -159,7 +111,8 @@ class OpenNebulaProvider:
         self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",
                                                                      OpenNebulaBuilderSettings)
         self.limit = self.settings.limit
-        self.one = OneClient(self.settings.endpoint, self.settings.username, self.settings.secret("password"))
+        self.one = OneClient(self.settings.endpoint, self.settings.username, self.settings.secret("password"),
+                             failure=BuildError, settings_file="builders file")
 
     def _template(self, build_name: str, keys: MachineKeys) -> str:
         s = self.settings

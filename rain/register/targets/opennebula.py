@@ -10,17 +10,16 @@ documented shape [success, result-or-error, error code, ...].
 
 from __future__ import annotations
 
-import http.client
 import logging
 import shutil
 import time
 import xml.etree.ElementTree as ET
-import xmlrpc.client
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rain.config import Settings
-from rain.errors import TargetError, Unauthorized, Unreachable
+from rain.errors import TargetError
+from rain.opennebula import OneClient
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
@@ -28,8 +27,6 @@ from rain.register.targets.base import SiteSettings, TargetName, one_secret
 log = logging.getLogger(__name__)
 STATES = {0: "INIT", 1: "READY", 2: "USED", 3: "DISABLED", 4: "LOCKED", 5: "ERROR", 6: "CLONE", 7: "DELETE",
           8: "USED_PERS", 9: "LOCKED_USED", 10: "LOCKED_USED_PERS"}
-AUTH_ERRORS = (0x0100, 0x0200)  # AUTHENTICATION, AUTHORIZATION
-NO_EXISTS = 0x0400
 
 
 class OpenNebulaSite(SiteSettings):
@@ -47,20 +44,6 @@ class OpenNebulaSite(SiteSettings):
     check_secrets = one_secret("password")
 
 
-class _TimeoutTransport(xmlrpc.client.Transport):
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        conn = super().make_connection(host)
-        conn.timeout = 60
-        return conn
-
-
-class _TimeoutSafeTransport(xmlrpc.client.SafeTransport):
-    def make_connection(self, host: Any) -> http.client.HTTPSConnection:
-        conn = super().make_connection(host)
-        conn.timeout = 60
-        return conn
-
-
 class OpenNebulaTarget:
     name: ClassVar[TargetName] = TargetName.OPENNEBULA
     vet_policy: ClassVar[VetPolicy] = VetPolicy("cloud-opennebula", Severity.HIGH, frozenset({"kernel"}))
@@ -70,8 +53,8 @@ class OpenNebulaTarget:
     def __init__(self, site: OpenNebulaSite, site_name: str, settings: Settings) -> None:
         self.site, self.site_name = site, site_name
         self._password = site.secret("password")  # checked now, before anything moves
-        transport = _TimeoutSafeTransport() if site.endpoint.startswith("https") else _TimeoutTransport()
-        self._proxy = xmlrpc.client.ServerProxy(site.endpoint, transport=transport, allow_none=True)
+        self._call = OneClient(site.endpoint, site.username, self._password, failure=TargetError,
+                               settings_file="targets file")
 
     def adapt(self, root: Path) -> list[str]:
         return adapt.cloud_disk(root, "opennebula", ["OpenNebula"])
@@ -82,30 +65,6 @@ class OpenNebulaTarget:
         qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
         raw.unlink()
         return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
-
-    def _call(self, method: str, *args: Any, missing_ok: bool = False) -> Any:
-        """One XML-RPC call; [False, message, code] and transport failures become Rain errors."""
-        session = f"{self.site.username}:{self._password}"
-        try:
-            reply = getattr(self._proxy, method)(session, *args)
-        except (OSError, http.client.HTTPException) as e:
-            raise Unreachable(f"cannot reach OpenNebula at {self.site.endpoint}: {e}",
-                              hint="check endpoint in the targets file and that oned is running") from e
-        except xmlrpc.client.Fault as e:
-            raise TargetError(f"OpenNebula {method} fault {e.faultCode}: {e.faultString}") from e
-        except xmlrpc.client.ProtocolError as e:
-            raise TargetError(f"OpenNebula {method}: HTTP {e.errcode} {e.errmsg}",
-                              hint="check that endpoint is the XML-RPC URL (usually ends in /RPC2)") from e
-        if not isinstance(reply, list) or len(reply) < 2:
-            raise TargetError(f"OpenNebula {method} returned an unexpected reply: {str(reply)[:100]}")
-        if not reply[0]:
-            code = reply[2] if len(reply) > 2 else 0
-            if missing_ok and code == NO_EXISTS:
-                return None
-            kind = Unauthorized if code in AUTH_ERRORS else TargetError
-            raise kind(f"OpenNebula {method} failed: {reply[1]}",
-                       hint="check username/password" if code in AUTH_ERRORS else None)
-        return reply[1]
 
     def publish(self, packed: Packed, label: Label) -> str:
         staged = self.site.staging_dir / f"{label.slug}.qcow2"
