@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rain.errors import ConfigError, InvalidInput
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -114,19 +116,20 @@ class Settings:
 
     @property
     def targets_path(self) -> Path:
-        """The register targets file: the setting, else DATA_DIR/targets.yaml if present, else XDG config."""
-        if self.values.get("targets_file"):
-            return Path(self.values["targets_file"]).expanduser()
-        in_data = self.data_path / "targets.yaml"
-        return in_data if in_data.is_file() else _xdg("XDG_CONFIG_HOME", ".config") / "rain" / "targets.yaml"
+        """The register targets file."""
+        return self._yaml_file("targets_file", "targets.yaml")
 
     @property
     def builders_path(self) -> Path:
-        """The builders file: the setting, else DATA_DIR/builders.yaml if present, else XDG config."""
-        if self.values.get("builders_file"):
-            return Path(self.values["builders_file"]).expanduser()
-        in_data = self.data_path / "builders.yaml"
-        return in_data if in_data.is_file() else _xdg("XDG_CONFIG_HOME", ".config") / "rain" / "builders.yaml"
+        """The builders file."""
+        return self._yaml_file("builders_file", "builders.yaml")
+
+    def _yaml_file(self, setting: str, name: str) -> Path:
+        """The setting, else DATA_DIR/<name> if it exists, else ~/.config/rain/<name>."""
+        if self.values.get(setting):
+            return Path(self.values[setting]).expanduser()
+        in_data = self.data_path / name
+        return in_data if in_data.is_file() else _xdg("XDG_CONFIG_HOME", ".config") / "rain" / name
 
     @property
     def config_file(self) -> Path:
@@ -161,6 +164,20 @@ def _convert(f: Field, value: Any, source: str) -> Any:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad value {value!r} for {f.name} (from {source})",
                           hint=f"see `fg-image config show`; {f.help}") from e
+
+
+def read_yaml_mapping(path: Path, what: str, doc: str, example: str) -> dict[str, Any]:
+    """A YAML settings file whose top level maps names to settings (the targets file, the builders file)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}", hint="check the path and its permissions") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}",
+                          hint=f"fix the file; see {doc} for its shape") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping of names to settings", hint=f"e.g. {example!r}")
+    return data
 
 
 def env_value(name: str) -> str | None:

@@ -36,7 +36,7 @@ from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
 
 from rain.config import Settings
-from rain.credentials import Credentials, one_secret
+from rain.credentials import KeystoneAuth
 from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
 from rain.generate.builders.launch import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
@@ -45,18 +45,8 @@ from rain.generate.builders.settings import ProviderSettings, provider_settings
 log = logging.getLogger(__name__)
 
 
-class OpenStackBuilderSettings(ProviderSettings, Credentials):
+class OpenStackBuilderSettings(ProviderSettings, KeystoneAuth):
     settings_file: ClassVar[str] = "builders file"
-    auth_url: str
-    """Keystone v3, e.g. https://keystone.example.org:5000/v3."""
-    username: str
-    password_env: str | None = None
-    password_file: str | None = None
-    user_domain_name: str = "Default"
-    project_name: str
-    project_domain_name: str = "Default"
-    region: str | None = None
-    interface: str = "public"
     image: str
     """The builder image (Glance name or id)."""
     flavor: str
@@ -65,7 +55,6 @@ class OpenStackBuilderSettings(ProviderSettings, Credentials):
     """Network name or id; this host must reach the server's address on it (or its floating IP)."""
     ssh_port: int = 22
     poll_interval: float = 2.0
-    check_secrets = one_secret("password")
 
 
 def user_data(keys: MachineKeys) -> str:

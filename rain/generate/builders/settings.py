@@ -28,10 +28,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rain.config import Settings
+from rain.config import Settings, read_yaml_mapping
 from rain.errors import ConfigError
 
 
@@ -48,15 +47,7 @@ class ProviderSettings(BaseModel):
 def read_builders_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"builders file {path} is not valid YAML: {str(e).splitlines()[0]}",
-                          hint="fix the file; see docs/builders.md for its shape") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"builders file {path} must map builder names to settings",
-                          hint="e.g. 'qemu: {memory: 2048}'")
-    return data
+    return read_yaml_mapping(path, "builders file", "docs/builders.md", "qemu: {memory: 2048}")
 
 
 def provider_settings(settings: Settings, name: str, model: type[BaseModel]) -> Any:

@@ -18,30 +18,20 @@ from typing import Any, ClassVar
 import requests
 
 from rain.config import Settings
+from rain.credentials import KeystoneAuth
 from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
 from rain.register import adapt, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import SiteSettings, TargetName, one_secret
+from rain.register.targets.base import SiteSettings, TargetName
 
 log = logging.getLogger(__name__)
 
 
-class OpenStackSite(SiteSettings):
-    auth_url: str
-    """Keystone v3, e.g. https://keystone.example.org:5000/v3."""
-    username: str
-    password_env: str | None = None
-    password_file: str | None = None
-    user_domain_name: str = "Default"
-    project_name: str
-    project_domain_name: str = "Default"
-    region: str | None = None
-    interface: str = "public"
+class OpenStackSite(SiteSettings, KeystoneAuth):
     visibility: str = "private"
     timeout: float = 900.0
     properties: dict[str, str] = {}
     """Extra Glance properties for every image registered on this site."""
-    check_secrets = one_secret("password")
 
 
 def _check(resp: requests.Response, what: str) -> requests.Response:

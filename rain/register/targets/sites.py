@@ -20,10 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from rain.config import Settings
+from rain.config import Settings, read_yaml_mapping
 from rain.errors import ConfigError
 from rain.register.targets.base import Target, TargetName, target_class, target_name
 
@@ -32,15 +31,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"no targets file at {path}",
                           hint="write one (see docs/targets.md) or point RAIN_TARGETS_FILE at it")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"targets file {path} is not valid YAML: {str(e).splitlines()[0]}",
-                          hint="fix the file; see docs/targets.md for its shape") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"targets file {path} must map target names to sites",
-                          hint="e.g. 'ec2: {default: {region: us-east-1}}'")
-    return data
+    return read_yaml_mapping(path, "targets file", "docs/targets.md", "ec2: {default: {region: us-east-1}}")
 
 
 def site_names(settings: Settings, target: TargetName) -> list[str]:
