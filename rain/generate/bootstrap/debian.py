@@ -97,6 +97,9 @@ class DebianBootstrapper:
         if result.returncode != 0:
             raise _apt_error(result.output, ctx, "bootstrapping the base system")
         _forget_build_host(root)
+        if os.path.basename(tool) == "debootstrap":  # it keeps its .debs in the root; the package cache has them
+            for deb in (root / "var/cache/apt/archives").glob("*.deb"):
+                deb.unlink()
         # apt's binary package cache, made inside the root so it stays valid there: every build on
         # this base then skips re-parsing the package lists (about a second each)
         command.run(["chroot", str(root), "apt-cache", "gencaches"], check=False, what="apt-cache gencaches")

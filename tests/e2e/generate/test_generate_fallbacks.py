@@ -56,6 +56,8 @@ def test_debootstrap_builds_the_base_when_mmdebstrap_is_missing(settings: Settin
     key = result.manifest["base"]["base_key"]
     meta = json.loads((data / "cache" / "bases" / f"{key}.json").read_text())
     assert meta["tool"] == "debootstrap" and meta["mirror"] == result.manifest["mirror"]
+    base_debs = list((data / "cache" / "bases" / key / "var/cache/apt/archives").glob("*.deb"))
+    assert base_debs == [], "the cached base keeps no .debs (the package cache has them)"
 
     # the recipe's packages are installed in the image; nothing of the build host or the build in it
     tar = tmp_path / "out" / "debian-bookworm-minimal.tar.zst"
