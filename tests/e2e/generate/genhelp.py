@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,9 @@ def ids_from(stdout: str) -> dict[str, str]:
         elif len(parts) == 1:
             out["only"] = parts[0]
     return out
+
+
+def ctrl_c_works() -> None:
+    """preexec_fn for a child the test will Ctrl-C: a shell without job control starts background
+    jobs with SIGINT ignored (POSIX), and Python keeps that; the test run may be such a job."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
