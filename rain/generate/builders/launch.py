@@ -16,11 +16,14 @@ import base64
 import hashlib
 import io
 import logging
+import os
+import shlex
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 
@@ -147,3 +150,18 @@ def undo_on_failure(undo: Callable[[], None], what: str) -> Iterator[None]:
         except (RainError, OSError) as e:
             log.warning("could not remove %s after the failure: %s", what, one_line(e))
         raise
+
+
+def kept_login(kept: Path, host: str, port: int, keys: MachineKeys) -> str:
+    """For --on-error keep: write the machine's client key and pinned host key into `kept` (0700) and
+    return the ssh command line that logs in to it."""
+    kept.mkdir(parents=True, exist_ok=True)
+    kept.chmod(0o700)
+    key = kept / "client_key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(keys.client.private_openssh)
+    name = host if port == 22 else f"[{host}]:{port}"
+    (kept / "known_hosts").write_text(f"{name} {' '.join(keys.host.public_line.split()[:2])}\n")
+    return shlex.join(["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={kept / 'known_hosts'}",
+                       "-p", str(port), f"root@{host}"])

@@ -32,7 +32,7 @@ from pydantic import model_validator
 from rain.config import Settings
 from rain.credentials import Credentials, one_secret
 from rain.errors import BuildError
-from rain.generate.builders.launch import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.generate.builders.launch import Deadline, kept_login, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.opennebula import OneClient
@@ -111,6 +111,8 @@ class OpenNebulaProvider:
         self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",
                                                                      OpenNebulaBuilderSettings)
         self.limit = self.settings.limit
+        self.kept = settings.data_path / "builders" / "opennebula" / "kept"
+        """--on-error keep: the login keys of machines left running."""
         self.one = OneClient(self.settings.endpoint, self.settings.username, self.settings.secret("password"),
                              failure=BuildError, settings_file="builders file")
 
@@ -141,8 +143,9 @@ class OpenNebulaProvider:
             log.info("%s is RUNNING at %s; waiting for its sshd", what, ip)
             wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
         return Machine(name=f"one-vm-{vm_id}", host=ip, port=s.ssh_port, keys=keys, release=release,
-                       keep=lambda: f"{what} kept at root@{ip}:{s.ssh_port}; remove it with "
-                                    f"'onevm terminate --hard {vm_id}'")
+                       keep=lambda: f"{what} left running: "
+                                    f"{kept_login(self.kept / f'vm-{vm_id}', ip, s.ssh_port, keys)}; remove it "
+                                    f"with 'onevm terminate --hard {vm_id}'")
 
     def _wait_running(self, vm_id: int, deadline: Deadline) -> str:
         seen: dict[str, Any] = {"state": "PENDING", "ip": ""}

@@ -38,7 +38,7 @@ from novaclient import exceptions as nova_exc
 from rain.config import Settings
 from rain.credentials import KeystoneAuth
 from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
-from rain.generate.builders.launch import Deadline, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.generate.builders.launch import Deadline, kept_login, one_line, poll, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 
@@ -72,6 +72,8 @@ class OpenStackProvider:
         self.settings: OpenStackBuilderSettings = provider_settings(settings, "openstack",
                                                                     OpenStackBuilderSettings)
         self.limit = self.settings.limit
+        self.kept = settings.data_path / "builders" / "openstack" / "kept"
+        """--on-error keep: the login keys of machines left running."""
         s = self.settings
         self._auth = v3.Password(auth_url=s.auth_url, username=s.username, password=s.secret("password"),
                                  user_domain_name=s.user_domain_name, project_name=s.project_name,
@@ -152,7 +154,8 @@ class OpenStackProvider:
             wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
         return Machine(name=f"openstack-server-{server.id}", host=ip, port=s.ssh_port, keys=keys,
                        release=release,
-                       keep=lambda: f"{what} kept at root@{ip}:{s.ssh_port}; remove it with "
+                       keep=lambda: f"{what} left running: "
+                                    f"{kept_login(self.kept / server.id, ip, s.ssh_port, keys)}; remove it with "
                                     f"'openstack server delete {server.id}; openstack keypair delete {name}'")
 
     def _wait_active(self, nova: Any, server_id: str, deadline: Deadline) -> str:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -276,19 +275,11 @@ class QemuProvider:
             os.rename(files, kept)  # qemu keeps its open files; the workdir is removed by the caller
         except OSError:
             kept.mkdir()
-        kept.chmod(0o700)
         reaper.untrack_path(files)
         if vm.proc is not None:
             reaper.untrack_pid(vm.proc.pid)
             vm.proc = None  # no longer ours to kill
-        key = kept / "client_key"
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(keys.client.private_openssh)
-        host_key = " ".join(keys.host.public_line.split()[:2])
-        (kept / "known_hosts").write_text(f"[127.0.0.1]:{vm.port} {host_key}\n")
-        ssh = shlex.join(["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={kept / 'known_hosts'}",
-                          "-p", str(vm.port), "root@127.0.0.1"])
+        ssh = launch.kept_login(kept, "127.0.0.1", vm.port, keys)
         return (f"qemu VM {vm.name} left running: {ssh}; console log {kept / 'console.log'}; "
                 f"stop it with: kill {vm.pid} && rm -r {kept}")
 

@@ -8,6 +8,8 @@ the tar stream back) really runs over SSH; it just runs on this host.
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,29 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
         assert m["builder"] == "qemu"
     assert _package_set(manifest(tmp_path / "vm" / "qemu-a")) == _package_set(local)
     assert "ca-certificates" not in {p["name"] for p in manifest(tmp_path / "vm" / "qemu-b")["packages"]}
+
+
+def test_on_error_keep_leaves_the_failed_builder_vm_and_says_how_to_reach_it(
+        gen: Any, tmp_path: Path, opennebula_builders_file: BuildersFile, opennebula_sim: Any) -> None:
+    from rain.errors import BuildError
+    from rain.opennebula import OneClient
+
+    r = gen("generate", str(RECIPE), "--builder", "opennebula", "--on-error", "keep", "--no-upload", "--no-cache",
+            "--set", "packages=[no-such-package-rain]", env=_env(opennebula_builders_file))
+    assert r.returncode == 2, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no-such-package-rain" in errors[0]
+    kept = [line for line in r.stderr.splitlines() if "kept the failed builder machine" in line]
+    assert len(kept) == 1 and "onevm terminate" in kept[0], r.stderr
+    (vm,) = opennebula_sim.vms.values()
+    assert vm.state != 6, "the failed build's VM is still there for inspection"
+    assert list(Path("/var/tmp").glob("rain-build.*")), "with the build's files"
+    login = shlex.split(kept[0].split("left running: ")[1].split(";")[0])
+    assert login[0] == "ssh" and Path(login[2]).stat().st_mode & 0o777 == 0o600
+    r = subprocess.run([*login, "-o", "BatchMode=yes", "test", "-d", "/var/tmp"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, f"the printed ssh line logs in with the pinned host key: {r.stderr}"
+    one = OneClient(opennebula_sim.endpoint, "rain", "one-secret", failure=BuildError, settings_file="test")
+    one("one.vm.action", "terminate-hard", vm.id)  # what the kept line says to do, by hand
+    for leftover in Path("/var/tmp").glob("rain-build.*"):
+        subprocess.run(["rm", "-rf", "--one-file-system", str(leftover)], check=True)

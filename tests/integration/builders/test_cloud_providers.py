@@ -85,7 +85,7 @@ def test_launch_gives_a_root_shell_with_the_pinned_host_key_and_release_removes_
     assert machine.host.startswith("127.0.0.") and machine.host != "127.0.0.1"
     assert cloud.live_vms(), "the VM exists while the machine is up"
     assert ssh(machine, "id -u") == "0"
-    assert machine.keep is not None and "kept at" in machine.keep()
+    assert machine.keep is not None and "left running: ssh -i" in machine.keep()
     vm = cloud.sim.machines[-1]
     machine.release()
     assert cloud.live_vms() == []
