@@ -152,11 +152,10 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         spec = BuildSpec(name=r.name, workdir=workdir, debian=r.os.family.is_debian,
                          log_file=workdir / "build.log", on_error_keep=options.on_error_keep)
         builder = plan.builder
-        if not builder.local:
+        vm = not builder.local
+        if vm:
             builder.provider.reporter = reporter  # e.g. qemu's first-time builder image build shows
-            with reporter.step(f"start {builder.name} builder"):
-                handle = builder.start(spec)
-        else:
+        with reporter.step(f"start {builder.name} builder") if vm else nullcontext():
             handle = builder.start(spec)
         finished = False
 
@@ -172,7 +171,7 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
 
             with reporter.step("clone base image"):
                 clone(ctx, repo)
-                if not builder.local:
+                if vm:
                     builder.push(handle)
                     remove_tree(handle.root)  # fetch fills it again with the finished tree
                     handle.root.mkdir()
@@ -187,7 +186,7 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         customize.run_steps(ctx)
         with reporter.step("finish"):
             boot.finish(ctx)
-            with reporter.step("fetch the image from the builder") if not builder.local else nullcontext():
+            with reporter.step("fetch the image from the builder") if vm else nullcontext():
                 builder.fetch(handle)
             finished = True
             builder.stop(handle)
