@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from rich.table import Table
 
 from rain.cli.common import console, err_console, open_repo, print_json, settings
 from rain.errors import BuildError, Interrupted, InvalidInput
-from rain.generate.build import BuildOptions, BuildResult, generate
+from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.progress import Reporter, plain_emitter
 from rain.generate.recipe import Format
@@ -76,10 +76,6 @@ def _builder_options(builder: str | None, on_error: str) -> dict[str, Any]:
     return {"builder": builder_name(builder).value if builder else None, "on_error_keep": on_error == "keep"}
 
 
-def _repo_factory(upload: bool, needs_base: bool) -> Callable[[], Any] | None:
-    return open_repo if (upload or needs_base) else None
-
-
 def generate_cmd(
     recipe: Path = typer.Argument(..., help="recipe file (YAML)"),
     set_: list[str] = typer.Option([], "--set", help="override a field: --set os.release=trixie; repeatable"),
@@ -95,8 +91,7 @@ def generate_cmd(
     loaded = load_recipe(recipe, _sets(set_, format_))
     options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload,
                            **_builder_options(builder, on_error))
-    vm = (options.builder or loaded.recipe.builder or "local") == "qemu"  # its builder image is in the repository
-    repo = open_repo() if (options.upload or loaded.recipe.base or vm) else None
+    repo = open_repo() if needs_repository(loaded.recipe, options) else None
     with _sigterm_as_interrupt():
         result = generate(loaded, settings(), options, progress_reporter(), repo)
     _print_result(result, as_json)
@@ -141,11 +136,11 @@ def batch_cmd(
     items = load_batch(file, _sets(set_, format_))
     options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload and not dry_run,
                            **_builder_options(builder, on_error))
-    needs_repo = any(i.loaded.recipe.base or (builder or i.loaded.recipe.builder) == "qemu" for i in items)
+    needs_repo = any(needs_repository(i.loaded.recipe, options) for i in items)
     t0 = time.monotonic()
     with _sigterm_as_interrupt():
         outcomes = run_batch(items, settings(), options, progress_reporter(), jobs=jobs, keep_going=keep_going,
-                             dry_run=dry_run, repo_factory=_repo_factory(options.upload, needs_repo))
+                             dry_run=dry_run, repo_factory=open_repo if needs_repo else None)
     if as_json:
         print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
                      "image_ids": o.image_ids, "error": o.error} for o in outcomes])

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rain.config import Settings
 from rain.errors import RainError, RecipeError
 from rain.generate import command
-from rain.generate.build import BuildOptions, BuildResult, generate
+from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import LoadedRecipe, load_recipe
 from rain.generate.progress import Reporter
 
@@ -128,12 +128,6 @@ def _unique_names(items: list[BatchItem]) -> None:
         seen[key] = it.label
 
 
-def _needs_repo(item: BatchItem, options: BuildOptions) -> bool:
-    """A clone reads its base image from the repository; the qemu builder its builder image."""
-    r = item.loaded.recipe
-    return bool(r.base) or (options.builder or r.builder) == "qemu"
-
-
 def run_batch(items: list[BatchItem], settings: Settings, options: BuildOptions, reporter: Reporter,
               jobs: int = 1, keep_going: bool = False, dry_run: bool = False,
               repo_factory: Callable[[], Any] | None = None) -> list[Outcome]:
@@ -141,7 +135,7 @@ def run_batch(items: list[BatchItem], settings: Settings, options: BuildOptions,
     from rain.generate.cache import Cache
 
     cache = Cache.for_data(settings.data_path)
-    needs_repo = options.upload or any(_needs_repo(i, options) for i in items)
+    needs_repo = any(needs_repository(i.loaded.recipe, options) for i in items)
     repo = repo_factory() if repo_factory and needs_repo else None
     plans = [prepare(it.loaded, settings, options, repo) for it in items]  # validate all first
     if dry_run:
@@ -152,7 +146,7 @@ def run_batch(items: list[BatchItem], settings: Settings, options: BuildOptions,
 
     def one(it: BatchItem) -> Outcome:
         t0 = time.monotonic()
-        own_repo = repo_factory() if repo_factory and (options.upload or _needs_repo(it, options)) else None
+        own_repo = repo_factory() if repo_factory and needs_repository(it.loaded.recipe, options) else None
         own = options
         if options.output is not None:  # each build's files in their own directory: manifest.json per build
             own = dataclasses.replace(options, output=options.output / it.loaded.recipe.image_name())

@@ -36,7 +36,7 @@ from rain.generate.loader import LoadedRecipe
 from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
 from rain.generate.progress import Reporter
-from rain.generate.recipe import Format, recipe_hash
+from rain.generate.recipe import Format, Recipe, recipe_hash
 
 log = logging.getLogger(__name__)
 _HOST_ARCH = {"x86_64": ("amd64", "x86_64"), "aarch64": ("arm64", "aarch64"), "ppc64le": ("ppc64el", "ppc64le"),
@@ -55,18 +55,28 @@ class BuildOptions:
     """VM builders: leave a failed builder machine running for inspection."""
 
 
+def builder_name(recipe: Recipe, options: BuildOptions) -> str:
+    """Where the build runs: --builder, else the recipe's `builder:`, else local."""
+    return options.builder or (recipe.builder.value if recipe.builder else "local")
+
+
+def needs_repository(recipe: Recipe, options: BuildOptions) -> bool:
+    """Uploading, cloning a base image and the qemu builder's builder image all need the repository."""
+    return options.upload or recipe.base is not None or builder_name(recipe, options) == "qemu"
+
+
 @dataclass(frozen=True)
 class Plan:
     loaded: LoadedRecipe
     mirror: str
     recipe_hash: str
-    builder: Any = None
+    builder: Any
 
     @property
     def result_key(self) -> str:
         """The result cache key: the recipe hash, plus the builder when it is not the local one
         (a build on another builder is other provenance, and is what its user asked to see)."""
-        if self.builder is None or self.builder.local:
+        if self.builder.local:
             return self.recipe_hash
         return hashlib.sha256(f"{self.recipe_hash}:{self.builder.name}".encode()).hexdigest()
 
@@ -89,13 +99,13 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
     """Validate the whole build up front: no mounts, no downloads, no writes."""
     r = loaded.recipe
     mirror = resolve_mirror(r, settings.mirror)
-    builder_name = options.builder or (r.builder.value if r.builder else "local")
+    where = builder_name(r, options)
     host = _HOST_ARCH.get(platform.machine())
     if host is None or r.os.arch not in host:
         raise RecipeError(f"os.arch: {r.os.arch} cannot be built on this {platform.machine()} host "
-                          f"with the {builder_name} builder",
+                          f"with the {where} builder",
                           hint=f"use arch {host[0] if host else platform.machine()}")
-    builder = get_builder(builder_name, settings, repo)  # validates its settings; starts nothing
+    builder = get_builder(where, settings, repo)  # validates its settings; starts nothing
     if not builder.local and not r.os.family.is_debian:
         raise RecipeError(f"os.family: {r.os.family} builds run on the local builder only "
                           "(dnf inside builder VMs is not supported yet)", hint="drop --builder")

@@ -61,7 +61,8 @@ def fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def _client_key(pair: KeyPair) -> paramiko.PKey:
+def client_pkey(pair: KeyPair) -> paramiko.PKey:
+    """Rain's client key as paramiko takes it."""
     return paramiko.Ed25519Key.from_private_key(io.StringIO(pair.private_openssh))
 
 
@@ -90,7 +91,7 @@ def _probe(what: str, host: str, port: int, keys: MachineKeys, timeout: float) -
                                hint="the builder image must install the host key it is given at boot, before "
                                     "sshd starts (see docs/builders.md); if it does, something else answers there")
         try:
-            transport.auth_publickey("root", _client_key(keys.client))
+            transport.auth_publickey("root", client_pkey(keys.client))
         except paramiko.AuthenticationException as e:
             raise Unauthorized(f"{what} at {host}:{port}: sshd refused Rain's client key for root",
                                hint="the builder image must let root in with the key it is given "

@@ -30,7 +30,6 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import paramiko
@@ -38,6 +37,7 @@ import paramiko
 from rain.errors import BuildError, Interrupted, RainError, Unreachable
 from rain.generate import command
 from rain.generate.builders.base import BuildSpec, Handle
+from rain.generate.builders.launch import client_pkey
 from rain.generate.builders.local import chroot_script
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.command import Result
@@ -68,7 +68,7 @@ def connect(machine: Machine, timeout: float = 30) -> paramiko.SSHClient:
     name = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
     client.get_host_keys().add(name, pinned.get_name(), pinned)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(machine.keys.client.private_openssh))
+    pkey = client_pkey(machine.keys.client)
     try:
         client.connect(machine.host, machine.port, username=machine.user, pkey=pkey, look_for_keys=False,
                        allow_agent=False, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
@@ -335,9 +335,3 @@ def _send(chan: paramiko.Channel, stdin: IO[bytes]) -> None:
         except (OSError, paramiko.SSHException):
             pass
 
-
-def console_tail(path: Path | None, lines: int = 3) -> str:
-    if path is None or not path.is_file():
-        return ""
-    text = path.read_bytes()[-4000:].decode(errors="replace")
-    return " | ".join([ln.strip() for ln in text.splitlines() if ln.strip()][-lines:])

@@ -109,7 +109,8 @@ def test_one_provider_launches_machines_in_parallel_each_on_its_own_address(clou
 
 def test_get_builder_uses_the_provider(cloud: Cloud) -> None:
     builder = get_builder(cloud.name, cloud.settings, cloud.repo)
-    assert builder.local is False
+    assert builder.local is False and builder.name == cloud.name
+    assert builder.provider.limit == cloud.file.config[cloud.name].get("limit", 2), "the builders file's limit"
 
 
 def test_unreachable_endpoint_is_a_one_line_error(cloud: Cloud, tmp_path: Path) -> None:
