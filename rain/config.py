@@ -79,6 +79,10 @@ FIELDS: tuple[Field, ...] = (
     Field("user", lambda: getpass.getuser(), "who you are when talking to MongoDB directly"),
     Field("default_quota", lambda: None, "quota for new users (e.g. 50G); unset = unlimited",
           convert=lambda v: parse_size(v, "default_quota")),
+    Field("unpack_max", lambda: None,
+          "largest tree one image may unpack to when vetted or registered (e.g. 100G); "
+          "unset = 20 × the image file's size + 256M; never more than the free space less 256M",
+          convert=lambda v: parse_size(v, "unpack_max")),
     Field("upload_grace", lambda: 600, "seconds without progress before an upload counts as abandoned",
           convert=int),
     Field("serve_host", lambda: "127.0.0.1", "address `fg-image serve` listens on"),

@@ -7,6 +7,7 @@ never reaches the host's own files, and a write never follows a link out.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from rain.errors import InvalidInput
 
 _MAX_LINKS = 40
+MAX_GLOB = 4096  # names one glob returns: an image's huge directory never floods a rule
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class Entry:
     @property
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)
+
+
+class LinkLoop(InvalidInput):
+    """A path inside the image whose symlinks go round for more than _MAX_LINKS hops."""
 
 
 class RootFS:
@@ -54,7 +60,8 @@ class RootFS:
             if candidate.is_symlink():
                 hops += 1
                 if hops > _MAX_LINKS:
-                    raise InvalidInput(f"too many symlinks resolving {inner} in the image")
+                    raise LinkLoop(f"too many symlinks resolving {inner} in the image",
+                                   hint="the image has a symlink loop there; remove it in the recipe")
                 target = os.readlink(candidate)
                 tparts = [p for p in PurePosixPath(target).parts if p not in ("", ".")]
                 if target.startswith("/"):
@@ -65,22 +72,84 @@ class RootFS:
             done.append(part)
         return self.root.joinpath(*done)
 
+    def _resolved(self, inner: str) -> Path | None:
+        """resolve(), or None for a symlink loop: to a reader, a path that loops is a path with nothing there."""
+        try:
+            return self.resolve(inner)
+        except LinkLoop:
+            return None
+
     def exists(self, inner: str) -> bool:
-        return self.resolve(inner).exists()
+        path = self._resolved(inner)
+        return path is not None and path.exists()
 
     def read_text(self, inner: str, limit: int = 1 << 20) -> str | None:
-        path = self.resolve(inner)
-        if not path.is_file():
+        """The first `limit` bytes of a regular file, decoded; None for anything else (missing, a FIFO,
+        a device, a directory), so an image can never make a reader block or read past the bound."""
+        data = self.read_bytes(inner, limit)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def read_bytes(self, inner: str, limit: int) -> bytes | None:
+        path = self._resolved(inner)
+        fd = None if path is None else self._open_regular(path)
+        if fd is None:
             return None
-        with open(path, "rb") as f:
-            return f.read(limit).decode("utf-8", "replace")
+        with os.fdopen(fd, "rb") as f:
+            return f.read(limit)
+
+    def read_file(self, inner: str, max_size: int) -> bytes:
+        """The whole of a regular file the image must have; a one-line error naming what is wrong."""
+        path = self.resolve(inner)
+        fd = self._open_regular(path)
+        if fd is None:
+            kind = _kind(path)
+            raise InvalidInput(f"{inner} is missing from the image" if kind == "missing"
+                               else f"{inner} in the image is {kind}, not a regular file",
+                               hint="the image is damaged; reinstall the package that owns it")
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_size:
+                raise InvalidInput(f"{inner} in the image is {size} bytes, more than the {max_size} Rain reads",
+                                   hint="the image is damaged; reinstall the package that owns it")
+            return f.read(max_size + 1)[:max_size]
+
+    @staticmethod
+    def _open_regular(path: Path) -> int | None:
+        """A read-only fd of `path` if it is a regular file. lstat first, so a device node is never
+        opened (opening one can have effects); O_NOFOLLOW|O_NONBLOCK and fstat against a swap."""
+        try:
+            before = os.lstat(path)
+            if not stat.S_ISREG(before.st_mode):
+                return None
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            os.close(fd)
+            return None
+        return fd
 
     def glob(self, inner_dir: str, pattern: str) -> list[str]:
-        base = self.resolve(inner_dir)
-        if not base.is_dir():
-            return []
+        """Names in one directory matching a one-level shell pattern (no '**', no links followed to list
+        a directory outside the image), at most MAX_GLOB of them."""
+        base = self._resolved(inner_dir)
         prefix = inner_dir.rstrip("/")
-        return sorted(f"{prefix}/{p.name}" for p in base.glob(pattern))
+        found: list[str] = []
+        if base is None:
+            return found
+        try:
+            if not stat.S_ISDIR(os.lstat(base).st_mode):
+                return []
+            with os.scandir(base) as it:
+                for entry in it:
+                    if fnmatch.fnmatchcase(entry.name, pattern):
+                        found.append(f"{prefix}/{entry.name}")
+                        if len(found) >= MAX_GLOB:
+                            break
+        except OSError:
+            return sorted(found)
+        return sorted(found)
 
     def write_text(self, inner: str, text: str, mode: int = 0o644) -> Path:
         """Write a file inside the image; parent links are resolved inside the image, the file itself
@@ -118,20 +187,53 @@ class RootFS:
         return list(self._walk())
 
     def _walk(self) -> Iterator[Entry]:
-        root = str(self.root)
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel_dir = dirpath[len(root):] or "/"
-            for name in dirnames + filenames:
-                full = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(full)
-                except OSError:
-                    continue
-                rel = (rel_dir.rstrip("/") + "/" + name)
-                yield Entry(rel, st.st_mode, st.st_uid, st.st_size)
+        """Iterative, not os.walk: Python 3.11's os.walk recurses, and a deep image crashed vetting."""
+        for rel, st in walk_tree(self.root):
+            yield Entry(rel, st.st_mode, st.st_uid, st.st_size)
 
     def kernels(self) -> list[str]:
-        return [k for k in self.glob("/boot", "vmlinuz-*") if self.resolve(k).is_file()]
+        return [k for k in self.glob("/boot", "vmlinuz-*") if _is_regular(self.resolve(k))]
 
     def module_dirs(self) -> list[str]:
         return self.glob("/lib/modules", "*")
+
+
+def walk_tree(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """("/inner/path", lstat) of every entry under `root`, top-down, links not followed, any depth."""
+    stack = [("", str(root))]
+    while stack:
+        rel_dir, full_dir = stack.pop()
+        try:
+            with os.scandir(full_dir) as it:
+                entries = [(e.name, e.path) for e in it]
+        except OSError:
+            continue
+        for name, full in entries:
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            yield f"{rel_dir}/{name}", st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((f"{rel_dir}/{name}", full))
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _kind(path: Path) -> str:
+    """What a path is, in the words an error message uses."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "missing"
+    for test, word in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return word
+    return "not a regular file"

@@ -8,15 +8,16 @@ and switch_roots into it, so the nodes boot exactly the vetted image.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
-import shutil
+import re
 import stat
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from rain.errors import BuildError, ToolMissing
+from rain.errors import BuildError, InvalidInput, ToolMissing
 from rain.image.rootfs import RootFS
 
 # Drivers the initrd tries (those the kernel has as modules; built-ins need nothing).
@@ -25,6 +26,11 @@ WANTED = ("virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "ixgbe", "tg3", 
 APPLETS = ("sh", "mount", "umount", "mkdir", "insmod", "ip", "udhcpc", "wget", "switch_root", "cat",
            "echo", "ls", "grep", "cut", "sleep")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
+MAX_MODULE = 64 << 20  # the largest .ko in a Debian kernel is a few MB; a bigger one is not a module
+MAX_MODULES_TOTAL = 256 << 20
+MAX_KERNEL = 256 << 20
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_+,.-]+(/[A-Za-z0-9_+,.-]+)*\.ko(\.(xz|zst|gz))?")
+log = logging.getLogger(__name__)
 
 
 def _busybox() -> Path:
@@ -41,7 +47,9 @@ def module_order(root: Path, kver: str, wanted: tuple[str, ...] = WANTED) -> lis
     by_name: dict[str, str] = {}
     for line in (tree.read_text(f"/lib/modules/{kver}/modules.dep", limit=32 << 20) or "").splitlines():
         mod, _, rest = line.partition(":")
-        deps[mod] = rest.split()
+        if not _plain_module(mod):
+            continue
+        deps[mod] = [d for d in rest.split() if _plain_module(d)]
         by_name[os.path.basename(mod).split(".ko")[0].replace("-", "_")] = mod
     order: list[str] = []
 
@@ -58,13 +66,21 @@ def module_order(root: Path, kver: str, wanted: tuple[str, ...] = WANTED) -> lis
     return order
 
 
-def newest_kernel(root: Path) -> tuple[Path, str]:
-    tree = RootFS(root)
-    kernels = sorted(tree.kernels())
+def _plain_module(name: str) -> bool:
+    """A module path as depmod writes it: relative, no '..', characters that are safe in /init's insmod lines."""
+    if _MODULE_NAME.fullmatch(name) and ".." not in name.split("/"):
+        return True
+    if name:
+        log.warning("initrd: skipping %r from modules.dep (not a plain module path)", name)
+    return False
+
+
+def newest_kernel(root: Path) -> tuple[str, str]:
+    """The newest /boot/vmlinuz-* (as a path inside the image) and its version."""
+    kernels = sorted(RootFS(root).kernels())
     if not kernels:
         raise BuildError("the image has no kernel in /boot", hint="install a kernel package in the recipe")
-    kernel = kernels[-1]
-    return tree.resolve(kernel), kernel.rsplit("vmlinuz-", 1)[1]
+    return kernels[-1], kernels[-1].rsplit("vmlinuz-", 1)[1]
 
 
 def _render(name: str, **values: object) -> str:
@@ -84,6 +100,7 @@ def build_initrd(root: Path, kver: str, out: Path) -> Path:
     entries.append(("init", stat.S_IFREG | 0o755, _render("hpc-init.j2", modules=modules).encode(), None))
     entries.append(("bin/udhcpc.script", stat.S_IFREG | 0o755, _render("udhcpc.j2").encode(), None))
     made: set[str] = set()
+    total = 0
     for mod in modules:
         parent = "lib/modules"
         for part in os.path.dirname(mod).split("/"):
@@ -91,14 +108,29 @@ def build_initrd(root: Path, kver: str, out: Path) -> Path:
             if parent not in made:
                 made.add(parent)
                 entries.append((parent, stat.S_IFDIR | 0o755, None, None))
-        blob = tree.resolve(f"/lib/modules/{kver}/{mod}").read_bytes()
+        blob = tree.read_file(f"/lib/modules/{kver}/{mod}", MAX_MODULE)  # regular, bounded, inside the root
+        total += len(blob)
+        if total > MAX_MODULES_TOTAL:
+            raise InvalidInput(f"the modules the initrd needs from /lib/modules/{kver} exceed "
+                               f"{MAX_MODULES_TOTAL >> 20} MiB (at {mod})",
+                               hint="the image's kernel modules are damaged; reinstall the kernel package")
         entries.append((f"lib/modules/{mod}", stat.S_IFREG | 0o644, blob, None))
-    with gzip.open(out, "wb", compresslevel=6) as f:
-        for ino, (name, mode, data, link) in enumerate(entries, start=1):
-            body = link.encode() if link is not None else (data or b"")
-            _cpio_entry(f, ino, name, mode, body)
-        _cpio_entry(f, 0, "TRAILER!!!", 0, b"")
+    _write_cpio(entries, out)
     return out
+
+
+def _write_cpio(entries: list[tuple[str, int, bytes | None, str | None]], out: Path) -> None:
+    """Written beside `out` and renamed into place, so a failure leaves no half initrd."""
+    part = out.with_name(out.name + ".part")
+    try:
+        with gzip.open(part, "wb", compresslevel=6) as f:
+            for ino, (name, mode, data, link) in enumerate(entries, start=1):
+                body = link.encode() if link is not None else (data or b"")
+                _cpio_entry(f, ino, name, mode, body)
+            _cpio_entry(f, 0, "TRAILER!!!", 0, b"")
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _cpio_entry(f, ino: int, name: str, mode: int, body: bytes) -> None:
@@ -113,6 +145,7 @@ def _cpio_entry(f, ino: int, name: str, mode: int, body: bytes) -> None:
 
 
 def copy_kernel(root: Path, out: Path) -> tuple[Path, str]:
+    """The image's newest kernel, read like any image file: regular, inside the root, bounded."""
     kernel, kver = newest_kernel(root)
-    shutil.copyfile(kernel, out)
+    out.write_bytes(RootFS(root).read_file(kernel, MAX_KERNEL))
     return out, kver

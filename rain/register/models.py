@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-
-class Severity(IntEnum):
-    INFO = 0
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
-    CRITICAL = 4
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Severity:
-        return cls[text.upper()]
+from rain.image.findings import RawFinding as RawFinding  # re-exported: the register steps' vocabulary
+from rain.image.findings import Severity as Severity
 
 
 class Verdict(StrEnum):
@@ -78,17 +65,6 @@ class VetPolicy:
 
 
 NO_TARGET_POLICY = VetPolicy("default", Severity.HIGH)
-
-
-@dataclass(frozen=True)
-class RawFinding:
-    """What a rule check or the unpacker returns before policy is applied."""
-
-    rule: str
-    paths: tuple[str, ...] = ()
-    detail: str = ""
-    severity: Severity | None = None
-    """Overrides the rule's severity for this finding (e.g. a standard /dev node is only info)."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Unpack an image into a directory safely, reporting unsafe members as vetting findings.
 
-Archives (tar, tar.zst, tar.gz, tar.xz) are read member by member: nothing is
-written outside the root, no device node is created, no link that escapes the
-root is made, and no write goes through a link. Disk images (raw, qcow2,
-squashfs) are mounted read-only and streamed through the same member checks.
-A directory given to `fg-image vet` is swept for the same dangers in place.
+Archives (tar, tar.zst, tar.gz, tar.xz) go through rain.image.untar, member by
+member and within bounds (see there). Disk images (raw, qcow2, squashfs) are
+checked (no backing or external data files), mounted read-only and streamed
+through the same unpacker. A directory given to `fg-image vet` is swept for the
+same dangers in place.
 """
 
 from __future__ import annotations
@@ -13,19 +13,17 @@ import logging
 import os
 import posixpath
 import stat
-import tarfile
 from pathlib import Path
 
-import zstandard
-
 from rain.errors import InvalidInput
+from rain.image import limits, untar
+from rain.image.rootfs import walk_tree
+from rain.image.untar import STANDARD_DEV
 from rain.register import disk
 from rain.register.models import RawFinding, Severity
 
 log = logging.getLogger(__name__)
 
-STANDARD_DEV = {"dev/null", "dev/zero", "dev/full", "dev/random", "dev/urandom", "dev/tty",
-                "dev/console", "dev/ptmx"}
 TAR_SUFFIXES = (".tar", ".tar.zst", ".tar.zstd", ".tar.gz", ".tgz", ".tar.xz")
 FORMATS = ("tar.zst", "tar", "tar.gz", "tar.xz", "raw", "qcow2", "squashfs", "dir")
 
@@ -56,104 +54,45 @@ def detect_format(path: Path, declared: str | None = None) -> str:
                        hint="name it .tar.zst, .raw, .qcow2 or .squashfs, or give its format")
 
 
-def unpack(src: Path, dest: Path, fmt: str | None = None) -> list[RawFinding]:
-    """Unpack `src` into the empty directory `dest`; return findings for what was refused."""
+def unpack(src: Path, dest: Path, fmt: str | None = None, max_size: int | None = None) -> list[RawFinding]:
+    """Unpack `src` into the empty directory `dest`; return findings for what was refused.
+
+    `max_size` bounds the unpacked tree (None: RATIO × the file's size + SLACK, see limits);
+    past it, or past the free space, InvalidInput is raised and the caller removes `dest`.
+    """
     fmt = detect_format(src, fmt)
     dest.mkdir(parents=True, exist_ok=True)
+    limit, why = limits.expanded_limit(src.stat().st_size, dest, max_size)
+    budget = limits.Budget(src, limit, why)
     if fmt.startswith("tar"):
-        return unpack_tar(src, dest, fmt)
+        return untar.unpack_archive(src, fmt, dest, budget, lambda: untar.open_tar(src, fmt))
     if fmt in ("raw", "qcow2", "squashfs"):
         with disk.disk_tree(src, fmt) as tree, disk.tar_stream(tree) as stream:
-            return unpack_tar(src, dest, fmt, tarfile.open(fileobj=stream, mode="r|"))
+            return untar.unpack_archive(src, fmt, dest, budget, lambda: untar.stream_tar(stream))
     raise InvalidInput(f"{src} is a directory; it needs no unpacking")
 
 
-def _open_tar(src: Path, fmt: str) -> tarfile.TarFile:
-    if fmt == "tar.zst":
-        stream = zstandard.ZstdDecompressor().stream_reader(open(src, "rb"), closefd=True)
-        return tarfile.open(fileobj=stream, mode="r|")
-    return tarfile.open(src, mode="r|*")
-
-
-def _escapes(path: str) -> bool:
-    return path == ".." or path.startswith("../")
-
-
-def unpack_tar(src: Path, dest: Path, fmt: str, tf: tarfile.TarFile | None = None) -> list[RawFinding]:
-    findings: list[RawFinding] = []
-    real_dest = os.path.realpath(dest)
-    try:
-        tf = tf or _open_tar(src, fmt)
-    except (tarfile.TarError, OSError, zstandard.ZstdError) as e:
-        raise InvalidInput(f"{src} is not a readable {fmt} archive: {e}") from e
-    with tf:
-        try:
-            for member in tf:
-                problem = _check_member(member, real_dest)
-                if problem is not None:
-                    findings.append(problem)
-                    continue
-                target = os.path.join(real_dest, posixpath.normpath(member.name))
-                if os.path.lexists(target) and not (member.isdir() and os.path.isdir(target)):
-                    if os.path.isdir(target) and not os.path.islink(target):
-                        findings.append(RawFinding("archive-escape", (member.name,), "replaces a directory"))
-                        continue
-                    os.unlink(target)  # never write through a link left by an earlier member
-                tf.extract(member, real_dest, set_attrs=True, numeric_owner=True, filter="fully_trusted")
-        except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as e:
-            raise InvalidInput(f"{src} is a damaged {fmt} archive: {e}",
-                               hint="re-create the image or upload it again") from e
-    return findings
-
-
-def _check_member(m: tarfile.TarInfo, real_dest: str) -> RawFinding | None:
-    name = m.name
-    if name.startswith("/") or _escapes(posixpath.normpath(name)):
-        return RawFinding("archive-escape", ("/" + name.lstrip("/") if name.startswith("/") else name,))
-    norm = posixpath.normpath(name)
-    if norm == ".":
-        return None
-    if m.ischr() or m.isblk():
-        severity = Severity.INFO if norm in STANDARD_DEV and m.ischr() else None
-        return RawFinding("device-node", ("/" + norm,), severity=severity)
-    if m.issym():
-        if not m.linkname.startswith("/") and _escapes(
-                posixpath.normpath(posixpath.join(posixpath.dirname(norm), m.linkname))):
-            return RawFinding("link-outside", (f"/{norm} -> {m.linkname}",))
-    if m.islnk():
-        link = posixpath.normpath(m.linkname.lstrip("/"))
-        if _escapes(link) or not _inside(os.path.join(real_dest, link), real_dest):
-            return RawFinding("link-outside", (f"/{norm} => {m.linkname}",))
-    parent = os.path.join(real_dest, posixpath.dirname(norm))
-    if not _inside(parent, real_dest):
-        return RawFinding("link-outside", (f"/{norm} (written through a link leaving the root)",))
-    return None
-
-
-def _inside(path: str, real_dest: str) -> bool:
-    real = os.path.realpath(path)
-    return real == real_dest or real.startswith(real_dest + os.sep)
-
-
 def sweep(root: Path, remove: bool = False) -> list[RawFinding]:
-    """Report device nodes and escaping links in a tree (and remove them if asked)."""
+    """Report device nodes, FIFOs, sockets and escaping links in a tree (and remove them if asked).
+
+    The walk is iterative and follows no link, so a tree of any depth ends.
+    """
     findings: list[RawFinding] = []
-    base = str(root)
-    for dirpath, dirnames, filenames in os.walk(base):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = full[len(base):].lstrip("/")
-            st = os.lstat(full)
-            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                severity = Severity.INFO if rel in STANDARD_DEV and stat.S_ISCHR(st.st_mode) else None
-                findings.append(RawFinding("device-node", ("/" + rel,), severity=severity))
-                if remove:
-                    os.unlink(full)
-            elif stat.S_ISLNK(st.st_mode):
-                link = os.readlink(full)
-                if not link.startswith("/") and _escapes(
-                        posixpath.normpath(posixpath.join(posixpath.dirname(rel), link))):
-                    findings.append(RawFinding("link-outside", (f"/{rel} -> {link}",)))
-                    if remove:
-                        os.unlink(full)
+    for inner, st in walk_tree(root):
+        rel, full = inner.lstrip("/"), os.path.join(root, inner.lstrip("/"))
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            severity = Severity.INFO if rel in STANDARD_DEV and stat.S_ISCHR(st.st_mode) else None
+            findings.append(RawFinding("device-node", (inner,), severity=severity))
+        elif stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+            findings.append(RawFinding("special-file", (inner,)))
+        elif stat.S_ISLNK(st.st_mode):
+            link = os.readlink(full)
+            if link.startswith("/") or not untar.escapes(
+                    posixpath.normpath(posixpath.join(posixpath.dirname(rel), link))):
+                continue
+            findings.append(RawFinding("link-outside", (f"{inner} -> {link}",)))
+        else:
+            continue
+        if remove:
+            os.unlink(full)
     return findings

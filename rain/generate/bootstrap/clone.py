@@ -1,24 +1,22 @@
 """Clone: start from a repository image (a tar.zst rootfs) instead of bootstrapping.
 
-The archive comes from someone else, so it is unpacked member by member:
-no absolute names or '..', no device nodes or fifos (skipped), no symlink
-whose target climbs out of the root, no hard link to outside the archive, and
-nothing written through a symlinked directory. Ownership and modes are kept.
+The archive comes from someone else, so it goes through the same unpacker as
+the registrar's (rain.image.untar): device nodes and FIFOs are skipped, and a
+member that climbs out of the root, links outside it or would be written
+through a link fails the build. Ownership and modes are kept.
 """
 
 from __future__ import annotations
 
-import os
-import posixpath
-import tarfile
 from pathlib import Path
 from typing import IO, Any
 
 import zstandard
 
-from rain.errors import NotFound, RecipeError
+from rain.errors import InvalidInput, NotFound, RecipeError
 from rain.generate.bootstrap.base import BuildContext
 from rain.generate.recipe import Format, Recipe
+from rain.image import untar
 
 
 class UnsafeArchive(RecipeError):
@@ -68,70 +66,21 @@ def safe_unpack(archive: Path, root: Path) -> int:
 
 
 def safe_extract(stream: IO[bytes], root: Path, what: str = "base") -> int:
-    """Unpack a plain tar stream into root member by member (see the module doc); returns the skipped count."""
-    skipped = 0
+    """Unpack a plain tar stream into root (see the module doc); returns how many special files were skipped."""
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for m in tar:
-                skipped += _extract(tar, m, root)
-    except UnsafeArchive as e:
-        raise UnsafeArchive(e.message.replace("base:", f"{what}:", 1), hint=e.hint) from None
-    except tarfile.TarError as e:
-        raise RecipeError(f"{what}: not a readable tar archive: {e}", hint=_HINT) from None
-    return skipped
+        refused = untar.unpack_stream(stream, root, what)
+    except InvalidInput as e:
+        raise RecipeError(f"{what}: {e.message}", hint=_HINT) from None
+    unsafe = [f for f in refused if f.rule not in SKIPPED]
+    if unsafe:
+        first = unsafe[0]
+        more = f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""
+        raise UnsafeArchive(f"{what}: member {first.paths[0] if first.paths else '?'} "
+                            f"{UNSAFE[first.rule]}{more}", hint=_HINT)
+    return len(refused)
 
 
-def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path) -> int:
-    name = _member_name(m.name)
-    if name is None:
-        return 0  # the root itself
-    if m.ischr() or m.isblk() or m.isfifo():
-        return 1
-    if m.issym():
-        _check_symlink(name, m.linkname)
-    elif m.islnk():
-        target = _member_name(m.linkname)
-        if target is None:
-            raise UnsafeArchive(f"base: hard link {m.name!r} points at the root", hint=_HINT)
-        _check_parents(root, target)
-        m.linkname = target
-    _check_parents(root, name)
-    m.name = name
-    # a hard link shares its target's inode: its own header must not re-chmod that
-    tar.extract(m, root, set_attrs=not m.islnk(), numeric_owner=True, filter="fully_trusted")
-    return 0
-
-
+SKIPPED = {"device-node", "special-file"}
+"""Refused members a clone does without: /dev is made afresh by the build."""
+UNSAFE = {"archive-escape": "lies outside the root", "link-outside": "links outside the root or through a link"}
 _HINT = "the base image is unsafe to unpack; rebuild it with fg-image generate"
-
-
-def _member_name(name: str) -> str | None:
-    if name.startswith("/") or "\x00" in name:
-        raise UnsafeArchive(f"base: member {name!r} has an absolute path", hint=_HINT)
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchive(f"base: member {name!r} climbs out with '..'", hint=_HINT)
-    return "/".join(parts) or None
-
-
-def _check_symlink(name: str, target: str) -> None:
-    base = "/" if target.startswith("/") else "/" + posixpath.dirname(name)
-    depth = 0
-    for part in posixpath.join(base, target).split("/"):
-        if part in ("", "."):
-            continue
-        depth += -1 if part == ".." else 1
-        if depth < 0:
-            raise UnsafeArchive(f"base: symlink {name!r} -> {target!r} escapes the root", hint=_HINT)
-
-
-def _check_parents(root: Path, name: str) -> None:
-    """Refuse to write through a symlink that an earlier member placed on the way."""
-    path = root
-    for part in name.split("/")[:-1]:
-        path = path / part
-        if path.is_symlink():
-            raise UnsafeArchive(f"base: member {name!r} would be written through the symlink "
-                                f"/{path.relative_to(root)}", hint=_HINT)
-    if os.path.isdir(path) is False and path != root and os.path.lexists(path):
-        raise UnsafeArchive(f"base: member {name!r} is below a non-directory", hint=_HINT)

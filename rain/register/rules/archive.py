@@ -15,4 +15,7 @@ RULES = [
     Rule("link-outside", "link escapes the root", Severity.CRITICAL,
          "links point outside the image root",
          "make the links relative to a path inside the image, or remove them"),
+    Rule("special-file", "FIFO in the image", Severity.LOW,
+         "the image carries FIFOs (named pipes); they were not unpacked",
+         "remove them from the image; programs create their FIFOs at run time (under /run)"),
 ]

@@ -24,12 +24,8 @@ def check_private_keys(root: RootFS) -> list[RawFinding]:
         wanted = e.is_file and 0 < e.size <= _MAX_SCAN and e.rel.startswith(_SCAN_DIRS)
         if not wanted or _is_host_key(e.rel):
             continue
-        try:
-            with open(root.root / e.rel.lstrip("/"), "rb") as f:
-                if _KEY.search(f.read(_MAX_SCAN)):
-                    found.append(e.rel)
-        except OSError:
-            continue
+        if _KEY.search(root.read_bytes(e.rel, _MAX_SCAN) or b""):  # regular files only, never a FIFO
+            found.append(e.rel)
     return hits("private-keys", found)
 
 

@@ -17,27 +17,39 @@ def check_root_keys(root: RootFS) -> list[RawFinding]:
     return hits("root-authorized-keys", found)
 
 
+MAX_INCLUDE_DEPTH = 16  # sshd's own limit (servconf.c SERVCONF_MAX_DEPTH): deeper, sshd refuses to start
+MAX_CONFIG_FILES = 256  # files one vetting reads for sshd, however the Includes fan out
+
+
 def sshd_options(root: RootFS) -> dict[str, tuple[str, str]]:
-    """Effective sshd options (first value wins, as in sshd), with the file that set them."""
-    files = ["/etc/ssh/sshd_config"]
+    """Effective sshd options (first value wins, as in sshd), with the file that set them.
+
+    Includes are read where they stand, as sshd does; each file once (an image's config may include
+    itself), no deeper than sshd goes, and no more than MAX_CONFIG_FILES files in all."""
     options: dict[str, tuple[str, str]] = {}
-    while files:
-        path = files.pop(0)
-        for line in (root.read_text(path) or "").splitlines():
-            words = line.split("#", 1)[0].split()
-            if len(words) < 2:
-                continue
-            key, value = words[0].lower(), words[1].lower()
-            if key == "match":
-                break  # options inside Match blocks are conditional; the global ones came first
-            if key == "include":
-                for pattern in words[1:]:
-                    base = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
-                    directory, _, glob = base.rpartition("/")
-                    files[0:0] = root.glob(directory, glob)
-                continue
-            options.setdefault(key, (value, path))
+    _read_config(root, "/etc/ssh/sshd_config", 0, set(), options)
     return options
+
+
+def _read_config(root: RootFS, path: str, depth: int, seen: set[str], options: dict[str, tuple[str, str]]) -> None:
+    if path in seen or depth > MAX_INCLUDE_DEPTH or len(seen) >= MAX_CONFIG_FILES:
+        return
+    seen.add(path)
+    for line in (root.read_text(path) or "").splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) < 2:
+            continue
+        key, value = words[0].lower(), words[1].lower()
+        if key == "match":
+            return  # options inside Match blocks are conditional; the global ones came first
+        if key == "include":
+            for pattern in words[1:]:
+                base = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
+                directory, _, glob = base.rpartition("/")
+                for included in root.glob(directory or "/", glob):
+                    _read_config(root, included, depth + 1, seen, options)
+            continue
+        options.setdefault(key, (value, path))
 
 
 def check_root_login(root: RootFS) -> list[RawFinding]:

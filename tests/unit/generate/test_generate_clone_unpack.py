@@ -70,6 +70,34 @@ def test_nothing_is_written_through_a_symlinked_directory(tmp_path: Path) -> Non
     victim.mkdir()
     archive = make(tmp_path, [entry("d", tarfile.SYMTYPE, "/" + str(victim).lstrip("/")),
                               entry("d/planted")], {"d/planted": b"x"})
-    with pytest.raises(UnsafeArchive, match="through the symlink"):
+    with pytest.raises(UnsafeArchive, match="through a link"):
         safe_unpack(archive, root)
     assert list(victim.iterdir()) == []
+
+
+def _snapshot(path: Path) -> tuple[int, int, int, int, int]:
+    st = os.lstat(path)
+    return st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_nlink
+
+
+@pytest.mark.parametrize("kind", ["directory-over-symlink", "hard-link-to-host-file"])
+def test_a_base_image_cannot_change_host_files(tmp_path: Path, kind: str) -> None:
+    """The clone had its own unpacker, which chmod/chowned the host directory behind `d -> /host/dir` + `d/`,
+    and made a hard link to a host file; it now goes through the registrar's unpacker and fails the build."""
+    root, canary = tmp_path / "root", tmp_path / "canary"
+    root.mkdir()
+    canary.mkdir(mode=0o755)
+    (canary / "secret").write_text("host file")
+    before = {p: _snapshot(p) for p in (canary, canary / "secret")}
+    if kind == "directory-over-symlink":
+        over = entry("d", tarfile.DIRTYPE, mode=0o777)
+        over.uid = over.gid = 4321
+        members = [entry("d", tarfile.SYMTYPE, str(canary)), over]
+    else:
+        link = entry("h", tarfile.LNKTYPE, str(canary / "secret"), mode=0o777)
+        link.uid = 4321
+        members = [link]
+    with pytest.raises(UnsafeArchive, match="base: member /"):
+        safe_unpack(make(tmp_path, members), root)
+    assert {p: _snapshot(p) for p in before} == before
+    assert (canary / "secret").read_text() == "host file"
