@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RECIPE = RECIPES / "debian-bookworm-minimal.yaml"
 EXTRA = ["hello", "less", "file"]
 FORMATS = ["tar.zst", "raw", "qcow2", "squashfs"]
-_first: dict[str, Any] = {}
 
 
 def _generate(gen: Any, out: Path, packages: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
@@ -32,9 +30,7 @@ def _generate(gen: Any, out: Path, packages: list[str], *extra: str) -> subproce
 
 def test_minimal_recipe_with_three_packages_is_built_in_four_formats_and_stored(
         gen: Any, tmp_path: Path, gen_data: Path) -> None:
-    t0 = time.monotonic()
     r = _generate(gen, tmp_path / "out", ["ca-certificates", *EXTRA])
-    _first["seconds"] = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     ids = ids_from(r.stdout)
     assert sorted(ids) == sorted(FORMATS), r.stdout
@@ -89,12 +85,10 @@ def test_minimal_recipe_with_three_packages_is_built_in_four_formats_and_stored(
 
 
 def test_the_same_recipe_again_is_served_from_the_result_cache(gen: Any, tmp_path: Path) -> None:
-    t0 = time.monotonic()
+    # no timing threshold (a loaded machine made it flaky): the cache hit shows in what the build did
     r = _generate(gen, tmp_path / "again", ["ca-certificates", *EXTRA])
-    took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert "identical recipe built before" in r.stderr and "base system" not in r.stderr
-    assert took < _first.get("seconds", 1e9) / 2
     assert len(ids_from(r.stdout)) == 4
 
 
