@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     BUILD = 10
     VET_FAILED = 11
     TARGET = 12
+    STORAGE = 13
     INTERRUPTED = 130
 
 
@@ -64,6 +65,13 @@ class InvalidInput(RainError):
 
 class ConfigError(InvalidInput):
     kind = "config"
+
+
+class TooLarge(InvalidInput):
+    """A request body over the service's limit: refused before it is read, so it cannot exhaust memory."""
+
+    http_status = 413
+    kind = "too_large"
 
 
 class NotFound(RainError):
@@ -132,6 +140,15 @@ class TargetError(RainError):
     kind = "target"
 
 
+class StorageError(RainError):
+    """A disk is full or refuses writes: the database's, or the one a download goes to.
+    Nothing the user typed is wrong and nothing in Rain is broken: space or a mount needs fixing."""
+
+    exit_code = ExitCode.STORAGE
+    http_status = 507
+    kind = "storage"
+
+
 class ToolMissing(RainError):
     """A system tool Rain needs is not installed."""
 
@@ -146,9 +163,9 @@ class Interrupted(RainError):
 KINDS: dict[str, type[RainError]] = {
     cls.kind: cls
     for cls in (
-        RainError, InvalidInput, ConfigError, NotFound, Unauthorized, Forbidden,
+        RainError, InvalidInput, ConfigError, TooLarge, NotFound, Unauthorized, Forbidden,
         Conflict, QuotaExceeded, Unreachable, IntegrityError, BuildError,
-        RecipeError, VetFailed, TargetError, ToolMissing, Interrupted,
+        RecipeError, VetFailed, TargetError, StorageError, ToolMissing, Interrupted,
     )
 }
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import ValidationError
+
 from rain.errors import InvalidInput, RainError
 from rain.generate.recipe import Recipe
+from rain.repository.fields import problem
 from rain.repository.models import ImageMeta, OsInfo
 
 log = logging.getLogger(__name__)
@@ -22,12 +25,18 @@ def upload(repo: Any, recipe: Recipe, result: Any) -> dict[str, str]:
         raise InvalidInput("no repository to upload to", hint="pass --no-upload or configure a repository")
     up = recipe.upload
     os_info = OsInfo(family=str(recipe.os.family), release=recipe.os.release, arch=recipe.os.arch)
+    try:  # every record is checked before the first byte moves: the repository refuses what it cannot store
+        metas = [ImageMeta(name=recipe.image_name(), os=os_info, format=str(a.format), tags=list(up.tags),
+                           description=up.description or f"built by Rain from recipe {recipe.name}",
+                           public=up.public, parent=recipe.base, provenance=result.manifest)
+                 for a in result.artifacts]
+    except ValidationError as e:
+        raise InvalidInput(f"the repository cannot store this build's record: {problem(e)}",
+                           hint="fix the recipe value it names (see docs/repository.md, Errors and limits), "
+                                "or pass --no-upload") from None
     done: dict[str, str] = {}
     try:
-        for a in result.artifacts:
-            meta = ImageMeta(name=recipe.image_name(), os=os_info, format=str(a.format), tags=list(up.tags),
-                             description=up.description or f"built by Rain from recipe {recipe.name}",
-                             public=up.public, parent=recipe.base, provenance=result.manifest)
+        for a, meta in zip(result.artifacts, metas, strict=True):
             with open(a.path, "rb") as f:
                 image = repo.put(f, meta, size=a.size, sha256=a.sha256)
             done[str(a.format)] = image.id

@@ -61,14 +61,14 @@ def _timed(reporter: Reporter, timings: dict[str, float], name: str) -> contextl
 
 
 def fetch_and_vet(repo: Any, image: Image, target: str | None, policy: Any, work: Path,
-                  reporter: Reporter, timings: dict[str, float]) -> tuple[Path, VetReport]:
+                  reporter: Reporter, timings: dict[str, float], max_size: int | None = None) -> tuple[Path, VetReport]:
     """Download the image (as the calling user), unpack it safely and vet it; store the report."""
     blob = work / f"image.{image.format}"
     with _timed(reporter, timings, "fetch"), open(blob, "wb") as f:
         repo.get(image.id, f)
     root = work / "root"
     with _timed(reporter, timings, "unpack"):
-        findings = unpack(blob, root, image.format)
+        findings = unpack(blob, root, image.format, max_size)
     blob.unlink()
     with _timed(reporter, timings, "vet"):
         accepted = image.accepted_rules.get(target or "", []) if target else []
@@ -91,7 +91,8 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
     image = repo.show(image_id)
     with tempfile.TemporaryDirectory(prefix="rain-register-") as tmp, contextlib.ExitStack() as undo:
         work = Path(tmp)  # removed on success and failure alike; `undo` holds only what a failure takes back
-        root, report = fetch_and_vet(repo, image, name.value, provider.vet_policy, work, reporter, timings)
+        root, report = fetch_and_vet(repo, image, name.value, provider.vet_policy, work, reporter, timings,
+                                     settings.unpack_max)
         if report.verdict != "pass":
             raise VetRejected(report, hint=f"fix the image and upload it again; `fg-image vet {image.id} "
                                            f"--target {name.value}` shows the findings, an admin may accept a rule")
@@ -136,7 +137,8 @@ def vet_image(repo: Any, image_id: str, target: str | None, settings: Settings,
     policy = _policy(target)
     image = repo.show(image_id)
     with tempfile.TemporaryDirectory(prefix="rain-vet-") as tmp:
-        _, report = fetch_and_vet(repo, image, target, policy, Path(tmp), reporter or QuietReporter(), {})
+        _, report = fetch_and_vet(repo, image, target, policy, Path(tmp), reporter or QuietReporter(), {},
+                                  settings.unpack_max)
     return report
 
 
@@ -160,16 +162,22 @@ def _policy(target: str | None) -> VetPolicy:
 
 
 def deregister(repo: Any, settings: Settings, image_id: str, target: str, site: str | None = None) -> Image:
-    """Delete the image from the target site and drop the registration record."""
+    """Delete the caller's registrations of the image from the target site and drop their records.
+
+    Only the caller's own: another user's copy lives in their project, reached with their credentials."""
     name = target_name(target)
+    me = repo.whoami().name
     image = repo.show(image_id)
-    regs = [r for r in image.registrations if r.target == name.value and (site is None or r.site == site)]
+    regs = [r for r in image.registrations
+            if r.target == name.value and (site is None or r.site == site) and r.by == me]
     if not regs:
         raise InvalidInput(f"image {image_id} is not registered on {name.value}"
-                           + (f" site {site}" if site else ""),
-                           hint=f"`fg-image registrations {image_id}` lists where it is registered")
-    for reg in regs:
-        provider, _ = open_target(settings, name, reg.site)
-        provider.delete(reg.remote_id)
-        image = repo.remove_registration(image_id, name.value, reg.site)
+                           + (f" site {site}" if site else "") + " by you",
+                           hint=f"`fg-image registrations {image_id}` lists where it is registered and by whom")
+    for site_name in sorted({r.site for r in regs}):
+        provider, _ = open_target(settings, name, site_name)
+        for reg in regs:
+            if reg.site == site_name:
+                provider.delete(reg.remote_id)
+        image = repo.remove_registration(image_id, name.value, site_name)
     return image

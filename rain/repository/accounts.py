@@ -1,9 +1,7 @@
-"""Users, roles, quotas and API tokens (stored only as sha256 hashes)."""
+"""Users, roles and quotas; API tokens (stored only as sha256 hashes) live in tokens.py."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,17 +10,15 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from rain.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthorized
+from rain.repository.fields import MAX_INT64
 from rain.repository.models import Role, User, UserStatus, check_user_name
+from rain.repository.tokens import TOKEN_PREFIX, Tokens, hash_token
 
-TOKEN_PREFIX = "rain_"
+__all__ = ["TOKEN_PREFIX", "Accounts", "hash_token", "human", "now"]
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def human(n: int | None) -> str:
@@ -45,7 +41,7 @@ def _user(doc: dict[str, Any]) -> User:
 class Accounts:
     def __init__(self, db: Database) -> None:
         self.users = db["users"]
-        self.tokens = db["tokens"]
+        self.tokens = Tokens(db)
 
     def get(self, name: str) -> User:
         doc = self.users.find_one({"_id": name})
@@ -77,7 +73,7 @@ class Accounts:
     def remove(self, name: str) -> None:
         if self.users.delete_one({"_id": name}).deleted_count == 0:
             raise NotFound(f"no user {name!r}", hint="see `fg-image users list`")
-        self.tokens.delete_many({"user": name})
+        self.tokens.revoke_all(name)
 
     def list(self) -> list[User]:
         return [_user(d) for d in self.users.find({}).sort("_id", 1)]
@@ -89,34 +85,22 @@ class Accounts:
             raise NotFound(f"no user {name!r}", hint="see `fg-image users list`")
         return _user(doc)
 
-    def issue_token(self, name: str) -> str:
-        self.get(name)
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        self.tokens.insert_one({"_id": hash_token(token), "user": name, "created": now()})
-        return token
-
     def user_for_token(self, token: str | None) -> User:
         if not token:
             raise Unauthorized("no API token given", hint="pass --token or set RAIN_TOKEN "
                                "(an administrator makes one with `fg-image users token NAME`)")
-        doc = self.tokens.find_one({"_id": hash_token(token)})
-        if doc is None:
-            raise Unauthorized("the API token is not valid", hint="ask an administrator for a new one "
-                               "(`fg-image users token NAME`)")
-        return self.get(doc["user"])
+        return self.get(self.tokens.authenticate(token))
 
     # Quota: used_bytes moves only by atomic conditional increments.
 
     def reserve(self, name: str, size: int) -> None:
         user = self.get(name)
-        if user.quota_bytes is None:
-            self.users.update_one({"_id": name}, {"$inc": {"used_bytes": size}})
-            return
-        limit = user.quota_bytes - size
+        # "unlimited" still ends at what a 64-bit counter holds: past it the $inc would fail (HTTP 500)
+        limit = (MAX_INT64 if user.quota_bytes is None else user.quota_bytes) - size
         done = self.users.update_one(
             {"_id": name, "quota_bytes": user.quota_bytes, "used_bytes": {"$lte": limit}},
             {"$inc": {"used_bytes": size}})
-        if done.modified_count == 0:
+        if done.matched_count == 0:  # not modified_count: an empty image adds 0 and modifies nothing
             fresh = self.get(name)
             raise QuotaExceeded(
                 f"quota exceeded: {human(size)} more would bring {name} to "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from rain.repository.models import (
     Event,
@@ -13,7 +13,9 @@ from rain.repository.models import (
     ImageChanges,
     ImageMeta,
     ImageQuery,
+    NewToken,
     Role,
+    TokenInfo,
     User,
 )
 
@@ -49,5 +51,28 @@ class Repository(Protocol):
     def set_quota(self, name: str, quota: int | None) -> User: ...
     def set_role(self, name: str, role: Role) -> User: ...
     def suspend(self, name: str, suspended: bool = True) -> User: ...
-    def issue_token(self, name: str) -> str: ...
     def gc(self) -> GcReport: ...
+
+    # What the register stage records; see records.py for who may write what.
+    def set_vetting(self, image_id: str, target: str, report: dict[str, Any]) -> Image:
+        """The owner's or an admin's run sets the image's verdict; a reader's is kept as theirs."""
+
+    def accept_rule(self, image_id: str, target: str, rule_id: str) -> Image:
+        """Administrators only: accept one rule's finding for one image and target."""
+
+    def add_registration(self, image_id: str, target: str, site: str, remote_id: str,
+                         detail: dict[str, Any] | None = None) -> Image: ...
+
+    def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
+        """Only the user's own registrations; an administrator's removes anyone's."""
+
+    # API tokens: a user manages their own, an administrator anyone's.
+    def issue_token(self, name: str) -> str:
+        """A new unnamed, non-expiring token's secret (what `fg-image users token NAME` always made)."""
+
+    def create_token(self, name: str, label: str = "", expires_in: int | None = None) -> NewToken: ...
+    def list_tokens(self, name: str | None = None) -> builtins.list[TokenInfo]: ...
+    def revoke_token(self, name: str, token_id: str) -> TokenInfo: ...
+
+    def revoke_tokens(self, name: str) -> int:
+        """Administrators only: every token of `name` stops working; returns how many there were."""

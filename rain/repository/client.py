@@ -22,7 +22,9 @@ from rain.repository.models import (
     ImageChanges,
     ImageMeta,
     ImageQuery,
+    NewToken,
     Role,
+    TokenInfo,
     User,
 )
 
@@ -179,7 +181,7 @@ class Client:
         return Image(**self._json("POST", f"/images/{image_id}/unshare", json={"users": users}))
 
     def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> builtins.list[Event]:
-        params = {k: v for k, v in {"image_id": image_id, "user": user, "limit": limit}.items() if v}
+        params = {k: v for k, v in {"image_id": image_id, "user": user, "limit": limit}.items() if v is not None}
         return [Event(**d) for d in self._json("GET", "/history", params=params)]
 
     # -- registration records ----------------------------------------------------------------
@@ -222,6 +224,20 @@ class Client:
 
     def issue_token(self, name: str) -> str:
         return str(self._json("POST", f"/users/{name}/tokens")["token"])
+
+    def create_token(self, name: str, label: str = "", expires_in: int | None = None) -> NewToken:
+        body = {"name": label, "expires_in": expires_in}
+        return NewToken(**self._json("POST", f"/users/{name}/tokens", json=body))
+
+    def list_tokens(self, name: str | None = None) -> builtins.list[TokenInfo]:
+        name = name or self.whoami().name
+        return [TokenInfo(**d) for d in self._json("GET", f"/users/{name}/tokens")]
+
+    def revoke_token(self, name: str, token_id: str) -> TokenInfo:
+        return TokenInfo(**self._json("DELETE", f"/users/{name}/tokens/{token_id}"))
+
+    def revoke_tokens(self, name: str) -> int:
+        return int(self._json("DELETE", f"/users/{name}/tokens")["revoked"])
 
     def gc(self) -> GcReport:
         return GcReport(**self._json("POST", "/gc"))

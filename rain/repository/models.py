@@ -9,6 +9,21 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from rain.repository.fields import (
+    LIST_MAX,
+    MAX_JSON_INT,
+    ByteCount,
+    Document,
+    HistoryLimit,
+    Pattern,
+    Printable,
+    TargetName,
+    field_path,
+    matching,
+)
+
+__all__ = ["ByteCount", "HistoryLimit", "TargetName", "field_path", "matching"]
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
@@ -37,43 +52,40 @@ class UserStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
-def matching(regex: re.Pattern[str], value: str, what: str, hint: str) -> str:
-    """value if the pattern matches it; otherwise a ValueError naming what is wrong and how to fix it."""
-    if not isinstance(value, str) or not regex.match(value):
-        raise ValueError(f"bad {what} {value!r}: {hint}")
-    return value
-
-
-def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """A pydantic error location as the field a user wrote: 'meta.tags', not 'body.meta.tags.0'."""
-    return ".".join(str(p) for p in loc if not isinstance(p, int) and p != "body")
-
-
 def check_user_name(name: str) -> str:
     return matching(USER_RE, name, "user name", "use lowercase letters, digits, '_', '.', '-' (max 32)")
+
+
+DESCRIPTION_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+"""Control characters a description may not hold: all but tab, newline and carriage return."""
 
 
 def _description(v: str) -> str:
     if len(v) > 4096:
         raise ValueError("description is longer than 4096 characters")
+    if re.search(DESCRIPTION_CONTROL, v):
+        raise ValueError("description may hold newlines and tabs but no other control characters")
     return v
 
 
 # Each field rule is declared once and shared by what creates an image and what changes it.
-ImageName = Annotated[str, AfterValidator(
-    lambda v: matching(NAME_RE, v, "image name", "use letters, digits, '.', '_', '+', '-' (max 128)"))]
-ImageFormat = Annotated[str, AfterValidator(
-    lambda v: matching(FORMAT_RE, v, "format", "e.g. raw, qcow2, tar.zst, squashfs"))]
-Tag = Annotated[str, AfterValidator(
-    lambda v: matching(TAG_RE, v, "tag", "use letters, digits, '.', '_', ':', '+', '-'"))]
-Description = Annotated[str, AfterValidator(_description)]
+ImageName = Annotated[str, Pattern(NAME_RE, "image name", "use letters, digits, '.', '_', '+', '-' (max 128)")]
+ImageFormat = Annotated[str, Pattern(FORMAT_RE, "format", "e.g. raw, qcow2, tar.zst, squashfs")]
+Tag = Annotated[str, Pattern(TAG_RE, "tag", "use letters, digits, '.', '_', ':', '+', '-'")]
+Description = Annotated[str, Field(max_length=4096, json_schema_extra={"not": {"pattern": DESCRIPTION_CONTROL}}),
+                        AfterValidator(_description)]
+ImageId = Annotated[str, Pattern(ID_RE, "image id", "ids are 12 hex digits; see `fg-image list`")]
+UserName = Annotated[str, Pattern(USER_RE, "user name", "use lowercase letters, digits, '_', '.', '-' (max 32)")]
+OsField = Annotated[str, Field(max_length=64), Printable()]
+QueryText = Annotated[str, Field(max_length=256), Printable()]
+Provenance = Annotated[dict[str, Any], Document("provenance")]
 
 
 class OsInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    family: str = ""
-    release: str = ""
-    arch: str = ""
+    family: OsField = ""
+    release: OsField = ""
+    arch: OsField = ""
 
 
 class ImageMeta(BaseModel):
@@ -83,11 +95,11 @@ class ImageMeta(BaseModel):
     name: ImageName
     os: OsInfo = Field(default_factory=OsInfo)
     format: ImageFormat = "raw"
-    tags: list[Tag] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list, max_length=LIST_MAX)
     description: Description = ""
     public: bool = False
-    parent: str | None = None
-    provenance: dict[str, Any] | None = None
+    parent: ImageId | None = None
+    provenance: Provenance | None = None
 
 
 class Registration(BaseModel):
@@ -127,33 +139,38 @@ class Image(BaseModel):
     accepted_rules: dict[str, list[str]] = Field(default_factory=dict)
     """Vetting rules an administrator accepted for this image, per target."""
     registrations: list[Registration] = Field(default_factory=list)
+    reader_vetting: list[ReaderVetting] = Field(default_factory=list)
+    """Reports of vetting runs by users who may read but do not own the image; they change no verdict."""
+
+
+SORT_KEYS = {"created", "name", "size", "owner", "last_access", "access_count", "updated"}
+SORT_PATTERN = f"^[-+]?({'|'.join(sorted(SORT_KEYS))})$"
 
 
 class ImageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    os_family: str | None = None
-    release: str | None = None
-    arch: str | None = None
-    format: str | None = None
-    tag: str | None = None
-    owner: str | None = None
-    parent: str | None = None
+    name: QueryText | None = None
+    os_family: QueryText | None = None
+    release: QueryText | None = None
+    arch: QueryText | None = None
+    format: QueryText | None = None
+    tag: QueryText | None = None
+    owner: QueryText | None = None
+    parent: QueryText | None = None
     status: Status | None = None
-    sort: str = "-created"
+    sort: str = Field(default="-created", json_schema_extra={"pattern": SORT_PATTERN})
     limit: int = Field(default=100, ge=1, le=10000)
-    skip: int = Field(default=0, ge=0)
+    skip: int = Field(default=0, ge=0, le=MAX_JSON_INT)
 
     @field_validator("sort")
     @classmethod
     def _sort(cls, v: str) -> str:
-        key = v.lstrip("-+")
+        key = v[1:] if v[:1] in ("-", "+") else v
         if key not in SORT_KEYS:
             raise ValueError(f"cannot sort by {key!r}: use one of {', '.join(sorted(SORT_KEYS))}")
         return v
 
 
-SORT_KEYS = {"created", "name", "size", "owner", "last_access", "access_count", "updated"}
 
 
 class ImageChanges(BaseModel):
@@ -162,8 +179,8 @@ class ImageChanges(BaseModel):
     description: Description | None = None
     os: OsInfo | None = None
     format: ImageFormat | None = None
-    add_tags: list[Tag] = Field(default_factory=list)
-    remove_tags: list[str] = Field(default_factory=list)
+    add_tags: list[Tag] = Field(default_factory=list, max_length=LIST_MAX)
+    remove_tags: list[Tag] = Field(default_factory=list, max_length=LIST_MAX)
     public: bool | None = None
 
 
@@ -189,3 +206,48 @@ class GcReport(BaseModel):
     uploads_removed: int = 0
     files_removed: int = 0
     bytes_freed: int = 0
+
+
+# -- who wrote what on a record, and API tokens (issue #9, part C) ----------------------------------
+
+
+class ReaderVetting(BaseModel):
+    """A vetting run by a reader of the image: kept as theirs, it never quarantines or clears the image."""
+
+    user: str
+    target: str
+    verdict: str
+    when: datetime
+    report: dict[str, Any] = Field(default_factory=dict)
+
+
+Image.model_rebuild()
+
+
+class TokenInfo(BaseModel):
+    """What a token list shows: never the secret or its hash."""
+
+    id: str
+    user: str
+    name: str = ""
+    created: datetime | None = None
+    expires: datetime | None = None
+    last_used: datetime | None = None
+
+
+class NewToken(TokenInfo):
+    token: str
+    """The secret, shown this once."""
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$",
+                      description="what the token is for, e.g. ci-runner")
+    expires_in: int | None = Field(default=None, ge=1, le=10 * 366 * 86400,
+                                   description="seconds until the token stops working; none: never")
+
+
+class TokensRevoked(BaseModel):
+    user: str
+    revoked: int

@@ -3,7 +3,9 @@
 Every request acts as the user its bearer token belongs to; all rules are the
 Store's. Uploads are two requests: POST /images reserves quota and a record
 (so a refusal arrives before any byte is sent), PUT /uploads/{id} streams the
-bytes. Downloads stream, honour Range and carry the sha256 as ETag.
+bytes. Downloads stream, honour Range and carry the sha256 as ETag (ranges.py).
+Every refusal is a 4xx in one JSON shape, and JSON bodies are bounded (api_errors.py);
+what a field may hold is declared once in fields.py and models.py.
 """
 
 from __future__ import annotations
@@ -11,43 +13,59 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.from_thread
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
-from starlette.requests import ClientDisconnect
 
 from rain import __version__
 from rain.config import Settings
 from rain.errors import InvalidInput, RainError
 from rain.repository.accounts import Accounts
+from rain.repository.api_errors import COMMON_ERRORS, BodyLimit, error_response, error_responses, install
+from rain.repository.connect import open_database, store_for
+from rain.repository.fields import (
+    LIST_MAX,
+    SCHEMA_HINT,
+    ByteCount,
+    Document,
+    HistoryLimit,
+    Pattern,
+    Printable,
+    TargetName,
+    problem,
+)
 from rain.repository.models import (
     Event,
     GcReport,
     Image,
     ImageChanges,
+    ImageId,
     ImageMeta,
     ImageQuery,
     Role,
     User,
-    field_path,
+    UserName,
 )
+from rain.repository.ranges import DATA_RESPONSES, _parse_range, _RangeNotSatisfiable, download
+from rain.repository.records import RULE_RE
 from rain.repository.store import Store
+from rain.repository.token_routes import token_router
 
 API = "/api/v1"
 log = logging.getLogger(__name__)
+__all__ = ["_RangeNotSatisfiable", "_parse_range", "create_app", "serve"]
+Sha256 = Annotated[str, Pattern(re.compile(r"^[0-9a-fA-F]{64}$"), "sha256", "64 hex digits, as sha256sum prints")]
 
 
 class UploadRequest(BaseModel):
     meta: ImageMeta
-    size: int
-    sha256: str | None = None
+    size: ByteCount
+    sha256: Sha256 | None = None
 
 
 class UploadTicket(BaseModel):
@@ -56,17 +74,17 @@ class UploadTicket(BaseModel):
 
 
 class Users(BaseModel):
-    users: list[str]
+    users: list[UserName] = Field(min_length=1, max_length=LIST_MAX)
 
 
 class NewUser(BaseModel):
-    name: str
+    name: UserName
     role: Role = Role.USER
-    quota_bytes: int | None = None
+    quota_bytes: ByteCount | None = None
 
 
 class Quota(BaseModel):
-    quota_bytes: int | None
+    quota_bytes: ByteCount | None
 
 
 class RoleChange(BaseModel):
@@ -77,26 +95,29 @@ class Suspension(BaseModel):
     suspended: bool
 
 
-class Token(BaseModel):
-    token: str
+SiteName = Annotated[str, Field(max_length=128), Printable()]
+SiteQuery = Annotated[str, Query(max_length=128), Printable()]
 
 
 class RegistrationIn(BaseModel):
-    target: str
-    site: str = ""
-    remote_id: str
-    detail: dict[str, Any] = {}
+    target: TargetName
+    site: SiteName = ""
+    remote_id: Annotated[str, Field(max_length=512), Printable()]
+    detail: Annotated[dict[str, Any], Document("registration detail")] = {}
 
 
 class RuleAcceptance(BaseModel):
-    target: str
-    rule: str
+    target: TargetName
+    rule: Annotated[str, Pattern(RULE_RE, "rule id", "rule ids are like root-login")]
+
+
+VettingReport = Annotated[dict[str, Any], Document("vetting report", schema={
+    "required": ["verdict"], "properties": {"verdict": {"enum": ["pass", "fail"]}}})]
+"""A vetting report as the registrar sends it: the Store checks the same (records.py)."""
 
 
 def _error(e: RainError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if e.http_status == 401 else None
-    return JSONResponse({"error": e.kind, "message": e.message, "hint": e.hint},
-                        status_code=e.http_status, headers=headers)
+    return error_response(e)
 
 
 class _BodyReader:
@@ -125,40 +146,13 @@ class _BodyReader:
         return out
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end inclusive) for a single byte range, None for the whole image."""
-    if not header:
-        return None
-    m = _RANGE.match(header.strip())
-    if not m or (not m.group(1) and not m.group(2)):
-        raise InvalidInput(f"unsupported Range {header!r}", hint="send one range such as bytes=1000-")
-    if m.group(1):
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) else size - 1
-    else:  # suffix: the last N bytes
-        start, end = max(0, size - int(m.group(2))), size - 1
-    if start >= size or end < start:
-        raise _RangeNotSatisfiable(size)
-    return start, min(end, size - 1)
-
-
-class _RangeNotSatisfiable(RainError):
-    http_status = 416
-    kind = "invalid_input"
-
-    def __init__(self, size: int) -> None:
-        super().__init__(f"the requested range is outside the image ({size} bytes)",
-                         hint="resume from an offset below the image size")
-
-
 def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     app = FastAPI(title="Rain image repository", version=__version__,
                   description="Store, find, share and fetch OS images.",
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None)
     accounts = Accounts(db)
+    install(app)
+    app.add_middleware(BodyLimit)  # inside _authenticate: a stranger's body is never read
 
     public = {f"{API}/openapi.json", f"{API}/docs", f"{API}/docs/oauth2-redirect"}
 
@@ -176,58 +170,29 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
         return response
 
     def store(request: Request) -> Store:
-        return Store(db, request.state.user.name, upload_grace=upload_grace)
+        return store_for(db, request.state.user.name, upload_grace)
 
-    @app.exception_handler(RainError)
-    async def _rain_error(request: Request, e: RainError) -> JSONResponse:
-        return _error(e)
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
-        first = e.errors()[0] if e.errors() else {}
-        where = field_path(first.get("loc", ()))
-        msg = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            msg, where = "the request body is not valid JSON", ""
-        return _error(InvalidInput(f"{where}: {msg}" if where else msg,
-                                   hint=f"see the API schema at {API}/openapi.json"))
-
-    @app.exception_handler(ValidationError)
-    async def _bad_value(request: Request, e: ValidationError) -> JSONResponse:
-        first = e.errors()[0]
-        return _error(InvalidInput(f"{field_path(first['loc'])}: {first['msg']}"))
-
-    @app.exception_handler(ClientDisconnect)
-    async def _gone(request: Request, e: ClientDisconnect) -> Response:
-        log.warning("client went away during %s %s; the partial upload was undone", request.method,
-                    request.url.path)
-        return Response(status_code=499)
-
-    @app.exception_handler(PyMongoError)
-    async def _db_down(request: Request, e: PyMongoError) -> JSONResponse:
-        return JSONResponse({"error": "unreachable", "message": f"the repository database failed: "
-                             f"{type(e).__name__}", "hint": "try again; tell the operator if it persists"},
-                            status_code=503)
-
-    @app.get("/healthz", tags=["service"])
+    @app.get("/healthz", tags=["service"], responses=error_responses(503))
     def healthz() -> dict[str, str]:
-        db.command("ping")
+        """503 with the reason when the database cannot read or write (a full disk still answers ping)."""
+        from rain.repository.connect import check_health
+
+        check_health(db)
         return {"status": "ok", "version": __version__}
 
-    api = APIRouter(prefix=API)
+    api = APIRouter(prefix=API, responses=COMMON_ERRORS)
 
     @api.get("/whoami", response_model=User)
     def whoami(s: Store = Depends(store)) -> User:
         return s.whoami()
 
-    @api.get("/images", response_model=list[Image])
+    @api.get("/images", response_model=list[Image], openapi_extra={"parameters": _query_parameters(ImageQuery)})
     def list_images(request: Request, s: Store = Depends(store)) -> list[Image]:
         params = dict(request.query_params)
         try:
             query = ImageQuery.model_validate(params)
         except ValidationError as e:
-            first = e.errors()[0]
-            raise InvalidInput(f"bad query parameter {field_path(first['loc'])}: {first['msg']}") from e
+            raise InvalidInput(f"bad query parameter {problem(e)}", hint=SCHEMA_HINT) from e
         return s.list(query)
 
     @api.post("/images", response_model=UploadTicket, status_code=201)
@@ -235,69 +200,63 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
         upload_id = s.begin_upload(body.meta, body.size)
         return UploadTicket(upload_id=upload_id, upload_url=f"{API}/uploads/{upload_id}")
 
-    @api.put("/uploads/{upload_id}", response_model=Image)
-    async def finish_upload(upload_id: str, request: Request, s: Store = Depends(store)) -> Image:
+    @api.put("/uploads/{upload_id}", response_model=Image, openapi_extra=_UPLOAD_BODY)
+    async def finish_upload(upload_id: ImageId, request: Request, s: Store = Depends(store)) -> Image:
         sha256 = request.headers.get("x-rain-sha256")
         reader = _BodyReader(request)
         return await anyio.to_thread.run_sync(
             lambda: s.finish_upload(upload_id, reader, sha256))  # type: ignore[arg-type]
 
     @api.get("/images/{image_id}", response_model=Image)
-    def show(image_id: str, s: Store = Depends(store)) -> Image:
+    def show(image_id: ImageId, s: Store = Depends(store)) -> Image:
         return s.show(image_id)
 
-    @api.get("/images/{image_id}/data", response_class=StreamingResponse,
-             responses={200: {"content": {"application/octet-stream": {}}}, 206: {}})
-    def download(image_id: str, request: Request, s: Store = Depends(store)) -> StreamingResponse:
-        record = s.show(image_id)
-        wanted = _parse_range(request.headers.get("range"), record.size)
-        start, end = wanted if wanted else (0, record.size - 1)
-        length = end - start + 1 if record.size else 0
-        image, chunks = s.open(image_id, start, length)
-        headers = {"ETag": f'"{image.sha256}"', "Accept-Ranges": "bytes", "Content-Length": str(length),
-                   "Content-Disposition": f'attachment; filename="{image.name}.{image.format}"'}
-        status = 200
-        if wanted:
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{image.size}"
-        return StreamingResponse(chunks, status_code=status, headers=headers,
-                                 media_type="application/octet-stream")
+    @api.get("/images/{image_id}/data", response_class=Response, responses={**DATA_RESPONSES, **error_responses(416)})
+    def data(image_id: ImageId, request: Request, s: Store = Depends(store)) -> Response:
+        """The image's bytes; see rain.repository.ranges for Range, If-Range and If-None-Match."""
+        return download(s, image_id, dict(request.headers))
+
+    @api.head("/images/{image_id}/data", response_class=Response, responses={**DATA_RESPONSES, **error_responses(416)})
+    def data_headers(image_id: ImageId, request: Request, s: Store = Depends(store)) -> Response:
+        """The headers a GET would answer with (size, ETag), without the bytes or counting an access."""
+        return download(s, image_id, dict(request.headers), head=True)
 
     @api.patch("/images/{image_id}", response_model=Image)
-    def modify(image_id: str, changes: ImageChanges, s: Store = Depends(store)) -> Image:
+    def modify(image_id: ImageId, changes: ImageChanges, s: Store = Depends(store)) -> Image:
         return s.modify(image_id, changes)
 
     @api.delete("/images/{image_id}", response_model=Image)
-    def remove(image_id: str, force: bool = False, s: Store = Depends(store)) -> Image:
+    def remove(image_id: ImageId, force: bool = False, s: Store = Depends(store)) -> Image:
         return s.remove(image_id, force)
 
     @api.post("/images/{image_id}/share", response_model=Image)
-    def share(image_id: str, body: Users, s: Store = Depends(store)) -> Image:
+    def share(image_id: ImageId, body: Users, s: Store = Depends(store)) -> Image:
         return s.share(image_id, body.users)
 
     @api.post("/images/{image_id}/unshare", response_model=Image)
-    def unshare(image_id: str, body: Users, s: Store = Depends(store)) -> Image:
+    def unshare(image_id: ImageId, body: Users, s: Store = Depends(store)) -> Image:
         return s.unshare(image_id, body.users)
 
     @api.put("/images/{image_id}/vetting/{target}", response_model=Image)
-    def set_vetting(image_id: str, target: str, report: dict[str, Any], s: Store = Depends(store)) -> Image:
+    def set_vetting(image_id: ImageId, target: TargetName, report: VettingReport, s: Store = Depends(store)) -> Image:
         return s.set_vetting(image_id, target, report)
 
     @api.post("/images/{image_id}/accepted-rules", response_model=Image)
-    def accept_rule(image_id: str, body: RuleAcceptance, s: Store = Depends(store)) -> Image:
+    def accept_rule(image_id: ImageId, body: RuleAcceptance, s: Store = Depends(store)) -> Image:
         return s.accept_rule(image_id, body.target, body.rule)
 
     @api.post("/images/{image_id}/registrations", response_model=Image)
-    def add_registration(image_id: str, body: RegistrationIn, s: Store = Depends(store)) -> Image:
+    def add_registration(image_id: ImageId, body: RegistrationIn, s: Store = Depends(store)) -> Image:
         return s.add_registration(image_id, body.target, body.site, body.remote_id, body.detail)
 
     @api.delete("/images/{image_id}/registrations/{target}", response_model=Image)
-    def remove_registration(image_id: str, target: str, site: str = "", s: Store = Depends(store)) -> Image:
+    def remove_registration(image_id: ImageId, target: TargetName, site: SiteQuery = "",
+                            s: Store = Depends(store)) -> Image:
         return s.remove_registration(image_id, target, site)
 
     @api.get("/history", response_model=list[Event])
-    def history(image_id: str | None = None, user: str | None = None, limit: int = 100,
-                s: Store = Depends(store)) -> list[Event]:
+    def history(image_id: ImageId | None = None, user: UserName | None = None,
+                limit: Annotated[HistoryLimit, Query()] = 100, s: Store = Depends(store)) -> list[Event]:
         return s.history(image_id, user, limit)
 
     @api.get("/users", response_model=list[User])
@@ -309,24 +268,22 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
         return s.add_user(body.name, body.role, body.quota_bytes)
 
     @api.delete("/users/{name}", status_code=204)
-    def remove_user(name: str, s: Store = Depends(store)) -> None:
+    def remove_user(name: UserName, s: Store = Depends(store)) -> None:
         s.remove_user(name)
 
     @api.put("/users/{name}/quota", response_model=User)
-    def set_quota(name: str, body: Quota, s: Store = Depends(store)) -> User:
+    def set_quota(name: UserName, body: Quota, s: Store = Depends(store)) -> User:
         return s.set_quota(name, body.quota_bytes)
 
     @api.put("/users/{name}/role", response_model=User)
-    def set_role(name: str, body: RoleChange, s: Store = Depends(store)) -> User:
+    def set_role(name: UserName, body: RoleChange, s: Store = Depends(store)) -> User:
         return s.set_role(name, body.role)
 
     @api.put("/users/{name}/suspended", response_model=User)
-    def suspend(name: str, body: Suspension, s: Store = Depends(store)) -> User:
+    def suspend(name: UserName, body: Suspension, s: Store = Depends(store)) -> User:
         return s.suspend(name, body.suspended)
 
-    @api.post("/users/{name}/tokens", response_model=Token, status_code=201)
-    def issue_token(name: str, s: Store = Depends(store)) -> Token:
-        return Token(token=s.issue_token(name))
+    api.include_router(token_router(store))  # /users/{name}/tokens: list, create, revoke one or all
 
     @api.post("/gc", response_model=GcReport)
     def gc(s: Store = Depends(store)) -> GcReport:
@@ -336,12 +293,28 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     return app
 
 
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters for a model the handler validates itself (so the schema shows them)."""
+    schema = model.model_json_schema()
+    defs = {f"#/$defs/{name}": d for name, d in schema.get("$defs", {}).items()}
+
+    def own(prop: dict[str, Any]) -> dict[str, Any]:  # optional → the type; a $defs reference → inline
+        prop = next((s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"), prop)
+        return dict(defs.get(prop.get("$ref", ""), prop))
+
+    return [{"name": name, "in": "query", "required": False, "schema": own(prop)}
+            for name, prop in schema["properties"].items()]
+
+
+_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+"""The upload's bytes: streamed to the Store as they arrive, never parsed (so not a FastAPI body)."""
+
+
 def serve(settings: Settings, host: str, port: int, tls_cert: Path | None = None,
           tls_key: Path | None = None) -> None:
     """Run the service in the foreground until interrupted."""
     import uvicorn
-
-    from rain.repository.connect import open_database
 
     if bool(tls_cert) != bool(tls_key):
         raise InvalidInput("TLS needs both --tls-cert and --tls-key", hint="pass both, or neither for plain HTTP")

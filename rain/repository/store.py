@@ -17,12 +17,14 @@ from typing import Any, BinaryIO
 
 import pymongo
 from bson import ObjectId
+from pydantic import ValidationError
 from pymongo.database import Database
 
 from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
 from rain.repository.accounts import human, now, require_admin
 from rain.repository.acting import HOST, to_image
 from rain.repository.base import Progress
+from rain.repository.fields import SCHEMA_HINT, ByteCount, HistoryLimit, checked, problem
 from rain.repository.gc import CollectorMixin
 from rain.repository.models import (
     Event,
@@ -30,8 +32,11 @@ from rain.repository.models import (
     ImageChanges,
     ImageMeta,
     ImageQuery,
+    NewToken,
     Role,
     Status,
+    TokenInfo,
+    TokenRequest,
     User,
     Visibility,
 )
@@ -49,6 +54,8 @@ def ensure_indexes(db: Database) -> None:
     db.events.create_index([("when", -1)])
     db.events.create_index([("image_id", 1)])
     db.tokens.create_index([("user", 1)])
+    # partial: token documents from before ids have none, and keep working
+    db.tokens.create_index([("id", 1)], unique=True, partialFilterExpression={"id": {"$exists": True}})
     db["fs.chunks"].create_index([("files_id", 1), ("n", 1)], unique=True)  # GridFS's own; blobs.py writes chunks
     db["fs.files"].create_index([("filename", 1), ("uploadDate", 1)])
 
@@ -73,8 +80,7 @@ class Store(RecordsMixin, CollectorMixin):
         interrupted upload leaves behind can be found and collected.
         """
         user = self.whoami()
-        if size < 0:
-            raise InvalidInput(f"bad size {size}", hint="the size is a number of bytes")
+        checked(ByteCount, size, "size")  # the same rule and message as the service's
         if meta.parent:
             self._find(meta.parent, user)
         self.collect_stale_uploads()
@@ -192,7 +198,8 @@ class Store(RecordsMixin, CollectorMixin):
         user = self.whoami()
         doc = self._find_owned(image_id, user, "remove")
         if doc.get("registrations") and not force:
-            where = ", ".join(sorted({r["target"] for r in doc["registrations"]}))
+            # any registration blocks, a reader's too: their copy on their cloud came from this image
+            where = ", ".join(sorted({f"{r['target']} (by {r.get('by') or '?'})" for r in doc["registrations"]}))
             raise Conflict(f"image {image_id} is registered on {where}",
                            hint="deregister it first, or pass --force to remove it anyway")
         if self.images.delete_one({"_id": image_id}).deleted_count:
@@ -222,6 +229,7 @@ class Store(RecordsMixin, CollectorMixin):
 
     def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> builtins.list[Event]:
         actor = self.whoami()
+        checked(HistoryLimit, limit, "limit")  # 0 would mean "no limit" to the database
         filt: dict[str, Any] = {}
         if image_id:
             self._find(image_id, actor)
@@ -239,6 +247,7 @@ class Store(RecordsMixin, CollectorMixin):
 
     def add_user(self, name: str, role: Role = Role.USER, quota: int | None = None) -> User:
         self._admin("add users")
+        checked(ByteCount | None, quota, "quota_bytes")
         created = self.accounts.add(name, role, quota)
         self._log("user-add", None, name=name, role=str(role), quota=quota)
         return created
@@ -257,8 +266,7 @@ class Store(RecordsMixin, CollectorMixin):
 
     def set_quota(self, name: str, quota: int | None) -> User:
         self._admin("set quotas")
-        if quota is not None and quota < 0:
-            raise InvalidInput(f"bad quota {quota}", hint="use a size such as 50G or 'unlimited'")
+        checked(ByteCount | None, quota, "quota_bytes")
         user = self.accounts.update(name, quota_bytes=quota)
         self._log("user-quota", None, name=name, quota=quota, human=human(quota))
         return user
@@ -275,10 +283,47 @@ class Store(RecordsMixin, CollectorMixin):
         self._log("user-suspend" if suspended else "user-reinstate", None, name=name)
         return user
 
-    def issue_token(self, name: str) -> str:
+    # -- API tokens: a user manages their own, an administrator anyone's ---------------------
+
+    def _token_owner(self, name: str | None, what: str) -> str:
         actor = self.whoami()
+        name = name or actor.name
         if actor.name != name:
-            require_admin(actor, "make tokens for other users")
-        token = self.accounts.issue_token(name)
-        self._log("token", None, name=name)
-        return token
+            require_admin(actor, what)
+            self.accounts.get(name)
+        return name
+
+    def create_token(self, name: str, label: str = "", expires_in: int | None = None) -> NewToken:
+        """A named token; its secret is in the result only. expires_in: seconds, None for never."""
+        request = _validated(TokenRequest, {"name": label, "expires_in": expires_in})
+        name = self._token_owner(name, "make tokens for other users")
+        new = self.accounts.tokens.create(name, request.name, request.expires_in)
+        self._log("token", None, name=name, token=new.id, label=new.name, expires=new.expires)
+        return new
+
+    def issue_token(self, name: str) -> str:
+        return self.create_token(name).token
+
+    def list_tokens(self, name: str | None = None) -> builtins.list[TokenInfo]:
+        return self.accounts.tokens.list(self._token_owner(name, "see other users' tokens"))
+
+    def revoke_token(self, name: str, token_id: str) -> TokenInfo:
+        revoked = self.accounts.tokens.revoke(self._token_owner(name, "revoke other users' tokens"), token_id)
+        self._log("token-revoke", None, name=revoked.user, token=revoked.id, label=revoked.name)
+        return revoked
+
+    def revoke_tokens(self, name: str) -> int:
+        """Every token of `name` stops working (administrators only: a leak, a departure)."""
+        self._admin("revoke all of a user's tokens")
+        self.accounts.get(name)
+        count = self.accounts.tokens.revoke_all(name)
+        self._log("token-revoke-all", None, name=name, revoked=count)
+        return count
+
+
+def _validated(model: Any, data: dict[str, Any]) -> Any:
+    """`model` made from data, or the one-line InvalidInput the service would answer with."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise InvalidInput(problem(e), hint=SCHEMA_HINT) from None

@@ -1,0 +1,145 @@
+"""How the service answers what it refuses: one JSON shape, declared in the schema, and bounded bodies.
+
+Every refusal is {"error": kind, "message": one line, "hint": how to fix it}, whether it
+comes from the Store, from request validation, from the router (unknown path, wrong
+method) or from a body over the limit. The shape is declared for each status in the
+OpenAPI schema, so clients and fuzzers can hold the service to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rain.errors import InvalidInput, NotFound, RainError, TooLarge
+from rain.repository.fields import SCHEMA_HINT, problem
+
+JSON_BODY_MAX = 4 << 20
+"""Bytes in a request body other than an image upload's: room for a 1 MiB provenance or report, no more."""
+log = logging.getLogger(__name__)
+
+
+class Error(BaseModel):
+    """What every refused request answers."""
+
+    error: str
+    """The kind: invalid_input, too_large, unauthorized, forbidden, not_found, conflict, ..."""
+    message: str
+    """One line saying what is wrong."""
+    hint: str | None = None
+    """How to fix it, when there is something to do."""
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring the Error shape for these statuses."""
+    return {status: {"model": Error} for status in statuses}
+
+
+COMMON_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 503)
+"""What any /api/v1 call may answer besides success (413 is a body too large or a quota)."""
+
+
+def error_response(e: RainError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The Error answer for e; its message is kept to one line whatever raised it."""
+    extra = {"WWW-Authenticate": "Bearer"} if e.http_status == 401 else {}
+    headers = {**getattr(e, "headers", {}), **extra, **(headers or {})}
+    body = {"error": e.kind, "message": " ".join(e.message.splitlines()), "hint": e.hint}
+    return JSONResponse(body, status_code=e.http_status, headers=headers or None)
+
+
+def install(app: FastAPI) -> None:
+    """Answer every refusal in the Error shape (and keep the service's own failures 5xx)."""
+
+    @app.exception_handler(RainError)
+    async def _rain_error(request: Request, e: RainError) -> JSONResponse:
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        message = "the request body is not valid JSON" if first.get("type") == "json_invalid" else problem(e)
+        return error_response(InvalidInput(message, hint=SCHEMA_HINT))
+
+    @app.exception_handler(ValidationError)
+    async def _bad_value(request: Request, e: ValidationError) -> JSONResponse:
+        return error_response(InvalidInput(problem(e), hint=SCHEMA_HINT))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+        """The router's own refusals (no such path, wrong method, unreadable body) in the Error shape."""
+        error: RainError
+        if e.status_code == 404:
+            error = NotFound(f"no such API path {request.url.path}", hint="see the API schema at /api/v1/docs")
+        else:
+            error = InvalidInput(f"{request.method} {request.url.path}: {e.detail}", hint=SCHEMA_HINT)
+            error.http_status = e.status_code
+        return error_response(error, dict(e.headers or {}))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, e: ClientDisconnect) -> Response:
+        log.warning("client went away during %s %s; the partial upload was undone", request.method,
+                    request.url.path)
+        return Response(status_code=499)
+
+    @app.exception_handler(PyMongoError)
+    async def _db_down(request: Request, e: PyMongoError) -> JSONResponse:
+        return JSONResponse({"error": "unreachable", "message": f"the repository database failed: "
+                             f"{type(e).__name__}", "hint": "try again; tell the operator if it persists"},
+                            status_code=503)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, except on paths that stream (image uploads).
+
+    The body is read here, up to the limit, and handed on whole: a client that sends
+    gigabytes of JSON, with or without a Content-Length, costs at most `limit` bytes."""
+
+    def __init__(self, app: ASGIApp, limit: int = JSON_BODY_MAX, streaming: str = "/api/v1/uploads/") -> None:
+        self.app, self.limit, self.streaming = app, limit, streaming
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.streaming):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = TooLarge(f"the request body is over the limit of {self.limit} bytes",
+                         hint="send less; image bytes go to the upload URL, which has no such limit")
+        await error_response(error, {"Connection": "close"})(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
