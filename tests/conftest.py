@@ -2,7 +2,8 @@
 
 - `embedded_mongo` (session): ONE embedded SecantusDB server started the way Rain
   starts it (rain.repository.embedded.ensure_running) in a temporary data dir,
-  stopped when the session ends.
+  stopped when the session ends. It runs with --auth: its `.uri` carries the
+  generated credential, so use that (never a bare host:port) to connect.
 - `rain_env`: the environment a test's Rain runs in: its own data dir, an absent
   config file, and a fresh database on the session server (RAIN_MONGO_DB), so
   tests are isolated without starting a server each.

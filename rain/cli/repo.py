@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from rain.cli.common import console, open_repo, print_json, settings
-from rain.repository import embedded
+from rain.cli.untrusted import markup
+from rain.repository import embedded, embedded_disk
 
 repo_app = typer.Typer(help="The repository database: status, stop, garbage collection.",
                        no_args_is_help=True)
@@ -28,14 +29,20 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         open_database(s)
         info = {"mode": "mongodb", "uri": dict((k, v) for k, v, _ in s.shown())["mongo_uri"], "status": "ok"}
     else:
-        st = embedded.status(s.data_path)
-        info = {"mode": "embedded", "running": st.running, "pid": st.pid, "port": st.port,
-                "uri": st.uri, "data": str(st.data_dir), "log": str(st.log)}
+        from rain.repository.connect import embedded_health
+
+        st, state = embedded_health(s)
+        free = embedded_disk.free_bytes(st.data_dir)
+        info = {"mode": "embedded", "running": st.running, "state": state, "pid": st.pid, "port": st.port,
+                "uri": st.shown_uri, "auth": (st.credential is not None) if st.running else None,
+                "data": str(st.data_dir), "free": free, "free_human": embedded_disk.human(free), "log": str(st.log)}
+        if state not in ("ok", "stopped"):
+            info["hint"] = embedded_disk.recovery_hint(st.data_dir)
     if as_json:
         print_json(info)
         return
     for key, value in info.items():
-        console.print(f"[bold]{key}[/bold]: {value if value is not None else '-'}")
+        console.print(f"[bold]{markup(key)}[/bold]: {markup(value if value is not None else '-')}")  # a service's words
 
 
 @repo_app.command("stop")
