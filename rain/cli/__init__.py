@@ -11,6 +11,8 @@ import sys
 import typer
 
 from rain.cli import common
+from rain.cli.failures import known_failure
+from rain.cli.untrusted import markup
 from rain.errors import ExitCode, RainError
 
 app = typer.Typer(
@@ -76,6 +78,10 @@ def main() -> None:
             sys.exit(int(e.exit_code))
         if common.debug_enabled():
             raise
-        common.err_console.print(f"[red]error:[/red] internal error: {type(e).__name__}: {e} "
+        known = known_failure(e)
+        if known is not None:
+            common.print_error(known)
+            sys.exit(int(known.exit_code))
+        common.err_console.print(f"[red]error:[/red] internal error: {markup(type(e).__name__)}: {markup(e)} "
                                  "(run with --debug for a traceback and report it)", highlight=False)
         sys.exit(int(ExitCode.ERROR))

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.cli.untrusted import markup, plain
 from rain.errors import BuildError, Interrupted, InvalidInput
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import load_recipe, parse_overrides
@@ -31,8 +31,10 @@ def progress_reporter() -> Reporter:
     marks = {"start": "[cyan]…[/cyan]", "done": "[green]✓[/green]", "failed": "[red]✗[/red]", "info": " "}
 
     def emit(event: str, step: str, detail: str) -> None:
-        tail = f" [dim]{detail}[/dim]" if detail and event != "info" else (f" {detail}" if detail else "")
-        err_console.print(f"{marks[event]} {step}{tail}", highlight=False)
+        # step details quote tool output and recipe values: text, not rich markup
+        shown = markup(detail)
+        tail = f" [dim]{shown}[/dim]" if detail and event != "info" else (f" {shown}" if detail else "")
+        err_console.print(f"{marks[event]} {markup(step)}{tail}", highlight=False)
     return Reporter(emit)
 
 
@@ -154,9 +156,9 @@ def batch_cmd(
             if not detail and o.result is not None:
                 detail = str(o.result.directory)
             c = colour.get(o.status, "cyan")
-            # labels like recipe.yaml[release=trixie] are text, not rich markup
-            table.add_row(escape(o.label), escape(o.name), f"[{c}]{o.status}[/{c}]",
-                          f"{o.seconds:.0f}s" if o.seconds else "", escape(detail))
+            # labels like recipe.yaml[release=trixie] and errors quoting tool output are text, not rich markup
+            table.add_row(plain(o.label), plain(o.name), f"[{c}]{o.status}[/{c}]",
+                          f"{o.seconds:.0f}s" if o.seconds else "", plain(detail))
         console.print(table)
     failed = [o for o in outcomes if o.status in ("failed", "skipped")]
     if failed:
@@ -178,7 +180,7 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="print as JSON
         table.add_column(col)
     for e in entries:
         table.add_row(str(e.kind), e.key[:40], _size(e.size), time.strftime("%Y-%m-%d %H:%M",
-                      time.localtime(e.last_used)), e.detail)
+                      time.localtime(e.last_used)), plain(e.detail))
     console.print(table)
     console.print(f"total {_size(sum(e.size for e in entries))} in {settings().data_path / 'cache'}")
 

@@ -47,12 +47,14 @@ def open_repo():  # -> Repository
 
 
 def print_error(e: RainError) -> None:
-    """One line: what is wrong, then how to fix it."""
-    from rich.markup import escape
+    """One line: what is wrong, then how to fix it. Messages quote names and answers others chose,
+    so the text is shown as text: no markup, no escape sequences."""
+    from rain.cli.untrusted import markup
 
-    text = escape(e.message.replace("\n", " "))
+    text = markup(e.message.replace("\n", " "))
     if e.hint:
-        text += f" [dim]— {escape(e.hint)}[/dim]"
+        hint = markup(e.hint.replace("\n", " "))
+        text += f" [dim]— {hint}[/dim]"
     err_console.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
 
 

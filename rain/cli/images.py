@@ -6,15 +6,18 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
 
 from rain.cli import render
 from rain.cli.common import console, open_repo, print_json
+from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import transfer
+from rain.cli.untrusted import checked_id, local_file_name, markup, plain, visible
 from rain.errors import IntegrityError, InvalidInput
-from rain.repository.models import ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
+from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
 
 
 def invalid(e: ValidationError) -> InvalidInput:
@@ -52,7 +55,7 @@ def upload(
         raise invalid(e) from None
     size = path.stat().st_size
     repo = open_repo()
-    with open(path, "rb") as src, transfer(f"upload {path.name}", size) as progress:
+    with open(path, "rb") as src, transfer(f"upload {markup(path.name)}", size) as progress:
         image = repo.put(src, meta, size, progress=progress)
     if as_json:
         print_json(image)
@@ -62,35 +65,58 @@ def upload(
 
 def download(
     image_id: str = typer.Argument(..., help="image id"),
-    output: Path = typer.Option(None, "-o", "--output", help="file to write (default: NAME.FORMAT here)"),
+    output: Path = typer.Option(None, "-o", "--output", help="file or directory to write (default: NAME.FORMAT here)"),
 ) -> None:
     """Fetch an image; an interrupted download resumes from its .part file."""
+    if not ID_RE.match(image_id):
+        raise InvalidInput(f"bad image id {image_id[:40]!r}", hint="ids are 12 hex digits; see `fg-image list`")
+    if output is not None and not output.is_dir() and not output.parent.is_dir():
+        raise InvalidInput(f"cannot write {output}: there is no directory {output.parent}",
+                           hint="create it first, or give another -o")
     repo = open_repo()
     image = repo.show(image_id)
-    target = output or Path(f"{image.name}.{image.format}")
-    if target.is_dir():
-        target = target / f"{image.name}.{image.format}"
+    checked_id(image.id, image_id)  # the rest of the answer names the file and the bytes to fetch
+    target = _download_target(output, image)
     part = target.with_name(target.name + ".part")
+    try:
+        _fetch(repo, image, part)
+        os.replace(part, target)
+    except OSError as e:
+        if e.errno not in FILE_ERRNOS:
+            raise
+        raise file_failure(e, target) from e
+    print(target, file=sys.stderr if sys.stdout.isatty() else sys.stdout)
+
+
+def _download_target(output: Path | None, image: Image) -> Path:
+    """Where a download goes: -o FILE as given; otherwise a name made from the repository's answer,
+    which a hostile or broken service chooses, so it is made safe (no path, no hidden file)."""
+    if output is not None and not output.is_dir():
+        return output
+    name = local_file_name(image.name, image.format, image.id)
+    return (output or Path()) / name
+
+
+def _fetch(repo: Any, image: Image, part: Path) -> None:
+    """The image's bytes into `part`, resuming what an earlier run left there and checking the whole."""
     offset = part.stat().st_size if part.exists() else 0
     if offset > image.size:
         part.unlink()
         offset = 0
     try:
-        with open(part, "ab") as dest, transfer(f"download {image.name}", image.size, offset) as progress:
-            repo.get(image_id, dest, offset=offset, progress=progress)
+        with open(part, "ab") as dest, transfer(f"download {markup(image.name)}", image.size, offset) as progress:
+            repo.get(image.id, dest, offset=offset, progress=progress)
         if offset:  # a resumed download: check the whole file
             digest = hashlib.sha256()
             with open(part, "rb") as f:
                 while chunk := f.read(1 << 20):
                     digest.update(chunk)
             if digest.hexdigest() != image.sha256:
-                raise IntegrityError(f"the resumed download of {image_id} failed its checksum",
+                raise IntegrityError(f"the resumed download of {image.id} failed its checksum",
                                      hint="download again from the start")
     except IntegrityError:
         part.unlink(missing_ok=True)
         raise
-    os.replace(part, target)
-    print(target, file=sys.stderr if sys.stdout.isatty() else sys.stdout)
 
 
 def list_images(
@@ -169,21 +195,21 @@ def remove(
         if not sys.stdin.isatty():
             raise InvalidInput(f"not removing image {image.id} ({image.name}) without a yes",
                                hint="pass --yes to remove it from a script")
-        typer.confirm(f"remove image {image.id} ({image.name}, {image.size} bytes)?", abort=True)
+        typer.confirm(f"remove image {image.id} ({visible(image.name)}, {image.size} bytes)?", abort=True)
     repo.remove(image_id, force=force)
-    console.print(f"removed {image.id} ({image.name})")
+    console.print(plain(f"removed {image.id} ({image.name})"))
 
 
 def share(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
     """Let named users read an image."""
     image = open_repo().share(image_id, users)
-    console.print(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}")
+    console.print(plain(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}"))
 
 
 def unshare(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
     """Stop sharing an image with named users."""
     image = open_repo().unshare(image_id, users)
-    console.print(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}")
+    console.print(plain(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}"))
 
 
 def history(

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.cli.untrusted import markup, plain, visible
 from rain.errors import InvalidInput
 from rain.register.models import VetReport
 from rain.repository.models import ID_RE
@@ -33,15 +35,18 @@ class StepReporter:
 
 def render_report(report: VetReport) -> None:
     colour = "green" if report.verdict == "pass" else "red"
-    console.print(f"[{colour}]{report.verdict.upper()}[/{colour}] {report.subject} — target "
-                  f"{report.target or '(none)'}, policy {report.policy}, blocks at {report.block_at}")
+    console.print(f"[{colour}]{markup(report.verdict.upper())}[/{colour}] {markup(report.subject)} — target "
+                  f"{markup(report.target or '(none)')}, policy {markup(report.policy)}, "
+                  f"blocks at {markup(report.block_at)}")
     if not report.findings:
         console.print("no findings")
         return
     table = Table("rule", "severity", "", "what", "fix", "where", show_lines=False)
     for f in report.findings:
         state = "accepted" if f.accepted else ("BLOCKS" if f.blocking else "")
-        table.add_row(f.rule, f.severity, state, f.message, f.hint, "\n".join(f.paths[:5]))
+        # findings quote what the image holds: file names and contents its author chose
+        table.add_row(plain(f.rule), plain(f.severity), state, plain(f.message), plain(f.hint),
+                      Text("\n".join(visible(p) for p in f.paths[:5])))
     console.print(table)
 
 
@@ -66,8 +71,8 @@ def register_cmd(
                     "derived_image": outcome.derived_id, "changes": outcome.changes, "timings": outcome.timings,
                     "vetting": outcome.report.model_dump(mode="json")})
     else:
-        console.print(f"registered {image_id} on {outcome.target}/{outcome.site} as {outcome.remote_id} "
-                      f"(derived image {outcome.derived_id})")
+        console.print(plain(f"registered {image_id} on {outcome.target}/{outcome.site} as {outcome.remote_id} "
+                            f"(derived image {outcome.derived_id})"))
 
 
 def vet_cmd(
@@ -113,12 +118,12 @@ def registrations_cmd(
         print_json([r.model_dump(mode="json") for r in image.registrations])
         return
     if not image.registrations:
-        console.print(f"{image_id} is not registered anywhere")
+        console.print(plain(f"{image_id} is not registered anywhere"))
         return
     table = Table("target", "site", "remote id", "when", "derived image")
     for r in image.registrations:
-        table.add_row(r.target, r.site, r.remote_id, r.when.strftime("%Y-%m-%d %H:%M"),
-                      str(r.detail.get("derived_image", "")))
+        table.add_row(plain(r.target), plain(r.site), plain(r.remote_id), r.when.strftime("%Y-%m-%d %H:%M"),
+                      plain(r.detail.get("derived_image", "")))
     console.print(table)
 
 
@@ -132,10 +137,10 @@ def deregister_cmd(
     from rain.register.pipeline import deregister
 
     where = f"{target}" + (f"/{site}" if site else " (every site)")
-    if not yes and not typer.confirm(f"delete image {image_id} from {where}?", default=False):
+    if not yes and not typer.confirm(visible(f"delete image {image_id} from {where}?"), default=False):
         raise typer.Abort()
     deregister(open_repo(), settings(), image_id, target, site)
-    console.print(f"deregistered {image_id} from {where}")
+    console.print(plain(f"deregistered {image_id} from {where}"))
 
 
 def register(app: typer.Typer) -> None:

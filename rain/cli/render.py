@@ -1,4 +1,9 @@
-"""Tables and detail views for images, users and events."""
+"""Tables and detail views for images, users and events.
+
+Every cell holds values others chose (names, descriptions, OS fields, remote
+ids), so each goes in as plain text (untrusted.plain): never parsed as markup,
+control characters shown rather than sent to the terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,17 @@ from typing import Any
 from rich.table import Table
 
 from rain.cli.common import console
+from rain.cli.untrusted import plain
 from rain.repository.accounts import human
 from rain.repository.models import Event, Image, User
 
 
 def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _row(table: Table, *cells: object) -> None:
+    table.add_row(*(plain(c) for c in cells))
 
 
 def images_table(images: list[Image]) -> None:
@@ -25,8 +35,8 @@ def images_table(images: list[Image]) -> None:
     for i in images:
         os_text = "/".join(p for p in (i.os.family, i.os.release, i.os.arch) if p) or "-"
         access = i.visibility.value + (f"+{len(i.shared_with)}" if i.shared_with else "")
-        table.add_row(i.id, i.name, i.owner, os_text, i.format, human(i.size), i.status.value, access,
-                      _when(i.created))
+        _row(table, i.id, i.name, i.owner, os_text, i.format, human(i.size), i.status.value, access,
+             _when(i.created))
     console.print(table)
 
 
@@ -44,10 +54,14 @@ def image_detail(i: Image, derived: list[Image] | None = None) -> None:
     if i.provenance:
         p = i.provenance
         packages = p.get("packages") or []
-        rows.append(("provenance", f"recipe {p.get('recipe_hash', '?')[:12]}, {len(packages)} packages, "
+        count = len(packages) if isinstance(packages, list) else "?"
+        rows.append(("provenance", f"recipe {str(p.get('recipe_hash', '?'))[:12]}, {count} packages, "
                                    f"builder {p.get('builder', '?')}, rain {p.get('rain_version', '?')}"))
     for target, report in sorted(i.vetting.items()):
-        rows.append((f"vetting {target}", str(report.get("verdict", "?"))))
+        verdict = report.get("verdict", "?") if isinstance(report, dict) else "?"
+        rows.append((f"vetting {target}", str(verdict)))
+    for rv in i.reader_vetting:  # readers' own runs: shown, but they set no verdict
+        rows.append((f"vetting {rv.target} by {rv.user}", f"{rv.verdict} ({_when(rv.when)})"))
     if i.quarantined:
         rows.append(("quarantined for", ", ".join(i.quarantined)))
     for r in i.registrations:
@@ -59,7 +73,7 @@ def image_detail(i: Image, derived: list[Image] | None = None) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, value)
+        _row(table, key, value)
     console.print(table)
 
 
@@ -68,8 +82,8 @@ def users_table(users: list[User]) -> None:
     for column in ("NAME", "ROLE", "STATUS", "USED", "QUOTA", "CREATED"):
         table.add_column(column)
     for u in users:
-        table.add_row(u.name, u.role.value, u.status.value, human(u.used_bytes), human(u.quota_bytes),
-                      _when(u.created))
+        _row(table, u.name, u.role.value, u.status.value, human(u.used_bytes), human(u.quota_bytes),
+             _when(u.created))
     console.print(table)
 
 
@@ -83,5 +97,5 @@ def events_table(events: list[Event]) -> None:
     for e in events:
         image = f"{e.image_id} ({e.image_name})" if e.image_id else "-"
         detail = ", ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, "", [], {}))
-        table.add_row(e.when.strftime("%Y-%m-%d %H:%M:%S"), e.user, e.action, image, detail)
+        _row(table, e.when.strftime("%Y-%m-%d %H:%M:%S"), e.user, e.action, image, detail)
     console.print(table)

@@ -1,4 +1,4 @@
-"""`fg-image users ...`: accounts, roles, quotas, suspension and API tokens."""
+"""`fg-image users ...`: accounts, roles, quotas, suspension; API tokens are in tokens.py."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import typer
 
 from rain.cli import render
 from rain.cli.common import console, open_repo, print_json
+from rain.cli.tokens import token_app
 from rain.config import parse_size
 from rain.repository.models import Role
 
@@ -53,10 +54,7 @@ def suspend(name: str, undo: bool = typer.Option(False, "--undo", help="reinstat
     render.users_table([open_repo().suspend(name, not undo)])
 
 
-@users_app.command("token")
-def token(name: str) -> None:
-    """Make an API token for a user and print it (it is stored only hashed: keep it)."""
-    print(open_repo().issue_token(name))
+users_app.add_typer(token_app, name="token")
 
 
 def register(app: typer.Typer) -> None:
