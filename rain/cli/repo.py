@@ -9,6 +9,7 @@ import typer
 from rain.cli.common import console, open_repo, print_json, settings
 from rain.cli.untrusted import markup
 from rain.repository import embedded, embedded_disk
+from rain.sizes import human
 
 repo_app = typer.Typer(help="The repository database: status, stop, garbage collection.",
                        no_args_is_help=True)
@@ -35,7 +36,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         free = embedded_disk.free_bytes(st.data_dir)
         info = {"mode": "embedded", "running": st.running, "state": state, "pid": st.pid, "port": st.port,
                 "uri": st.shown_uri, "auth": (st.credential is not None) if st.running else None,
-                "data": str(st.data_dir), "free": free, "free_human": embedded_disk.human(free), "log": str(st.log)}
+                "data": str(st.data_dir), "free": free, "free_human": human(free, none="unknown"), "log": str(st.log)}
         if state not in ("ok", "stopped"):
             info["hint"] = embedded_disk.recovery_hint(st.data_dir)
     if as_json:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rain.errors import InvalidInput
-from rain.repository.accounts import human
+from rain.sizes import human
 
 RATIO = 20
 """Default bound: the archive may expand to RATIO × its own size + SLACK (OS trees compress 3-6×)."""

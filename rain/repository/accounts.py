@@ -13,23 +13,13 @@ from rain.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceed
 from rain.repository.fields import MAX_INT64
 from rain.repository.models import Role, User, UserStatus, check_user_name
 from rain.repository.tokens import TOKEN_PREFIX, Tokens, hash_token
+from rain.sizes import human
 
 __all__ = ["TOKEN_PREFIX", "Accounts", "hash_token", "human", "now"]
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def human(n: int | None) -> str:
-    if n is None:
-        return "unlimited"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def _user(doc: dict[str, Any]) -> User:

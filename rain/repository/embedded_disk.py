@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from rain.errors import RainError, StorageError, Unreachable
+from rain.sizes import human
 
 MiB = 1024 * 1024
 # Below this much free space the embedded database is at risk: its journal files alone are 10 MiB each.
@@ -29,17 +30,6 @@ def free_bytes(path: Path) -> int | None:
         except OSError:
             continue
     return None
-
-
-def human(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def needed_for(size: int) -> int:
@@ -65,7 +55,8 @@ def recovery_hint(data_dir: Path) -> str:
 
 
 def disk_full(data_dir: Path) -> StorageError:
-    return StorageError(f"the embedded repository database's disk is full ({human(free_bytes(data_dir))} free "
+    free = human(free_bytes(data_dir), none="unknown")
+    return StorageError(f"the embedded repository database's disk is full ({free} free "
                        f"in {data_dir})", hint=recovery_hint(data_dir))
 
 

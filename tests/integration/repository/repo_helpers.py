@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from rain.errors import RainError
 from rain.repository.models import Image, ImageMeta, OsInfo
 
 
@@ -32,3 +35,12 @@ def eventually(check: Callable[[], bool], timeout: float = 30) -> None:
     while not check():
         assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.05)
+
+
+def refused(kind: type[RainError], call: Callable[[], Any]) -> str:
+    """The one-line message of the `kind` error that `call` must raise."""
+    with pytest.raises(RainError) as e:
+        call()
+    assert type(e.value) is kind, f"{type(e.value).__name__}: {e.value}"
+    assert e.value.message and "\n" not in e.value.message
+    return e.value.message

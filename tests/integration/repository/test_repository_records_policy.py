@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from repo_helpers import payload, put
+from repo_helpers import payload, put, refused
 
-from rain.errors import Conflict, Forbidden, InvalidInput, NotFound, RainError
+from rain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from rain.repository.models import Image, Status
 
 pytestmark = pytest.mark.integration
@@ -57,14 +57,6 @@ def each_role(check: Any) -> None:
             check(role)
         except AssertionError as e:
             raise AssertionError(f"as {role}: {e}") from e
-
-
-def refused(kind: type[RainError], call: Any) -> str:
-    with pytest.raises(RainError) as e:
-        call()
-    assert type(e.value) is kind, f"{type(e.value).__name__}: {e.value}"
-    assert e.value.message and "\n" not in e.value.message
-    return e.value.message
 
 
 class TestVetting:

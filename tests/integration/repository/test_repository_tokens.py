@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from repo_helpers import refused
 
-from rain.errors import Forbidden, InvalidInput, NotFound, RainError, Unauthorized
+from rain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from rain.repository.accounts import hash_token
 from rain.repository.client import Client
 
@@ -22,14 +23,6 @@ pytestmark = pytest.mark.integration
 
 def as_holder(service: Any, token: str) -> Client:
     return Client(service.url, token, timeout=30)
-
-
-def refused(kind: type[RainError], call: Any) -> str:
-    with pytest.raises(RainError) as e:
-        call()
-    assert type(e.value) is kind, f"{type(e.value).__name__}: {e.value}"
-    assert e.value.message and "\n" not in e.value.message
-    return e.value.message
 
 
 def test_named_tokens_are_listed_without_secrets_and_revoked_one_by_one(backend, service):
