@@ -10,16 +10,19 @@ import builtins
 import hashlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import requests
 
 from rain.errors import IntegrityError, RainError, Unreachable, from_kind
 from rain.repository.base import Progress
+from rain.repository.fields import checked
 from rain.repository.models import (
     Event,
     GcReport,
     Image,
     ImageChanges,
+    ImageId,
     ImageMeta,
     ImageQuery,
     NewToken,
@@ -31,6 +34,17 @@ from rain.repository.models import (
 API = "/api/v1"
 CHUNK = 1 << 20
 
+
+
+def _image(image_id: str) -> str:
+    """An image id for a URL path, checked here as the service checks it (so `../users` never leaves)."""
+    return _seg(checked(ImageId, image_id, "image id"))
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: an id or name typed by the user (or answered by the service) cannot climb to
+    another endpoint (`../users`) or add a query; the service then refuses it as the bad value it is."""
+    return quote(str(value), safe="")
 
 class _Body:
     """A file-like upload body of known length that reports progress and checks the declared size.
@@ -127,7 +141,7 @@ class Client:
         if sha256:
             headers["X-Rain-Sha256"] = sha256
         body = _Body(src, size, progress)
-        response = self._call("PUT", f"/uploads/{ticket['upload_id']}", data=body, headers=headers,
+        response = self._call("PUT", f"/uploads/{_seg(ticket['upload_id'])}", data=body, headers=headers,
                               timeout=(10, max(self.timeout, 600)))
         return Image(**response.json())
 
@@ -136,7 +150,7 @@ class Client:
         image = self.show(image_id)
         if offset and offset >= image.size:
             return image
-        with self._call("GET", f"/images/{image_id}/data", headers=headers, stream=True,
+        with self._call("GET", f"/images/{_image(image_id)}/data", headers=headers, stream=True,
                         timeout=(10, max(self.timeout, 600))) as response:
             digest = hashlib.sha256() if not offset else None
             received = 0
@@ -165,20 +179,20 @@ class Client:
         return [Image(**d) for d in self._json("GET", "/images", params=params)]
 
     def show(self, image_id: str) -> Image:
-        return Image(**self._json("GET", f"/images/{image_id}"))
+        return Image(**self._json("GET", f"/images/{_image(image_id)}"))
 
     def modify(self, image_id: str, changes: ImageChanges) -> Image:
-        return Image(**self._json("PATCH", f"/images/{image_id}",
+        return Image(**self._json("PATCH", f"/images/{_image(image_id)}",
                                   json=changes.model_dump(mode="json", exclude_defaults=True)))
 
     def remove(self, image_id: str, force: bool = False) -> Image:
-        return Image(**self._json("DELETE", f"/images/{image_id}", params={"force": str(force).lower()}))
+        return Image(**self._json("DELETE", f"/images/{_image(image_id)}", params={"force": str(force).lower()}))
 
     def share(self, image_id: str, users: builtins.list[str]) -> Image:
-        return Image(**self._json("POST", f"/images/{image_id}/share", json={"users": users}))
+        return Image(**self._json("POST", f"/images/{_image(image_id)}/share", json={"users": users}))
 
     def unshare(self, image_id: str, users: builtins.list[str]) -> Image:
-        return Image(**self._json("POST", f"/images/{image_id}/unshare", json={"users": users}))
+        return Image(**self._json("POST", f"/images/{_image(image_id)}/unshare", json={"users": users}))
 
     def history(self, image_id: str | None = None, user: str | None = None, limit: int = 100) -> builtins.list[Event]:
         params = {k: v for k, v in {"image_id": image_id, "user": user, "limit": limit}.items() if v is not None}
@@ -187,19 +201,19 @@ class Client:
     # -- registration records ----------------------------------------------------------------
 
     def set_vetting(self, image_id: str, target: str, report: dict[str, Any]) -> Image:
-        return Image(**self._json("PUT", f"/images/{image_id}/vetting/{target}", json=report))
+        return Image(**self._json("PUT", f"/images/{_image(image_id)}/vetting/{_seg(target)}", json=report))
 
     def accept_rule(self, image_id: str, target: str, rule_id: str) -> Image:
-        return Image(**self._json("POST", f"/images/{image_id}/accepted-rules",
+        return Image(**self._json("POST", f"/images/{_image(image_id)}/accepted-rules",
                                   json={"target": target, "rule": rule_id}))
 
     def add_registration(self, image_id: str, target: str, site: str, remote_id: str,
                          detail: dict[str, Any] | None = None) -> Image:
         body = {"target": target, "site": site, "remote_id": remote_id, "detail": detail or {}}
-        return Image(**self._json("POST", f"/images/{image_id}/registrations", json=body))
+        return Image(**self._json("POST", f"/images/{_image(image_id)}/registrations", json=body))
 
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
-        return Image(**self._json("DELETE", f"/images/{image_id}/registrations/{target}",
+        return Image(**self._json("DELETE", f"/images/{_image(image_id)}/registrations/{_seg(target)}",
                                   params={"site": site} if site else None))
 
     # -- users -------------------------------------------------------------------------------
@@ -208,36 +222,36 @@ class Client:
         return User(**self._json("POST", "/users", json={"name": name, "role": str(role), "quota_bytes": quota}))
 
     def remove_user(self, name: str) -> None:
-        self._call("DELETE", f"/users/{name}")
+        self._call("DELETE", f"/users/{_seg(name)}")
 
     def list_users(self) -> builtins.list[User]:
         return [User(**d) for d in self._json("GET", "/users")]
 
     def set_quota(self, name: str, quota: int | None) -> User:
-        return User(**self._json("PUT", f"/users/{name}/quota", json={"quota_bytes": quota}))
+        return User(**self._json("PUT", f"/users/{_seg(name)}/quota", json={"quota_bytes": quota}))
 
     def set_role(self, name: str, role: Role) -> User:
-        return User(**self._json("PUT", f"/users/{name}/role", json={"role": str(role)}))
+        return User(**self._json("PUT", f"/users/{_seg(name)}/role", json={"role": str(role)}))
 
     def suspend(self, name: str, suspended: bool = True) -> User:
-        return User(**self._json("PUT", f"/users/{name}/suspended", json={"suspended": suspended}))
+        return User(**self._json("PUT", f"/users/{_seg(name)}/suspended", json={"suspended": suspended}))
 
     def issue_token(self, name: str) -> str:
-        return str(self._json("POST", f"/users/{name}/tokens")["token"])
+        return str(self._json("POST", f"/users/{_seg(name)}/tokens")["token"])
 
     def create_token(self, name: str, label: str = "", expires_in: int | None = None) -> NewToken:
         body = {"name": label, "expires_in": expires_in}
-        return NewToken(**self._json("POST", f"/users/{name}/tokens", json=body))
+        return NewToken(**self._json("POST", f"/users/{_seg(name)}/tokens", json=body))
 
     def list_tokens(self, name: str | None = None) -> builtins.list[TokenInfo]:
         name = name or self.whoami().name
-        return [TokenInfo(**d) for d in self._json("GET", f"/users/{name}/tokens")]
+        return [TokenInfo(**d) for d in self._json("GET", f"/users/{_seg(name)}/tokens")]
 
     def revoke_token(self, name: str, token_id: str) -> TokenInfo:
-        return TokenInfo(**self._json("DELETE", f"/users/{name}/tokens/{token_id}"))
+        return TokenInfo(**self._json("DELETE", f"/users/{_seg(name)}/tokens/{_seg(token_id)}"))
 
     def revoke_tokens(self, name: str) -> int:
-        return int(self._json("DELETE", f"/users/{name}/tokens")["revoked"])
+        return int(self._json("DELETE", f"/users/{_seg(name)}/tokens")["revoked"])
 
     def gc(self) -> GcReport:
         return GcReport(**self._json("POST", "/gc"))

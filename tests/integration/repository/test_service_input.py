@@ -160,3 +160,16 @@ def test_the_cli_in_direct_mode_refuses_with_one_line_and_exit_2(fg):
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and what in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("bad", ["../users", "x?force=true", "a/share"])
+def test_the_client_sends_a_typed_id_as_one_path_segment(service, people, bad):
+    """`fg-image --repo URL show ../users` asked GET /api/v1/users (another endpoint, with the user's own
+    token) and crashed parsing the answer; each id or name is now one quoted segment the service refuses."""
+    from rain.repository.client import Client
+
+    alice = Client(service.url, people["alice"], timeout=30)
+    with pytest.raises(InvalidInput, match="image id"):
+        alice.show(bad)
+    with pytest.raises(InvalidInput, match="image id"):
+        alice.remove(bad)
