@@ -91,7 +91,8 @@ def health_problem(db: pymongo.database.Database) -> str | None:
     if failure is not None:
         return explain(db, failure).one_line()
     server = _EMBEDDED.get(id(db.client))
-    if server is not None and (embedded_disk.free_bytes(server.data_dir) or 0) < embedded_disk.RESERVE:
+    free = embedded_disk.free_bytes(server.data_dir) if server is not None else None
+    if server is not None and free is not None and free < embedded_disk.RESERVE:  # unknown is not full
         return embedded_disk.disk_full(server.data_dir).one_line()
     return None
 
