@@ -6,7 +6,9 @@ directory, then chmod/chown/utime through it). Here every path is reached from
 an open descriptor of the root one component at a time with O_NOFOLLOW, so
 a symlink on the way is seen, never crossed; every entry is created new
 (O_CREAT|O_EXCL, mkdir, symlink, link) and its owner, mode and times are set
-on the entry itself (fchown/fchmod on the fd, lchown for symlinks).
+on the entry itself (fchown/fchmod on the fd, lchown for symlinks), then the
+extended attributes it keeps (see xattrs; after the owner: chown clears
+security.capability).
 Symlinks are stored as they are, absolute ones included: they are only
 dangerous to whoever writes through them, and nothing here does.
 """
@@ -22,7 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, NamedTuple
 
+from rain.image import limits
 from rain.image.findings import RawFinding
+from rain.image.xattrs import Keeper, Pairs
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -38,10 +42,11 @@ class Attrs(NamedTuple):
     uid: int
     gid: int
     mtime: float
+    xattrs: Pairs = ()
 
     @classmethod
-    def of(cls, m: tarfile.TarInfo) -> Attrs:
-        return cls(m.mode, m.uid, m.gid, m.mtime)
+    def of(cls, m: tarfile.TarInfo, kept: Pairs = ()) -> Attrs:
+        return cls(m.mode, m.uid, m.gid, m.mtime, kept)
 
 
 class ThroughLink(Exception):
@@ -114,15 +119,16 @@ class Tree:
 class Extractor:
     """Places members (already checked by name) into the tree; returns a finding for what it refuses."""
 
-    def __init__(self, tree: Tree, tf: tarfile.TarFile) -> None:
+    def __init__(self, tree: Tree, tf: tarfile.TarFile, budget: limits.Budget) -> None:
         self.tree, self.tf = tree, tf
         self.as_root = os.geteuid() == 0
         self.dirs: dict[str, Attrs] = {}
+        self.xattrs = Keeper(budget)
 
     def place(self, m: tarfile.TarInfo, norm: str) -> RawFinding | None:
         parts = [] if norm == "." else norm.split("/")
         if not parts:
-            self.dirs[""] = Attrs.of(m)
+            self.dirs[""] = Attrs.of(m, self.xattrs.plan(m, norm))
             return None
         try:
             parent = self.tree.dir(parts[:-1])
@@ -132,7 +138,7 @@ class Extractor:
         existing = _lstat(name, parent)
         if existing is not None and stat.S_ISDIR(existing.st_mode):
             if m.isdir():
-                self.dirs[norm] = Attrs.of(m)
+                self.dirs[norm] = Attrs.of(m, self.xattrs.plan(m, norm))
                 return None
             return RawFinding("archive-escape", (f"/{norm} (replaces a directory)",))
         if m.isdir() and existing is not None and stat.S_ISLNK(existing.st_mode):
@@ -144,23 +150,25 @@ class Extractor:
             os.unlink(name, dir_fd=parent)  # replaced, never written through
         if m.isdir():
             os.mkdir(name, 0o700, dir_fd=parent)
-            self.dirs[norm] = Attrs.of(m)
+            self.dirs[norm] = Attrs.of(m, self.xattrs.plan(m, norm))
         elif m.issym():
             os.symlink(m.linkname, name, dir_fd=parent)
+            self.xattrs.refuse(norm, self.xattrs.plan(m, norm), "a symlink takes no such attribute")
             a = Attrs.of(m)
             self._owner(a, lambda uid, gid: os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False))
             _times(a, lambda t: os.utime(name, t, dir_fd=parent, follow_symlinks=False))
         else:
-            self._file(m, name, parent)
+            self._file(m, norm, name, parent)
         return None
 
-    def _file(self, m: tarfile.TarInfo, name: str, parent: int) -> None:
+    def _file(self, m: tarfile.TarInfo, norm: str, name: str, parent: int) -> None:
+        kept = self.xattrs.plan(m, norm)
         fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=parent)
         try:
             source = self.tf.extractfile(m)
             if source is not None:
                 _copy(source, fd)
-            self._attrs(Attrs.of(m), fd)
+            self._attrs(Attrs.of(m, kept), fd, norm)
         finally:
             os.close(fd)
 
@@ -186,22 +194,26 @@ class Extractor:
             os.close(tparent)
         return None  # the header's owner and mode belong to the shared inode's first name
 
-    def finish(self) -> None:
+    def finish(self) -> list[RawFinding]:
         """Directory owners, modes and times last (deepest first): writing children changes a directory's mtime,
-        and a read-only directory would refuse them when not unpacking as root."""
+        and a read-only directory would refuse them when not unpacking as root. Returns what was dropped of
+        the extended attributes."""
         for norm in sorted(self.dirs, reverse=True):
             try:
                 fd = self.tree.dir(norm.split("/") if norm else [], create=False)
             except (ThroughLink, NotADirectory, FileNotFoundError):
                 continue  # cannot happen: directories are never replaced; never reach past a link regardless
-            self._attrs(self.dirs[norm], fd)
+            self._attrs(self.dirs[norm], fd, norm or ".")
+        return self.xattrs.findings()
 
-    def _attrs(self, a: Attrs, fd: int) -> None:
+    def _attrs(self, a: Attrs, fd: int, norm: str) -> None:
         mode = a.mode & 0o7777
-        if not self._owner(a, lambda uid, gid: os.fchown(fd, uid, gid)):
+        owned = self._owner(a, lambda uid, gid: os.fchown(fd, uid, gid))
+        if not owned:
             mode &= ~0o6000  # a setuid bit must never stay on a file we could not give its owner
         os.fchmod(fd, mode)
         _times(a, lambda t: os.utime(fd, t))
+        self.xattrs.apply(fd, norm, a.xattrs, owned)
 
     def _owner(self, a: Attrs, chown: Callable[[int, int], None]) -> bool:
         """Give the entry the archive's numeric owner (root only, like tar); False if that could not be done."""

@@ -33,6 +33,12 @@ MAX_SPARSE = 65_536
 MAX_DEPTH = 128
 """Directories in one member's path; deeper trees break the tools that later walk them."""
 PATH_MAX = 4096
+MAX_ENTRY_XATTRS = 32
+"""Extended attributes kept on one entry; a Debian file has one or two (security.capability, user.*)."""
+MAX_ENTRY_XATTR_BYTES = 64 << 10
+"""Names and values kept on one entry: the kernel's bound for one value (XATTR_SIZE_MAX); ext4 takes 4 KiB."""
+MAX_XATTR_BYTES = 64 << 20
+"""All attributes kept in one image: a Debian tree with user.* on every file has ~20 MiB; more is a bomb."""
 DIR_COST = 4096
 """What a directory costs on disk (one block); other entries cost a 512-byte header."""
 BLOCKSIZE = tarfile.BLOCKSIZE
@@ -67,6 +73,7 @@ class Budget:
         self.src, self.limit, self.why = src, limit, why
         self.used = 0
         self.entries = 0
+        self.xattr_bytes = 0
 
     def member(self, m: tarfile.TarInfo) -> None:
         if m.size < 0:
@@ -80,7 +87,19 @@ class Budget:
         if self.entries > MAX_ENTRIES:
             raise InvalidInput(f"{self.src.name} has more than {MAX_ENTRIES} entries",
                                hint="an OS image has far fewer files; this looks like an archive bomb")
-        self.used += cost
+        self._use(cost)
+
+    def xattrs(self, size: int) -> None:
+        """Charge the extended attributes kept on one entry: they take disk space, and there is a cap of
+        their own, because a million small headers each carrying 64 KiB fit in a modest archive."""
+        self.xattr_bytes += size
+        if self.xattr_bytes > MAX_XATTR_BYTES:
+            raise InvalidInput(f"{self.src.name} carries more than {human(MAX_XATTR_BYTES)} of extended attributes",
+                               hint="an OS image has far less; this looks like an archive bomb")
+        self._use(size)
+
+    def _use(self, size: int) -> None:
+        self.used += size
         if self.used > self.limit:
             raise InvalidInput(f"{self.src.name} unpacks to more than {human(self.limit)} ({self.why})",
                                hint="if the image is genuine, raise unpack_max (RAIN_UNPACK_MAX) or free disk "

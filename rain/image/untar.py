@@ -5,8 +5,9 @@ a clone's base image and a builder VM's result. Nothing is written outside the
 root, no device node or FIFO is created, no link that escapes the root is made,
 no write goes through a link (every path is reached from the root's descriptor
 with O_NOFOLLOW, see extract), and size, entries, header memory and depth are
-bounded (see limits). What is refused comes back as findings; the caller
-decides what each means (a vetting report, or a failed clone).
+bounded (see limits). File capabilities, POSIX ACLs and user.* attributes are
+kept (see xattrs). What is refused comes back as findings; the caller decides
+what each means (a vetting report, or a failed clone).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def unpack_archive(src: Path, fmt: str, dest: Path, budget: limits.Budget,
         with tf:
             tree = extract.Tree(dest, lambda: budget.charge(limits.DIR_COST))
             try:
-                return _members(src, damaged, tf, extract.Extractor(tree, tf), budget, os.path.realpath(dest))
+                return _members(src, damaged, tf, extract.Extractor(tree, tf, budget), budget, os.path.realpath(dest))
             finally:
                 tree.close()
     except OSError as e:
@@ -93,8 +94,7 @@ def _members(src: Path, damaged: str, tf: tarfile.TarFile, place: extract.Extrac
                 problem = place.place(m, norm)
         if problem is not None:
             findings.append(problem)
-    place.finish()
-    return findings
+    return findings + place.finish()
 
 
 @contextlib.contextmanager

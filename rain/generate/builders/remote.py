@@ -14,7 +14,8 @@ else over paramiko, the same for every provider:
   script the local builder runs) has mounted /proc, /sys and /dev;
 - `fetch` streams `tar -c` of the finished root back and unpacks it with the
   same member-by-member checks as a cloned base image (no '..', no absolute
-  names, no device nodes, no links out of the root);
+  names, no device nodes, no links out of the root); both ways the stream
+  carries extended attributes (file capabilities such as ping's cap_net_raw);
 - `stop` releases the machine (VM deleted), unless the build failed with
   `--on-error keep`, which leaves it running and says how to reach it.
 """
@@ -40,6 +41,7 @@ from rain.generate.builders.base import BuildSpec, Handle
 from rain.generate.builders.launch import client_pkey
 from rain.generate.builders.local import chroot_script
 from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.cache import TAR_OPTS
 from rain.generate.command import Result
 
 log = logging.getLogger(__name__)
@@ -196,11 +198,11 @@ class SSHBuilder:
 
     def push(self, handle: Handle) -> None:
         """handle.root on this host → the image root on the machine (a tar stream)."""
-        producer = subprocess.Popen(["tar", "-C", str(handle.root), "--numeric-owner", "-cf", "-", "."],
+        producer = subprocess.Popen(["tar", "-C", str(handle.root), *TAR_OPTS, "-cf", "-", "."],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         assert producer.stdout is not None
         try:
-            self._exec(handle, ["tar", "-C", handle.inner_root, "--numeric-owner", "-xpf", "-"],
+            self._exec(handle, ["tar", "-C", handle.inner_root, *TAR_OPTS, "-xpf", "-"],
                        stdin=producer.stdout, what="sending the base image to the builder")
         finally:
             producer.stdout.close()
@@ -215,8 +217,8 @@ class SSHBuilder:
 
         self.leave(handle)
         s: Session = handle.remote
-        chan = self._open(s, ["tar", "-C", handle.inner_root, "--numeric-owner", "--one-file-system",
-                              "-cf", "-", "."], env=None)
+        chan = self._open(s, ["tar", "-C", handle.inner_root, *TAR_OPTS, "--one-file-system", "-cf", "-", "."],
+                          env=None)
         try:
             with chan.makefile("rb") as stream:
                 safe_extract(stream, handle.root, what="the built image")

@@ -18,4 +18,8 @@ RULES = [
     Rule("special-file", "FIFO in the image", Severity.LOW,
          "the image carries FIFOs (named pipes); they were not unpacked",
          "remove them from the image; programs create their FIFOs at run time (under /run)"),
+    Rule("xattr-dropped", "extended attribute not kept", Severity.LOW,
+         "some extended attributes were not kept; the files are there without them",
+         "file capabilities and user.* need an unpack as root onto ext4/xfs; security.selinux and trusted.* "
+         "are never taken from an image (relabel at first boot)"),
 ]

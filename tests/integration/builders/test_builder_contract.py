@@ -4,7 +4,8 @@ QEMU VM), and opennebula / openstack (their SIMULATORS, whose VMs are real sshd 
 One test per builder walks the whole contract on one machine (a VM boot is the slow part):
 start → push a tiny busybox image root → run argv inside the image (no shell anywhere) →
 put/get/exists resolving inside the image → a failing command is a one-line BuildError →
-fetch the tree back → stop leaves no mount, no machine and no work files behind.
+fetch the tree back → stop leaves no mount, no machine and no work files behind. File capabilities
+(`getcap`) survive both ways: one set here before the push, one set inside the image on the machine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from rain.generate.builders.base import BuildSpec, get_builder
 from rain.generate.layers import mounted_under
 
 pytestmark = pytest.mark.integration
-TOOLS = ("sh", "cat", "echo", "install", "stat", "rm", "ls", "mkdir", "printf", "false", "id", "cp", "test")
+TOOLS = ("sh", "cat", "echo", "install", "stat", "rm", "ls", "mkdir", "printf", "false", "id", "cp", "test",
+         "setcap", "getcap")
 
 
 def tiny_root(root: Path) -> None:
@@ -46,6 +48,14 @@ def tiny_root(root: Path) -> None:
     (root / "tmp").mkdir(mode=0o1777)
     os.symlink("/etc/passwd", root / "etc" / "abs-link")  # absolute: must resolve inside the image
     os.symlink("/nowhere", root / "etc" / "dangling")
+    os.chmod(root / "usr" / "bin" / "id", 0o755)  # copy2 keeps the host's modes
+    subprocess.run(["setcap", "cap_net_raw=ep", str(root / "usr" / "bin" / "id")], check=True)
+
+
+def getcap(path: Path) -> str:
+    """The real getcap's answer for one file, without its path."""
+    out = subprocess.run(["getcap", str(path)], capture_output=True, text=True, check=True).stdout
+    return out.strip().removeprefix(str(path)).strip()
 
 
 @pytest.fixture(params=["local", "qemu", "opennebula", "openstack"])
@@ -79,6 +89,11 @@ def test_builder_contract(builder_env: tuple[str, Any, Any], tmp_path: Path) -> 
         assert out == "".join(f"[{t}]" for t in tricky)
         assert not builder.exists(handle, "/tmp/pwned")
 
+        # file capabilities: the pushed one arrived; one made on the machine comes back with fetch
+        assert builder.run(handle, ["getcap", "/usr/bin/id"]).output == "/usr/bin/id cap_net_raw=ep"
+        builder.run(handle, ["install", "-m", "0755", "/usr/bin/false", "/usr/bin/made-here"])
+        builder.run(handle, ["setcap", "cap_net_bind_service=ep", "/usr/bin/made-here"])
+
         # commands see the image root, not the builder's own system
         assert builder.run(handle, ["cat", "/etc/passwd"]).output == "root:x:0:0:root:/root:/bin/sh"
         env_out = builder.run(handle, ["sh", "-c", 'printf "%s" "$RAIN_T"'], env={"RAIN_T": "v a l"}).output
@@ -106,6 +121,8 @@ def test_builder_contract(builder_env: tuple[str, Any, Any], tmp_path: Path) -> 
         builder.fetch(handle)
         assert (handle.root / "opt/deep/blob.bin").read_bytes() == data
         assert (handle.root / "bin").is_symlink() and (handle.root / "usr/bin/sh").is_file()
+        assert getcap(handle.root / "usr/bin/id") == "cap_net_raw=ep"
+        assert getcap(handle.root / "usr/bin/made-here") == "cap_net_bind_service=ep"
         assert not (handle.root / "dev/null").exists(), "the build's /dev must not be in the image"
     finally:
         builder.stop(handle)

@@ -5,9 +5,11 @@ link, FIFO, character and block device) under a small alphabet of names, so
 duplicates, directories over links and members under links come up often;
 link targets point at a canary directory beside the root (absolutely and
 relatively), at other members, or nowhere. Some members carry long names or
-large pax headers. Each example must end in findings or a Rain error (never
+large pax headers, and some extended attributes (kept, label and host-trusted
+namespaces, names needing escapes, non-UTF-8 values). Each example must end in findings or a Rain error (never
 another exception) within the deadline, leave the canary byte-for-byte and
-inode-for-inode as it was, and leave no device node or FIFO in the root.
+inode-for-inode as it was, carrying no attribute, and leave no device node or FIFO
+in the root and no attribute outside security.capability and user.*.
 The run is derandomized and keeps no example database, so CI sees the same
 examples every time; it takes about half a minute.
 """
@@ -47,7 +49,13 @@ specs = st.fixed_dictionaries({
     "owner": st.sampled_from([0, 1234, 65534]),
     "pax": st.sampled_from([0] * 12 + [4096, 300_000, 2 << 20]),
     "data": st.binary(max_size=64),
+    "xattrs": st.sampled_from([{}] * 6 + [
+        {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00 " + "\x00" * 14},
+        {"SCHILY.xattr.user.a%3Db%25": "\udcff\x00v"}, {"SCHILY.xattr.trusted.overlay.redirect": "/canary"},
+        {"SCHILY.xattr.security.selinux": "system_u:object_r:shadow_t:s0", "SCHILY.xattr.user.x": "1"},
+        {"SCHILY.xattr.user.big": "v" * 70_000}, {"SCHILY.xattr.user.": "empty name"}]),
 })
+KEPT = ("security.capability", "user.", "system.posix_acl_")
 
 
 def _archive(members: list[dict], canary: Path) -> bytes:
@@ -59,8 +67,9 @@ def _archive(members: list[dict], canary: Path) -> bytes:
         info.mtime = 0
         data = spec["data"] if info.isreg() else b""
         info.size = len(data)
+        info.pax_headers = dict(spec["xattrs"])
         if spec["pax"]:
-            info.pax_headers = {"comment": "p" * spec["pax"]}
+            info.pax_headers["comment"] = "p" * spec["pax"]
         infos.append((info, data))
     return tar_bytes(infos)
 
@@ -90,3 +99,8 @@ def test_nothing_outside_the_root_changes(members):
             for name in dirnames + filenames:
                 mode = os.lstat(os.path.join(dirpath, name)).st_mode
                 assert not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode))
+                if not stat.S_ISLNK(mode):
+                    assert all(a.startswith(KEPT) for a in os.listxattr(os.path.join(dirpath, name)))
+        for dirpath, dirnames, filenames in os.walk(canary):
+            for name in [".", *dirnames, *filenames]:
+                assert os.listxattr(os.path.join(dirpath, name), follow_symlinks=False) == []
