@@ -218,7 +218,7 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
 
 def _from_dir(directory: Path, plan: Plan, cached: bool) -> BuildResult:
     manifest = read_manifest(directory)
-    files = tuple(ArtifactFile(Format(a["format"]), directory / a["file"], a["size"], a["sha256"])
+    files = tuple(ArtifactFile(Format(a["format"]), directory / a["file"], a["size"], a["sha256"], a.get("bootable"))
                   for a in manifest["artifacts"])
     missing = [f.path.name for f in files if not f.path.is_file()]
     if missing:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -14,16 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rain.errors import BuildError, Interrupted, ToolMissing
+from rain.image import tools
 
 log = logging.getLogger(__name__)
 
-_TOOL_PACKAGES = {
-    "mmdebstrap": "mmdebstrap", "debootstrap": "debootstrap", "qemu-img": "qemu-utils",
-    "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools", "zstd": "zstd",
-    "mkfs.ext4": "e2fsprogs", "sfdisk": "fdisk", "dnf": "dnf", "yum": "yum", "rpm": "rpm",
-    "rpmbuild": "rpm", "createrepo_c": "createrepo-c", "dpkg-query": "dpkg", "tar": "tar",
-    "mount": "mount", "umount": "mount", "chroot": "coreutils",
-}
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
 _cancelled = threading.Event()
@@ -39,12 +32,7 @@ class Result:
 
 def need(tool: str) -> str:
     """The tool's path, or ToolMissing naming the package that provides it."""
-    found = shutil.which(tool) or shutil.which(tool, path=SAFE_PATH)
-    if not found:
-        pkg = _TOOL_PACKAGES.get(tool, tool)
-        raise ToolMissing(f"{tool} is not installed", hint=f"install it: apt-get install {pkg} "
-                          "(or run scripts/setup.sh)")
-    return found
+    return tools.tool(tool)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,

@@ -35,8 +35,8 @@ def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror
         "recipe_text": recipe_text,
         "recipe_hash": recipe_hash,
         "packages": [{"name": p.name, "version": p.version, "arch": p.arch} for p in packages],
-        "artifacts": [{"format": str(a.format), "file": a.path.name, "size": a.size, "sha256": a.sha256}
-                      for a in artifacts],
+        "artifacts": [{"format": str(a.format), "file": a.path.name, "size": a.size, "sha256": a.sha256,
+                       **({} if a.bootable is None else {"bootable": a.bootable})} for a in artifacts],
         "timings": [{"step": t.step, "seconds": t.seconds} for t in timings],
         "total_seconds": round(sum(t.seconds for t in timings), 3),
         "base": {k: v for k, v in facts.items() if k.startswith(("base", "clone"))},

@@ -315,8 +315,9 @@ class Recipe(Strict):
         return self.upload.name or self.name
 
 
-BUILD_REVISION = 2
-"""Bump when a change to Rain alters what an identical recipe produces (2: images are generalized)."""
+BUILD_REVISION = 3
+"""Bump when a change to Rain alters what an identical recipe produces (2: images are generalized; 3: raw/qcow2 disks
+boot by GRUB for BIOS and UEFI)."""
 
 
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes]) -> str:

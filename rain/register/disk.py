@@ -1,4 +1,6 @@
-"""Disk formats by the plain tools: raw (partition table + ext4), qcow2, squashfs; both directions.
+"""Disk formats by the plain tools: qcow2 and squashfs out, and raw/qcow2/squashfs read back in safely.
+
+Whole disks are made by rain.image.disk (one disk maker for generate and register).
 
 Every tool is run as an argv list; a failure becomes a Rain error naming the
 tool and the last lines it printed.
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -17,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from rain.errors import BuildError, InvalidInput, ToolMissing
-from rain.image.rootfs import walk_tree
+from rain.errors import BuildError, InvalidInput
+from rain.image.disk import ROOT_LABEL, make_disk, tree_size  # noqa: F401  (re-exported: one disk maker)
+from rain.image.tools import run, tool  # noqa: F401  (tool: re-exported for boot.py)
 
-PART_OFFSET = 1 << 20  # first partition starts at 1 MiB
-ROOT_LABEL = "rain-root"
 MAX_VIRTUAL_SIZE = 1 << 40
 """Largest qcow2 virtual size Rain converts (the sparse raw copy can grow up to it); OS images are 2-64 GiB."""
 FREE_MARGIN = 256 << 20
@@ -35,51 +35,6 @@ _EXTENDED = {"5", "f", "85", "0x5", "0xf", "0x85"}  # DOS extended partitions ho
 _DAMAGED = "the partition table is damaged; re-create the image (fg-image generate) or upload the root as tar.zst"
 _FLATTEN = "flatten it first (qemu-img convert -O qcow2 IN OUT, without -B) and upload the result"
 _SHRINK = "shrink the disk (qemu-img resize --shrink) or upload the root as tar.zst"
-_APT = {"qemu-img": "qemu-utils", "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
-        "mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "sfdisk": "fdisk",
-        "qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static"}
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if not found:
-        raise ToolMissing(f"{name} is not installed", hint=f"apt-get install {_APT.get(name, name)} "
-                          "(or run scripts/setup.sh)")
-    return found
-
-
-def run(argv: list[str], what: str, error: type[Exception] = BuildError, input: bytes | None = None,
-        timeout: float | None = None) -> str:
-    argv = [tool(argv[0]), *argv[1:]]
-    try:
-        proc = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise error(f"{what}: {os.path.basename(argv[0])} took longer than {timeout}s") from e
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.decode(errors="replace").strip().splitlines()[-3:])
-        raise error(f"{what}: {os.path.basename(argv[0])} failed (exit {proc.returncode}): {tail}")
-    return proc.stdout.decode(errors="replace")
-
-
-def tree_size(root: Path) -> int:
-    """Bytes the tree takes on disk (each entry at least a block); iterative, so any depth is fine."""
-    return sum(max(st.st_blocks * 512, 4096) for _, st in walk_tree(root))
-
-
-def make_raw(root: Path, out: Path, label: str = ROOT_LABEL) -> Path:
-    """A sparse disk image: MBR with one Linux partition at 1 MiB holding an ext4 copy of `root`."""
-    fs_bytes = int(tree_size(root) * 1.25) + (256 << 20)
-    fs_bytes = (fs_bytes + (1 << 20) - 1) // (1 << 20) * (1 << 20)
-    with open(out, "wb") as f:
-        f.truncate(PART_OFFSET + fs_bytes)
-    run(["sfdisk", "--quiet", str(out)], "partitioning the raw image",
-        input=b"label: dos\nstart=2048, type=83, bootable\n")
-    run(["mkfs.ext4", "-q", "-F", "-L", label, "-E", f"offset={PART_OFFSET}", "-d", str(root), str(out),
-         f"{fs_bytes // 1024}k"], "writing the ext4 file system")
-    return out
-
-
 def to_qcow2(raw: Path, out: Path) -> Path:
     run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd",
          "-m", "2", "-W", str(raw), str(out)],

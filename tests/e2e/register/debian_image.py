@@ -13,6 +13,7 @@ from pathlib import Path
 
 FG = Path(sys.executable).parent / "fg-image"
 RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "debian-bookworm-kernel.yaml"
+CLOUD_RECIPE = RECIPE.with_name("debian-bookworm-cloud.yaml")
 
 def cache_dir() -> Path:
     base = os.environ.get("RAIN_TEST_CACHE") or str(Path.home() / ".cache" / "rain-tests")
@@ -21,17 +22,28 @@ def cache_dir() -> Path:
     return path
 
 
-def build_debian_tarball() -> Path:
-    """recipes/debian-bookworm-kernel.yaml built by `fg-image generate` (tar.zst), reused while the
-    recipe and the build are unchanged through generate's own result cache under the test cache."""
-    out = cache_dir() / "generated"
-    lock = cache_dir() / ".generated.lock"
+def _generate(recipe: Path, out_name: str, *formats: str) -> Path:
+    """`fg-image generate RECIPE` into the test cache, reused while the recipe and the build are unchanged
+    through generate's own result cache there; one build at a time (pytest sessions may run side by side)."""
+    out = cache_dir() / out_name
     env = {**os.environ, "RAIN_DATA_DIR": str(cache_dir() / "generate-data")}
-    with open(lock, "w") as fh:
+    with open(cache_dir() / ".generated.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        subprocess.run([str(FG), "generate", str(RECIPE), "--format", "tar.zst", "--no-upload", "-o", str(out)],
-                       check=True, stdin=subprocess.DEVNULL, env=env)
-    return out / "debian-bookworm-kernel.tar.zst"
+        subprocess.run([str(FG), "generate", str(recipe), *(a for f in formats for a in ("--format", f)),
+                        "--no-upload", "-o", str(out)], check=True, stdin=subprocess.DEVNULL, env=env)
+    return out
+
+
+def build_debian_tarball() -> Path:
+    """recipes/debian-bookworm-kernel.yaml in its own formats (qcow2, raw, tar.zst): a bootable image without
+    cloud-init; returns the tar.zst (the others are beside it). Built once for the generate and register tests."""
+    return _generate(RECIPE, "generated") / "debian-bookworm-kernel.tar.zst"
+
+
+def build_cloud_image() -> Path:
+    """recipes/debian-bookworm-cloud.yaml as qcow2 (a bootable GPT disk with cloud-init) and tar.zst, from one
+    build; returns the directory holding both."""
+    return _generate(CLOUD_RECIPE, "generated-cloud", "qcow2", "tar.zst")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def cache_dir() -> Path:
 def build_builder_archive() -> tuple[Path, str]:
     """(tar.zst, sha256) of the builder image, rebuilt only when the recipe or the build changed."""
     out = cache_dir() / "generated"
-    env = {**os.environ, "RAIN_DATA_DIR": str(cache_dir() / "generate-data")}
-    with open(cache_dir() / ".generate.lock", "w") as fh:
+    # the same data dir and lock as the register tests' images (tests/e2e/register/debian_image.py): one
+    # bookworm base system bootstrapped for all of them
+    env = {**os.environ, "RAIN_DATA_DIR": str(cache_dir().parent / "generate-data")}
+    with open(cache_dir().parent / ".generated.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         subprocess.run([str(FG), "generate", str(RECIPE), "--format", "tar.zst", "--no-upload", "-o", str(out)],
                        check=True, stdin=subprocess.DEVNULL, env=env)

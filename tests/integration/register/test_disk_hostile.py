@@ -20,7 +20,7 @@ import pytest
 from fakeimages import PRIVATE_KEY, make_tree
 
 from rain.errors import ExitCode, InvalidInput
-from rain.register.disk import make_raw
+from rain.image.disk import make_disk
 from rain.register.pipeline import register
 from rain.repository.models import ImageMeta, OsInfo
 
@@ -49,7 +49,7 @@ def host_disk(tmp_path: Path, name: str = "host-disk.raw", key: bool = True) -> 
     (tree / "etc/motd").write_text(f"{MARKER}\n")
     canary = tmp_path / "canary"
     canary.mkdir(exist_ok=True)
-    return make_raw(tree, canary / name)
+    return make_disk(tree, canary / name).path
 
 
 def qemu_img(*args: str) -> None:

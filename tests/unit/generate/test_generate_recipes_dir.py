@@ -28,7 +28,7 @@ def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_the_recipes_the_issue_asks_for_are_there() -> None:
     names = {p.name for p in RECIPE_FILES}
     assert {"debian-bookworm-minimal.yaml", "debian-bookworm-kernel.yaml", "hpc-compute.yaml",
-            "debian-trixie.yaml", "rocky9.yaml"} <= names
+            "debian-trixie.yaml", "rocky9.yaml", "debian-bookworm-cloud.yaml"} <= names
     assert BATCH_FILES, "a batch file with a matrix"
 
 
@@ -43,6 +43,12 @@ def test_recipe_parses_and_dry_runs(path: Path, settings, tmp_path: Path) -> Non
 def test_kernel_recipes_include_a_kernel() -> None:
     for name in ("debian-bookworm-kernel.yaml", "hpc-compute.yaml"):
         assert "linux-image-amd64" in load_recipe(RECIPES / name).recipe.packages
+
+
+def test_the_cloud_recipe_brings_what_a_cloud_boot_needs() -> None:
+    """A kernel, cloud-init for the cloud's metadata, growpart and resize2fs to fill the disk, sshd to log in."""
+    packages = set(load_recipe(RECIPES / "debian-bookworm-cloud.yaml").recipe.packages)
+    assert {"linux-image-cloud-amd64", "cloud-init", "cloud-guest-utils", "e2fsprogs", "openssh-server"} <= packages
 
 
 @pytest.mark.parametrize("path", BATCH_FILES, ids=lambda p: p.name)

@@ -1,0 +1,45 @@
+"""The plain tools image code runs (mkfs, sfdisk, qemu-img, grub-mkimage, ...): found, run as argv lists.
+
+A missing tool is a ToolMissing naming the Debian package that provides it; a
+failure is a Rain error naming the tool and the last lines it printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from rain.errors import BuildError, ToolMissing
+
+_APT = {"qemu-img": "qemu-utils", "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
+        "mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "sfdisk": "fdisk", "zstd": "zstd", "tar": "tar",
+        "dnf": "dnf", "yum": "yum", "rpm": "rpm", "rpmbuild": "rpm", "createrepo_c": "createrepo-c",
+        "dpkg-query": "dpkg", "mount": "mount", "umount": "mount", "chroot": "coreutils",
+        "qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static",
+        "grub-mkimage": "grub-pc-bin", "grub-bios-setup": "grub-pc-bin", "mkfs.vfat": "dosfstools",
+        "mmd": "mtools", "mcopy": "mtools", "xorriso": "xorriso", "unshare": "util-linux"}
+# the system directories whatever PATH the caller has, and grub-bios-setup's (beside GRUB's modules on Debian)
+_EXTRA_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/grub/i386-pc"
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=_EXTRA_PATH)
+    if not found:
+        raise ToolMissing(f"{name} is not installed", hint=f"install it: apt-get install {_APT.get(name, name)} "
+                          "(or run scripts/setup.sh)")
+    return found
+
+
+def run(argv: list[str], what: str, error: type[Exception] = BuildError, input: bytes | None = None,
+        timeout: float | None = None) -> str:
+    argv = [tool(argv[0]), *argv[1:]]
+    try:
+        proc = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise error(f"{what}: {os.path.basename(argv[0])} took longer than {timeout}s") from e
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.decode(errors="replace").strip().splitlines()[-3:])
+        raise error(f"{what}: {os.path.basename(argv[0])} failed (exit {proc.returncode}): {tail}")
+    return proc.stdout.decode(errors="replace")

@@ -1,0 +1,108 @@
+"""rain.image.disk on small trees: the layout and boot loader a bootable disk must carry, read back with
+the plain tools (sfdisk, mtools, dumpe2fs). Booting real images is tested in tests/e2e/generate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rain.errors import BuildError, RecipeError
+from rain.image.disk import BIOS_BOOT, ESP, ROOT_LABEL, ROOT_START, boot_files, make_disk
+
+pytestmark = pytest.mark.integration
+
+
+def _tree(root: Path, kernel: bool, fstab: bool = True) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("rain\n")
+    if fstab:
+        (root / "etc" / "fstab").write_text(f"LABEL={ROOT_LABEL} / ext4 defaults 0 1\n")
+    if kernel:
+        (root / "boot").mkdir()
+        (root / "boot" / "vmlinuz-6.1.0-99-amd64").write_bytes(b"kernel")
+        (root / "boot" / "initrd.img-6.1.0-99-amd64").write_bytes(b"initrd")
+        (root / "vmlinuz").symlink_to("boot/vmlinuz-6.1.0-99-amd64")
+        (root / "initrd.img").symlink_to("boot/initrd.img-6.1.0-99-amd64")
+    return root
+
+
+def _table(disk: Path) -> dict:
+    out = subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["partitiontable"]
+
+
+def _esp(disk: Path, path: str) -> str:
+    return subprocess.run(["mtype", "-i", f"{disk}@@{ESP[0]}", f"::{path}"], capture_output=True,
+                          check=True).stdout.decode(errors="replace")
+
+
+def test_a_tree_with_a_kernel_gets_a_gpt_disk_that_boots_by_bios_and_uefi(tmp_path: Path) -> None:
+    made = make_disk(_tree(tmp_path / "root", kernel=True), tmp_path / "disk.raw")
+    assert made.bootable and made.kernel == "/vmlinuz"
+    table = _table(made.path)
+    assert table["label"] == "gpt"
+    bios, esp, root = table["partitions"]
+    assert bios["type"] == "21686148-6449-6E6F-744E-656564454649" and bios["start"] * 512 == BIOS_BOOT[0]
+    assert esp["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" and esp["start"] * 512 == ESP[0]
+    assert root["start"] * 512 == ROOT_START and (root["start"] + root["size"]) * 512 <= made.size - 33 * 512
+    with open(made.path, "rb") as f:
+        mbr = f.read(512)
+        f.seek(BIOS_BOOT[0])
+        core = f.read(512)
+    assert mbr[0x5C:0x64] == (BIOS_BOOT[0] // 512).to_bytes(8, "little"), "boot.img points at GRUB's core"
+    assert mbr[510:512] == b"\x55\xaa" and core != bytes(512), "GRUB's core is in the BIOS boot partition"
+    assert _esp(made.path, "/EFI/BOOT/BOOTX64.EFI").startswith("MZ"), "the UEFI loader is a PE binary"
+    cfg = _esp(made.path, "/grub/grub.cfg")
+    assert f"search --no-floppy --fs-uuid --set=root {made.root_uuid}" in cfg
+    assert f"linux /vmlinuz root=UUID={made.root_uuid} ro console=tty0 console=ttyS0,115200 net.ifnames=0" in cfg
+    assert "initrd /initrd.img" in cfg
+    info = subprocess.run(["dumpe2fs", "-h", f"{made.path}?offset={ROOT_START}"], capture_output=True, text=True)
+    assert made.root_uuid in info.stdout and f"volume name:   {ROOT_LABEL}" in info.stdout
+    assert not list(tmp_path.glob(".disk.raw*")), "no partial file left"
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["boot", "etc", "initrd.img", "vmlinuz"], \
+        "the image's own tree is not changed"
+
+
+def test_no_fstab_entry_for_root_boots_it_read_write(tmp_path: Path) -> None:
+    made = make_disk(_tree(tmp_path / "root", kernel=True, fstab=False), tmp_path / "disk.raw")
+    assert f"root=UUID={made.root_uuid} rw " in _esp(made.path, "/grub/grub.cfg")
+
+
+def test_the_newest_versioned_kernel_is_used_without_links(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "root", kernel=True)
+    for link in ("vmlinuz", "initrd.img"):
+        (root / link).unlink()
+    (root / "boot" / "vmlinuz-6.1.0-98-amd64").write_bytes(b"older")
+    assert boot_files(root) == ("/boot/vmlinuz-6.1.0-99-amd64", "/boot/initrd.img-6.1.0-99-amd64")
+
+
+def test_links_that_loop_or_lead_nowhere_are_not_a_kernel(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "root", kernel=False)
+    (root / "vmlinuz").symlink_to("vmlinuz")
+    (root / "initrd.img").symlink_to("/boot/initrd.img-missing")
+    assert boot_files(root) is None
+
+
+def test_a_tree_without_a_kernel_gets_the_plain_disk(tmp_path: Path) -> None:
+    made = make_disk(_tree(tmp_path / "root", kernel=False), tmp_path / "disk.raw")
+    assert not made.bootable and made.kernel is None
+    table = _table(made.path)
+    assert table["label"] == "dos" and len(table["partitions"]) == 1
+
+
+def test_asking_for_a_bootable_disk_without_a_kernel_names_what_to_add(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="no kernel") as e:
+        make_disk(_tree(tmp_path / "root", kernel=False), tmp_path / "disk.raw", bootable=True)
+    assert "linux-image-amd64" in (e.value.hint or "")
+    assert not list(tmp_path.glob("*disk.raw*"))
+
+
+def test_a_disk_size_too_small_for_the_files_is_a_recipe_error(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "root", kernel=True)
+    (root / "big").write_bytes(b"x" * (40 << 20))
+    with pytest.raises(RecipeError, match="too small"):
+        make_disk(root, tmp_path / "disk.raw", size=80 << 20)
+    assert not list(tmp_path.glob("*disk.raw*"))
