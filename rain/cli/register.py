@@ -12,9 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.untrusted import markup, plain, visible
 from rain.errors import InvalidInput
-from rain.register.models import VetReport
+from rain.register.models import Outcome, VetReport
 from rain.repository.models import ID_RE
 
 
@@ -54,25 +55,49 @@ def register_cmd(
     image_id: str = typer.Argument(..., help="id of the image in the repository"),
     target: str = typer.Option(..., "--target", "-t", help="hpc, opennebula, openstack or ec2"),
     site: str = typer.Option(None, "--site", help="site name in the targets file (default: the only one / default)"),
-    boot_test: bool = typer.Option(False, "--boot-test", help="hpc: boot the result under QEMU before publishing"),
+    boot_test: bool = typer.Option(False, "--boot-test", help="boot the result under QEMU before publishing "
+                                   "(or writing --output); a failed boot publishes nothing"),
+    boot_timeout: float = typer.Option(600.0, "--boot-timeout", min=1, help="seconds the boot test may take"),
+    output: Path = typer.Option(None, "--output", "-o", help="write the packed image here instead of publishing "
+                                "it (a file; a directory for hpc); no site or credentials needed"),
+    force: bool = typer.Option(False, "--force", help="with --output: replace what is already there"),
     as_json: bool = typer.Option(False, "--json", help="print the outcome as JSON"),
 ) -> None:
-    """Vet an image, adapt a copy for a target, publish it there and record the registration."""
+    """Vet an image, adapt a copy for a target, publish it there and record the registration
+    (or, with --output, write the copy to a file and note the export in the history)."""
     from rain.register.pipeline import VetRejected, register
 
+    if force and output is None:
+        raise InvalidInput("--force applies to --output", hint="give --output PATH, or drop --force")
     repo = open_repo()
     try:
-        outcome = register(repo, settings(), image_id, target, site, boot_test, StepReporter())
+        outcome = register(repo, settings(), image_id, target, site, boot_test, StepReporter(), boot_timeout,
+                           output, force)
     except VetRejected as e:
         render_report(e.report)
         raise
-    if as_json:
+    except OSError as e:
+        if output is None or e.errno not in FILE_ERRNOS:
+            raise
+        raise file_failure(e, e.filename or output) from e
+    if outcome.output is not None:
+        _print_export(image_id, outcome, as_json)
+    elif as_json:
         print_json({"target": outcome.target, "site": outcome.site, "remote_id": outcome.remote_id,
                     "derived_image": outcome.derived_id, "changes": outcome.changes, "timings": outcome.timings,
                     "vetting": outcome.report.model_dump(mode="json")})
     else:
         console.print(plain(f"registered {image_id} on {outcome.target}/{outcome.site} as {outcome.remote_id} "
                             f"(derived image {outcome.derived_id})"))
+
+
+def _print_export(image_id: str, outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        print_json({"target": outcome.target, "site": outcome.site, "output": str(outcome.output),
+                    **outcome.detail, "vetting": outcome.report.model_dump(mode="json")})
+    else:
+        console.print(plain(f"wrote {image_id} for {outcome.target} to {outcome.output} "
+                            f"({', '.join(outcome.detail['files'])})"))
 
 
 def vet_cmd(

@@ -98,7 +98,7 @@ class Label:
 
 @dataclass
 class Outcome:
-    """What register() returns: where the image went and what was stored."""
+    """What register() returns: where the image went (a site, or a local path) and what was stored."""
 
     target: str
     site: str
@@ -108,3 +108,5 @@ class Outcome:
     detail: dict = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    output: Path | None = None
+    """`--output`: where the packed image was written instead of being published (remote_id is then "")."""

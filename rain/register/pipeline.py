@@ -3,6 +3,9 @@
 Each step registers its undo on an ExitStack as soon as it acquires something
 (temporary trees, the remote image, the derived image); a failure anywhere
 replays them in reverse, so nothing is left half-published.
+
+With `output`, the last two steps are replaced: the packed image is written to
+a local path (export.py) and the history notes it; no site is contacted.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any, Protocol
 from rain import __version__
 from rain.config import Settings
 from rain.errors import InvalidInput, VetFailed
-from rain.register.models import NO_TARGET_POLICY, Label, Outcome, VetPolicy, VetReport
-from rain.register.targets.base import BootTestable, target_class, target_name
-from rain.register.targets.sites import open_target
+from rain.image.rootfs import LinkLoop, RootFS
+from rain.register import adapt, export
+from rain.register.models import NO_TARGET_POLICY, Label, Outcome, Packed, VetPolicy, VetReport
+from rain.register.targets.base import BootTestable, TargetName, target_class, target_name
+from rain.register.targets.sites import open_offline, open_target
 from rain.register.unpack import unpack
 from rain.register.vet import vet_tree
 from rain.repository.models import Image, ImageMeta
@@ -61,8 +66,13 @@ def _timed(reporter: Reporter, timings: dict[str, float], name: str) -> contextl
 
 
 def fetch_and_vet(repo: Any, image: Image, target: str | None, policy: Any, work: Path,
-                  reporter: Reporter, timings: dict[str, float], max_size: int | None = None) -> tuple[Path, VetReport]:
-    """Download the image (as the calling user), unpack it safely and vet it; store the report."""
+                  reporter: Reporter, timings: dict[str, float], max_size: int | None = None,
+                  store: bool = True) -> tuple[Path, VetReport]:
+    """Download the image (as the calling user), unpack it safely and vet it; store the report
+    (unless `store` is false: `--output` leaves the image's record as it was).
+
+    A target that boots the image's own kernel (its policy requires "kernel") refuses an image without
+    one right after the unpack: that is a recipe to fix, not a finding to quarantine the image for."""
     blob = work / f"image.{image.format}"
     with _timed(reporter, timings, "fetch"), open(blob, "wb") as f:
         repo.get(image.id, f)
@@ -70,34 +80,58 @@ def fetch_and_vet(repo: Any, image: Image, target: str | None, policy: Any, work
     with _timed(reporter, timings, "unpack"):
         findings = unpack(blob, root, image.format, max_size)
     blob.unlink()
+    if target and "kernel" in policy.requires and not _has_kernel(root):
+        raise InvalidInput(f"image {image.id} has no kernel (no /boot/vmlinuz-* nor /vmlinuz), and {target} "
+                           "boots the image's own kernel",
+                           hint="add linux-image-amd64 (Debian) or kernel (RPM) to the recipe's packages")
     with _timed(reporter, timings, "vet"):
         accepted = image.accepted_rules.get(target or "", []) if target else []
         report = vet_tree(root, f"{image.name} ({image.id})", policy, target, findings, accepted)
-        if target:
+        if target and store:
             repo.set_vetting(image.id, target, report.model_dump(mode="json"))
     return root, report
 
 
+def _has_kernel(root: Path) -> bool:
+    """A kernel file where the packers look for one; a link leading out of the image counts as none."""
+    tree = RootFS(root)
+    if tree.kernels():
+        return True
+    try:
+        return tree.resolve("/vmlinuz").is_file()
+    except (OSError, LinkLoop):
+        return False
+
+
 def register(repo: Any, settings: Settings, image_id: str, target: str, site: str | None = None,
              boot_test: bool = False, reporter: Reporter | None = None,
-             boot_timeout: float = BOOT_TIMEOUT) -> Outcome:
+             boot_timeout: float = BOOT_TIMEOUT, output: Path | None = None, force: bool = False) -> Outcome:
+    """Vet, adapt and pack an image for a target, boot-test it if asked, then publish it and record
+    the registration, or, with `output`, write it to that path and note the export in the history."""
     reporter = reporter or QuietReporter()
     timings: dict[str, float] = {}
     name = target_name(target)
-    provider, site_name = open_target(settings, name, site)  # settings checked before a byte moves
+    if output is not None:  # a site Rain cannot reach: no credentials, no targets file needed
+        export.check_destination(output, force)
+        provider, site_name = open_offline(settings, name, site)
+    else:
+        provider, site_name = open_target(settings, name, site)  # settings checked before a byte moves
     if boot_test and not isinstance(provider, BootTestable):
         raise InvalidInput(f"--boot-test is not available for {name.value}",
-                           hint="boot tests run for targets that boot the image's own kernel here: hpc")
+                           hint="targets with a boot test: " + ", ".join(boot_testable_targets()))
     image = repo.show(image_id)
     with tempfile.TemporaryDirectory(prefix="rain-register-") as tmp, contextlib.ExitStack() as undo:
         work = Path(tmp)  # removed on success and failure alike; `undo` holds only what a failure takes back
         root, report = fetch_and_vet(repo, image, name.value, provider.vet_policy, work, reporter, timings,
-                                     settings.unpack_max)
+                                     settings.unpack_max, store=output is None)
         if report.verdict != "pass":
             raise VetRejected(report, hint=f"fix the image and upload it again; `fg-image vet {image.id} "
                                            f"--target {name.value}` shows the findings, an admin may accept a rule")
         with _timed(reporter, timings, "adapt"):
             changes = provider.adapt(root)
+        with _timed(reporter, timings, "vet-adapted"):  # what adapt installed is vetted like the image itself
+            adapt.vet_adapted(root, f"{image.name} ({image.id})", provider.vet_policy, name.value,
+                              image.accepted_rules.get(name.value, []))
         with _timed(reporter, timings, "pack"):
             packed = provider.pack(root, work / "packed")
         if boot_test:
@@ -105,6 +139,8 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with _timed(reporter, timings, "boot-test"):
                 provider.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
+        if output is not None:
+            return _export(repo, image, name, site_name, packed, output, force, report, changes, timings, reporter)
         arch = ARCH_NAMES.get(image.os.arch, image.os.arch) or "x86_64"
         label = Label(image.id, image.name, image.os.family, image.os.release, arch)
         with _timed(reporter, timings, "publish"):
@@ -119,6 +155,30 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
             repo.add_registration(image.id, name.value, site_name, remote_id, detail)
         undo.pop_all()
     return Outcome(name.value, site_name, remote_id, report, derived.id, detail, changes, timings)
+
+
+def _export(repo: Any, image: Image, name: TargetName, site_name: str, packed: Packed, output: Path,
+            force: bool, report: VetReport, changes: list[str], timings: dict[str, float],
+            reporter: Reporter) -> Outcome:
+    """`--output`: the packed files go to `output`; the catalog gains only a history entry (no derived
+    image, no registration: the copy left the repository's sight). If that entry cannot be written,
+    `output` is taken back, so a success always has its entry."""
+    with _timed(reporter, timings, "write"):
+        files = export.write_output(packed, output, force)
+    detail = {"format": packed.format, "files": files, "directory": export.is_directory(packed),
+              "changes": changes, "timings": timings}
+    with _timed(reporter, timings, "record"):
+        try:
+            repo.record_export(image.id, name.value, {"format": packed.format, "files": files})
+        except BaseException:
+            export.remove(output)
+            raise
+    return Outcome(name.value, site_name, "", report, None, detail, changes, timings, output=output)
+
+
+def boot_testable_targets() -> list[str]:
+    """The targets whose provider has a boot test today (read from the providers, not listed by hand)."""
+    return [t.value for t in TargetName if callable(getattr(target_class(t), "boot_test", None))]
 
 
 def _store_derived(repo: Any, image: Image, target: str, site: str, path: Path, fmt: str,

@@ -63,6 +63,9 @@ class Repository(Protocol):
     def add_registration(self, image_id: str, target: str, site: str, remote_id: str,
                          detail: dict[str, Any] | None = None) -> Image: ...
 
+    def record_export(self, image_id: str, target: str, detail: dict[str, Any] | None = None) -> Image:
+        """A history entry: the image was adapted and written to a file for `target` (nothing else changes)."""
+
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         """Only the user's own registrations; an administrator's removes anyone's."""
 

@@ -212,6 +212,10 @@ class Client:
         body = {"target": target, "site": site, "remote_id": remote_id, "detail": detail or {}}
         return Image(**self._json("POST", f"/images/{_image(image_id)}/registrations", json=body))
 
+    def record_export(self, image_id: str, target: str, detail: dict[str, Any] | None = None) -> Image:
+        body = {"target": target, "detail": detail or {}}
+        return Image(**self._json("POST", f"/images/{_image(image_id)}/exports", json=body))
+
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         return Image(**self._json("DELETE", f"/images/{_image(image_id)}/registrations/{_seg(target)}",
                                   params={"site": site} if site else None))

@@ -114,6 +114,16 @@ class RecordsMixin(Acting):
         self._log("register", doc, target=target, site=site, remote_id=remote_id)
         return to_image(doc)
 
+    def record_export(self, image_id: str, target: str, detail: dict[str, Any] | None = None) -> Image:
+        """Note in the history that the acting user wrote the image out for a target (`register --output`):
+        the copy left the repository's sight, so the image's record stays as it was."""
+        user = self.whoami()
+        _target(target)
+        checked(RegistrationDetail, detail or {}, "export detail")
+        doc = self._find(image_id, user)
+        self._log("export", doc, target=target, detail=detail or {})
+        return to_image(doc)
+
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         """Drop the acting user's registrations on target (and site). An administrator with none
         there drops anyone's; one with their own there drops only those (a deregister of theirs

@@ -106,6 +106,11 @@ class RegistrationIn(BaseModel):
     detail: Annotated[dict[str, Any], Document("registration detail")] = {}
 
 
+class ExportIn(BaseModel):
+    target: TargetName
+    detail: Annotated[dict[str, Any], Document("export detail")] = {}
+
+
 class RuleAcceptance(BaseModel):
     target: TargetName
     rule: Annotated[str, Pattern(RULE_RE, "rule id", "rule ids are like root-login")]
@@ -248,6 +253,10 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     @api.post("/images/{image_id}/registrations", response_model=Image)
     def add_registration(image_id: ImageId, body: RegistrationIn, s: Store = Depends(store)) -> Image:
         return s.add_registration(image_id, body.target, body.site, body.remote_id, body.detail)
+
+    @api.post("/images/{image_id}/exports", response_model=Image)
+    def record_export(image_id: ImageId, body: ExportIn, s: Store = Depends(store)) -> Image:
+        return s.record_export(image_id, body.target, body.detail)
 
     @api.delete("/images/{image_id}/registrations/{target}", response_model=Image)
     def remove_registration(image_id: ImageId, target: TargetName, site: SiteQuery = "",

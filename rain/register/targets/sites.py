@@ -41,6 +41,28 @@ def site_names(settings: Settings, target: TargetName) -> list[str]:
 def open_target(settings: Settings, target: str, site: str | None = None) -> tuple[Target, str]:
     """Validate the site's settings and build its target provider (no network yet)."""
     name = target_name(target)
+    model, site = _site_settings(settings, name, site)
+    return target_class(name)(model, site, settings), site
+
+
+def open_offline(settings: Settings, target: str, site: str | None = None) -> tuple[Target, str]:
+    """A provider for adapt, pack and boot_test only (`register --output`): it reads no secrets, and
+    without `site` it needs no targets file at all, because the image is for a site Rain cannot reach.
+
+    Without a site, the site settings are the defaults; the fields only publishing needs are None."""
+    name = target_name(target)
+    cls = target_class(name)
+    if site is not None:
+        model, site = _site_settings(settings, name, site)
+    else:
+        model = cls.site_model.model_construct(**{k: None for k, f in cls.site_model.model_fields.items()
+                                                  if f.is_required()})
+        site = ""
+    return cls(model, site, settings, offline=True), site
+
+
+def _site_settings(settings: Settings, name: TargetName, site: str | None) -> tuple[Any, str]:
+    """The named (or only, or default) site of the target, validated."""
     path = settings.targets_path
     data = _read(path)
     for key in data:
@@ -65,4 +87,4 @@ def open_target(settings: Settings, target: str, site: str | None = None) -> tup
         where = ".".join(str(p) for p in err["loc"]) or "(site)"
         raise ConfigError(f"{name.value} site {site!r} in {path}: {where}: {err['msg']}",
                           hint="valid keys: " + ", ".join(cls.site_model.model_fields)) from e
-    return cls(model, site, settings), site
+    return model, site
