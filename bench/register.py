@@ -1,6 +1,6 @@
 """Register adapt+pack time per target, against the plain tools doing the same conversion.
 
-    .venv/bin/python bench/register.py [IMAGE.tar.zst]
+    .venv/bin/python bench/register.py [IMAGE.tar.zst] [--boot CLOUD.qcow2 [--only-boot]]
 
 IMAGE defaults to the register tests' cached Debian bookworm image (built with
 mmdebstrap from the host's apt sources on first use). The image is unpacked
@@ -15,11 +15,21 @@ with the same options, run on another fresh copy:
 
 Prints seconds and the ratio rain/plain from one run; no thresholds. Rain's
 extra work (initrd, adaptations, checks) shows up as the ratio above 1.
+
+With --boot, a bootable cloud qcow2 (e.g. `fg-image generate` of
+recipes/debian-bookworm-cloud.yaml; default user `debian`) is also booted to an
+SSH login under TCG, the way each target's boot test does it
+(rain.register.vm.boot_to_ssh with that cloud's metadata path), next to the
+plain tools doing the same: xorriso for a NoCloud seed, qemu-system-x86_64
+-snapshot on the disk, and `ssh` retried until it logs in. The issue's goal is
+boot-to-SSH <= 120 s under TCG for the minimal cloud recipe.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +37,9 @@ import time
 from pathlib import Path
 
 from rain.config import load_settings
-from rain.register import disk
+from rain.generate.builders.machine import KeyPair
+from rain.generate.builders.qemu import TCG_CPU
+from rain.register import disk, imds, seeds, vm
 from rain.register.targets.base import TargetName, target_class
 from rain.register.unpack import unpack
 
@@ -68,11 +80,94 @@ def plain(target: str, tree: Path, out: Path) -> None:
                         "-m", "2", "-W", str(raw), str(out / "disk.qcow2")], check=True)
 
 
-def main() -> None:
-    os.environ.setdefault("BENCH_PW", "unused")  # the targets need a credential reference; nothing is published
-    if len(sys.argv) > 1:
-        image = Path(sys.argv[1])
+BOOTS = ("nocloud-bios", "nocloud-uefi", "openstack", "opennebula", "ec2")
+USER = "debian"  # the default user of Debian's cloud-init configuration
+
+
+def rain_boot(kind: str, image: Path, work: Path) -> float:
+    """One target's boot test, as Rain runs it: seconds from QEMU's start to the SSH login."""
+    key = KeyPair.generate("rain-bench")
+    seed = work / f"{kind}.iso"
+    extra: dict[str, object] = {}
+    if kind.startswith("nocloud"):
+        extra = {"cdrom": seeds.nocloud(seed, instance_id="i-bench", host="bench", key=key.public_line),
+                 "firmware": kind.removeprefix("nocloud-")}
+    elif kind == "openstack":
+        extra = {"cdrom": seeds.config_drive(seed, uuid="0f8e4c2a-1111-4222-8333-444455556666", name="bench",
+                                             host="bench", key=key.public_line, net=seeds.GuestNet()),
+                 "smbios": vm.smbios_openstack()}
+    elif kind == "opennebula":
+        extra = {"cdrom": seeds.opennebula(seed, host="bench", key=key.public_line, user=USER)}
     else:
+        extra = {"bus": "nvme", "imds": imds.Instance(key=key.public_line), "smbios": vm.smbios_ec2()}
+    result = vm.boot_to_ssh(image, "qcow2", user=USER, key=key, log_path=work / f"{kind}-console.log",
+                            timeout=900, **extra)  # type: ignore[arg-type]
+    return result.seconds
+
+
+def plain_boot(image: Path, work: Path) -> float:
+    """The same with plain tools: a NoCloud seed by xorriso, qemu -snapshot, ssh until it logs in."""
+    keyfile = work / "plain-key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keyfile)], check=True)
+    tree = work / "plain-seed"
+    tree.mkdir()
+    (tree / "meta-data").write_text("instance-id: i-plain\nlocal-hostname: plain\n")
+    public = (work / "plain-key.pub").read_text().strip()
+    (tree / "user-data").write_text(f"#cloud-config\nssh_authorized_keys: ['{public}']\n")
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(work / "plain.iso"), "-V", "cidata", "-J", "-R",
+                    str(tree)], check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    qemu = subprocess.Popen(["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-cpu", TCG_CPU, "-smp", "2",
+                             "-m", "1024", "-display", "none", "-snapshot", "-serial", f"file:{work / 'plain.log'}",
+                             "-drive", f"file={image},if=virtio,format=qcow2",
+                             "-drive", f"file={work / 'plain.iso'},if=none,id=cd,media=cdrom,format=raw",
+                             "-device", "virtio-scsi-pci", "-device", "scsi-cd,drive=cd",  # cloud kernel: no AHCI
+                             "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        while qemu.poll() is None and time.monotonic() - start < 900:
+            ssh = subprocess.run(["ssh", "-q", "-i", str(keyfile), "-p", str(port), "-o", "BatchMode=yes",
+                                  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                                  "-o", "ConnectTimeout=10", f"{USER}@127.0.0.1", "true"],
+                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            if ssh.returncode == 0:
+                return time.monotonic() - start
+            time.sleep(2)
+        raise SystemExit(f"plain boot of {image} did not reach SSH (console: {work / 'plain.log'})")
+    finally:
+        qemu.kill()
+        qemu.wait()
+
+
+def bench_boots(image: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="rain-bench-boot-") as tmp:
+        work = Path(tmp)
+        plain_s = plain_boot(image, work)
+        print(f"boot {image.name} to SSH under TCG (plain qemu + NoCloud + ssh: {plain_s:.1f}s)")
+        print(f"{'boot test':<14}{'rain boot-to-SSH s':>20}{'plain s':>10}{'ratio':>8}")
+        for kind in BOOTS:
+            rain_s = rain_boot(kind, image, work)
+            print(f"{kind:<14}{rain_s:>20.1f}{plain_s:>10.1f}{rain_s / plain_s:>8.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="register adapt+pack and boot-to-SSH times against plain tools")
+    parser.add_argument("image", nargs="?", type=Path, help="image tarball (default: the tests' Debian image)")
+    parser.add_argument("--boot", type=Path, help="a bootable cloud qcow2 to boot under each target's metadata")
+    parser.add_argument("--only-boot", action="store_true", help="skip the adapt+pack figures")
+    args = parser.parse_args()
+    if args.boot:
+        bench_boots(args.boot.resolve())
+    if not args.only_boot:
+        bench_packs(args.image)
+
+
+def bench_packs(image: Path | None) -> None:
+    os.environ.setdefault("BENCH_PW", "unused")  # the targets need a credential reference; nothing is published
+    if image is None:
         sys.path.insert(0, str(HERE.parent / "tests" / "e2e" / "register"))
         from debian_image import build_debian_tarball
 

@@ -9,7 +9,10 @@ venv="${RAIN_VENV:-$here/.venv}"
 apt_packages=(mmdebstrap debootstrap qemu-utils qemu-system-x86 squashfs-tools zstd
               e2fsprogs fdisk busybox-static rpm createrepo-c dnf
               openssh-server openssh-client  # sshd: the cloud builder simulators' VMs are real SSH endpoints
-              time)  # GNU time: the repository tests measure fg-image's peak memory with it
+              libcap2-bin  # setcap/getcap: tests check that file capabilities survive every copy
+              time  # GNU time: the repository tests measure fg-image's peak memory with it
+              xorriso ovmf  # boot tests: seed CDs (config drive, NoCloud, CONTEXT) and UEFI firmware
+              mtools dosfstools grub-pc-bin grub-efi-amd64-bin)  # bootable disks: ESP and GRUB for BIOS+UEFI
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

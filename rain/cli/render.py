@@ -40,6 +40,15 @@ def images_table(images: list[Image]) -> None:
     console.print(table)
 
 
+def _boot(manifest: dict, fmt: str) -> str | None:
+    """raw/qcow2 only: whether the disk boots by itself (from the build's manifest)."""
+    for a in manifest.get("artifacts") or []:
+        if isinstance(a, dict) and a.get("format") == fmt and "bootable" in a:
+            return ("BIOS and UEFI (GRUB on a GPT disk; the image's own kernel)" if a["bootable"] else
+                    "not bootable: the image has no kernel (add linux-image-amd64 to the recipe's packages)")
+    return None
+
+
 def image_detail(i: Image, derived: list[Image] | None = None) -> None:
     rows: list[tuple[str, str]] = [
         ("id", i.id), ("name", i.name), ("owner", i.owner),
@@ -51,12 +60,20 @@ def image_detail(i: Image, derived: list[Image] | None = None) -> None:
         ("last access", _when(i.last_access)), ("access count", str(i.access_count)),
         ("parent", i.parent or "-"),
     ]
-    if i.provenance:
+    if i.provenance and i.provenance.get("derived_from"):  # a registration's adapted copy: what Rain changed
+        p = i.provenance
+        rows.append(("provenance", f"derived from {p['derived_from']} for {p.get('target', '?')}"
+                                   f"{'@' + str(p['site']) if p.get('site') else ''}, {p.get('tool', 'rain')}"))
+        rows.extend(("adapted", str(line)) for line in p.get("changes") or [])
+    elif i.provenance:
         p = i.provenance
         packages = p.get("packages") or []
         count = len(packages) if isinstance(packages, list) else "?"
         rows.append(("provenance", f"recipe {str(p.get('recipe_hash', '?'))[:12]}, {count} packages, "
                                    f"builder {p.get('builder', '?')}, rain {p.get('rain_version', '?')}"))
+        boot = _boot(p, i.format)
+        if boot:
+            rows.append(("boot", boot))
     for target, report in sorted(i.vetting.items()):
         verdict = report.get("verdict", "?") if isinstance(report, dict) else "?"
         rows.append((f"vetting {target}", str(verdict)))

@@ -32,6 +32,8 @@ from rain.generate.recipe import Recipe
 BASE_FORMAT = 2
 """Bumped when what a base contains changes, so older cached bases are not reused."""
 TAR_OPTS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+"""Every tar stream Rain writes of an image root (and GNU tar extracts): numeric owners, every extended
+attribute (file capabilities; without the include pattern an extracting tar keeps only user.*) and ACLs."""
 
 
 class CacheKind(StrEnum):
@@ -72,7 +74,11 @@ class Cache:
         return f"{o.family}-{o.release}-{o.arch}-{recipe.variant}-" + hashlib.sha256(ident.encode()).hexdigest()[:12]
 
     def packages_dir(self, recipe: Recipe) -> Path:
-        d = self.dir(CacheKind.PACKAGES) / f"{recipe.os.family}-{recipe.os.release}-{recipe.os.arch}"
+        return self.packages_dir_for(recipe.os.family, recipe.os.release, recipe.os.arch)
+
+    def packages_dir_for(self, family: str, release: str, arch: str) -> Path:
+        """The shared package directory of one distribution; register's installs use it too."""
+        d = self.dir(CacheKind.PACKAGES) / f"{family}-{release}-{arch}"
         d.mkdir(exist_ok=True)
         return d
 

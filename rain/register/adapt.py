@@ -6,21 +6,130 @@ did as human-readable lines for the registration record and the docs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from rain.config import Settings
+from rain.errors import InvalidInput
 from rain.image.rootfs import RootFS
 from rain.image.sysprep import generalize
+from rain.register import chroot
 from rain.register.disk import ROOT_LABEL
+from rain.register.models import VetPolicy, VetReport
 
 MARKER_UNIT = "rain-boot-marker.service"
+CONTEXT_TOOLS = {"cloud-init": ("/usr/bin/cloud-init",), "cloud-guest-utils": ("/usr/bin/growpart",)}
+"""What contextualization needs, by package: cloud-init reads the cloud's metadata, growpart (run by
+cloud-init's growpart module) grows the root partition to the disk at first boot."""
+DHCP_CLIENTS = ("/sbin/dhclient", "/usr/sbin/dhclient", "/usr/sbin/dhcpcd", "/sbin/dhcpcd")
+NETWORK_STACKS = ("/sbin/ifup", "/usr/sbin/ifup", "/usr/sbin/NetworkManager",
+                  "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service")
+INITRAMFS_MODULES = "/etc/initramfs-tools/modules"
 
 
-def cloud_disk(root: Path, target: str, datasources: list[str], extra: dict | None = None) -> list[str]:
-    """What every cloud target does to its copy: generic machine, root by label, cloud-init, serial console."""
-    return (generalize(root) + disk_fstab(root) + cloud_init(root, target, datasources, extra)
-            + serial_console(root))
+@dataclass(frozen=True)
+class CloudProfile:
+    """What one cloud needs inside the image: where cloud-init finds the metadata, the drivers the
+    first boot needs before the root is mounted, and who logs in with the key the cloud hands over."""
+
+    target: str
+    datasources: tuple[str, ...]
+    login_user: str
+    modules: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """Further cloud-init settings (merged over the image's own /etc/cloud/cloud.cfg)."""
+
+
+def cloud_disk(root: Path, profile: CloudProfile, settings: Settings) -> list[str]:
+    """What every cloud target does to its copy: generic machine, root by label, contextualization
+    (installed when the image lacks it), the cloud's drivers in the initramfs, serial console."""
+    done = generalize(root) + disk_fstab(root)
+    wanted = missing_packages(root, profile.login_user)
+    rebuild = bool(profile.modules) and RootFS(root).exists("/usr/sbin/update-initramfs")
+    if wanted and "cloud-init" not in wanted and not _is_debian(root):
+        done.append(f"not installed (RPM-family image): {', '.join(wanted)}; add them to the recipe")
+        wanted = []
+    if wanted or rebuild:
+        with chroot.session(root) as ch:  # mounts undone when the block ends, however it ends
+            if wanted:
+                done += chroot.added_lines(chroot.install(ch, wanted, settings), wanted)
+            done += _cloud_config(root, profile)
+            done += initramfs_modules(ch, profile.modules) if rebuild else []
+    else:
+        done += _cloud_config(root, profile)
+    if profile.modules and not rebuild:
+        done.append(f"no initramfs-tools in the image: {', '.join(profile.modules)} not added to the initramfs "
+                    "(the image's kernel must have them built in)")
+    return done + serial_console(root)
+
+
+def _cloud_config(root: Path, profile: CloudProfile) -> list[str]:
+    user = {"system_info": {"default_user": {"name": profile.login_user}}} if profile.login_user != "root" else {}
+    return cloud_init(root, profile.target, list(profile.datasources), {**user, **profile.config})
+
+
+def _is_debian(root: Path) -> bool:
+    try:
+        chroot.distro(root)
+    except InvalidInput:
+        return False
+    return True
+
+
+def missing_packages(root: Path, login_user: str = "root") -> list[str]:
+    """The packages contextualization needs that the image lacks (cloud-init's network renderer for
+    Debian is ifupdown's /etc/network/interfaces; its DHCP runs dhclient, also before the network is up;
+    a login user other than root reaches root through the sudo rule cloud-init gives it)."""
+    tree = RootFS(root)
+    wanted = [pkg for pkg, paths in CONTEXT_TOOLS.items() if not any(tree.exists(p) for p in paths)]
+    if not any(tree.exists(p) for p in NETWORK_STACKS):
+        wanted.append("ifupdown")
+    if not any(tree.exists(p) for p in DHCP_CLIENTS):
+        wanted.append("isc-dhcp-client")
+    if login_user != "root" and not any(tree.exists(p) for p in ("/usr/bin/sudo", "/bin/sudo")):
+        wanted.append("sudo")
+    return wanted
+
+
+def initramfs_modules(ch: chroot.ImageChroot, modules: Sequence[str]) -> list[str]:
+    """List the cloud's drivers in initramfs-tools' modules file and rebuild every initramfs in the copy."""
+    tree = RootFS(ch.root)
+    text = tree.read_text(INITRAMFS_MODULES) or ""
+    have = {line.split()[0] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+    add = [m for m in modules if m not in have]
+    done = []
+    if add:
+        body = text if not text or text.endswith("\n") else text + "\n"
+        tree.write_text(INITRAMFS_MODULES, body + "# added by Rain: drivers the cloud's first boot needs\n"
+                        + "".join(m + "\n" for m in add))
+        done.append(f"{INITRAMFS_MODULES}: added {' '.join(add)}")
+    kernels = sorted(k.removeprefix("/boot/vmlinuz-") for k in tree.glob("/boot", "vmlinuz-*"))
+    for version in kernels:
+        mode = "-u" if tree.exists(f"/boot/initrd.img-{version}") else "-c"
+        ch.run(["update-initramfs", mode, "-k", version], what=f"update-initramfs for {version}")
+    if kernels:
+        done.append(f"rebuilt the initramfs for {', '.join(kernels)} (update-initramfs)")
+    return done
+
+
+def vet_adapted(root: Path, subject: str, policy: VetPolicy, target: str,
+                accepted: Sequence[str] = ()) -> VetReport:
+    """Vet the adapted copy as the original was vetted: what adapt installed must pass the same rules.
+
+    A failing copy stops the registration before anything is packed or published, with the same
+    error (and exit code) as a failing original; returns the report when it passes."""
+    from rain.register.pipeline import VetRejected
+    from rain.register.vet import vet_tree
+
+    report = vet_tree(root, f"{subject}, adapted for {target}", policy, target, (), accepted)
+    if report.verdict != "pass":
+        raise VetRejected(report, hint="the copy fails vetting after Rain adapted it for "
+                                       f"{target}: add what the cloud needs to the recipe instead, or report it")
+    return report
 
 
 def disk_fstab(root: Path) -> list[str]:
@@ -33,7 +142,7 @@ def cloud_init(root: Path, target: str, datasources: list[str], extra: dict | No
     """Point cloud-init at the target's datasource(s)."""
     tree = RootFS(root)
     config = {"datasource_list": datasources + ["None"], **(extra or {})}
-    path = f"/etc/cloud/cloud.cfg.d/90-rain-{target}.cfg"
+    path = f"/etc/cloud/cloud.cfg.d/95-rain-{target}.cfg"  # after 90_dpkg.cfg, which would override it
     tree.write_text(path, "# written by Rain: datasources for " + target + "\n"
                     + yaml.safe_dump(config, sort_keys=False))
     done = [f"{path}: cloud-init datasource_list {', '.join(datasources)}"]

@@ -3,7 +3,9 @@
 The squashfs is served by a small HTTP server on 127.0.0.1, which the guest
 reaches as 10.0.2.2 through QEMU's user-mode network. KVM is used only when
 asked for; TCG is the default because it works everywhere. The serial console
-goes to a log file that is kept; a timeout fails the test.
+goes to a log file that is kept; a timeout fails the test. The QEMU process
+handling (own session, reaper, always killed) is rain.register.vm's, shared with
+the cloud boot tests.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from rain.errors import TargetError
 from rain.register.disk import tool
+from rain.register.vm import last_console_line, qemu
 
 GUEST_HOST = "10.0.2.2"  # QEMU user networking's address for the host's 127.0.0.1
 
@@ -51,32 +54,14 @@ def boot_until(kernel: Path, initrd: Path, append: str, log_path: Path, marker: 
             "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
             "-nic", "user,model=virtio-net-pci"]
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with tempfile.TemporaryDirectory(prefix="rain-boot-") as tmp, qemu(argv, Path(tmp) / "qemu.err") as vm:
         while time.monotonic() - start < timeout:
             if log_path.is_file() and marker in log_path.read_text(errors="replace"):
                 return time.monotonic() - start
-            if proc.poll() is not None:
-                err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
-                raise TargetError(f"the boot test VM stopped before the image booted ({_last_line(log_path)})",
-                                  hint=f"console log: {log_path}" + (f"; qemu: {err[-200:]}" if err else ""))
+            if vm.exited() is not None:
+                err = vm.stderr_tail()
+                raise TargetError(f"the boot test VM stopped before the image booted ({last_console_line(log_path)})",
+                                  hint=f"console log: {log_path}" + (f"; qemu: {err}" if err else ""))
             time.sleep(1)
         raise TargetError(f"boot test timed out after {timeout:.0f}s without the marker "
-                          f"({_last_line(log_path)})", hint=f"console log: {log_path}")
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-
-
-def _last_line(log_path: Path) -> str:
-    if not log_path.is_file():
-        return "no console output"
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    return f"last console line: {lines[-1][:160]!r}" if lines else "no console output"
+                          f"({last_console_line(log_path)})", hint=f"console log: {log_path}")

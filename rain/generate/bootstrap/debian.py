@@ -167,16 +167,7 @@ class DebianBootstrapper:
             ctx.facts["extra_sources"] = True
 
     def installed(self, ctx: BuildContext) -> list[Package]:
-        admindir = ctx.handle.root / "var/lib/dpkg"
-        out = command.run(["dpkg-query", f"--admindir={admindir}", "-W",
-                           "-f=${db:Status-Status}\t${Package}\t${Version}\t${Architecture}\n"],
-                          what="dpkg-query", keep=100000).output
-        pkgs = []
-        for line in out.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 4 and parts[0] == "installed":
-                pkgs.append(Package(parts[1], parts[2], parts[3]))
-        return sorted(pkgs, key=lambda p: p.name)
+        return dpkg_installed(ctx.handle.root)
 
     def finish(self, ctx: BuildContext) -> None:
         b, h = ctx.builder, ctx.handle
@@ -184,6 +175,20 @@ class DebianBootstrapper:
         b.run(h, ["find", "/var/lib/apt/lists", "-maxdepth", "1", "-type", "f", "!", "-name", "lock", "-delete"],
               what="dropping the package lists")
         b.run(h, ["rm", "-rf", "/var/cache/apt/archives/partial"], what="apt cache")
+
+
+def dpkg_installed(root: Path) -> list[Package]:
+    """The packages dpkg has installed in the tree at root (read from the host, nothing runs inside)."""
+    admindir = root / "var/lib/dpkg"
+    out = command.run(["dpkg-query", f"--admindir={admindir}", "-W",
+                       "-f=${db:Status-Status}\t${Package}\t${Version}\t${Architecture}\n"],
+                      what="dpkg-query", keep=100000).output
+    pkgs = []
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4 and parts[0] == "installed":
+            pkgs.append(Package(parts[1], parts[2], parts[3]))
+    return sorted(pkgs, key=lambda p: p.name)
 
 
 def _forget_build_host(root: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from rain.credentials import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
 from rain.errors import InvalidInput
@@ -37,6 +37,8 @@ class Target(Protocol):
     vet_policy: ClassVar[VetPolicy]
     derived_format: ClassVar[str]
     """Format of the derived image stored back in the repository (the packed primary file)."""
+    login_user: ClassVar[str]
+    """Who logs in with the key the target hands over at boot (what adapt's contextualization sets up)."""
 
     def adapt(self, root: Path) -> list[str]:
         """Change the unpacked copy at `root` for this target; return what was changed, one line each."""
@@ -56,6 +58,10 @@ class BootTestable(Protocol):
     """Targets whose packed files can be booted on this host to prove they work."""
 
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None: ...
+
+
+Firmware = Literal["bios", "uefi"]
+"""How the site boots instances: a site setting (`firmware:`), published with the image."""
 
 
 class SiteSettings(Credentials):

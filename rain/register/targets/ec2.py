@@ -15,11 +15,11 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from rain.config import Settings
 from rain.errors import ConfigError, TargetError, Unreachable
-from rain.register import adapt, disk
+from rain.register import adapt, cloudtest, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
 
@@ -28,6 +28,7 @@ BLOCK = 512 * 1024
 ZERO = bytes(BLOCK)
 GIB = 1 << 30
 ROOT_DEVICE = "/dev/xvda"
+BOOT_MODES = {"bios": "legacy-bios", "uefi": "uefi", "uefi-preferred": "uefi-preferred"}
 
 
 class Ec2Site(SiteSettings):
@@ -40,6 +41,8 @@ class Ec2Site(SiteSettings):
     workers: int = 8
     architecture: str = "x86_64"
     timeout: float = 600.0
+    firmware: Literal["bios", "uefi", "uefi-preferred"] = "bios"
+    """The AMI's BootMode: legacy-bios, uefi, or uefi-preferred (UEFI where the instance type has it)."""
     check_secrets = one_secret("secret_access_key")
 
 
@@ -69,15 +72,25 @@ class Ec2Target:
     vet_policy: ClassVar[VetPolicy] = VetPolicy("cloud-ec2", Severity.HIGH, frozenset({"kernel", "nvme_ena"}))
     derived_format: ClassVar[str] = "raw"
     site_model: ClassVar[type[Ec2Site]] = Ec2Site
+    login_user: ClassVar[str] = "admin"
+    profile: ClassVar[adapt.CloudProfile] = adapt.CloudProfile(
+        "ec2", ("Ec2",), "admin", ("nvme", "ena"),
+        {"datasource": {"Ec2": {"strict_id": False, "metadata_urls": ["http://169.254.169.254"]}}})
+    """Debian's own EC2 images log in as admin; Nitro instances show the root disk as NVMe, the NIC as ENA.
+    cloud-init 22.4's Ec2 datasource asks for an IMDSv2 token first; ImdsSupport v2.0 makes it required."""
 
-    def __init__(self, site: Ec2Site, site_name: str, settings: Settings) -> None:
-        self.site, self.site_name = site, site_name
-        if not site.access_key_id_env:
-            raise ConfigError(f"ec2 site {site_name!r} has no credentials",
+    def __init__(self, site: Ec2Site, site_name: str, settings: Settings, offline: bool = False) -> None:
+        self.site, self.site_name, self.settings = site, site_name, settings
+        self._clients: dict[str, Any] = {}
+        self._keys = ("", "") if offline else self._credentials()  # offline (--output) needs none
+
+    def _credentials(self) -> tuple[str, str]:
+        """Both keys, read now: a missing one is an error before anything moves."""
+        if not self.site.access_key_id_env:
+            raise ConfigError(f"ec2 site {self.site_name!r} has no credentials",
                               hint="set access_key_id_env and secret_access_key_env (variable names) "
                                    "in the targets file")
-        self._keys = (site.secret("access_key_id"), site.secret("secret_access_key"))  # checked before anything moves
-        self._clients: dict[str, Any] = {}
+        return self.site.secret("access_key_id"), self.site.secret("secret_access_key")
 
     def _client(self, service: str) -> Any:
         if service not in self._clients:
@@ -93,12 +106,17 @@ class Ec2Target:
         return self._clients[service]
 
     def adapt(self, root: Path) -> list[str]:
-        return adapt.cloud_disk(root, "ec2", ["Ec2"], {"datasource": {"Ec2": {"strict_id": False}}})
+        return adapt.cloud_disk(root, self.profile, self.settings)
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
-        raw = disk.make_raw(root, out / "disk.raw")
+        raw = disk.make_disk(root, out / "disk.raw", bootable=True).path
         return Packed(out, {"disk.raw": raw}, "disk.raw", "raw")
+
+    def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
+        """Boot the packed disk as ec2 would (imds, nvme, the site's firmware) to an SSH login."""
+        how = cloudtest.CloudBoot("imds", self.login_user, cloudtest.firmware_of(self.site.firmware), "nvme")
+        cloudtest.boot_test(packed.primary_path, packed.format, how, log_path, timeout)
 
     def publish(self, packed: Packed, label: Label) -> str:
         raw = packed.primary_path
@@ -116,12 +134,7 @@ class Ec2Target:
             ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=count, Checksum=aggregate,
                                   ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
             self._wait_snapshot(ec2, snapshot_id)
-            ami = ec2.register_image(
-                Name=label.slug, Description=f"{label.name} registered by Rain from {label.image_id}",
-                Architecture=self.site.architecture, RootDeviceName=ROOT_DEVICE, VirtualizationType="hvm",
-                EnaSupport=True, BootMode="legacy-bios",
-                BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE, "Ebs": {
-                    "SnapshotId": snapshot_id, "DeleteOnTermination": True, "VolumeType": "gp3"}}])["ImageId"]
+            ami = ec2.register_image(**self.image_params(label, snapshot_id))["ImageId"]
             ec2.create_tags(Resources=[ami], Tags=[{"Key": "rain:image", "Value": label.image_id},
                                                    {"Key": "rain:snapshot", "Value": snapshot_id}])
             log.info("registered %s as %s (snapshot %s, %d blocks)", label.slug, ami, snapshot_id, count)
@@ -129,6 +142,14 @@ class Ec2Target:
         except Exception as e:
             self._cleanup(ami, snapshot_id)
             raise _translate(e, "publishing the image") from e
+
+    def image_params(self, label: Label, snapshot_id: str) -> dict[str, Any]:
+        """register_image's parameters: HVM, ENA, the site's boot mode, IMDSv2 only, the root device."""
+        return {"Name": label.slug, "Description": f"{label.name} registered by Rain from {label.image_id}",
+                "Architecture": self.site.architecture, "RootDeviceName": ROOT_DEVICE, "VirtualizationType": "hvm",
+                "EnaSupport": True, "BootMode": BOOT_MODES[self.site.firmware], "ImdsSupport": "v2.0",
+                "BlockDeviceMappings": [{"DeviceName": ROOT_DEVICE, "Ebs": {
+                    "SnapshotId": snapshot_id, "DeleteOnTermination": True, "VolumeType": "gp3"}}]}
 
     def _send_blocks(self, ebs: Any, snapshot_id: str, raw: Path) -> tuple[int, str]:
         """Send each non-zero block (bounded in flight); return the count and the aggregate checksum."""

@@ -43,8 +43,10 @@ class HpcTarget:
     vet_policy: ClassVar[VetPolicy] = VetPolicy("bare-metal", Severity.MEDIUM, frozenset({"kernel"}))
     derived_format: ClassVar[str] = "squashfs"
     site_model: ClassVar[type[HpcSite]] = HpcSite
+    login_user: ClassVar[str] = "root"
+    """Provisioned nodes: the site's own provisioning (xCAT, Warewulf) puts root's keys in place."""
 
-    def __init__(self, site: HpcSite, site_name: str, settings: Settings) -> None:
+    def __init__(self, site: HpcSite, site_name: str, settings: Settings, offline: bool = False) -> None:
         self.site, self.site_name, self.settings = site, site_name, settings
 
     def adapt(self, root: Path) -> list[str]:

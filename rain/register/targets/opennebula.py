@@ -20,9 +20,9 @@ from typing import ClassVar
 from rain.config import Settings
 from rain.errors import TargetError
 from rain.opennebula import OneClient
-from rain.register import adapt, disk
+from rain.register import adapt, cloudtest, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import SiteSettings, TargetName, one_secret
+from rain.register.targets.base import Firmware, SiteSettings, TargetName, one_secret
 
 log = logging.getLogger(__name__)
 STATES = {0: "INIT", 1: "READY", 2: "USED", 3: "DISABLED", 4: "LOCKED", 5: "ERROR", 6: "CLONE", 7: "DELETE",
@@ -41,6 +41,8 @@ class OpenNebulaSite(SiteSettings):
     staging_url: str | None = None
     """How the front-end sees staging_dir over HTTP; unset = it reads the same path."""
     timeout: float = 900.0
+    firmware: Firmware = "bios"
+    """Recorded on the image template as RAIN_FIRMWARE; a VM template sets OS/FIRMWARE from it."""
     check_secrets = one_secret("password")
 
 
@@ -49,22 +51,33 @@ class OpenNebulaTarget:
     vet_policy: ClassVar[VetPolicy] = VetPolicy("cloud-opennebula", Severity.HIGH, frozenset({"kernel"}))
     derived_format: ClassVar[str] = "qcow2"
     site_model: ClassVar[type[OpenNebulaSite]] = OpenNebulaSite
+    login_user: ClassVar[str] = "root"
+    profile: ClassVar[adapt.CloudProfile] = adapt.CloudProfile(
+        "opennebula", ("OpenNebula",), "root", ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net"),
+        {"disable_root": False})
+    """OpenNebula's convention (and its one-context packages'): SSH_PUBLIC_KEY goes to root."""
 
-    def __init__(self, site: OpenNebulaSite, site_name: str, settings: Settings) -> None:
-        self.site, self.site_name = site, site_name
-        self._password = site.secret("password")  # checked now, before anything moves
+    def __init__(self, site: OpenNebulaSite, site_name: str, settings: Settings, offline: bool = False) -> None:
+        self.site, self.site_name, self.settings = site, site_name, settings
+        # checked now, before anything moves; offline (--output) never calls the front-end
+        self._password = "" if offline else site.secret("password")
         self._call = OneClient(site.endpoint, site.username, self._password, failure=TargetError,
                                settings_file="targets file")
 
     def adapt(self, root: Path) -> list[str]:
-        return adapt.cloud_disk(root, "opennebula", ["OpenNebula"])
+        return adapt.cloud_disk(root, self.profile, self.settings)
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
-        raw = disk.make_raw(root, out / "disk.raw")
+        raw = disk.make_disk(root, out / "disk.raw", bootable=True).path
         qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
         raw.unlink()
         return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
+
+    def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
+        """Boot the packed disk as opennebula would (opennebula, virtio, the site's firmware) to an SSH login."""
+        how = cloudtest.CloudBoot("opennebula", self.login_user, cloudtest.firmware_of(self.site.firmware), "virtio")
+        cloudtest.boot_test(packed.primary_path, packed.format, how, log_path, timeout)
 
     def publish(self, packed: Packed, label: Label) -> str:
         staged = self.site.staging_dir / f"{label.slug}.qcow2"
@@ -76,10 +89,7 @@ class OpenNebulaTarget:
                               hint="check staging_dir in the targets file") from e
         try:
             path = f"{self.site.staging_url.rstrip('/')}/{staged.name}" if self.site.staging_url else str(staged)
-            template = "\n".join(f'{k} = "{v}"' for k, v in {
-                "NAME": label.slug, "PATH": path, "TYPE": "OS", "DRIVER": "qcow2", "FORMAT": "qcow2",
-                "DESCRIPTION": f"{label.name} registered by Rain from {label.image_id}",
-                "RAIN_IMAGE": label.image_id}.items())
+            template = "\n".join(f'{k} = "{v}"' for k, v in self.template(label, path).items())
             image_id = int(self._call("one.image.allocate", template, self.site.datastore_id))
             try:
                 self._wait_ready(image_id)
@@ -89,6 +99,14 @@ class OpenNebulaTarget:
             return str(image_id)
         finally:
             staged.unlink(missing_ok=True)  # READY means the datastore holds its own copy
+
+    def template(self, label: Label, path: str) -> dict[str, str]:
+        """The image template: a virtio disk (DEV_PREFIX vd) in qcow2, and the firmware it boots with,
+        which OpenNebula sets on the VM template (OS/FIRMWARE), so it is recorded here for one to use."""
+        return {"NAME": label.slug, "PATH": path, "TYPE": "OS", "DRIVER": "qcow2", "FORMAT": "qcow2",
+                "DEV_PREFIX": "vd", "RAIN_FIRMWARE": self.site.firmware.upper(),
+                "DESCRIPTION": f"{label.name} registered by Rain from {label.image_id}",
+                "RAIN_IMAGE": label.image_id}
 
     def _wait_ready(self, image_id: int) -> None:
         deadline = time.monotonic() + self.site.timeout

@@ -20,9 +20,9 @@ import requests
 from rain.config import Settings
 from rain.credentials import KeystoneAuth
 from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
-from rain.register import adapt, disk
+from rain.register import adapt, cloudtest, disk
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import SiteSettings, TargetName
+from rain.register.targets.base import Firmware, SiteSettings, TargetName
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class OpenStackSite(SiteSettings, KeystoneAuth):
     timeout: float = 900.0
     properties: dict[str, str] = {}
     """Extra Glance properties for every image registered on this site."""
+    firmware: Firmware = "bios"
+    """Published as hw_firmware_type: Nova boots the instance with SeaBIOS or with UEFI (OVMF)."""
 
 
 def _check(resp: requests.Response, what: str) -> requests.Response:
@@ -48,22 +50,32 @@ class OpenStackTarget:
     vet_policy: ClassVar[VetPolicy] = VetPolicy("cloud-openstack", Severity.HIGH, frozenset({"kernel"}))
     derived_format: ClassVar[str] = "qcow2"
     site_model: ClassVar[type[OpenStackSite]] = OpenStackSite
+    login_user: ClassVar[str] = "debian"
+    profile: ClassVar[adapt.CloudProfile] = adapt.CloudProfile(
+        "openstack", ("ConfigDrive", "OpenStack"), "debian",
+        ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net"))
 
-    def __init__(self, site: OpenStackSite, site_name: str, settings: Settings) -> None:
-        self.site, self.site_name = site, site_name
-        self._password = site.secret("password")  # checked now, before anything moves
+    def __init__(self, site: OpenStackSite, site_name: str, settings: Settings, offline: bool = False) -> None:
+        self.site, self.site_name, self.settings = site, site_name, settings
+        # checked now, before anything moves; offline (--output) never logs in
+        self._password = "" if offline else site.secret("password")
         self.http = requests.Session()
         self._glance: str | None = None
 
     def adapt(self, root: Path) -> list[str]:
-        return adapt.cloud_disk(root, "openstack", ["ConfigDrive", "OpenStack"])
+        return adapt.cloud_disk(root, self.profile, self.settings)
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
-        raw = disk.make_raw(root, out / "disk.raw")
+        raw = disk.make_disk(root, out / "disk.raw", bootable=True).path
         qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
         raw.unlink()
         return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
+
+    def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
+        """Boot the packed disk as openstack would (config-drive, virtio, the site's firmware) to an SSH login."""
+        how = cloudtest.CloudBoot("config-drive", self.login_user, cloudtest.firmware_of(self.site.firmware), "virtio")
+        cloudtest.boot_test(packed.primary_path, packed.format, how, log_path, timeout)
 
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         try:
@@ -103,7 +115,8 @@ class OpenStackTarget:
     def properties(self, label: Label) -> dict[str, str]:
         props = {"os_distro": label.os_family or "linux", "os_version": label.os_release,
                  "architecture": label.arch, "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
-                 "hw_rng_model": "virtio", "rain_image": label.image_id}
+                 "hw_rng_model": "virtio", "hw_firmware_type": self.site.firmware,
+                 "rain_image": label.image_id}
         return {k: v for k, v in {**props, **self.site.properties}.items() if v}
 
     def publish(self, packed: Packed, label: Label) -> str:

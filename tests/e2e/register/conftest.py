@@ -10,7 +10,7 @@ for _p in (_TESTS / "integration" / "register", _TESTS / "unit" / "register", _T
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from debian_image import build_debian_tarball  # noqa: E402
+from debian_image import build_cloud_image, build_debian_tarball  # noqa: E402
 from register_sites import moto_url, repos, sites  # noqa: E402, F401
 
 
@@ -18,3 +18,9 @@ from register_sites import moto_url, repos, sites  # noqa: E402, F401
 def debian_tarball() -> Path:
     """Debian bookworm minbase + linux-image-amd64 + systemd, from the host's apt sources (cached)."""
     return build_debian_tarball()
+
+
+@pytest.fixture(scope="session")
+def cloud_image() -> Path:
+    """recipes/debian-bookworm-cloud.yaml built once (cached): the directory with its qcow2 and tar.zst."""
+    return build_cloud_image()

@@ -26,8 +26,9 @@ def _write(root: Path, rel: str, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
-def make_tree(root: Path, kernel: bool = True) -> Path:
-    """A clean, vettable root tree."""
+def make_tree(root: Path, kernel: bool = True, cloud: bool = True) -> Path:
+    """A clean, vettable root tree; `cloud`: it has what contextualization needs (stubs of cloud-init,
+    growpart, ifup and dhclient), so register's adapt writes configuration and installs nothing."""
     root.mkdir(parents=True, exist_ok=True)
     for d in ("usr/bin", "usr/sbin", "usr/lib", "etc/ssh", "root", "home", "tmp", "var/tmp", "boot"):
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -49,8 +50,12 @@ def make_tree(root: Path, kernel: bool = True) -> Path:
     _write(root, "/etc/machine-id", "0123456789abcdef0123456789abcdef\n")
     _write(root, "/usr/bin/su", "#!/bin/sh\n", 0o4755)
     _write(root, "/usr/bin/sh", "#!/bin/sh\n", 0o755)
+    if cloud:
+        for tool in ("/usr/bin/cloud-init", "/usr/bin/growpart", "/usr/sbin/ifup", "/usr/sbin/dhclient"):
+            _write(root, tool, "#!/bin/sh\n", 0o755)
     if kernel:
         _write(root, f"/boot/vmlinuz-{KVER}", "not really a kernel\n")
+        _write(root, f"/boot/initrd.img-{KVER}", "not really an initramfs\n")  # a cloud disk's loader entry needs one
         _write(root, f"/lib/modules/{KVER}/modules.dep",
                "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\n"
                "kernel/drivers/net/ethernet/amazon/ena/ena.ko:\n")

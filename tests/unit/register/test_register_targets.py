@@ -12,6 +12,7 @@ from fakeimages import KVER, make_tree
 
 from rain.config import load_settings
 from rain.errors import ConfigError, InvalidInput
+from rain.image.disk import ROOT_LABEL
 from rain.image.sysprep import generalize
 from rain.register import adapt
 from rain.register.initrd import build_initrd, module_order
@@ -75,7 +76,7 @@ def test_site_choice(tmp_path, monkeypatch):
 
 
 def test_generalize_and_cloud_init(tmp_path):
-    root = make_tree(tmp_path / "r")
+    root = make_tree(tmp_path / "r", cloud=False)
     (root / "etc/ssh/ssh_host_rsa_key").write_text("k")
     (root / "usr/sbin/sshd").write_text("")
     changes = generalize(root)
@@ -83,7 +84,7 @@ def test_generalize_and_cloud_init(tmp_path):
     assert (root / "etc/systemd/system/multi-user.target.wants/rain-ssh-hostkeys.service").is_symlink()
     assert any("ssh-keygen -A" in c for c in changes)
     notes = adapt.cloud_init(root, "openstack", ["ConfigDrive", "OpenStack"])
-    cfg = yaml.safe_load((root / "etc/cloud/cloud.cfg.d/90-rain-openstack.cfg").read_text())
+    cfg = yaml.safe_load((root / "etc/cloud/cloud.cfg.d/95-rain-openstack.cfg").read_text())
     assert cfg["datasource_list"] == ["ConfigDrive", "OpenStack", "None"]
     assert any("cloud-init is not installed" in n for n in notes)
 
@@ -94,7 +95,7 @@ def test_adapt_never_writes_through_a_link_out_of_the_image(tmp_path):
     root = make_tree(tmp_path / "r")
     (root / "etc/fstab").symlink_to(outside / "fstab")
     adapt.disk_fstab(root)
-    assert not (outside / "fstab").exists() and "LABEL=rain-root" in (root / "etc/fstab").read_text()
+    assert not (outside / "fstab").exists() and f"LABEL={ROOT_LABEL}" in (root / "etc/fstab").read_text()
 
 
 def fake_modules(root: Path) -> None:

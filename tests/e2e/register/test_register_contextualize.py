@@ -1,0 +1,116 @@
+"""Acceptance 3 of issue #10: an image without cloud-init registered on openstack gains contextualization,
+for real, and boots as OpenStack would boot it.
+
+The image is recipes/debian-bookworm-kernel.yaml as `fg-image generate` builds it (no cloud-init, no
+DHCP client). `fg-image register --target openstack` installs cloud-init, cloud-guest-utils and
+isc-dhcp-client from bookworm through the host's mirror, lists virtio drivers in the initramfs and
+rebuilds it. That install takes a minute or more, so ONE registration is made and several things
+are asserted on it: what the registration and `show` report, what Glance (the SIMULATOR in
+tests/simulators/openstack.py) received, and what the published disk holds, read back by
+register's own unpack of the derived image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+import zstandard
+
+from rain.register.unpack import unpack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SECRETS = ("RAIN_TEST_ONE_PASSWORD", "RAIN_TEST_OS_PASSWORD", "RAIN_TEST_AWS_KEY", "RAIN_TEST_AWS_SECRET")
+VERSION = r"\d[\w.+~:-]*"
+
+
+def _initrd_names(data: bytes) -> bytes:
+    """The initramfs's bytes with its compressed cpio decompressed (an optional early cpio, then the
+    main one compressed as initramfs-tools' COMPRESS says: zstd, or gzip where zstd is not installed)."""
+    import zlib
+
+    for magic in (b"\x28\xb5\x2f\xfd", b"\x1f\x8b\x08"):
+        at = data.find(magic)
+        if at >= 0 and magic[0] == 0x28:
+            return data[:at] + zstandard.ZstdDecompressor().decompressobj().decompress(data[at:])
+        if at >= 0:
+            return data[:at] + zlib.decompressobj(31).decompress(data[at:])
+    return data
+
+
+def test_openstack_copy_of_an_image_without_cloud_init_gains_contextualization(fg, sites, debian_tarball,
+                                                                              tmp_path):
+    import os
+
+    env = {"RAIN_TARGETS_FILE": str(sites.path), **{k: os.environ[k] for k in SECRETS}}
+    up = fg("upload", str(debian_tarball), "--name", "debian-bookworm-kernel", "--os", "debian",
+            "--release", "12", "--arch", "x86_64", env=env, timeout=300)
+    assert up.returncode == 0, up.stderr
+    image_id = up.stdout.strip()
+    result = fg("register", image_id, "--target", "openstack", "--boot-test", "--json", env=env, timeout=2400)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    changes = outcome["changes"]
+
+    # acceptance 3: the copy boots as OpenStack boots it (config drive, virtio) to an SSH login as `debian`
+    assert "boot-test" in outcome["timings"]
+    log = (tmp_path / "rain-data" / "boot-logs" / f"{image_id}-openstack.log").read_text(errors="replace")
+    assert "Cloud-init v." in log and "GNU GRUB" in log
+
+    # the registration lists each added package with its version, and the initramfs work
+    for pkg in ("cloud-init", "cloud-guest-utils", "isc-dhcp-client", "sudo"):
+        assert any(re.fullmatch(rf"installed {pkg} {VERSION}", c) for c in changes), (pkg, changes)
+    assert any(c.startswith("installed ") and "dependencies: " in c and "python3 " in c for c in changes)
+    assert "/etc/initramfs-tools/modules: added virtio_pci virtio_blk virtio_scsi virtio_net" in changes
+    assert any(c.startswith("rebuilt the initramfs for 6.") for c in changes), changes
+
+    # the derived image's provenance holds the same lines, and `show` prints them
+    derived = json.loads(fg("show", outcome["derived_image"], "--json", env=env).stdout)
+    assert derived["provenance"]["changes"] == changes
+    shown = fg("show", outcome["derived_image"], env=env).stdout
+    assert re.search(rf"^adapted\s+installed cloud-init {VERSION}", shown, re.M), shown
+    assert re.search(rf"^provenance\s+derived from {image_id} for openstack@default", shown, re.M), shown
+
+    # Glance got the properties Nova picks firmware and bus by
+    glance = sites["openstack"].backend.images[outcome["remote_id"]]
+    assert (glance["hw_firmware_type"], glance["hw_disk_bus"], glance["os_distro"], glance["os_version"]) \
+        == ("bios", "virtio", "debian", "12")
+
+    # the packages went through generate's shared package cache
+    cache = tmp_path / "rain-data" / "cache" / "packages" / "debian-bookworm-amd64"
+    assert list(cache.glob("cloud-init_*.deb")) and list(cache.glob("isc-dhcp-client_*.deb"))
+
+    # the published disk, read back the way register reads a qcow2
+    blob = tmp_path / "derived.qcow2"
+    assert fg("download", outcome["derived_image"], "-o", str(blob), env=env, timeout=600).returncode == 0
+    root = tmp_path / "derived-root"
+    unpack(blob, root, "qcow2")
+    blob.unlink()
+    for tool in ("usr/bin/cloud-init", "usr/bin/growpart", "sbin/dhclient", "usr/bin/sudo"):
+        assert (root / tool).is_file(), tool
+    cfg = yaml.safe_load((root / "etc/cloud/cloud.cfg.d/95-rain-openstack.cfg").read_text())
+    assert cfg["datasource_list"] == ["ConfigDrive", "OpenStack", "None"]
+    assert cfg["system_info"]["default_user"]["name"] == "debian"
+    modules = (root / "etc/initramfs-tools/modules").read_text().split()
+    assert {"virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net"} <= set(modules)
+    [initrd] = list((root / "boot").glob("initrd.img-*"))
+    names = _initrd_names(initrd.read_bytes())
+    assert b"virtio_blk.ko" in names and b"virtio_scsi.ko" in names
+    # nothing of the chroot or of apt's private state stayed in the image
+    assert not (root / "usr/sbin/policy-rc.d").exists()
+    assert not list((root / "tmp").glob("rain-apt-*"))
+    assert not [p for p in (root / "var/lib/apt/lists").iterdir() if p.name.endswith("Packages")]
+    assert not list((root / "var/cache/apt/archives").glob("*.deb"))
+    # and the original in the repository is untouched: still no cloud-init in its tarball's listing
+    assert not _has_member(debian_tarball, "./usr/bin/cloud-init")
+
+
+def _has_member(tarball: Path, name: str) -> bool:
+    import tarfile
+
+    with open(tarball, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as raw, \
+            tarfile.open(fileobj=raw, mode="r|") as tf:
+        return any(m.name == name for m in tf)

@@ -1,0 +1,139 @@
+"""What each cloud target publishes besides the bytes, and what adapt does when it cannot install.
+
+Sites: the Keystone/Glance and OpenNebula SIMULATORS, moto's real EC2 server (it accepts the
+register_image parameters but does not return them, so those are read from the target itself
+after botocore, which checks them against EC2's API model, sent them). Images are fake roots;
+installing into a real Debian image runs in tests/e2e/register/test_register_contextualize.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from fakeimages import make_tarball, make_tree
+from register_sites import upload
+
+from rain.errors import BuildError, InvalidInput
+from rain.register import chroot
+from rain.register.models import Label, Packed
+from rain.register.pipeline import register
+from rain.register.targets.sites import open_target
+
+pytestmark = pytest.mark.integration
+
+
+def _mounts_under(root: Path) -> list[str]:
+    real = str(root.resolve())
+    with open("/proc/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(real + "/")]
+
+
+def _packed(tmp_path: Path, fmt: str) -> Packed:
+    """A small disk file as pack() would leave it (the publish step is what these tests look at)."""
+    name = f"disk.{fmt}"
+    path = tmp_path / name
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(path), "4M"], check=True)
+    if fmt == "raw":
+        with open(path, "r+b") as f:
+            f.write(b"rain" * 1024)
+    return Packed(tmp_path, {name: path}, name, fmt)
+
+
+LABEL = Label("0123456789ab", "deb", "debian", "12", "x86_64")
+
+
+def test_openstack_publishes_the_glance_properties_nova_boots_by(sites, tmp_path):
+    target, _ = open_target(sites.settings, "openstack")
+    props = sites["openstack"].backend.images[target.publish(_packed(tmp_path, "qcow2"), LABEL)]
+    assert {k: props[k] for k in ("hw_firmware_type", "hw_disk_bus", "os_distro", "os_version", "architecture")} \
+        == {"hw_firmware_type": "bios", "hw_disk_bus": "virtio", "os_distro": "debian", "os_version": "12",
+            "architecture": "x86_64"}
+    sites.rewrite("openstack", firmware="uefi")
+    target, _ = open_target(sites.settings, "openstack")
+    again = target.publish(_packed(tmp_path, "qcow2"), LABEL)
+    assert sites["openstack"].backend.images[again]["hw_firmware_type"] == "uefi"
+
+
+def test_opennebula_image_template_has_virtio_qcow2_and_the_firmware(sites, tmp_path):
+    sites.rewrite("opennebula", firmware="uefi")
+    target, _ = open_target(sites.settings, "opennebula")
+    image_id = target.publish(_packed(tmp_path, "qcow2"), LABEL)
+    template = sites["opennebula"].backend.images[int(image_id)].template
+    assert (template["DEV_PREFIX"], template["DRIVER"], template["RAIN_FIRMWARE"]) == ("vd", "qcow2", "UEFI")
+
+
+def test_ec2_registers_an_ami_with_the_sites_boot_mode_ena_and_imdsv2(sites, tmp_path):
+    sites.rewrite("ec2", firmware="uefi-preferred")
+    target, _ = open_target(sites.settings, "ec2")
+    ami = target.publish(_packed(tmp_path, "raw"), LABEL)  # botocore checked every parameter against EC2's model
+    assert sites["ec2"].holds(ami)
+    params = target.image_params(LABEL, "snap-0")  # type: ignore[attr-defined]
+    assert (params["BootMode"], params["EnaSupport"], params["ImdsSupport"], params["RootDeviceName"]) \
+        == ("uefi-preferred", True, "v2.0", "/dev/xvda")
+    assert params["BlockDeviceMappings"][0]["DeviceName"] == params["RootDeviceName"]
+
+
+def test_bad_firmware_setting_is_refused_before_anything_moves(sites, repos, clean_tarball):
+    sites.rewrite("openstack", firmware="efi")
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    with pytest.raises(InvalidInput) as e:
+        register(alice, sites.settings, image.id, "openstack")
+    assert "firmware" in e.value.message and "'bios' or 'uefi'" in e.value.message
+    assert sites["openstack"].published() == 0
+
+
+def test_each_target_names_its_login_user():
+    from rain.register.targets.base import TargetName, target_class
+
+    users = {t.value: target_class(t).login_user for t in TargetName}
+    assert users == {"hpc": "root", "opennebula": "root", "openstack": "debian", "ec2": "admin"}
+
+
+def _debian_without_cloud_init(root: Path) -> Path:
+    """A fake Debian root with a dpkg database but no apt: the chroot starts, apt-get cannot run."""
+    make_tree(root, cloud=False)
+    (root / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text("Package: dpkg\nStatus: install ok installed\nPriority: required\n"
+                                              "Architecture: amd64\nVersion: 1.21.22\n\n")
+    (root / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")
+    return root
+
+
+def test_a_failure_inside_the_chroot_leaves_no_mount_or_file_behind(tmp_path, sites):
+    root = _debian_without_cloud_init(tmp_path / "root")
+    with pytest.raises(BuildError) as e, chroot.session(root) as ch:
+        with pytest.raises(BuildError):  # enters (mounts, policy-rc.d, resolv.conf), then: no `true` here
+            ch.run(["true"], what="entering")
+        assert _mounts_under(root) and (root / "usr/sbin/policy-rc.d").exists()
+        chroot.install(ch, ["cloud-init"], sites.settings)
+    assert "apt-get update" in e.value.message and "\n" not in e.value.message
+    assert _mounts_under(root) == []
+    assert not (root / "usr/sbin/policy-rc.d").exists()
+    assert (root / "etc/resolv.conf").read_text() == "nameserver 192.0.2.53\n"
+    assert list((root / "tmp").iterdir()) == []
+
+
+def test_register_that_fails_while_installing_publishes_nothing(tmp_path, sites, repos):
+    tarball = make_tarball(_debian_without_cloud_init(tmp_path / "root"), tmp_path / "img.tar.zst")
+    alice = repos("alice")
+    image = upload(alice, tarball)
+    with pytest.raises(BuildError) as e:
+        register(alice, sites.settings, image.id, "openstack")
+    assert "apt-get update" in e.value.message
+    assert sites["openstack"].published() == 0 and alice.show(image.id).registrations == []
+    assert not [m for m in open("/proc/mounts").read().splitlines() if "rain-register-" in m]
+
+
+def test_rpm_family_image_without_cloud_init_says_what_to_add_to_the_recipe(tmp_path, sites, repos):
+    root = make_tree(tmp_path / "root", cloud=False)
+    (root / "etc/os-release").write_text('ID=rocky\nVERSION_ID="9.4"\nPRETTY_NAME="Rocky Linux 9.4"\n')
+    alice = repos("alice")
+    image = upload(alice, make_tarball(root, tmp_path / "rocky.tar.zst"))
+    with pytest.raises(InvalidInput) as e:
+        register(alice, sites.settings, image.id, "opennebula")
+    assert "Rocky Linux 9.4" in e.value.message and "cloud-init" in (e.value.hint or "")
+    assert sites["opennebula"].published() == 0
