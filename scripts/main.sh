@@ -2,6 +2,11 @@
 # The main job, on the embedded default repository: install everything, build the
 # bootable minimal Debian recipe, store it in the repository, vet it and register
 # it on bare metal (the strictest policy), booting the result under QEMU first.
+# Then the cloud path: build the cloud recipe (a GPT disk that boots by BIOS and
+# UEFI, with cloud-init), store it, and for OpenStack, OpenNebula and EC2 adapt,
+# vet and pack a copy, boot it the way that cloud would (its metadata handed over
+# its own way, its disk bus, an SSH login with the key it handed over) and write
+# the disk a site would receive (--output: no cloud service runs on this machine).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -30,3 +35,17 @@ echo "== stored as image $image"
 echo "== register $image on hpc (vet, adapt, pack, boot test under QEMU, publish)"
 "$fg" register "$image" --target hpc --boot-test
 "$fg" show "$image"
+
+cloud_recipe=recipes/debian-bookworm-cloud.yaml
+echo "== generate $cloud_recipe"
+cloud=$("$fg" generate "$cloud_recipe")
+echo "== stored as image $cloud"
+out="$data/exports"
+mkdir -p "$out"
+for target in openstack opennebula ec2; do
+  ext=qcow2; [ "$target" = ec2 ] && ext=raw
+  echo "== register $cloud for $target: vet, adapt, pack, boot test as $target boots it, write $out/$target.$ext"
+  "$fg" register "$cloud" --target "$target" --boot-test --output "$out/$target.$ext" --force
+done
+"$fg" show "$cloud"
+ls -l "$out"
