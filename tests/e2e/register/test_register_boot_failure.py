@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_register_debian_e2e import env_for
+from test_register_debian_e2e import env_for, upload
 
 from rain.errors import ExitCode
 
@@ -28,13 +28,6 @@ def processes_naming(text: str) -> list[int]:
         if text in cmdline:
             found.append(int(pid))
     return found
-
-
-def upload(fg, tarball: Path, env: dict[str, str]) -> str:
-    up = fg("upload", str(tarball), "--name", "debian-bookworm-kernel", "--os", "debian", "--release", "12",
-            env=env, timeout=300)
-    assert up.returncode == 0, up.stderr
-    return up.stdout.strip()
 
 
 def test_a_boot_test_that_times_out_publishes_and_records_nothing(fg, sites, debian_tarball, tmp_path):

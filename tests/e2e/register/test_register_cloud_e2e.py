@@ -17,17 +17,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_register_debian_e2e import env_for
+from test_register_debian_e2e import env_for, upload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TIMEOUT = 2400  # two boots under TCG on a loaded 2-core machine, with packing and publishing
 
 
 def upload_cloud(fg, cloud_image: Path, env: dict[str, str]) -> str:
-    up = fg("upload", str(cloud_image / "debian-bookworm-cloud.qcow2"), "--name", "debian-bookworm-cloud",
-            "--os", "debian", "--release", "12", "--arch", "x86_64", env=env, timeout=300)
-    assert up.returncode == 0, up.stderr
-    return up.stdout.strip()
+    return upload(fg, cloud_image / "debian-bookworm-cloud.qcow2", env, "debian-bookworm-cloud")
 
 
 def test_the_cloud_image_boots_as_opennebula_and_ec2_boot_it_and_is_published(fg, sites, cloud_image, tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 import zstandard
+from test_register_debian_e2e import upload
 
 from rain.register.unpack import unpack
 
@@ -46,10 +47,7 @@ def test_openstack_copy_of_an_image_without_cloud_init_gains_contextualization(f
     import os
 
     env = {"RAIN_TARGETS_FILE": str(sites.path), **{k: os.environ[k] for k in SECRETS}}
-    up = fg("upload", str(debian_tarball), "--name", "debian-bookworm-kernel", "--os", "debian",
-            "--release", "12", "--arch", "x86_64", env=env, timeout=300)
-    assert up.returncode == 0, up.stderr
-    image_id = up.stdout.strip()
+    image_id = upload(fg, debian_tarball, env)
     result = fg("register", image_id, "--target", "openstack", "--boot-test", "--json", env=env, timeout=2400)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)

@@ -25,14 +25,19 @@ def env_for(sites) -> dict[str, str]:
     return {"RAIN_TARGETS_FILE": str(sites.path), **{k: os.environ[k] for k in keep}}
 
 
+def upload(fg, path, env: dict[str, str], name: str = "debian-bookworm-kernel") -> str:
+    """`fg-image upload` of a generated image as Debian 12 on x86_64; returns the new image id."""
+    up = fg("upload", str(path), "--name", name, "--os", "debian", "--release", "12", "--arch", "x86_64",
+            env=env, timeout=300)
+    assert up.returncode == 0, up.stderr
+    return up.stdout.strip()
+
+
 def test_debian_image_registers_and_boots_on_bare_metal(fg, sites, debian_tarball, tmp_path):
     """The kernel image on hpc. Its cloud registrations are in test_register_contextualize.py (openstack,
     which installs cloud-init into the copy) and test_register_cloud_e2e.py (the cloud recipe on the others)."""
     env = env_for(sites)
-    up = fg("upload", str(debian_tarball), "--name", "debian-bookworm-kernel", "--os", "debian",
-            "--release", "12", "--arch", "x86_64", env=env, timeout=300)
-    assert up.returncode == 0, up.stderr
-    image_id = up.stdout.strip()
+    image_id = upload(fg, debian_tarball, env)
     result = fg("register", image_id, "--target", "hpc", "--json", "--boot-test", env=env, timeout=900)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
