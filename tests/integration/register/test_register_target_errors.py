@@ -118,13 +118,6 @@ def test_ebs_refusing_a_block_deletes_the_partial_snapshot(sites, repos, clean_t
     assert alice.show(image.id).registrations == []
 
 
-def test_boot_test_is_refused_where_the_target_cannot_boot_here(sites, repos, clean_tarball):
-    alice = repos("alice")
-    image = upload(alice, clean_tarball)
-    with pytest.raises(InvalidInput, match="--boot-test"):
-        register(alice, sites.settings, image.id, "ec2", boot_test=True)
-
-
 def test_failed_boot_test_publishes_nothing_and_keeps_the_console_log(sites, repos, clean_tarball):
     """The fake image's 'kernel' is not bootable: QEMU gives up, the registration fails, nothing is published."""
     alice = repos("alice")
