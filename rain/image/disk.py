@@ -76,21 +76,14 @@ def boot_files(root: Path) -> tuple[str, str] | None:
     inside a running machine needs no loader change; else the newest `/boot/vmlinuz-VERSION`."""
     tree = RootFS(root)
     for kernel, initrd in _KERNELS:
-        if _regular(tree, kernel) and _regular(tree, initrd):
+        if tree.is_regular(kernel) and tree.is_regular(initrd):
             return kernel, initrd
     for kernel in sorted(tree.kernels(), reverse=True):
         version = kernel.rsplit("vmlinuz-", 1)[1]
         initrd = f"/boot/initrd.img-{version}"
-        if _regular(tree, initrd):
+        if tree.is_regular(initrd):
             return kernel, initrd
     return None
-
-
-def _regular(tree: RootFS, inner: str) -> bool:
-    try:
-        return tree.resolve(inner).is_file()
-    except Exception:  # a link out of the root or a loop reads as absent
-        return False
 
 
 def make_disk(root: Path, dest: Path, size: int | None = None, bootable: bool | None = None,

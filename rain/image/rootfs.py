@@ -83,6 +83,11 @@ class RootFS:
         path = self._resolved(inner)
         return path is not None and path.exists()
 
+    def is_regular(self, inner: str) -> bool:
+        """`inner` is a regular file once the image's links are followed inside the image (a loop: no)."""
+        path = self._resolved(inner)
+        return path is not None and _is_regular(path)
+
     def read_text(self, inner: str, limit: int = 1 << 20) -> str | None:
         """The first `limit` bytes of a regular file, decoded; None for anything else (missing, a FIFO,
         a device, a directory), so an image can never make a reader block or read past the bound."""

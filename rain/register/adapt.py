@@ -15,11 +15,12 @@ import yaml
 
 from rain.config import Settings
 from rain.errors import InvalidInput
+from rain.image.disk import ROOT_LABEL
 from rain.image.rootfs import RootFS
 from rain.image.sysprep import generalize
 from rain.register import chroot
-from rain.register.disk import ROOT_LABEL
 from rain.register.models import VetPolicy, VetReport
+from rain.register.vet import VetRejected, vet_tree
 
 MARKER_UNIT = "rain-boot-marker.service"
 CONTEXT_TOOLS = {"cloud-init": ("/usr/bin/cloud-init",), "cloud-guest-utils": ("/usr/bin/growpart",)}
@@ -122,9 +123,6 @@ def vet_adapted(root: Path, subject: str, policy: VetPolicy, target: str,
 
     A failing copy stops the registration before anything is packed or published, with the same
     error (and exit code) as a failing original; returns the report when it passes."""
-    from rain.register.pipeline import VetRejected
-    from rain.register.vet import vet_tree
-
     report = vet_tree(root, f"{subject}, adapted for {target}", policy, target, (), accepted)
     if report.verdict != "pass":
         raise VetRejected(report, hint="the copy fails vetting after Rain adapted it for "

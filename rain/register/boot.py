@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rain.errors import TargetError
-from rain.register.disk import tool
+from rain.image.tools import tool
 from rain.register.vm import last_console_line, qemu
 
 GUEST_HOST = "10.0.2.2"  # QEMU user networking's address for the host's 127.0.0.1

@@ -25,7 +25,7 @@ from pathlib import Path
 from rain.config import Settings
 from rain.errors import BuildError, InvalidInput, Unreachable
 from rain.generate.bootstrap.base import Package
-from rain.generate.bootstrap.debian import _MISSING, _UNREACHABLE, _components, dpkg_installed
+from rain.generate.bootstrap.debian import APT_MISSING, APT_UNREACHABLE, apt_components, dpkg_installed
 from rain.generate.builders.base import BuildSpec, Handle
 from rain.generate.builders.local import LocalBuilder
 from rain.generate.cache import Cache
@@ -166,7 +166,7 @@ def _apt_dir(chroot: ImageChroot, dist: Distro, mirror: str) -> Iterator[AptDir]
             shutil.copyfile(host_keyring, outer / "keyring.gpg")
             signed = f"[signed-by={inner}/keyring.gpg] "
         (outer / "sources.list").write_text(
-            f"deb {signed}{mirror} {dist.release} {_components(dist.family).replace(',', ' ')}\n")
+            f"deb {signed}{mirror} {dist.release} {apt_components(dist.family).replace(',', ' ')}\n")
         opts = ["-q", "-o", f"Dir::Etc::SourceList={inner}/sources.list", "-o", f"Dir::Etc::SourceParts={inner}/parts",
                 "-o", f"Dir::State::Lists={inner}/lists", "-o", f"Dir::Cache={inner}/cache",
                 "-o", f"Dir::Cache::Archives={inner}/archives", "-o", "APT::Sandbox::User=root"]
@@ -179,12 +179,12 @@ def _apt(chroot: ImageChroot, apt: AptDir, args: list[str], dist: Distro, mirror
     try:  # apt's own temporary files in the private directory too, so an interrupted run leaves none
         return chroot.run(["apt-get", *apt.opts, *args], what=doing, env={"TMPDIR": apt.inner})
     except BuildError as e:
-        m = _MISSING.search(e.message)
+        m = APT_MISSING.search(e.message)
         if m:
             raise InvalidInput(f"package {m.group(1) or m.group(2)!r} does not exist in {dist.family} "
                                f"{dist.release} ({dist.arch}) at {mirror}",
                                hint="add what the cloud needs to the recipe's packages instead") from None
-        if _UNREACHABLE.search(e.message):
+        if APT_UNREACHABLE.search(e.message):
             raise Unreachable(f"mirror {mirror} is unreachable or has no {dist.release} ({doing})",
                               hint="check the `mirror` setting and the network") from None
         raise BuildError(f"{doing} in the image failed: {e.message}", hint=e.hint) from None

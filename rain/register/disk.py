@@ -20,7 +20,7 @@ from typing import IO
 
 from rain.errors import BuildError, InvalidInput
 from rain.image.disk import ROOT_LABEL, make_disk, tree_size  # noqa: F401  (re-exported: one disk maker)
-from rain.image.tools import run, tool  # noqa: F401  (tool: re-exported for boot.py)
+from rain.image.tools import run, tool
 
 MAX_VIRTUAL_SIZE = 1 << 40
 """Largest qcow2 virtual size Rain converts (the sparse raw copy can grow up to it); OS images are 2-64 GiB."""

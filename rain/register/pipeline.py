@@ -20,14 +20,14 @@ from typing import Any, Protocol
 
 from rain import __version__
 from rain.config import Settings
-from rain.errors import InvalidInput, VetFailed
+from rain.errors import InvalidInput
 from rain.image.rootfs import LinkLoop, RootFS
 from rain.register import adapt, export
 from rain.register.models import NO_TARGET_POLICY, Label, Outcome, Packed, VetPolicy, VetReport
 from rain.register.targets.base import BootTestable, TargetName, target_class, target_name
 from rain.register.targets.sites import open_offline, open_target
 from rain.register.unpack import unpack
-from rain.register.vet import vet_tree
+from rain.register.vet import VetRejected, vet_tree  # noqa: F401  (VetRejected: the CLI imports it here)
 from rain.repository.models import Image, ImageMeta
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,6 @@ class QuietReporter:
     def step(self, name: str) -> Iterator[None]:
         log.info("register: %s", name)
         yield
-
-
-class VetRejected(VetFailed):
-    """Vetting failed; the report says which rules and how to fix them."""
-
-    def __init__(self, report: VetReport, hint: str) -> None:
-        super().__init__(report.summary(), hint=hint)
-        self.report = report
 
 
 def _timed(reporter: Reporter, timings: dict[str, float], name: str) -> contextlib.AbstractContextManager[None]:

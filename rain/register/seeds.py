@@ -29,7 +29,7 @@ from pathlib import Path
 
 from rain.errors import BuildError, InvalidInput
 from rain.generate.recipe import SSH_KEY_RE
-from rain.register.disk import run
+from rain.image.tools import run
 
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from rain.errors import VetFailed
 from rain.image.rootfs import RootFS
 from rain.register.models import (
     NO_TARGET_POLICY,
@@ -20,6 +21,14 @@ from rain.register.rules import all_rules
 
 log = logging.getLogger(__name__)
 MAX_PATHS = 20
+
+
+class VetRejected(VetFailed):
+    """Vetting failed; the report says which rules and how to fix them."""
+
+    def __init__(self, report: VetReport, hint: str) -> None:
+        super().__init__(report.summary(), hint=hint)
+        self.report = report
 
 
 def vet_tree(root: Path, subject: str, policy: VetPolicy = NO_TARGET_POLICY, target: str | None = None,

@@ -37,8 +37,8 @@ from rain.generate import reaper
 from rain.generate.builders.launch import client_pkey
 from rain.generate.builders.machine import KeyPair
 from rain.generate.builders.qemu import TCG_CPU
+from rain.image.tools import run, tool
 from rain.register import imds as imds_service
-from rain.register.disk import run, tool
 from rain.register.seeds import GUEST_MAC
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")

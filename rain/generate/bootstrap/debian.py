@@ -36,13 +36,13 @@ for f in "$1"/var/cache/apt/archives/*.deb; do
 done
 """
 STALE_LISTS = 6 * 3600
-_MISSING = re.compile(r"Unable to locate package (\S+)|Package '?(\S+?)'? has no installation candidate")
-_UNREACHABLE = re.compile(r"Could not (resolve|connect)|Failed to fetch|Connection failed|Temporary failure "
+APT_MISSING = re.compile(r"Unable to locate package (\S+)|Package '?(\S+?)'? has no installation candidate")
+APT_UNREACHABLE = re.compile(r"Could not (resolve|connect)|Failed to fetch|Connection failed|Temporary failure "
                           r"resolving|Unable to connect|No such file or directory.*Release|"
                           r"does not have a Release file|404\s+Not Found", re.I)
 
 
-def _components(family: OsFamily) -> str:
+def apt_components(family: OsFamily) -> str:
     return "main,universe" if family is OsFamily.UBUNTU else "main"
 
 
@@ -82,7 +82,7 @@ class DebianBootstrapper:
                 p.chmod(0o755)
                 hooks.append(p)
             argv = [tool, "--mode=root", "--format=directory", f"--variant={r.variant}",
-                    f"--architectures={r.os.arch}", f"--components={_components(r.os.family)}",
+                    f"--architectures={r.os.arch}", f"--components={apt_components(r.os.family)}",
                     "--skip=cleanup/apt/lists", "--skip=download/empty", "--skip=essential/unlink",
                     f"--setup-hook={hooks[0]}", f"--customize-hook={hooks[1]}",
                     r.os.release, str(root), ctx.mirror]
@@ -90,7 +90,7 @@ class DebianBootstrapper:
         else:
             tool = command.need("debootstrap")
             variant = ["--variant=minbase"] if r.variant == "minbase" else []
-            argv = [tool, *variant, f"--arch={r.os.arch}", f"--components={_components(r.os.family)}",
+            argv = [tool, *variant, f"--arch={r.os.arch}", f"--components={apt_components(r.os.family)}",
                     f"--cache-dir={pkg_cache}", r.os.release, str(root), ctx.mirror]
             env = {}
         result = command.run(argv, env=env, check=False, what=argv[0], log_file=log)
@@ -111,7 +111,7 @@ class DebianBootstrapper:
         r, h = ctx.recipe, ctx.handle
         ctx.facts["base_cached"] = False
         argv = ["mmdebstrap", "--mode=root", "--format=directory", f"--variant={r.variant}",
-                f"--architectures={r.os.arch}", f"--components={_components(r.os.family)}",
+                f"--architectures={r.os.arch}", f"--components={apt_components(r.os.family)}",
                 "--skip=cleanup/apt/lists", "--skip=essential/unlink", r.os.release, h.inner_root, ctx.mirror]
         result = ctx.builder.outside(h, argv, check=False, what="mmdebstrap")
         if result.returncode != 0:
@@ -210,7 +210,7 @@ def _install_with_retry(ctx: BuildContext, argv: list[str]) -> None:
         ctx.builder.run(ctx.handle, argv, what="apt-get install")
         return
     except BuildError as first:
-        if _MISSING.search(first.message) is None and not _UNREACHABLE.search(first.message):
+        if APT_MISSING.search(first.message) is None and not APT_UNREACHABLE.search(first.message):
             raise _apt_error(first.message, ctx, "installing packages") from None
     DebianBootstrapper()._update(ctx)
     try:
@@ -221,13 +221,13 @@ def _install_with_retry(ctx: BuildContext, argv: list[str]) -> None:
 
 def _apt_error(output: str, ctx: BuildContext, doing: str) -> Exception:
     r = ctx.recipe
-    m = _MISSING.search(output)
+    m = APT_MISSING.search(output)
     if m:
         name = m.group(1) or m.group(2)
         return RecipeError(f"packages: {name!r} does not exist in {r.os.family} {r.os.release} "
                            f"({r.os.arch}) at {ctx.mirror}",
                            hint="check the spelling, the release, and the recipe's repositories")
-    if _UNREACHABLE.search(output):
+    if APT_UNREACHABLE.search(output):
         return Unreachable(f"mirror: {ctx.mirror} is unreachable or has no {r.os.release} ({doing})",
                            hint="check the recipe's `mirror:` (or the `mirror` setting) and the network")
     last = [ln for ln in output.splitlines() if ln.strip()][-3:]
