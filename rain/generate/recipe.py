@@ -315,9 +315,9 @@ class Recipe(Strict):
         return self.upload.name or self.name
 
 
-BUILD_REVISION = 3
+BUILD_REVISION = 4
 """Bump when a change to Rain alters what an identical recipe produces (2: images are generalized; 3: raw/qcow2 disks
-boot by GRUB for BIOS and UEFI)."""
+boot by GRUB for BIOS and UEFI; 4: disks without cloud-init grow their root at first boot)."""
 
 
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes]) -> str:

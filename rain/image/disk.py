@@ -9,7 +9,8 @@ growpart can grow it into a larger disk at first boot. The root is found by
 its file system UUID; the kernel and initramfs are the image's own, through
 the `/vmlinuz` and `/initrd.img` links Debian keeps current across kernel
 upgrades. The image's own tree is not changed: the loader and its config live
-outside it.
+outside it, and an image without cloud-init gets systemd-repart and
+systemd-growfs units in the disk's root file system only (rain.image.growroot).
 
 A tree without a kernel becomes today's plain disk: an MBR and one ext4
 partition, which `show` reports as not bootable.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rain.errors import BuildError, RecipeError
+from rain.image import growroot
 from rain.image.rootfs import RootFS, walk_tree
 from rain.image.tools import run, tool
 
@@ -118,6 +120,7 @@ def make_disk(root: Path, dest: Path, size: int | None = None, bootable: bool | 
                 input=f"label: dos\nstart={PLAIN_START // SECTOR}, type=83, bootable\n".encode())
         _mkfs_root(root, tmp, head, fs_bytes, root_uuid)
         if files:
+            growroot.add(root, tmp, head)  # the root follows a larger disk (cloud-init does it where present)
             _install_grub(tmp, root_uuid, files, _cmdline(root, root_uuid, kernel_args))
         tmp.replace(dest)
     finally:
