@@ -67,6 +67,17 @@ def _bool(v: Any) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
+ADAPT_BUILDERS = ("qemu", "opennebula", "openstack", "local")
+
+
+def _builder(v: Any) -> str:
+    name = str(v).strip()
+    if name not in ADAPT_BUILDERS:
+        raise InvalidInput(f"adapt_builder {name!r} is not a builder",
+                           hint="set it to one of " + ", ".join(ADAPT_BUILDERS))
+    return name
+
+
 FIELDS: tuple[Field, ...] = (
     Field("data_dir", lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "rain"),
           "where the embedded repository, caches and logs live"),
@@ -91,6 +102,10 @@ FIELDS: tuple[Field, ...] = (
           convert=_opt_str),
     Field("mirror", lambda: None, "package mirror for builds; unset = the host's apt/dnf configuration",
           convert=_opt_str),
+    Field("adapt_builder", lambda: "qemu",
+          "where register runs an image's own programs (package installs, initramfs rebuilds): a builder VM "
+          "(qemu, opennebula, openstack) or local (a chroot on this host: only for sites that register "
+          "nothing but their own images)", convert=_builder),
     Field("timeout", lambda: 30, "seconds to wait for a repository or service to answer", convert=int),
     Field("debug", lambda: False, "show tracebacks", convert=_bool),
     Field("targets_file", lambda: None,

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from rain.config import Settings
 from rain.errors import InvalidInput
+from rain.image import initramfs
 from rain.image.disk import ROOT_LABEL
 from rain.image.rootfs import RootFS
 from rain.image.sysprep import generalize
@@ -45,32 +45,41 @@ class CloudProfile:
     """Further cloud-init settings (merged over the image's own /etc/cloud/cloud.cfg)."""
 
 
-def cloud_disk(root: Path, profile: CloudProfile, settings: Settings) -> list[str]:
+def cloud_disk(root: Path, profile: CloudProfile, sandbox: chroot.Sandbox) -> list[str]:
     """What every cloud target does to its copy: generic machine, root by label, contextualization
-    (installed when the image lacks it), the cloud's drivers in the initramfs, serial console."""
+    (installed when the image lacks it), the cloud's drivers in the initramfs, serial console.
+
+    Only installing packages and rebuilding an initramfs run the image's own programs, in `sandbox`
+    (a builder VM by default); an image that has what the cloud needs runs none of its code."""
     done = generalize(root) + disk_fstab(root)
     wanted = missing_packages(root, profile.login_user)
-    rebuild = bool(profile.modules) and RootFS(root).exists("/usr/sbin/update-initramfs")
     if wanted and "cloud-init" not in wanted and not _is_debian(root):
         done.append(f"not installed (RPM-family image): {', '.join(wanted)}; add them to the recipe")
         wanted = []
-    if wanted or rebuild:
-        with chroot.session(root) as ch:  # mounts undone when the block ends, however it ends
-            if wanted:
-                done += chroot.added_lines(chroot.install(ch, wanted, settings), wanted)
-            done += _cloud_config(root, profile)
-            done += initramfs_modules(ch, profile.modules) if rebuild else []
-    else:
-        done += _cloud_config(root, profile)
-    if profile.modules and not rebuild:
+    done += _cloud_config(root, profile, installing="cloud-init" in wanted)
+    tree = RootFS(root)
+    rebuild: list[str] = []
+    if profile.modules and tree.exists("/usr/sbin/update-initramfs"):
+        done += modules_file(root, profile.modules)
+        found, rebuild = initramfs_plan(root, profile.modules)
+        done += found
+    elif profile.modules:
         done.append(f"no initramfs-tools in the image: {', '.join(profile.modules)} not added to the initramfs "
                     "(the image's kernel must have them built in)")
+    if wanted or rebuild:
+        commands = [(["update-initramfs", "-u" if tree.exists(f"/boot/initrd.img-{k}") else "-c", "-k", k],
+                     f"update-initramfs for {k}") for k in rebuild]
+        added = chroot.run_in_image(sandbox, root, wanted, commands)
+        done += chroot.added_lines(added, wanted)
+        if rebuild:
+            done.append(f"rebuilt the initramfs for {', '.join(rebuild)} (update-initramfs, in the "
+                        f"{sandbox.name.value} sandbox)")
     return done + serial_console(root)
 
 
-def _cloud_config(root: Path, profile: CloudProfile) -> list[str]:
+def _cloud_config(root: Path, profile: CloudProfile, installing: bool = False) -> list[str]:
     user = {"system_info": {"default_user": {"name": profile.login_user}}} if profile.login_user != "root" else {}
-    return cloud_init(root, profile.target, list(profile.datasources), {**user, **profile.config})
+    return cloud_init(root, profile.target, list(profile.datasources), {**user, **profile.config}, installing)
 
 
 def _is_debian(root: Path) -> bool:
@@ -96,25 +105,49 @@ def missing_packages(root: Path, login_user: str = "root") -> list[str]:
     return wanted
 
 
-def initramfs_modules(ch: chroot.ImageChroot, modules: Sequence[str]) -> list[str]:
-    """List the cloud's drivers in initramfs-tools' modules file and rebuild every initramfs in the copy."""
-    tree = RootFS(ch.root)
+def modules_file(root: Path, modules: Sequence[str]) -> list[str]:
+    """List the cloud's drivers in initramfs-tools' modules file, so every later initramfs has them too."""
+    tree = RootFS(root)
     text = tree.read_text(INITRAMFS_MODULES) or ""
     have = {line.split()[0] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
     add = [m for m in modules if m not in have]
-    done = []
-    if add:
-        body = text if not text or text.endswith("\n") else text + "\n"
-        tree.write_text(INITRAMFS_MODULES, body + "# added by Rain: drivers the cloud's first boot needs\n"
-                        + "".join(m + "\n" for m in add))
-        done.append(f"{INITRAMFS_MODULES}: added {' '.join(add)}")
-    kernels = sorted(k.removeprefix("/boot/vmlinuz-") for k in tree.glob("/boot", "vmlinuz-*"))
-    for version in kernels:
-        mode = "-u" if tree.exists(f"/boot/initrd.img-{version}") else "-c"
-        ch.run(["update-initramfs", mode, "-k", version], what=f"update-initramfs for {version}")
-    if kernels:
-        done.append(f"rebuilt the initramfs for {', '.join(kernels)} (update-initramfs)")
-    return done
+    if not add:
+        return []
+    body = text if not text or text.endswith("\n") else text + "\n"
+    tree.write_text(INITRAMFS_MODULES, body + "# added by Rain: drivers the cloud's first boot needs\n"
+                    + "".join(m + "\n" for m in add))
+    return [f"{INITRAMFS_MODULES}: added {' '.join(add)}"]
+
+
+def initramfs_plan(root: Path, modules: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(lines, kernels): which kernels' initramfs must be rebuilt to load `modules` at first boot.
+
+    Each initramfs is read (never run) to see whether it already has the drivers or the kernel has them
+    built in (Debian's MODULES=most puts virtio, NVMe and ENA in every initramfs); one that lacks a driver
+    the kernel has as a module, or cannot be read, or is missing, is rebuilt."""
+    tree = RootFS(root)
+    lines: list[str] = []
+    rebuild: list[str] = []
+    for kernel in sorted(tree.kernels()):
+        version = kernel.rsplit("vmlinuz-", 1)[1]
+        initrd = f"/boot/initrd.img-{version}"
+        if not tree.exists(initrd):
+            rebuild.append(version)
+            continue
+        missing = initramfs.drivers_present(tree, version, initrd, modules)
+        if missing is None:
+            rebuild.append(version)
+            continue
+        absent = sorted(set(missing) - initramfs.available_modules(tree, version))
+        if absent:
+            lines.append(f"kernel {version} has no {', '.join(absent)} (neither built in nor a module): "
+                         "the cloud may not see its disk or network; install a kernel that has them")
+        if set(missing) - set(absent):
+            rebuild.append(version)
+        else:
+            lines.append(f"the initramfs for {version} already loads {', '.join(m for m in modules if m not in absent)}"
+                         " (not rebuilt)")
+    return lines, rebuild
 
 
 def vet_adapted(root: Path, subject: str, policy: VetPolicy, target: str,
@@ -136,7 +169,8 @@ def disk_fstab(root: Path) -> list[str]:
     return [f"/etc/fstab mounts the root by LABEL={ROOT_LABEL}"]
 
 
-def cloud_init(root: Path, target: str, datasources: list[str], extra: dict | None = None) -> list[str]:
+def cloud_init(root: Path, target: str, datasources: list[str], extra: dict | None = None,
+               installing: bool = False) -> list[str]:
     """Point cloud-init at the target's datasource(s)."""
     tree = RootFS(root)
     config = {"datasource_list": datasources + ["None"], **(extra or {})}
@@ -144,7 +178,7 @@ def cloud_init(root: Path, target: str, datasources: list[str], extra: dict | No
     tree.write_text(path, "# written by Rain: datasources for " + target + "\n"
                     + yaml.safe_dump(config, sort_keys=False))
     done = [f"{path}: cloud-init datasource_list {', '.join(datasources)}"]
-    if not tree.exists("/usr/bin/cloud-init"):
+    if not installing and not tree.exists("/usr/bin/cloud-init"):
         done.append("cloud-init is not installed in the image: the datasource config waits for it "
                     "(add cloud-init to the recipe for keys and networking at boot)")
     return done

@@ -1,17 +1,28 @@
-"""Running commands inside register's unpacked copy, and installing packages into it.
+"""Running the image's own programs on register's unpacked copy, and installing packages into it.
 
-The chroot set-up is generate's own (LocalBuilder + data/chroot.sh): /proc,
-/sys and a private /dev mounted, policy-rc.d so no service starts, the host's
-resolver lent; `ImageChroot` undoes all of it when its block ends, on
-failure and on Ctrl-C alike. Packages come from the image's own distribution
-through generate's mirror (the `mirror` setting, else the host's apt sources)
-and generate's shared package cache; apt's lists and downloads live in a
-private directory inside the copy that is removed afterwards, so the image's
-own apt configuration, lists and caches are left as they were.
+Installing a package or rebuilding an initramfs runs code from the image
+(maintainer scripts, hooks, apt and dpkg themselves) as root. The image may
+be anyone's upload, so by default that code runs in a throwaway builder VM
+(the `adapt_builder` setting, `qemu` unless an operator chooses otherwise):
+the copy is pushed into the VM, the commands run in a chroot there, and the
+result comes back through the same safe unpacker as any built image, then is
+vetted again. `local` runs the commands in a chroot on this host instead (the
+chroot set-up is generate's own: /proc, /sys, a private /dev, policy-rc.d,
+the host's resolver lent, all undone when the block ends); only a site that
+registers nothing but its own images should choose it.
+
+Packages come from the image's own distribution through generate's mirror
+(the `mirror` setting, else the host's apt sources); apt's lists and
+downloads live in a private directory inside the copy that is removed
+afterwards, so the image's own apt configuration, lists and caches are left
+as they were. The local chroot also shares generate's package cache both
+ways; a VM only downloads, so nothing the image's code touched reaches the
+cache other builds use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -21,15 +32,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rain.config import Settings
 from rain.errors import BuildError, InvalidInput, Unreachable
 from rain.generate.bootstrap.base import Package
 from rain.generate.bootstrap.debian import APT_MISSING, APT_UNREACHABLE, apt_components, dpkg_installed
-from rain.generate.builders.base import BuildSpec, Handle
+from rain.generate.builders.base import Builder, BuilderName, BuildSpec, Handle, builder_name, get_builder
 from rain.generate.builders.local import LocalBuilder
 from rain.generate.cache import Cache
 from rain.generate.command import Result
+from rain.generate.layers import remove_tree
 from rain.generate.mirror import host_apt_mirror
 from rain.generate.recipe import OsFamily
 from rain.image.rootfs import RootFS
@@ -51,7 +64,7 @@ class Distro:
 class ImageChroot:
     """Commands inside the copy at `root`, as root; the set-up is undone when `session` ends."""
 
-    def __init__(self, builder: LocalBuilder, handle: Handle) -> None:
+    def __init__(self, builder: Builder, handle: Handle) -> None:
         self.builder, self.handle = builder, handle
         self.root = handle.root
 
@@ -62,9 +75,56 @@ class ImageChroot:
         return self.builder.exists(self.handle, path)
 
 
+class Sandbox:
+    """Where the image's own programs run during adapt: `local` (a chroot on this host) or a builder VM."""
+
+    def __init__(self, settings: Settings, repo: Any = None, log_file: Path | None = None) -> None:
+        self.settings, self.repo, self.log_file = settings, repo, log_file
+        self.name = builder_name(settings.adapt_builder)
+
+    @property
+    def local(self) -> bool:
+        return self.name == BuilderName.LOCAL
+
+    @contextmanager
+    def session(self, root: Path) -> Iterator[ImageChroot]:
+        """Commands in the copy at `root`; a VM gets the copy when the block starts and gives the changed
+        tree back (replacing `root`) when it ends without error. Mounts, files and the VM are gone after."""
+        if self.local:
+            with session(root, self.log_file) as ch:
+                yield ch
+            return
+        builder = get_builder(self.name.value, self.settings, self.repo)
+        with tempfile.TemporaryDirectory(prefix=".rain-adapt-", dir=root.parent) as work:
+            spec = BuildSpec(name="register-adapt", workdir=Path(work), debian=True, log_file=self.log_file)
+            handle = builder.start(spec)
+            try:
+                handle.root = root
+                builder.push(handle)
+                yield ImageChroot(builder, handle)
+                fetched = Path(work) / "fetched"
+                fetched.mkdir()
+                handle.root = fetched
+                builder.fetch(handle)  # the safe unpacker: nothing in the result escapes `fetched`
+                _replace_contents(root, fetched)
+            finally:
+                builder.stop(handle)
+
+
+def _replace_contents(root: Path, new: Path) -> None:
+    """Make `root` hold what `new` holds (root may be a mount point, so its entries move, not root)."""
+    for child in list(root.iterdir()):
+        remove_tree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    for child in list(new.iterdir()):
+        os.rename(child, root / child.name)
+    st = new.lstat()
+    os.chown(root, st.st_uid, st.st_gid)
+    os.chmod(root, st.st_mode & 0o7777)
+
+
 @contextmanager
 def session(root: Path, log_file: Path | None = None) -> Iterator[ImageChroot]:
-    """A chroot into `root`; mounts and policy files are gone when the block ends, however it ends."""
+    """A chroot into `root` on this host; mounts and policy files are gone when the block ends, however it ends."""
     with tempfile.TemporaryDirectory(prefix="rain-chroot-") as work:
         spec = BuildSpec(name="register", workdir=Path(work), debian=True, log_file=log_file)
         builder = LocalBuilder()
@@ -115,43 +175,63 @@ def _dpkg_arch(root: Path) -> str:
                        hint="register installs packages only into Debian-family images with dpkg")
 
 
-def install(chroot: ImageChroot, packages: Sequence[str], settings: Settings) -> list[Package]:
-    """apt-get install `packages` (no recommends) into the copy; returns every package that was added."""
-    dist = distro(chroot.root)
-    mirror = (settings.mirror or host_apt_mirror(dist.family) or "").rstrip("/")
-    if not mirror:
-        raise InvalidInput(f"no {dist.family} mirror to install {', '.join(packages)} from",
-                           hint="set the `mirror` setting (fg-image config) or add a deb source to this host's apt")
-    cache = Cache.for_data(settings.data_path).packages_dir_for(dist.family, dist.release, dist.arch)
-    before = {p.name for p in dpkg_installed(chroot.root)}
-    with _apt_dir(chroot, dist, mirror) as apt:
-        _apt(chroot, apt, ["update"], dist, mirror, "apt-get update")
-        wanted = ["install", "-y", "--no-install-recommends", "--", *packages]
-        uris = _apt(chroot, apt, ["--print-uris", *wanted], dist, mirror, "resolving packages")
+def run_in_image(sandbox: Sandbox, root: Path, packages: Sequence[str],
+                 commands: Sequence[tuple[Sequence[str], str]] = ()) -> list[Package]:
+    """apt-get install `packages` (no recommends), then run each (argv, what) of `commands`, in the copy at
+    `root` inside the sandbox; returns every package that was added."""
+    before = {p.name for p in dpkg_installed(root)}
+    with contextlib.ExitStack() as stack:
+        apt = None
+        if packages:
+            dist = distro(root)
+            mirror = (sandbox.settings.mirror or host_apt_mirror(dist.family) or "").rstrip("/")
+            if not mirror:
+                raise InvalidInput(f"no {dist.family} mirror to install {', '.join(packages)} from",
+                                   hint="set the `mirror` setting (fg-image config) or add a deb source to this "
+                                        "host's apt")
+            apt = stack.enter_context(_apt_dir(root, dist, mirror))  # written before a VM gets the copy
+            cache = Cache.for_data(sandbox.settings.data_path).packages_dir_for(dist.family, dist.release, dist.arch)
+        with sandbox.session(root) as ch:
+            if apt is not None:
+                install(ch, apt, packages, cache if sandbox.local else None)
+            for argv, what in commands:
+                ch.run(argv, what=what)
+        if apt is not None and sandbox.local:  # what this host's chroot downloaded, for the next build
+            Cache.link_packages(apt.outer / "archives", cache, ".deb")
+    return [p for p in dpkg_installed(root) if p.name not in before]
+
+
+def install(ch: ImageChroot, apt: AptDir, packages: Sequence[str], cache: Path | None) -> None:
+    """apt-get install `packages` in the chroot with the private apt state `apt`; packages already in `cache`
+    (a local chroot only) are lent to apt instead of downloaded."""
+    _apt(ch, apt, ["update"], "apt-get update")
+    wanted = ["install", "-y", "--no-install-recommends", "--", *packages]
+    if cache is not None:
+        uris = _apt(ch, apt, ["--print-uris", *wanted], "resolving packages")
         archives = apt.outer / "archives"
         for line in uris.output.splitlines():
             m = _URI.match(line)
             if m and (cache / m["file"]).is_file() and not (cache / m["file"]).is_symlink():
                 _link(cache / m["file"], archives / m["file"])
-        _apt(chroot, apt, ["-o", "APT::Keep-Downloaded-Packages=true", *wanted], dist, mirror,
-             "installing " + ", ".join(packages))
-        Cache.link_packages(archives, cache, ".deb")
-    return [p for p in dpkg_installed(chroot.root) if p.name not in before]
+    _apt(ch, apt, ["-o", "APT::Keep-Downloaded-Packages=true", *wanted], "installing " + ", ".join(packages))
 
 
 @dataclass(frozen=True)
 class AptDir:
-    """apt's private state for one install: where it is on this host, where inside the copy, apt's options."""
+    """apt's private state for one install: where it is on this host, where inside the copy, apt's options,
+    and what it installs from (for the errors)."""
 
     outer: Path
     inner: str
     opts: list[str]
+    dist: Distro
+    mirror: str
 
 
 @contextmanager
-def _apt_dir(chroot: ImageChroot, dist: Distro, mirror: str) -> Iterator[AptDir]:
+def _apt_dir(root: Path, dist: Distro, mirror: str) -> Iterator[AptDir]:
     """A private apt state (sources, lists, archives) under the copy's /tmp, removed afterwards."""
-    tmp = chroot.root / "tmp"
+    tmp = root / "tmp"
     if tmp.is_symlink() or not tmp.is_dir():
         raise BuildError("the image's /tmp is not a directory", hint="the image is broken; generate it again")
     name = f"rain-apt-{uuid.uuid4().hex[:12]}"
@@ -170,12 +250,13 @@ def _apt_dir(chroot: ImageChroot, dist: Distro, mirror: str) -> Iterator[AptDir]
         opts = ["-q", "-o", f"Dir::Etc::SourceList={inner}/sources.list", "-o", f"Dir::Etc::SourceParts={inner}/parts",
                 "-o", f"Dir::State::Lists={inner}/lists", "-o", f"Dir::Cache={inner}/cache",
                 "-o", f"Dir::Cache::Archives={inner}/archives", "-o", "APT::Sandbox::User=root"]
-        yield AptDir(outer, inner, opts)
+        yield AptDir(outer, inner, opts, dist, mirror)
     finally:
         shutil.rmtree(outer, ignore_errors=True)
 
 
-def _apt(chroot: ImageChroot, apt: AptDir, args: list[str], dist: Distro, mirror: str, doing: str) -> Result:
+def _apt(chroot: ImageChroot, apt: AptDir, args: list[str], doing: str) -> Result:
+    dist, mirror = apt.dist, apt.mirror
     try:  # apt's own temporary files in the private directory too, so an interrupted run leaves none
         return chroot.run(["apt-get", *apt.opts, *args], what=doing, env={"TMPDIR": apt.inner})
     except BuildError as e:

@@ -23,6 +23,7 @@ from rain.config import Settings
 from rain.errors import InvalidInput
 from rain.image.rootfs import LinkLoop, RootFS
 from rain.register import adapt, export
+from rain.register.chroot import Sandbox
 from rain.register.models import NO_TARGET_POLICY, Label, Outcome, Packed, VetPolicy, VetReport
 from rain.register.targets.base import BootTestable, TargetName, target_class, target_name
 from rain.register.targets.sites import open_offline, open_target
@@ -119,8 +120,11 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
         if report.verdict != "pass":
             raise VetRejected(report, hint=f"fix the image and upload it again; `fg-image vet {image.id} "
                                            f"--target {name.value}` shows the findings, an admin may accept a rule")
-        with _timed(reporter, timings, "adapt"):
-            changes = provider.adapt(root)
+        with _timed(reporter, timings, "adapt"):  # what the image's own programs print goes to the adapt log
+            adapt_log = settings.data_path / "adapt-logs" / f"{image.id}-{name.value}.log"
+            adapt_log.parent.mkdir(parents=True, exist_ok=True)
+            adapt_log.unlink(missing_ok=True)
+            changes = provider.adapt(root, Sandbox(settings, repo, adapt_log))
         with _timed(reporter, timings, "vet-adapted"):  # what adapt installed is vetted like the image itself
             adapt.vet_adapted(root, f"{image.name} ({image.id})", provider.vet_policy, name.value,
                               image.accepted_rules.get(name.value, []))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from rain.credentials import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
 from rain.errors import InvalidInput
 from rain.register.models import Label, Packed, VetPolicy
+
+if TYPE_CHECKING:
+    from rain.register.chroot import Sandbox
 
 
 class TargetName(StrEnum):
@@ -40,8 +43,9 @@ class Target(Protocol):
     login_user: ClassVar[str]
     """Who logs in with the key the target hands over at boot (what adapt's contextualization sets up)."""
 
-    def adapt(self, root: Path) -> list[str]:
-        """Change the unpacked copy at `root` for this target; return what was changed, one line each."""
+    def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
+        """Change the unpacked copy at `root` for this target; return what was changed, one line each.
+        Whatever runs the image's own programs runs in `sandbox` (a builder VM unless the site says local)."""
 
     def pack(self, root: Path, out: Path) -> Packed:
         """Write the target's files for `root` into the directory `out`."""

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from rain.config import Settings
 from rain.errors import ConfigError, TargetError, Unreachable
 from rain.register import adapt, cloudtest, disk
+from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
 
@@ -105,8 +106,8 @@ class Ec2Target:
                                                   aws_secret_access_key=secret, config=cfg)
         return self._clients[service]
 
-    def adapt(self, root: Path) -> list[str]:
-        return adapt.cloud_disk(root, self.profile, self.settings)
+    def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
+        return adapt.cloud_disk(root, self.profile, sandbox)
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from rain.errors import TargetError
 from rain.image.rootfs import RootFS
 from rain.image.sysprep import generalize
 from rain.register import adapt, boot, disk, initrd
+from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName
 
@@ -49,7 +50,8 @@ class HpcTarget:
     def __init__(self, site: HpcSite, site_name: str, settings: Settings, offline: bool = False) -> None:
         self.site, self.site_name, self.settings = site, site_name, settings
 
-    def adapt(self, root: Path) -> list[str]:
+    def adapt(self, root: Path, sandbox: Sandbox | None = None) -> list[str]:
+        """No image code runs: everything here is Rain's own file edits (`sandbox` is unused)."""
         tree_changes = generalize(root)
         RootFS(root).write_text("/etc/fstab", "# root: Rain's read-only squashfs under a tmpfs overlay\n")
         tree_changes.append("/etc/fstab emptied (root is the squashfs+tmpfs overlay set up by the initrd)")

@@ -21,6 +21,7 @@ from rain.config import Settings
 from rain.errors import TargetError
 from rain.opennebula import OneClient
 from rain.register import adapt, cloudtest, disk
+from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import Firmware, SiteSettings, TargetName, one_secret
 
@@ -64,8 +65,8 @@ class OpenNebulaTarget:
         self._call = OneClient(site.endpoint, site.username, self._password, failure=TargetError,
                                settings_file="targets file")
 
-    def adapt(self, root: Path) -> list[str]:
-        return adapt.cloud_disk(root, self.profile, self.settings)
+    def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
+        return adapt.cloud_disk(root, self.profile, sandbox)
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from rain.config import Settings
 from rain.credentials import KeystoneAuth
 from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
 from rain.register import adapt, cloudtest, disk
+from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import Firmware, SiteSettings, TargetName
 
@@ -62,8 +63,8 @@ class OpenStackTarget:
         self.http = requests.Session()
         self._glance: str | None = None
 
-    def adapt(self, root: Path) -> list[str]:
-        return adapt.cloud_disk(root, self.profile, self.settings)
+    def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
+        return adapt.cloud_disk(root, self.profile, sandbox)
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,9 @@ def sites(settings: Settings, tmp_path: Path, moto_url: str, monkeypatch: pytest
                               lambda: len(stack.images), stack),
             "ec2": Site("ec2", ec2_holds, ec2_published, ec2),
         }
-        yield Sites(settings.with_overrides(targets_file=str(path)), path, config, by_target)
+        # adapt's installs in a chroot here: these tests are about the pipeline; the e2e tests run them in the
+        # qemu builder VM (the default) on a real image
+        yield Sites(settings.with_overrides(targets_file=str(path), adapt_builder="local"), path, config, by_target)
     one.stop()
     stack.stop()
 

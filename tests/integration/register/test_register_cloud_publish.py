@@ -105,11 +105,13 @@ def _debian_without_cloud_init(root: Path) -> Path:
 
 def test_a_failure_inside_the_chroot_leaves_no_mount_or_file_behind(tmp_path, sites):
     root = _debian_without_cloud_init(tmp_path / "root")
-    with pytest.raises(BuildError) as e, chroot.session(root) as ch:
+    with chroot.session(root) as ch:
         with pytest.raises(BuildError):  # enters (mounts, policy-rc.d, resolv.conf), then: no `true` here
             ch.run(["true"], what="entering")
         assert _mounts_under(root) and (root / "usr/sbin/policy-rc.d").exists()
-        chroot.install(ch, ["cloud-init"], sites.settings)
+    assert _mounts_under(root) == []
+    with pytest.raises(BuildError) as e:  # the sites' adapt_builder is local: a chroot on this host
+        chroot.run_in_image(chroot.Sandbox(sites.settings), root, ["cloud-init"])
     assert "apt-get update" in e.value.message and "\n" not in e.value.message
     assert _mounts_under(root) == []
     assert not (root / "usr/sbin/policy-rc.d").exists()
@@ -126,6 +128,32 @@ def test_register_that_fails_while_installing_publishes_nothing(tmp_path, sites,
     assert "apt-get update" in e.value.message
     assert sites["openstack"].published() == 0 and alice.show(image.id).registrations == []
     assert not [m for m in open("/proc/mounts").read().splitlines() if "rain-register-" in m]
+
+
+def test_a_failure_in_the_sandbox_vm_leaves_no_vm_no_work_files_and_publishes_nothing(tmp_path, sites, repos,
+                                                                                  qemu_bundle):
+    """adapt's default sandbox: the qemu builder VM boots, gets the copy, apt-get fails in its chroot; the
+    error names the step, the VM is gone, register's work directory is gone, nothing is published."""
+    import glob
+
+    from qemu_env import qemu_pids
+
+    tarball = make_tarball(_debian_without_cloud_init(tmp_path / "root"), tmp_path / "img.tar.zst")
+    alice = repos("alice")
+    image = upload(alice, tarball)
+    settings = sites.settings.with_overrides(adapt_builder="qemu", builders_file=str(qemu_bundle[1]))
+    before = set(glob.glob("/tmp/rain-register-*"))
+    with pytest.raises(BuildError) as e:
+        register(alice, settings, image.id, "openstack")
+    import re
+
+    vm = re.search(r"on builder (rain-register-adapt-[0-9a-f]+)", e.value.message)
+    assert "apt-get update" in e.value.message and vm, e.value.message
+    assert qemu_pids(vm[1]) == [], "the sandbox VM is gone"
+    assert set(glob.glob("/tmp/rain-register-*")) == before
+    assert sites["openstack"].published() == 0 and alice.show(image.id).registrations == []
+    log = settings.data_path / "adapt-logs" / f"{image.id}-openstack.log"
+    assert "apt-get" in log.read_text(errors="replace"), "what the image's programs printed is kept for the user"
 
 
 def test_rpm_family_image_without_cloud_init_says_what_to_add_to_the_recipe(tmp_path, sites, repos):

@@ -93,3 +93,15 @@ def make_tarball(root: Path, out: Path, escape: bool = False, extra: list[tarfil
             tf.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
     out.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
     return out
+
+
+def cpio(*names: str, body: bytes = b"x") -> bytes:
+    """A newc cpio archive (as in an initramfs) of regular files `names`, each holding `body`."""
+    out = io.BytesIO()
+    for ino, name in enumerate((*names, "TRAILER!!!"), start=1):
+        data = b"" if name == "TRAILER!!!" else body
+        nameb = name.encode() + b"\0"
+        fields = (ino, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nameb), 0)
+        out.write(("070701" + "".join(f"{v:08x}" for v in fields)).encode() + nameb)
+        out.write(b"\0" * (-(110 + len(nameb)) % 4) + data + b"\0" * (-len(data) % 4))
+    return out.getvalue()

@@ -57,3 +57,42 @@ def test_vetting_the_adapted_copy_blocks_as_vetting_the_original_does(tmp_path):
         adapt.vet_adapted(make_bad_tree(tmp_path / "bad"), "deb (1)", OpenStackTarget.vet_policy, "openstack")
     assert "vetting failed for openstack" in e.value.message
     assert "after Rain adapted it for openstack" in (e.value.hint or "")
+
+
+class _NoSandbox:
+    """A sandbox adapt must not enter: entering it would run the image's own programs."""
+
+    def session(self, root):  # noqa: ANN001, ANN201
+        raise AssertionError("adapt ran image code for an image that has what the cloud needs")
+
+
+def _with_initramfs(root, modules, builtin=""):  # noqa: ANN001, ANN202
+    import zstandard
+    from fakeimages import KVER, cpio
+
+    (root / "usr/sbin/update-initramfs").write_text("#!/bin/sh\n")
+    names = [f"usr/lib/modules/{KVER}/kernel/drivers/x/{m}.ko" for m in modules]
+    (root / f"boot/initrd.img-{KVER}").write_bytes(zstandard.ZstdCompressor().compress(cpio("init", *names)))
+    (root / f"lib/modules/{KVER}/modules.builtin").write_text(builtin)
+    return root
+
+
+def test_an_initramfs_that_already_loads_the_drivers_is_kept_and_no_image_code_runs(tmp_path):
+    root = _with_initramfs(make_tree(tmp_path / "r"), ["virtio_blk", "virtio_scsi", "virtio_net"],
+                           builtin="kernel/drivers/virtio/virtio_pci.ko\n")
+    changes = adapt.cloud_disk(root, OpenStackTarget.profile, _NoSandbox())
+    assert any(c.endswith("already loads virtio_pci, virtio_blk, virtio_scsi, virtio_net (not rebuilt)")
+               for c in changes), changes
+    assert "virtio_net" in (root / "etc/initramfs-tools/modules").read_text(), "later rebuilds keep them"
+
+
+def test_a_missing_driver_or_an_unreadable_initramfs_means_a_rebuild(tmp_path):
+    from fakeimages import KVER
+
+    root = _with_initramfs(make_tree(tmp_path / "r"), ["nvme"])
+    (root / f"lib/modules/{KVER}/modules.dep").write_text("kernel/drivers/net/ena/ena.ko:\n")
+    assert adapt.initramfs_plan(root, ["nvme", "ena"]) == ([], [KVER])
+    lines, rebuild = adapt.initramfs_plan(root, ["nvme", "no_such_driver"])
+    assert rebuild == [] and "has no no_such_driver" in lines[0], "a rebuild cannot add what the kernel lacks"
+    (root / f"boot/initrd.img-{KVER}").write_bytes(b"not an initramfs")
+    assert adapt.initramfs_plan(root, ["nvme"]) == ([], [KVER])
