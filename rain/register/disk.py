@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import IO
 
 from rain.errors import BuildError, InvalidInput
-from rain.image.disk import ROOT_LABEL, make_disk, tree_size  # noqa: F401  (re-exported: one disk maker)
 from rain.image.tools import run, tool
 
 MAX_VIRTUAL_SIZE = 1 << 40

@@ -19,7 +19,8 @@ from typing import Any, ClassVar, Literal
 
 from rain.config import Settings
 from rain.errors import ConfigError, TargetError, Unreachable
-from rain.register import adapt, cloudtest, disk
+from rain.image.disk import make_disk
+from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
@@ -111,7 +112,7 @@ class Ec2Target:
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
-        raw = disk.make_disk(root, out / "disk.raw", bootable=True).path
+        raw = make_disk(root, out / "disk.raw", bootable=True).path
         return Packed(out, {"disk.raw": raw}, "disk.raw", "raw")
 
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 from rain.config import Settings
 from rain.errors import TargetError
+from rain.image.disk import make_disk
 from rain.opennebula import OneClient
 from rain.register import adapt, cloudtest, disk
 from rain.register.chroot import Sandbox
@@ -70,7 +71,7 @@ class OpenNebulaTarget:
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
-        raw = disk.make_disk(root, out / "disk.raw", bootable=True).path
+        raw = make_disk(root, out / "disk.raw", bootable=True).path
         qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
         raw.unlink()
         return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")

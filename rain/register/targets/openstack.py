@@ -20,6 +20,7 @@ import requests
 from rain.config import Settings
 from rain.credentials import KeystoneAuth
 from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
+from rain.image.disk import make_disk
 from rain.register import adapt, cloudtest, disk
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
@@ -68,7 +69,7 @@ class OpenStackTarget:
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
-        raw = disk.make_disk(root, out / "disk.raw", bootable=True).path
+        raw = make_disk(root, out / "disk.raw", bootable=True).path
         qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
         raw.unlink()
         return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
