@@ -156,6 +156,33 @@ def test_a_failure_in_the_sandbox_vm_leaves_no_vm_no_work_files_and_publishes_no
     assert "apt-get" in log.read_text(errors="replace"), "what the image's programs printed is kept for the user"
 
 
+def test_commands_in_the_sandbox_vm_change_the_copy_and_only_the_copy(tmp_path, sites, qemu_bundle):
+    """What update-initramfs does in the VM, with a static busybox as the image's program: the tree goes in,
+    the command's changes come back (owner and mode kept) through the safe unpacker, the host is untouched."""
+    import os
+    import shutil
+
+    from qemu_env import qemu_pids
+
+    root = _debian_without_cloud_init(tmp_path / "root")
+    shutil.copy2("/bin/busybox", root / "usr/bin/busybox")
+    (root / "boot/keep").write_text("from the host\n")
+    settings = sites.settings.with_overrides(adapt_builder="qemu", builders_file=str(qemu_bundle[1]))
+    sandbox = chroot.Sandbox(settings, None, tmp_path / "adapt.log")
+    chroot.run_in_image(sandbox, root, [], [
+        (["/usr/bin/busybox", "sh", "-c", "echo made in the VM > /boot/initrd.img-new; "
+          "chown 1234:5678 /boot/initrd.img-new; chmod 0600 /boot/initrd.img-new; "
+          "echo escaped > /tmp/../../host-escape; rm /boot/keep"], "a command that edits the image"),
+    ])
+    made = root / "boot/initrd.img-new"
+    assert made.read_text() == "made in the VM\n"
+    assert (made.stat().st_uid, made.stat().st_gid, made.stat().st_mode & 0o777) == (1234, 5678, 0o600)
+    assert not (root / "boot/keep").exists(), "the copy is what the VM left, not a merge"
+    assert (root / "host-escape").read_text() == "escaped\n" and not os.path.exists("/host-escape")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rain-adapt-")], "the sandbox's work is gone"
+    assert qemu_pids(str(tmp_path)) == []
+
+
 def test_rpm_family_image_without_cloud_init_says_what_to_add_to_the_recipe(tmp_path, sites, repos):
     root = make_tree(tmp_path / "root", cloud=False)
     (root / "etc/os-release").write_text('ID=rocky\nVERSION_ID="9.4"\nPRETTY_NAME="Rocky Linux 9.4"\n')
