@@ -194,6 +194,49 @@ def serial_console(root: Path) -> list[str]:
     return ["enabled serial-getty@ttyS0 (console on the first serial port)"]
 
 
+ONE_USERNAME = "/usr/lib/rain/one-username"
+ONE_USERNAME_UNIT = "rain-one-username.service"
+_ONE_USERNAME_SCRIPT = r"""#!/bin/sh
+# written by Rain: OpenNebula's USERNAME context variable gets a login with the context's SSH keys, as
+# OpenNebula's own context packages do (cloud-init reads SSH_PUBLIC_KEY and the network, not USERNAME)
+set -eu
+q() { cloud-init query "ds.meta_data.$1" 2>/dev/null || true; }
+user=$(q USERNAME)
+case "$user" in ""|root) exit 0 ;; esac
+if ! printf '%s
+' "$user" | grep -Eqx '[a-z_][a-z0-9_-]{0,30}'; then
+  echo "rain-one-username: USERNAME '$user' is not a valid login name; ignored" >&2
+  exit 0
+fi
+getent passwd "$user" >/dev/null || useradd --create-home --shell /bin/bash "$user"
+home=$(getent passwd "$user" | cut -d: -f6)
+group=$(id -gn "$user")
+install -d -m 0700 -o "$user" -g "$group" "$home/.ssh"
+q SSH_PUBLIC_KEY > "$home/.ssh/authorized_keys"
+chown "$user:$group" "$home/.ssh/authorized_keys"
+chmod 0600 "$home/.ssh/authorized_keys"
+if [ -d /etc/sudoers.d ]; then
+  printf '%s ALL=(ALL) NOPASSWD:ALL
+' "$user" > /etc/sudoers.d/90-rain-one-username
+  chmod 0440 /etc/sudoers.d/90-rain-one-username
+fi
+echo "rain-one-username: $user can log in with the context's SSH keys"
+"""
+
+
+def one_username(root: Path) -> list[str]:
+    """OpenNebula's USERNAME: a unit after cloud-init that makes that login with the context's SSH keys."""
+    tree = RootFS(root)
+    tree.write_text(ONE_USERNAME, _ONE_USERNAME_SCRIPT, mode=0o755)
+    tree.write_text(f"/etc/systemd/system/{ONE_USERNAME_UNIT}",
+                    "[Unit]\nDescription=Login for OpenNebula's USERNAME context variable (Rain)\n"
+                    "After=cloud-init.service\nBefore=cloud-final.service\nWants=cloud-init.service\n\n"
+                    "[Service]\nType=oneshot\nStandardOutput=journal+console\n"
+                    f"ExecStart={ONE_USERNAME}\n\n[Install]\nWantedBy=cloud-init.target\n")
+    tree.symlink(f"/etc/systemd/system/cloud-init.target.wants/{ONE_USERNAME_UNIT}", f"../{ONE_USERNAME_UNIT}")
+    return [f"added {ONE_USERNAME_UNIT}: OpenNebula's USERNAME logs in with the context's SSH keys"]
+
+
 def boot_marker(root: Path, text: str) -> list[str]:
     """A unit at multi-user.target that prints `text` on the console: proof the image itself booted."""
     tree = RootFS(root)

@@ -41,6 +41,8 @@ FILL = 0.9
 """ext4 reports its size net of inode tables and journal (a few per cent): a root that fills its disk reports at
 least this share of the partition."""
 HOST = "rain-boot-test"
+CONTEXT_USER = "rainuser"
+"""The USERNAME an OpenNebula boot test puts in the context (and logs in as), as a user's template would."""
 Handover = Literal["config-drive", "opennebula", "imds", "nocloud"]
 
 

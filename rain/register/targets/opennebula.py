@@ -67,7 +67,7 @@ class OpenNebulaTarget:
                                settings_file="targets file")
 
     def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
-        return adapt.cloud_disk(root, self.profile, sandbox)
+        return adapt.cloud_disk(root, self.profile, sandbox) + adapt.one_username(root)
 
     def pack(self, root: Path, out: Path) -> Packed:
         out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,8 @@ class OpenNebulaTarget:
 
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
         """Boot the packed disk as opennebula would (opennebula, virtio, the site's firmware) to an SSH login."""
-        how = cloudtest.CloudBoot("opennebula", self.login_user, cloudtest.firmware_of(self.site.firmware), "virtio")
+        how = cloudtest.CloudBoot("opennebula", cloudtest.CONTEXT_USER, cloudtest.firmware_of(self.site.firmware),
+                                  "virtio")  # USERNAME in the context: that login, with SSH_PUBLIC_KEY
         cloudtest.boot_test(packed.primary_path, packed.format, how, log_path, timeout)
 
     def publish(self, packed: Packed, label: Label) -> str:

@@ -48,6 +48,12 @@ def test_the_cloud_image_boots_as_opennebula_and_ec2_boot_it_and_is_published(fg
     ec2_log = (tmp_path / "rain-data" / "boot-logs" / f"{image_id}-ec2.log").read_text(errors="replace")
     assert "BdsDxe: loading" in ec2_log, "OVMF (UEFI) loaded the disk's loader: the site says firmware: uefi"
 
+    # opennebula: the context's USERNAME got a login with the context's key (the boot test logged in as it)
+    one_log = (tmp_path / "rain-data" / "boot-logs" / f"{image_id}-opennebula.log").read_text(errors="replace")
+    assert "rain-one-username: rainuser can log in with the context's SSH keys" in one_log
+    assert "added rain-one-username.service: OpenNebula's USERNAME logs in with the context's SSH keys" \
+        in outcomes["opennebula"]["changes"]
+
     # what OpenNebula and EC2 were told about booting it
     template = sites["opennebula"].backend.images[int(outcomes["opennebula"]["remote_id"])].template
     assert (template["DEV_PREFIX"], template["DRIVER"], template["RAIN_FIRMWARE"]) == ("vd", "qcow2", "BIOS")
