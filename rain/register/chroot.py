@@ -194,6 +194,8 @@ def run_in_image(sandbox: Sandbox, root: Path, packages: Sequence[str],
         with sandbox.session(root) as ch:
             if apt is not None:
                 install(ch, apt, packages, cache if sandbox.local else None)
+                if not sandbox.local:  # apt's lists and downloads need not travel back from the VM
+                    ch.run(["rm", "-rf", "--", apt.inner], what="removing apt's private state")
             for argv, what in commands:
                 ch.run(argv, what=what)
         if apt is not None and sandbox.local:  # what this host's chroot downloaded, for the next build
