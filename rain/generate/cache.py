@@ -77,7 +77,7 @@ class Cache:
         return self.packages_dir_for(recipe.os.family, recipe.os.release, recipe.os.arch)
 
     def packages_dir_for(self, family: str, release: str, arch: str) -> Path:
-        """The shared package directory of one distribution; register's installs use it too."""
+        """The shared package directory of one distribution; register's installs in a local chroot use it too."""
         d = self.dir(CacheKind.PACKAGES) / f"{family}-{release}-{arch}"
         d.mkdir(exist_ok=True)
         return d
