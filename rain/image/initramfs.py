@@ -6,7 +6,7 @@ uncompressed one (CPU microcode) and goes on with the main one, compressed
 it can decompress and returns the paths in it. Reading is bounded (the file,
 the decompressed bytes, the number of entries), so a crafted initramfs can
 make it give up (None: "cannot tell") but never hang it or fill memory.
-`drivers_present` answers the register step's question: does the initramfs
+`missing_drivers` answers the register step's question: does the initramfs
 already load what this cloud's first boot needs, so that no rebuild (no image
 code) is wanted?
 """
@@ -169,7 +169,7 @@ def available_modules(tree: RootFS, kver: str) -> set[str]:
             if ":" in line}
 
 
-def drivers_present(tree: RootFS, kver: str, initrd: str, wanted: Iterable[str]) -> list[str] | None:
+def missing_drivers(tree: RootFS, kver: str, initrd: str, wanted: Iterable[str]) -> list[str] | None:
     """The `wanted` drivers that the kernel `kver` cannot load from the initramfs `initrd` (built-ins count
     as present); None when the initramfs cannot be read (then only a rebuild can make sure)."""
     if not tree.is_regular(initrd):

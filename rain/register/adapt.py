@@ -134,7 +134,7 @@ def initramfs_plan(root: Path, modules: Sequence[str]) -> tuple[list[str], list[
         if not tree.exists(initrd):
             rebuild.append(version)
             continue
-        missing = initramfs.drivers_present(tree, version, initrd, modules)
+        missing = initramfs.missing_drivers(tree, version, initrd, modules)
         if missing is None:
             rebuild.append(version)
             continue
@@ -203,8 +203,7 @@ set -eu
 q() { cloud-init query "ds.meta_data.$1" 2>/dev/null || true; }
 user=$(q USERNAME)
 case "$user" in ""|root) exit 0 ;; esac
-if ! printf '%s
-' "$user" | grep -Eqx '[a-z_][a-z0-9_-]{0,30}'; then
+if ! printf '%s\n' "$user" | grep -Eqx '[a-z_][a-z0-9_-]{0,30}'; then
   echo "rain-one-username: USERNAME '$user' is not a valid login name; ignored" >&2
   exit 0
 fi
@@ -216,8 +215,7 @@ q SSH_PUBLIC_KEY > "$home/.ssh/authorized_keys"
 chown "$user:$group" "$home/.ssh/authorized_keys"
 chmod 0600 "$home/.ssh/authorized_keys"
 if [ -d /etc/sudoers.d ]; then
-  printf '%s ALL=(ALL) NOPASSWD:ALL
-' "$user" > /etc/sudoers.d/90-rain-one-username
+  printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$user" > /etc/sudoers.d/90-rain-one-username
   chmod 0440 /etc/sudoers.d/90-rain-one-username
 fi
 echo "rain-one-username: $user can log in with the context's SSH keys"

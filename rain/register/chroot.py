@@ -66,13 +66,9 @@ class ImageChroot:
 
     def __init__(self, builder: Builder, handle: Handle) -> None:
         self.builder, self.handle = builder, handle
-        self.root = handle.root
 
     def run(self, argv: Sequence[str], what: str | None = None, env: dict[str, str] | None = None) -> Result:
         return self.builder.run(self.handle, argv, env=env, what=what)
-
-    def exists(self, path: str) -> bool:
-        return self.builder.exists(self.handle, path)
 
 
 class Sandbox:
@@ -179,7 +175,7 @@ def run_in_image(sandbox: Sandbox, root: Path, packages: Sequence[str],
                  commands: Sequence[tuple[Sequence[str], str]] = ()) -> list[Package]:
     """apt-get install `packages` (no recommends), then run each (argv, what) of `commands`, in the copy at
     `root` inside the sandbox; returns every package that was added."""
-    before = {p.name for p in dpkg_installed(root)}
+    before = {p.name for p in dpkg_installed(root)} if packages else set()
     with contextlib.ExitStack() as stack:
         apt = None
         if packages:
@@ -200,7 +196,7 @@ def run_in_image(sandbox: Sandbox, root: Path, packages: Sequence[str],
                 ch.run(argv, what=what)
         if apt is not None and sandbox.local:  # what this host's chroot downloaded, for the next build
             Cache.link_packages(apt.outer / "archives", cache, ".deb")
-    return [p for p in dpkg_installed(root) if p.name not in before]
+    return [p for p in dpkg_installed(root) if p.name not in before] if packages else []
 
 
 def install(ch: ImageChroot, apt: AptDir, packages: Sequence[str], cache: Path | None) -> None:

@@ -22,25 +22,12 @@ import yaml
 import zstandard
 from test_register_debian_e2e import upload
 
+from rain.image import initramfs
 from rain.register.unpack import unpack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SECRETS = ("RAIN_TEST_ONE_PASSWORD", "RAIN_TEST_OS_PASSWORD", "RAIN_TEST_AWS_KEY", "RAIN_TEST_AWS_SECRET")
 VERSION = r"\d[\w.+~:-]*"
-
-
-def _initrd_names(data: bytes) -> bytes:
-    """The initramfs's bytes with its compressed cpio decompressed (an optional early cpio, then the
-    main one compressed as initramfs-tools' COMPRESS says: zstd, or gzip where zstd is not installed)."""
-    import zlib
-
-    for magic in (b"\x28\xb5\x2f\xfd", b"\x1f\x8b\x08"):
-        at = data.find(magic)
-        if at >= 0 and magic[0] == 0x28:
-            return data[:at] + zstandard.ZstdDecompressor().decompressobj().decompress(data[at:])
-        if at >= 0:
-            return data[:at] + zlib.decompressobj(31).decompress(data[at:])
-    return data
 
 
 @pytest.mark.timeout(2700)
@@ -102,8 +89,10 @@ def test_openstack_copy_of_an_image_without_cloud_init_gains_contextualization(f
     modules = (root / "etc/initramfs-tools/modules").read_text().split()
     assert {"virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net"} <= set(modules)
     [initrd] = list((root / "boot").glob("initrd.img-*"))
-    names = _initrd_names(initrd.read_bytes())
-    assert b"virtio_blk.ko" in names and b"virtio_scsi.ko" in names
+    names = initramfs.listing(initrd.read_bytes())  # Rain's bounded reader, unit-tested on hand-made archives
+    assert names is not None
+    kver = initrd.name.removeprefix("initrd.img-")
+    assert {"virtio_blk", "virtio_scsi"} <= initramfs.module_names(names, kver)
     # nothing of the chroot or of apt's private state stayed in the image
     assert not (root / "usr/sbin/policy-rc.d").exists()
     assert not list((root / "tmp").glob("rain-apt-*"))
