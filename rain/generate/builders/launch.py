@@ -1,4 +1,4 @@
-"""What every VM provider (qemu, opennebula, openstack) shares: bounded waits and the pinned-key sshd probe.
+"""What every VM provider (qemu, opennebula, openstack) shares: the pinned-key sshd probe and launch undo.
 
 A VM is ready for Rain when its sshd presents exactly the host key Rain
 generated for it and accepts Rain's client key for root. `wait_for_sshd`
@@ -19,41 +19,17 @@ import logging
 import os
 import shlex
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
 from rain.errors import RainError, Unauthorized, Unreachable, one_line
 from rain.generate.builders.machine import KeyPair, MachineKeys
+from rain.waiting import Deadline
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """A point in time a launch must be done by (time.monotonic based)."""
-
-    at: float
-    seconds: float
-
-    @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds, seconds)
-
-    @property
-    def left(self) -> float:
-        return max(0.0, self.at - time.monotonic())
-
-    @property
-    def passed(self) -> bool:
-        return time.monotonic() >= self.at
-
-    def sleep(self, interval: float) -> None:
-        time.sleep(min(interval, self.left))
 
 
 def fingerprint(blob: bytes) -> str:
@@ -128,16 +104,6 @@ def wait_for_sshd(what: str, host: str, port: int, keys: MachineKeys, deadline: 
                       f"({problem}{extra})",
                       hint="check that the builder image starts sshd, that this host reaches the VM's "
                            "network, and ssh_port/boot_timeout in the builders file")
-
-
-def poll(step: Callable[[], bool], deadline: Deadline, interval: float) -> bool:
-    """Call step until it returns True (→ True) or the deadline passes (→ False)."""
-    while True:
-        if step():
-            return True
-        if deadline.passed:
-            return False
-        deadline.sleep(interval)
 
 
 @contextmanager

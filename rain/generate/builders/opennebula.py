@@ -31,11 +31,12 @@ from pydantic import model_validator
 
 from rain.config import Settings
 from rain.credentials import Credentials, one_secret
-from rain.errors import BuildError
-from rain.generate.builders.launch import Deadline, kept_login, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.errors import BuildError, one_line
+from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.opennebula import OneClient
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 PENDING, HOLD, ACTIVE, DONE = 1, 2, 3, 6

@@ -37,10 +37,11 @@ from novaclient import exceptions as nova_exc
 
 from rain.config import Settings
 from rain.credentials import KeystoneAuth
-from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
-from rain.generate.builders.launch import Deadline, kept_login, one_line, poll, undo_on_failure, wait_for_sshd
+from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable, one_line
+from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from rain.generate.builders import launch
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.generate.progress import Reporter
+from rain.waiting import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ def wait_for_sshd(vm: Any, keys: MachineKeys, timeout: float, host: str = "127.0
             raise BuildError(f"qemu for {vm.name} exited with {rc} before sshd answered: {tail} "
                              f"(console log: {vm.console})", hint="read the console log")
 
-    launch.wait_for_sshd(f"builder VM {vm.name}", host, vm.port, keys, launch.Deadline.after(timeout),
+    launch.wait_for_sshd(f"builder VM {vm.name}", host, vm.port, keys, Deadline.after(timeout),
                          alive=alive, detail=f"console log: {vm.console}")
 
 
