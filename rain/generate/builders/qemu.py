@@ -45,7 +45,7 @@ from rain.generate.builders import launch
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.generate.progress import Reporter
-from rain.waiting import Deadline
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 
@@ -362,14 +362,18 @@ def kvm_works(qemu: str, kernel: str, timeout: float = 6.0) -> bool:
                                 start_new_session=True)
         reaper.track_pid(proc.pid)
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            verdict: list[bool] = []
+
+            def decided() -> bool:
                 text = out.read_text(errors="replace") if out.exists() else ""
                 if "Kernel panic" in text:
-                    return True
-                if proc.poll() is not None:
-                    return "Linux version" in text
-                time.sleep(0.2)
+                    verdict.append(True)
+                elif proc.poll() is not None:
+                    verdict.append("Linux version" in text)
+                return bool(verdict)
+
+            if poll(decided, Deadline.after(timeout), 0.2):
+                return verdict[0]
             log.info("KVM probe: no kernel boot within %.0fs; using TCG", timeout)
             return False
         finally:
