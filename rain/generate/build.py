@@ -28,9 +28,10 @@ from rain.config import Settings
 from rain.errors import InvalidInput, RecipeError
 from rain.generate import artifact, command, customize, reaper
 from rain.generate.artifact import ArtifactFile
-from rain.generate.bootstrap.base import BuildContext, get_bootstrapper
+from rain.generate.bootstrap.base import get_bootstrapper
 from rain.generate.builders.base import BuildSpec, get_builder
 from rain.generate.cache import Cache, CacheKind
+from rain.generate.context import BuildContext
 from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe
 from rain.generate.manifest import build_manifest, read_manifest, write_manifest

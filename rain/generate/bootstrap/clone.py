@@ -14,7 +14,7 @@ from typing import IO, Any
 import zstandard
 
 from rain.errors import InvalidInput, NotFound, RecipeError
-from rain.generate.bootstrap.base import BuildContext
+from rain.generate.context import BuildContext
 from rain.generate.recipe import Format, Recipe
 from rain.image import untar
 
