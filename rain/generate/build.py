@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rain.arch import Architecture
 from rain.config import Settings
 from rain.errors import InvalidInput, RecipeError
 from rain.generate import artifact, command, customize, reaper
@@ -40,8 +41,6 @@ from rain.generate.progress import Reporter
 from rain.generate.recipe import Format, Recipe, recipe_hash
 
 log = logging.getLogger(__name__)
-_HOST_ARCH = {"x86_64": ("amd64", "x86_64"), "aarch64": ("arm64", "aarch64"), "ppc64le": ("ppc64el", "ppc64le"),
-              "s390x": ("s390x", "s390x")}
 
 
 @dataclass(frozen=True)
@@ -101,11 +100,11 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
     r = loaded.recipe
     mirror = resolve_mirror(r, settings.mirror)
     where = builder_name(r, options)
-    host = _HOST_ARCH.get(platform.machine())
-    if host is None or r.os.arch not in host:
+    host = Architecture.from_uname(platform.machine())
+    if host is None or r.os.arch not in (host.deb, host.rpm):
         raise RecipeError(f"os.arch: {r.os.arch} cannot be built on this {platform.machine()} host "
                           f"with the {where} builder",
-                          hint=f"use arch {host[0] if host else platform.machine()}")
+                          hint=f"use arch {host.deb if host else platform.machine()}")
     builder = get_builder(where, settings, repo)  # validates its settings; starts nothing
     if not builder.local and not r.os.family.is_debian:
         raise RecipeError(f"os.family: {r.os.family} builds run on the local builder only "

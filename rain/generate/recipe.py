@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rain.arch import DEB_NAMES, Architecture
 from rain.config import parse_size
 from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE, matching
 
@@ -65,10 +66,6 @@ RELEASES: dict[OsFamily, dict[str, str]] = {
     OsFamily.CENTOS: {"9": "9", "stream9": "9", "10": "10", "stream10": "10"},
     OsFamily.FEDORA: {str(n): str(n) for n in range(38, 44)},
 }
-_DEB_ARCH = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64",
-             "ppc64el": "ppc64el", "ppc64le": "ppc64el", "s390x": "s390x"}
-_RPM_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64",
-             "ppc64el": "ppc64le", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 PACKAGE_RE = re.compile(r"^@?[A-Za-z0-9][A-Za-z0-9._+:~-]{0,127}$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,127}$")
@@ -117,11 +114,11 @@ class OsSpec(Strict):
             names = sorted({v for v in known.values()})
             raise ValueError(f"unknown release {self.release!r} for {self.family}: use one of "
                              + ", ".join(names))
-        if self.arch not in _DEB_ARCH:
-            raise ValueError(f"unknown arch {self.arch!r}: use one of amd64, arm64, ppc64el, s390x")
+        arch = Architecture.lookup(self.arch)
+        if arch is None:
+            raise ValueError(f"unknown arch {self.arch!r}: use one of {', '.join(DEB_NAMES)}")
         object.__setattr__(self, "release", known[str(self.release)])
-        arch = _DEB_ARCH[self.arch] if self.family.is_debian else _RPM_ARCH[self.arch]
-        object.__setattr__(self, "arch", arch)
+        object.__setattr__(self, "arch", arch.deb if self.family.is_debian else arch.rpm)
         return self
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rain import __version__
+from rain.arch import Architecture
 from rain.config import Settings
 from rain.errors import InvalidInput
 from rain.image.rootfs import LinkLoop, RootFS
@@ -33,7 +34,6 @@ from rain.repository.models import Image, ImageMeta
 
 log = logging.getLogger(__name__)
 BOOT_TIMEOUT = 600.0
-ARCH_NAMES = {"amd64": "x86_64", "arm64": "aarch64"}  # Debian's names → the clouds' (EC2, Glance)
 
 
 class Reporter(Protocol):
@@ -137,7 +137,8 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
                 provider.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
         if output is not None:
             return _export(repo, image, name, site_name, packed, output, force, report, changes, timings, reporter)
-        arch = ARCH_NAMES.get(image.os.arch, image.os.arch) or "x86_64"
+        known = Architecture.lookup(image.os.arch)  # Debian's names → the clouds' (Glance, labels)
+        arch = known.cloud if known else image.os.arch or "x86_64"
         label = Label(image.id, image.name, image.os.family, image.os.release, arch)
         with _timed(reporter, timings, "publish"):
             remote_id = provider.publish(packed, label)
