@@ -1,12 +1,12 @@
 """QemuProvider: builder VMs on this host with qemu-system-x86_64 (KVM if it works, else TCG).
 
-The builder VM boots a repository image (recipes/builders/debian-builder.yaml,
-built and uploaded by Rain itself the first time) prepared once into a *boot
+The builder VM boots a repository image (data/debian-builder.yaml, shipped in the
+package beside data/chroot.sh; built and uploaded by Rain itself the first time) prepared once into a *boot
 bundle* under DATA_DIR/builders/qemu/<image id>/: a read-only sparse ext4 disk
 made with `mkfs.ext4 -d` plus the image's kernel and initrd. Each machine gets a
 qcow2 overlay over that disk, a seed disk (a plain tar: its SSH host key and
 root's authorized key) and a port on 127.0.0.1 forwarded to its sshd; nothing
-else listens. The image's own init (files/builder-init) reads the seed and
+else listens. The image's own init (data/files/builder-init) reads the seed and
 starts sshd, so a boot takes seconds under KVM and ~20 s under TCG.
 
 qemu runs in its own session and is tracked by the reaper, so it dies with
@@ -33,6 +33,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,16 @@ from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 
-RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "builders" / "debian-builder.yaml"
 INIT = "/usr/lib/rain/builder-init"
 _ID_LEN = 12
 TCG_CPU = "Nehalem"
 """Under TCG a plain x86-64-v2 CPU (what RHEL 9 needs) runs builds faster than `max`, whose
 AVX2/AES-NI code paths qemu has to emulate (measured on a 2-core host: zstd ~1.8x, ssh streams ~1.7x)."""
+
+
+def builder_recipe() -> Path:
+    """The builder image's recipe shipped in the package: data/debian-builder.yaml, its files in data/files/."""
+    return Path(str(resources.files("rain.generate.builders") / "data" / "debian-builder.yaml"))
 
 
 class Accel(StrEnum):
@@ -72,7 +77,7 @@ class QemuSettings(ProviderSettings):
     image: str = "rain-builder-debian"
     """Repository image (name or id, tar.zst) the builder VM boots; built from `recipe` if missing."""
     recipe: Path | None = None
-    """Recipe of the builder image; default recipes/builders/debian-builder.yaml."""
+    """Recipe of the builder image; default the one shipped with Rain (builder_recipe())."""
     cpu: str | None = None
     """qemu's -cpu model; default: host under KVM, Nehalem under TCG (see TCG_CPU)."""
     disk_gib: int = Field(8, ge=2)
@@ -123,7 +128,7 @@ class QemuProvider:
         from rain.generate.build import BuildOptions, generate
         from rain.generate.loader import load_recipe
 
-        recipe = self.conf.recipe or RECIPE
+        recipe = self.conf.recipe or builder_recipe()
         sets: dict[str, Any] = {"formats": ["tar.zst"]}
         if not _is_id(self.conf.image):
             sets["upload.name"] = self.conf.image
@@ -390,7 +395,7 @@ def _boot_files(root: Path, image_id: str) -> tuple[Path, Path]:
         if initrd.is_file() and not initrd.is_symlink() and not kernel.is_symlink():
             return kernel, initrd
     raise BuildError(f"builder image {image_id} has no /boot/vmlinuz-* with its initrd.img-*",
-                     hint="its recipe must install linux-image-amd64 (see recipes/builders/debian-builder.yaml)")
+                     hint=f"its recipe must install linux-image-amd64 (see {builder_recipe()})")
 
 
 def _write_seed(path: Path, keys: MachineKeys) -> None:

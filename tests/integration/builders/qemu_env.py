@@ -1,6 +1,6 @@
 """The qemu builder for tests: the real builder image, built once and prepared once per host.
 
-recipes/builders/debian-builder.yaml is built by the real `fg-image generate`
+The builder image's recipe shipped with Rain (qemu.builder_recipe()) is built by the real `fg-image generate`
 (tar.zst, no upload) in the test cache (RAIN_TEST_CACHE, default
 ~/.cache/rain-tests, as for the register e2e image), so generate's own result
 cache reuses it while the recipe is unchanged. Its boot bundle is prepared
@@ -31,9 +31,10 @@ import pytest
 import yaml
 
 from rain.config import Settings, load_settings
+from rain.generate.builders.qemu import builder_recipe
 
 FG = Path(sys.executable).parent / "fg-image"
-RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "builders" / "debian-builder.yaml"
+RECIPE = builder_recipe()
 
 
 def cache_dir() -> Path:

@@ -11,12 +11,13 @@ from rain.config import load_settings
 from rain.errors import RecipeError
 from rain.generate.batch import load_batch, run_batch
 from rain.generate.build import BuildOptions, prepare
+from rain.generate.builders.qemu import builder_recipe
 from rain.generate.loader import load_recipe
 from rain.generate.progress import Reporter
 
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 RECIPE_FILES = sorted([*(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("batch-")),
-                       *RECIPES.glob("builders/*.yaml")])  # the qemu builder image's recipe too
+                       builder_recipe()])  # the qemu builder image's recipe (package data) too
 BATCH_FILES = sorted(RECIPES.glob("batch-*.yaml"))
 
 
