@@ -26,3 +26,19 @@ def test_every_local_link_in_the_docs_points_at_a_file_in_the_repository() -> No
 def test_the_readme_leads_developers_to_the_architecture_page() -> None:
     assert "docs/architecture.md" in _local_links(ROOT / "README.md")
     assert "DESIGN.md" not in (ROOT / "README.md").read_text()
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_anchor_a_doc_links_to_is_a_heading_of_that_page() -> None:
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            if "#" not in target or re.match(r"[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (page.parent / file).resolve() if file else page
+            assert anchor in _anchors(linked), f"{page.name} links to a missing heading: {target}"

@@ -10,6 +10,7 @@ import pytest
 
 from rain.config import FIELDS, Field
 from rain.errors import ExitCode
+from rain.generate.builders.base import PROVIDERS
 from rain.reference import COMMAND, REGIONS, ROOT, Region, settings_table, splice, stale, stale_message, write
 from rain.register.targets.base import TargetName
 
@@ -63,3 +64,9 @@ def test_writing_restores_a_stale_table_and_keeps_the_prose_around_it(tmp_path: 
 def test_a_page_without_its_markers_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="generated: settings"):
         splice("# A page\n\nNo markers here.\n", "settings", "| a | table |")
+
+
+def test_the_builders_guide_has_a_settings_table_for_every_vm_builder() -> None:
+    text = (ROOT / "docs/builders.md").read_text()
+    for name in PROVIDERS:
+        assert f"### `{name.value}`\n\n| key | type | default | what it does |" in text, name.value
