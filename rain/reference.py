@@ -182,10 +182,11 @@ EXIT_WHEN = {
     ExitCode.OK: "the command did what it was asked",
     ExitCode.ERROR: "anything else; a message starting `internal error` is a bug in Rain: please report it",
     ExitCode.USAGE: "bad input: a flag, recipe, settings file, request body or an output path that cannot be written",
-    ExitCode.NOT_FOUND: "no such image, user, token, site or file (or one you may not read)",
+    ExitCode.NOT_FOUND: "no such image, user, token, upload or registration (an image you may not read looks missing)",
     ExitCode.FORBIDDEN: "you may not do this (a role, an owner or a suspended user)",
     ExitCode.UNAUTHORIZED: "not authenticated: no token, a wrong or an expired one",
-    ExitCode.CONFLICT: "the state does not allow it (a name taken, an image in use, an upload in progress)",
+    ExitCode.CONFLICT: "the state does not allow it: a user name taken, an image still registered, "
+                       "a user still owning images",
     ExitCode.QUOTA: "the owner's quota would be exceeded; nothing was stored",
     ExitCode.UNREACHABLE: "a repository, database, mirror or cloud endpoint did not answer",
     ExitCode.INTEGRITY: "bytes did not match their checksum or declared size",
