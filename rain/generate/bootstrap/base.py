@@ -15,8 +15,8 @@ from typing import Protocol
 from rain.generate.builders.base import Builder, Handle
 from rain.generate.cache import Cache
 from rain.generate.loader import LoadedRecipe
-from rain.generate.progress import Reporter
 from rain.generate.recipe import OsFamily, Recipe
+from rain.progress import Reporter
 
 
 @dataclass(frozen=True)
