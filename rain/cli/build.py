@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,29 +12,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from rain.cli.common import console, err_console, open_repo, print_json, settings
-from rain.cli.untrusted import markup, plain
+from rain.cli.common import console, open_repo, print_json, settings
+from rain.cli.progress import step_reporter
+from rain.cli.untrusted import plain
 from rain.errors import BuildError, Interrupted, InvalidInput
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import load_recipe, parse_overrides
-from rain.generate.progress import Reporter, plain_emitter
 from rain.generate.recipe import Format
 
 cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, finished results.",
                         no_args_is_help=True)
-
-
-def progress_reporter() -> Reporter:
-    if not err_console.is_terminal:
-        return Reporter(plain_emitter(lambda line: print(line, file=sys.stderr, flush=True)))
-    marks = {"start": "[cyan]…[/cyan]", "done": "[green]✓[/green]", "failed": "[red]✗[/red]", "info": " "}
-
-    def emit(event: str, step: str, detail: str) -> None:
-        # step details quote tool output and recipe values: text, not rich markup
-        shown = markup(detail)
-        tail = f" [dim]{shown}[/dim]" if detail and event != "info" else (f" {shown}" if detail else "")
-        err_console.print(f"{marks[event]} {markup(step)}{tail}", highlight=False)
-    return Reporter(emit)
 
 
 @contextmanager
@@ -95,7 +81,7 @@ def generate_cmd(
                            **_builder_options(builder, on_error))
     repo = open_repo() if needs_repository(loaded.recipe, options) else None
     with _sigterm_as_interrupt():
-        result = generate(loaded, settings(), options, progress_reporter(), repo)
+        result = generate(loaded, settings(), options, step_reporter(), repo)
     _print_result(result, as_json)
 
 
@@ -141,7 +127,7 @@ def batch_cmd(
     needs_repo = any(needs_repository(i.loaded.recipe, options) for i in items)
     t0 = time.monotonic()
     with _sigterm_as_interrupt():
-        outcomes = run_batch(items, settings(), options, progress_reporter(), jobs=jobs, keep_going=keep_going,
+        outcomes = run_batch(items, settings(), options, step_reporter(), jobs=jobs, keep_going=keep_going,
                              dry_run=dry_run, repo_factory=open_repo if needs_repo else None)
     if as_json:
         print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from rain.cli.build import progress_reporter
 from rain.cli.common import console, open_repo, print_json, settings
+from rain.cli.progress import step_reporter
 from rain.errors import InvalidInput
 
 app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
@@ -25,7 +25,7 @@ def image_cmd(
     from rain.generate.builders.base import get_provider
 
     provider = get_provider("qemu", settings(), open_repo())
-    reporter = progress_reporter()
+    reporter = step_reporter()
     image_id = provider.ensure_image(reporter, rebuild=rebuild)
     provider.prepare(image_id, reporter)
     console.print(image_id)

@@ -15,7 +15,7 @@ from rain.cli import render
 from rain.cli.common import console, open_repo, print_json
 from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import transfer
-from rain.cli.untrusted import checked_id, local_file_name, markup, plain, visible
+from rain.cli.untrusted import checked_id, local_file_name, plain, visible
 from rain.errors import IntegrityError, InvalidInput
 from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
 
@@ -55,7 +55,7 @@ def upload(
         raise invalid(e) from None
     size = path.stat().st_size
     repo = open_repo()
-    with open(path, "rb") as src, transfer(f"upload {markup(path.name)}", size) as progress:
+    with open(path, "rb") as src, transfer(f"upload {path.name}", size) as progress:
         image = repo.put(src, meta, size, progress=progress)
     if as_json:
         print_json(image)
@@ -103,20 +103,25 @@ def _fetch(repo: Any, image: Image, part: Path) -> None:
     if offset > image.size:
         part.unlink()
         offset = 0
-    try:
-        with open(part, "ab") as dest, transfer(f"download {markup(image.name)}", image.size, offset) as progress:
-            repo.get(image.id, dest, offset=offset, progress=progress)
-        if offset:  # a resumed download: check the whole file
-            digest = hashlib.sha256()
-            with open(part, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-            if digest.hexdigest() != image.sha256:
-                raise IntegrityError(f"the resumed download of {image.id} failed its checksum",
-                                     hint="download again from the start")
+    try:  # the check of a resumed file belongs to the download: its ✓ comes after it
+        with transfer(f"download {image.name}", image.size, offset) as progress:
+            with open(part, "ab") as dest:
+                repo.get(image.id, dest, offset=offset, progress=progress)
+            if offset:  # a resumed download: check the whole file
+                _check_whole(part, image)
     except IntegrityError:
         part.unlink(missing_ok=True)
         raise
+
+
+def _check_whole(part: Path, image: Image) -> None:
+    digest = hashlib.sha256()
+    with open(part, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != image.sha256:
+        raise IntegrityError(f"the resumed download of {image.id} failed its checksum",
+                             hint="download again from the start")
 
 
 def list_images(

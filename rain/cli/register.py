@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.cli.common import console, open_repo, print_json, settings
 from rain.cli.failures import FILE_ERRNOS, file_failure
+from rain.cli.progress import step_reporter
 from rain.cli.untrusted import markup, plain, visible
 from rain.errors import InvalidInput
 from rain.register.models import Outcome, VetReport
 from rain.repository.models import ID_RE
-
-
-class StepReporter:
-    """One line per pipeline step on stderr: name, then ok/failed and seconds."""
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.monotonic()
-        err_console.print(f"[bold]→ {name}[/bold] ...", highlight=False)
-        try:
-            yield
-        except BaseException:
-            err_console.print(f"  {name} [red]failed[/red] after {time.monotonic() - start:.1f}s")
-            raise
-        err_console.print(f"  {name} [green]done[/green] in {time.monotonic() - start:.1f}s")
 
 
 def render_report(report: VetReport) -> None:
@@ -71,7 +54,7 @@ def register_cmd(
         raise InvalidInput("--force applies to --output", hint="give --output PATH, or drop --force")
     repo = open_repo()
     try:
-        outcome = register(repo, settings(), image_id, target, site, boot_test, StepReporter(), boot_timeout,
+        outcome = register(repo, settings(), image_id, target, site, boot_test, step_reporter(), boot_timeout,
                            output, force)
     except VetRejected as e:
         render_report(e.report)
@@ -121,7 +104,7 @@ def vet_cmd(
             if not target:
                 raise InvalidInput("--accept needs --target", hint="a rule is accepted for one image and target")
             repo.accept_rule(subject, target, accept)
-        report = vet_image(repo, subject, target, settings(), StepReporter())
+        report = vet_image(repo, subject, target, settings(), step_reporter())
     else:
         raise InvalidInput(f"{subject!r} is neither an image id nor an existing file or directory",
                            hint="give a 12-character image id or a path")

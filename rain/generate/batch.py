@@ -34,7 +34,7 @@ from rain.errors import RainError, RecipeError
 from rain.generate import command
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import LoadedRecipe, load_recipe
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
 
 
 class _Entry(BaseModel):

@@ -37,8 +37,8 @@ from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe
 from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
-from rain.generate.progress import Reporter
 from rain.generate.recipe import Format, Recipe, recipe_hash
+from rain.progress import Reporter
 
 log = logging.getLogger(__name__)
 

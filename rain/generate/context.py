@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from rain.generate.builders.base import Builder, Handle
 from rain.generate.cache import Cache
 from rain.generate.loader import LoadedRecipe
-from rain.generate.progress import Reporter
 from rain.generate.recipe import Recipe
+from rain.progress import Reporter
 
 
 @dataclass

@@ -45,7 +45,7 @@ from rain.generate import command, reaper
 from rain.generate.builders import launch
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)

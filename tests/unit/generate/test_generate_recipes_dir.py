@@ -13,7 +13,7 @@ from rain.generate.batch import load_batch, run_batch
 from rain.generate.build import BuildOptions, prepare
 from rain.generate.builders.qemu import builder_recipe
 from rain.generate.loader import load_recipe
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
 
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 RECIPE_FILES = sorted([*(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("batch-")),
