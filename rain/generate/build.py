@@ -37,6 +37,7 @@ from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
 from rain.generate.progress import Reporter
 from rain.generate.recipe import Format, Recipe, recipe_hash
+from rain.repository.base import Repository
 
 log = logging.getLogger(__name__)
 _HOST_ARCH = {"x86_64": ("amd64", "x86_64"), "aarch64": ("arm64", "aarch64"), "ppc64le": ("ppc64el", "ppc64le"),
@@ -95,7 +96,7 @@ class BuildResult:
     output_files: tuple[Path, ...] = ()
 
 
-def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, repo: Any = None) -> Plan:
+def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, repo: Repository | None = None) -> Plan:
     """Validate the whole build up front: no mounts, no downloads, no writes."""
     r = loaded.recipe
     mirror = resolve_mirror(r, settings.mirror)
@@ -127,7 +128,7 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
 
 
 def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, reporter: Reporter,
-             repo: Any = None) -> BuildResult:
+             repo: Repository | None = None) -> BuildResult:
     reporter = reporter.child("") if reporter.timings else reporter  # this build's timings only
     with reporter.step("prepare"):
         plan = prepare(loaded, settings, options, repo)
@@ -149,7 +150,7 @@ def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, re
     return result
 
 
-def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, repo: Any) -> BuildResult:
+def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, repo: Repository | None) -> BuildResult:
     r = plan.loaded.recipe
     work_root = cache.root.parent / "work"
     work_root.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.opennebula import OneClient
+from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def template_from_xml(node: ET.Element) -> Template:
 class OpenNebulaProvider:
     name = "opennebula"
 
-    def __init__(self, settings: Settings, repo: Any = None) -> None:
+    def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",
                                                                      OpenNebulaBuilderSettings)
         self.limit = self.settings.limit
