@@ -29,7 +29,7 @@ from rain.errors import InvalidInput, RecipeError
 from rain.generate import artifact, command, customize, reaper
 from rain.generate.artifact import ArtifactFile
 from rain.generate.bootstrap.base import BuildContext, get_bootstrapper
-from rain.generate.builders.base import BuildSpec, get_builder
+from rain.generate.builders.base import Builder, BuildSpec, get_builder
 from rain.generate.cache import Cache, CacheKind
 from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe
@@ -71,7 +71,7 @@ class Plan:
     loaded: LoadedRecipe
     mirror: str
     recipe_hash: str
-    builder: Any
+    builder: Builder
 
     @property
     def result_key(self) -> str:
@@ -165,6 +165,9 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         builder = plan.builder
         vm = not builder.local
         if vm:
+            from rain.generate.builders.remote import SSHBuilder
+
+            assert isinstance(builder, SSHBuilder)  # get_builder makes every VM builder one
             builder.provider.reporter = reporter  # e.g. qemu's first-time builder image build shows
         with reporter.step(f"start {builder.name} builder") if vm else nullcontext():
             handle = builder.start(spec)

@@ -13,7 +13,7 @@ from rain.config import Settings
 from rain.errors import ConfigError, Conflict, RainError, Unreachable
 from rain.repository import embedded, embedded_disk
 from rain.repository.accounts import Accounts
-from rain.repository.base import Repository
+from rain.repository.base import Progress, Repository
 from rain.repository.models import Image, ImageMeta, Role
 from rain.repository.store import Store, ensure_indexes
 
@@ -130,7 +130,7 @@ class EmbeddedStore(Store):
         return self._explained(super().begin_upload, meta, size)
 
     def finish_upload(self, upload_id: str, src: BinaryIO, sha256: str | None = None,
-                      progress: Any = None) -> Image:
+                      progress: Progress | None = None) -> Image:
         return self._explained(super().finish_upload, upload_id, src, sha256, progress)
 
     def _explained(self, call: Any, *args: Any) -> Any:

@@ -35,6 +35,7 @@ from rain.errors import BuildError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.generate.progress import Reporter
 from rain.opennebula import OneClient
 from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
@@ -108,6 +109,8 @@ def template_from_xml(node: ET.Element) -> Template:
 
 class OpenNebulaProvider:
     name = "opennebula"
+    reporter: Reporter | None = None
+    """Set by the build; unused: only qemu has slow one-time work to report."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",

@@ -41,6 +41,7 @@ from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreac
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.generate.progress import Reporter
 from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
 
@@ -69,6 +70,8 @@ def user_data(keys: MachineKeys) -> str:
 
 class OpenStackProvider:
     name = "openstack"
+    reporter: Reporter | None = None
+    """Set by the build; unused: only qemu has slow one-time work to report."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.settings: OpenStackBuilderSettings = provider_settings(settings, "openstack",
