@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import pymongo
@@ -16,6 +17,8 @@ from rain.repository.accounts import Accounts
 from rain.repository.base import Progress, Repository
 from rain.repository.models import Image, ImageMeta, Role
 from rain.repository.store import Store, ensure_indexes
+
+T = TypeVar("T")
 
 # The embedded server behind each client open_database made, so a failure can be explained by its disk.
 _EMBEDDED: dict[int, embedded.EmbeddedStatus] = {}
@@ -133,7 +136,7 @@ class EmbeddedStore(Store):
                       progress: Progress | None = None) -> Image:
         return self._explained(super().finish_upload, upload_id, src, sha256, progress)
 
-    def _explained(self, call: Any, *args: Any) -> Any:
+    def _explained(self, call: Callable[..., T], *args: Any) -> T:
         try:
             return call(*args)
         except PyMongoError as e:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -178,7 +179,7 @@ class OpenNebulaProvider:
                              hint="the cloud may lack capacity; raise boot_timeout in the builders file")
         return str(seen["ip"])
 
-    def _releaser(self, vm_id: int) -> Any:
+    def _releaser(self, vm_id: int) -> Callable[[], None]:
         done = False
 
         def release() -> None:

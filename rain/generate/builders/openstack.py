@@ -84,7 +84,7 @@ class OpenStackProvider:
                                  user_domain_name=s.user_domain_name, project_name=s.project_name,
                                  project_domain_name=s.project_domain_name)
 
-    def _nova(self) -> Any:
+    def _nova(self) -> Any:  # Any: python-novaclient ships no type hints
         """A client for one machine: novaclient's name look-ups switch the client's service type
         while they run, so clients are not shared between the pool's threads (the token is)."""
         return nova_client.Client("2.1", session=ks_session.Session(auth=self._auth, timeout=60),
