@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from rain.config import Settings, load_settings
 from rain.errors import RainError
+
+if TYPE_CHECKING:  # the repository modules load only when a command needs one
+    from rain.repository.base import Repository
 
 # On pipes and files rich would wrap at 80 columns; scripts and logs read better unwrapped.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -39,7 +42,7 @@ def debug_enabled() -> bool:
         return bool(_flags.get("debug"))
 
 
-def open_repo():  # -> Repository
+def open_repo() -> Repository:
     """The repository for this invocation: remote service if configured, else MongoDB."""
     from rain.repository.connect import open_repository
 

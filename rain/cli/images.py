@@ -6,7 +6,6 @@ import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -17,6 +16,7 @@ from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import transfer
 from rain.cli.untrusted import checked_id, local_file_name, plain, visible
 from rain.errors import IntegrityError, InvalidInput
+from rain.repository.base import Repository
 from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
 
 
@@ -97,7 +97,7 @@ def _download_target(output: Path | None, image: Image) -> Path:
     return (output or Path()) / name
 
 
-def _fetch(repo: Any, image: Image, part: Path) -> None:
+def _fetch(repo: Repository, image: Image, part: Path) -> None:
     """The image's bytes into `part`, resuming what an earlier run left there and checking the whole."""
     offset = part.stat().st_size if part.exists() else 0
     if offset > image.size:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from rain import __version__
 from rain.arch import Architecture
@@ -29,6 +28,7 @@ from rain.register.targets.base import BootTestable, TargetName, target_class, t
 from rain.register.targets.sites import open_offline, open_target
 from rain.register.unpack import unpack
 from rain.register.vet import VetRejected, vet_tree  # noqa: F401  (VetRejected: the CLI imports it here)
+from rain.repository.base import Repository
 from rain.repository.models import Image, ImageMeta
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def _logged(event: str, step: str, detail: str) -> None:
         log.info("register: %s", step)
 
 
-def fetch_and_vet(repo: Any, image: Image, target: str | None, policy: Any, work: Path,
+def fetch_and_vet(repo: Repository, image: Image, target: str | None, policy: VetPolicy, work: Path,
                   reporter: Reporter, max_size: int | None = None,
                   store: bool = True) -> tuple[Path, VetReport]:
     """Download the image (as the calling user), unpack it safely and vet it; store the report
@@ -79,7 +79,7 @@ def _has_kernel(root: Path) -> bool:
         return False
 
 
-def register(repo: Any, settings: Settings, image_id: str, target: str, site: str | None = None,
+def register(repo: Repository, settings: Settings, image_id: str, target: str, site: str | None = None,
              boot_test: bool = False, reporter: Reporter | None = None,
              boot_timeout: float = BOOT_TIMEOUT, output: Path | None = None, force: bool = False) -> Outcome:
     """Vet, adapt and pack an image for a target, boot-test it if asked, then publish it and record
@@ -137,7 +137,7 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
     return Outcome(name.value, site_name, remote_id, report, derived.id, detail, changes, reporter.seconds())
 
 
-def _export(repo: Any, image: Image, name: TargetName, site_name: str, packed: Packed, output: Path,
+def _export(repo: Repository, image: Image, name: TargetName, site_name: str, packed: Packed, output: Path,
             force: bool, report: VetReport, changes: list[str], reporter: Reporter) -> Outcome:
     """`--output`: the packed files go to `output`; the catalog gains only a history entry (no derived
     image, no registration: the copy left the repository's sight). If that entry cannot be written,
@@ -161,7 +161,7 @@ def boot_testable_targets() -> list[str]:
     return [t.value for t in TargetName if callable(getattr(target_class(t), "boot_test", None))]
 
 
-def _store_derived(repo: Any, image: Image, target: str, site: str, path: Path, fmt: str,
+def _store_derived(repo: Repository, image: Image, target: str, site: str, path: Path, fmt: str,
                    changes: list[str]) -> Image:
     meta = ImageMeta(name=f"{image.name}-{target}"[:128], os=image.os, format=fmt, parent=image.id,
                      tags=[f"target:{target}"], description=f"{image.name} adapted by Rain for {target} ({site})",
@@ -171,7 +171,7 @@ def _store_derived(repo: Any, image: Image, target: str, site: str, path: Path, 
         return repo.put(f, meta, path.stat().st_size)
 
 
-def vet_image(repo: Any, image_id: str, target: str | None, settings: Settings,
+def vet_image(repo: Repository, image_id: str, target: str | None, settings: Settings,
               reporter: Reporter | None = None) -> VetReport:
     """`fg-image vet ID`: vet a repository image (storing the report when a target is given)."""
     policy = _policy(target)
@@ -201,7 +201,7 @@ def _policy(target: str | None) -> VetPolicy:
     return target_class(target_name(target)).vet_policy if target else NO_TARGET_POLICY
 
 
-def deregister(repo: Any, settings: Settings, image_id: str, target: str, site: str | None = None) -> Image:
+def deregister(repo: Repository, settings: Settings, image_id: str, target: str, site: str | None = None) -> Image:
     """Delete the caller's registrations of the image from the target site and drop their records.
 
     Only the caller's own: another user's copy lives in their project, reached with their credentials."""

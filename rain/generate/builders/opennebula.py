@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +36,9 @@ from rain.errors import BuildError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.generate.progress import Reporter
 from rain.opennebula import OneClient
+from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
@@ -107,8 +110,10 @@ def template_from_xml(node: ET.Element) -> Template:
 
 class OpenNebulaProvider:
     name = "opennebula"
+    reporter: Reporter | None = None
+    """Set by the build; unused: only qemu has slow one-time work to report."""
 
-    def __init__(self, settings: Settings, repo: Any = None) -> None:
+    def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",
                                                                      OpenNebulaBuilderSettings)
         self.limit = self.settings.limit
@@ -174,7 +179,7 @@ class OpenNebulaProvider:
                              hint="the cloud may lack capacity; raise boot_timeout in the builders file")
         return str(seen["ip"])
 
-    def _releaser(self, vm_id: int) -> Any:
+    def _releaser(self, vm_id: int) -> Callable[[], None]:
         done = False
 
         def release() -> None:

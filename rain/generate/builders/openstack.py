@@ -41,6 +41,8 @@ from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreac
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.generate.progress import Reporter
+from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,10 @@ def user_data(keys: MachineKeys) -> str:
 
 class OpenStackProvider:
     name = "openstack"
+    reporter: Reporter | None = None
+    """Set by the build; unused: only qemu has slow one-time work to report."""
 
-    def __init__(self, settings: Settings, repo: Any = None) -> None:
+    def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.settings: OpenStackBuilderSettings = provider_settings(settings, "openstack",
                                                                     OpenStackBuilderSettings)
         self.limit = self.settings.limit
@@ -80,7 +84,7 @@ class OpenStackProvider:
                                  user_domain_name=s.user_domain_name, project_name=s.project_name,
                                  project_domain_name=s.project_domain_name)
 
-    def _nova(self) -> Any:
+    def _nova(self) -> Any:  # Any: python-novaclient ships no type hints
         """A client for one machine: novaclient's name look-ups switch the client's service type
         while they run, so clients are not shared between the pool's threads (the token is)."""
         return nova_client.Client("2.1", session=ks_session.Session(auth=self._auth, timeout=60),

@@ -46,6 +46,7 @@ from rain.generate.builders import launch
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.progress import Reporter
+from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class BootBundle:
 class QemuProvider:
     name = "qemu"
 
-    def __init__(self, settings: Settings, repo: Any = None) -> None:
+    def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.conf: QemuSettings = provider_settings(settings, "qemu", QemuSettings)
@@ -188,6 +189,7 @@ class QemuProvider:
         reaper.track_path(tmp)
         try:
             if archive is None:
+                assert self.repo is not None  # prepare refused to go on without one or the other
                 archive = tmp / "image.tar.zst"
                 with open(archive, "wb") as f:
                     self.repo.get(image_id, f)

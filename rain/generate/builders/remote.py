@@ -32,7 +32,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import paramiko
 import zstandard
@@ -42,7 +42,7 @@ from rain.generate import command
 from rain.generate.builders.base import BuildSpec, Handle
 from rain.generate.builders.launch import client_pkey
 from rain.generate.builders.local import chroot_script
-from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.machine import Machine, MachineKeys, Provider
 from rain.generate.cache import TAR_OPTS
 from rain.generate.command import Result
 
@@ -97,7 +97,7 @@ _slots: dict[str, threading.BoundedSemaphore] = {}
 _slots_lock = threading.Lock()
 
 
-def _slot(provider: Any) -> threading.BoundedSemaphore:
+def _slot(provider: Provider) -> threading.BoundedSemaphore:
     """The pool: at most provider.limit machines of one provider at once in this process."""
     with _slots_lock:
         if provider.name not in _slots:
@@ -108,7 +108,7 @@ def _slot(provider: Any) -> threading.BoundedSemaphore:
 class SSHBuilder:
     local = False
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Provider) -> None:
         self.provider = provider
         self.name: str = provider.name
 

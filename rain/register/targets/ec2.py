@@ -94,7 +94,7 @@ class Ec2Target:
                                    "in the targets file")
         return self.site.secret("access_key_id"), self.site.secret("secret_access_key")
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: str) -> Any:  # Any: boto3 is untyped without the boto3-stubs package
         if service not in self._clients:
             import boto3
             from botocore.config import Config
