@@ -25,7 +25,7 @@ from rain.image.rootfs import LinkLoop, RootFS
 from rain.register import adapt, export
 from rain.register.chroot import Sandbox
 from rain.register.models import NO_TARGET_POLICY, Label, Outcome, Packed, VetPolicy, VetReport
-from rain.register.targets.base import BootTestable, TargetName, target_class, target_name
+from rain.register.targets.base import BootTestable, TargetName, target_name
 from rain.register.targets.sites import open_offline, open_target
 from rain.register.unpack import unpack
 from rain.register.vet import VetRejected, vet_tree  # noqa: F401  (VetRejected: the CLI imports it here)
@@ -173,8 +173,8 @@ def _export(repo: Any, image: Image, name: TargetName, site_name: str, packed: P
 
 
 def boot_testable_targets() -> list[str]:
-    """The targets whose provider has a boot test today (read from the providers, not listed by hand)."""
-    return [t.value for t in TargetName if callable(getattr(target_class(t), "boot_test", None))]
+    """The targets that have a boot test today (read from the target classes, not listed by hand)."""
+    return [t.value for t in TargetName if callable(getattr(t.load(), "boot_test", None))]
 
 
 def _store_derived(repo: Any, image: Image, target: str, site: str, path: Path, fmt: str,
@@ -214,7 +214,7 @@ def vet_path(path: Path, target: str | None = None, fmt: str | None = None) -> V
 
 
 def _policy(target: str | None) -> VetPolicy:
-    return target_class(target_name(target)).vet_policy if target else NO_TARGET_POLICY
+    return target_name(target).load().vet_policy if target else NO_TARGET_POLICY
 
 
 def deregister(repo: Any, settings: Settings, image_id: str, target: str, site: str | None = None) -> Image:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from rain.config import Settings, read_yaml_mapping
 from rain.errors import ConfigError
-from rain.register.targets.base import Target, TargetName, target_class, target_name
+from rain.register.targets.base import SiteSettings, Target, TargetName, target_name
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def open_target(settings: Settings, target: str, site: str | None = None) -> tup
     """Validate the site's settings and build its target provider (no network yet)."""
     name = target_name(target)
     model, site = _site_settings(settings, name, site)
-    return target_class(name)(model, site, settings), site
+    return name.load()(model, site, settings), site
 
 
 def open_offline(settings: Settings, target: str, site: str | None = None) -> tuple[Target, str]:
@@ -51,7 +51,7 @@ def open_offline(settings: Settings, target: str, site: str | None = None) -> tu
 
     Without a site, the site settings are the defaults; the fields only publishing needs are None."""
     name = target_name(target)
-    cls = target_class(name)
+    cls = name.load()
     if site is not None:
         model, site = _site_settings(settings, name, site)
     else:
@@ -61,7 +61,7 @@ def open_offline(settings: Settings, target: str, site: str | None = None) -> tu
     return cls(model, site, settings, offline=True), site
 
 
-def _site_settings(settings: Settings, name: TargetName, site: str | None) -> tuple[Any, str]:
+def _site_settings(settings: Settings, name: TargetName, site: str | None) -> tuple[SiteSettings, str]:
     """The named (or only, or default) site of the target, validated."""
     path = settings.targets_path
     data = _read(path)
@@ -79,7 +79,7 @@ def _site_settings(settings: Settings, name: TargetName, site: str | None) -> tu
     if site not in sites:
         raise ConfigError(f"no {name.value} site {site!r} in {path}",
                           hint="sites: " + ", ".join(sorted(sites)))
-    cls = target_class(name)
+    cls = name.load()
     try:
         model = cls.site_model.model_validate(sites[site] or {})
     except ValidationError as e:
