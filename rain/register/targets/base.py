@@ -11,10 +11,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, cast, runtime_checkable
 
-from rain.credentials import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
 from rain.errors import InvalidInput
 from rain.plugins import load_class
 from rain.register.models import Label, Packed, VetPolicy
+from rain.settings_file import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
 
 if TYPE_CHECKING:
     from rain.config import Settings
