@@ -96,26 +96,26 @@ def _has_kernel(root: Path) -> bool:
         return False
 
 
-def register(repo: Any, settings: Settings, image_id: str, target: str, site: str | None = None,
+def register(repo: Any, settings: Settings, image_id: str, target_text: str, site: str | None = None,
              boot_test: bool = False, reporter: Reporter | None = None,
              boot_timeout: float = BOOT_TIMEOUT, output: Path | None = None, force: bool = False) -> Outcome:
     """Vet, adapt and pack an image for a target, boot-test it if asked, then publish it and record
     the registration, or, with `output`, write it to that path and note the export in the history."""
     reporter = reporter or QuietReporter()
     timings: dict[str, float] = {}
-    name = target_name(target)
+    name = target_name(target_text)
     if output is not None:  # a site Rain cannot reach: no credentials, no targets file needed
         export.check_destination(output, force)
-        provider, site_name = open_offline(settings, name, site)
+        target, site_name = open_offline(settings, name, site)
     else:
-        provider, site_name = open_target(settings, name, site)  # settings checked before a byte moves
-    if boot_test and not isinstance(provider, BootTestable):
+        target, site_name = open_target(settings, name, site)  # settings checked before a byte moves
+    if boot_test and not isinstance(target, BootTestable):
         raise InvalidInput(f"--boot-test is not available for {name.value}",
                            hint="targets with a boot test: " + ", ".join(boot_testable_targets()))
     image = repo.show(image_id)
     with tempfile.TemporaryDirectory(prefix="rain-register-") as tmp, contextlib.ExitStack() as undo:
         work = Path(tmp)  # removed on success and failure alike; `undo` holds only what a failure takes back
-        root, report = fetch_and_vet(repo, image, name.value, provider.vet_policy, work, reporter, timings,
+        root, report = fetch_and_vet(repo, image, name.value, target.vet_policy, work, reporter, timings,
                                      settings.unpack_max, store=output is None)
         if report.verdict != "pass":
             raise VetRejected(report, hint=f"fix the image and upload it again; `fg-image vet {image.id} "
@@ -124,27 +124,27 @@ def register(repo: Any, settings: Settings, image_id: str, target: str, site: st
             adapt_log = settings.data_path / "adapt-logs" / f"{image.id}-{name.value}.log"
             adapt_log.parent.mkdir(parents=True, exist_ok=True)
             adapt_log.unlink(missing_ok=True)
-            changes = provider.adapt(root, Sandbox(settings, repo, adapt_log))
+            changes = target.adapt(root, Sandbox(settings, repo, adapt_log))
         with _timed(reporter, timings, "vet-adapted"):  # what adapt installed is vetted like the image itself
-            adapt.vet_adapted(root, f"{image.name} ({image.id})", provider.vet_policy, name.value,
+            adapt.vet_adapted(root, f"{image.name} ({image.id})", target.vet_policy, name.value,
                               image.accepted_rules.get(name.value, []))
         with _timed(reporter, timings, "pack"):
-            packed = provider.pack(root, work / "packed")
+            packed = target.pack(root, work / "packed")
         if boot_test:
             log_path = settings.data_path / "boot-logs" / f"{image.id}-{name.value}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with _timed(reporter, timings, "boot-test"):
-                provider.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
+                target.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
         if output is not None:
             return _export(repo, image, name, site_name, packed, output, force, report, changes, timings, reporter)
         arch = ARCH_NAMES.get(image.os.arch, image.os.arch) or "x86_64"
         label = Label(image.id, image.name, image.os.family, image.os.release, arch)
         with _timed(reporter, timings, "publish"):
-            remote_id = provider.publish(packed, label)
-            undo.callback(provider.delete, remote_id)
+            remote_id = target.publish(packed, label)
+            undo.callback(target.delete, remote_id)
         with _timed(reporter, timings, "record"):
             derived = _store_derived(repo, image, name.value, site_name, packed.primary_path,
-                                     provider.derived_format, changes)
+                                     target.derived_format, changes)
             undo.callback(repo.remove, derived.id, True)
             detail = {"derived_image": derived.id, "files": sorted(packed.files), "changes": changes,
                       "timings": timings}
@@ -217,11 +217,11 @@ def _policy(target: str | None) -> VetPolicy:
     return target_name(target).load().vet_policy if target else NO_TARGET_POLICY
 
 
-def deregister(repo: Any, settings: Settings, image_id: str, target: str, site: str | None = None) -> Image:
+def deregister(repo: Any, settings: Settings, image_id: str, target_text: str, site: str | None = None) -> Image:
     """Delete the caller's registrations of the image from the target site and drop their records.
 
     Only the caller's own: another user's copy lives in their project, reached with their credentials."""
-    name = target_name(target)
+    name = target_name(target_text)
     me = repo.whoami().name
     image = repo.show(image_id)
     regs = [r for r in image.registrations
@@ -231,9 +231,9 @@ def deregister(repo: Any, settings: Settings, image_id: str, target: str, site: 
                            + (f" site {site}" if site else "") + " by you",
                            hint=f"`fg-image registrations {image_id}` lists where it is registered and by whom")
     for site_name in sorted({r.site for r in regs}):
-        provider, _ = open_target(settings, name, site_name)
+        target, _ = open_target(settings, name, site_name)
         for reg in regs:
             if reg.site == site_name:
-                provider.delete(reg.remote_id)
+                target.delete(reg.remote_id)
         image = repo.remove_registration(image_id, name.value, site_name)
     return image

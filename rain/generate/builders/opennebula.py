@@ -109,16 +109,15 @@ class OpenNebulaProvider:
     name = "opennebula"
 
     def __init__(self, settings: Settings, repo: Any = None) -> None:
-        self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",
-                                                                     OpenNebulaBuilderSettings)
-        self.limit = self.settings.limit
+        self.conf: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula", OpenNebulaBuilderSettings)
+        self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "opennebula" / "kept"
         """--on-error keep: the login keys of machines left running."""
-        self.one = OneClient(self.settings.endpoint, self.settings.username, self.settings.secret("password"),
+        self.one = OneClient(self.conf.endpoint, self.conf.username, self.conf.secret("password"),
                              failure=BuildError, settings_file="builders file")
 
     def _template(self, build_name: str, keys: MachineKeys) -> str:
-        s = self.settings
+        s = self.conf
         context: Vector = [("NETWORK", "YES"), ("SSH_PUBLIC_KEY", keys.client.public_line),
                            ("RAIN_SSH_HOST_KEY", base64.b64encode(keys.host.private_openssh.encode()).decode())]
         if s.template_id is not None:
@@ -134,7 +133,7 @@ class OpenNebulaProvider:
         return render_template([("NAME", f"rain-{build_name}"), *body, ("CONTEXT", merged)])
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
-        s = self.settings
+        s = self.conf
         deadline = Deadline.after(s.boot_timeout)
         vm_id = int(self.one("one.vm.allocate", self._template(build_name, keys), False))
         what = f"OpenNebula VM {vm_id}"
@@ -169,7 +168,7 @@ class OpenNebulaProvider:
             seen["ip"] = ips[0]
             return True
 
-        if not poll(running, deadline, self.settings.poll_interval):
+        if not poll(running, deadline, self.conf.poll_interval):
             raise BuildError(f"OpenNebula VM {vm_id} still {seen['state']} after {deadline.seconds:.0f}s",
                              hint="the cloud may lack capacity; raise boot_timeout in the builders file")
         return str(seen["ip"])
