@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 from rain.errors import InvalidInput
+from rain.image.disk import make_disk
 from rain.plugins import load_class
+from rain.register import disk
 from rain.register.models import Label, Packed, VetPolicy
 from rain.settings_file import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
 
@@ -96,3 +98,11 @@ def target_name(text: str) -> TargetName:
         raise InvalidInput(f"unknown target {text!r}",
                            hint="valid targets: " + ", ".join(t.value for t in TargetName)) from None
 
+
+def pack_qcow2(root: Path, out: Path) -> Packed:
+    """The cloud targets' pack: a bootable disk of `root`, as qcow2 in `out` (the raw disk is removed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    raw = make_disk(root, out / "disk.raw", bootable=True).path
+    qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
+    raw.unlink()
+    return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
