@@ -30,12 +30,12 @@ from typing import Any, ClassVar
 from pydantic import model_validator
 
 from rain.config import Settings
-from rain.credentials import Credentials, one_secret
 from rain.errors import BuildError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.opennebula import OneClient
+from rain.settings_file import Credentials, one_secret
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
