@@ -223,9 +223,9 @@ def builders_reference() -> str:
 
 def targets_reference() -> str:
     """Each target's site settings in the targets file, from its site model (docs/targets.md)."""
-    from rain.register.targets.base import TargetName, target_class
+    from rain.register.targets.base import TargetName
 
-    return _sections([(name.value, target_class(name).site_model) for name in TargetName])
+    return _sections([(name.value, name.load().site_model) for name in TargetName])
 
 
 def _sections(sections: list[tuple[str, type[BaseModel]]]) -> str:

@@ -22,9 +22,9 @@ def image_cmd(
                                                           "(e.g. after a Debian point release)"),
 ) -> None:
     """Make sure the qemu builder image is in the repository and prepared here; print its id."""
-    from rain.generate.builders.base import get_provider
+    from rain.generate.builders.qemu import QemuProvider
 
-    provider = get_provider("qemu", settings(), open_repo())
+    provider = QemuProvider(settings(), open_repo())
     reporter = step_reporter()
     image_id = provider.ensure_image(reporter, rebuild=rebuild)
     provider.prepare(image_id, reporter)

@@ -13,13 +13,23 @@ import json
 import posixpath
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rain.arch import DEB_NAMES, Architecture
 from rain.config import parse_size
+from rain.plugins import load_class
 from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE, matching
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rain.config import Settings
+    from rain.generate.bootstrap.base import Bootstrapper
+    from rain.generate.builders.base import Builder
+    from rain.generate.builders.machine import Provider
+    from rain.repository.base import Repository
 
 
 class OsFamily(StrEnum):
@@ -33,6 +43,17 @@ class OsFamily(StrEnum):
     @property
     def is_debian(self) -> bool:
         return self in (OsFamily.DEBIAN, OsFamily.UBUNTU)
+
+    def bootstrapper(self) -> type[Bootstrapper]:
+        """This family's bootstrapper class (imported now, not at start-up)."""
+        path = _BOOTSTRAPPERS["debian" if self.is_debian else "rhel"]
+        return cast("type[Bootstrapper]", load_class(path))
+
+
+_BOOTSTRAPPERS = {
+    "debian": "rain.generate.bootstrap.debian:DebianBootstrapper",
+    "rhel": "rain.generate.bootstrap.rhel:RhelBootstrapper",
+}
 
 
 class Variant(StrEnum):
@@ -237,6 +258,28 @@ class BuilderChoice(StrEnum):
     QEMU = "qemu"
     OPENNEBULA = "opennebula"
     OPENSTACK = "openstack"
+
+    @property
+    def is_vm(self) -> bool:
+        """Builds on a machine a provider launches (`remote.SSHBuilder` builds there), not on this host."""
+        return self in _PROVIDERS
+
+    def builder(self) -> Callable[[], Builder]:
+        """The class of the builder that runs on this host (`local` only; VM builders are SSHBuilder)."""
+        return cast("Callable[[], Builder]", load_class(_LOCAL_BUILDERS[self]))
+
+    def provider(self) -> Callable[[Settings, Repository | None], Provider]:
+        """The class that launches this builder's machines, built from (settings, repo) (VM builders only)."""
+        return cast("Callable[[Settings, Repository | None], Provider]", load_class(_PROVIDERS[self]))
+
+
+_LOCAL_BUILDERS = {BuilderChoice.LOCAL: "rain.generate.builders.local:LocalBuilder"}
+_PROVIDERS = {
+    BuilderChoice.QEMU: "rain.generate.builders.qemu:QemuProvider",
+    BuilderChoice.OPENNEBULA: "rain.generate.builders.opennebula:OpenNebulaProvider",
+    BuilderChoice.OPENSTACK: "rain.generate.builders.openstack:OpenStackProvider",
+}
+"""VM builders: a Provider launches machines, `remote.SSHBuilder` builds on them."""
 
 
 class Recipe(Strict):

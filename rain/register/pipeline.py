@@ -24,7 +24,7 @@ from rain.progress import Reporter
 from rain.register import adapt, export
 from rain.register.chroot import Sandbox
 from rain.register.models import NO_TARGET_POLICY, Label, Outcome, Packed, VetPolicy, VetReport
-from rain.register.targets.base import BootTestable, TargetName, target_class, target_name
+from rain.register.targets.base import BootTestable, TargetName, target_name
 from rain.register.targets.sites import open_offline, open_target
 from rain.register.unpack import unpack
 from rain.register.vet import VetRejected, vet_tree  # noqa: F401  (VetRejected: the CLI imports it here)
@@ -79,25 +79,25 @@ def _has_kernel(root: Path) -> bool:
         return False
 
 
-def register(repo: Repository, settings: Settings, image_id: str, target: str, site: str | None = None,
+def register(repo: Repository, settings: Settings, image_id: str, target_text: str, site: str | None = None,
              boot_test: bool = False, reporter: Reporter | None = None,
              boot_timeout: float = BOOT_TIMEOUT, output: Path | None = None, force: bool = False) -> Outcome:
     """Vet, adapt and pack an image for a target, boot-test it if asked, then publish it and record
     the registration, or, with `output`, write it to that path and note the export in the history."""
     reporter = (reporter or Reporter(_logged)).child("")  # this registration's timings only
-    name = target_name(target)
+    name = target_name(target_text)
     if output is not None:  # a site Rain cannot reach: no credentials, no targets file needed
         export.check_destination(output, force)
-        provider, site_name = open_offline(settings, name, site)
+        target, site_name = open_offline(settings, name, site)
     else:
-        provider, site_name = open_target(settings, name, site)  # settings checked before a byte moves
-    if boot_test and not isinstance(provider, BootTestable):
+        target, site_name = open_target(settings, name, site)  # settings checked before a byte moves
+    if boot_test and not isinstance(target, BootTestable):
         raise InvalidInput(f"--boot-test is not available for {name.value}",
                            hint="targets with a boot test: " + ", ".join(boot_testable_targets()))
     image = repo.show(image_id)
     with tempfile.TemporaryDirectory(prefix="rain-register-") as tmp, contextlib.ExitStack() as undo:
         work = Path(tmp)  # removed on success and failure alike; `undo` holds only what a failure takes back
-        root, report = fetch_and_vet(repo, image, name.value, provider.vet_policy, work, reporter,
+        root, report = fetch_and_vet(repo, image, name.value, target.vet_policy, work, reporter,
                                      settings.unpack_max, store=output is None)
         if report.verdict != "pass":
             raise VetRejected(report, hint=f"fix the image and upload it again; `fg-image vet {image.id} "
@@ -106,28 +106,28 @@ def register(repo: Repository, settings: Settings, image_id: str, target: str, s
             adapt_log = settings.data_path / "adapt-logs" / f"{image.id}-{name.value}.log"
             adapt_log.parent.mkdir(parents=True, exist_ok=True)
             adapt_log.unlink(missing_ok=True)
-            changes = provider.adapt(root, Sandbox(settings, repo, adapt_log))
+            changes = target.adapt(root, Sandbox(settings, repo, adapt_log))
         with reporter.step("vet-adapted"):  # what adapt installed is vetted like the image itself
-            adapt.vet_adapted(root, f"{image.name} ({image.id})", provider.vet_policy, name.value,
+            adapt.vet_adapted(root, f"{image.name} ({image.id})", target.vet_policy, name.value,
                               image.accepted_rules.get(name.value, []))
         with reporter.step("pack"):
-            packed = provider.pack(root, work / "packed")
+            packed = target.pack(root, work / "packed")
         if boot_test:
             log_path = settings.data_path / "boot-logs" / f"{image.id}-{name.value}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with reporter.step("boot-test"):
-                provider.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
+                target.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
         if output is not None:
             return _export(repo, image, name, site_name, packed, output, force, report, changes, reporter)
         known = Architecture.lookup(image.os.arch)  # Debian's names → the clouds' (Glance, labels)
         arch = known.cloud if known else image.os.arch or "x86_64"
         label = Label(image.id, image.name, image.os.family, image.os.release, arch)
         with reporter.step("publish"):
-            remote_id = provider.publish(packed, label)
-            undo.callback(provider.delete, remote_id)
+            remote_id = target.publish(packed, label)
+            undo.callback(target.delete, remote_id)
         with reporter.step("record"):
             derived = _store_derived(repo, image, name.value, site_name, packed.primary_path,
-                                     provider.derived_format, changes)
+                                     target.derived_format, changes)
             undo.callback(repo.remove, derived.id, True)
             detail = {"derived_image": derived.id, "files": sorted(packed.files), "changes": changes,
                       "timings": reporter.seconds()}  # the steps before this one
@@ -157,8 +157,8 @@ def _export(repo: Repository, image: Image, name: TargetName, site_name: str, pa
 
 
 def boot_testable_targets() -> list[str]:
-    """The targets whose provider has a boot test today (read from the providers, not listed by hand)."""
-    return [t.value for t in TargetName if callable(getattr(target_class(t), "boot_test", None))]
+    """The targets that have a boot test today (read from the target classes, not listed by hand)."""
+    return [t.value for t in TargetName if callable(getattr(t.load(), "boot_test", None))]
 
 
 def _store_derived(repo: Repository, image: Image, target: str, site: str, path: Path, fmt: str,
@@ -198,14 +198,14 @@ def vet_path(path: Path, target: str | None = None, fmt: str | None = None) -> V
 
 
 def _policy(target: str | None) -> VetPolicy:
-    return target_class(target_name(target)).vet_policy if target else NO_TARGET_POLICY
+    return target_name(target).load().vet_policy if target else NO_TARGET_POLICY
 
 
-def deregister(repo: Repository, settings: Settings, image_id: str, target: str, site: str | None = None) -> Image:
+def deregister(repo: Repository, settings: Settings, image_id: str, target_text: str, site: str | None = None) -> Image:
     """Delete the caller's registrations of the image from the target site and drop their records.
 
     Only the caller's own: another user's copy lives in their project, reached with their credentials."""
-    name = target_name(target)
+    name = target_name(target_text)
     me = repo.whoami().name
     image = repo.show(image_id)
     regs = [r for r in image.registrations
@@ -215,9 +215,9 @@ def deregister(repo: Repository, settings: Settings, image_id: str, target: str,
                            + (f" site {site}" if site else "") + " by you",
                            hint=f"`fg-image registrations {image_id}` lists where it is registered and by whom")
     for site_name in sorted({r.site for r in regs}):
-        provider, _ = open_target(settings, name, site_name)
+        target, _ = open_target(settings, name, site_name)
         for reg in regs:
             if reg.site == site_name:
-                provider.delete(reg.remote_id)
+                target.delete(reg.remote_id)
         image = repo.remove_registration(image_id, name.value, site_name)
     return image

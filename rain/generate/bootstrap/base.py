@@ -1,4 +1,4 @@
-"""Bootstrappers: one per OS family, looked up lazily by family.
+"""Bootstrappers: one per OS family, looked up lazily by family (`OsFamily.bootstrapper()`).
 
 A bootstrapper fills the builder's root with a base system (from the base
 cache when it can), installs the recipe's packages with the image's own
@@ -7,7 +7,6 @@ package manager, lists what is installed, and tidies up before packing.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,12 +34,5 @@ class Bootstrapper(Protocol):
         """Drop package-manager caches and build-only state from the image."""
 
 
-_REGISTRY = {
-    "debian": "rain.generate.bootstrap.debian:DebianBootstrapper",
-    "rhel": "rain.generate.bootstrap.rhel:RhelBootstrapper",
-}
-
-
 def get_bootstrapper(family: OsFamily) -> Bootstrapper:
-    module, _, cls = _REGISTRY["debian" if family.is_debian else "rhel"].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    return family.bootstrapper()()

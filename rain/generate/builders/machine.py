@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
 
 
 @dataclass(frozen=True)

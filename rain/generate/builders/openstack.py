@@ -41,7 +41,7 @@ from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreac
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
 from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
 
@@ -74,12 +74,11 @@ class OpenStackProvider:
     """Set by the build; unused: only qemu has slow one-time work to report."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
-        self.settings: OpenStackBuilderSettings = provider_settings(settings, "openstack",
-                                                                    OpenStackBuilderSettings)
-        self.limit = self.settings.limit
+        self.conf: OpenStackBuilderSettings = provider_settings(settings, "openstack", OpenStackBuilderSettings)
+        self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "openstack" / "kept"
         """--on-error keep: the login keys of machines left running."""
-        s = self.settings
+        s = self.conf
         self._auth = v3.Password(auth_url=s.auth_url, username=s.username, password=s.secret("password"),
                                  user_domain_name=s.user_domain_name, project_name=s.project_name,
                                  project_domain_name=s.project_domain_name)
@@ -88,7 +87,7 @@ class OpenStackProvider:
         """A client for one machine: novaclient's name look-ups switch the client's service type
         while they run, so clients are not shared between the pool's threads (the token is)."""
         return nova_client.Client("2.1", session=ks_session.Session(auth=self._auth, timeout=60),
-                                  region_name=self.settings.region, endpoint_type=self.settings.interface)
+                                  region_name=self.conf.region, endpoint_type=self.conf.interface)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -98,15 +97,15 @@ class OpenStackProvider:
         except RainError:
             raise
         except (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.UnknownConnectionError) as e:
-            raise Unreachable(f"cannot reach OpenStack ({what}) at {self.settings.auth_url}: {one_line(e)}",
+            raise Unreachable(f"cannot reach OpenStack ({what}) at {self.conf.auth_url}: {one_line(e)}",
                               hint="check auth_url in the builders file and the network") from e
         except (ks_exc.Unauthorized, nova_exc.Unauthorized, nova_exc.Forbidden) as e:
             raise Unauthorized(f"OpenStack refused {what}: {one_line(e)}",
                                hint="check username, password_env/password_file, project and domains "
                                     "in the builders file") from e
         except (ks_exc.EndpointNotFound, ks_exc.EmptyCatalog) as e:
-            raise ConfigError(f"OpenStack has no {self.settings.interface} compute endpoint "
-                              f"(region {self.settings.region or 'any'}) for {what}",
+            raise ConfigError(f"OpenStack has no {self.conf.interface} compute endpoint "
+                              f"(region {self.conf.region or 'any'}) for {what}",
                               hint="check region and interface in the builders file") from e
         except (nova_exc.ClientException, ks_exc.ClientException) as e:
             raise BuildError(f"OpenStack {what} failed: {one_line(e)}") from e
@@ -136,7 +135,7 @@ class OpenStackProvider:
         return str(nova.neutron.find_network(value).id)
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
-        s = self.settings
+        s = self.conf
         deadline = Deadline.after(s.boot_timeout)
         nova = self._nova()
         image = self._lookup("image", s.image, nova.glance.find_image)
@@ -180,7 +179,7 @@ class OpenStackProvider:
             seen["ip"] = self._address(server_id, server.addresses or {})
             return True
 
-        if not poll(active, deadline, self.settings.poll_interval):
+        if not poll(active, deadline, self.conf.poll_interval):
             raise BuildError(f"OpenStack server {server_id} still {seen['status']} after {deadline.seconds:.0f}s",
                              hint="the cloud may be slow or full; raise boot_timeout in the builders file")
         return seen["ip"]
@@ -188,7 +187,7 @@ class OpenStackProvider:
     def _address(self, server_id: str, addresses: dict[str, list[dict[str, Any]]]) -> str:
         v4 = [(net, a) for net, items in addresses.items() for a in items if a.get("version") == 4]
         for wanted in (lambda net, a: a.get("OS-EXT-IPS:type") == "floating",
-                       lambda net, a: net == self.settings.network, lambda net, a: True):
+                       lambda net, a: net == self.conf.network, lambda net, a: True):
             for net, a in v4:
                 if wanted(net, a):
                     return str(a["addr"])

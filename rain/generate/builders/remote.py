@@ -105,6 +105,13 @@ def _slot(provider: Provider) -> threading.BoundedSemaphore:
         return _slots[provider.name]
 
 
+def _session(handle: Handle) -> Session:
+    """The handle's session on its machine (start made it; a handle without one was never started)."""
+    if handle.remote is None:
+        raise RuntimeError(f"build {handle.spec.name} has no machine: start() did not finish")
+    return handle.remote
+
+
 class SSHBuilder:
     local = False
 
@@ -222,7 +229,7 @@ class SSHBuilder:
         from rain.generate.bootstrap.clone import safe_extract
 
         self.leave(handle)
-        s: Session = handle.remote
+        s = _session(handle)
         chan = self._open(s, ["tar", "-C", handle.inner_root, *TAR_OPTS, "--one-file-system", "-I", WIRE_ZSTD,
                               "-cf", "-", "."], env=None)
         try:
@@ -252,7 +259,7 @@ class SSHBuilder:
         if handle.entered:
             return
         handle.entered = True
-        state = f"{handle.remote.workspace}/chroot.state"
+        state = f"{_session(handle).workspace}/chroot.state"
         handle.undo.callback(chroot_script, self.outside, handle, "leave", state)
         chroot_script(self.outside, handle, "enter", state, "1" if handle.spec.debian else "0")
 
@@ -277,7 +284,7 @@ class SSHBuilder:
     def _exec(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
               stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None, what: str = "",
               check: bool = True, cleanup: bool = False) -> Result:
-        s: Session = handle.remote
+        s = _session(handle)
         chan = self._open(s, argv, env, cleanup)
         chan.set_combine_stderr(stdout is None)
         sender = None

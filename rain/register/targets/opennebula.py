@@ -19,12 +19,11 @@ from typing import ClassVar
 
 from rain.config import Settings
 from rain.errors import TargetError
-from rain.image.disk import make_disk
 from rain.opennebula import OneClient
-from rain.register import adapt, cloudtest, disk
+from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import Firmware, SiteSettings, TargetName, one_secret
+from rain.register.targets.base import Firmware, SiteSettings, TargetName, one_secret, pack_qcow2
 
 log = logging.getLogger(__name__)
 STATES = {0: "INIT", 1: "READY", 2: "USED", 3: "DISABLED", 4: "LOCKED", 5: "ERROR", 6: "CLONE", 7: "DELETE",
@@ -70,11 +69,7 @@ class OpenNebulaTarget:
         return adapt.cloud_disk(root, self.profile, sandbox) + adapt.one_username(root)
 
     def pack(self, root: Path, out: Path) -> Packed:
-        out.mkdir(parents=True, exist_ok=True)
-        raw = make_disk(root, out / "disk.raw", bootable=True).path
-        qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
-        raw.unlink()
-        return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
+        return pack_qcow2(root, out)
 
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
         """Boot the packed disk as opennebula would (opennebula, virtio, the site's firmware) to an SSH login."""

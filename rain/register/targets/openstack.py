@@ -20,11 +20,10 @@ import requests
 from rain.config import Settings
 from rain.credentials import KeystoneAuth
 from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
-from rain.image.disk import make_disk
-from rain.register import adapt, cloudtest, disk
+from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import Firmware, SiteSettings, TargetName
+from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_qcow2
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +67,7 @@ class OpenStackTarget:
         return adapt.cloud_disk(root, self.profile, sandbox)
 
     def pack(self, root: Path, out: Path) -> Packed:
-        out.mkdir(parents=True, exist_ok=True)
-        raw = make_disk(root, out / "disk.raw", bootable=True).path
-        qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
-        raw.unlink()
-        return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
+        return pack_qcow2(root, out)
 
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
         """Boot the packed disk as openstack would (config-drive, virtio, the site's firmware) to an SSH login."""
