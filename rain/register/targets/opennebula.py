@@ -17,10 +17,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import ClassVar
 
+from rain.clouds.opennebula import OneClient
 from rain.config import Settings
 from rain.errors import TargetError
 from rain.image.disk import make_disk
-from rain.opennebula import OneClient
 from rain.register import adapt, cloudtest, disk
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
