@@ -60,18 +60,3 @@ def one_secret(*fields: str) -> Any:
 
     return check
 
-
-class KeystoneAuth(Credentials):
-    """How Rain logs in to an OpenStack cloud (Keystone v3, password): the register target and the builder."""
-
-    auth_url: str
-    """Keystone v3, e.g. https://keystone.example.org:5000/v3."""
-    username: str
-    password_env: str | None = None
-    password_file: str | None = None
-    user_domain_name: str = "Default"
-    project_name: str
-    project_domain_name: str = "Default"
-    region: str | None = None
-    interface: str = "public"
-    check_secrets = one_secret("password")
