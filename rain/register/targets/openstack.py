@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import requests
+from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
 
 from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_session, password_login
@@ -99,8 +100,11 @@ class OpenStackTarget:
         if self._glance:
             return self._glance
         with keystone_errors(self.site, "authentication", TargetError, "image"):
-            url = self._keystone().get_endpoint(service_type="image", interface=self.site.interface,
-                                                region_name=self.site.region, skip_discovery=True)
+            try:
+                url = self._keystone().get_endpoint(service_type="image", interface=self.site.interface,
+                                                    region_name=self.site.region, skip_discovery=True)
+            except (ks_exc.EndpointNotFound, ks_exc.EmptyCatalog):
+                url = None  # logged in, but the catalog has no such Glance: said below, as a TargetError
         if not url:
             raise TargetError(f"no Glance ({self.site.interface}, region {self.site.region or 'any'}) in the catalog",
                               hint="check region and interface in the targets file")
