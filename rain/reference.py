@@ -101,7 +101,7 @@ def field_docs(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _credential_doc(name: str) -> str:
-    """What a credential reference means (rain/credentials.py: only references, never values)."""
+    """What a credential reference means (rain/settings_file.py: only references, never values)."""
     if name.endswith("_env"):
         return f"name of the environment variable holding the {name[:-4].replace('_', ' ')} (never the value)"
     if name.endswith("_file"):

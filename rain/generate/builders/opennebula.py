@@ -30,12 +30,12 @@ from typing import Any, ClassVar
 
 from pydantic import model_validator
 
+from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_xml
 from rain.config import Settings
 from rain.errors import BuildError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
-from rain.opennebula import OneClient
 from rain.progress import Reporter
 from rain.repository.base import Repository
 from rain.settings_file import Credentials, one_secret
@@ -81,31 +81,6 @@ class OpenNebulaBuilderSettings(ProviderSettings, Credentials):
         if (self.template_id is None) == (self.image_id is None or self.network_id is None):
             raise ValueError("give template_id, or image_id and network_id (one of the two)")
         return self
-
-
-Vector = list[tuple[str, str]]
-Template = list[tuple[str, "str | Vector"]]
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render_template(template: Template) -> str:
-    """OpenNebula template syntax: NAME = "v" and NAME = [ K = "v", ... ] lines."""
-    lines = []
-    for name, value in template:
-        if isinstance(value, str):
-            lines.append(f"{name} = {_quote(value)}")
-        else:
-            lines.append(f"{name} = [ " + ", ".join(f"{k} = {_quote(v)}" for k, v in value) + " ]")
-    return "\n".join(lines) + "\n"
-
-
-def template_from_xml(node: ET.Element) -> Template:
-    """The TEMPLATE element one.template.info returns, as (name, value | vector) pairs."""
-    return [(child.tag, [(sub.tag, sub.text or "") for sub in child] if len(child) else child.text or "")
-            for child in node]
 
 
 class OpenNebulaProvider:

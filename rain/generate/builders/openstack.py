@@ -1,4 +1,5 @@
-"""OpenStackProvider: builder VMs as Nova servers, through python-novaclient on a Keystone v3 session.
+"""OpenStackProvider: builder VMs as Nova servers, through python-novaclient on Rain's Keystone session
+(rain.clouds.openstack: the login, and keystoneauth1's errors as Rain's).
 
 For each machine Rain imports a key pair holding its client public key
 (root's authorized key via cloud-init; the image needs `disable_root: false`,
@@ -29,15 +30,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from keystoneauth1 import exceptions as ks_exc
-from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
 
+from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_session, password_login, refused
 from rain.config import Settings
-from rain.credentials import KeystoneAuth
-from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable, one_line
+from rain.errors import BuildError, ConfigError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
@@ -78,36 +76,23 @@ class OpenStackProvider:
         self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "openstack" / "kept"
         """--on-error keep: the login keys of machines left running."""
-        s = self.conf
-        self._auth = v3.Password(auth_url=s.auth_url, username=s.username, password=s.secret("password"),
-                                 user_domain_name=s.user_domain_name, project_name=s.project_name,
-                                 project_domain_name=s.project_domain_name)
+        self._login = password_login(self.conf, self.conf.secret("password"))
 
     def _nova(self) -> Any:  # Any: python-novaclient ships no type hints
         """A client for one machine: novaclient's name look-ups switch the client's service type
         while they run, so clients are not shared between the pool's threads (the token is)."""
-        return nova_client.Client("2.1", session=ks_session.Session(auth=self._auth, timeout=60),
+        return nova_client.Client("2.1", session=keystone_session(self._login),
                                   region_name=self.conf.region, endpoint_type=self.conf.interface)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """novaclient / keystoneauth failures → Rain errors naming what was being done."""
         try:
-            yield
-        except RainError:
-            raise
-        except (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.UnknownConnectionError) as e:
-            raise Unreachable(f"cannot reach OpenStack ({what}) at {self.conf.auth_url}: {one_line(e)}",
-                              hint="check auth_url in the builders file and the network") from e
-        except (ks_exc.Unauthorized, nova_exc.Unauthorized, nova_exc.Forbidden) as e:
-            raise Unauthorized(f"OpenStack refused {what}: {one_line(e)}",
-                               hint="check username, password_env/password_file, project and domains "
-                                    "in the builders file") from e
-        except (ks_exc.EndpointNotFound, ks_exc.EmptyCatalog) as e:
-            raise ConfigError(f"OpenStack has no {self.conf.interface} compute endpoint "
-                              f"(region {self.conf.region or 'any'}) for {what}",
-                              hint="check region and interface in the builders file") from e
-        except (nova_exc.ClientException, ks_exc.ClientException) as e:
+            with keystone_errors(self.conf, what, BuildError):
+                yield
+        except (nova_exc.Unauthorized, nova_exc.Forbidden) as e:
+            raise refused(self.conf, what, e) from e
+        except nova_exc.ClientException as e:
             raise BuildError(f"OpenStack {what} failed: {one_line(e)}") from e
 
     def _lookup(self, kind: str, value: str, find: Callable[[str], Any]) -> Any:
