@@ -13,6 +13,7 @@ import typer
 from rain.cli import common
 from rain.cli.failures import known_failure
 from rain.cli.untrusted import markup
+from rain.cli.usage import is_usage_error, usage_error
 from rain.errors import ExitCode, RainError
 
 app = typer.Typer(
@@ -71,11 +72,9 @@ def main() -> None:
         common.err_console.print("[red]aborted[/red]")
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as e:  # click's usage errors (typer vendors click) and the unexpected
-        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            ctx = getattr(e, "ctx", None)
-            where = f"{ctx.command_path} --help" if ctx is not None else "fg-image --help"
-            common.print_error(RainError(e.format_message().rstrip("."), hint=f"see `{where}`"))
-            sys.exit(int(e.exit_code))
+        if is_usage_error(e):
+            common.print_error(usage_error(e))
+            sys.exit(int(getattr(e, "exit_code", ExitCode.USAGE)))
         if common.debug_enabled():
             raise
         known = known_failure(e)

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from rich.table import Table
 
 from rain.cli.common import console, err_console, open_repo, print_json, settings
 from rain.cli.untrusted import markup, plain
-from rain.errors import BuildError, Interrupted, InvalidInput
+from rain.errors import BuildError, Interrupted
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
+from rain.generate.builders.base import BuilderName
+from rain.generate.cache import CacheKind
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.progress import Reporter, plain_emitter
 from rain.generate.recipe import Format
@@ -53,41 +56,38 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _sets(set_: list[str], formats: list[str]) -> dict[str, Any]:
+def _sets(set_: list[str], formats: list[Format]) -> dict[str, Any]:
     sets = parse_overrides(set_)
     if formats:
-        valid = [f.value for f in Format]
-        bad = [f for f in formats if f not in valid]
-        if bad:
-            raise InvalidInput(f"unknown format {bad[0]!r}", hint="use one of " + ", ".join(valid))
-        sets["formats"] = formats
+        sets["formats"] = [f.value for f in formats]
     return sets
 
 
-BUILDER_HELP = ("where builds run: local (chroot here), qemu, opennebula, openstack (builder VMs); "
-                "default: the recipe's builder:, else local")
-ON_ERROR_HELP = "remove (default) or keep: leave a failed builder VM running for inspection"
+class OnError(StrEnum):
+    """What a failed build does with its builder VM. The core takes it as BuildOptions.on_error_keep."""
+
+    REMOVE = "remove"
+    KEEP = "keep"
 
 
-def _builder_options(builder: str | None, on_error: str) -> dict[str, Any]:
-    from rain.generate.builders.base import builder_name
+BUILDER_HELP = "where builds run: local is a chroot here, the others builder VMs; default: the recipe's, else local"
+ON_ERROR_HELP = "keep leaves a failed builder VM running for inspection"
 
-    if on_error not in ("remove", "keep"):
-        raise InvalidInput(f"--on-error must be remove or keep, not {on_error!r}",
-                           hint="--on-error keep leaves a failed builder VM running")
-    return {"builder": builder_name(builder).value if builder else None, "on_error_keep": on_error == "keep"}
+
+def _builder_options(builder: BuilderName | None, on_error: OnError) -> dict[str, Any]:
+    return {"builder": builder.value if builder else None, "on_error_keep": on_error is OnError.KEEP}
 
 
 def generate_cmd(
     recipe: Path = typer.Argument(..., help="recipe file (YAML)"),
     set_: list[str] = typer.Option([], "--set", help="override a field: --set os.release=trixie; repeatable"),
-    format_: list[str] = typer.Option([], "--format", help="tar.zst, raw, qcow2, squashfs; repeatable"),
+    format_: list[Format] = typer.Option([], "--format", help="an artifact to make; repeatable"),
     output: Path = typer.Option(None, "--output", "-o", help="also copy the artifacts and manifest.json here"),
     no_upload: bool = typer.Option(False, "--no-upload", help="build only; do not store in the repository"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results (packages stay)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    builder: str = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
-    on_error: str = typer.Option("remove", "--on-error", help=ON_ERROR_HELP),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
 ) -> None:
     """Build an image from a recipe and print the new image id(s)."""
     loaded = load_recipe(recipe, _sets(set_, format_))
@@ -124,13 +124,13 @@ def batch_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate everything and show what would be built"),
     keep_going: bool = typer.Option(False, "--keep-going", help="go on after a failed build"),
     set_: list[str] = typer.Option([], "--set", help="override a field in every recipe; repeatable"),
-    format_: list[str] = typer.Option([], "--format", help="formats for every recipe; repeatable"),
+    format_: list[Format] = typer.Option([], "--format", help="formats for every recipe; repeatable"),
     output: Path = typer.Option(None, "--output", "-o", help="also copy each build's files to DIR/IMAGE-NAME/"),
     no_upload: bool = typer.Option(False, "--no-upload", help="build only"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results"),
     as_json: bool = typer.Option(False, "--json", help="print the outcomes as JSON"),
-    builder: str = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
-    on_error: str = typer.Option("remove", "--on-error", help=ON_ERROR_HELP),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
 ) -> None:
     """Build every recipe of a batch file; ends with a table of each image and its outcome."""
     from rain.generate.batch import load_batch, run_batch
@@ -186,22 +186,18 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="print as JSON
 
 
 def cache_prune(
-    kind: list[str] = typer.Option([], "--kind", help="packages, bases or results; repeatable (default: all)"),
+    kind: list[CacheKind] = typer.Option([], "--kind", help="only this kind; repeatable (default: all)"),
     older_than: float = typer.Option(None, "--older-than", help="only entries unused for this many days"),
     force: bool = typer.Option(False, "--force", "-f", help="do not ask"),
 ) -> None:
     """Remove cache entries (all, or of a kind, or unused for a while)."""
-    from rain.generate.cache import Cache, CacheKind
+    from rain.generate.cache import Cache
 
-    try:
-        kinds = [CacheKind(k) for k in kind]
-    except ValueError:
-        raise InvalidInput(f"unknown cache kind in {kind}", hint="use packages, bases or results") from None
     what = ", ".join(kind) or "all caches"
     age = f" unused for {older_than:g} days" if older_than is not None else ""
     if not force and not typer.confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?"):
         raise typer.Abort()
-    gone = Cache.for_data(settings().data_path).prune(kinds or None,
+    gone = Cache.for_data(settings().data_path).prune(kind or None,
                                                       None if older_than is None else older_than * 86400)
     console.print(f"removed {len(gone)} entries, {_size(sum(e.size for e in gone))}")
 

@@ -11,6 +11,7 @@ import typer
 from rain.cli.build import progress_reporter
 from rain.cli.common import console, open_repo, print_json, settings
 from rain.errors import InvalidInput
+from rain.generate.builders.base import BuilderName
 
 app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
                   no_args_is_help=True)
@@ -33,13 +34,13 @@ def image_cmd(
 
 @app.command("check")
 def check_cmd(
-    name: str = typer.Argument(..., help="qemu, opennebula or openstack"),
+    name: BuilderName = typer.Argument(..., help="the builder whose machines to check (not local)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Start one builder machine, log in over SSH (pinned host key), run `uname -sr`, delete it."""
-    from rain.generate.builders.base import BuildSpec, builder_name, get_builder
+    from rain.generate.builders.base import BuildSpec, get_builder
 
-    if builder_name(name).value == "local":
+    if name is BuilderName.LOCAL:
         raise InvalidInput("the local builder has no machines to check", hint="check qemu, opennebula or openstack")
     builder = get_builder(name, settings(), open_repo() if name == "qemu" else None)
     with tempfile.TemporaryDirectory(prefix="rain-check-") as tmp:

@@ -16,6 +16,7 @@ from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.untrusted import markup, plain, visible
 from rain.errors import InvalidInput
 from rain.register.models import Outcome, VetReport
+from rain.register.targets.base import TargetName
 from rain.repository.models import ID_RE
 
 
@@ -53,7 +54,7 @@ def render_report(report: VetReport) -> None:
 
 def register_cmd(
     image_id: str = typer.Argument(..., help="id of the image in the repository"),
-    target: str = typer.Option(..., "--target", "-t", help="hpc, opennebula, openstack or ec2"),
+    target: TargetName = typer.Option(..., "--target", "-t", help="where to publish the image"),
     site: str = typer.Option(None, "--site", help="site name in the targets file (default: the only one / default)"),
     boot_test: bool = typer.Option(False, "--boot-test", help="boot the result under QEMU before publishing "
                                    "(or writing --output); a failed boot publishes nothing"),
@@ -71,7 +72,7 @@ def register_cmd(
         raise InvalidInput("--force applies to --output", hint="give --output PATH, or drop --force")
     repo = open_repo()
     try:
-        outcome = register(repo, settings(), image_id, target, site, boot_test, StepReporter(), boot_timeout,
+        outcome = register(repo, settings(), image_id, target.value, site, boot_test, StepReporter(), boot_timeout,
                            output, force)
     except VetRejected as e:
         render_report(e.report)
@@ -102,7 +103,7 @@ def _print_export(image_id: str, outcome: Outcome, as_json: bool) -> None:
 
 def vet_cmd(
     subject: str = typer.Argument(..., help="image id in the repository, or a local image file / root directory"),
-    target: str = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
+    target: TargetName = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
     format: str = typer.Option(None, "--format", help="format of a local file (default: from its name)"),
     accept: str = typer.Option(None, "--accept", help="admin: accept RULE for this image and target, then vet"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
@@ -114,14 +115,14 @@ def vet_cmd(
     if path.exists() and not ID_RE.match(subject):
         if accept:
             raise InvalidInput("--accept applies to repository images", hint="give an image id")
-        report = vet_path(path, target, format)
+        report = vet_path(path, target.value if target else None, format)
     elif ID_RE.match(subject):
         repo = open_repo()
         if accept:
             if not target:
                 raise InvalidInput("--accept needs --target", hint="a rule is accepted for one image and target")
-            repo.accept_rule(subject, target, accept)
-        report = vet_image(repo, subject, target, settings(), StepReporter())
+            repo.accept_rule(subject, target.value, accept)
+        report = vet_image(repo, subject, target.value if target else None, settings(), StepReporter())
     else:
         raise InvalidInput(f"{subject!r} is neither an image id nor an existing file or directory",
                            hint="give a 12-character image id or a path")
@@ -154,17 +155,17 @@ def registrations_cmd(
 
 def deregister_cmd(
     image_id: str = typer.Argument(...),
-    target: str = typer.Option(..., "--target", "-t"),
+    target: TargetName = typer.Option(..., "--target", "-t", help="the target to delete the image from"),
     site: str = typer.Option(None, "--site", help="only this site (default: every site of the target)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
 ) -> None:
     """Delete the image from a target and drop its registration record."""
     from rain.register.pipeline import deregister
 
-    where = f"{target}" + (f"/{site}" if site else " (every site)")
+    where = target.value + (f"/{site}" if site else " (every site)")
     if not yes and not typer.confirm(visible(f"delete image {image_id} from {where}?"), default=False):
         raise typer.Abort()
-    deregister(open_repo(), settings(), image_id, target, site)
+    deregister(open_repo(), settings(), image_id, target.value, site)
     console.print(plain(f"deregistered {image_id} from {where}"))
 
 
