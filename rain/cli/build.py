@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.cli.common import confirm, console, err_console, json_flag, open_repo, print_json, settings, yes_flag
 from rain.cli.untrusted import markup, plain
 from rain.errors import BuildError, Interrupted
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
@@ -85,7 +85,7 @@ def generate_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="also copy the artifacts and manifest.json here"),
     no_upload: bool = typer.Option(False, "--no-upload", help="build only; do not store in the repository"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results (packages stay)"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    as_json: bool = json_flag(),
     builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
     on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
 ) -> None:
@@ -128,7 +128,7 @@ def batch_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="also copy each build's files to DIR/IMAGE-NAME/"),
     no_upload: bool = typer.Option(False, "--no-upload", help="build only"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results"),
-    as_json: bool = typer.Option(False, "--json", help="print the outcomes as JSON"),
+    as_json: bool = json_flag(),
     builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
     on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
 ) -> None:
@@ -166,7 +166,7 @@ def batch_cmd(
                          hint="see the table above; --keep-going builds the rest after a failure")
 
 
-def cache_list(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
+def cache_list(as_json: bool = json_flag()) -> None:
     """Show cached packages, base systems and results with their sizes."""
     from rain.generate.cache import Cache
 
@@ -188,15 +188,15 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="print as JSON
 def cache_prune(
     kind: list[CacheKind] = typer.Option([], "--kind", help="only this kind; repeatable (default: all)"),
     older_than: float = typer.Option(None, "--older-than", help="only entries unused for this many days"),
-    force: bool = typer.Option(False, "--force", "-f", help="do not ask"),
+    yes: bool = yes_flag(),
 ) -> None:
     """Remove cache entries (all, or of a kind, or unused for a while)."""
     from rain.generate.cache import Cache
 
     what = ", ".join(kind) or "all caches"
     age = f" unused for {older_than:g} days" if older_than is not None else ""
-    if not force and not typer.confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?"):
-        raise typer.Abort()
+    if not yes:
+        confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?", f"removing {what}{age}")
     gone = Cache.for_data(settings().data_path).prune(kind or None,
                                                       None if older_than is None else older_than * 86400)
     console.print(f"removed {len(gone)} entries, {_size(sum(e.size for e in gone))}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from rain.cli.build import progress_reporter
-from rain.cli.common import console, open_repo, print_json, settings
+from rain.cli.common import console, json_flag, open_repo, print_json, settings
 from rain.errors import InvalidInput
 from rain.generate.builders.base import BuilderName
 
@@ -35,7 +35,7 @@ def image_cmd(
 @app.command("check")
 def check_cmd(
     name: BuilderName = typer.Argument(..., help="the builder whose machines to check (not local)"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Start one builder machine, log in over SSH (pinned host key), run `uname -sr`, delete it."""
     from rain.generate.builders.base import BuildSpec, get_builder

@@ -5,13 +5,13 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from rain.cli.common import console, print_json, settings
+from rain.cli.common import console, json_flag, print_json, settings
 
 config_app = typer.Typer(help="Rain's settings.", no_args_is_help=True)
 
 
 @config_app.command("show")
-def show(as_json: bool = typer.Option(False, "--json")) -> None:
+def show(as_json: bool = json_flag()) -> None:
     """Print every setting, its value (secrets redacted) and its source."""
     s = settings()
     rows = s.shown()

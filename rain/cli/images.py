@@ -12,12 +12,13 @@ import typer
 from pydantic import ValidationError
 
 from rain.cli import render
-from rain.cli.common import console, open_repo, print_json
+from rain.cli.common import confirm, console, json_flag, open_repo, print_json, yes_flag
 from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import transfer
 from rain.cli.untrusted import checked_id, local_file_name, markup, plain, visible
 from rain.errors import IntegrityError, InvalidInput
 from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
+from rain.sizes import human
 
 
 def invalid(e: ValidationError) -> InvalidInput:
@@ -38,7 +39,7 @@ def upload(
     tag: list[str] = typer.Option([], "--tag", help="a tag; repeat for more"),
     description: str = typer.Option("", "--description", help="free text"),
     public: bool = typer.Option(False, "--public", help="readable by every user"),
-    as_json: bool = typer.Option(False, "--json", help="print the record as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Store an image file in the repository and print its id."""
     if not path.is_file():
@@ -132,7 +133,7 @@ def list_images(
     sort: str = typer.Option("-created", "--sort", help="field to sort by; '-' for descending"),
     limit: int = typer.Option(100, "--limit"),
     skip: int = typer.Option(0, "--skip"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag(),
 ) -> None:
     """List the images you may read."""
     try:
@@ -144,7 +145,7 @@ def list_images(
     print_json(images) if as_json else render.images_table(images)
 
 
-def show(image_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def show(image_id: str = typer.Argument(...), as_json: bool = json_flag()) -> None:
     """Show one image: metadata, provenance, vetting, registrations and derived images."""
     repo = open_repo()
     image = repo.show(image_id)
@@ -186,16 +187,14 @@ def modify(
 def remove(
     image_id: str = typer.Argument(...),
     force: bool = typer.Option(False, "--force", help="remove even if it is registered on a target"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+    yes: bool = yes_flag(),
 ) -> None:
     """Remove an image (its bytes go when no other image shares them)."""
     repo = open_repo()
     image = repo.show(image_id)
     if not yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(f"not removing image {image.id} ({image.name}) without a yes",
-                               hint="pass --yes to remove it from a script")
-        typer.confirm(f"remove image {image.id} ({visible(image.name)}, {image.size} bytes)?", abort=True)
+        confirm(f"remove image {image.id} ({visible(image.name)}, {human(image.size)})?",
+                f"removing image {image.id} ({image.name})")
     repo.remove(image_id, force=force)
     console.print(plain(f"removed {image.id} ({image.name})"))
 
@@ -216,7 +215,7 @@ def history(
     image_id: str = typer.Argument(None, help="only this image"),
     user: str = typer.Option(None, "--user", help="only this user's actions"),
     limit: int = typer.Option(100, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Who did what to which image, when (newest first)."""
     events = open_repo().history(image_id, user, limit)

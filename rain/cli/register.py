@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.cli.common import confirm, console, err_console, json_flag, open_repo, print_json, settings, yes_flag
 from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.untrusted import markup, plain, visible
 from rain.errors import InvalidInput
@@ -62,7 +62,7 @@ def register_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="write the packed image here instead of publishing "
                                 "it (a file; a directory for hpc); no site or credentials needed"),
     force: bool = typer.Option(False, "--force", help="with --output: replace what is already there"),
-    as_json: bool = typer.Option(False, "--json", help="print the outcome as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Vet an image, adapt a copy for a target, publish it there and record the registration
     (or, with --output, write the copy to a file and note the export in the history)."""
@@ -106,7 +106,7 @@ def vet_cmd(
     target: TargetName = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
     format: str = typer.Option(None, "--format", help="format of a local file (default: from its name)"),
     accept: str = typer.Option(None, "--accept", help="admin: accept RULE for this image and target, then vet"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Vet an image and print the report; exit code 11 when the verdict is fail."""
     from rain.register.pipeline import VetRejected, vet_image, vet_path
@@ -136,7 +136,7 @@ def vet_cmd(
 
 def registrations_cmd(
     image_id: str = typer.Argument(...),
-    as_json: bool = typer.Option(False, "--json", help="print the registrations as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """List where an image is registered."""
     image = open_repo().show(image_id)
@@ -157,14 +157,14 @@ def deregister_cmd(
     image_id: str = typer.Argument(...),
     target: TargetName = typer.Option(..., "--target", "-t", help="the target to delete the image from"),
     site: str = typer.Option(None, "--site", help="only this site (default: every site of the target)"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    yes: bool = yes_flag(),
 ) -> None:
     """Delete the image from a target and drop its registration record."""
     from rain.register.pipeline import deregister
 
     where = target.value + (f"/{site}" if site else " (every site)")
-    if not yes and not typer.confirm(visible(f"delete image {image_id} from {where}?"), default=False):
-        raise typer.Abort()
+    if not yes:
+        confirm(visible(f"delete image {image_id} from {where}?"), f"deleting image {image_id} from {where}")
     deregister(open_repo(), settings(), image_id, target.value, site)
     console.print(plain(f"deregistered {image_id} from {where}"))
 

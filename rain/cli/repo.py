@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rain.cli.common import console, open_repo, print_json, settings
+from rain.cli.common import console, json_flag, open_repo, print_json, settings
 from rain.cli.untrusted import markup
 from rain.repository import embedded, embedded_disk
 from rain.sizes import human
@@ -16,7 +16,7 @@ repo_app = typer.Typer(help="The repository database: status, stop, garbage coll
 
 
 @repo_app.command("status")
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = json_flag()) -> None:
     """Where the repository is and whether it answers."""
     s = settings()
     if s.repo_url:
@@ -56,7 +56,7 @@ def stop() -> None:
 
 
 @repo_app.command("gc")
-def gc(as_json: bool = typer.Option(False, "--json")) -> None:
+def gc(as_json: bool = json_flag()) -> None:
     """Collect abandoned uploads and bytes no image refers to (administrators)."""
     report = open_repo().gc()
     if as_json:
