@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
+from rain.cli import render
 from rain.cli.common import confirm, console, err_console, json_flag, open_repo, print_json, settings, yes_flag
-from rain.cli.untrusted import markup, plain
+from rain.cli.untrusted import markup
 from rain.errors import BuildError, Interrupted
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.builders.base import BuilderName
@@ -23,6 +23,7 @@ from rain.generate.cache import CacheKind
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.progress import Reporter, plain_emitter
 from rain.generate.recipe import Format
+from rain.sizes import human
 
 cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, finished results.",
                         no_args_is_help=True)
@@ -147,19 +148,7 @@ def batch_cmd(
         print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
                      "image_ids": o.image_ids, "error": o.error} for o in outcomes])
     else:
-        table = Table(title=f"{file.name}: {len(outcomes)} builds in {time.monotonic() - t0:.0f}s")
-        for col in ("entry", "image", "outcome", "time", "image ids / error"):
-            table.add_column(col)
-        colour = {"built": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
-        for o in outcomes:
-            detail = o.error or " ".join(f"{v} ({k})" for k, v in o.image_ids.items())
-            if not detail and o.result is not None:
-                detail = str(o.result.directory)
-            c = colour.get(o.status, "cyan")
-            # labels like recipe.yaml[release=trixie] and errors quoting tool output are text, not rich markup
-            table.add_row(plain(o.label), plain(o.name), f"[{c}]{o.status}[/{c}]",
-                          f"{o.seconds:.0f}s" if o.seconds else "", plain(detail))
-        console.print(table)
+        render.batch_table(f"{file.name}: {len(outcomes)} builds in {time.monotonic() - t0:.0f}s", outcomes)
     failed = [o for o in outcomes if o.status in ("failed", "skipped")]
     if failed:
         raise BuildError(f"{len(failed)} of {len(outcomes)} builds did not finish",
@@ -175,14 +164,7 @@ def cache_list(as_json: bool = json_flag()) -> None:
         print_json([{"kind": str(e.kind), "key": e.key, "path": str(e.path), "size": e.size,
                      "last_used": e.last_used, "detail": e.detail} for e in entries])
         return
-    table = Table()
-    for col in ("kind", "key", "size", "last used", "detail"):
-        table.add_column(col)
-    for e in entries:
-        table.add_row(str(e.kind), e.key[:40], _size(e.size), time.strftime("%Y-%m-%d %H:%M",
-                      time.localtime(e.last_used)), plain(e.detail))
-    console.print(table)
-    console.print(f"total {_size(sum(e.size for e in entries))} in {settings().data_path / 'cache'}")
+    render.cache_table(entries, settings().data_path / "cache")
 
 
 def cache_prune(
@@ -199,15 +181,7 @@ def cache_prune(
         confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?", f"removing {what}{age}")
     gone = Cache.for_data(settings().data_path).prune(kind or None,
                                                       None if older_than is None else older_than * 86400)
-    console.print(f"removed {len(gone)} entries, {_size(sum(e.size for e in gone))}")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    console.print(f"removed {len(gone)} entries, {human(sum(e.size for e in gone))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
+from rain.cli import render
 from rain.cli.common import confirm, console, err_console, json_flag, open_repo, print_json, settings, yes_flag
 from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.untrusted import markup, plain, visible
@@ -43,7 +43,7 @@ def render_report(report: VetReport) -> None:
     if not report.findings:
         console.print("no findings")
         return
-    table = Table("rule", "severity", "", "what", "fix", "where", show_lines=False)
+    table = render.table("rule", "severity", "", "what", "fix", "where")
     for f in report.findings:
         state = "accepted" if f.accepted else ("BLOCKS" if f.blocking else "")
         # findings quote what the image holds: file names and contents its author chose
@@ -146,11 +146,7 @@ def registrations_cmd(
     if not image.registrations:
         console.print(plain(f"{image_id} is not registered anywhere"))
         return
-    table = Table("target", "site", "remote id", "when", "derived image")
-    for r in image.registrations:
-        table.add_row(plain(r.target), plain(r.site), plain(r.remote_id), r.when.strftime("%Y-%m-%d %H:%M"),
-                      plain(r.detail.get("derived_image", "")))
-    console.print(table)
+    render.registrations_table(image.registrations)
 
 
 def deregister_cmd(

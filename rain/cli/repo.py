@@ -63,7 +63,7 @@ def gc(as_json: bool = json_flag()) -> None:
         print_json(report)
     else:
         console.print(f"removed {report.uploads_removed} abandoned upload(s), {report.files_removed} "
-                      f"file(s), freed {report.bytes_freed} bytes")
+                      f"file(s), freed {human(report.bytes_freed)}")
 
 
 def serve(

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.table import Table
 from typer.core import TyperGroup
 
+from rain.cli import render
 from rain.cli.common import console, err_console, json_flag, open_repo, print_json
 from rain.errors import InvalidInput
 from rain.repository.models import TokenInfo
@@ -103,9 +103,7 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
     if not tokens:
         console.print("no tokens")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "USER", "NAME", "CREATED", "LAST USED", "EXPIRES"):
-        table.add_column(column)
+    table = render.table("id", "user", "name", "created", "last used", "expires")
     for t in tokens:
         table.add_row(t.id, t.user, t.name or "-", _when(t.created), _when(t.last_used, "never"), _expiry(t.expires))
     console.print(table)
