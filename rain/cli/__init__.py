@@ -1,7 +1,9 @@
 """The `fg-image` command: thin typer faces over Rain's core.
 
-Each command group lives in its own module and adds itself to `app` through
-its `register(app)` function; errors are caught here, in one place.
+Each command group lives in its own module: its commands are decorated onto
+that module's Typer (a named group such as `cache_app`, or `commands` for
+top-level commands such as `generate`), and its `register(app)` adds them
+here. Errors are caught here, in one place, and each becomes one line.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import sys
 
 import typer
 
-from rain.cli import common
+from rain.cli import build, builders, common, config_cmd, images, register, repo, users
 from rain.cli.failures import known_failure
 from rain.cli.untrusted import markup
 from rain.cli.usage import is_usage_error, usage_error
@@ -34,23 +36,8 @@ def _global(
     common.configure(repo_url=repo, token=token, debug=debug or None)
 
 
-def _load_groups() -> None:
-    from rain.cli import config_cmd, images, repo, users
-
-    for module in (images, users, repo, config_cmd):
-        module.register(app)
-    # Later stages add themselves when present.
-    for name in ("build", "builders", "register"):
-        try:
-            module = __import__(f"rain.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"rain.cli.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_load_groups()
+for group in (images, users, repo, config_cmd, build, builders, register):
+    group.register(app)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from rain.generate.progress import Reporter, plain_emitter
 from rain.generate.recipe import Format
 from rain.sizes import human
 
+commands = typer.Typer()  # top-level commands: `fg-image generate`, not a group
 cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, finished results.",
                         no_args_is_help=True)
 
@@ -79,6 +80,7 @@ def _builder_options(builder: BuilderName | None, on_error: OnError) -> dict[str
     return {"builder": builder.value if builder else None, "on_error_keep": on_error is OnError.KEEP}
 
 
+@commands.command("generate")
 def generate_cmd(
     recipe: Path = typer.Argument(..., help="recipe file (YAML)"),
     set_: list[str] = typer.Option([], "--set", help="override a field: --set os.release=trixie; repeatable"),
@@ -119,6 +121,7 @@ def _print_result(result: BuildResult, as_json: bool) -> None:
         console.print(str(path))
 
 
+@commands.command("batch")
 def batch_cmd(
     file: Path = typer.Argument(..., help="batch file (YAML): recipes and/or a matrix"),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=32, help="builds at once"),
@@ -155,6 +158,7 @@ def batch_cmd(
                          hint="see the table above; --keep-going builds the rest after a failure")
 
 
+@cache_app.command("list")
 def cache_list(as_json: bool = json_flag()) -> None:
     """Show cached packages, base systems and results with their sizes."""
     from rain.generate.cache import Cache
@@ -167,6 +171,7 @@ def cache_list(as_json: bool = json_flag()) -> None:
     render.cache_table(entries, settings().data_path / "cache")
 
 
+@cache_app.command("prune")
 def cache_prune(
     kind: list[CacheKind] = typer.Option([], "--kind", help="only this kind; repeatable (default: all)"),
     older_than: float = typer.Option(None, "--older-than", help="only entries unused for this many days"),
@@ -185,8 +190,5 @@ def cache_prune(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("generate")(generate_cmd)
-    app.command("batch")(batch_cmd)
-    cache_app.command("list")(cache_list)
-    cache_app.command("prune")(cache_prune)
+    app.add_typer(commands)
     app.add_typer(cache_app, name="cache")

@@ -13,11 +13,11 @@ from rain.cli.common import console, json_flag, open_repo, print_json, settings
 from rain.errors import InvalidInput
 from rain.generate.builders.base import BuilderName
 
-app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
-                  no_args_is_help=True)
+builder_app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
+                          no_args_is_help=True)
 
 
-@app.command("image")
+@builder_app.command("image")
 def image_cmd(
     rebuild: bool = typer.Option(False, "--rebuild", help="build a fresh builder image from its recipe "
                                                           "(e.g. after a Debian point release)"),
@@ -32,7 +32,7 @@ def image_cmd(
     console.print(image_id)
 
 
-@app.command("check")
+@builder_app.command("check")
 def check_cmd(
     name: BuilderName = typer.Argument(..., help="the builder whose machines to check (not local)"),
     as_json: bool = json_flag(),
@@ -58,5 +58,5 @@ def check_cmd(
         console.print(f"{name}: builder machine answered over SSH after {up:.1f}s; {kernel}; deleted again")
 
 
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="builder")
+def register(app: typer.Typer) -> None:
+    app.add_typer(builder_app, name="builder")

@@ -20,6 +20,8 @@ from rain.errors import IntegrityError, InvalidInput
 from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
 from rain.sizes import human
 
+commands = typer.Typer()  # top-level commands: `fg-image upload`, not a group
+
 
 def invalid(e: ValidationError) -> InvalidInput:
     """The first pydantic complaint as a one-line Rain error naming the field."""
@@ -29,6 +31,7 @@ def invalid(e: ValidationError) -> InvalidInput:
     return InvalidInput(f"{field}: {message}")
 
 
+@commands.command("upload")
 def upload(
     path: Path = typer.Argument(..., help="image file to upload"),
     name: str = typer.Option(None, "--name", help="image name (default: the file name)"),
@@ -64,6 +67,7 @@ def upload(
         console.print(image.id)
 
 
+@commands.command("download")
 def download(
     image_id: str = typer.Argument(..., help="image id"),
     output: Path = typer.Option(None, "-o", "--output", help="file or directory to write (default: NAME.FORMAT here)"),
@@ -120,6 +124,7 @@ def _fetch(repo: Any, image: Image, part: Path) -> None:
         raise
 
 
+@commands.command("list")
 def list_images(
     name: str = typer.Option(None, "--name"),
     os_family: str = typer.Option(None, "--os"),
@@ -145,6 +150,7 @@ def list_images(
     print_json(images) if as_json else render.images_table(images)
 
 
+@commands.command("show")
 def show(image_id: str = typer.Argument(...), as_json: bool = json_flag()) -> None:
     """Show one image: metadata, provenance, vetting, registrations and derived images."""
     repo = open_repo()
@@ -156,6 +162,7 @@ def show(image_id: str = typer.Argument(...), as_json: bool = json_flag()) -> No
         render.image_detail(image, derived)
 
 
+@commands.command("modify")
 def modify(
     image_id: str = typer.Argument(...),
     name: str = typer.Option(None, "--name"),
@@ -184,6 +191,7 @@ def modify(
     render.image_detail(repo.modify(image_id, changes))
 
 
+@commands.command("remove")
 def remove(
     image_id: str = typer.Argument(...),
     force: bool = typer.Option(False, "--force", help="remove even if it is registered on a target"),
@@ -199,18 +207,21 @@ def remove(
     console.print(plain(f"removed {image.id} ({image.name})"))
 
 
+@commands.command("share")
 def share(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
     """Let named users read an image."""
     image = open_repo().share(image_id, users)
     console.print(plain(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}"))
 
 
+@commands.command("unshare")
 def unshare(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
     """Stop sharing an image with named users."""
     image = open_repo().unshare(image_id, users)
     console.print(plain(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}"))
 
 
+@commands.command("history")
 def history(
     image_id: str = typer.Argument(None, help="only this image"),
     user: str = typer.Option(None, "--user", help="only this user's actions"),
@@ -223,7 +234,4 @@ def history(
 
 
 def register(app: typer.Typer) -> None:
-    for fn, name in ((upload, "upload"), (download, "download"), (list_images, "list"), (show, "show"),
-                     (modify, "modify"), (remove, "remove"), (share, "share"), (unshare, "unshare"),
-                     (history, "history")):
-        app.command(name)(fn)
+    app.add_typer(commands)

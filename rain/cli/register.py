@@ -34,6 +34,8 @@ class StepReporter:
             raise
         err_console.print(f"  {name} [green]done[/green] in {time.monotonic() - start:.1f}s")
 
+commands = typer.Typer()  # top-level commands: `fg-image register`, not a group
+
 
 def render_report(report: VetReport) -> None:
     colour = "green" if report.verdict == "pass" else "red"
@@ -52,6 +54,7 @@ def render_report(report: VetReport) -> None:
     console.print(table)
 
 
+@commands.command("register")
 def register_cmd(
     image_id: str = typer.Argument(..., help="id of the image in the repository"),
     target: TargetName = typer.Option(..., "--target", "-t", help="where to publish the image"),
@@ -101,6 +104,7 @@ def _print_export(image_id: str, outcome: Outcome, as_json: bool) -> None:
                             f"({', '.join(outcome.detail['files'])})"))
 
 
+@commands.command("vet")
 def vet_cmd(
     subject: str = typer.Argument(..., help="image id in the repository, or a local image file / root directory"),
     target: TargetName = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
@@ -134,6 +138,7 @@ def vet_cmd(
         raise VetRejected(report, hint="each finding above says how to fix it")
 
 
+@commands.command("registrations")
 def registrations_cmd(
     image_id: str = typer.Argument(...),
     as_json: bool = json_flag(),
@@ -149,6 +154,7 @@ def registrations_cmd(
     render.registrations_table(image.registrations)
 
 
+@commands.command("deregister")
 def deregister_cmd(
     image_id: str = typer.Argument(...),
     target: TargetName = typer.Option(..., "--target", "-t", help="the target to delete the image from"),
@@ -166,7 +172,4 @@ def deregister_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("register")(register_cmd)
-    app.command("vet")(vet_cmd)
-    app.command("registrations")(registrations_cmd)
-    app.command("deregister")(deregister_cmd)
+    app.add_typer(commands)

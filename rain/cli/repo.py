@@ -13,6 +13,7 @@ from rain.sizes import human
 
 repo_app = typer.Typer(help="The repository database: status, stop, garbage collection.",
                        no_args_is_help=True)
+commands = typer.Typer()  # top-level: `fg-image serve`
 
 
 @repo_app.command("status")
@@ -66,6 +67,7 @@ def gc(as_json: bool = json_flag()) -> None:
                       f"file(s), freed {human(report.bytes_freed)}")
 
 
+@commands.command("serve")
 def serve(
     host: str = typer.Option(None, "--host", help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, "--port", help="port (default 8780)"),
@@ -85,4 +87,4 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(repo_app, name="repo")
-    app.command("serve")(serve)
+    app.add_typer(commands)
