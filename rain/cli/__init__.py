@@ -22,7 +22,7 @@ app = typer.Typer(
     name="fg-image",
     help="Build, store, share, vet and register OS images.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
