@@ -34,8 +34,6 @@ class StepReporter:
             raise
         err_console.print(f"  {name} [green]done[/green] in {time.monotonic() - start:.1f}s")
 
-commands = typer.Typer()  # top-level commands: `fg-image register`, not a group
-
 
 def render_report(report: VetReport) -> None:
     colour = "green" if report.verdict == "pass" else "red"
@@ -52,6 +50,9 @@ def render_report(report: VetReport) -> None:
         table.add_row(plain(f.rule), plain(f.severity), state, plain(f.message), plain(f.hint),
                       Text("\n".join(visible(p) for p in f.paths[:5])))
     console.print(table)
+
+
+commands = typer.Typer()  # top-level commands: `fg-image register`, not a group
 
 
 @commands.command("register")
