@@ -6,20 +6,24 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from rain.cli.common import console, open_repo, print_json, settings
+from rain.cli import render
+from rain.cli.common import confirm, console, json_flag, open_repo, print_json, settings, yes_flag
 from rain.cli.progress import step_reporter
-from rain.cli.untrusted import plain
-from rain.errors import BuildError, Interrupted, InvalidInput
+from rain.errors import BuildError, Interrupted
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
+from rain.generate.builders.base import BuilderName
+from rain.generate.cache import CacheKind
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.recipe import Format
+from rain.sizes import human
 
+commands = typer.Typer()  # top-level commands: `fg-image generate`, not a group
 cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, finished results.",
                         no_args_is_help=True)
 
@@ -39,41 +43,39 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _sets(set_: list[str], formats: list[str]) -> dict[str, Any]:
+def _sets(set_: list[str], formats: list[Format]) -> dict[str, Any]:
     sets = parse_overrides(set_)
     if formats:
-        valid = [f.value for f in Format]
-        bad = [f for f in formats if f not in valid]
-        if bad:
-            raise InvalidInput(f"unknown format {bad[0]!r}", hint="use one of " + ", ".join(valid))
-        sets["formats"] = formats
+        sets["formats"] = [f.value for f in formats]
     return sets
 
 
-BUILDER_HELP = ("where builds run: local (chroot here), qemu, opennebula, openstack (builder VMs); "
-                "default: the recipe's builder:, else local")
-ON_ERROR_HELP = "remove (default) or keep: leave a failed builder VM running for inspection"
+class OnError(StrEnum):
+    """What a failed build does with its builder VM. The core takes it as BuildOptions.on_error_keep."""
+
+    REMOVE = "remove"
+    KEEP = "keep"
 
 
-def _builder_options(builder: str | None, on_error: str) -> dict[str, Any]:
-    from rain.generate.builders.base import builder_name
-
-    if on_error not in ("remove", "keep"):
-        raise InvalidInput(f"--on-error must be remove or keep, not {on_error!r}",
-                           hint="--on-error keep leaves a failed builder VM running")
-    return {"builder": builder_name(builder).value if builder else None, "on_error_keep": on_error == "keep"}
+BUILDER_HELP = "where builds run: local is a chroot here, the others builder VMs; default: the recipe's, else local"
+ON_ERROR_HELP = "keep leaves a failed builder VM running for inspection"
 
 
+def _builder_options(builder: BuilderName | None, on_error: OnError) -> dict[str, Any]:
+    return {"builder": builder.value if builder else None, "on_error_keep": on_error is OnError.KEEP}
+
+
+@commands.command("generate")
 def generate_cmd(
     recipe: Path = typer.Argument(..., help="recipe file (YAML)"),
     set_: list[str] = typer.Option([], "--set", help="override a field: --set os.release=trixie; repeatable"),
-    format_: list[str] = typer.Option([], "--format", help="tar.zst, raw, qcow2, squashfs; repeatable"),
+    format_: list[Format] = typer.Option([], "--format", help="an artifact to make; repeatable"),
     output: Path = typer.Option(None, "--output", "-o", help="also copy the artifacts and manifest.json here"),
     no_upload: bool = typer.Option(False, "--no-upload", help="build only; do not store in the repository"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results (packages stay)"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    builder: str = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
-    on_error: str = typer.Option("remove", "--on-error", help=ON_ERROR_HELP),
+    as_json: bool = json_flag(),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
 ) -> None:
     """Build an image from a recipe and print the new image id(s)."""
     loaded = load_recipe(recipe, _sets(set_, format_))
@@ -104,19 +106,20 @@ def _print_result(result: BuildResult, as_json: bool) -> None:
         console.print(str(path))
 
 
+@commands.command("batch")
 def batch_cmd(
     file: Path = typer.Argument(..., help="batch file (YAML): recipes and/or a matrix"),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=32, help="builds at once"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate everything and show what would be built"),
     keep_going: bool = typer.Option(False, "--keep-going", help="go on after a failed build"),
     set_: list[str] = typer.Option([], "--set", help="override a field in every recipe; repeatable"),
-    format_: list[str] = typer.Option([], "--format", help="formats for every recipe; repeatable"),
+    format_: list[Format] = typer.Option([], "--format", help="formats for every recipe; repeatable"),
     output: Path = typer.Option(None, "--output", "-o", help="also copy each build's files to DIR/IMAGE-NAME/"),
     no_upload: bool = typer.Option(False, "--no-upload", help="build only"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results"),
-    as_json: bool = typer.Option(False, "--json", help="print the outcomes as JSON"),
-    builder: str = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
-    on_error: str = typer.Option("remove", "--on-error", help=ON_ERROR_HELP),
+    as_json: bool = json_flag(),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
 ) -> None:
     """Build every recipe of a batch file; ends with a table of each image and its outcome."""
     from rain.generate.batch import load_batch, run_batch
@@ -133,26 +136,15 @@ def batch_cmd(
         print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
                      "image_ids": o.image_ids, "error": o.error} for o in outcomes])
     else:
-        table = Table(title=f"{file.name}: {len(outcomes)} builds in {time.monotonic() - t0:.0f}s")
-        for col in ("entry", "image", "outcome", "time", "image ids / error"):
-            table.add_column(col)
-        colour = {"built": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
-        for o in outcomes:
-            detail = o.error or " ".join(f"{v} ({k})" for k, v in o.image_ids.items())
-            if not detail and o.result is not None:
-                detail = str(o.result.directory)
-            c = colour.get(o.status, "cyan")
-            # labels like recipe.yaml[release=trixie] and errors quoting tool output are text, not rich markup
-            table.add_row(plain(o.label), plain(o.name), f"[{c}]{o.status}[/{c}]",
-                          f"{o.seconds:.0f}s" if o.seconds else "", plain(detail))
-        console.print(table)
+        render.batch_table(f"{file.name}: {len(outcomes)} builds in {time.monotonic() - t0:.0f}s", outcomes)
     failed = [o for o in outcomes if o.status in ("failed", "skipped")]
     if failed:
         raise BuildError(f"{len(failed)} of {len(outcomes)} builds did not finish",
                          hint="see the table above; --keep-going builds the rest after a failure")
 
 
-def cache_list(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
+@cache_app.command("list")
+def cache_list(as_json: bool = json_flag()) -> None:
     """Show cached packages, base systems and results with their sizes."""
     from rain.generate.cache import Cache
 
@@ -161,48 +153,27 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="print as JSON
         print_json([{"kind": str(e.kind), "key": e.key, "path": str(e.path), "size": e.size,
                      "last_used": e.last_used, "detail": e.detail} for e in entries])
         return
-    table = Table()
-    for col in ("kind", "key", "size", "last used", "detail"):
-        table.add_column(col)
-    for e in entries:
-        table.add_row(str(e.kind), e.key[:40], _size(e.size), time.strftime("%Y-%m-%d %H:%M",
-                      time.localtime(e.last_used)), plain(e.detail))
-    console.print(table)
-    console.print(f"total {_size(sum(e.size for e in entries))} in {settings().data_path / 'cache'}")
+    render.cache_table(entries, settings().data_path / "cache")
 
 
+@cache_app.command("prune")
 def cache_prune(
-    kind: list[str] = typer.Option([], "--kind", help="packages, bases or results; repeatable (default: all)"),
+    kind: list[CacheKind] = typer.Option([], "--kind", help="only this kind; repeatable (default: all)"),
     older_than: float = typer.Option(None, "--older-than", help="only entries unused for this many days"),
-    force: bool = typer.Option(False, "--force", "-f", help="do not ask"),
+    yes: bool = yes_flag(),
 ) -> None:
     """Remove cache entries (all, or of a kind, or unused for a while)."""
-    from rain.generate.cache import Cache, CacheKind
+    from rain.generate.cache import Cache
 
-    try:
-        kinds = [CacheKind(k) for k in kind]
-    except ValueError:
-        raise InvalidInput(f"unknown cache kind in {kind}", hint="use packages, bases or results") from None
     what = ", ".join(kind) or "all caches"
     age = f" unused for {older_than:g} days" if older_than is not None else ""
-    if not force and not typer.confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?"):
-        raise typer.Abort()
-    gone = Cache.for_data(settings().data_path).prune(kinds or None,
+    if not yes:
+        confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?", f"removing {what}{age}")
+    gone = Cache.for_data(settings().data_path).prune(kind or None,
                                                       None if older_than is None else older_than * 86400)
-    console.print(f"removed {len(gone)} entries, {_size(sum(e.size for e in gone))}")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    console.print(f"removed {len(gone)} entries, {human(sum(e.size for e in gone))}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("generate")(generate_cmd)
-    app.command("batch")(batch_cmd)
-    cache_app.command("list")(cache_list)
-    cache_app.command("prune")(cache_prune)
+    app.add_typer(commands)
     app.add_typer(cache_app, name="cache")
