@@ -1,4 +1,4 @@
-"""Build commands: generate, batch, cache list|prune. Parse, call rain.generate, render."""
+"""The generate commands: generate and batch. Parse, call rain.generate, render."""
 
 from __future__ import annotations
 
@@ -13,19 +13,15 @@ from typing import Any
 import typer
 
 from rain.cli import render
-from rain.cli.common import confirm, console, json_flag, open_repo, print_json, settings, yes_flag
+from rain.cli.common import console, json_flag, open_repo, print_json, settings
 from rain.cli.progress import step_reporter
 from rain.errors import BuildError, Interrupted
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.builders.base import BuilderName
-from rain.generate.cache import CacheKind
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.recipe import Format
-from rain.sizes import human
 
 commands = typer.Typer()  # top-level commands: `fg-image generate`, not a group
-cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, finished results.",
-                        no_args_is_help=True)
 
 
 @contextmanager
@@ -143,37 +139,5 @@ def batch_cmd(
                          hint="see the table above; --keep-going builds the rest after a failure")
 
 
-@cache_app.command("list")
-def cache_list(as_json: bool = json_flag()) -> None:
-    """Show cached packages, base systems and results with their sizes."""
-    from rain.generate.cache import Cache
-
-    entries = Cache.for_data(settings().data_path).entries()
-    if as_json:
-        print_json([{"kind": str(e.kind), "key": e.key, "path": str(e.path), "size": e.size,
-                     "last_used": e.last_used, "detail": e.detail} for e in entries])
-        return
-    render.cache_table(entries, settings().data_path / "cache")
-
-
-@cache_app.command("prune")
-def cache_prune(
-    kind: list[CacheKind] = typer.Option([], "--kind", help="only this kind; repeatable (default: all)"),
-    older_than: float = typer.Option(None, "--older-than", help="only entries unused for this many days"),
-    yes: bool = yes_flag(),
-) -> None:
-    """Remove cache entries (all, or of a kind, or unused for a while)."""
-    from rain.generate.cache import Cache
-
-    what = ", ".join(kind) or "all caches"
-    age = f" unused for {older_than:g} days" if older_than is not None else ""
-    if not yes:
-        confirm(f"remove {what}{age} under {settings().data_path / 'cache'}?", f"removing {what}{age}")
-    gone = Cache.for_data(settings().data_path).prune(kind or None,
-                                                      None if older_than is None else older_than * 86400)
-    console.print(f"removed {len(gone)} entries, {human(sum(e.size for e in gone))}")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(commands)
-    app.add_typer(cache_app, name="cache")
