@@ -161,14 +161,9 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         stack.callback(remove_tree, workdir)
         layers = stack.enter_context(ExitStack())  # undone after the builder's own mounts
         spec = BuildSpec(name=r.name, workdir=workdir, debian=r.os.family.is_debian,
-                         log_file=workdir / "build.log", on_error_keep=options.on_error_keep)
+                         log_file=workdir / "build.log", on_error_keep=options.on_error_keep, reporter=reporter)
         builder = plan.builder
         vm = not builder.local
-        if vm:
-            from rain.generate.builders.remote import SSHBuilder
-
-            assert isinstance(builder, SSHBuilder)  # get_builder makes every VM builder one
-            builder.provider.reporter = reporter  # e.g. qemu's first-time builder image build shows
         with reporter.step(f"start {builder.name} builder") if vm else nullcontext():
             handle = builder.start(spec)
         finished = False

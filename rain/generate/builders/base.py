@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rain.config import Settings
     from rain.generate.builders.machine import Provider
     from rain.generate.builders.remote import Session
+    from rain.progress import Reporter
     from rain.repository.base import Repository
 
 BuilderName = BuilderChoice  # the names, declared once with the recipe field that takes them
@@ -47,6 +48,8 @@ class BuildSpec:
     log_file: Path | None = None
     on_error_keep: bool = False
     """A VM builder leaves a failed machine running for inspection (and says how to reach it)."""
+    reporter: Reporter | None = None
+    """Where a VM builder shows slow one-time work before the machine is up (qemu's first builder image)."""
 
 
 @dataclass

@@ -79,11 +79,10 @@ class Provider(Protocol):
     name: str
     limit: int
     """At most this many machines of this provider at once (the pool honours it)."""
-    reporter: Reporter | None
-    """Set by the build before launch: where slow one-time work (qemu's builder image) reports."""
-
-    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path, reporter: Reporter | None = None) -> Machine:
         """Start a machine and wait (bounded) until its sshd answers with keys.host.
+
+        `reporter` is where slow one-time work (qemu's first builder image) shows.
 
         On any failure, delete what was started and raise a RainError
         (Unreachable, Unauthorized, BuildError) whose message names the cause.

@@ -85,8 +85,6 @@ class OpenNebulaBuilderSettings(ProviderSettings, Credentials):
 
 class OpenNebulaProvider:
     name = "opennebula"
-    reporter: Reporter | None = None
-    """Set by the build; unused: only qemu has slow one-time work to report."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.conf: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula", OpenNebulaBuilderSettings)
@@ -112,7 +110,7 @@ class OpenNebulaProvider:
         body = [(k, v) for k, v in base if k not in ("NAME", "CONTEXT")]
         return render_template([("NAME", f"rain-{build_name}"), *body, ("CONTEXT", merged)])
 
-    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path, reporter: Reporter | None = None) -> Machine:
         s = self.conf
         deadline = Deadline.after(s.boot_timeout)
         vm_id = int(self.one("one.vm.allocate", self._template(build_name, keys), False))

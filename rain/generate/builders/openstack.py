@@ -68,8 +68,6 @@ def user_data(keys: MachineKeys) -> str:
 
 class OpenStackProvider:
     name = "openstack"
-    reporter: Reporter | None = None
-    """Set by the build; unused: only qemu has slow one-time work to report."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.conf: OpenStackBuilderSettings = provider_settings(settings, "openstack", OpenStackBuilderSettings)
@@ -119,7 +117,7 @@ class OpenStackProvider:
             return value
         return str(nova.neutron.find_network(value).id)
 
-    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path, reporter: Reporter | None = None) -> Machine:
         s = self.conf
         deadline = Deadline.after(s.boot_timeout)
         nova = self._nova()

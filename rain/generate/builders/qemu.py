@@ -108,8 +108,6 @@ class QemuProvider:
         self.qemu = command.need("qemu-system-x86_64")
         for tool in ("qemu-img", "mkfs.ext4"):
             command.need(tool)
-        self.reporter: Reporter | None = None
-        """Where launch reports the slow first-time image build and preparation (the CLI's reporter)."""
         self.root = (self.conf.cache_dir or settings.data_path / "builders" / "qemu").expanduser()
         self._bundle: BootBundle | None = None
         self._lock = threading.Lock()
@@ -228,8 +226,8 @@ class QemuProvider:
             return self.conf.accel
         return Accel.KVM if kvm_works(self.qemu, str(bundle.kernel)) else Accel.TCG
 
-    def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
-        bundle = self.bundle(self.reporter)
+    def launch(self, build_name: str, keys: MachineKeys, workdir: Path, reporter: Reporter | None = None) -> Machine:
+        bundle = self.bundle(reporter)
         accel = self.accel(bundle)
         name = "rain-" + re.sub(r"[^A-Za-z0-9._-]", "-", build_name[:40]) + "-" + os.urandom(3).hex()
         files = workdir / "qemu"

@@ -129,7 +129,7 @@ class SSHBuilder:
             if command.cancelled():
                 raise Interrupted("build cancelled", hint="the batch was interrupted")
         try:
-            machine = self.provider.launch(spec.name, MachineKeys.generate(spec.name), mdir)
+            machine = self.provider.launch(spec.name, MachineKeys.generate(spec.name), mdir, spec.reporter)
         except BaseException:
             slot.release()
             raise

@@ -234,16 +234,15 @@ def test_a_missing_builder_image_is_built_uploaded_and_prepared_once(rain_env, t
     repo = open_repository(settings)
     said: list[str] = []
     provider = QemuProvider(settings, repo)
-    provider.reporter = Reporter(lambda event, step, detail: said.append(f"{event} {step} {detail}"))
-    image_id = provider.ensure_image(provider.reporter)
+    reporter = Reporter(lambda event, step, detail: said.append(f"{event} {step} {detail}"))
+    image_id = provider.ensure_image(reporter)
     assert any("building the qemu builder image" in line for line in said)
     assert [i.id for i in repo.list(ImageQuery(name="rain-builder-debian"))] == [image_id]
 
     again = QemuProvider(settings, repo)  # a second build: found in the repository, not rebuilt
     assert again.ensure_image() == image_id
-    again.reporter = provider.reporter
     with ThreadPoolExecutor(2) as pool:  # two builds starting at once prepare it once
-        bundles = list(pool.map(lambda p: p.bundle(p.reporter), [provider, again]))
+        bundles = list(pool.map(lambda p: p.bundle(reporter), [provider, again]))
     assert bundles[0] == bundles[1] and bundles[0].image_id == image_id
     assert bundles[0].disk.stat().st_mode & 0o222 == 0, "the base disk must be read-only"
     assert sum("prepare the qemu builder disk" in line and line.startswith("done") for line in said) == 1
