@@ -13,7 +13,7 @@ from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import step_reporter
 from rain.cli.untrusted import markup, plain, visible
 from rain.errors import InvalidInput
-from rain.register.models import Outcome, VetReport
+from rain.register.models import Outcome, UnpackFormat, VetReport
 from rain.register.targets.base import TargetName
 from rain.repository.models import ID_RE
 
@@ -92,7 +92,7 @@ def _print_export(image_id: str, outcome: Outcome, as_json: bool) -> None:
 def vet_cmd(
     subject: str = typer.Argument(..., help="image id in the repository, or a local image file / root directory"),
     target: TargetName = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
-    format: str = typer.Option(None, "--format", help="format of a local file (default: from its name)"),
+    format: UnpackFormat = typer.Option(None, "--format", help="format of a local file (default: from its name)"),
     accept: str = typer.Option(None, "--accept", help="admin: accept RULE for this image and target, then vet"),
     as_json: bool = json_flag(),
 ) -> None:
@@ -103,7 +103,7 @@ def vet_cmd(
     if path.exists() and not ID_RE.match(subject):
         if accept:
             raise InvalidInput("--accept applies to repository images", hint="give an image id")
-        report = vet_path(path, target.value if target else None, format)
+        report = vet_path(path, target.value if target else None, format.value if format else None)
     elif ID_RE.match(subject):
         repo = open_repo()
         if accept:

@@ -13,6 +13,19 @@ from rain.image.findings import RawFinding as RawFinding  # re-exported: the reg
 from rain.image.findings import Severity as Severity
 
 
+class UnpackFormat(StrEnum):
+    """What register can read an image from (`vet --format`, an image's stored format)."""
+
+    TAR_ZST = "tar.zst"
+    TAR = "tar"
+    TAR_GZ = "tar.gz"
+    TAR_XZ = "tar.xz"
+    RAW = "raw"
+    QCOW2 = "qcow2"
+    SQUASHFS = "squashfs"
+    DIR = "dir"
+
+
 class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"

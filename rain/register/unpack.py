@@ -20,12 +20,14 @@ from rain.image import limits, untar
 from rain.image.rootfs import walk_tree
 from rain.image.untar import STANDARD_DEV
 from rain.register import disk
-from rain.register.models import RawFinding, Severity
+from rain.register.models import RawFinding, Severity, UnpackFormat
 
 log = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.zst", ".tar.zstd", ".tar.gz", ".tgz", ".tar.xz")
-FORMATS = ("tar.zst", "tar", "tar.gz", "tar.xz", "raw", "qcow2", "squashfs", "dir")
+
+
+FORMATS = tuple(f.value for f in UnpackFormat)
 
 
 def detect_format(path: Path, declared: str | None = None) -> str:

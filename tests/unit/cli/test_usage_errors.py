@@ -22,6 +22,8 @@ import pytest
     (["cache", "prune", "--kind", "everything"], "error: --kind 'everything' is not one of: packages, bases, results"),
     (["deregister", "0123456789ab", "-t", "aws"],
      "error: --target 'aws' is not one of: hpc, opennebula, openstack, ec2"),
+    (["vet", "image.img", "--format", "vmdk"],
+     "error: --format 'vmdk' is not one of: tar.zst, tar, tar.gz, tar.xz, raw, qcow2, squashfs, dir"),
     (["builder", "check", "vmware"], "error: NAME 'vmware' is not one of: local, qemu, opennebula, openstack"),
 ])
 def test_a_misspelt_choice_is_one_line_listing_the_valid_values_and_exit_code_2(
