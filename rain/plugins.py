@@ -9,6 +9,21 @@ starts without importing boto3, openstacksdk or the bootstrappers.
 from __future__ import annotations
 
 import importlib
+from enum import StrEnum
+from typing import TypeVar
+
+from rain.errors import InvalidInput
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice(names: type[E], text: str, what: str) -> E:
+    """The member of `names` called `text`, or an InvalidInput listing the valid ones ("unknown target 'x'")."""
+    try:
+        return names(text)
+    except ValueError:
+        raise InvalidInput(f"unknown {what} {text!r}",
+                           hint=f"valid {what}s: " + ", ".join(n.value for n in names)) from None
 
 
 def load_class(path: str) -> type:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from rain.errors import InvalidInput
 from rain.generate.command import Result
 from rain.generate.recipe import BuilderChoice
+from rain.plugins import choice
 
 if TYPE_CHECKING:
     from rain.config import Settings
@@ -99,11 +99,7 @@ class Builder(Protocol):
 
 
 def builder_name(name: str) -> BuilderName:
-    try:
-        return BuilderName(name)
-    except ValueError:
-        raise InvalidInput(f"unknown builder {name!r}",
-                           hint="valid builders: " + ", ".join(b.value for b in BuilderName)) from None
+    return choice(BuilderName, name, "builder")
 
 
 def get_provider(name: str, settings: Settings, repo: Repository | None = None) -> Provider:

@@ -11,9 +11,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, cast, runtime_checkable
 
-from rain.errors import InvalidInput
 from rain.image.disk import make_disk
-from rain.plugins import load_class
+from rain.plugins import choice, load_class
 from rain.register import disk
 from rain.register.models import Label, Packed, VetPolicy
 from rain.settings_file import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
@@ -92,11 +91,7 @@ class SiteSettings(Credentials):
 
 
 def target_name(text: str) -> TargetName:
-    try:
-        return TargetName(text)
-    except ValueError:
-        raise InvalidInput(f"unknown target {text!r}",
-                           hint="valid targets: " + ", ".join(t.value for t in TargetName)) from None
+    return choice(TargetName, text, "target")
 
 
 def pack_qcow2(root: Path, out: Path) -> Packed:
