@@ -7,6 +7,7 @@ Tests run in file order and share the session's build cache.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ def test_minimal_recipe_with_three_packages_is_built_in_four_formats_and_stored(
     assert r.returncode == 0, r.stderr
     ids = ids_from(r.stdout)
     assert sorted(ids) == sorted(FORMATS), r.stdout
+    # progress in a pipe: plain lines in the one style (… step / ✓ step (1.2s)), no terminal codes
+    assert "\x1b" not in r.stderr
+    for step in ("prepare", "base system", "packages", "customize", "pack raw", "upload"):
+        assert f"… {step}\n" in r.stderr, (step, r.stderr)
+        assert re.search(rf"^✓ {step} \(\d+\.\ds\)$", r.stderr, re.M), (step, r.stderr)
     out = tmp_path / "out"
     m = manifest(out)
 
