@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from genhelp import RECIPES, ctrl_c_works, mounts_under
+from support.cli import RECIPES
+from support.host import ctrl_c_works, mounts_under
 
 pytestmark = [pytest.mark.e2e]
 MINIMAL = RECIPES / "debian-bookworm-minimal.yaml"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloud_env import ONE_PASSWORD_ENV, BuildersFile
+from support.builders import ONE_PASSWORD_ENV, BuildersFile
 
 pytestmark = pytest.mark.integration
 MINIMAL = str(Path(__file__).resolve().parents[3] / "recipes" / "debian-bookworm-minimal.yaml")

@@ -16,8 +16,8 @@ from typing import Any
 
 import paramiko
 import pytest
-from cloud_env import BuildersFile  # the fixtures come through conftest.py
-from simulators.sshvm import VmFault
+from support.builders import BuildersFile  # the fixtures come through conftest.py
+from support.simulators.sshvm import VmFault
 
 from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
 from rain.generate.builders.base import get_builder, get_provider

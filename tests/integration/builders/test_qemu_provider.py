@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import paramiko
 import pytest
-from qemu_env import qemu_pids, write_builders_file  # the fixtures come through conftest.py
+from support.builders import qemu_pids, write_builders_file  # the fixtures come through conftest.py
 
 from rain.config import load_settings
 from rain.errors import BuildError, Unauthorized, Unreachable
@@ -221,7 +221,7 @@ def test_a_missing_builder_image_is_built_uploaded_and_prepared_once(rain_env, t
     cache in the test cache answers, as on a host that built it before), uploads it, prepares it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from qemu_env import cache_dir
+    from support.builders import cache_dir
 
     from rain.generate.progress import Reporter
     from rain.repository.connect import open_repository

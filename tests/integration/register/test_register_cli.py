@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-from fakeimages import make_tarball, make_tree
-from register_sites import upload
+from support.images import make_tarball, make_tree
+from support.repository import upload
 
 from rain.errors import ExitCode, Forbidden, VetFailed
 from rain.register.pipeline import register

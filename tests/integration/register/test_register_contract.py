@@ -8,7 +8,8 @@ fake roots (tests/unit/register/fakeimages.py); the real Debian image runs in e2
 from __future__ import annotations
 
 import pytest
-from register_sites import TARGETS, upload
+from support.repository import upload
+from support.sites import TARGETS
 
 from rain.errors import ConfigError, Forbidden, NotFound, QuotaExceeded, VetFailed
 from rain.register.pipeline import deregister, register

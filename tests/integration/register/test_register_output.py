@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fakeimages import make_tarball, make_tree
+from support.images import make_tarball, make_tree
 
 from rain.errors import ExitCode
 from rain.register.pipeline import boot_testable_targets

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.cli import RECIPES
 
 from rain.config import load_settings
 from rain.errors import RecipeError
@@ -13,7 +14,6 @@ from rain.generate.build import BuildOptions, prepare
 from rain.generate.loader import load_recipe
 from rain.generate.progress import Reporter
 
-RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 RECIPE_FILES = sorted([*(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("batch-")),
                        *RECIPES.glob("builders/*.yaml")])  # the qemu builder image's recipe too
 BATCH_FILES = sorted(RECIPES.glob("batch-*.yaml"))
