@@ -1,4 +1,4 @@
-"""The opennebula and openstack builder providers against their SIMULATORS (fixtures in cloud_env.py).
+"""The opennebula and openstack builder providers against their SIMULATORS (fixtures in support/builders.py).
 
 Each simulated VM is a real sshd on its own 127.0.0.N, so "the machine answers
 with the pinned host key and runs commands as root" is checked over real SSH.

@@ -1,8 +1,8 @@
 """One contract suite over all four targets: what `register` promises, whatever the infrastructure.
 
 Sites: moto's real EC2/EBS server; the OpenNebula XML-RPC and Keystone/Glance
-SIMULATORS (tests/simulators); hpc provisioning directories. Images are small
-fake roots (tests/unit/register/fakeimages.py); the real Debian image runs in e2e.
+SIMULATORS (tests/support/simulators); hpc provisioning directories. Images are small
+fake roots (tests/support/images.py); the real Debian image runs in e2e.
 """
 
 from __future__ import annotations
