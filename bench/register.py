@@ -48,7 +48,7 @@ from rain.generate.builders.qemu import TCG_CPU
 from rain.image import disk as image_disk
 from rain.register import imds, seeds, vm
 from rain.register.chroot import Sandbox
-from rain.register.targets.base import TargetName, target_class
+from rain.register.targets.base import TargetName
 from rain.register.unpack import unpack
 
 HERE = Path(__file__).resolve().parent
@@ -189,7 +189,7 @@ def bench_packs(image: Path | None) -> None:
         print(f"image {image.name}: unpacked in {time.monotonic() - start:.1f}s (not in the figures below)")
         print(f"{'target':<12}{'rain adapt+pack s':>19}{'plain tools s':>15}{'ratio':>8}")
         for name in TargetName:
-            cls = target_class(name)
+            cls = name.load()
             target = cls(cls.site_model.model_validate(SITES[name.value]), "bench", settings)
             rain_tree = copy_tree(work / "tree", work / f"{name.value}-rain")
             start = time.monotonic()

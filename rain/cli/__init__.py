@@ -1,7 +1,9 @@
 """The `fg-image` command: thin typer faces over Rain's core.
 
-Each command group lives in its own module and adds itself to `app` through
-its `register(app)` function; errors are caught here, in one place.
+Each command group lives in its own module: its commands are decorated onto
+that module's Typer (a named group such as `cache_app`, or `commands` for
+top-level commands such as `generate`), and its `register(app)` adds them
+here. Errors are caught here, in one place, and each becomes one line.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ import sys
 
 import typer
 
-from rain.cli import common
+from rain.cli import builder, cache, common, config, generate, images, register, repo, users
 from rain.cli.failures import known_failure
 from rain.cli.untrusted import markup
+from rain.cli.usage import is_usage_error, usage_error
 from rain.errors import ExitCode, RainError
 
 app = typer.Typer(
     name="fg-image",
     help="Build, store, share, vet and register OS images.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -33,23 +36,8 @@ def _global(
     common.configure(repo_url=repo, token=token, debug=debug or None)
 
 
-def _load_groups() -> None:
-    from rain.cli import config_cmd, images, repo, users
-
-    for module in (images, users, repo, config_cmd):
-        module.register(app)
-    # Later stages add themselves when present.
-    for name in ("build", "builders", "register"):
-        try:
-            module = __import__(f"rain.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"rain.cli.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_load_groups()
+for group in (images, users, repo, config, generate, cache, builder, register):
+    group.register(app)
 
 
 def main() -> None:
@@ -71,11 +59,9 @@ def main() -> None:
         common.err_console.print("[red]aborted[/red]")
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as e:  # click's usage errors (typer vendors click) and the unexpected
-        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            ctx = getattr(e, "ctx", None)
-            where = f"{ctx.command_path} --help" if ctx is not None else "fg-image --help"
-            common.print_error(RainError(e.format_message().rstrip("."), hint=f"see `{where}`"))
-            sys.exit(int(e.exit_code))
+        if is_usage_error(e):
+            common.print_error(usage_error(e))
+            sys.exit(int(getattr(e, "exit_code", ExitCode.USAGE)))
         if common.debug_enabled():
             raise
         known = known_failure(e)

@@ -1,15 +1,25 @@
-"""Shared state and rendering for the command modules."""
+"""Shared state, rendering and flags for the command modules.
+
+Flags that mean the same everywhere are declared once here: `--yes/-y` (do
+not ask; `confirm` refuses without a terminal rather than wait for an answer
+that cannot come) and `--json`. `--force` is never "do not ask": it overrides
+a safety check, and each command says which.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.console import Console
 
 from rain.config import Settings, load_settings
-from rain.errors import RainError
+from rain.errors import InvalidInput, RainError
+
+if TYPE_CHECKING:  # the repository modules load only when a command needs one
+    from rain.repository.base import Repository
 
 # On pipes and files rich would wrap at 80 columns; scripts and logs read better unwrapped.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -39,7 +49,7 @@ def debug_enabled() -> bool:
         return bool(_flags.get("debug"))
 
 
-def open_repo():  # -> Repository
+def open_repo() -> Repository:
     """The repository for this invocation: remote service if configured, else MongoDB."""
     from rain.repository.connect import open_repository
 
@@ -56,6 +66,23 @@ def print_error(e: RainError) -> None:
         hint = markup(e.hint.replace("\n", " "))
         text += f" [dim]— {hint}[/dim]"
     err_console.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
+
+
+def yes_flag() -> Any:
+    """`--yes/-y`: what every command that asks before destroying something takes to not ask."""
+    return typer.Option(False, "--yes", "-y", help="do not ask for confirmation")
+
+
+def json_flag() -> Any:
+    """`--json`: the same flag and help on every command that can print for scripts."""
+    return typer.Option(False, "--json", help="print JSON for scripts instead of text")
+
+
+def confirm(question: str, refusal: str) -> None:
+    """Ask before destroying something (typer.Abort on no); without a terminal, refuse, pointing at --yes."""
+    if not sys.stdin.isatty():
+        raise InvalidInput(f"not {refusal} without a yes", hint="pass --yes to do it from a script")
+    typer.confirm(question, abort=True)
 
 
 def print_json(data: Any) -> None:

@@ -6,18 +6,21 @@ import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 from pydantic import ValidationError
 
 from rain.cli import render
-from rain.cli.common import console, open_repo, print_json
+from rain.cli.common import confirm, console, json_flag, open_repo, print_json, yes_flag
 from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import transfer
-from rain.cli.untrusted import checked_id, local_file_name, markup, plain, visible
+from rain.cli.untrusted import checked_id, local_file_name, plain, visible
 from rain.errors import IntegrityError, InvalidInput
+from rain.repository.base import Repository
 from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
+from rain.sizes import human
+
+commands = typer.Typer()  # top-level commands: `fg-image upload`, not a group
 
 
 def invalid(e: ValidationError) -> InvalidInput:
@@ -28,6 +31,7 @@ def invalid(e: ValidationError) -> InvalidInput:
     return InvalidInput(f"{field}: {message}")
 
 
+@commands.command("upload")
 def upload(
     path: Path = typer.Argument(..., help="image file to upload"),
     name: str = typer.Option(None, "--name", help="image name (default: the file name)"),
@@ -38,7 +42,7 @@ def upload(
     tag: list[str] = typer.Option([], "--tag", help="a tag; repeat for more"),
     description: str = typer.Option("", "--description", help="free text"),
     public: bool = typer.Option(False, "--public", help="readable by every user"),
-    as_json: bool = typer.Option(False, "--json", help="print the record as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Store an image file in the repository and print its id."""
     if not path.is_file():
@@ -55,7 +59,7 @@ def upload(
         raise invalid(e) from None
     size = path.stat().st_size
     repo = open_repo()
-    with open(path, "rb") as src, transfer(f"upload {markup(path.name)}", size) as progress:
+    with open(path, "rb") as src, transfer(f"upload {path.name}", size) as progress:
         image = repo.put(src, meta, size, progress=progress)
     if as_json:
         print_json(image)
@@ -63,6 +67,7 @@ def upload(
         console.print(image.id)
 
 
+@commands.command("download")
 def download(
     image_id: str = typer.Argument(..., help="image id"),
     output: Path = typer.Option(None, "-o", "--output", help="file or directory to write (default: NAME.FORMAT here)"),
@@ -97,28 +102,34 @@ def _download_target(output: Path | None, image: Image) -> Path:
     return (output or Path()) / name
 
 
-def _fetch(repo: Any, image: Image, part: Path) -> None:
+def _fetch(repo: Repository, image: Image, part: Path) -> None:
     """The image's bytes into `part`, resuming what an earlier run left there and checking the whole."""
     offset = part.stat().st_size if part.exists() else 0
     if offset > image.size:
         part.unlink()
         offset = 0
-    try:
-        with open(part, "ab") as dest, transfer(f"download {markup(image.name)}", image.size, offset) as progress:
-            repo.get(image.id, dest, offset=offset, progress=progress)
-        if offset:  # a resumed download: check the whole file
-            digest = hashlib.sha256()
-            with open(part, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-            if digest.hexdigest() != image.sha256:
-                raise IntegrityError(f"the resumed download of {image.id} failed its checksum",
-                                     hint="download again from the start")
+    try:  # the check of a resumed file belongs to the download: its ✓ comes after it
+        with transfer(f"download {image.name}", image.size, offset) as progress:
+            with open(part, "ab") as dest:
+                repo.get(image.id, dest, offset=offset, progress=progress)
+            if offset:  # a resumed download: check the whole file
+                _check_whole(part, image)
     except IntegrityError:
         part.unlink(missing_ok=True)
         raise
 
 
+def _check_whole(part: Path, image: Image) -> None:
+    digest = hashlib.sha256()
+    with open(part, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != image.sha256:
+        raise IntegrityError(f"the resumed download of {image.id} failed its checksum",
+                             hint="download again from the start")
+
+
+@commands.command("list")
 def list_images(
     name: str = typer.Option(None, "--name"),
     os_family: str = typer.Option(None, "--os"),
@@ -132,7 +143,7 @@ def list_images(
     sort: str = typer.Option("-created", "--sort", help="field to sort by; '-' for descending"),
     limit: int = typer.Option(100, "--limit"),
     skip: int = typer.Option(0, "--skip"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag(),
 ) -> None:
     """List the images you may read."""
     try:
@@ -144,7 +155,8 @@ def list_images(
     print_json(images) if as_json else render.images_table(images)
 
 
-def show(image_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+@commands.command("show")
+def show(image_id: str = typer.Argument(...), as_json: bool = json_flag()) -> None:
     """Show one image: metadata, provenance, vetting, registrations and derived images."""
     repo = open_repo()
     image = repo.show(image_id)
@@ -155,6 +167,7 @@ def show(image_id: str = typer.Argument(...), as_json: bool = typer.Option(False
         render.image_detail(image, derived)
 
 
+@commands.command("modify")
 def modify(
     image_id: str = typer.Argument(...),
     name: str = typer.Option(None, "--name"),
@@ -183,40 +196,42 @@ def modify(
     render.image_detail(repo.modify(image_id, changes))
 
 
+@commands.command("remove")
 def remove(
     image_id: str = typer.Argument(...),
     force: bool = typer.Option(False, "--force", help="remove even if it is registered on a target"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+    yes: bool = yes_flag(),
 ) -> None:
     """Remove an image (its bytes go when no other image shares them)."""
     repo = open_repo()
     image = repo.show(image_id)
     if not yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(f"not removing image {image.id} ({image.name}) without a yes",
-                               hint="pass --yes to remove it from a script")
-        typer.confirm(f"remove image {image.id} ({visible(image.name)}, {image.size} bytes)?", abort=True)
+        confirm(f"remove image {image.id} ({visible(image.name)}, {human(image.size)})?",
+                f"removing image {image.id} ({image.name})")
     repo.remove(image_id, force=force)
     console.print(plain(f"removed {image.id} ({image.name})"))
 
 
+@commands.command("share")
 def share(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
     """Let named users read an image."""
     image = open_repo().share(image_id, users)
     console.print(plain(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}"))
 
 
+@commands.command("unshare")
 def unshare(image_id: str = typer.Argument(...), users: list[str] = typer.Argument(...)) -> None:
     """Stop sharing an image with named users."""
     image = open_repo().unshare(image_id, users)
     console.print(plain(f"{image.id} shared with: {', '.join(image.shared_with) or '-'}"))
 
 
+@commands.command("history")
 def history(
     image_id: str = typer.Argument(None, help="only this image"),
     user: str = typer.Option(None, "--user", help="only this user's actions"),
     limit: int = typer.Option(100, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Who did what to which image, when (newest first)."""
     events = open_repo().history(image_id, user, limit)
@@ -224,7 +239,4 @@ def history(
 
 
 def register(app: typer.Typer) -> None:
-    for fn, name in ((upload, "upload"), (download, "download"), (list_images, "list"), (show, "show"),
-                     (modify, "modify"), (remove, "remove"), (share, "share"), (unshare, "unshare"),
-                     (history, "history")):
-        app.command(name)(fn)
+    app.add_typer(commands)

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from rain.cli.common import console, err_console, open_repo, print_json, settings
+from rain.cli import render
+from rain.cli.common import confirm, console, json_flag, open_repo, print_json, settings, yes_flag
 from rain.cli.failures import FILE_ERRNOS, file_failure
+from rain.cli.progress import step_reporter
 from rain.cli.untrusted import markup, plain, visible
 from rain.errors import InvalidInput
 from rain.register.models import Outcome, VetReport
+from rain.register.targets.base import TargetName
 from rain.repository.models import ID_RE
-
-
-class StepReporter:
-    """One line per pipeline step on stderr: name, then ok/failed and seconds."""
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.monotonic()
-        err_console.print(f"[bold]→ {name}[/bold] ...", highlight=False)
-        try:
-            yield
-        except BaseException:
-            err_console.print(f"  {name} [red]failed[/red] after {time.monotonic() - start:.1f}s")
-            raise
-        err_console.print(f"  {name} [green]done[/green] in {time.monotonic() - start:.1f}s")
 
 
 def render_report(report: VetReport) -> None:
@@ -42,7 +26,7 @@ def render_report(report: VetReport) -> None:
     if not report.findings:
         console.print("no findings")
         return
-    table = Table("rule", "severity", "", "what", "fix", "where", show_lines=False)
+    table = render.table("rule", "severity", "", "what", "fix", "where")
     for f in report.findings:
         state = "accepted" if f.accepted else ("BLOCKS" if f.blocking else "")
         # findings quote what the image holds: file names and contents its author chose
@@ -51,9 +35,13 @@ def render_report(report: VetReport) -> None:
     console.print(table)
 
 
+commands = typer.Typer()  # top-level commands: `fg-image register`, not a group
+
+
+@commands.command("register")
 def register_cmd(
     image_id: str = typer.Argument(..., help="id of the image in the repository"),
-    target: str = typer.Option(..., "--target", "-t", help="hpc, opennebula, openstack or ec2"),
+    target: TargetName = typer.Option(..., "--target", "-t", help="where to publish the image"),
     site: str = typer.Option(None, "--site", help="site name in the targets file (default: the only one / default)"),
     boot_test: bool = typer.Option(False, "--boot-test", help="boot the result under QEMU before publishing "
                                    "(or writing --output); a failed boot publishes nothing"),
@@ -61,7 +49,7 @@ def register_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="write the packed image here instead of publishing "
                                 "it (a file; a directory for hpc); no site or credentials needed"),
     force: bool = typer.Option(False, "--force", help="with --output: replace what is already there"),
-    as_json: bool = typer.Option(False, "--json", help="print the outcome as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Vet an image, adapt a copy for a target, publish it there and record the registration
     (or, with --output, write the copy to a file and note the export in the history)."""
@@ -71,7 +59,7 @@ def register_cmd(
         raise InvalidInput("--force applies to --output", hint="give --output PATH, or drop --force")
     repo = open_repo()
     try:
-        outcome = register(repo, settings(), image_id, target, site, boot_test, StepReporter(), boot_timeout,
+        outcome = register(repo, settings(), image_id, target.value, site, boot_test, step_reporter(), boot_timeout,
                            output, force)
     except VetRejected as e:
         render_report(e.report)
@@ -100,12 +88,13 @@ def _print_export(image_id: str, outcome: Outcome, as_json: bool) -> None:
                             f"({', '.join(outcome.detail['files'])})"))
 
 
+@commands.command("vet")
 def vet_cmd(
     subject: str = typer.Argument(..., help="image id in the repository, or a local image file / root directory"),
-    target: str = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
+    target: TargetName = typer.Option(None, "--target", "-t", help="vet under this target's policy"),
     format: str = typer.Option(None, "--format", help="format of a local file (default: from its name)"),
     accept: str = typer.Option(None, "--accept", help="admin: accept RULE for this image and target, then vet"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Vet an image and print the report; exit code 11 when the verdict is fail."""
     from rain.register.pipeline import VetRejected, vet_image, vet_path
@@ -114,14 +103,14 @@ def vet_cmd(
     if path.exists() and not ID_RE.match(subject):
         if accept:
             raise InvalidInput("--accept applies to repository images", hint="give an image id")
-        report = vet_path(path, target, format)
+        report = vet_path(path, target.value if target else None, format)
     elif ID_RE.match(subject):
         repo = open_repo()
         if accept:
             if not target:
                 raise InvalidInput("--accept needs --target", hint="a rule is accepted for one image and target")
-            repo.accept_rule(subject, target, accept)
-        report = vet_image(repo, subject, target, settings(), StepReporter())
+            repo.accept_rule(subject, target.value, accept)
+        report = vet_image(repo, subject, target.value if target else None, settings(), step_reporter())
     else:
         raise InvalidInput(f"{subject!r} is neither an image id nor an existing file or directory",
                            hint="give a 12-character image id or a path")
@@ -133,9 +122,10 @@ def vet_cmd(
         raise VetRejected(report, hint="each finding above says how to fix it")
 
 
+@commands.command("registrations")
 def registrations_cmd(
     image_id: str = typer.Argument(...),
-    as_json: bool = typer.Option(False, "--json", help="print the registrations as JSON"),
+    as_json: bool = json_flag(),
 ) -> None:
     """List where an image is registered."""
     image = open_repo().show(image_id)
@@ -145,31 +135,25 @@ def registrations_cmd(
     if not image.registrations:
         console.print(plain(f"{image_id} is not registered anywhere"))
         return
-    table = Table("target", "site", "remote id", "when", "derived image")
-    for r in image.registrations:
-        table.add_row(plain(r.target), plain(r.site), plain(r.remote_id), r.when.strftime("%Y-%m-%d %H:%M"),
-                      plain(r.detail.get("derived_image", "")))
-    console.print(table)
+    render.registrations_table(image.registrations)
 
 
+@commands.command("deregister")
 def deregister_cmd(
     image_id: str = typer.Argument(...),
-    target: str = typer.Option(..., "--target", "-t"),
+    target: TargetName = typer.Option(..., "--target", "-t", help="the target to delete the image from"),
     site: str = typer.Option(None, "--site", help="only this site (default: every site of the target)"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    yes: bool = yes_flag(),
 ) -> None:
     """Delete the image from a target and drop its registration record."""
     from rain.register.pipeline import deregister
 
-    where = f"{target}" + (f"/{site}" if site else " (every site)")
-    if not yes and not typer.confirm(visible(f"delete image {image_id} from {where}?"), default=False):
-        raise typer.Abort()
-    deregister(open_repo(), settings(), image_id, target, site)
+    where = target.value + (f"/{site}" if site else " (every site)")
+    if not yes:
+        confirm(visible(f"delete image {image_id} from {where}?"), f"deleting image {image_id} from {where}")
+    deregister(open_repo(), settings(), image_id, target.value, site)
     console.print(plain(f"deregistered {image_id} from {where}"))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("register")(register_cmd)
-    app.command("vet")(vet_cmd)
-    app.command("registrations")(registrations_cmd)
-    app.command("deregister")(deregister_cmd)
+    app.add_typer(commands)

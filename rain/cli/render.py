@@ -1,20 +1,37 @@
-"""Tables and detail views for images, users and events.
+"""Tables and detail views: images, users, events, builds, caches, registrations.
 
+Every table `fg-image` prints is made by `table()`, in one style: UPPERCASE
+headers, no box, no padding at the edges; sizes are `rain.sizes.human` (1.5 GiB).
 Every cell holds values others chose (names, descriptions, OS fields, remote
-ids), so each goes in as plain text (untrusted.plain): never parsed as markup,
-control characters shown rather than sent to the terminal.
+ids, tool output), so each goes in as plain text (untrusted.plain): never
+parsed as markup, control characters shown rather than sent to the terminal.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from rain.cli.common import console
 from rain.cli.untrusted import plain
-from rain.repository.accounts import human
-from rain.repository.models import Event, Image, User
+from rain.repository.models import Event, Image, Registration, User
+from rain.sizes import human
+
+if TYPE_CHECKING:
+    from rain.generate.batch import Outcome
+    from rain.generate.cache import CacheEntry
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    """An empty table in Rain's one style, with these column headers (shown in capitals)."""
+    made = Table(box=None, pad_edge=False, title=title)
+    for column in columns:
+        made.add_column(column.upper())
+    return made
 
 
 def _when(value: Any) -> str:
@@ -29,15 +46,15 @@ def images_table(images: list[Image]) -> None:
     if not images:
         console.print("no images")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "OWNER", "OS", "FORMAT", "SIZE", "STATUS", "ACCESS", "CREATED"):
-        table.add_column(column, no_wrap=column != "NAME")
+    shown = table("id", "name", "owner", "os", "format", "size", "status", "access", "created")
+    for column in shown.columns:
+        column.no_wrap = column.header != "NAME"
     for i in images:
         os_text = "/".join(p for p in (i.os.family, i.os.release, i.os.arch) if p) or "-"
         access = i.visibility.value + (f"+{len(i.shared_with)}" if i.shared_with else "")
-        _row(table, i.id, i.name, i.owner, os_text, i.format, human(i.size), i.status.value, access,
+        _row(shown, i.id, i.name, i.owner, os_text, i.format, human(i.size), i.status.value, access,
              _when(i.created))
-    console.print(table)
+    console.print(shown)
 
 
 def _boot(manifest: dict, fmt: str) -> str | None:
@@ -86,33 +103,61 @@ def image_detail(i: Image, derived: list[Image] | None = None) -> None:
         rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({_when(r.when)})"))
     for d in derived or []:
         rows.append(("derived", f"{d.id} {d.name} ({d.format}, {human(d.size)})"))
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    shown = table("", "")
+    shown.show_header = False
+    shown.columns[0].style = "bold"
     for key, value in rows:
-        _row(table, key, value)
-    console.print(table)
+        _row(shown, key, value)
+    console.print(shown)
 
 
 def users_table(users: list[User]) -> None:
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "ROLE", "STATUS", "USED", "QUOTA", "CREATED"):
-        table.add_column(column)
+    shown = table("name", "role", "status", "used", "quota", "created")
     for u in users:
-        _row(table, u.name, u.role.value, u.status.value, human(u.used_bytes), human(u.quota_bytes),
+        _row(shown, u.name, u.role.value, u.status.value, human(u.used_bytes), human(u.quota_bytes),
              _when(u.created))
-    console.print(table)
+    console.print(shown)
 
 
 def events_table(events: list[Event]) -> None:
     if not events:
         console.print("no history")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("WHEN", "USER", "ACTION", "IMAGE", "DETAIL"):
-        table.add_column(column)
+    shown = table("when", "user", "action", "image", "detail")
     for e in events:
         image = f"{e.image_id} ({e.image_name})" if e.image_id else "-"
         detail = ", ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, "", [], {}))
-        _row(table, e.when.strftime("%Y-%m-%d %H:%M:%S"), e.user, e.action, image, detail)
-    console.print(table)
+        _row(shown, e.when.strftime("%Y-%m-%d %H:%M:%S"), e.user, e.action, image, detail)
+    console.print(shown)
+
+
+def registrations_table(registrations: Sequence[Registration]) -> None:
+    shown = table("target", "site", "remote id", "when", "derived image")
+    for r in registrations:
+        _row(shown, r.target, r.site, r.remote_id, _when(r.when), r.detail.get("derived_image", ""))
+    console.print(shown)
+
+
+def batch_table(title: str, outcomes: Sequence[Outcome]) -> None:
+    """A batch's builds: each entry, its image, outcome (coloured), time, and image ids or error."""
+    shown = table("entry", "image", "outcome", "time", "image ids / error", title=title)
+    colour = {"built": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
+    for o in outcomes:
+        detail = o.error or " ".join(f"{v} ({k})" for k, v in o.image_ids.items())
+        if not detail and o.result is not None:
+            detail = str(o.result.directory)
+        c = colour.get(o.status, "cyan")
+        # labels like recipe.yaml[release=trixie] and errors quoting tool output are text, not rich markup
+        shown.add_row(plain(o.label), plain(o.name), f"[{c}]{o.status}[/{c}]",
+                      f"{o.seconds:.0f}s" if o.seconds else "", plain(detail))
+    console.print(shown)
+
+
+def cache_table(entries: Sequence[CacheEntry], where: Path) -> None:
+    """Cache entries with their sizes and last use, then the total."""
+    shown = table("kind", "key", "size", "last used", "detail")
+    for e in entries:
+        _row(shown, str(e.kind), e.key[:40], human(e.size),
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)), e.detail)
+    console.print(shown)
+    console.print(f"total {human(sum(e.size for e in entries))} in {where}", highlight=False)

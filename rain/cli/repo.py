@@ -6,17 +6,18 @@ from pathlib import Path
 
 import typer
 
-from rain.cli.common import console, open_repo, print_json, settings
+from rain.cli.common import console, json_flag, open_repo, print_json, settings
 from rain.cli.untrusted import markup
 from rain.repository import embedded, embedded_disk
 from rain.sizes import human
 
 repo_app = typer.Typer(help="The repository database: status, stop, garbage collection.",
                        no_args_is_help=True)
+commands = typer.Typer()  # top-level: `fg-image serve`
 
 
 @repo_app.command("status")
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = json_flag()) -> None:
     """Where the repository is and whether it answers."""
     s = settings()
     if s.repo_url:
@@ -56,16 +57,17 @@ def stop() -> None:
 
 
 @repo_app.command("gc")
-def gc(as_json: bool = typer.Option(False, "--json")) -> None:
+def gc(as_json: bool = json_flag()) -> None:
     """Collect abandoned uploads and bytes no image refers to (administrators)."""
     report = open_repo().gc()
     if as_json:
         print_json(report)
     else:
         console.print(f"removed {report.uploads_removed} abandoned upload(s), {report.files_removed} "
-                      f"file(s), freed {report.bytes_freed} bytes")
+                      f"file(s), freed {human(report.bytes_freed)}")
 
 
+@commands.command("serve")
 def serve(
     host: str = typer.Option(None, "--host", help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, "--port", help="port (default 8780)"),
@@ -85,4 +87,4 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(repo_app, name="repo")
-    app.command("serve")(serve)
+    app.add_typer(commands)

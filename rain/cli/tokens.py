@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.table import Table
 from typer.core import TyperGroup
 
-from rain.cli.common import console, err_console, open_repo, print_json
+from rain.cli import render
+from rain.cli.common import console, err_console, json_flag, open_repo, print_json
 from rain.errors import InvalidInput
 from rain.repository.models import TokenInfo
 
@@ -61,7 +61,7 @@ def _expiry(t: datetime | None) -> str:
 def create(name: str = typer.Argument(..., help="the user the token acts as"),
            label: str = typer.Option("", "--name", help="what the token is for, e.g. ci-runner"),
            expires: str = typer.Option(None, "--expires", help="e.g. 30d, 12h, 2w; default: never"),
-           as_json: bool = typer.Option(False, "--json", help="print id, name, expiry and the secret as JSON")) -> None:
+           as_json: bool = json_flag()) -> None:
     """Make an API token and print its secret once (only its hash is stored: keep it)."""
     new = open_repo().create_token(name, label, parse_expiry(expires))
     if as_json:
@@ -74,7 +74,7 @@ def create(name: str = typer.Argument(..., help="the user the token acts as"),
 
 @token_app.command("list")
 def list_tokens(name: str = typer.Argument(None, help="whose tokens (administrators); default: yours"),
-                as_json: bool = typer.Option(False, "--json")) -> None:
+                as_json: bool = json_flag()) -> None:
     """List tokens with their ids, names, creation, last use and expiry; never their secrets."""
     tokens = open_repo().list_tokens(name)
     if as_json:
@@ -103,9 +103,7 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
     if not tokens:
         console.print("no tokens")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "USER", "NAME", "CREATED", "LAST USED", "EXPIRES"):
-        table.add_column(column)
+    table = render.table("id", "user", "name", "created", "last used", "expires")
     for t in tokens:
         table.add_row(t.id, t.user, t.name or "-", _when(t.created), _when(t.last_used, "never"), _expiry(t.expires))
     console.print(table)

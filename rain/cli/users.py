@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from rain.cli import render
-from rain.cli.common import console, open_repo, print_json
+from rain.cli.common import console, json_flag, open_repo, print_json
 from rain.cli.tokens import token_app
 from rain.config import parse_size
 from rain.repository.models import Role
@@ -29,7 +29,7 @@ def remove(name: str) -> None:
 
 
 @users_app.command("list")
-def list_users(as_json: bool = typer.Option(False, "--json")) -> None:
+def list_users(as_json: bool = json_flag()) -> None:
     """List users with their usage and quota."""
     users = open_repo().list_users()
     print_json(users) if as_json else render.users_table(users)

@@ -34,7 +34,8 @@ from rain.errors import RainError, RecipeError
 from rain.generate import command
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import LoadedRecipe, load_recipe
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
+from rain.repository.base import Repository
 
 
 class _Entry(BaseModel):
@@ -130,7 +131,7 @@ def _unique_names(items: list[BatchItem]) -> None:
 
 def run_batch(items: list[BatchItem], settings: Settings, options: BuildOptions, reporter: Reporter,
               jobs: int = 1, keep_going: bool = False, dry_run: bool = False,
-              repo_factory: Callable[[], Any] | None = None) -> list[Outcome]:
+              repo_factory: Callable[[], Repository] | None = None) -> list[Outcome]:
     from rain.generate.build import prepare
     from rain.generate.cache import Cache
 

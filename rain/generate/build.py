@@ -24,23 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rain.arch import Architecture
 from rain.config import Settings
 from rain.errors import InvalidInput, RecipeError
 from rain.generate import artifact, command, customize, reaper
 from rain.generate.artifact import ArtifactFile
-from rain.generate.bootstrap.base import BuildContext, get_bootstrapper
-from rain.generate.builders.base import BuildSpec, get_builder
+from rain.generate.bootstrap.base import get_bootstrapper
+from rain.generate.builders.base import Builder, BuildSpec, get_builder
 from rain.generate.cache import Cache, CacheKind
+from rain.generate.context import BuildContext
 from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe
 from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
-from rain.generate.progress import Reporter
 from rain.generate.recipe import Format, Recipe, recipe_hash
+from rain.progress import Reporter
+from rain.repository.base import Repository
 
 log = logging.getLogger(__name__)
-_HOST_ARCH = {"x86_64": ("amd64", "x86_64"), "aarch64": ("arm64", "aarch64"), "ppc64le": ("ppc64el", "ppc64le"),
-              "s390x": ("s390x", "s390x")}
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Plan:
     loaded: LoadedRecipe
     mirror: str
     recipe_hash: str
-    builder: Any
+    builder: Builder
 
     @property
     def result_key(self) -> str:
@@ -95,16 +96,16 @@ class BuildResult:
     output_files: tuple[Path, ...] = ()
 
 
-def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, repo: Any = None) -> Plan:
+def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, repo: Repository | None = None) -> Plan:
     """Validate the whole build up front: no mounts, no downloads, no writes."""
     r = loaded.recipe
     mirror = resolve_mirror(r, settings.mirror)
     where = builder_name(r, options)
-    host = _HOST_ARCH.get(platform.machine())
-    if host is None or r.os.arch not in host:
+    host = Architecture.from_uname(platform.machine())
+    if host is None or r.os.arch not in (host.deb, host.rpm):
         raise RecipeError(f"os.arch: {r.os.arch} cannot be built on this {platform.machine()} host "
                           f"with the {where} builder",
-                          hint=f"use arch {host[0] if host else platform.machine()}")
+                          hint=f"use arch {host.deb if host else platform.machine()}")
     builder = get_builder(where, settings, repo)  # validates its settings; starts nothing
     if not builder.local and not r.os.family.is_debian:
         raise RecipeError(f"os.family: {r.os.family} builds run on the local builder only "
@@ -127,7 +128,7 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
 
 
 def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, reporter: Reporter,
-             repo: Any = None) -> BuildResult:
+             repo: Repository | None = None) -> BuildResult:
     reporter = reporter.child("") if reporter.timings else reporter  # this build's timings only
     with reporter.step("prepare"):
         plan = prepare(loaded, settings, options, repo)
@@ -149,7 +150,7 @@ def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, re
     return result
 
 
-def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, repo: Any) -> BuildResult:
+def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, repo: Repository | None) -> BuildResult:
     r = plan.loaded.recipe
     work_root = cache.root.parent / "work"
     work_root.mkdir(parents=True, exist_ok=True)
@@ -164,6 +165,9 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         builder = plan.builder
         vm = not builder.local
         if vm:
+            from rain.generate.builders.remote import SSHBuilder
+
+            assert isinstance(builder, SSHBuilder)  # get_builder makes every VM builder one
             builder.provider.reporter = reporter  # e.g. qemu's first-time builder image build shows
         with reporter.step(f"start {builder.name} builder") if vm else nullcontext():
             handle = builder.start(spec)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 from rain.errors import BuildError, RecipeError
-from rain.generate.bootstrap.base import BuildContext
+from rain.generate.context import BuildContext
 from rain.image.sysprep import generalize
 
 

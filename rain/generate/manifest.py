@@ -14,8 +14,8 @@ from typing import Any
 import rain
 from rain.generate.artifact import ArtifactFile
 from rain.generate.bootstrap.base import Package
-from rain.generate.progress import Timing
 from rain.generate.recipe import Recipe
+from rain.progress import Timing
 
 
 def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror: str, builder: str,

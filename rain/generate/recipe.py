@@ -13,12 +13,23 @@ import json
 import posixpath
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rain.arch import DEB_NAMES, Architecture
 from rain.config import parse_size
+from rain.plugins import load_class
 from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE, matching
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rain.config import Settings
+    from rain.generate.bootstrap.base import Bootstrapper
+    from rain.generate.builders.base import Builder
+    from rain.generate.builders.machine import Provider
+    from rain.repository.base import Repository
 
 
 class OsFamily(StrEnum):
@@ -32,6 +43,17 @@ class OsFamily(StrEnum):
     @property
     def is_debian(self) -> bool:
         return self in (OsFamily.DEBIAN, OsFamily.UBUNTU)
+
+    def bootstrapper(self) -> type[Bootstrapper]:
+        """This family's bootstrapper class (imported now, not at start-up)."""
+        path = _BOOTSTRAPPERS["debian" if self.is_debian else "rhel"]
+        return cast("type[Bootstrapper]", load_class(path))
+
+
+_BOOTSTRAPPERS = {
+    "debian": "rain.generate.bootstrap.debian:DebianBootstrapper",
+    "rhel": "rain.generate.bootstrap.rhel:RhelBootstrapper",
+}
 
 
 class Variant(StrEnum):
@@ -65,10 +87,6 @@ RELEASES: dict[OsFamily, dict[str, str]] = {
     OsFamily.CENTOS: {"9": "9", "stream9": "9", "10": "10", "stream10": "10"},
     OsFamily.FEDORA: {str(n): str(n) for n in range(38, 44)},
 }
-_DEB_ARCH = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64",
-             "ppc64el": "ppc64el", "ppc64le": "ppc64el", "s390x": "s390x"}
-_RPM_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64",
-             "ppc64el": "ppc64le", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 PACKAGE_RE = re.compile(r"^@?[A-Za-z0-9][A-Za-z0-9._+:~-]{0,127}$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,127}$")
@@ -117,11 +135,11 @@ class OsSpec(Strict):
             names = sorted({v for v in known.values()})
             raise ValueError(f"unknown release {self.release!r} for {self.family}: use one of "
                              + ", ".join(names))
-        if self.arch not in _DEB_ARCH:
-            raise ValueError(f"unknown arch {self.arch!r}: use one of amd64, arm64, ppc64el, s390x")
+        arch = Architecture.lookup(self.arch)
+        if arch is None:
+            raise ValueError(f"unknown arch {self.arch!r}: use one of {', '.join(DEB_NAMES)}")
         object.__setattr__(self, "release", known[str(self.release)])
-        arch = _DEB_ARCH[self.arch] if self.family.is_debian else _RPM_ARCH[self.arch]
-        object.__setattr__(self, "arch", arch)
+        object.__setattr__(self, "arch", arch.deb if self.family.is_debian else arch.rpm)
         return self
 
 
@@ -240,6 +258,28 @@ class BuilderChoice(StrEnum):
     QEMU = "qemu"
     OPENNEBULA = "opennebula"
     OPENSTACK = "openstack"
+
+    @property
+    def is_vm(self) -> bool:
+        """Builds on a machine a provider launches (`remote.SSHBuilder` builds there), not on this host."""
+        return self in _PROVIDERS
+
+    def builder(self) -> Callable[[], Builder]:
+        """The class of the builder that runs on this host (`local` only; VM builders are SSHBuilder)."""
+        return cast("Callable[[], Builder]", load_class(_LOCAL_BUILDERS[self]))
+
+    def provider(self) -> Callable[[Settings, Repository | None], Provider]:
+        """The class that launches this builder's machines, built from (settings, repo) (VM builders only)."""
+        return cast("Callable[[Settings, Repository | None], Provider]", load_class(_PROVIDERS[self]))
+
+
+_LOCAL_BUILDERS = {BuilderChoice.LOCAL: "rain.generate.builders.local:LocalBuilder"}
+_PROVIDERS = {
+    BuilderChoice.QEMU: "rain.generate.builders.qemu:QemuProvider",
+    BuilderChoice.OPENNEBULA: "rain.generate.builders.opennebula:OpenNebulaProvider",
+    BuilderChoice.OPENSTACK: "rain.generate.builders.openstack:OpenStackProvider",
+}
+"""VM builders: a Provider launches machines, `remote.SSHBuilder` builds on them."""
 
 
 class Recipe(Strict):

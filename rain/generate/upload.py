@@ -7,19 +7,23 @@ uploaded are removed again, so a failed build leaves no half image behind.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from rain.errors import InvalidInput, RainError
 from rain.generate.recipe import Recipe
+from rain.repository.base import Repository
 from rain.repository.fields import problem
 from rain.repository.models import ImageMeta, OsInfo
+
+if TYPE_CHECKING:  # build.py imports this module lazily, inside generate
+    from rain.generate.build import BuildResult
 
 log = logging.getLogger(__name__)
 
 
-def upload(repo: Any, recipe: Recipe, result: Any) -> dict[str, str]:
+def upload(repo: Repository | None, recipe: Recipe, result: BuildResult) -> dict[str, str]:
     """format → new image id."""
     if repo is None:
         raise InvalidInput("no repository to upload to", hint="pass --no-upload or configure a repository")

@@ -1,7 +1,10 @@
-"""The plain tools image code runs (mkfs, sfdisk, qemu-img, grub-mkimage, ...): found, run as argv lists.
+"""Host tools: the plain programs Rain runs (mkfs, sfdisk, qemu-img, grub-mkimage, ...) and facts about processes.
 
-A missing tool is a ToolMissing naming the Debian package that provides it; a
+Tools are found on PATH or the system directories and run as argv lists. A
+missing tool is a ToolMissing naming the Debian package that provides it; a
 failure is a Rain error naming the tool and the last lines it printed.
+rain.generate.command builds its cancellable runner on top of this module;
+the repository uses pid_alive to tell a live server or lock holder from a dead one.
 """
 
 from __future__ import annotations
@@ -43,3 +46,18 @@ def run(argv: list[str], what: str, error: type[Exception] = BuildError, input: 
         tail = " | ".join(proc.stderr.decode(errors="replace").strip().splitlines()[-3:])
         raise error(f"{what}: {os.path.basename(argv[0])} failed (exit {proc.returncode}): {tail}")
     return proc.stdout.decode(errors="replace")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True

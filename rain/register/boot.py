@@ -22,6 +22,7 @@ from pathlib import Path
 from rain.errors import TargetError
 from rain.image.tools import tool
 from rain.register.vm import last_console_line, qemu
+from rain.waiting import Deadline, poll
 
 GUEST_HOST = "10.0.2.2"  # QEMU user networking's address for the host's 127.0.0.1
 
@@ -55,13 +56,16 @@ def boot_until(kernel: Path, initrd: Path, append: str, log_path: Path, marker: 
             "-nic", "user,model=virtio-net-pci"]
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rain-boot-") as tmp, qemu(argv, Path(tmp) / "qemu.err") as vm:
-        while time.monotonic() - start < timeout:
+        def booted() -> bool:
             if log_path.is_file() and marker in log_path.read_text(errors="replace"):
-                return time.monotonic() - start
+                return True
             if vm.exited() is not None:
                 err = vm.stderr_tail()
                 raise TargetError(f"the boot test VM stopped before the image booted ({last_console_line(log_path)})",
                                   hint=f"console log: {log_path}" + (f"; qemu: {err}" if err else ""))
-            time.sleep(1)
+            return False
+
+        if poll(booted, Deadline(start + timeout, timeout), 1):
+            return time.monotonic() - start
         raise TargetError(f"boot test timed out after {timeout:.0f}s without the marker "
                           f"({last_console_line(log_path)})", hint=f"console log: {log_path}")

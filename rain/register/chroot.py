@@ -32,7 +32,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rain.config import Settings
 from rain.errors import BuildError, InvalidInput, Unreachable
@@ -46,6 +45,7 @@ from rain.generate.layers import remove_tree
 from rain.generate.mirror import host_apt_mirror
 from rain.generate.recipe import OsFamily
 from rain.image.rootfs import RootFS
+from rain.repository.base import Repository
 
 KEYRINGS = {OsFamily.DEBIAN: "/usr/share/keyrings/debian-archive-keyring.gpg",
             OsFamily.UBUNTU: "/usr/share/keyrings/ubuntu-archive-keyring.gpg"}
@@ -74,7 +74,7 @@ class ImageChroot:
 class Sandbox:
     """Where the image's own programs run during adapt: `local` (a chroot on this host) or a builder VM."""
 
-    def __init__(self, settings: Settings, repo: Any = None, log_file: Path | None = None) -> None:
+    def __init__(self, settings: Settings, repo: Repository | None = None, log_file: Path | None = None) -> None:
         self.settings, self.repo, self.log_file = settings, repo, log_file
         self.name = builder_name(settings.adapt_builder)
 

@@ -40,6 +40,7 @@ from rain.generate.builders.qemu import TCG_CPU
 from rain.image.tools import run, tool
 from rain.register import imds as imds_service
 from rain.register.seeds import GUEST_MAC
+from rain.waiting import Deadline, poll
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -147,7 +148,7 @@ def boot_to_ssh(disk: Path, fmt: str, *, user: str, key: KeyPair, log_path: Path
                      smbios=smbios, accel=accel)
         start = time.monotonic()
         vm, port = _start(stack, argv, work, service.port if service else None)
-        _wait_for_login(vm, port, user, key, log_path, start + timeout, timeout)
+        _wait_for_login(vm, port, user, key, log_path, Deadline(start + timeout, timeout))
         seconds = time.monotonic() - start
         root_fs, disk_bytes = _guest_sizes(port, user, key, log_path)
         return BootResult(seconds, root_fs, disk_bytes, user, log_path,
@@ -221,10 +222,12 @@ def _start(stack: contextlib.ExitStack, argv: list[str], work: Path, imds_port: 
     raise AssertionError("unreachable")
 
 
-def _wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_path: Path, deadline: float,
-                    timeout: float) -> None:
+def _wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_path: Path,
+                    deadline: Deadline) -> None:
     problem = "no answer yet"
-    while time.monotonic() < deadline:
+
+    def logged_in() -> bool:
+        nonlocal problem
         rc = vm.exited()
         if rc is not None:
             qemu_err = vm.stderr_tail()
@@ -232,12 +235,15 @@ def _wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_pat
                               f"({last_console_line(log_path)})",
                               hint=f"console log: {log_path}" + (f"; qemu: {qemu_err}" if qemu_err else ""))
         try:
-            with _ssh(port, user, key, timeout=min(10.0, max(3.0, deadline - time.monotonic()))):
-                return
+            with _ssh(port, user, key, timeout=min(10.0, max(3.0, deadline.left))):
+                return True
         except _NotYet as e:
             problem = str(e)
-        time.sleep(2)
-    raise TargetError(f"boot test: no SSH login as {user} within {timeout:.0f}s ({problem}; "
+        return False
+
+    if poll(logged_in, deadline, 2):
+        return
+    raise TargetError(f"boot test: no SSH login as {user} within {deadline.seconds:.0f}s ({problem}; "
                       f"{last_console_line(log_path)})",
                       hint=f"console log: {log_path}; the image must boot by its own loader and take the key "
                            "from the cloud's metadata")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from rain.repository.models import (
     Event,
@@ -79,3 +79,14 @@ class Repository(Protocol):
 
     def revoke_tokens(self, name: str) -> int:
         """Administrators only: every token of `name` stops working; returns how many there were."""
+
+
+if TYPE_CHECKING:  # mypy proves both implementations satisfy the protocol; nothing runs at import
+    from rain.repository.client import Client
+    from rain.repository.store import Store
+
+    def _store_is_a_repository(s: Store) -> Repository:
+        return s
+
+    def _client_is_a_repository(c: Client) -> Repository:
+        return c

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import pymongo
@@ -13,9 +14,11 @@ from rain.config import Settings
 from rain.errors import ConfigError, Conflict, RainError, Unreachable
 from rain.repository import embedded, embedded_disk
 from rain.repository.accounts import Accounts
-from rain.repository.base import Repository
+from rain.repository.base import Progress, Repository
 from rain.repository.models import Image, ImageMeta, Role
 from rain.repository.store import Store, ensure_indexes
+
+T = TypeVar("T")
 
 # The embedded server behind each client open_database made, so a failure can be explained by its disk.
 _EMBEDDED: dict[int, embedded.EmbeddedStatus] = {}
@@ -130,10 +133,10 @@ class EmbeddedStore(Store):
         return self._explained(super().begin_upload, meta, size)
 
     def finish_upload(self, upload_id: str, src: BinaryIO, sha256: str | None = None,
-                      progress: Any = None) -> Image:
+                      progress: Progress | None = None) -> Image:
         return self._explained(super().finish_upload, upload_id, src, sha256, progress)
 
-    def _explained(self, call: Any, *args: Any) -> Any:
+    def _explained(self, call: Callable[..., T], *args: Any) -> T:
         try:
             return call(*args)
         except PyMongoError as e:

@@ -21,13 +21,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rain.errors import ConfigError, ToolMissing, Unreachable
-from rain.process import pid_alive
+from rain.image.tools import pid_alive
 from rain.repository import embedded_access as access
+from rain.waiting import Deadline, poll
 
 SERVER = "secantusd-py"
 START_TIMEOUT = 60.0
@@ -129,14 +129,15 @@ def _spawn(current: EmbeddedStatus, auth: bool) -> tuple[subprocess.Popen[bytes]
                                 start_new_session=True, cwd=current.data_dir.parent, umask=0o077)
     finally:
         os.close(log)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
         if proc.poll() is not None:
             raise Unreachable(f"the embedded repository server exited with code {proc.returncode}",
                               hint=f"see {current.log}")
-        if _answers(port, 0.2):
-            return proc, port
-        time.sleep(0.1)
+        return _answers(port, 0.2)
+
+    if poll(up, Deadline.after(START_TIMEOUT), 0.1):
+        return proc, port
     proc.kill()
     raise Unreachable(f"the embedded repository server did not start within {START_TIMEOUT:.0f}s",
                       hint=f"see {current.log}")
@@ -193,18 +194,22 @@ def ensure_running(data_dir: Path) -> EmbeddedStatus:
 
 def _terminate(pid: int, port: int | None, timeout: float) -> None:
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    nudge = time.monotonic() + 1.0
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    nudge = Deadline.after(1.0)
+
+    def gone() -> bool:
+        nonlocal nudge
+        if not pid_alive(pid):
+            return True
         # Its first act on SIGTERM is to close the listening socket. Still listening means the
         # signal landed on one of its threads while the main one waits and never runs the handler
         # (about one stop in three): signal again rather than wait for SIGKILL.
-        if time.monotonic() > nudge and port and _answers(port, 0.2):
+        if nudge.passed and port and _answers(port, 0.2):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            nudge = time.monotonic() + 1.0
-    if pid_alive(pid):
+            nudge = Deadline.after(1.0)
+        return False
+
+    if not poll(gone, Deadline.after(timeout), 0.1):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

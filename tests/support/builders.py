@@ -6,7 +6,7 @@ look-ups); each simulated VM is a real OpenSSH sshd on its own 127.0.0.N
 (simulators/sshvm.py), so the Machine a provider returns is a real SSH
 endpoint where commands run on this host as root.
 
-The qemu builder is the real builder image: recipes/builders/debian-builder.yaml
+The qemu builder is the real builder image: the recipe shipped with Rain (qemu.builder_recipe())
 built by the real `fg-image generate` (tar.zst, no upload) in the test cache
 (built_images.cache_dir(), shared with the register e2e images), so generate's own
 result cache reuses it while the recipe is unchanged. Its boot bundle is prepared
@@ -45,9 +45,10 @@ import pytest
 import yaml
 
 from rain.config import Settings, load_settings
+from rain.generate.builders.qemu import builder_recipe
 from rain.repository.connect import open_store
 from support import built_images
-from support.cli import FG_IMAGE, RECIPES
+from support.cli import FG_IMAGE
 from support.simulators.opennebula import OpenNebulaSimulator
 from support.simulators.openstack import OpenStackSimulator
 
@@ -145,7 +146,7 @@ def openstack_builder_env(settings: Settings,
 
 # The qemu builder
 
-BUILDER_RECIPE = RECIPES / "builders" / "debian-builder.yaml"
+BUILDER_RECIPE = builder_recipe()
 
 
 def cache_dir() -> Path:

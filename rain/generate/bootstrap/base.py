@@ -1,4 +1,4 @@
-"""Bootstrappers: one per OS family, looked up lazily by family.
+"""Bootstrappers: one per OS family, looked up lazily by family (`OsFamily.bootstrapper()`).
 
 A bootstrapper fills the builder's root with a base system (from the base
 cache when it can), installs the recipe's packages with the image's own
@@ -7,16 +7,11 @@ package manager, lists what is installed, and tidies up before packing.
 
 from __future__ import annotations
 
-import importlib
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from rain.generate.builders.base import Builder, Handle
-from rain.generate.cache import Cache
-from rain.generate.loader import LoadedRecipe
-from rain.generate.progress import Reporter
-from rain.generate.recipe import OsFamily, Recipe
+from rain.generate.context import BuildContext
+from rain.generate.recipe import OsFamily
 
 
 @dataclass(frozen=True)
@@ -24,25 +19,6 @@ class Package:
     name: str
     version: str
     arch: str
-
-
-@dataclass
-class BuildContext:
-    loaded: LoadedRecipe
-    mirror: str
-    cache: Cache
-    builder: Builder
-    handle: Handle
-    reporter: Reporter
-    use_cache: bool = True
-    layers: ExitStack = field(default_factory=ExitStack)
-    """Undo for the root's layers (overlay mount, base lock): closed after packing."""
-    facts: dict[str, object] = field(default_factory=dict)
-    """What happened, for the manifest: base cache key and hit, clone source, ..."""
-
-    @property
-    def recipe(self) -> Recipe:
-        return self.loaded.recipe
 
 
 class Bootstrapper(Protocol):
@@ -58,12 +34,5 @@ class Bootstrapper(Protocol):
         """Drop package-manager caches and build-only state from the image."""
 
 
-_REGISTRY = {
-    "debian": "rain.generate.bootstrap.debian:DebianBootstrapper",
-    "rhel": "rain.generate.bootstrap.rhel:RhelBootstrapper",
-}
-
-
 def get_bootstrapper(family: OsFamily) -> Bootstrapper:
-    module, _, cls = _REGISTRY["debian" if family.is_debian else "rhel"].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    return family.bootstrapper()()

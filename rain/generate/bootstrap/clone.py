@@ -9,24 +9,27 @@ through a link fails the build. Ownership and modes are kept.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import zstandard
 
 from rain.errors import InvalidInput, NotFound, RecipeError
-from rain.generate.bootstrap.base import BuildContext
+from rain.generate.context import BuildContext
 from rain.generate.recipe import Format, Recipe
 from rain.image import untar
+from rain.repository.base import Repository
+from rain.repository.models import Image
 
 
 class UnsafeArchive(RecipeError):
     pass
 
 
-def check_base(repo: Any, recipe: Recipe) -> Any:
+def check_base(repo: Repository | None, recipe: Recipe) -> Image:
     """The base image's record, once we know the user may read it and it can be cloned."""
     if repo is None:
         raise RecipeError("base: cloning an image needs the repository", hint="configure one, see docs/build.md")
+    assert recipe.base is not None  # prepare checks only a recipe with a base
     try:
         img = repo.show(recipe.base)
     except NotFound:
@@ -41,8 +44,9 @@ def check_base(repo: Any, recipe: Recipe) -> Any:
     return img
 
 
-def clone(ctx: BuildContext, repo: Any) -> None:
+def clone(ctx: BuildContext, repo: Repository | None) -> None:
     image_id = ctx.recipe.base
+    assert repo is not None and image_id is not None  # prepare's check_base made sure of both
     archive = ctx.handle.spec.workdir / "base.tar.zst"
     try:
         with open(archive, "wb") as f:

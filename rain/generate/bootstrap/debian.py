@@ -14,7 +14,8 @@ from pathlib import Path
 
 from rain.errors import BuildError, RecipeError, Unreachable
 from rain.generate import command
-from rain.generate.bootstrap.base import BuildContext, Package
+from rain.generate.bootstrap.base import Package
+from rain.generate.context import BuildContext
 from rain.generate.layers import stack_on
 from rain.generate.recipe import OsFamily
 

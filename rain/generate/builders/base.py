@@ -1,4 +1,5 @@
-"""Where a build runs. Builders are looked up by name and imported lazily.
+"""Where a build runs. Builders are looked up by name (`BuilderName.builder()`, `.provider()`) and
+imported lazily; the table of names lives with the enum, in rain/generate/recipe.py.
 
 A builder gives the bootstrapper and the customization steps an image root
 to work in. `run` executes an argv list *inside* the image (a chroot, on this
@@ -18,29 +19,23 @@ policy files, the VM). The caller owns `spec.workdir` and removes it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rain.errors import InvalidInput
 from rain.generate.command import Result
 from rain.generate.recipe import BuilderChoice
 
+if TYPE_CHECKING:
+    from rain.config import Settings
+    from rain.generate.builders.machine import Provider
+    from rain.generate.builders.remote import Session
+    from rain.repository.base import Repository
+
 BuilderName = BuilderChoice  # the names, declared once with the recipe field that takes them
-
-
-REGISTRY: dict[BuilderName, str] = {
-    BuilderName.LOCAL: "rain.generate.builders.local:LocalBuilder",
-}
-PROVIDERS: dict[BuilderName, str] = {
-    BuilderName.QEMU: "rain.generate.builders.qemu:QemuProvider",
-    BuilderName.OPENNEBULA: "rain.generate.builders.opennebula:OpenNebulaProvider",
-    BuilderName.OPENSTACK: "rain.generate.builders.openstack:OpenStackProvider",
-}
-"""VM builders: a Provider launches machines, `remote.SSHBuilder` builds on them."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ class Handle:
     """The image root in the builder's own system (the same path for `local`)."""
     undo: ExitStack = field(default_factory=ExitStack)
     entered: bool = False
-    remote: Any = None
+    remote: Session | None = None
     """VM builders: their session on the machine the build runs on."""
 
 
@@ -108,21 +103,21 @@ def builder_name(name: str) -> BuilderName:
                            hint="valid builders: " + ", ".join(b.value for b in BuilderName)) from None
 
 
-def _load(path: str) -> Any:
-    module, _, cls = path.partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def get_provider(name: str, settings: Any, repo: Any = None) -> Any:
+def get_provider(name: str, settings: Settings, repo: Repository | None = None) -> Provider:
     """The VM provider `name` with its validated settings (no VM started yet)."""
-    return _load(PROVIDERS[builder_name(name)])(settings, repo)
+    return builder_name(name).provider()(settings, repo)
 
 
-def get_builder(name: str, settings: Any = None, repo: Any = None, provider: Any = None) -> Builder:
+def get_builder(name: str, settings: Settings | None = None, repo: Repository | None = None,
+                provider: Provider | None = None) -> Builder:
     """The builder `name`; VM builders need settings (and the repository, for builder images)."""
     key = builder_name(name)
-    if key in REGISTRY:
-        return _load(REGISTRY[key])()  # type: ignore[no-any-return]
+    if not key.is_vm:
+        return key.builder()()
+    if provider is None:
+        if settings is None:
+            raise TypeError(f"the {key.value} builder needs Rain's settings to launch its machines")
+        provider = get_provider(name, settings, repo)
     from rain.generate.builders.remote import SSHBuilder
 
-    return SSHBuilder(provider or get_provider(name, settings, repo))
+    return SSHBuilder(provider)

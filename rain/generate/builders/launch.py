@@ -27,7 +27,7 @@ import paramiko
 
 from rain.errors import RainError, Unauthorized, Unreachable, one_line
 from rain.generate.builders.machine import KeyPair, MachineKeys
-from rain.waiting import Deadline
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,19 @@ def wait_for_sshd(what: str, host: str, port: int, keys: MachineKeys, deadline: 
     refuses the client key, Unreachable when nothing answered by the deadline.
     `alive` is called before each try and may raise (e.g. the VM's process died);
     `detail` (e.g. "console log: PATH") is added to the timeout message."""
-    while True:
+    problem: str | None = None
+
+    def answered() -> bool:
+        nonlocal problem
         if alive is not None:
             alive()
         problem = _probe(what, host, port, keys, timeout=max(1.0, min(10.0, deadline.left)))
-        if problem is None:
-            return
-        log.debug("%s: sshd at %s:%s not ready: %s", what, host, port, problem)
-        if deadline.passed:
-            break
-        deadline.sleep(interval)
+        if problem is not None:
+            log.debug("%s: sshd at %s:%s not ready: %s", what, host, port, problem)
+        return problem is None
+
+    if poll(answered, deadline, interval):
+        return
     extra = f"; {detail}" if detail else ""
     raise Unreachable(f"{what}: sshd at {host}:{port} did not answer within {deadline.seconds:.0f}s "
                       f"({problem}{extra})",

@@ -17,10 +17,12 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from rain.progress import Reporter
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Provider(Protocol):
     name: str
     limit: int
     """At most this many machines of this provider at once (the pool honours it)."""
-    reporter: Any
+    reporter: Reporter | None
     """Set by the build before launch: where slow one-time work (qemu's builder image) reports."""
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
@@ -86,3 +88,12 @@ class Provider(Protocol):
         On any failure, delete what was started and raise a RainError
         (Unreachable, Unauthorized, BuildError) whose message names the cause.
         `workdir` is a private host directory for this machine's files, removed by the caller."""
+
+
+if TYPE_CHECKING:  # mypy proves every provider satisfies the protocol; nothing runs at import
+    from rain.generate.builders.opennebula import OpenNebulaProvider
+    from rain.generate.builders.openstack import OpenStackProvider
+    from rain.generate.builders.qemu import QemuProvider
+
+    def _providers(q: QemuProvider, o: OpenNebulaProvider, s: OpenStackProvider) -> list[Provider]:
+        return [q, o, s]

@@ -24,18 +24,21 @@ from __future__ import annotations
 import base64
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import model_validator
 
+from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_xml
 from rain.config import Settings
-from rain.credentials import Credentials, one_secret
 from rain.errors import BuildError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
-from rain.opennebula import OneClient
+from rain.progress import Reporter
+from rain.repository.base import Repository
+from rain.settings_file import Credentials, one_secret
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
@@ -80,45 +83,21 @@ class OpenNebulaBuilderSettings(ProviderSettings, Credentials):
         return self
 
 
-Vector = list[tuple[str, str]]
-Template = list[tuple[str, "str | Vector"]]
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render_template(template: Template) -> str:
-    """OpenNebula template syntax: NAME = "v" and NAME = [ K = "v", ... ] lines."""
-    lines = []
-    for name, value in template:
-        if isinstance(value, str):
-            lines.append(f"{name} = {_quote(value)}")
-        else:
-            lines.append(f"{name} = [ " + ", ".join(f"{k} = {_quote(v)}" for k, v in value) + " ]")
-    return "\n".join(lines) + "\n"
-
-
-def template_from_xml(node: ET.Element) -> Template:
-    """The TEMPLATE element one.template.info returns, as (name, value | vector) pairs."""
-    return [(child.tag, [(sub.tag, sub.text or "") for sub in child] if len(child) else child.text or "")
-            for child in node]
-
-
 class OpenNebulaProvider:
     name = "opennebula"
+    reporter: Reporter | None = None
+    """Set by the build; unused: only qemu has slow one-time work to report."""
 
-    def __init__(self, settings: Settings, repo: Any = None) -> None:
-        self.settings: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula",
-                                                                     OpenNebulaBuilderSettings)
-        self.limit = self.settings.limit
+    def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
+        self.conf: OpenNebulaBuilderSettings = provider_settings(settings, "opennebula", OpenNebulaBuilderSettings)
+        self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "opennebula" / "kept"
         """--on-error keep: the login keys of machines left running."""
-        self.one = OneClient(self.settings.endpoint, self.settings.username, self.settings.secret("password"),
+        self.one = OneClient(self.conf.endpoint, self.conf.username, self.conf.secret("password"),
                              failure=BuildError, settings_file="builders file")
 
     def _template(self, build_name: str, keys: MachineKeys) -> str:
-        s = self.settings
+        s = self.conf
         context: Vector = [("NETWORK", "YES"), ("SSH_PUBLIC_KEY", keys.client.public_line),
                            ("RAIN_SSH_HOST_KEY", base64.b64encode(keys.host.private_openssh.encode()).decode())]
         if s.template_id is not None:
@@ -134,7 +113,7 @@ class OpenNebulaProvider:
         return render_template([("NAME", f"rain-{build_name}"), *body, ("CONTEXT", merged)])
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
-        s = self.settings
+        s = self.conf
         deadline = Deadline.after(s.boot_timeout)
         vm_id = int(self.one("one.vm.allocate", self._template(build_name, keys), False))
         what = f"OpenNebula VM {vm_id}"
@@ -169,12 +148,12 @@ class OpenNebulaProvider:
             seen["ip"] = ips[0]
             return True
 
-        if not poll(running, deadline, self.settings.poll_interval):
+        if not poll(running, deadline, self.conf.poll_interval):
             raise BuildError(f"OpenNebula VM {vm_id} still {seen['state']} after {deadline.seconds:.0f}s",
                              hint="the cloud may lack capacity; raise boot_timeout in the builders file")
         return str(seen["ip"])
 
-    def _releaser(self, vm_id: int) -> Any:
+    def _releaser(self, vm_id: int) -> Callable[[], None]:
         done = False
 
         def release() -> None:

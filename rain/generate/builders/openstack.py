@@ -1,4 +1,5 @@
-"""OpenStackProvider: builder VMs as Nova servers, through python-novaclient on a Keystone v3 session.
+"""OpenStackProvider: builder VMs as Nova servers, through python-novaclient on Rain's Keystone session
+(rain.clouds.openstack: the login, and keystoneauth1's errors as Rain's).
 
 For each machine Rain imports a key pair holding its client public key
 (root's authorized key via cloud-init; the image needs `disable_root: false`,
@@ -29,18 +30,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from keystoneauth1 import exceptions as ks_exc
-from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
 
+from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_session, password_login, refused
 from rain.config import Settings
-from rain.credentials import KeystoneAuth
-from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable, one_line
+from rain.errors import BuildError, ConfigError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.progress import Reporter
+from rain.repository.base import Repository
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
@@ -68,43 +68,31 @@ def user_data(keys: MachineKeys) -> str:
 
 class OpenStackProvider:
     name = "openstack"
+    reporter: Reporter | None = None
+    """Set by the build; unused: only qemu has slow one-time work to report."""
 
-    def __init__(self, settings: Settings, repo: Any = None) -> None:
-        self.settings: OpenStackBuilderSettings = provider_settings(settings, "openstack",
-                                                                    OpenStackBuilderSettings)
-        self.limit = self.settings.limit
+    def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
+        self.conf: OpenStackBuilderSettings = provider_settings(settings, "openstack", OpenStackBuilderSettings)
+        self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "openstack" / "kept"
         """--on-error keep: the login keys of machines left running."""
-        s = self.settings
-        self._auth = v3.Password(auth_url=s.auth_url, username=s.username, password=s.secret("password"),
-                                 user_domain_name=s.user_domain_name, project_name=s.project_name,
-                                 project_domain_name=s.project_domain_name)
+        self._login = password_login(self.conf, self.conf.secret("password"))
 
-    def _nova(self) -> Any:
+    def _nova(self) -> Any:  # Any: python-novaclient ships no type hints
         """A client for one machine: novaclient's name look-ups switch the client's service type
         while they run, so clients are not shared between the pool's threads (the token is)."""
-        return nova_client.Client("2.1", session=ks_session.Session(auth=self._auth, timeout=60),
-                                  region_name=self.settings.region, endpoint_type=self.settings.interface)
+        return nova_client.Client("2.1", session=keystone_session(self._login),
+                                  region_name=self.conf.region, endpoint_type=self.conf.interface)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """novaclient / keystoneauth failures → Rain errors naming what was being done."""
         try:
-            yield
-        except RainError:
-            raise
-        except (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.UnknownConnectionError) as e:
-            raise Unreachable(f"cannot reach OpenStack ({what}) at {self.settings.auth_url}: {one_line(e)}",
-                              hint="check auth_url in the builders file and the network") from e
-        except (ks_exc.Unauthorized, nova_exc.Unauthorized, nova_exc.Forbidden) as e:
-            raise Unauthorized(f"OpenStack refused {what}: {one_line(e)}",
-                               hint="check username, password_env/password_file, project and domains "
-                                    "in the builders file") from e
-        except (ks_exc.EndpointNotFound, ks_exc.EmptyCatalog) as e:
-            raise ConfigError(f"OpenStack has no {self.settings.interface} compute endpoint "
-                              f"(region {self.settings.region or 'any'}) for {what}",
-                              hint="check region and interface in the builders file") from e
-        except (nova_exc.ClientException, ks_exc.ClientException) as e:
+            with keystone_errors(self.conf, what, BuildError):
+                yield
+        except (nova_exc.Unauthorized, nova_exc.Forbidden) as e:
+            raise refused(self.conf, what, e) from e
+        except nova_exc.ClientException as e:
             raise BuildError(f"OpenStack {what} failed: {one_line(e)}") from e
 
     def _lookup(self, kind: str, value: str, find: Callable[[str], Any]) -> Any:
@@ -132,7 +120,7 @@ class OpenStackProvider:
         return str(nova.neutron.find_network(value).id)
 
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path) -> Machine:
-        s = self.settings
+        s = self.conf
         deadline = Deadline.after(s.boot_timeout)
         nova = self._nova()
         image = self._lookup("image", s.image, nova.glance.find_image)
@@ -176,7 +164,7 @@ class OpenStackProvider:
             seen["ip"] = self._address(server_id, server.addresses or {})
             return True
 
-        if not poll(active, deadline, self.settings.poll_interval):
+        if not poll(active, deadline, self.conf.poll_interval):
             raise BuildError(f"OpenStack server {server_id} still {seen['status']} after {deadline.seconds:.0f}s",
                              hint="the cloud may be slow or full; raise boot_timeout in the builders file")
         return seen["ip"]
@@ -184,7 +172,7 @@ class OpenStackProvider:
     def _address(self, server_id: str, addresses: dict[str, list[dict[str, Any]]]) -> str:
         v4 = [(net, a) for net, items in addresses.items() for a in items if a.get("version") == 4]
         for wanted in (lambda net, a: a.get("OS-EXT-IPS:type") == "floating",
-                       lambda net, a: net == self.settings.network, lambda net, a: True):
+                       lambda net, a: net == self.conf.network, lambda net, a: True):
             for net, a in v4:
                 if wanted(net, a):
                     return str(a["addr"])

@@ -1,12 +1,12 @@
 """QemuProvider: builder VMs on this host with qemu-system-x86_64 (KVM if it works, else TCG).
 
-The builder VM boots a repository image (recipes/builders/debian-builder.yaml,
-built and uploaded by Rain itself the first time) prepared once into a *boot
+The builder VM boots a repository image (data/debian-builder.yaml, shipped in the
+package beside data/chroot.sh; built and uploaded by Rain itself the first time) prepared once into a *boot
 bundle* under DATA_DIR/builders/qemu/<image id>/: a read-only sparse ext4 disk
 made with `mkfs.ext4 -d` plus the image's kernel and initrd. Each machine gets a
 qcow2 overlay over that disk, a seed disk (a plain tar: its SSH host key and
 root's authorized key) and a port on 127.0.0.1 forwarded to its sshd; nothing
-else listens. The image's own init (files/builder-init) reads the seed and
+else listens. The image's own init (data/files/builder-init) reads the seed and
 starts sshd, so a boot takes seconds under KVM and ~20 s under TCG.
 
 qemu runs in its own session and is tracked by the reaper, so it dies with
@@ -33,6 +33,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +45,22 @@ from rain.generate import command, reaper
 from rain.generate.builders import launch
 from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
-from rain.generate.progress import Reporter
-from rain.waiting import Deadline
+from rain.progress import Reporter
+from rain.repository.base import Repository
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 
-RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "builders" / "debian-builder.yaml"
 INIT = "/usr/lib/rain/builder-init"
 _ID_LEN = 12
 TCG_CPU = "Nehalem"
 """Under TCG a plain x86-64-v2 CPU (what RHEL 9 needs) runs builds faster than `max`, whose
 AVX2/AES-NI code paths qemu has to emulate (measured on a 2-core host: zstd ~1.8x, ssh streams ~1.7x)."""
+
+
+def builder_recipe() -> Path:
+    """The builder image's recipe shipped in the package: data/debian-builder.yaml, its files in data/files/."""
+    return Path(str(resources.files("rain.generate.builders") / "data" / "debian-builder.yaml"))
 
 
 class Accel(StrEnum):
@@ -72,7 +78,7 @@ class QemuSettings(ProviderSettings):
     image: str = "rain-builder-debian"
     """Repository image (name or id, tar.zst) the builder VM boots; built from `recipe` if missing."""
     recipe: Path | None = None
-    """Recipe of the builder image; default recipes/builders/debian-builder.yaml."""
+    """Recipe of the builder image; default the one shipped with Rain (builder_recipe())."""
     cpu: str | None = None
     """qemu's -cpu model; default: host under KVM, Nehalem under TCG (see TCG_CPU)."""
     disk_gib: int = Field(8, ge=2)
@@ -94,7 +100,7 @@ class BootBundle:
 class QemuProvider:
     name = "qemu"
 
-    def __init__(self, settings: Settings, repo: Any = None) -> None:
+    def __init__(self, settings: Settings, repo: Repository | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.conf: QemuSettings = provider_settings(settings, "qemu", QemuSettings)
@@ -123,7 +129,7 @@ class QemuProvider:
         from rain.generate.build import BuildOptions, generate
         from rain.generate.loader import load_recipe
 
-        recipe = self.conf.recipe or RECIPE
+        recipe = self.conf.recipe or builder_recipe()
         sets: dict[str, Any] = {"formats": ["tar.zst"]}
         if not _is_id(self.conf.image):
             sets["upload.name"] = self.conf.image
@@ -183,6 +189,7 @@ class QemuProvider:
         reaper.track_path(tmp)
         try:
             if archive is None:
+                assert self.repo is not None  # prepare refused to go on without one or the other
                 archive = tmp / "image.tar.zst"
                 with open(archive, "wb") as f:
                     self.repo.get(image_id, f)
@@ -362,14 +369,18 @@ def kvm_works(qemu: str, kernel: str, timeout: float = 6.0) -> bool:
                                 start_new_session=True)
         reaper.track_pid(proc.pid)
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            verdict: list[bool] = []
+
+            def decided() -> bool:
                 text = out.read_text(errors="replace") if out.exists() else ""
                 if "Kernel panic" in text:
-                    return True
-                if proc.poll() is not None:
-                    return "Linux version" in text
-                time.sleep(0.2)
+                    verdict.append(True)
+                elif proc.poll() is not None:
+                    verdict.append("Linux version" in text)
+                return bool(verdict)
+
+            if poll(decided, Deadline.after(timeout), 0.2):
+                return verdict[0]
             log.info("KVM probe: no kernel boot within %.0fs; using TCG", timeout)
             return False
         finally:
@@ -386,7 +397,7 @@ def _boot_files(root: Path, image_id: str) -> tuple[Path, Path]:
         if initrd.is_file() and not initrd.is_symlink() and not kernel.is_symlink():
             return kernel, initrd
     raise BuildError(f"builder image {image_id} has no /boot/vmlinuz-* with its initrd.img-*",
-                     hint="its recipe must install linux-image-amd64 (see recipes/builders/debian-builder.yaml)")
+                     hint=f"its recipe must install linux-image-amd64 (see {builder_recipe()})")
 
 
 def _write_seed(path: Path, keys: MachineKeys) -> None:

@@ -32,7 +32,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import paramiko
 import zstandard
@@ -42,7 +42,7 @@ from rain.generate import command
 from rain.generate.builders.base import BuildSpec, Handle
 from rain.generate.builders.launch import client_pkey
 from rain.generate.builders.local import chroot_script
-from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.machine import Machine, MachineKeys, Provider
 from rain.generate.cache import TAR_OPTS
 from rain.generate.command import Result
 
@@ -97,7 +97,7 @@ _slots: dict[str, threading.BoundedSemaphore] = {}
 _slots_lock = threading.Lock()
 
 
-def _slot(provider: Any) -> threading.BoundedSemaphore:
+def _slot(provider: Provider) -> threading.BoundedSemaphore:
     """The pool: at most provider.limit machines of one provider at once in this process."""
     with _slots_lock:
         if provider.name not in _slots:
@@ -105,10 +105,17 @@ def _slot(provider: Any) -> threading.BoundedSemaphore:
         return _slots[provider.name]
 
 
+def _session(handle: Handle) -> Session:
+    """The handle's session on its machine (start made it; a handle without one was never started)."""
+    if handle.remote is None:
+        raise RuntimeError(f"build {handle.spec.name} has no machine: start() did not finish")
+    return handle.remote
+
+
 class SSHBuilder:
     local = False
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Provider) -> None:
         self.provider = provider
         self.name: str = provider.name
 
@@ -222,7 +229,7 @@ class SSHBuilder:
         from rain.generate.bootstrap.clone import safe_extract
 
         self.leave(handle)
-        s: Session = handle.remote
+        s = _session(handle)
         chan = self._open(s, ["tar", "-C", handle.inner_root, *TAR_OPTS, "--one-file-system", "-I", WIRE_ZSTD,
                               "-cf", "-", "."], env=None)
         try:
@@ -252,7 +259,7 @@ class SSHBuilder:
         if handle.entered:
             return
         handle.entered = True
-        state = f"{handle.remote.workspace}/chroot.state"
+        state = f"{_session(handle).workspace}/chroot.state"
         handle.undo.callback(chroot_script, self.outside, handle, "leave", state)
         chroot_script(self.outside, handle, "enter", state, "1" if handle.spec.debian else "0")
 
@@ -277,7 +284,7 @@ class SSHBuilder:
     def _exec(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
               stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None, what: str = "",
               check: bool = True, cleanup: bool = False) -> Result:
-        s: Session = handle.remote
+        s = _session(handle)
         chan = self._open(s, argv, env, cleanup)
         chan.set_combine_stderr(stdout is None)
         sender = None

@@ -25,13 +25,14 @@ with a one-line error naming the missing keys).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from rain.config import Settings, read_yaml_mapping
-from rain.errors import ConfigError
+from rain.config import Settings
+from rain.settings_file import SettingsFile
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ProviderSettings(BaseModel):
@@ -44,25 +45,11 @@ class ProviderSettings(BaseModel):
     """Seconds from launch until the machine's sshd must answer."""
 
 
-def read_builders_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    return read_yaml_mapping(path, "builders file", "docs/builders.md", "qemu: {memory: 2048}")
+def builders_file(settings: Settings) -> SettingsFile:
+    """The builders file (optional: without it every provider gets its defaults)."""
+    return SettingsFile(settings.builders_path, "builders file", "docs/builders.md", "qemu: {memory: 2048}")
 
 
-def provider_settings(settings: Settings, name: str, model: type[BaseModel]) -> Any:
+def provider_settings(settings: Settings, name: str, model: type[M]) -> M:
     """The validated section `name` of the builders file (defaults when it is absent)."""
-    path = settings.builders_path
-    data = read_builders_file(path)
-    section = data.get(name) or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"builders file {path}: {name} must be a mapping of settings",
-                          hint="valid keys: " + ", ".join(model.model_fields))
-    try:
-        return model.model_validate(section)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(section)"
-        missing = "" if path.is_file() else " (no builders file: write one, see docs/builders.md)"
-        raise ConfigError(f"builders file {path}: {name}.{where}: {err['msg']}{missing}",
-                          hint="valid keys: " + ", ".join(model.model_fields)) from e
+    return builders_file(settings).section((name,), model)

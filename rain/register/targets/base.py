@@ -1,17 +1,25 @@
-"""The Target interface, the lazy registry of target providers, and shared site-settings pieces."""
+"""The Target interface, the lazy table of targets (owned by TargetName), and shared target pieces.
+
+`TargetName.load()` imports a target's module only when it is asked for. A target
+class is built from its validated site section (`site_model`) by `open_target`
+in sites.py, which relies on the constructor the protocol declares.
+"""
 
 from __future__ import annotations
 
-import importlib
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, cast, runtime_checkable
 
-from rain.credentials import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
 from rain.errors import InvalidInput
+from rain.image.disk import make_disk
+from rain.plugins import load_class
+from rain.register import disk
 from rain.register.models import Label, Packed, VetPolicy
+from rain.settings_file import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
 
 if TYPE_CHECKING:
+    from rain.config import Settings
     from rain.register.chroot import Sandbox
 
 
@@ -21,8 +29,12 @@ class TargetName(StrEnum):
     OPENSTACK = "openstack"
     EC2 = "ec2"
 
+    def load(self) -> type[Target]:
+        """This target's class (its module is imported now, not at start-up)."""
+        return cast("type[Target]", load_class(TARGETS[self]))
 
-PROVIDERS: dict[TargetName, str] = {
+
+TARGETS: dict[TargetName, str] = {
     TargetName.HPC: "rain.register.targets.hpc:HpcTarget",
     TargetName.OPENNEBULA: "rain.register.targets.opennebula:OpenNebulaTarget",
     TargetName.OPENSTACK: "rain.register.targets.openstack:OpenStackTarget",
@@ -42,6 +54,11 @@ class Target(Protocol):
     """Format of the derived image stored back in the repository (the packed primary file)."""
     login_user: ClassVar[str]
     """Who logs in with the key the target hands over at boot (what adapt's contextualization sets up)."""
+    site_model: ClassVar[type[SiteSettings]]
+    """The model of one site's section of the targets file."""
+
+    def __init__(self, site: SiteSettings, site_name: str, settings: Settings, offline: bool = False) -> None:
+        """A target for one validated site; offline (`register --output`) reads no secrets."""
 
     def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
         """Change the unpacked copy at `root` for this target; return what was changed, one line each.
@@ -82,6 +99,10 @@ def target_name(text: str) -> TargetName:
                            hint="valid targets: " + ", ".join(t.value for t in TargetName)) from None
 
 
-def target_class(name: TargetName) -> Any:
-    module, _, cls = PROVIDERS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+def pack_qcow2(root: Path, out: Path) -> Packed:
+    """The cloud targets' pack: a bootable disk of `root`, as qcow2 in `out` (the raw disk is removed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    raw = make_disk(root, out / "disk.raw", bootable=True).path
+    qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
+    raw.unlink()
+    return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")

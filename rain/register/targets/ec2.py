@@ -12,7 +12,6 @@ import base64
 import hashlib
 import logging
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -24,6 +23,7 @@ from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName, one_secret
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 BLOCK = 512 * 1024
@@ -94,7 +94,7 @@ class Ec2Target:
                                    "in the targets file")
         return self.site.secret("access_key_id"), self.site.secret("secret_access_key")
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: str) -> Any:  # Any: boto3 is untyped without the boto3-stubs package
         if service not in self._clients:
             import boto3
             from botocore.config import Config
@@ -190,14 +190,14 @@ class Ec2Target:
         return len(digests), base64.b64encode(aggregate).decode()
 
     def _wait_snapshot(self, ec2: Any, snapshot_id: str) -> None:
-        deadline = time.monotonic() + self.site.timeout
-        while time.monotonic() < deadline:
+        def completed() -> bool:
             state = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["State"]
-            if state == "completed":
-                return
             if state == "error":
                 raise TargetError(f"EC2 snapshot {snapshot_id} ended in state error")
-            time.sleep(2)
+            return bool(state == "completed")
+
+        if poll(completed, Deadline.after(self.site.timeout), 2):
+            return
         raise TargetError(f"EC2 snapshot {snapshot_id} not completed after {self.site.timeout:.0f}s")
 
     def _cleanup(self, ami: str | None, snapshot_id: str | None) -> None:

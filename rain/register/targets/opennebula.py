@@ -2,7 +2,8 @@
 
 The packed qcow2 is staged where the front-end can read it (`staging_dir`,
 seen by OpenNebula as `staging_url` or as the same path), then
-one.image.allocate creates the image in the datastore with that PATH and
+one.image.allocate creates the image in the datastore with that PATH (the
+template rendered by rain.clouds.opennebula, every value quoted) and
 Rain polls one.image.info until the image is READY (or ERROR, which fails
 the registration and deletes the image). Responses have OpenNebula's
 documented shape [success, result-or-error, error code, ...].
@@ -12,19 +13,18 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import ClassVar
 
+from rain.clouds.opennebula import OneClient, render_template
 from rain.config import Settings
 from rain.errors import TargetError
-from rain.image.disk import make_disk
-from rain.opennebula import OneClient
-from rain.register import adapt, cloudtest, disk
+from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import Firmware, SiteSettings, TargetName, one_secret
+from rain.register.targets.base import Firmware, SiteSettings, TargetName, one_secret, pack_qcow2
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 STATES = {0: "INIT", 1: "READY", 2: "USED", 3: "DISABLED", 4: "LOCKED", 5: "ERROR", 6: "CLONE", 7: "DELETE",
@@ -70,11 +70,7 @@ class OpenNebulaTarget:
         return adapt.cloud_disk(root, self.profile, sandbox) + adapt.one_username(root)
 
     def pack(self, root: Path, out: Path) -> Packed:
-        out.mkdir(parents=True, exist_ok=True)
-        raw = make_disk(root, out / "disk.raw", bootable=True).path
-        qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
-        raw.unlink()
-        return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
+        return pack_qcow2(root, out)
 
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
         """Boot the packed disk as opennebula would (opennebula, virtio, the site's firmware) to an SSH login."""
@@ -92,8 +88,7 @@ class OpenNebulaTarget:
                               hint="check staging_dir in the targets file") from e
         try:
             path = f"{self.site.staging_url.rstrip('/')}/{staged.name}" if self.site.staging_url else str(staged)
-            template = "\n".join(f'{k} = "{v}"' for k, v in self.template(label, path).items())
-            image_id = int(self._call("one.image.allocate", template, self.site.datastore_id))
+            image_id = int(self._call("one.image.allocate", self.template(label, path), self.site.datastore_id))
             try:
                 self._wait_ready(image_id)
             except BaseException:
@@ -103,28 +98,30 @@ class OpenNebulaTarget:
         finally:
             staged.unlink(missing_ok=True)  # READY means the datastore holds its own copy
 
-    def template(self, label: Label, path: str) -> dict[str, str]:
+    def template(self, label: Label, path: str) -> str:
         """The image template: a virtio disk (DEV_PREFIX vd) in qcow2, and the firmware it boots with,
-        which OpenNebula sets on the VM template (OS/FIRMWARE), so it is recorded here for one to use."""
-        return {"NAME": label.slug, "PATH": path, "TYPE": "OS", "DRIVER": "qcow2", "FORMAT": "qcow2",
-                "DEV_PREFIX": "vd", "RAIN_FIRMWARE": self.site.firmware.upper(),
-                "DESCRIPTION": f"{label.name} registered by Rain from {label.image_id}",
-                "RAIN_IMAGE": label.image_id}
+        which OpenNebula sets on the VM template (OS/FIRMWARE), so it is recorded here for one to use.
+        Rendered with every value quoted: a label's name cannot add an attribute."""
+        return render_template([("NAME", label.slug), ("PATH", path), ("TYPE", "OS"), ("DRIVER", "qcow2"),
+                                ("FORMAT", "qcow2"), ("DEV_PREFIX", "vd"),
+                                ("RAIN_FIRMWARE", self.site.firmware.upper()),
+                                ("DESCRIPTION", f"{label.name} registered by Rain from {label.image_id}"),
+                                ("RAIN_IMAGE", label.image_id)])
 
     def _wait_ready(self, image_id: int) -> None:
-        deadline = time.monotonic() + self.site.timeout
-        state = "INIT"
-        while time.monotonic() < deadline:
+        seen = {"state": "INIT"}
+
+        def ready() -> bool:
             info = ET.fromstring(self._call("one.image.info", image_id, False))
-            state = STATES.get(int(info.findtext("STATE", "0")), "UNKNOWN")
-            if state == "READY":
-                return
+            seen["state"] = state = STATES.get(int(info.findtext("STATE", "0")), "UNKNOWN")
             if state == "ERROR":
                 why = info.findtext("TEMPLATE/ERROR") or "no reason given"
                 raise TargetError(f"OpenNebula image {image_id} went to ERROR: {why}",
                                   hint="check that the front-end can read staging_url/staging_dir")
-            time.sleep(1)
-        raise TargetError(f"OpenNebula image {image_id} still {state} after {self.site.timeout:.0f}s")
+            return state == "READY"
+
+        if not poll(ready, Deadline.after(self.site.timeout), 1.0):
+            raise TargetError(f"OpenNebula image {image_id} still {seen['state']} after {self.site.timeout:.0f}s")
 
     def delete(self, remote_id: str) -> None:
         self._call("one.image.delete", int(remote_id), missing_ok=True)

@@ -1,30 +1,34 @@
 """OpenStack: a qcow2 with cloud-init for ConfigDrive/OpenStack metadata, uploaded to Glance v2.
 
-Authentication is Keystone v3 password auth (token from X-Subject-Token,
-Glance's endpoint from the token's service catalog); then Glance v2: create
-the image record with its properties, upload the bytes, wait until active,
-and check the size and the SHA-512 Glance computed (os_hash_value). A failure
-after create deletes the image.
+Authentication is Keystone v3 password auth through Rain's keystoneauth1
+session (rain.clouds.openstack, as the openstack builder logs in; Glance's
+endpoint comes from the token's service catalog, type "image", by the site's
+interface and region); then Glance v2 through that session: create the image
+record with its properties, upload the bytes, wait until active, and check
+the size and the SHA-512 Glance computed (os_hash_value). A failure after
+create deletes the image. keystoneauth1's exceptions become Rain's kinds in
+rain.clouds.openstack; Glance's HTTP refusals are read here (_check).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import requests
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import session as ks_session
 
+from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_session, password_login
 from rain.config import Settings
-from rain.credentials import KeystoneAuth
-from rain.errors import IntegrityError, TargetError, Unauthorized, Unreachable
-from rain.image.disk import make_disk
-from rain.register import adapt, cloudtest, disk
+from rain.errors import IntegrityError, TargetError, Unauthorized
+from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import Firmware, SiteSettings, TargetName
+from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_qcow2
+from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +65,14 @@ class OpenStackTarget:
         self.site, self.site_name, self.settings = site, site_name, settings
         # checked now, before anything moves; offline (--output) never logs in
         self._password = "" if offline else site.secret("password")
-        self.http = requests.Session()
+        self._session: ks_session.Session | None = None
         self._glance: str | None = None
 
     def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
         return adapt.cloud_disk(root, self.profile, sandbox)
 
     def pack(self, root: Path, out: Path) -> Packed:
-        out.mkdir(parents=True, exist_ok=True)
-        raw = make_disk(root, out / "disk.raw", bootable=True).path
-        qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
-        raw.unlink()
-        return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")
+        return pack_qcow2(root, out)
 
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None:
         """Boot the packed disk as openstack would (config-drive, virtio, the site's firmware) to an SSH login."""
@@ -80,39 +80,32 @@ class OpenStackTarget:
         cloudtest.boot_test(packed.primary_path, packed.format, how, log_path, timeout)
 
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
-        try:
-            return _check(self.http.request(method, url, timeout=(10, 300), **kwargs), what)
-        except requests.ConnectionError as e:
-            raise Unreachable(f"cannot reach OpenStack for {what} at {url.split('/v')[0]}",
-                              hint="check auth_url in the targets file and the network") from e
-        except requests.Timeout as e:
-            raise Unreachable(f"OpenStack did not answer {what} in time") from e
+        """A Glance call on the Keystone session (token added, renewed when it expires), its refusal checked."""
+        with keystone_errors(self.site, what, TargetError, "image"):
+            resp = self._keystone().request(url, method, raise_exc=False, timeout=(10, 300), **kwargs)
+        return _check(resp, what)
+
+    def _keystone(self) -> ks_session.Session:
+        if self._session is None:
+            self._session = keystone_session(password_login(self.site, self._password))
+        return self._session
 
     def _login(self) -> str:
-        """Keystone v3 password auth; keeps the token on the session, returns Glance's image URL."""
+        """Log in to Keystone (once) and return Glance's image URL from the catalog."""
         if self._glance:
             return self._glance
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": self.site.username, "domain": {"name": self.site.user_domain_name},
-            "password": self._password}}},
-            "scope": {"project": {"name": self.site.project_name,
-                                  "domain": {"name": self.site.project_domain_name}}}}}
-        resp = self._request("POST", self.site.auth_url.rstrip("/") + "/auth/tokens", "authentication", json=body)
-        token = resp.headers.get("X-Subject-Token")
-        if not token:
-            raise TargetError("Keystone answered without an X-Subject-Token", hint="is auth_url a Keystone v3 URL?")
-        self.http.headers["X-Auth-Token"] = token
-        for service in resp.json().get("token", {}).get("catalog", []):
-            if service.get("type") != "image":
-                continue
-            for ep in service.get("endpoints", []):
-                region_ok = self.site.region in (None, ep.get("region"), ep.get("region_id"))
-                if ep.get("interface") == self.site.interface and region_ok:
-                    url = ep["url"].rstrip("/")
-                    self._glance = (url if url.endswith("/v2") else url + "/v2") + "/images"
-                    return self._glance
-        raise TargetError(f"no Glance ({self.site.interface}, region {self.site.region or 'any'}) in the catalog",
-                          hint="check region and interface in the targets file")
+        with keystone_errors(self.site, "authentication", TargetError, "image"):
+            try:
+                url = self._keystone().get_endpoint(service_type="image", interface=self.site.interface,
+                                                    region_name=self.site.region, skip_discovery=True)
+            except (ks_exc.EndpointNotFound, ks_exc.EmptyCatalog):
+                url = None  # logged in, but the catalog has no such Glance: said below, as a TargetError
+        if not url:
+            raise TargetError(f"no Glance ({self.site.interface}, region {self.site.region or 'any'}) in the catalog",
+                              hint="check region and interface in the targets file")
+        url = url.rstrip("/")
+        self._glance = (url if url.endswith("/v2") else url + "/v2") + "/images"
+        return self._glance
 
     def properties(self, label: Label) -> dict[str, str]:
         props = {"os_distro": label.os_family or "linux", "os_version": label.os_release,
@@ -139,25 +132,28 @@ class OpenStackTarget:
             raise
 
     def _wait_active(self, images: str, image_id: str, path: Path) -> None:
-        deadline = time.monotonic() + self.site.timeout
-        status = "queued"
-        while time.monotonic() < deadline:
+        seen = {"status": "queued"}
+
+        def active() -> bool:
             image = self._request("GET", f"{images}/{image_id}", "reading the image").json()
-            status = image.get("status", "")
-            if status == "active":
-                if image.get("size") not in (None, path.stat().st_size):
-                    raise IntegrityError(f"Glance stored {image['size']} bytes, Rain sent {path.stat().st_size}")
-                if image.get("os_hash_algo") == "sha512" and image.get("os_hash_value") != _sha512(path):
-                    raise IntegrityError("Glance's SHA-512 of the upload differs from the packed image")
-                return
+            seen["status"] = status = image.get("status", "")
             if status in ("killed", "deleted", "deactivated"):
                 raise TargetError(f"Glance image {image_id} went to {status}")
-            time.sleep(1)
-        raise TargetError(f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s")
+            if status != "active":
+                return False
+            if image.get("size") not in (None, path.stat().st_size):
+                raise IntegrityError(f"Glance stored {image['size']} bytes, Rain sent {path.stat().st_size}")
+            if image.get("os_hash_algo") == "sha512" and image.get("os_hash_value") != _sha512(path):
+                raise IntegrityError("Glance's SHA-512 of the upload differs from the packed image")
+            return True
+
+        if not poll(active, Deadline.after(self.site.timeout), 1.0):
+            raise TargetError(f"Glance image {image_id} still {seen['status']} after {self.site.timeout:.0f}s")
 
     def delete(self, remote_id: str) -> None:
         images = self._login()
-        resp = self.http.delete(f"{images}/{remote_id}", timeout=(10, 60))
+        with keystone_errors(self.site, "deleting the image", TargetError, "image"):
+            resp = self._keystone().delete(f"{images}/{remote_id}", raise_exc=False, timeout=(10, 60))
         if resp.status_code not in (200, 204, 404):
             _check(resp, "deleting the image")
 

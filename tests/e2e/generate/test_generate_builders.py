@@ -127,8 +127,8 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
 
 def test_on_error_keep_leaves_the_failed_builder_vm_and_says_how_to_reach_it(
         gen: Any, tmp_path: Path, opennebula_builders_file: BuildersFile, opennebula_sim: Any) -> None:
+    from rain.clouds.opennebula import OneClient
     from rain.errors import BuildError
-    from rain.opennebula import OneClient
 
     r = gen("generate", str(RECIPE), "--builder", "opennebula", "--on-error", "keep", "--no-upload", "--no-cache",
             "--set", "packages=[no-such-package-rain]", env=_env(opennebula_builders_file))

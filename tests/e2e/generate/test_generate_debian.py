@@ -105,8 +105,8 @@ def test_one_package_more_starts_from_the_cached_base(gen: Any, tmp_path: Path, 
     listed = gen("cache", "list", "--json")
     kinds = {e["kind"] for e in json.loads(listed.stdout)}
     assert kinds == {"packages", "bases", "results"}
-    kept = gen("cache", "prune", "--kind", "results", "--older-than", "365", "--force")
+    kept = gen("cache", "prune", "--kind", "results", "--older-than", "365", "--yes")
     assert kept.returncode == 0 and "removed 0 entries" in kept.stdout
-    refused = gen("cache", "prune", "--kind", "everything", "--force")
-    assert refused.returncode == 2 and "packages, bases or results" in refused.stderr
+    refused = gen("cache", "prune", "--kind", "everything", "--yes")
+    assert refused.returncode == 2 and "is not one of: packages, bases, results" in refused.stderr
     assert mounts_under(gen_data) == []

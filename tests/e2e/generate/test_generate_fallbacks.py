@@ -23,7 +23,7 @@ from rain.errors import ToolMissing
 from rain.generate import command
 from rain.generate.build import BuildOptions, generate
 from rain.generate.loader import load_recipe
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

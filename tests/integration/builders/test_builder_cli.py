@@ -32,9 +32,10 @@ def test_check_with_a_wrong_password_is_one_line_and_leaves_no_vm(fg: Any, openn
 
 @pytest.mark.parametrize("args, words", [
     (["builder", "check", "local"], "no machines"),
-    (["builder", "check", "vmware"], "unknown builder"),
-    (["generate", MINIMAL, "--builder", "vmware"], "unknown builder"),
-    (["generate", MINIMAL, "--on-error", "pause"], "--on-error"),
+    (["builder", "check", "vmware"], "'vmware' is not one of: local, qemu, opennebula, openstack"),
+    (["generate", MINIMAL, "--builder", "vmware"], "--builder 'vmware' is not one of: local, qemu, opennebula, "
+                                                   "openstack"),
+    (["generate", MINIMAL, "--on-error", "pause"], "--on-error 'pause' is not one of: remove, keep"),
 ])
 def test_bad_builder_flags_are_one_line_usage_errors(fg: Any, args: list[str], words: str) -> None:
     r = fg(*args)

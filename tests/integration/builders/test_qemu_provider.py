@@ -234,7 +234,7 @@ def test_a_missing_builder_image_is_built_uploaded_and_prepared_once(rain_env, t
 
     from support.builders import cache_dir
 
-    from rain.generate.progress import Reporter
+    from rain.progress import Reporter
     from rain.repository.connect import open_repository
     from rain.repository.models import ImageQuery
 

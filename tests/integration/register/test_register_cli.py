@@ -30,8 +30,10 @@ def test_register_show_registrations_deregister_through_the_cli(fg, sites, clean
     assert reg.returncode == 0, reg.stderr
     outcome = json.loads(reg.stdout)
     assert outcome["vetting"]["verdict"] == "pass" and outcome["remote_id"] in sites["openstack"].backend.images
-    for step in ("fetch", "unpack", "vet", "adapt", "pack", "publish", "record"):
-        assert f"→ {step}" in reg.stderr  # progress per step
+    steps = ["fetch", "unpack", "vet", "adapt", "vet-adapted", "pack", "publish", "record"]
+    for step in steps:
+        assert f"… {step}\n" in reg.stderr and f"✓ {step} (" in reg.stderr  # progress per step, plain in a pipe
+    assert sorted(outcome["timings"]) == sorted(steps)  # the outcome times every step
     glance_image = sites["openstack"].backend.images[outcome["remote_id"]]
     assert (glance_image["os_distro"], glance_image["os_version"], glance_image["hw_disk_bus"]) == \
         ("debian", "12", "virtio")

@@ -86,9 +86,9 @@ def test_bad_firmware_setting_is_refused_before_anything_moves(sites, repos, cle
 
 
 def test_each_target_names_its_login_user():
-    from rain.register.targets.base import TargetName, target_class
+    from rain.register.targets.base import TargetName
 
-    users = {t.value: target_class(t).login_user for t in TargetName}
+    users = {t.value: t.load().login_user for t in TargetName}
     assert users == {"hpc": "root", "opennebula": "root", "openstack": "debian", "ec2": "admin"}
 
 

@@ -48,7 +48,7 @@ def test_output_writes_a_qcow2_for_openstack_and_only_a_history_entry(fg, clean_
     assert os.listdir(out_dir) == ["deb.qcow2"]  # no temporary name left beside it
     outcome = json.loads(result.stdout)
     assert outcome["output"] == str(path) and outcome["format"] == "qcow2"
-    assert "→ write" in result.stderr and "→ publish" not in result.stderr
+    assert "✓ write (" in result.stderr and "… publish" not in result.stderr
 
     # the catalog: no derived image, no registration; the history says it was exported for openstack
     images = json.loads(fg("list", "--json", env=env).stdout)
@@ -85,7 +85,7 @@ def test_output_refuses_an_existing_path_unless_forced(fg, clean_tarball, tmp_pa
     assert refused.returncode == ExitCode.USAGE
     assert refused.stderr.strip().count("\n") == 0, refused.stderr
     assert "already exists" in refused.stderr and "--force" in refused.stderr
-    assert "→ fetch" not in refused.stderr  # refused before any work
+    assert "… fetch" not in refused.stderr  # refused before any work
     assert path.read_text() == "the operator's earlier copy\n"
     assert export_events(fg, image_id, env) == []
 
@@ -110,11 +110,11 @@ def test_an_image_without_a_kernel_is_refused_before_adapting(fg, sites, tmp_pat
     image_id = fg("upload", str(tarball), "--name", "nokernel", env=env).stdout.strip()
     result = fg("register", image_id, "--target", "openstack", env=env)
     assert result.returncode == ExitCode.USAGE
-    # progress lines (→ fetch, → unpack), then the error: one line
-    error = [line for line in result.stderr.splitlines() if "→" not in line and " done in " not in line]
+    # progress lines (… fetch, ✓ fetch (0.1s), … unpack, ...), then the error: one line
+    error = [line for line in result.stderr.splitlines() if line[:2] not in ("… ", "✓ ", "✗ ")]
     assert len(error) == 1 and f"image {image_id} has no kernel" in error[0], result.stderr
     assert "/boot/vmlinuz-*" in error[0] and "linux-image-amd64" in error[0]
-    assert "→ adapt" not in result.stderr and "→ pack" not in result.stderr
+    assert "… adapt" not in result.stderr and "… pack" not in result.stderr
     assert sites["openstack"].published() == 0  # no Glance image
     shown = json.loads(fg("show", image_id, "--json", env=env).stdout)
     assert shown["registrations"] == [] and shown["derived"] == [] and shown["quarantined"] == []

@@ -84,6 +84,16 @@ def test_wrong_password_is_unauthorized(sites, repos, clean_tarball, monkeypatch
         register(alice, sites.settings, image.id, "opennebula")
 
 
+def test_a_region_without_glance_in_the_catalog_names_the_region_and_publishes_nothing(sites, repos, clean_tarball):
+    alice = repos("alice")
+    image = upload(alice, clean_tarball)
+    sites.rewrite("openstack", region="Atlantis")
+    with pytest.raises(TargetError) as e:
+        register(alice, sites.settings, image.id, "openstack")
+    assert "Glance" in e.value.message and "Atlantis" in e.value.message and "region" in (e.value.hint or "")
+    assert sites["openstack"].published() == 0 and alice.show(image.id).registrations == []
+
+
 def test_opennebula_image_in_error_is_deleted(sites, repos, clean_tarball):
     alice = repos("alice")
     image = upload(alice, clean_tarball)

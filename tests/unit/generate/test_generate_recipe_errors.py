@@ -149,3 +149,19 @@ def test_disk_size_and_formats(tmp_path: Path) -> None:
     assert r.disk_size == 2 << 30 and r.formats == [Format.RAW, Format.QCOW2]
     e = error_of(write(tmp_path, GOOD + "formats: [vmdk]\n", "f.yaml"))
     assert "formats.0" in e.message
+
+
+@pytest.mark.parametrize(("family", "release", "given", "stored"), [
+    ("debian", "bookworm", "x86_64", "amd64"), ("debian", "bookworm", "aarch64", "arm64"),
+    ("ubuntu", "noble", "ppc64le", "ppc64el"), ("rocky", "9", "arm64", "aarch64"),
+    ("fedora", "40", "ppc64el", "ppc64le"), ("alma", "9", "s390x", "s390x"),
+])
+def test_a_recipe_arch_is_stored_in_its_familys_own_spelling(tmp_path: Path, family: str, release: str,
+                                                             given: str, stored: str) -> None:
+    text = f"name: r\nos: {{family: {family}, release: '{release}', arch: {given}}}\n"
+    assert load_recipe(write(tmp_path, text)).recipe.os.arch == stored
+
+
+def test_unknown_arch_lists_the_ones_rain_builds(tmp_path: Path) -> None:
+    e = error_of(write(tmp_path, "name: r\nos: {family: debian, release: bookworm, arch: i386}\n"))
+    assert "unknown arch 'i386': use one of amd64, arm64, ppc64el, s390x" in e.message

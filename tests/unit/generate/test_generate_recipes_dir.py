@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 from support.cli import RECIPES
 
+from rain.arch import Architecture
 from rain.config import load_settings
 from rain.errors import RecipeError
 from rain.generate.batch import load_batch, run_batch
 from rain.generate.build import BuildOptions, prepare
+from rain.generate.builders.qemu import builder_recipe
 from rain.generate.loader import load_recipe
-from rain.generate.progress import Reporter
+from rain.progress import Reporter
 
 RECIPE_FILES = sorted([*(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("batch-")),
-                       *RECIPES.glob("builders/*.yaml")])  # the qemu builder image's recipe too
+                       builder_recipe()])  # the qemu builder image's recipe (package data) too
 BATCH_FILES = sorted(RECIPES.glob("batch-*.yaml"))
 
 
@@ -84,3 +86,19 @@ def test_a_bad_entry_fails_the_whole_batch_before_any_build(tmp_path: Path) -> N
     (tmp_path / "b.yaml").write_text("recipes: [ok.yaml, bad.yaml]\n")
     with pytest.raises(RecipeError, match=r"batch entry bad.yaml: .*bad.yaml:3"):
         load_batch(tmp_path / "b.yaml")
+
+
+def test_a_recipe_for_another_architecture_is_refused_naming_the_hosts(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    host = Architecture.native()
+    other = next(a for a in Architecture if a is not host)
+    (tmp_path / "r.yaml").write_text(f"name: x\nos: {{family: debian, release: bookworm, arch: {other.rpm}}}\n")
+    with pytest.raises(RecipeError, match=f"os.arch: {other.deb} cannot be built on this {host.value} host") as e:
+        prepare(load_recipe(tmp_path / "r.yaml"), settings, BuildOptions(upload=False))
+    assert e.value.hint == f"use arch {host.deb}"
+
+
+def test_a_recipe_may_name_the_hosts_architecture_either_way(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    host = Architecture.native()
+    for name in (host.deb, host.rpm):
+        (tmp_path / "r.yaml").write_text(f"name: x\nos: {{family: debian, release: bookworm, arch: {name}}}\n")
+        assert len(prepare(load_recipe(tmp_path / "r.yaml"), settings, BuildOptions(upload=False)).recipe_hash) == 64

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rain.generate.reference import render, splice
+from rain.reference import COMMAND, recipe_reference, splice
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "recipes.md"
 
 
 def test_the_recipe_reference_matches_the_models() -> None:
     text = DOC.read_text()
-    assert render() in text, "run: python -m rain.generate.reference --write docs/recipes.md"
-    assert splice(text) == text
+    assert recipe_reference() in text, f"run: {COMMAND}"
+    assert splice(text, "recipe", recipe_reference()) == text
 
 
 def test_every_recipe_field_is_documented() -> None:

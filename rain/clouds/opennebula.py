@@ -1,4 +1,4 @@
-"""OpenNebula's XML-RPC API, as the register target and the builder both call it.
+"""OpenNebula's XML-RPC API and its template syntax, as the register target and the builder both use them.
 
     one = OneClient(endpoint, username, password, failure=TargetError, settings_file="targets file")
     image_id = one("one.image.allocate", template, datastore_id)
@@ -10,11 +10,17 @@ Rain error: Unreachable (no answer), Unauthorized (authentication or
 authorization refused), else `failure` (the caller's kind: TargetError,
 BuildError). A call makes its own connection, so one client serves several
 threads (the builder pool).
+
+Templates (one.image.allocate, one.vm.allocate) are written by
+render_template only: every value is double-quoted with `\\` and `"`
+escaped, so no value (a label's name, a key, a description) can end its
+attribute and add another; template_from_xml reads one back.
 """
 
 from __future__ import annotations
 
 import http.client
+import xml.etree.ElementTree as ET
 import xmlrpc.client
 from typing import Any
 
@@ -22,6 +28,31 @@ from rain.errors import RainError, Unauthorized, Unreachable, one_line
 
 AUTH_ERRORS = (0x0100, 0x0200)  # AUTHENTICATION, AUTHORIZATION
 NO_EXISTS = 0x0400
+
+Vector = list[tuple[str, str]]
+Template = list[tuple[str, "str | Vector"]]
+"""(name, value) pairs in order; a value is a string or a vector of (name, string) pairs."""
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_template(template: Template) -> str:
+    """OpenNebula template syntax: NAME = "v" and NAME = [ K = "v", ... ] lines, every value quoted."""
+    lines = []
+    for name, value in template:
+        if isinstance(value, str):
+            lines.append(f"{name} = {_quote(value)}")
+        else:
+            lines.append(f"{name} = [ " + ", ".join(f"{k} = {_quote(v)}" for k, v in value) + " ]")
+    return "\n".join(lines) + "\n"
+
+
+def template_from_xml(node: ET.Element) -> Template:
+    """A TEMPLATE element (one.template.info's, one.vm.info's) as (name, value | vector) pairs."""
+    return [(child.tag, [(sub.tag, sub.text or "") for sub in child] if len(child) else child.text or "")
+            for child in node]
 
 
 class OneClient:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from rain.cli.common import console, print_json, settings
+from rain.cli import render
+from rain.cli.common import console, json_flag, print_json, settings
 
 config_app = typer.Typer(help="Rain's settings.", no_args_is_help=True)
 
 
 @config_app.command("show")
-def show(as_json: bool = typer.Option(False, "--json")) -> None:
+def show(as_json: bool = json_flag()) -> None:
     """Print every setting, its value (secrets redacted) and its source."""
     s = settings()
     rows = s.shown()
@@ -20,9 +20,7 @@ def show(as_json: bool = typer.Option(False, "--json")) -> None:
             {"name": n, "value": v, "source": src} for n, v, src in rows]})
         return
     console.print(f"config file: {s.config_file}" + ("" if s.config_file.is_file() else " (absent)"))
-    table = Table(box=None, pad_edge=False)
-    for column in ("SETTING", "VALUE", "SOURCE"):
-        table.add_column(column)
+    table = render.table("setting", "value", "source")
     for name, value, source in rows:
         table.add_row(name, value or "-", source)
     console.print(table)

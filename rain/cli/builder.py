@@ -8,38 +8,39 @@ from pathlib import Path
 
 import typer
 
-from rain.cli.build import progress_reporter
-from rain.cli.common import console, open_repo, print_json, settings
+from rain.cli.common import console, json_flag, open_repo, print_json, settings
+from rain.cli.progress import step_reporter
 from rain.errors import InvalidInput
+from rain.generate.builders.base import BuilderName
 
-app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
-                  no_args_is_help=True)
+builder_app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
+                          no_args_is_help=True)
 
 
-@app.command("image")
+@builder_app.command("image")
 def image_cmd(
     rebuild: bool = typer.Option(False, "--rebuild", help="build a fresh builder image from its recipe "
                                                           "(e.g. after a Debian point release)"),
 ) -> None:
     """Make sure the qemu builder image is in the repository and prepared here; print its id."""
-    from rain.generate.builders.base import get_provider
+    from rain.generate.builders.qemu import QemuProvider
 
-    provider = get_provider("qemu", settings(), open_repo())
-    reporter = progress_reporter()
+    provider = QemuProvider(settings(), open_repo())
+    reporter = step_reporter()
     image_id = provider.ensure_image(reporter, rebuild=rebuild)
     provider.prepare(image_id, reporter)
     console.print(image_id)
 
 
-@app.command("check")
+@builder_app.command("check")
 def check_cmd(
-    name: str = typer.Argument(..., help="qemu, opennebula or openstack"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    name: BuilderName = typer.Argument(..., help="the builder whose machines to check (not local)"),
+    as_json: bool = json_flag(),
 ) -> None:
     """Start one builder machine, log in over SSH (pinned host key), run `uname -sr`, delete it."""
-    from rain.generate.builders.base import BuildSpec, builder_name, get_builder
+    from rain.generate.builders.base import BuildSpec, get_builder
 
-    if builder_name(name).value == "local":
+    if name is BuilderName.LOCAL:
         raise InvalidInput("the local builder has no machines to check", hint="check qemu, opennebula or openstack")
     builder = get_builder(name, settings(), open_repo() if name == "qemu" else None)
     with tempfile.TemporaryDirectory(prefix="rain-check-") as tmp:
@@ -57,5 +58,5 @@ def check_cmd(
         console.print(f"{name}: builder machine answered over SSH after {up:.1f}s; {kernel}; deleted again")
 
 
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="builder")
+def register(app: typer.Typer) -> None:
+    app.add_typer(builder_app, name="builder")

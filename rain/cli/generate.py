@@ -1,0 +1,143 @@
+"""The generate commands: generate and batch. Parse, call rain.generate, render."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rain.cli import render
+from rain.cli.common import console, json_flag, open_repo, print_json, settings
+from rain.cli.progress import step_reporter
+from rain.errors import BuildError, Interrupted
+from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
+from rain.generate.builders.base import BuilderName
+from rain.generate.loader import load_recipe, parse_overrides
+from rain.generate.recipe import Format
+
+commands = typer.Typer()  # top-level commands: `fg-image generate`, not a group
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so mounts and temp dirs are undone either way; both end as
+    Interrupted (exit 130) once the core has cleaned up."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("build interrupted", hint="its mounts and temporary files were removed") from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _sets(set_: list[str], formats: list[Format]) -> dict[str, Any]:
+    sets = parse_overrides(set_)
+    if formats:
+        sets["formats"] = [f.value for f in formats]
+    return sets
+
+
+class OnError(StrEnum):
+    """What a failed build does with its builder VM. The core takes it as BuildOptions.on_error_keep."""
+
+    REMOVE = "remove"
+    KEEP = "keep"
+
+
+BUILDER_HELP = "where builds run: local is a chroot here, the others builder VMs; default: the recipe's, else local"
+ON_ERROR_HELP = "keep leaves a failed builder VM running for inspection"
+
+
+def _builder_options(builder: BuilderName | None, on_error: OnError) -> dict[str, Any]:
+    return {"builder": builder.value if builder else None, "on_error_keep": on_error is OnError.KEEP}
+
+
+@commands.command("generate")
+def generate_cmd(
+    recipe: Path = typer.Argument(..., help="recipe file (YAML)"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: --set os.release=trixie; repeatable"),
+    format_: list[Format] = typer.Option([], "--format", help="an artifact to make; repeatable"),
+    output: Path = typer.Option(None, "--output", "-o", help="also copy the artifacts and manifest.json here"),
+    no_upload: bool = typer.Option(False, "--no-upload", help="build only; do not store in the repository"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results (packages stay)"),
+    as_json: bool = json_flag(),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
+) -> None:
+    """Build an image from a recipe and print the new image id(s)."""
+    loaded = load_recipe(recipe, _sets(set_, format_))
+    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload,
+                           **_builder_options(builder, on_error))
+    repo = open_repo() if needs_repository(loaded.recipe, options) else None
+    with _sigterm_as_interrupt():
+        result = generate(loaded, settings(), options, step_reporter(), repo)
+    _print_result(result, as_json)
+
+
+def _print_result(result: BuildResult, as_json: bool) -> None:
+    if as_json:
+        print_json({"name": result.name, "recipe_hash": result.recipe_hash, "cached": result.cached,
+                    "directory": str(result.directory), "image_ids": result.image_ids,
+                    "artifacts": [{"format": str(a.format), "path": str(a.path), "size": a.size,
+                                   "sha256": a.sha256} for a in result.artifacts],
+                    "output_files": [str(p) for p in result.output_files]})
+        return
+    if result.image_ids:
+        if len(result.image_ids) == 1:
+            console.print(next(iter(result.image_ids.values())))
+        else:
+            for fmt, image_id in result.image_ids.items():
+                console.print(f"{image_id}  {fmt}")
+        return
+    for path in result.output_files or tuple(a.path for a in result.artifacts):
+        console.print(str(path))
+
+
+@commands.command("batch")
+def batch_cmd(
+    file: Path = typer.Argument(..., help="batch file (YAML): recipes and/or a matrix"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=32, help="builds at once"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate everything and show what would be built"),
+    keep_going: bool = typer.Option(False, "--keep-going", help="go on after a failed build"),
+    set_: list[str] = typer.Option([], "--set", help="override a field in every recipe; repeatable"),
+    format_: list[Format] = typer.Option([], "--format", help="formats for every recipe; repeatable"),
+    output: Path = typer.Option(None, "--output", "-o", help="also copy each build's files to DIR/IMAGE-NAME/"),
+    no_upload: bool = typer.Option(False, "--no-upload", help="build only"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="ignore cached bases and results"),
+    as_json: bool = json_flag(),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
+) -> None:
+    """Build every recipe of a batch file; ends with a table of each image and its outcome."""
+    from rain.generate.batch import load_batch, run_batch
+
+    items = load_batch(file, _sets(set_, format_))
+    options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload and not dry_run,
+                           **_builder_options(builder, on_error))
+    needs_repo = any(needs_repository(i.loaded.recipe, options) for i in items)
+    t0 = time.monotonic()
+    with _sigterm_as_interrupt():
+        outcomes = run_batch(items, settings(), options, step_reporter(), jobs=jobs, keep_going=keep_going,
+                             dry_run=dry_run, repo_factory=open_repo if needs_repo else None)
+    if as_json:
+        print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
+                     "image_ids": o.image_ids, "error": o.error} for o in outcomes])
+    else:
+        render.batch_table(f"{file.name}: {len(outcomes)} builds in {time.monotonic() - t0:.0f}s", outcomes)
+    failed = [o for o in outcomes if o.status in ("failed", "skipped")]
+    if failed:
+        raise BuildError(f"{len(failed)} of {len(outcomes)} builds did not finish",
+                         hint="see the table above; --keep-going builds the rest after a failure")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(commands)

@@ -1,0 +1,37 @@
+"""BuildContext: the one object every build step receives (bootstrap, install, customize, clone, pack).
+
+It holds what a step may use (the loaded recipe, mirror, cache, builder and its
+handle, the reporter) and what steps leave for later: the layers' undo stack,
+closed after packing, and the facts recorded in the manifest. Steps add facts;
+they do not replace the other fields.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from rain.generate.builders.base import Builder, Handle
+from rain.generate.cache import Cache
+from rain.generate.loader import LoadedRecipe
+from rain.generate.recipe import Recipe
+from rain.progress import Reporter
+
+
+@dataclass
+class BuildContext:
+    loaded: LoadedRecipe
+    mirror: str
+    cache: Cache
+    builder: Builder
+    handle: Handle
+    reporter: Reporter
+    use_cache: bool = True
+    layers: ExitStack = field(default_factory=ExitStack)
+    """Undo for the root's layers (overlay mount, base lock): closed after packing."""
+    facts: dict[str, object] = field(default_factory=dict)
+    """What happened, for the manifest: base cache key and hit, clone source, ..."""
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe

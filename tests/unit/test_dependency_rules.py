@@ -1,0 +1,54 @@
+"""The import rules docs/architecture.md states hold in the code: the core never imports the CLI,
+generate never imports register, the repository and image code import neither pipeline, and
+register reaches into generate only from the modules that do so today (a ratchet: the list may shrink)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+RAIN = Path(__file__).resolve().parents[2] / "rain"
+REGISTER_USES_GENERATE = {"register/chroot.py", "register/cloudtest.py", "register/vm.py", "register/seeds.py",
+                          "register/export.py"}
+"""The sandbox (builders run an image's own programs), the boot-test VM (qemu, key pairs, the reaper), the
+SSH key pattern of the seeds and the host-tool runner of export: shared machinery that lives in generate."""
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _importers(package: str, under: str) -> list[str]:
+    """Modules below rain/<under> that import rain.<package> (or something in it)."""
+    found = []
+    for path in sorted((RAIN / under).rglob("*.py")):
+        if any(n == f"rain.{package}" or n.startswith(f"rain.{package}.") for n in _imports(path)):
+            found.append(str(path.relative_to(RAIN)))
+    return found
+
+
+def test_nothing_outside_the_cli_imports_the_cli() -> None:
+    offenders = [m for m in _importers("cli", ".") if not m.startswith("cli/")]
+    assert offenders == [], "the core must not import rain.cli: " + ", ".join(offenders)
+
+
+def test_generate_never_imports_register() -> None:
+    assert _importers("register", "generate") == []
+
+
+def test_register_imports_generate_only_where_it_already_does() -> None:
+    offenders = set(_importers("generate", "register")) - REGISTER_USES_GENERATE
+    assert offenders == set(), "see docs/architecture.md, Dependency rules: " + ", ".join(sorted(offenders))
+
+
+def test_the_repository_and_the_image_code_import_neither_pipeline_nor_the_cli() -> None:
+    for under in ("repository", "image"):
+        for package in ("generate", "register", "cli"):
+            assert _importers(package, under) == [], f"rain/{under} imports rain.{package}"
