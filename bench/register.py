@@ -177,8 +177,8 @@ def main() -> None:
 def bench_packs(image: Path | None) -> None:
     os.environ.setdefault("BENCH_PW", "unused")  # the targets need a credential reference; nothing is published
     if image is None:
-        sys.path.insert(0, str(HERE.parent / "tests" / "e2e" / "register"))
-        from debian_image import build_cloud_image
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from support.built_images import build_cloud_image
 
         image = build_cloud_image() / "debian-bookworm-cloud.tar.zst"
     settings = load_settings()

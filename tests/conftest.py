@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,18 +25,10 @@ from pathlib import Path
 import pymongo
 import pytest
 import requests
+from support.cli import FG_IMAGE, free_port
 
 from rain.config import Settings, load_settings
 from rain.repository import embedded
-
-BIN = Path(sys.executable).parent
-FG_IMAGE = BIN / "fg-image"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -10,22 +10,20 @@ session's embedded MongoDB-wire server with a fresh database per test
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# builder fixtures: the qemu builder image and the cloud SIMULATORS (tests/integration/builders/)
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "builders"))
-from cloud_env import (  # noqa: E402, F401
+# builder fixtures: the qemu builder image and the cloud SIMULATORS
+from support.builders import (  # noqa: F401
     opennebula_builders_file,
     opennebula_sim,
     openstack_builders_file,
     openstack_sim,
+    qemu_bundle,
 )
-from qemu_env import qemu_bundle  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

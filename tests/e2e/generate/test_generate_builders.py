@@ -1,6 +1,6 @@
 """`fg-image generate/batch --builder opennebula|openstack` end to end, against the cloud SIMULATORS.
 
-The simulators (tests/simulators/) speak the real OpenNebula XML-RPC and Nova APIs; each VM they
+The simulators (tests/support/simulators/) speak the real OpenNebula XML-RPC and Nova APIs; each VM they
 "boot" is a real sshd on 127.0.0.N, so the whole build (mmdebstrap, apt-get, the recipe's files,
 the tar stream back) really runs over SSH; it just runs on this host.
 """
@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from cloud_env import ONE_PASSWORD_ENV, OS_PASSWORD_ENV, BuildersFile  # fixtures: conftest.py
-from genhelp import RECIPES, manifest, tar_names
+from support.builders import ONE_PASSWORD_ENV, OS_PASSWORD_ENV, BuildersFile  # fixtures: conftest.py
+from support.cli import RECIPES
+from support.images import manifest, tar_names
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RECIPE = RECIPES / "debian-bookworm-minimal.yaml"
@@ -98,7 +99,7 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
     """Two real QEMU builder VMs at once (TCG here): one bootstraps the minimal recipe from the mirror
     and must match the local build's packages; the other clones that local build from the repository and
     adds to it, which keeps this (the suite's slowest test) to one bootstrap under TCG instead of two."""
-    from qemu_env import write_builders_file
+    from support.builders import write_builders_file
 
     builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], cpus=1, limit=2)
     r = gen("generate", str(RECIPE), "--set", "name=qemu-base", "--output", str(tmp_path / "local"))

@@ -2,22 +2,19 @@
 under OVMF, to an SSH login with a key handed over through a NoCloud seed, and its root fills a larger disk;
 the kernel recipe's raw disk (no cloud-init) also grows its root into a larger disk at first boot.
 
-The image is built once per session (and cached across sessions) by tests/e2e/register/debian_image.py;
+The image is built once per session (and cached across sessions) by tests/support/built_images.py;
 each boot is a real QEMU under TCG, a minute or two."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.built_images import build_cloud_image, build_debian_tarball
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "register"))
-from debian_image import build_cloud_image, build_debian_tarball  # noqa: E402
-
-from rain.register import cloudtest, vm  # noqa: E402
+from rain.register import cloudtest, vm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BOOT_TIMEOUT = 900.0  # TCG on a loaded 2-core machine; a healthy boot takes 1-2 minutes

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from genhelp import RECIPES, ids_from, manifest, mounts_under, tar_names, tar_read
+from support.cli import RECIPES, ids_from
+from support.host import mounts_under
+from support.images import manifest, tar_names, tar_read
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

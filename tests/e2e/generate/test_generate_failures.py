@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from genhelp import RECIPES, ctrl_c_works, mounts_under
+from support.cli import FG_IMAGE, RECIPES
+from support.host import ctrl_c_works, mounts_under
 
 pytestmark = [pytest.mark.e2e]
 MINIMAL = RECIPES / "debian-bookworm-minimal.yaml"
@@ -84,7 +84,7 @@ def test_ctrl_c_in_the_middle_of_a_build_leaves_nothing_mounted(rain_env: dict[s
     recipe = tmp_path / "slow.yaml"
     recipe.write_text(MINIMAL.read_text() + "run:\n  - [sleep, '120']\n")
     env = {**rain_env, "RAIN_DATA_DIR": str(gen_data)}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "fg-image"), "generate", str(recipe)],
+    proc = subprocess.Popen([str(FG_IMAGE), "generate", str(recipe)],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=ctrl_c_works)
     assert proc.stderr is not None
@@ -120,7 +120,7 @@ def test_ctrl_c_during_a_parallel_batch_cleans_up_every_build(rain_env: dict[str
                                            "run:\n  - [sleep, '120']\n")
     (tmp_path / "batch.yaml").write_text("recipes: [slow-a.yaml, slow-b.yaml]\n")
     env = {**rain_env, "RAIN_DATA_DIR": str(gen_data)}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "fg-image"), "batch", str(tmp_path / "batch.yaml"),
+    proc = subprocess.Popen([str(FG_IMAGE), "batch", str(tmp_path / "batch.yaml"),
                              "--jobs", "2", "--no-upload"], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
     assert proc.stderr is not None

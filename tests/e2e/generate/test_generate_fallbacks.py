@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
-from genhelp import RECIPES, mounts_under, tar_names, tar_read
+from support.cli import RECIPES
+from support.host import mounts_under
+from support.images import tar_names, tar_read
 
 from rain.config import Settings
 from rain.errors import ToolMissing

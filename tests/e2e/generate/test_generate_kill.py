@@ -7,21 +7,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from genhelp import RECIPES, mounts_under
+from support.cli import FG_IMAGE, RECIPES
+from support.host import mounts_under
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-FG = Path(sys.executable).parent / "fg-image"
 
 
 def _start(rain_env: dict[str, str], data: Path, *args: str,
            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(FG), "generate", str(RECIPES / "debian-bookworm-minimal.yaml"), "--no-upload",
+    return subprocess.Popen([str(FG_IMAGE), "generate", str(RECIPES / "debian-bookworm-minimal.yaml"), "--no-upload",
                              "--no-cache", *args], env={**rain_env, "RAIN_DATA_DIR": str(data), **(env or {})},
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from genhelp import RECIPES, manifest, mounts_under, tar_names, tar_read
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "register"))
-from debian_image import build_debian_tarball  # noqa: E402
+from support.built_images import build_debian_tarball
+from support.cli import RECIPES
+from support.host import mounts_under
+from support.images import manifest, tar_names, tar_read
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -74,7 +73,7 @@ def test_batch_builds_a_matrix_in_parallel_and_ends_with_a_table(gen: Any, tmp_p
 
 def test_bootable_kernel_recipe() -> None:
     """The kernel recipe as `fg-image generate` makes it (built once per session for this and the register
-    tests: tests/e2e/register/debian_image.py)."""
+    tests: tests/support/built_images.py)."""
     out = build_debian_tarball().parent
     names = tar_names(out / "debian-bookworm-kernel.tar.zst")
     assert any(n.startswith("boot/vmlinuz-") for n in names) and any(n.startswith("boot/initrd.img-") for n in names)

@@ -1,19 +1,11 @@
 """E2E register fixtures: the real Debian image (built once, cached) and the integration sites."""
 
-import sys
 from pathlib import Path
 
 import pytest
-
-_TESTS = Path(__file__).resolve().parents[2]
-for _p in (_TESTS / "integration" / "register", _TESTS / "integration" / "builders", _TESTS / "unit" / "register",
-           _TESTS):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from debian_image import build_cloud_image, build_debian_tarball  # noqa: E402
-from qemu_env import qemu_bundle  # noqa: E402, F401  (adapt's sandbox: the qemu builder VM)
-from register_sites import moto_url, repos, sites  # noqa: E402, F401
+from support.builders import qemu_bundle  # noqa: F401  (adapt's sandbox: the qemu builder VM)
+from support.built_images import build_cloud_image, build_debian_tarball
+from support.sites import moto_url, repos, sites  # noqa: F401
 
 
 @pytest.fixture(scope="session")

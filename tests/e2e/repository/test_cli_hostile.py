@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from cli_helpers import free_port, json_out
-from simulators.tcp_cut import CuttingRelay
+from support.cli import free_port, json_out
+from support.simulators.tcp_cut import CuttingRelay
 
 from rain.errors import ExitCode
 from rain.repository.connect import open_store

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_helpers import FG_IMAGE, free_port, json_out
+from support.cli import FG_IMAGE, free_port, json_out
 
 from rain.repository import embedded
 from rain.repository.models import ImageMeta

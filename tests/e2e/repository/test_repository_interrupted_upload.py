@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from cli_helpers import FG_IMAGE, json_out
+from support.cli import FG_IMAGE, json_out
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 MiB = 1 << 20

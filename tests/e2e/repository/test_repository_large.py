@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_helpers import FG_IMAGE
+from support.cli import FG_IMAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 MiB = 1 << 20

@@ -4,7 +4,7 @@ the real `fg-image serve`."""
 from __future__ import annotations
 
 import pytest
-from cli_helpers import json_out
+from support.cli import json_out
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cloud_env import ONE_PASSWORD_ENV, BuildersFile
+from support.builders import ONE_PASSWORD_ENV, BuildersFile
+from support.cli import RECIPES
 
 pytestmark = pytest.mark.integration
-MINIMAL = str(Path(__file__).resolve().parents[3] / "recipes" / "debian-bookworm-minimal.yaml")
+MINIMAL = str(RECIPES / "debian-bookworm-minimal.yaml")
 
 
 def test_check_starts_a_machine_logs_in_and_deletes_it(fg: Any, opennebula_builders_file: BuildersFile,

@@ -1,4 +1,4 @@
-"""The opennebula and openstack builder providers against their SIMULATORS (fixtures in cloud_env.py).
+"""The opennebula and openstack builder providers against their SIMULATORS (fixtures in support/builders.py).
 
 Each simulated VM is a real sshd on its own 127.0.0.N, so "the machine answers
 with the pinned host key and runs commands as root" is checked over real SSH.
@@ -16,8 +16,8 @@ from typing import Any
 
 import paramiko
 import pytest
-from cloud_env import BuildersFile  # the fixtures come through conftest.py
-from simulators.sshvm import VmFault
+from support.builders import BuildersFile  # the fixtures come through conftest.py
+from support.simulators.sshvm import VmFault
 
 from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
 from rain.generate.builders.base import get_builder, get_provider

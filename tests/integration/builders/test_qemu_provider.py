@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import paramiko
 import pytest
-from qemu_env import qemu_pids, write_builders_file  # the fixtures come through conftest.py
+from support.builders import qemu_pids, write_builders_file  # the fixtures come through conftest.py
 
 from rain.config import load_settings
 from rain.errors import BuildError, Unauthorized, Unreachable
@@ -201,12 +201,23 @@ def test_keep_leaves_the_vm_running_and_says_how_to_reach_it(machine: Machine, v
     assert not qemu_pids(str(vm_dir))
 
 
-def test_the_builder_uses_the_qemu_provider(qemu_builder_env) -> None:
+def test_the_builder_uses_the_qemu_provider(rain_env, tmp_path: Path) -> None:
+    """The qemu builder runs builds in VMs of a QemuProvider set up by the builders file the settings name:
+    its limit caps the VMs at once, its cache holds the bundles, and it finds its image in this repository."""
     from rain.generate.builders.base import get_builder
+    from rain.repository.connect import open_repository
 
-    settings, repo = qemu_builder_env
+    builders = write_builders_file(tmp_path / "builders.yaml", "0123456789ab", limit=3, memory=3072,
+                                   cache_dir=str(tmp_path / "bundles"))
+    settings = load_settings(environ={**rain_env, "RAIN_BUILDERS_FILE": str(builders)})
+    repo = open_repository(settings)
     builder = get_builder("qemu", settings, repo)
     assert builder.name == "qemu" and not builder.local
+    provider = builder.provider
+    assert isinstance(provider, QemuProvider) and provider.repo is repo
+    assert provider.settings.builders_path == builders
+    assert (provider.limit, provider.conf.memory, provider.conf.image) == (3, 3072, "0123456789ab")
+    assert provider.root == tmp_path / "bundles"
 
 
 def test_a_qemu_that_cannot_start_is_a_build_error(qemu_settings, tmp_path: Path) -> None:
@@ -221,7 +232,7 @@ def test_a_missing_builder_image_is_built_uploaded_and_prepared_once(rain_env, t
     cache in the test cache answers, as on a host that built it before), uploads it, prepares it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from qemu_env import cache_dir
+    from support.builders import cache_dir
 
     from rain.progress import Reporter
     from rain.repository.connect import open_repository

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from rpmrepo import build_rpm_repo
+from support.cli import RECIPES
+from support.rpmrepo import build_rpm_repo
 
-RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 pytestmark = pytest.mark.integration
 
 

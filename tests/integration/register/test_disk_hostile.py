@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fakeimages import PRIVATE_KEY, make_tree
+from support.images import PRIVATE_KEY, make_tree
 
 from rain.errors import ExitCode, InvalidInput
 from rain.image.disk import make_disk

@@ -8,14 +8,12 @@ import os
 import pty
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from support.cli import FG_IMAGE
 
 pytestmark = pytest.mark.integration
 
-FG_IMAGE = Path(sys.executable).parent / "fg-image"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 VET_STEPS = ("fetch", "unpack", "vet")
 

@@ -6,11 +6,12 @@ import json
 import os
 
 import pytest
-from fakeimages import make_tarball, make_tree
-from register_sites import upload
+from support.images import make_tarball, make_tree
+from support.repository import upload
 
 from rain.errors import ExitCode, Forbidden, VetFailed
 from rain.register.pipeline import register
+from rain.register.rules import all_rules
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +60,17 @@ def test_vet_path_fails_with_exit_code_and_names_rules(fg, bad_tarball):
 
 
 def test_vet_clean_directory_passes(fg, tmp_path):
-    result = fg("vet", str(make_tree(tmp_path / "root")))
-    assert result.returncode == 0 and "PASS" in result.stdout
+    """A clean root passes with no findings; its report says what was vetted and lists every rule that
+    applies without a target (all but the optional kernel groups) as run."""
+    root = make_tree(tmp_path / "root")
+    result = fg("vet", str(root))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"PASS {root} — target (none), policy default, blocks at high",
+                                          "no findings"]
+    report = json.loads(fg("vet", str(root), "--json").stdout)
+    assert (report["verdict"], report["findings"], report["accepted_rules"]) == ("pass", [], [])
+    assert (report["subject"], report["target"], report["policy"]) == (str(root), None, "default")
+    assert report["rules_run"] == [rule for rule, r in all_rules().items() if r.group == "always"]
 
 
 def test_bad_target_settings_are_one_line_errors(fg, sites, clean_tarball):

@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fakeimages import make_tarball, make_tree
-from register_sites import upload
+from support.images import make_tarball, make_tree
+from support.repository import upload
 
 from rain.errors import BuildError, InvalidInput
 from rain.register import chroot
@@ -136,7 +136,7 @@ def test_a_failure_in_the_sandbox_vm_leaves_no_vm_no_work_files_and_publishes_no
     error names the step, the VM is gone, register's work directory is gone, nothing is published."""
     import glob
 
-    from qemu_env import qemu_pids
+    from support.builders import qemu_pids
 
     tarball = make_tarball(_debian_without_cloud_init(tmp_path / "root"), tmp_path / "img.tar.zst")
     alice = repos("alice")
@@ -162,7 +162,7 @@ def test_commands_in_the_sandbox_vm_change_the_copy_and_only_the_copy(tmp_path, 
     import os
     import shutil
 
-    from qemu_env import qemu_pids
+    from support.builders import qemu_pids
 
     root = _debian_without_cloud_init(tmp_path / "root")
     shutil.copy2("/bin/busybox", root / "usr/bin/busybox")

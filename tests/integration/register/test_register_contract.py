@@ -1,14 +1,15 @@
 """One contract suite over all four targets: what `register` promises, whatever the infrastructure.
 
 Sites: moto's real EC2/EBS server; the OpenNebula XML-RPC and Keystone/Glance
-SIMULATORS (tests/simulators); hpc provisioning directories. Images are small
-fake roots (tests/unit/register/fakeimages.py); the real Debian image runs in e2e.
+SIMULATORS (tests/support/simulators); hpc provisioning directories. Images are small
+fake roots (tests/support/images.py); the real Debian image runs in e2e.
 """
 
 from __future__ import annotations
 
 import pytest
-from register_sites import TARGETS, upload
+from support.repository import upload
+from support.sites import TARGETS
 
 from rain.errors import ConfigError, Forbidden, NotFound, QuotaExceeded, VetFailed
 from rain.register.pipeline import deregister, register

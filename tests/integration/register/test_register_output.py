@@ -2,7 +2,7 @@
 
 --output writes the adapted, vetted, packed image to a local path for a site Rain cannot reach: these
 tests run it with NO targets file at all, so nothing can have been published, and check the catalog
-gains only a history entry. The images are the small fake trees of fakeimages.py (no mmdebstrap build).
+gains only a history entry. The images are the small fake trees of support/images.py (no mmdebstrap build).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fakeimages import make_tarball, make_tree
+from support.images import make_tarball, make_tree
 
 from rain.errors import ExitCode
 from rain.register.pipeline import boot_testable_targets

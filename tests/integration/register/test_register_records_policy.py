@@ -4,7 +4,7 @@ else's image on their own site leaves the owner's verdict, registrations and rem
 from __future__ import annotations
 
 import pytest
-from register_sites import upload
+from support.repository import upload
 
 from rain.errors import InvalidInput, VetFailed
 from rain.register.pipeline import deregister, register

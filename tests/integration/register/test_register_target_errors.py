@@ -6,8 +6,9 @@ import os
 import socket
 
 import pytest
-from register_sites import TARGETS, upload
-from simulators.faults import FaultProxy
+from support.repository import upload
+from support.simulators.faults import FaultProxy
+from support.sites import TARGETS
 
 from rain.errors import ConfigError, InvalidInput, TargetError, Unauthorized, Unreachable
 from rain.register.pipeline import register

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,10 +21,9 @@ from pathlib import Path
 import pymongo
 import pytest
 import requests
+from support.cli import FG_IMAGE, free_port
 
 from rain.repository import embedded
-
-FG_IMAGE = Path(sys.executable).parent / "fg-image"
 
 pytestmark = pytest.mark.integration
 
@@ -100,9 +98,7 @@ def fg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def start_service(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """`fg-image serve` on the small disk's repository, once /healthz says ok."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(FG_IMAGE), "serve", "--port", str(port)], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from repo_helpers import eventually, payload, put, sha
+from support.repository import eventually, payload, put, sha
 
 from rain.errors import (
     Conflict,

@@ -6,7 +6,7 @@ Both backends: the Store in-process, and the HTTP client against the real `fg-im
 from __future__ import annotations
 
 import pytest
-from repo_helpers import payload, put
+from support.repository import payload, put
 
 from rain.errors import InvalidInput, NotFound
 

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from repo_helpers import payload, put
+from support.repository import payload, put
 
 from rain.repository.connect import open_store
 

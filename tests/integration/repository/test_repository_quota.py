@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from repo_helpers import payload, put
+from support.repository import payload, put
 
 from rain.errors import QuotaExceeded
 

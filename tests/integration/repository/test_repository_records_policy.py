@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from repo_helpers import payload, put, refused
+from support.repository import payload, put, refused
 
 from rain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from rain.repository.models import Image, Status

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import requests
-from repo_helpers import payload, put, sha
+from support.repository import payload, put, sha
 
 from rain.repository.accounts import hash_token
 from rain.repository.client import Client

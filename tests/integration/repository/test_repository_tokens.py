@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from repo_helpers import refused
+from support.repository import refused
 
 from rain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from rain.repository.accounts import hash_token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from repo_helpers import payload, put, sha
+from support.repository import payload, put, sha
 
 from rain.repository.client import Client
 from rain.repository.connect import open_store

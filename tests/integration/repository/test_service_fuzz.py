@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from repo_helpers import payload, put
 from schemathesis import GenerationMode
+from support.repository import payload, put
 
 from rain.repository.client import Client
 from rain.repository.connect import open_store

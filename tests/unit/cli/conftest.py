@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-FG_IMAGE = Path(sys.executable).parent / "fg-image"
+from support.cli import FG_IMAGE
 
 
 @pytest.fixture

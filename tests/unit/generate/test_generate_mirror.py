@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,5 +61,15 @@ def test_no_mirror_anywhere_says_where_to_set_one(monkeypatch: pytest.MonkeyPatc
 
 
 def test_this_hosts_apt_config_gives_a_debian_mirror() -> None:
+    """A Debian recipe without a mirror builds from the archive this host's apt lists (this host runs Debian):
+    the main archive, not the security one, as written in the host's sources (less a trailing slash)."""
     found = mirror.host_apt_mirror(OsFamily.DEBIAN)
-    assert found and found.startswith(("http://", "https://", "file://"))
+    assert found and found.startswith(("http://", "https://", "file://")) and not found.endswith("/")
+    r = Recipe.model_validate({"name": "x", "os": {"family": "debian", "release": "bookworm"}})
+    assert mirror.resolve_mirror(r, None) == found
+    sources = [p for p in (mirror.APT_DIR / "sources.list", *sorted(mirror.APT_DIR.glob("sources.list.d/*")))
+               if p.is_file() and p.suffix in (".list", ".sources")]
+    lines = [ln for p in sources for ln in p.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    listed = re.findall(r"(?:https?|file)://[^\s\]]+", "\n".join(lines))
+    assert found in {u.rstrip("/") for u in listed}
+    assert "security" not in found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.cli import RECIPES
 
 from rain.arch import Architecture
 from rain.config import load_settings
@@ -15,7 +16,6 @@ from rain.generate.builders.qemu import builder_recipe
 from rain.generate.loader import load_recipe
 from rain.progress import Reporter
 
-RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 RECIPE_FILES = sorted([*(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("batch-")),
                        builder_recipe()])  # the qemu builder image's recipe (package data) too
 BATCH_FILES = sorted(RECIPES.glob("batch-*.yaml"))

@@ -6,12 +6,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support.cli import RECIPES
 
 from rain.errors import InvalidInput
 from rain.generate.loader import load_recipe
 from rain.generate.upload import upload
 
-RECIPE = Path(__file__).parents[3] / "recipes" / "debian-bookworm-minimal.yaml"
+RECIPE = RECIPES / "debian-bookworm-minimal.yaml"
 
 
 class NoUploads:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import yaml
-from fakeimages import make_tree
+from support.images import make_tree
 
 from rain.register import adapt
 from rain.register.targets.ec2 import Ec2Target
@@ -47,7 +47,7 @@ def test_drivers_each_cloud_needs_at_first_boot():
 
 def test_vetting_the_adapted_copy_blocks_as_vetting_the_original_does(tmp_path):
     import pytest
-    from fakeimages import make_bad_tree
+    from support.images import make_bad_tree
 
     from rain.errors import VetFailed
 
@@ -68,7 +68,7 @@ class _NoSandbox:
 
 def _with_initramfs(root, modules, builtin=""):  # noqa: ANN001, ANN202
     import zstandard
-    from fakeimages import KVER, cpio
+    from support.images import KVER, cpio
 
     (root / "usr/sbin/update-initramfs").write_text("#!/bin/sh\n")
     names = [f"usr/lib/modules/{KVER}/kernel/drivers/x/{m}.ko" for m in modules]
@@ -87,7 +87,7 @@ def test_an_initramfs_that_already_loads_the_drivers_is_kept_and_no_image_code_r
 
 
 def test_a_missing_driver_or_an_unreadable_initramfs_means_a_rebuild(tmp_path):
-    from fakeimages import KVER
+    from support.images import KVER
 
     root = _with_initramfs(make_tree(tmp_path / "r"), ["nvme"])
     (root / f"lib/modules/{KVER}/modules.dep").write_text("kernel/drivers/net/ena/ena.ko:\n")

@@ -12,7 +12,7 @@ import lzma
 from pathlib import Path
 
 import zstandard
-from fakeimages import cpio
+from support.images import cpio
 
 from rain.image import initramfs
 from rain.image.rootfs import RootFS

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fakeimages import KVER, make_tree
+from support.images import KVER, make_tree
 
 from rain.errors import InvalidInput
 from rain.register import initrd

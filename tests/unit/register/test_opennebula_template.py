@@ -1,25 +1,20 @@
 """OpenNebula templates Rain writes: whatever a value holds, it stays that one value.
 
-Read back with the OpenNebula simulator's template parser (tests/simulators/opennebula.py), which
+Read back with the OpenNebula simulator's template parser (tests/support/simulators/opennebula.py), which
 tokenizes quoted strings with backslash escapes as oned's template parser does.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from support.simulators.opennebula import parse_template
 
 from rain.clouds.opennebula import render_template
 from rain.config import load_settings
 from rain.register.models import Label
 from rain.register.targets.opennebula import OpenNebulaSite, OpenNebulaTarget
-
-_TESTS = str(Path(__file__).resolve().parents[2])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-from simulators.opennebula import parse_template  # noqa: E402
 
 HOSTILE = ['x"\nEVIL = "1', 'y" ]\nCONTEXT = [ A = "b', 'z\\" EVIL2 = "', 'w\\\\"\nEVIL3 = "\\']
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakeimages import KVER, make_tree
+from support.images import KVER, make_tree
 
 from rain.config import load_settings
 from rain.errors import ConfigError, InvalidInput

@@ -23,9 +23,9 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from hostile_tars import make_canary, snapshot, tar_bytes, write_zst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.hostile_tars import make_canary, snapshot, tar_bytes, write_zst
 
 from rain.errors import InvalidInput
 from rain.register.unpack import unpack

@@ -15,7 +15,7 @@ import time
 import tracemalloc
 
 import pytest
-from hostile_tars import header, make_canary, member, snapshot, tar_bytes, write_zst, zeros_zst
+from support.hostile_tars import header, make_canary, member, snapshot, tar_bytes, write_zst, zeros_zst
 
 from rain.config import load_settings
 from rain.errors import InvalidInput

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 import zstandard
-from fakeimages import make_tarball, make_tree
+from support.images import make_tarball, make_tree
 
 from rain.errors import InvalidInput
 from rain.register.models import Severity

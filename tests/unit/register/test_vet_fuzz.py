@@ -19,9 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from fakeimages import PRIVATE_KEY, make_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.images import PRIVATE_KEY, make_tree
 
 from rain.register.models import Severity, VetPolicy
 from rain.register.vet import vet_tree

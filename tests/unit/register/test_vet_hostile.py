@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakeimages import make_tree
+from support.images import make_tree
 
 from rain.image.rootfs import RootFS
 from rain.register.models import Severity, VetPolicy

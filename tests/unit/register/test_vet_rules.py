@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from fakeimages import PRIVATE_KEY, make_bad_tree, make_tree
+from support.images import PRIVATE_KEY, make_bad_tree, make_tree
 
 from rain.register.models import Severity, Verdict, VetPolicy
 from rain.register.rules import all_rules

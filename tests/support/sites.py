@@ -1,19 +1,18 @@
-"""Target sites for the register tests, all on 127.0.0.1 (fixtures, re-exported by conftest.py).
+"""Target sites for the register tests, all on 127.0.0.1 (fixtures: a conftest.py imports them).
 
 - ec2: moto's real server (EC2 + EBS direct APIs) in a thread, once per session;
-- opennebula: the XML-RPC SIMULATOR in tests/simulators/opennebula.py (oned cannot run here);
-- openstack: the Keystone v3 + Glance v2 SIMULATOR in tests/simulators/openstack.py (real Glance
+- opennebula: the XML-RPC SIMULATOR in simulators/opennebula.py (oned cannot run here);
+- openstack: the Keystone v3 + Glance v2 SIMULATOR in simulators/openstack.py (real Glance
   needs Keystone, a database and a WSGI stack and does not start quickly here);
 - hpc: provisioning directories in the test's tmp dir.
 
 `sites` writes a targets file naming them (credentials by env var reference) and
 gives, per target, `holds(remote_id)` and `published()` to look at the site itself.
+Images go into the repository with support.repository.upload.
 """
 
 from __future__ import annotations
 
-import io
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +22,12 @@ import pytest
 import requests
 import yaml
 
-_TESTS = Path(__file__).resolve().parents[2]
-for p in (str(_TESTS), str(_TESTS / "unit" / "register")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from fakeimages import make_bad_tree, make_tarball, make_tree  # noqa: E402
-from simulators.opennebula import OpenNebulaSimulator  # noqa: E402
-from simulators.openstack import OpenStackSimulator  # noqa: E402
-
-from rain.config import Settings  # noqa: E402
-from rain.register.boot import serve_directory  # noqa: E402
-from rain.repository.connect import open_store  # noqa: E402
-from rain.repository.models import Image, ImageMeta, OsInfo  # noqa: E402
+from rain.config import Settings
+from rain.register.boot import serve_directory
+from rain.repository.connect import open_store
+from support.images import make_bad_tree, make_tarball, make_tree
+from support.simulators.opennebula import OpenNebulaSimulator
+from support.simulators.openstack import OpenStackSimulator
 
 TARGETS = ["hpc", "opennebula", "openstack", "ec2"]
 
@@ -130,12 +122,6 @@ def sites(settings: Settings, tmp_path: Path, moto_url: str, monkeypatch: pytest
         yield Sites(settings.with_overrides(targets_file=str(path), adapt_builder="local"), path, config, by_target)
     one.stop()
     stack.stop()
-
-
-def upload(repo: Any, tarball: Path, name: str = "deb") -> Image:
-    data = tarball.read_bytes()
-    meta = ImageMeta(name=name, os=OsInfo(family="debian", release="12", arch="x86_64"), format="tar.zst")
-    return repo.put(io.BytesIO(data), meta, len(data))
 
 
 @pytest.fixture

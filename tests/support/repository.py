@@ -1,4 +1,7 @@
-"""Small helpers the repository integration tests share."""
+"""Putting images into a repository and watching it: helpers the repository and register tests share.
+
+`repo` is anything with Rain's repository `put` (a Store, a RemoteRepository).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import io
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +29,15 @@ def sha(data: bytes) -> str:
 
 
 def put(repo: Any, data: bytes, name: str = "img", **meta: Any) -> Image:
+    """`data` stored as image `name` with ImageMeta fields `meta` (`os` as a dict), its sha256 checked."""
     os_info = OsInfo(**meta.pop("os", {}))
     return repo.put(io.BytesIO(data), ImageMeta(name=name, os=os_info, **meta), len(data), sha(data))
+
+
+def upload(repo: Any, tarball: Path, name: str = "deb") -> Image:
+    """A Debian 12 x86_64 tar.zst image file stored as image `name` (what register reads)."""
+    os_info = {"family": "debian", "release": "12", "arch": "x86_64"}
+    return put(repo, tarball.read_bytes(), name, os=os_info, format="tar.zst")
 
 
 def eventually(check: Callable[[], bool], timeout: float = 30) -> None:

@@ -19,7 +19,7 @@ then the image becomes READY (1) or ERROR (5, with TEMPLATE/ERROR).
 VMs (the builder providers' tests): templates in OpenNebula syntax, vector
 attributes included (NIC = [ NETWORK_ID = "0" ]). A VM goes PENDING (1) →
 ACTIVE (3) with LCM_STATE PROLOG (1) → BOOT (2) → RUNNING (3); each NIC gets
-an IP. Its "machine" is a real sshd (tests/simulators/sshvm.py) on that IP
+an IP. Its "machine" is a real sshd (tests/support/simulators/sshvm.py) on that IP
 and `ssh_port`, started shortly after RUNNING with CONTEXT's
 RAIN_SSH_HOST_KEY (base64 OpenSSH private key) as host key and
 SSH_PUBLIC_KEY as root's authorized key. `vm_fault` makes new VMs fail
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
-from simulators.sshvm import SshVm, VmFault, allocate_address, release_address
+from support.simulators.sshvm import SshVm, VmFault, allocate_address, release_address
 
 AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION = 0x0100, 0x0200, 0x0400, 0x0800
 _ATTR = re.compile(r'([A-Z0-9_]+)\s*=\s*("(?:[^"\\]|\\.)*"|\[(?:[^\]"]|"(?:[^"\\]|\\.)*")*\])', re.S)

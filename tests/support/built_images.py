@@ -1,6 +1,9 @@
-"""The register stage's real input: the generate stage's bootable Debian recipe, built once.
+"""The register stage's real input: the generate stage's bootable Debian recipes, built once into the test cache.
 
-The mirror is the host's own (generate reads it from the apt configuration).
+The test cache is RAIN_TEST_CACHE (default ~/.cache/rain-tests); builds there take
+a lock, so one build runs at a time across pytest sessions. The mirror is the
+host's own (generate reads it from the apt configuration).
+`PYTHONPATH=tests python -m support.built_images` builds the kernel image and prints its path.
 """
 
 from __future__ import annotations
@@ -8,14 +11,16 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-FG = Path(sys.executable).parent / "fg-image"
-RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "debian-bookworm-kernel.yaml"
-CLOUD_RECIPE = RECIPE.with_name("debian-bookworm-cloud.yaml")
+from support.cli import FG_IMAGE, RECIPES
+
+RECIPE = RECIPES / "debian-bookworm-kernel.yaml"
+CLOUD_RECIPE = RECIPES / "debian-bookworm-cloud.yaml"
+
 
 def cache_dir() -> Path:
+    """The test cache (made if missing): generated images, their data dir and lock."""
     base = os.environ.get("RAIN_TEST_CACHE") or str(Path.home() / ".cache" / "rain-tests")
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True)
@@ -29,7 +34,7 @@ def _generate(recipe: Path, out_name: str, *formats: str) -> Path:
     env = {**os.environ, "RAIN_DATA_DIR": str(cache_dir() / "generate-data")}
     with open(cache_dir() / ".generated.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        subprocess.run([str(FG), "generate", str(recipe), *(a for f in formats for a in ("--format", f)),
+        subprocess.run([str(FG_IMAGE), "generate", str(recipe), *(a for f in formats for a in ("--format", f)),
                         "--no-upload", "-o", str(out)], check=True, stdin=subprocess.DEVNULL, env=env)
     return out
 

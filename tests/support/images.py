@@ -1,16 +1,19 @@
-"""Small image trees and archives for the register tests: a clean one and the crafted bad one.
+"""Image files for the tests: small fake trees and archives to make, and the files of a built image to read.
 
 The clean tree looks like a Debian root to the rules (accounts, sshd config,
 a kernel file and modules lists) but holds no real binaries, so unit and
-contract tests stay fast; e2e tests use the real mmdebstrap-built image.
+contract tests stay fast; e2e tests use the real mmdebstrap-built image
+(built_images.py) and read it with tar_names, tar_read and manifest.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -105,3 +108,27 @@ def cpio(*names: str, body: bytes = b"x") -> bytes:
         out.write(("070701" + "".join(f"{v:08x}" for v in fields)).encode() + nameb)
         out.write(b"\0" * (-(110 + len(nameb)) % 4) + data + b"\0" * (-len(data) % 4))
     return out.getvalue()
+
+
+def tar_names(archive: Path) -> set[str]:
+    """The member names of a tar.zst, without their leading './'."""
+    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as s, \
+            tarfile.open(fileobj=s, mode="r|") as tar:
+        return {m.name.removeprefix("./") for m in tar}
+
+
+def tar_read(archive: Path, name: str) -> bytes:
+    """The content of member `name` (without './') of a tar.zst; fails the test if it is not there."""
+    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as s, \
+            tarfile.open(fileobj=s, mode="r|") as tar:
+        for m in tar:
+            if m.name.removeprefix("./") == name:
+                f = tar.extractfile(m)
+                assert f is not None
+                return f.read()
+    raise AssertionError(f"{name} not in {archive}")
+
+
+def manifest(directory: Path) -> dict[str, Any]:
+    """The manifest.json that `fg-image generate -o directory` wrote."""
+    return json.loads((directory / "manifest.json").read_text())

@@ -27,7 +27,7 @@ the one Neutron call novaclient makes to find a network by name (under /network)
     DELETE /compute/v2.1/servers/{id}    → 204; the server is gone
     GET    /network/v2.0/networks?name=  → {"networks": [...]}
 
-A server's "machine" is a real sshd (tests/simulators/sshvm.py) on its fixed
+A server's "machine" is a real sshd (tests/support/simulators/sshvm.py) on its fixed
 IP (a distinct 127.0.0.N) and `ssh_port`, started `sshd_delay` after ACTIVE,
 with cloud-config user-data's ssh_keys.ed25519_private as host key and the
 key pair's public key as root's authorized key. `vm_fault` makes new servers
@@ -51,7 +51,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
-from simulators.sshvm import SshVm, VmFault, allocate_address, release_address
+
+from support.simulators.sshvm import SshVm, VmFault, allocate_address, release_address
 
 RESERVED = {"name", "disk_format", "container_format", "visibility", "id", "status", "size", "checksum",
             "os_hash_algo", "os_hash_value", "tags", "min_disk", "min_ram", "protected"}
