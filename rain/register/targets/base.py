@@ -15,7 +15,7 @@ from rain.image.disk import make_disk
 from rain.plugins import choice, load_class
 from rain.register import disk
 from rain.register.models import Label, Packed, VetPolicy
-from rain.settings_file import Credentials, one_secret  # noqa: F401  (one_secret: re-exported)
+from rain.settings_file import Credentials
 
 if TYPE_CHECKING:
     from rain.config import Settings

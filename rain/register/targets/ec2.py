@@ -22,7 +22,8 @@ from rain.image.disk import make_disk
 from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import SiteSettings, TargetName, one_secret
+from rain.register.targets.base import SiteSettings, TargetName
+from rain.settings_file import one_secret
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from rain.errors import TargetError
 from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
-from rain.register.targets.base import Firmware, SiteSettings, TargetName, one_secret, pack_qcow2
+from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_qcow2
+from rain.settings_file import one_secret
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
