@@ -94,6 +94,7 @@ def test_a_batch_spreads_over_the_pool_and_reports_a_failed_build(
     assert openstack_sim.servers == {}, "every VM was deleted, the failed one too"
 
 
+@pytest.mark.timeout(1800)  # two TCG VMs at once: ~450 s on a quiet machine, 800+ s on a loaded one
 def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: Path,
                                                           qemu_bundle: tuple[str, Path]) -> None:
     """Two real QEMU builder VMs at once (TCG here): one bootstraps the minimal recipe from the mirror
