@@ -103,7 +103,8 @@ def vet_cmd(
     if path.exists() and not ID_RE.match(subject):
         if accept:
             raise InvalidInput("--accept applies to repository images", hint="give an image id")
-        report = vet_path(path, target.value if target else None, format.value if format else None)
+        report = vet_path(path, target.value if target else None, format.value if format else None,
+                          step_reporter(), settings().unpack_max)
     elif ID_RE.match(subject):
         repo = open_repo()
         if accept:

@@ -182,19 +182,25 @@ def vet_image(repo: Repository, image_id: str, target: str | None, settings: Set
     return report
 
 
-def vet_path(path: Path, target: str | None = None, fmt: str | None = None) -> VetReport:
-    """`fg-image vet PATH`: vet a local image file or root directory; nothing is stored."""
+def vet_path(path: Path, target: str | None = None, fmt: str | None = None, reporter: Reporter | None = None,
+             max_size: int | None = None) -> VetReport:
+    """`fg-image vet PATH`: vet a local image file or root directory; nothing is stored.
+    `max_size` bounds the unpacked tree as for repository images (the `unpack_max` setting)."""
     from rain.register.unpack import detect_format, sweep
 
     if not path.exists():
         raise InvalidInput(f"no such image file or directory: {path}")
+    reporter = reporter or Reporter(_logged)
     policy = _policy(target)
     name = target_name(target).value if target else None
     if detect_format(path, fmt) == "dir":
-        return vet_tree(path, str(path), policy, name, sweep(path))
+        with reporter.step("vet"):
+            return vet_tree(path, str(path), policy, name, sweep(path))
     with tempfile.TemporaryDirectory(prefix="rain-vet-") as tmp:
-        findings = unpack(path, Path(tmp) / "root", fmt)
-        return vet_tree(Path(tmp) / "root", str(path), policy, name, findings)
+        with reporter.step("unpack"):
+            findings = unpack(path, Path(tmp) / "root", fmt, max_size)
+        with reporter.step("vet"):
+            return vet_tree(Path(tmp) / "root", str(path), policy, name, findings)
 
 
 def _policy(target: str | None) -> VetPolicy:

@@ -73,3 +73,18 @@ def test_download_in_a_pipe_says_what_it_fetched_in_the_one_style(fg, clean_tarb
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == str(tmp_path / "got.tar.zst")
     assert steps(got.stderr) == ["✓ download deb (Ns)"] and "\x1b" not in got.stderr
+
+
+def test_vet_of_a_local_file_shows_its_steps_and_keeps_to_unpack_max(fg, rain_env, clean_tarball, tmp_path):
+    piped = fg("vet", str(clean_tarball), "--json")
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["verdict"] == "pass"
+    assert steps(piped.stderr) == ["… unpack", "✓ unpack (Ns)", "… vet", "✓ vet (Ns)"]
+
+    # the operator's bound on unpacked trees holds for local files too (a decompression bomb stops there)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    small = fg("vet", str(clean_tarball), env={"RAIN_UNPACK_MAX": "1K", "TMPDIR": str(scratch)})
+    assert small.returncode == 2
+    assert "unpacks to more than 1.0 KiB (unpack_max)" in small.stderr and "✗ unpack" in small.stderr
+    assert list(scratch.iterdir()) == [], "no unpacked tree left behind"
