@@ -2,6 +2,8 @@
 
 A `Deadline` is a point on the monotonic clock; `poll` calls a step until it
 says done or the deadline passes, sleeping no further than the deadline.
+`wait_for` is the same loop for a step that has a value to give back (a VM's
+address) and a state to name when time runs out ("still BUILD after 600s").
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,4 +46,25 @@ def poll(step: Callable[[], bool], deadline: Deadline, interval: float) -> bool:
             return True
         if deadline.passed:
             return False
+        deadline.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A wait step's "not yet": the state the awaited thing is in, for the timeout's message."""
+
+    state: str
+
+
+def wait_for(step: Callable[[], T | Pending], deadline: Deadline, interval: float,
+             timeout: Callable[[str], Exception]) -> T:
+    """Call step until it returns a value (→ that value); at the deadline raise timeout(last state).
+
+    The step runs at least once, and once more at the deadline; an error it raises ends the wait."""
+    while True:
+        got = step()
+        if not isinstance(got, Pending):
+            return got
+        if deadline.passed:
+            raise timeout(got.state)
         deadline.sleep(interval)

@@ -26,7 +26,7 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import model_validator
 
@@ -39,7 +39,7 @@ from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.progress import Reporter
 from rain.repository.base import Repository
 from rain.settings_file import Credentials, one_secret
-from rain.waiting import Deadline, poll
+from rain.waiting import Deadline, Pending, wait_for
 
 log = logging.getLogger(__name__)
 PENDING, HOLD, ACTIVE, DONE = 1, 2, 3, 6
@@ -126,30 +126,26 @@ class OpenNebulaProvider:
                                     f"with 'onevm terminate --hard {vm_id}'")
 
     def _wait_running(self, vm_id: int, deadline: Deadline) -> str:
-        seen: dict[str, Any] = {"state": "PENDING", "ip": ""}
-
-        def running() -> bool:
+        """The RUNNING VM's first NIC address."""
+        def running() -> str | Pending:
             vm = ET.fromstring(self.one("one.vm.info", vm_id, False))
             state, lcm = int(vm.findtext("STATE", "0")), int(vm.findtext("LCM_STATE", "0"))
             name = STATES.get(state, str(state)) if state != ACTIVE else LCM_STATES.get(lcm, f"LCM_STATE {lcm}")
-            seen["state"] = name
             if state in FAILED_STATES or name.endswith("_FAILURE"):
                 why = vm.findtext("USER_TEMPLATE/ERROR") or vm.findtext("TEMPLATE/ERROR") or "no reason given"
                 raise BuildError(f"OpenNebula VM {vm_id} went to {name}: {one_line(why)}",
                                  hint=f"check the template/image it boots and 'onevm show {vm_id}' on the front-end")
             if state != ACTIVE or lcm != RUNNING:
-                return False
+                return Pending(name)
             ips = [ip for nic in vm.findall("TEMPLATE/NIC") if (ip := nic.findtext("IP") or nic.findtext("IP6"))]
             if not ips:
                 raise BuildError(f"OpenNebula VM {vm_id} is RUNNING without a NIC IP",
                                  hint="give the template a NIC on a network this host can reach")
-            seen["ip"] = ips[0]
-            return True
+            return ips[0]
 
-        if not poll(running, deadline, self.conf.poll_interval):
-            raise BuildError(f"OpenNebula VM {vm_id} still {seen['state']} after {deadline.seconds:.0f}s",
-                             hint="the cloud may lack capacity; raise boot_timeout in the builders file")
-        return str(seen["ip"])
+        return wait_for(running, deadline, self.conf.poll_interval, lambda state: BuildError(
+            f"OpenNebula VM {vm_id} still {state} after {deadline.seconds:.0f}s",
+            hint="the cloud may lack capacity; raise boot_timeout in the builders file"))
 
     def _releaser(self, vm_id: int) -> Callable[[], None]:
         done = False

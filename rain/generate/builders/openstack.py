@@ -41,7 +41,7 @@ from rain.generate.builders.machine import Machine, MachineKeys
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.progress import Reporter
 from rain.repository.base import Repository
-from rain.waiting import Deadline, poll
+from rain.waiting import Deadline, Pending, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -146,26 +146,23 @@ class OpenStackProvider:
                                     f"'openstack server delete {server.id}; openstack keypair delete {name}'")
 
     def _wait_active(self, nova: Any, server_id: str, deadline: Deadline) -> str:
-        seen = {"status": "BUILD", "ip": ""}
-
-        def active() -> bool:
+        """The ACTIVE server's address."""
+        def active() -> str | Pending:
             with self._errors(f"reading server {server_id}"):
                 server = nova.servers.get(server_id)
-            seen["status"] = status = str(server.status)
+            status = str(server.status)
             if status == "ERROR":
                 fault = (getattr(server, "fault", None) or {}).get("message") or "no fault message"
                 raise BuildError(f"OpenStack server {server_id} went to ERROR: {one_line(fault)}",
                                  hint="check image, flavor and network in the builders file and the "
                                       "cloud's capacity")
             if status != "ACTIVE":
-                return False
-            seen["ip"] = self._address(server_id, server.addresses or {})
-            return True
+                return Pending(status)
+            return self._address(server_id, server.addresses or {})
 
-        if not poll(active, deadline, self.conf.poll_interval):
-            raise BuildError(f"OpenStack server {server_id} still {seen['status']} after {deadline.seconds:.0f}s",
-                             hint="the cloud may be slow or full; raise boot_timeout in the builders file")
-        return seen["ip"]
+        return wait_for(active, deadline, self.conf.poll_interval, lambda status: BuildError(
+            f"OpenStack server {server_id} still {status} after {deadline.seconds:.0f}s",
+            hint="the cloud may be slow or full; raise boot_timeout in the builders file"))
 
     def _address(self, server_id: str, addresses: dict[str, list[dict[str, Any]]]) -> str:
         v4 = [(net, a) for net, items in addresses.items() for a in items if a.get("version") == 4]

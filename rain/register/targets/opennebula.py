@@ -25,7 +25,7 @@ from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_qcow2
 from rain.settings_file import one_secret
-from rain.waiting import Deadline, poll
+from rain.waiting import Deadline, Pending, wait_for
 
 log = logging.getLogger(__name__)
 STATES = {0: "INIT", 1: "READY", 2: "USED", 3: "DISABLED", 4: "LOCKED", 5: "ERROR", 6: "CLONE", 7: "DELETE",
@@ -110,19 +110,17 @@ class OpenNebulaTarget:
                                 ("RAIN_IMAGE", label.image_id)])
 
     def _wait_ready(self, image_id: int) -> None:
-        seen = {"state": "INIT"}
-
-        def ready() -> bool:
+        def ready() -> bool | Pending:
             info = ET.fromstring(self._call("one.image.info", image_id, False))
-            seen["state"] = state = STATES.get(int(info.findtext("STATE", "0")), "UNKNOWN")
+            state = STATES.get(int(info.findtext("STATE", "0")), "UNKNOWN")
             if state == "ERROR":
                 why = info.findtext("TEMPLATE/ERROR") or "no reason given"
                 raise TargetError(f"OpenNebula image {image_id} went to ERROR: {why}",
                                   hint="check that the front-end can read staging_url/staging_dir")
-            return state == "READY"
+            return True if state == "READY" else Pending(state)
 
-        if not poll(ready, Deadline.after(self.site.timeout), 1.0):
-            raise TargetError(f"OpenNebula image {image_id} still {seen['state']} after {self.site.timeout:.0f}s")
+        wait_for(ready, Deadline.after(self.site.timeout), 1.0, lambda state: TargetError(
+            f"OpenNebula image {image_id} still {state} after {self.site.timeout:.0f}s"))
 
     def delete(self, remote_id: str) -> None:
         self._call("one.image.delete", int(remote_id), missing_ok=True)

@@ -28,7 +28,7 @@ from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_qcow2
-from rain.waiting import Deadline, poll
+from rain.waiting import Deadline, Pending, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -132,23 +132,21 @@ class OpenStackTarget:
             raise
 
     def _wait_active(self, images: str, image_id: str, path: Path) -> None:
-        seen = {"status": "queued"}
-
-        def active() -> bool:
+        def active() -> bool | Pending:
             image = self._request("GET", f"{images}/{image_id}", "reading the image").json()
-            seen["status"] = status = image.get("status", "")
+            status = image.get("status", "")
             if status in ("killed", "deleted", "deactivated"):
                 raise TargetError(f"Glance image {image_id} went to {status}")
             if status != "active":
-                return False
+                return Pending(status)
             if image.get("size") not in (None, path.stat().st_size):
                 raise IntegrityError(f"Glance stored {image['size']} bytes, Rain sent {path.stat().st_size}")
             if image.get("os_hash_algo") == "sha512" and image.get("os_hash_value") != _sha512(path):
                 raise IntegrityError("Glance's SHA-512 of the upload differs from the packed image")
             return True
 
-        if not poll(active, Deadline.after(self.site.timeout), 1.0):
-            raise TargetError(f"Glance image {image_id} still {seen['status']} after {self.site.timeout:.0f}s")
+        wait_for(active, Deadline.after(self.site.timeout), 1.0, lambda status: TargetError(
+            f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s"))
 
     def delete(self, remote_id: str) -> None:
         images = self._login()

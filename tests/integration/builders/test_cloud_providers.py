@@ -140,6 +140,7 @@ def test_missing_password_is_refused_before_any_vm(cloud: Cloud, tmp_path: Path,
 
 @pytest.mark.parametrize("fault, kind, words", [
     (VmFault.FAIL, BuildError, ("went to",)),
+    (VmFault.STUCK, BuildError, (" still ", " after 2s", "raise boot_timeout")),
     (VmFault.NO_SSHD, Unreachable, ("did not answer within", "sshd")),
     (VmFault.WRONG_HOST_KEY, Unauthorized, ("presented host key", "not the host key Rain gave it")),
     (VmFault.REFUSE_CLIENT_KEY, Unauthorized, ("refused Rain's client key for root",)),

@@ -260,6 +260,8 @@ class OpenNebulaSimulator:
                 if vm.state != 1 and vm.state != 3:
                     return
                 vm.state, vm.lcm_state = state, lcm
+            if fault == VmFault.STUCK:
+                return  # PROLOG for ever
         with self._lock:
             if vm.state != 3:
                 return

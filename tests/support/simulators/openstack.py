@@ -339,8 +339,8 @@ class OpenStackSimulator:
         """What nova-compute and the guest do: spawn (or fail), then cloud-init installs keys, sshd starts."""
         time.sleep(0.1)
         with self._lock:
-            if server["id"] not in self.servers:
-                return
+            if server["id"] not in self.servers or fault == VmFault.STUCK:
+                return  # a stuck server stays BUILD
             if fault == VmFault.FAIL:
                 server.update({"status": "ERROR", "OS-EXT-STS:vm_state": "error", "fault": {
                     "code": 500, "message": "No valid host was found. There are not enough hosts available.",

@@ -36,6 +36,8 @@ class VmFault(StrEnum):
     NONE = "none"
     FAIL = "fail"
     """The VM goes to OpenNebula BOOT_FAILURE / Nova ERROR and never runs."""
+    STUCK = "stuck"
+    """The VM is accepted but never boots (OpenNebula PROLOG / Nova BUILD), as on a full cloud."""
     NO_SSHD = "no-sshd"
     """The VM runs and has an address, but nothing ever listens on it."""
     WRONG_HOST_KEY = "wrong-host-key"

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from rain.errors import TargetError
-from rain.waiting import Deadline, poll
+from rain.waiting import Deadline, Pending, poll, wait_for
 
 
 def test_a_wait_whose_step_is_done_returns_at_once() -> None:
@@ -48,3 +48,20 @@ def test_a_deadline_says_how_long_it_was_set_for_and_how_much_is_left() -> None:
     deadline = Deadline.after(60)
     assert deadline.seconds == 60 and 59 < deadline.left <= 60 and not deadline.passed
     assert Deadline.after(0).passed and Deadline.after(0).left == 0
+
+
+def test_wait_for_returns_the_value_of_the_step_that_is_done() -> None:
+    states = iter([Pending("BUILD"), Pending("BUILD"), "10.0.0.7"])
+    assert wait_for(lambda: next(states), Deadline.after(30), 0.01, TargetError) == "10.0.0.7"
+
+
+def test_wait_for_names_the_last_state_seen_when_time_runs_out() -> None:
+    calls: list[int] = []
+
+    def still_booting() -> Pending:
+        calls.append(1)
+        return Pending(f"BOOT#{len(calls)}")
+
+    with pytest.raises(TargetError) as e:
+        wait_for(still_booting, Deadline.after(0.2), 0.05, lambda state: TargetError(f"still {state} after 0.2s"))
+    assert len(calls) >= 2 and str(e.value) == f"still BOOT#{len(calls)} after 0.2s"
