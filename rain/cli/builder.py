@@ -11,7 +11,7 @@ import typer
 from rain.cli.common import console, json_flag, open_repo, print_json, settings
 from rain.cli.progress import step_reporter
 from rain.errors import InvalidInput
-from rain.generate.builders.base import BuilderName
+from rain.generate.recipe import BuilderName
 
 builder_app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
                           no_args_is_help=True)

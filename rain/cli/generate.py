@@ -17,9 +17,8 @@ from rain.cli.common import console, json_flag, open_repo, print_json, settings
 from rain.cli.progress import step_reporter
 from rain.errors import BuildError, Interrupted
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
-from rain.generate.builders.base import BuilderName
 from rain.generate.loader import load_recipe, parse_overrides
-from rain.generate.recipe import Format
+from rain.generate.recipe import BuilderName, Format
 
 commands = typer.Typer()  # top-level commands: `fg-image generate`, not a group
 

@@ -253,7 +253,7 @@ class UploadSpec(Strict):
     _s = field_validator("share_with")(lambda v: [matching(USER_RE, u, "user", "a user name") for u in v])
 
 
-class BuilderChoice(StrEnum):
+class BuilderName(StrEnum):
     LOCAL = "local"
     QEMU = "qemu"
     OPENNEBULA = "opennebula"
@@ -273,11 +273,11 @@ class BuilderChoice(StrEnum):
         return cast("Callable[[Settings, Repository | None], Provider]", load_class(_PROVIDERS[self]))
 
 
-_LOCAL_BUILDERS = {BuilderChoice.LOCAL: "rain.generate.builders.local:LocalBuilder"}
+_LOCAL_BUILDERS = {BuilderName.LOCAL: "rain.generate.builders.local:LocalBuilder"}
 _PROVIDERS = {
-    BuilderChoice.QEMU: "rain.generate.builders.qemu:QemuProvider",
-    BuilderChoice.OPENNEBULA: "rain.generate.builders.opennebula:OpenNebulaProvider",
-    BuilderChoice.OPENSTACK: "rain.generate.builders.openstack:OpenStackProvider",
+    BuilderName.QEMU: "rain.generate.builders.qemu:QemuProvider",
+    BuilderName.OPENNEBULA: "rain.generate.builders.opennebula:OpenNebulaProvider",
+    BuilderName.OPENSTACK: "rain.generate.builders.openstack:OpenStackProvider",
 }
 """VM builders: a Provider launches machines, `remote.SSHBuilder` builds on them."""
 
@@ -301,7 +301,7 @@ class Recipe(Strict):
     formats: list[Format] = Field(default_factory=lambda: [Format.TAR_ZST], description="artifacts to produce")
     upload: UploadSpec = Field(default_factory=lambda: UploadSpec(), description="how the images are stored")
     base: str | None = Field(default=None, description="repository image id (tar.zst) to clone and extend")
-    builder: BuilderChoice | None = Field(default=None, description="where the build runs: local (a chroot on "
+    builder: BuilderName | None = Field(default=None, description="where the build runs: local (a chroot on "
                                           "this host), qemu, opennebula or openstack (a builder VM); "
                                           "--builder overrides it; default local")
     vars: dict[str, Any] = Field(default_factory=dict, description="jinja2 variables for this recipe")

@@ -37,13 +37,13 @@ from rain.config import Settings
 from rain.errors import BuildError, InvalidInput, Unreachable
 from rain.generate.bootstrap.base import Package
 from rain.generate.bootstrap.debian import APT_MISSING, APT_UNREACHABLE, apt_components, dpkg_installed
-from rain.generate.builders.base import Builder, BuilderName, BuildSpec, Handle, builder_name, get_builder
+from rain.generate.builders.base import Builder, BuildSpec, Handle, builder_name, get_builder
 from rain.generate.builders.local import LocalBuilder
 from rain.generate.cache import Cache
 from rain.generate.command import Result
 from rain.generate.layers import remove_tree
 from rain.generate.mirror import host_apt_mirror
-from rain.generate.recipe import OsFamily
+from rain.generate.recipe import BuilderName, OsFamily
 from rain.image.rootfs import RootFS
 from rain.repository.base import Repository
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from rain.generate.command import Result
-from rain.generate.recipe import BuilderChoice
+from rain.generate.recipe import BuilderName
 from rain.plugins import choice
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from rain.generate.builders.remote import Session
     from rain.progress import Reporter
     from rain.repository.base import Repository
-
-BuilderName = BuilderChoice  # the names, declared once with the recipe field that takes them
 
 
 @dataclass(frozen=True)
