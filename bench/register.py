@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 
 from rain.config import load_settings
-from rain.generate.builders.machine import KeyPair
-from rain.generate.builders.qemu import TCG_CPU
+from rain.host.qemu import TCG_CPU
+from rain.host.ssh import KeyPair
 from rain.image import disk as image_disk
 from rain.register import imds, seeds, vm
 from rain.register.chroot import Sandbox

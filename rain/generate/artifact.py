@@ -8,10 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rain.generate import command
 from rain.generate.cache import TAR_OPTS
 from rain.generate.recipe import Format
-from rain.image import disk, tools
+from rain.host import command, tools
+from rain.image import disk
 
 SUFFIX = {Format.TAR_ZST: "tar.zst", Format.RAW: "raw", Format.QCOW2: "qcow2", Format.SQUASHFS: "squashfs"}
 _DISK_TOOLS = ["mkfs.ext4", "sfdisk", "mkfs.vfat", "mmd", "mcopy", "grub-mkimage", "grub-bios-setup", "unshare"]

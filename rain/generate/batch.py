@@ -31,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rain.config import Settings
 from rain.errors import RainError, RecipeError
-from rain.generate import command
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import LoadedRecipe, load_recipe
+from rain.host import command
 from rain.progress import Reporter
 from rain.repository.base import Repository
 

@@ -27,7 +27,7 @@ from typing import Any
 from rain.arch import Architecture
 from rain.config import Settings
 from rain.errors import InvalidInput, RecipeError
-from rain.generate import artifact, command, customize, reaper
+from rain.generate import artifact, customize
 from rain.generate.artifact import ArtifactFile
 from rain.generate.bootstrap.base import get_bootstrapper
 from rain.generate.builders.base import Builder, BuildSpec, get_builder
@@ -38,6 +38,7 @@ from rain.generate.loader import LoadedRecipe
 from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
 from rain.generate.recipe import Format, Recipe, recipe_hash
+from rain.host import command, reaper
 from rain.progress import Reporter
 from rain.repository.base import Repository
 

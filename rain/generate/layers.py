@@ -13,7 +13,7 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
-from rain.generate import command
+from rain.host import command
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from rain.arch import DEB_NAMES, Architecture
 from rain.config import parse_size
+from rain.host.ssh import SSH_KEY_RE
 from rain.plugins import load_class
 from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE, matching
 
@@ -93,7 +94,6 @@ UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,127}$")
 GROUP_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 URL_RE = re.compile(r"^(https?|file)://[^\s'\"\\`$;|&<>]+$")
 SUITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
-SSH_KEY_RE = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [^\n\r]*)?$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 

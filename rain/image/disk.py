@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rain.errors import BuildError, RecipeError
+from rain.host.tools import run, tool
 from rain.image import growroot
 from rain.image.rootfs import RootFS, walk_tree
-from rain.image.tools import run, tool
 
 MiB = 1 << 20
 SECTOR = 512

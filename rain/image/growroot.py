@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 
 from rain.errors import BuildError
+from rain.host.tools import run
 from rain.image.rootfs import RootFS
-from rain.image.tools import run
 
 REPART_CONF = "/etc/repart.d/50-rain-root.conf"
 UNIT = "rain-growfs-root.service"

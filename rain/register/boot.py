@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rain.errors import TargetError
-from rain.image.tools import tool
+from rain.host.tools import tool
 from rain.register.vm import last_console_line, qemu
 from rain.waiting import Deadline, poll
 

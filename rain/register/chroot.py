@@ -40,10 +40,10 @@ from rain.generate.bootstrap.debian import APT_MISSING, APT_UNREACHABLE, apt_com
 from rain.generate.builders.base import Builder, BuildSpec, Handle, builder_name, get_builder
 from rain.generate.builders.local import LocalBuilder
 from rain.generate.cache import Cache
-from rain.generate.command import Result
 from rain.generate.layers import remove_tree
 from rain.generate.mirror import host_apt_mirror
 from rain.generate.recipe import BuilderName, OsFamily
+from rain.host.command import Result
 from rain.image.rootfs import RootFS
 from rain.repository.base import Repository
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Literal
 
 from rain.errors import TargetError
-from rain.generate.builders.machine import KeyPair
-from rain.image.tools import run
+from rain.host.ssh import KeyPair
+from rain.host.tools import run
 from rain.register import imds, seeds, vm
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from rain.errors import BuildError, InvalidInput
-from rain.image.tools import run, tool
+from rain.host.tools import run, tool
 
 MAX_VIRTUAL_SIZE = 1 << 40
 """Largest qcow2 virtual size Rain converts (the sparse raw copy can grow up to it); OS images are 2-64 GiB."""

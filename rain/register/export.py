@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from rain.errors import InvalidInput
-from rain.generate import command
+from rain.host import command
 from rain.register.models import Packed
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rain.errors import BuildError, InvalidInput
-from rain.generate.recipe import SSH_KEY_RE
-from rain.image.tools import run
+from rain.host.ssh import SSH_KEY_RE
+from rain.host.tools import run
 
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")

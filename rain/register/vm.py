@@ -33,11 +33,10 @@ from pathlib import Path
 import paramiko
 
 from rain.errors import InvalidInput, TargetError, one_line
-from rain.generate import reaper
-from rain.generate.builders.launch import client_pkey
-from rain.generate.builders.machine import KeyPair
-from rain.generate.builders.qemu import TCG_CPU
-from rain.image.tools import run, tool
+from rain.host import reaper
+from rain.host.qemu import TCG_CPU
+from rain.host.ssh import KeyPair, client_pkey
+from rain.host.tools import run, tool
 from rain.register import imds as imds_service
 from rain.register.seeds import GUEST_MAC
 from rain.waiting import Deadline, poll

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rain.errors import ConfigError, ToolMissing, Unreachable
-from rain.image.tools import pid_alive
+from rain.host.tools import pid_alive
 from rain.repository import embedded_access as access
 from rain.waiting import Deadline, poll
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from rain.image.tools import pid_alive
+from rain.host.tools import pid_alive
 from rain.repository.accounts import now
 from rain.repository.acting import HOST, Acting
 from rain.repository.models import GcReport, Status

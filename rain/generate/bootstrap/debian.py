@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from rain.errors import BuildError, RecipeError, Unreachable
-from rain.generate import command
 from rain.generate.bootstrap.base import Package
 from rain.generate.context import BuildContext
 from rain.generate.layers import stack_on
 from rain.generate.recipe import OsFamily
+from rain.host import command
 
 _HOOK_IN = """#!/bin/sh
 # rain: seed the new root's apt archive from the shared package cache

@@ -15,11 +15,11 @@ import shutil
 from pathlib import Path
 
 from rain.errors import BuildError, RecipeError, Unreachable
-from rain.generate import command
 from rain.generate.bootstrap.base import Package
 from rain.generate.context import BuildContext
 from rain.generate.layers import stack_on
 from rain.generate.recipe import Variant
+from rain.host import command
 
 _MISSING = re.compile(r"No match for argument:\s*(\S+)|No package (\S+) available")
 _UNREACHABLE = re.compile(r"Failed to download metadata|Cannot download repomd|Curl error|"

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from rain.generate.command import Result
 from rain.generate.recipe import BuilderName
+from rain.host.command import Result
 from rain.plugins import choice
 
 if TYPE_CHECKING:

@@ -12,9 +12,6 @@ a VM exists deletes it before the error goes on.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import logging
 import os
 import shlex
@@ -26,20 +23,10 @@ from pathlib import Path
 import paramiko
 
 from rain.errors import RainError, Unauthorized, Unreachable, one_line
-from rain.generate.builders.machine import KeyPair, MachineKeys
+from rain.host.ssh import MachineKeys, client_pkey, fingerprint
 from rain.waiting import Deadline, poll
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint(blob: bytes) -> str:
-    """OpenSSH's SHA256 fingerprint of a public key blob."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def client_pkey(pair: KeyPair) -> paramiko.PKey:
-    """Rain's client key as paramiko takes it."""
-    return paramiko.Ed25519Key.from_private_key(io.StringIO(pair.private_openssh))
 
 
 def _probe(what: str, host: str, port: int, keys: MachineKeys, timeout: float) -> str | None:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from rain.errors import BuildError, InvalidInput
-from rain.generate import command
 from rain.generate.builders.base import BuildSpec, Handle
-from rain.generate.command import Result
 from rain.generate.layers import mounted_under
+from rain.host import command
+from rain.host.command import Result
 
 CHROOT_SCRIPT = Path(__file__).parent / "data" / "chroot.sh"
 

@@ -13,48 +13,13 @@ OpenNebula: CONTEXT; OpenStack: a keypair and cloud-init user-data).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+from rain.host.ssh import MachineKeys
 from rain.progress import Reporter
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    private_openssh: str
-    """OpenSSH-format private key (PEM-like text)."""
-    public_line: str
-    """'ssh-ed25519 AAAA... comment'."""
-
-    @classmethod
-    def generate(cls, comment: str) -> KeyPair:
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                    serialization.NoEncryption()).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                               serialization.PublicFormat.OpenSSH).decode()
-        return cls(private, f"{public} {comment}")
-
-    @property
-    def public_blob(self) -> bytes:
-        """The key's wire-format blob (what paramiko's PKey.asbytes() gives)."""
-        return base64.b64decode(self.public_line.split()[1])
-
-
-@dataclass(frozen=True)
-class MachineKeys:
-    client: KeyPair
-    host: KeyPair
-
-    @classmethod
-    def generate(cls, name: str) -> MachineKeys:
-        return cls(KeyPair.generate(f"rain-client@{name}"), KeyPair.generate(f"rain-host@{name}"))
 
 
 @dataclass

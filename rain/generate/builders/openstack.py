@@ -37,8 +37,9 @@ from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_sessio
 from rain.config import Settings
 from rain.errors import BuildError, ConfigError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
-from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.machine import Machine
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.host.ssh import MachineKeys
 from rain.progress import Reporter
 from rain.repository.base import Repository
 from rain.waiting import Deadline, Pending, wait_for

@@ -16,7 +16,6 @@ Rain even when Rain is SIGKILLed; `release` kills it and removes its files.
 from __future__ import annotations
 
 import fcntl
-import functools
 import io
 import json
 import logging
@@ -41,23 +40,20 @@ from pydantic import Field
 
 from rain.config import Settings
 from rain.errors import BuildError, NotFound
-from rain.generate import command, reaper
 from rain.generate.builders import launch
-from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.machine import Machine
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.host import command, reaper
+from rain.host.qemu import TCG_CPU, kvm_works
+from rain.host.ssh import MachineKeys
 from rain.progress import Reporter
 from rain.repository.base import Repository
-from rain.waiting import Deadline, poll
+from rain.waiting import Deadline
 
 log = logging.getLogger(__name__)
 
 INIT = "/usr/lib/rain/builder-init"
 _ID_LEN = 12
-TCG_CPU = "Nehalem"
-"""Under TCG a plain x86-64-v2 CPU (what RHEL 9 needs) runs builds faster than `max`, whose
-AVX2/AES-NI code paths qemu has to emulate (measured on a 2-core host: zstd ~1.8x, ssh streams ~1.7x)."""
-
-
 def builder_recipe() -> Path:
     """The builder image's recipe shipped in the package: data/debian-builder.yaml, its files in data/files/."""
     return Path(str(resources.files("rain.generate.builders") / "data" / "debian-builder.yaml"))
@@ -347,45 +343,6 @@ def wait_for_sshd(vm: Any, keys: MachineKeys, timeout: float, host: str = "127.0
 
     launch.wait_for_sshd(f"builder VM {vm.name}", host, vm.port, keys, Deadline.after(timeout),
                          alive=alive, detail=f"console log: {vm.console}")
-
-
-@functools.lru_cache(maxsize=4)
-def kvm_works(qemu: str, kernel: str, timeout: float = 6.0) -> bool:
-    """Whether a KVM guest gets as far as the kernel's end of boot (a panic for want of root) in time.
-
-    On some hosts /dev/kvm exists but guests hang; TCG is slow but works. Where KVM works the
-    kernel gets there in a second or two, so a few seconds bound the probe."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    with tempfile.TemporaryDirectory(prefix="rain-kvm-probe-") as d:
-        out = Path(d) / "console.log"
-        proc = subprocess.Popen([qemu, "-nodefaults", "-no-user-config", "-accel", "kvm", "-cpu", "host",
-                                 "-m", "256", "-display", "none", "-monitor", "none", "-no-reboot",
-                                 "-serial", f"file:{out}", "-kernel", kernel,
-                                 "-append", "console=ttyS0 panic=-1 loglevel=4"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        reaper.track_pid(proc.pid)
-        try:
-            verdict: list[bool] = []
-
-            def decided() -> bool:
-                text = out.read_text(errors="replace") if out.exists() else ""
-                if "Kernel panic" in text:
-                    verdict.append(True)
-                elif proc.poll() is not None:
-                    verdict.append("Linux version" in text)
-                return bool(verdict)
-
-            if poll(decided, Deadline.after(timeout), 0.2):
-                return verdict[0]
-            log.info("KVM probe: no kernel boot within %.0fs; using TCG", timeout)
-            return False
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            reaper.untrack_pid(proc.pid)
 
 
 def _boot_files(root: Path, image_id: str) -> tuple[Path, Path]:

@@ -38,13 +38,13 @@ import paramiko
 import zstandard
 
 from rain.errors import BuildError, Interrupted, RainError, Unreachable
-from rain.generate import command
 from rain.generate.builders.base import BuildSpec, Handle
-from rain.generate.builders.launch import client_pkey
 from rain.generate.builders.local import chroot_script
-from rain.generate.builders.machine import Machine, MachineKeys, Provider
+from rain.generate.builders.machine import Machine, Provider
 from rain.generate.cache import TAR_OPTS
-from rain.generate.command import Result
+from rain.host import command
+from rain.host.command import Result
+from rain.host.ssh import MachineKeys, client_pkey
 
 log = logging.getLogger(__name__)
 # Reads a 10-digit length and that many bytes of NUL-terminated arguments from stdin (sysread: not a

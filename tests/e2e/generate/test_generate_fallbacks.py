@@ -20,9 +20,9 @@ from support.images import tar_names, tar_read
 
 from rain.config import Settings
 from rain.errors import ToolMissing
-from rain.generate import command
 from rain.generate.build import BuildOptions, generate
 from rain.generate.loader import load_recipe
+from rain.host import command
 from rain.progress import Reporter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -1,5 +1,5 @@
 """`fg-image generate` killed outright (SIGKILL: no chance to clean up) leaves nothing behind:
-no mount, no work directory, no qemu process. Rain's watcher process (rain/generate/reaper.py)
+no mount, no work directory, no qemu process. Rain's watcher process (rain/host/reaper.py)
 undoes what the build had registered."""
 
 from __future__ import annotations

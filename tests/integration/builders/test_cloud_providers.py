@@ -21,7 +21,8 @@ from support.simulators.sshvm import VmFault
 
 from rain.errors import BuildError, ConfigError, RainError, Unauthorized, Unreachable
 from rain.generate.builders.base import get_builder, get_provider
-from rain.generate.builders.machine import Machine, MachineKeys
+from rain.generate.builders.machine import Machine
+from rain.host.ssh import MachineKeys
 
 pytestmark = pytest.mark.integration
 

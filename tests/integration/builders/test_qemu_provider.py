@@ -26,10 +26,12 @@ from support.builders import qemu_pids, write_builders_file  # the fixtures come
 from rain.config import load_settings
 from rain.errors import BuildError, Unauthorized, Unreachable
 from rain.generate.builders.base import get_provider
-from rain.generate.builders.machine import Machine, MachineKeys
-from rain.generate.builders.qemu import Accel, QemuProvider, kvm_works, wait_for_sshd
+from rain.generate.builders.machine import Machine
+from rain.generate.builders.qemu import Accel, QemuProvider, wait_for_sshd
 from rain.generate.mirror import host_apt_mirror
 from rain.generate.recipe import OsFamily
+from rain.host.qemu import kvm_works
+from rain.host.ssh import MachineKeys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -149,7 +151,7 @@ def test_a_missing_builder_image_without_repository_says_so(qemu_settings) -> No
 _LAUNCHER = """
 import sys, pathlib
 from rain.config import load_settings
-from rain.generate.builders.machine import MachineKeys
+from rain.host.ssh import MachineKeys
 from rain.generate.builders.qemu import QemuProvider
 settings = load_settings(environ={"RAIN_DATA_DIR": sys.argv[1] + "/data", "RAIN_CONFIG": "/nonexistent",
                                   "RAIN_BUILDERS_FILE": sys.argv[2]})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rain.errors import InvalidInput, TargetError
-from rain.generate.builders.machine import KeyPair
+from rain.host.ssh import KeyPair
 from rain.register import imds, vm
 
 

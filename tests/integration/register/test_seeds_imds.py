@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from rain.errors import InvalidInput
-from rain.generate.builders.machine import KeyPair
+from rain.host.ssh import KeyPair
 from rain.register import imds, seeds
 
 KEY = KeyPair.generate("rain-test").public_line

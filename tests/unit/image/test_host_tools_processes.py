@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from rain.image.tools import pid_alive
+from rain.host.tools import pid_alive
 
 
 def test_this_process_is_alive() -> None:

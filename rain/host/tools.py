@@ -3,7 +3,7 @@
 Tools are found on PATH or the system directories and run as argv lists. A
 missing tool is a ToolMissing naming the Debian package that provides it; a
 failure is a Rain error naming the tool and the last lines it printed.
-rain.generate.command builds its cancellable runner on top of this module;
+rain.host.command builds its cancellable runner on top of this module;
 the repository uses pid_alive to tell a live server or lock holder from a dead one.
 """
 

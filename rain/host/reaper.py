@@ -58,7 +58,7 @@ def _send(line: str, start: bool = True) -> None:
             if not start:
                 return
             read_end, write_end = os.pipe()
-            subprocess.Popen([sys.executable, "-m", "rain.generate.reaper"], stdin=read_end,
+            subprocess.Popen([sys.executable, "-m", "rain.host.reaper"], stdin=read_end,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                              close_fds=True)
             os.close(read_end)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rain.errors import BuildError, Interrupted, ToolMissing
-from rain.image import tools
+from rain.host import tools
 
 log = logging.getLogger(__name__)
 
