@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,12 @@ def test_batch_builds_a_matrix_in_parallel_and_ends_with_a_table(gen: Any, tmp_p
     assert outcomes["debian-bookworm-two"]["status"] == "built"
     assert outcomes["debian-bookworm-minimal"]["status"] == "failed"
     assert "no-such-pkg-rain" in outcomes["debian-bookworm-minimal"]["error"]
+    # progress in the pipe: each build's steps in the one style, prefixed with its name; never on stdout
+    marked = [ln for ln in r.stderr.splitlines() if ln[:2] in ("… ", "✓ ", "✗ ")]
+    for name in ("debian-bookworm-one", "debian-bookworm-two"):
+        assert any(re.fullmatch(rf"✓ {name}: \S.* \(\d+\.\ds\)", ln) for ln in marked), (name, r.stderr)
+    assert any(ln.startswith("✗ debian-bookworm-minimal: ") for ln in marked), r.stderr
+    assert "\x1b" not in r.stderr
     table = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload")
     assert "cached" in table.stdout and "failed" in table.stdout and "debian-bookworm-two" in table.stdout
 
