@@ -8,10 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rain.generate.cache import TAR_OPTS
 from rain.generate.recipe import Format
 from rain.host import command, tools
 from rain.image import disk
+from rain.image.formats import TAR_OPTS, make_squashfs, to_qcow2
 
 SUFFIX = {Format.TAR_ZST: "tar.zst", Format.RAW: "raw", Format.QCOW2: "qcow2", Format.SQUASHFS: "squashfs"}
 _DISK_TOOLS = ["mkfs.ext4", "sfdisk", "mkfs.vfat", "mmd", "mcopy", "grub-mkimage", "grub-bios-setup", "unshare"]
@@ -55,16 +55,13 @@ def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int
             if fmt is Format.TAR_ZST:
                 pack_tar_zst(root, dest)
             elif fmt is Format.SQUASHFS:
-                command.run(["mksquashfs", str(root), str(dest), "-noappend", "-comp", "zstd",
-                             "-Xcompression-level", "6", "-processors", "2", "-quiet", "-no-progress"],
-                            what="mksquashfs")
+                make_squashfs(root, dest, level=6, processors=2)  # kept and shared: worth level 6
             else:
                 if raw is None:
                     raw = out / f"{stem}.raw"
                     bootable = disk.make_disk(root, raw, disk_size).bootable
                 if fmt is Format.QCOW2:
-                    command.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(dest)],
-                                what="qemu-img convert")
+                    to_qcow2(raw, dest, compress=False)
             files.append(dest)
     if raw is not None and Format.RAW not in formats:
         raw.unlink(missing_ok=True)

@@ -31,10 +31,6 @@ from rain.generate.recipe import Recipe
 
 BASE_FORMAT = 2
 """Bumped when what a base contains changes, so older cached bases are not reused."""
-TAR_OPTS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
-"""Every tar stream Rain writes of an image root (and GNU tar extracts): numeric owners, every extended
-attribute (file capabilities; without the include pattern an extracting tar keeps only user.*) and ACLs."""
-
 
 class CacheKind(StrEnum):
     PACKAGES = "packages"

@@ -1,6 +1,7 @@
-"""Disk formats by the plain tools: qcow2 and squashfs out, and raw/qcow2/squashfs read back in safely.
+"""Raw, qcow2 and squashfs images read back in safely, by the plain tools.
 
-Whole disks are made by rain.image.disk (one disk maker for generate and register).
+Whole disks are made by rain.image.disk, and qcow2/squashfs by rain.image.formats (one maker each for
+generate and register).
 
 Every tool is run as an argv list; a failure becomes a Rain error naming the
 tool and the last lines it printed.
@@ -34,19 +35,6 @@ _EXTENDED = {"5", "f", "85", "0x5", "0xf", "0x85"}  # DOS extended partitions ho
 _DAMAGED = "the partition table is damaged; re-create the image (fg-image generate) or upload the root as tar.zst"
 _FLATTEN = "flatten it first (qemu-img convert -O qcow2 IN OUT, without -B) and upload the result"
 _SHRINK = "shrink the disk (qemu-img resize --shrink) or upload the root as tar.zst"
-def to_qcow2(raw: Path, out: Path) -> Path:
-    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd",
-         "-m", "2", "-W", str(raw), str(out)],
-        "converting to qcow2")
-    return out
-
-
-def make_squashfs(root: Path, out: Path) -> Path:
-    run(["mksquashfs", str(root), str(out), "-noappend", "-comp", "zstd", "-Xcompression-level", "3",
-         "-quiet", "-no-progress", "-processors", str(max(1, os.cpu_count() or 1))], "packing the squashfs")
-    return out
-
-
 def _partition(raw: Path) -> tuple[int, int | None]:
     """(offset, size) in bytes of the root partition (the biggest), checked to lie inside the file so a
     hostile table cannot point the loop mount past the end or at the table; (0, None): a bare file system."""

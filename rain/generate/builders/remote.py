@@ -41,10 +41,10 @@ from rain.errors import BuildError, Interrupted, RainError, Unreachable
 from rain.generate.builders.base import BuildSpec, Handle
 from rain.generate.builders.local import chroot_script
 from rain.generate.builders.machine import Machine, Provider
-from rain.generate.cache import TAR_OPTS
 from rain.host import command
 from rain.host.command import Result
 from rain.host.ssh import MachineKeys, client_pkey
+from rain.image.formats import TAR_OPTS
 
 log = logging.getLogger(__name__)
 # Reads a 10-digit length and that many bytes of NUL-terminated arguments from stdin (sysread: not a

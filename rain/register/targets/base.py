@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 from rain.image.disk import make_disk
+from rain.image.formats import to_qcow2
 from rain.plugins import choice, load_class
-from rain.register import disk
 from rain.register.models import Label, Packed, VetPolicy
 from rain.settings_file import Credentials
 
@@ -98,6 +98,6 @@ def pack_qcow2(root: Path, out: Path) -> Packed:
     """The cloud targets' pack: a bootable disk of `root`, as qcow2 in `out` (the raw disk is removed)."""
     out.mkdir(parents=True, exist_ok=True)
     raw = make_disk(root, out / "disk.raw", bootable=True).path
-    qcow2 = disk.to_qcow2(raw, out / "disk.qcow2")
+    qcow2 = to_qcow2(raw, out / "disk.qcow2", compress=True)
     raw.unlink()
     return Packed(out, {"disk.qcow2": qcow2}, "disk.qcow2", "qcow2")

@@ -15,9 +15,10 @@ from typing import ClassVar
 
 from rain.config import Settings
 from rain.errors import TargetError
+from rain.image.formats import make_squashfs
 from rain.image.rootfs import RootFS
 from rain.image.sysprep import generalize
-from rain.register import adapt, boot, disk, initrd
+from rain.register import adapt, boot, initrd
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import SiteSettings, TargetName
@@ -63,7 +64,7 @@ class HpcTarget:
         out.mkdir(parents=True, exist_ok=True)
         kernel, kver = initrd.copy_kernel(root, out / "vmlinuz")
         files = {"vmlinuz": kernel, "initrd.img": initrd.build_initrd(root, kver, out / "initrd.img"),
-                 "rootfs.squashfs": disk.make_squashfs(root, out / "rootfs.squashfs")}
+                 "rootfs.squashfs": make_squashfs(root, out / "rootfs.squashfs", level=3)}
         return Packed(out, files, "rootfs.squashfs", "squashfs")
 
     def kernel_cmdline(self, root_url: str, extra: str = "") -> str:

@@ -20,7 +20,7 @@ import pytest
 from rain.generate.artifact import pack_tar_zst
 from rain.generate.bootstrap.clone import safe_unpack
 from rain.image.disk import make_disk
-from rain.register.disk import make_squashfs, to_qcow2
+from rain.image.formats import make_squashfs, to_qcow2
 from rain.register.unpack import unpack
 
 pytestmark = pytest.mark.integration
@@ -68,8 +68,8 @@ def _raw(root: Path, work: Path) -> Path:
 MAKERS: dict[str, Callable[[Path, Path], Path]] = {
     "tar.zst": _tar_zst,
     "raw": _raw,
-    "qcow2": lambda root, work: to_qcow2(_raw(root, work), work / "img.qcow2"),
-    "squashfs": lambda root, work: make_squashfs(root, work / "img.squashfs"),
+    "qcow2": lambda root, work: to_qcow2(_raw(root, work), work / "img.qcow2", compress=True),
+    "squashfs": lambda root, work: make_squashfs(root, work / "img.squashfs", level=3),
 }
 
 

@@ -1,0 +1,34 @@
+"""An image tree or disk as one file, the same way in every stage: tar options, squashfs, qcow2.
+
+Generate and register differ only in the arguments, chosen at the call site:
+generate keeps its artifacts in the cache and the repository (smaller files,
+built once), register packs one copy for a target (faster, published once).
+Whole disks are rain.image.disk; reading formats back safely is rain.register.disk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rain.host import command
+
+TAR_OPTS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+"""Every tar stream Rain writes of an image root (and GNU tar extracts): numeric owners, every extended
+attribute (file capabilities; without the include pattern an extracting tar keeps only user.*) and ACLs."""
+
+
+def make_squashfs(root: Path, out: Path, *, level: int, processors: int | None = None) -> Path:
+    """root as a zstd squashfs at `level` (1-22), on `processors` cores (default: all)."""
+    command.run(["mksquashfs", str(root), str(out), "-noappend", "-comp", "zstd", "-Xcompression-level", str(level),
+                 "-processors", str(processors or max(1, os.cpu_count() or 1)), "-quiet", "-no-progress"],
+                what="mksquashfs")
+    return out
+
+
+def to_qcow2(raw: Path, out: Path, *, compress: bool) -> Path:
+    """A raw disk as qcow2; `compress` zstd-compresses its clusters (smaller upload, slower to write)."""
+    extra = ["-c", "-o", "compression_type=zstd", "-m", "2", "-W"] if compress else []
+    command.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", *extra, str(raw), str(out)],
+                what="converting to qcow2")
+    return out
