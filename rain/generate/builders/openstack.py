@@ -177,20 +177,15 @@ class OpenStackProvider:
 
     def _releaser(self, nova: Any, made: dict[str, str]) -> Callable[[], None]:
         def release() -> None:
-            if server_id := made.get("server"):
-                with self._errors(f"deleting server {server_id}"):
-                    try:
-                        nova.servers.delete(server_id)
-                    except nova_exc.NotFound:
-                        pass
-                made.pop("server")
-                log.info("OpenStack server %s deleted", server_id)
-            if keypair := made.get("keypair"):
-                with self._errors(f"deleting key pair {keypair}"):
-                    try:
-                        nova.keypairs.delete(keypair)
-                    except nova_exc.NotFound:
-                        pass
-                made.pop("keypair")
+            # the server first, then the key pair it was made with
+            for kind, what, manager in (("server", "server", nova.servers), ("keypair", "key pair", nova.keypairs)):
+                if name := made.get(kind):
+                    with self._errors(f"deleting {what} {name}"):
+                        try:
+                            manager.delete(name)
+                        except nova_exc.NotFound:
+                            pass
+                    made.pop(kind)
+                    log.info("OpenStack %s %s deleted", what, name)
 
         return release
