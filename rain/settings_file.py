@@ -74,7 +74,12 @@ class SettingsFile:
             err = e.errors()[0]
             where = ".".join([*keys, *(str(p) for p in err["loc"])])
             absent = "" if self.path.is_file() else f" (there is no {self.what}: write one)"
-            raise self.error(where, f"{err['msg']}{absent}", valid) from e
+            given = err.get("input")
+            # a bad value is named (the fix is the value); an unknown key gets the list of valid keys
+            problem = err["msg"] if err["type"] in ("extra_forbidden", "missing") or isinstance(given, dict | list) \
+                else f"{given!r}: {err['msg']}"
+            hint = valid if err["type"] in ("extra_forbidden", "missing") else f"see {self.doc}"
+            raise self.error(where, f"{problem}{absent}", hint) from e
 
 
 class Credentials(BaseModel):

@@ -5,6 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
+bash scripts/setup-openstack.sh
 venv="${RAIN_VENV:-$here/.venv}"
 echo "== ruff"; "$venv/bin/ruff" check rain tests bench
 echo "== mypy"; "$venv/bin/mypy" rain

@@ -2,8 +2,9 @@
 
 - ec2: moto's real server (EC2 + EBS direct APIs) in a thread, once per session;
 - opennebula: the XML-RPC SIMULATOR in simulators/opennebula.py (oned cannot run here);
-- openstack: the Keystone v3 + Glance v2 SIMULATOR in simulators/openstack.py (real Glance
-  needs Keystone, a database and a WSGI stack and does not start quickly here);
+- openstack: the Keystone v3 + Glance v2 SIMULATOR in simulators/openstack.py, for the
+  pipeline tests; the target's own calls are tested against the real Keystone and Glance
+  (openstack_cloud.py, started once per session);
 - hpc: provisioning directories in the test's tmp dir.
 
 `sites` writes a targets file naming them (credentials by env var reference) and

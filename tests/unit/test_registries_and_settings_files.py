@@ -77,6 +77,14 @@ def test_a_bad_key_is_one_line_naming_the_file_the_key_path_and_the_docs_in_both
         assert "\n" not in e.value.message and "valid keys:" in e.value.hint and doc in e.value.hint
 
 
+def test_a_bad_value_is_named_with_what_was_given_and_the_docs_not_the_key_list(tmp_path: Path) -> None:
+    settings = settings_with(tmp_path, targets={}, builders={"qemu": {"memory": "lots"}})
+    with pytest.raises(ConfigError) as b:
+        provider_settings(settings, "qemu", QemuSettings)
+    assert b.value.message.startswith(f"builders file {tmp_path / 'builders.yaml'}: qemu.memory: 'lots': ")
+    assert b.value.hint == "see docs/builders.md"
+
+
 def test_a_section_that_is_not_a_mapping_is_named_with_its_path(tmp_path: Path) -> None:
     settings = settings_with(tmp_path, targets={"hpc": {"lab": ["x"]}}, builders={"qemu": ["x"]})
     with pytest.raises(ConfigError, match=r"hpc\.lab: must be a mapping"):

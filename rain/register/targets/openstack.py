@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import requests
 from keystoneauth1 import exceptions as ks_exc
@@ -23,7 +24,7 @@ from keystoneauth1 import session as ks_session
 
 from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_session, password_login
 from rain.config import Settings
-from rain.errors import IntegrityError, TargetError, Unauthorized
+from rain.errors import IntegrityError, TargetError, Unauthorized, one_line
 from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class OpenStackSite(SiteSettings, KeystoneAuth):
-    visibility: str = "private"
+    visibility: Literal["private", "shared", "community", "public"] = "private"
+    """Glance's visibility for every image registered on this site (public needs an admin)."""
     timeout: float = 900.0
     properties: dict[str, str] = {}
     """Extra Glance properties for every image registered on this site."""
@@ -42,12 +44,36 @@ class OpenStackSite(SiteSettings, KeystoneAuth):
     """Published as hw_firmware_type: Nova boots the instance with SeaBIOS or with UEFI (OVMF)."""
 
 
-def _check(resp: requests.Response, what: str) -> requests.Response:
-    if resp.status_code in (401, 403):
-        raise Unauthorized(f"OpenStack refused {what}: HTTP {resp.status_code}",
+def reason(resp: requests.Response) -> str:
+    """The service's own words for a refusal, on one line: Glance's and Keystone's JSON `message` (Rain asks
+    for JSON; Glance answers HTML otherwise), else the body's text without markup."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    text = ""
+    if isinstance(body, dict):
+        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body  # Keystone nests it
+        text = str(error.get("message") or error.get("title") or "")
+    if not text:
+        text = re.sub(r"<[^>]*>", "\n", resp.text)
+    text = text.replace("<br />", "\n")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return one_line(first)[:300] or resp.reason or "no reason given"
+
+
+def _check(resp: requests.Response, what: str, auth: OpenStackSite) -> requests.Response:
+    """A Glance answer: 401 is Rain's credentials refused (exit 5); 403 and other refusals are the cloud
+    declining this action for this user (exit 12), each with Glance's reason."""
+    if resp.status_code == 401:
+        raise Unauthorized(f"OpenStack refused {what}: HTTP 401: {reason(resp)}",
                            hint="check username, password and project in the targets file")
+    if resp.status_code == 403:
+        raise TargetError(f"OpenStack refused {what}: HTTP 403: {reason(resp)}",
+                          hint=f"user {auth.username} needs the member role in project {auth.project_name}, "
+                               "and the admin role to publish public images")
     if resp.status_code >= 400:
-        raise TargetError(f"OpenStack {what} failed: HTTP {resp.status_code}: {resp.text.strip()[:200]}")
+        raise TargetError(f"OpenStack {what} failed: HTTP {resp.status_code}: {reason(resp)}")
     return resp
 
 
@@ -82,8 +108,10 @@ class OpenStackTarget:
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         """A Glance call on the Keystone session (token added, renewed when it expires), its refusal checked."""
         with keystone_errors(self.site, what, TargetError, "image"):
-            resp = self._keystone().request(url, method, raise_exc=False, timeout=(10, 300), **kwargs)
-        return _check(resp, what)
+            headers = {"Accept": "application/json", **kwargs.pop("headers", {})}
+            resp = self._keystone().request(url, method, raise_exc=False, timeout=(10, 300), headers=headers,
+                                            **kwargs)
+        return _check(resp, what, self.site)
 
     def _keystone(self) -> ks_session.Session:
         if self._session is None:
@@ -128,7 +156,11 @@ class OpenStackTarget:
             self._wait_active(images, image_id, path)
             return image_id
         except BaseException:
-            self.delete(image_id)
+            try:
+                self.delete(image_id)
+            except Exception as cleanup:  # the first error is the one to report; this one is logged
+                log.error("could not delete the half-made Glance image %s (delete it with 'openstack image "
+                          "delete %s'): %s", image_id, image_id, one_line(cleanup))
             raise
 
     def _wait_active(self, images: str, image_id: str, path: Path) -> None:
@@ -153,7 +185,7 @@ class OpenStackTarget:
         with keystone_errors(self.site, "deleting the image", TargetError, "image"):
             resp = self._keystone().delete(f"{images}/{remote_id}", raise_exc=False, timeout=(10, 60))
         if resp.status_code not in (200, 204, 404):
-            _check(resp, "deleting the image")
+            _check(resp, "deleting the image", self.site)
 
 
 def _sha512(path: Path) -> str:

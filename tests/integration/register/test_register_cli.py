@@ -56,7 +56,9 @@ def test_vet_path_fails_with_exit_code_and_names_rules(fg, bad_tarball):
     assert report["verdict"] == "fail"
     assert {f["rule"] for f in report["findings"] if f["blocking"]} == {
         "archive-escape", "empty-password", "ssh-host-keys", "private-keys"}
-    assert result.stderr.count("\n") == 1 and "private-keys" in result.stderr
+    # progress (… unpack, ✓ unpack (0.0s), … vet, ✓ vet (0.0s)), then the verdict: one line
+    errors = [line for line in result.stderr.splitlines() if line[:2] not in ("… ", "✓ ")]
+    assert len(errors) == 1 and errors[0].startswith("error: vetting failed for hpc") and "private-keys" in errors[0]
 
 
 def test_vet_clean_directory_passes(fg, tmp_path):
