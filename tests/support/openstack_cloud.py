@@ -22,6 +22,7 @@ message bus and Neutron), so builders still boot on support.simulators.openstack
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -35,7 +36,6 @@ import pytest
 import requests
 
 from rain.waiting import Deadline, poll
-from support.cli import free_port
 
 SOURCE = Path(__file__).resolve().parents[2]
 REGION = "RegionOne"
@@ -105,11 +105,12 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     assert proc.returncode == 0, f"{argv[:3]} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
 
 
-def _serve(cloud: Cloud, where: Path, app: str, port: int, env: dict[str, str]) -> None:
-    """gunicorn serving `app` on 127.0.0.1:port with every setting in where/gunicorn.conf.py (no argv)."""
+def _serve(cloud: Cloud, where: Path, app: str, env: dict[str, str]) -> int:
+    """gunicorn serving `app` on a port the kernel picks (no race with other tests for a free one), every
+    setting in where/gunicorn.conf.py (no argv); returns the port once the app answers."""
     (where / "gunicorn.conf.py").write_text(textwrap.dedent(f"""\
         wsgi_app = "{app}"
-        bind = "127.0.0.1:{port}"
+        bind = "127.0.0.1:0"
         workers = 2
         timeout = 900
         errorlog = "{where / 'gunicorn.log'}"
@@ -120,15 +121,23 @@ def _serve(cloud: Cloud, where: Path, app: str, port: int, env: dict[str, str]) 
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     cloud.procs.append(proc)
+    port: list[int] = []
 
     def up() -> bool:
-        assert proc.poll() is None, f"{app} exited: {(where / 'gunicorn.log').read_text()[-3000:]}"
+        text = (where / "gunicorn.log").read_text() if (where / "gunicorn.log").exists() else ""
+        assert proc.poll() is None, f"{app} exited: {text[-3000:]}"
+        if not port:
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+            if not found:
+                return False
+            port.append(int(found.group(1)))
         try:
-            return requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code < 500
+            return requests.get(f"http://127.0.0.1:{port[0]}/", timeout=5).status_code < 500
         except requests.ConnectionError:
             return False
 
-    assert poll(up, Deadline.after(120), 0.3), f"{app} did not answer on port {port}"
+    assert poll(up, Deadline.after(180), 0.3), f"{app} did not answer within 180s: see {where / 'gunicorn.log'}"
+    return port[0]
 
 
 def _keystone_conf(where: Path) -> Path:
@@ -213,9 +222,7 @@ def _bootstrap(cloud: Cloud, glance_port: int) -> None:
 def start(root: Path) -> Cloud:
     """Keystone and Glance configured, bootstrapped and serving under root (stop() ends them)."""
     bin_ = venv() / "bin"
-    ks_port, glance_port = free_port(), free_port()
-    keystone = f"http://127.0.0.1:{ks_port}/v3"
-    cloud = Cloud(root, keystone, f"http://127.0.0.1:{glance_port}")
+    cloud = Cloud(root, "", "")
     ks, gl = root / "keystone", root / "glance"
     ks.mkdir(parents=True)
     gl.mkdir(parents=True)
@@ -225,13 +232,15 @@ def start(root: Path) -> Cloud:
         _run([*manage, "db_sync"], ks)
         for setup in ("fernet_setup", "credential_setup"):
             _run([*manage, setup, "--keystone-user", "root", "--keystone-group", "root"], ks)
+        port = _serve(cloud, ks, "keystone.wsgi.api:application", {"OS_KEYSTONE_CONFIG_FILES": str(conf)})
+        cloud.keystone = f"http://127.0.0.1:{port}/v3"
         _run([*manage, "bootstrap", "--bootstrap-password", password("admin"), "--bootstrap-region-id", REGION,
-              *[a for i in ("admin", "public", "internal") for a in (f"--bootstrap-{i}-url", keystone)]], ks)
-        _serve(cloud, ks, "keystone.wsgi.api:application", ks_port, {"OS_KEYSTONE_CONFIG_FILES": str(conf)})
-        _glance_conf(gl, keystone)
+              *[a for i in ("admin", "public", "internal") for a in (f"--bootstrap-{i}-url", cloud.keystone)]], ks)
+        _glance_conf(gl, cloud.keystone)
         _run([str(bin_ / "glance-manage"), "--config-file", str(gl / "glance-api.conf"), "db_sync"], gl)
-        _bootstrap(cloud, glance_port)
-        _serve(cloud, gl, "glance.wsgi.api:application", glance_port, {"OS_GLANCE_CONFIG_DIR": str(gl)})
+        port = _serve(cloud, gl, "glance.wsgi.api:application", {"OS_GLANCE_CONFIG_DIR": str(gl)})
+        cloud.glance = f"http://127.0.0.1:{port}"
+        _bootstrap(cloud, port)
     except BaseException:
         cloud.stop()
         raise
