@@ -5,9 +5,10 @@
     with keystone_errors(site, "creating the Glance image", TargetError):
         session.post(...)
 
-There is one way to authenticate (keystoneauth1's v3 password plugin, scoped
-to the project; it fetches and renews the token and reads the service
-catalog) and one place where keystoneauth1's exceptions become Rain's kinds:
+There is one way to authenticate (keystoneauth1's generic password plugin,
+scoped to the project: it discovers Keystone v3 from a bare auth_url, the form
+openrc files and clouds.yaml use, then fetches and renews the token and reads
+the service catalog) and one place where keystoneauth1's exceptions become Rain's kinds:
 no answer → Unreachable, Keystone refusing the credentials → Unauthorized, a
 service missing from the catalog → ConfigError, anything else → the
 caller's `failure` kind (TargetError, BuildError). Messages name what Rain was
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
+from keystoneauth1.identity import generic
 
 from rain.errors import ConfigError, RainError, Unauthorized, Unreachable, one_line
 from rain.settings_file import Credentials, one_secret
@@ -31,7 +32,7 @@ class KeystoneAuth(Credentials):
     """How Rain logs in to an OpenStack cloud (Keystone v3, password): the register target and the builder."""
 
     auth_url: str
-    """Keystone v3, e.g. https://keystone.example.org:5000/v3."""
+    """Keystone, e.g. https://keystone.example.org:5000 or .../v3 (v3 is found by version discovery)."""
     username: str
     password_env: str | None = None
     password_file: str | None = None
@@ -43,14 +44,15 @@ class KeystoneAuth(Credentials):
     check_secrets = one_secret("password")
 
 
-def password_login(auth: KeystoneAuth, password: str) -> v3.Password:
-    """keystoneauth1's v3 password plugin, scoped to the project; it holds (and renews) the token."""
-    return v3.Password(auth_url=auth.auth_url, username=auth.username, password=password,
+def password_login(auth: KeystoneAuth, password: str) -> generic.Password:
+    """keystoneauth1's password plugin, scoped to the project; it finds Keystone v3 (discovery) and holds
+    (and renews) the token."""
+    return generic.Password(auth_url=auth.auth_url, username=auth.username, password=password,
                        user_domain_name=auth.user_domain_name, project_name=auth.project_name,
                        project_domain_name=auth.project_domain_name)
 
 
-def keystone_session(login: v3.Password, timeout: float = 60) -> ks_session.Session:
+def keystone_session(login: generic.Password, timeout: float = 60) -> ks_session.Session:
     """A session that authenticates every request with the login's token (one per thread: sessions are
     not shared between threads, the login is)."""
     return ks_session.Session(auth=login, timeout=timeout)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.builders import qemu_pids
 from support.cli import FG_IMAGE, RECIPES
 from support.host import mounts_under
 
@@ -46,11 +47,6 @@ def _gone(check: Any, timeout: float = 30) -> bool:
     return False
 
 
-def _qemu_pids(marker: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"qemu-system.*{marker}"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 def test_a_sigkilled_local_build_leaves_no_mount_and_no_work_dir(rain_env: dict[str, str], tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = _start(rain_env, data)
@@ -69,8 +65,8 @@ def test_a_sigkilled_qemu_build_leaves_no_qemu_and_no_files(rain_env: dict[str, 
     proc = _start(rain_env, data, "--builder", "qemu", env={"RAIN_BUILDERS_FILE": str(qemu_bundle[1])})
     _wait_for_step(proc, "base system")  # the VM is up and mmdebstrap runs inside it
     marker = str(data / "work")
-    assert _qemu_pids(marker), "expected the build's qemu while it runs"
+    assert qemu_pids(marker), "expected the build's qemu while it runs"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert _gone(lambda: _qemu_pids(marker) == []), "qemu outlived fg-image"
+    assert _gone(lambda: qemu_pids(marker) == []), "qemu outlived fg-image"
     assert _gone(lambda: not any((data / "work").iterdir())), f"files left: {list((data / 'work').iterdir())}"

@@ -37,8 +37,10 @@ def test_openstack_copy_of_an_image_without_cloud_init_gains_contextualization(f
 
     from support.builders import qemu_pids
 
+    scratch = tmp_path / "tmp"  # register's work dir, and so the sandbox VM's files: its qemu is this test's
+    scratch.mkdir()
     env = {"RAIN_TARGETS_FILE": str(sites.path), "RAIN_BUILDERS_FILE": str(qemu_bundle[1]),
-           **{k: os.environ[k] for k in SECRETS}}
+           "TMPDIR": str(scratch), **{k: os.environ[k] for k in SECRETS}}
     image_id = upload(fg, debian_tarball, env)
     result = fg("register", image_id, "--target", "openstack", "--boot-test", "--json", env=env, timeout=2400)
     assert result.returncode == 0, result.stderr
@@ -57,7 +59,7 @@ def test_openstack_copy_of_an_image_without_cloud_init_gains_contextualization(f
     assert "/etc/initramfs-tools/modules: added virtio_pci virtio_blk virtio_scsi virtio_net" in changes
     assert any(re.fullmatch(r"the initramfs for 6\.\S+ already loads virtio_pci, virtio_blk, virtio_scsi, "
                             r"virtio_net \(not rebuilt\)", c) for c in changes), changes
-    assert qemu_pids("register-adapt") == []  # the sandbox VM is gone
+    assert qemu_pids(str(scratch)) == []  # the sandbox VM is gone
 
     # the derived image's provenance holds the same lines, and `show` prints them
     derived = json.loads(fg("show", outcome["derived_image"], "--json", env=env).stdout)

@@ -10,6 +10,7 @@ leaves one).
 from __future__ import annotations
 
 import hashlib
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -109,3 +110,22 @@ def test_a_bad_visibility_is_refused_before_anything_reaches_the_cloud(glance: C
         target(glance, monkeypatch, "alice", visibility="everyone")
     text = e.value.one_line()
     assert "visibility" in text and "everyone" in text and "'community'" in text and "\n" not in text, text
+
+
+def test_a_bare_auth_url_as_in_openrc_files_finds_keystone_v3(glance: Cloud, packed: Packed,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    t = target(glance, monkeypatch, "alice", auth_url=glance.keystone.removesuffix("/v3"))
+    image_id = t.publish(packed, LABEL)
+    assert glance.image(image_id, "alice").json()["status"] == "active"
+    t.delete(image_id)
+
+
+def test_keystone_down_is_unreachable_naming_the_whole_url(glance: Cloud, packed: Packed,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v3"
+    with pytest.raises(RainError) as e:
+        target(glance, monkeypatch, "alice", auth_url=url).publish(packed, LABEL)
+    assert e.value.exit_code == ExitCode.UNREACHABLE
+    assert f"at {url}:" in e.value.one_line() and "auth_url" in (e.value.hint or "")
