@@ -12,7 +12,7 @@ echo "== mypy"; "$venv/bin/mypy" rain
 # The suite writes images of several GiB under the temp dir; a full disk shows up
 # much later as database errors, so say it up front.
 tmp="${TMPDIR:-/tmp}"
-need_gib=15
+need_gib=25
 free_gib=$(( $(df -Pk "$tmp" | awk 'NR==2 {print $4}') / 1048576 ))
 if (( free_gib < need_gib )); then
   echo "scripts/test.sh: only ${free_gib} GiB free in $tmp, the suite needs ${need_gib} GiB; free space there (old runs are in $tmp/pytest-of-$(id -un)) or set TMPDIR" >&2
