@@ -64,9 +64,11 @@ def vet_env(tmp_path: Path) -> dict[str, str]:
 
 def assert_refused(result, *words: str) -> None:
     assert result.returncode == ExitCode.USAGE, (result.returncode, result.stdout, result.stderr)
-    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
+    # progress (… unpack, ✗ unpack (InvalidInput)), then the refusal: one line
+    errors = [line for line in result.stderr.splitlines() if line[:2] not in ("… ", "✓ ", "✗ ")]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
     for word in words:
-        assert word in result.stderr, result.stderr
+        assert word in errors[0], result.stderr
     assert MARKER not in result.stdout + result.stderr
 
 
