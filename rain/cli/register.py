@@ -49,6 +49,9 @@ def register_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="write the packed image here instead of publishing "
                                 "it (a file; a directory for hpc); no site or credentials needed"),
     force: bool = typer.Option(False, "--force", help="with --output: replace what is already there"),
+    share_with: list[str] = typer.Option([], "--share-with-project", metavar="PROJECT_ID",
+                                         help="openstack: make this project a member of the image "
+                                              "(repeatable; the image is then `shared`)"),
     as_json: bool = json_flag(),
 ) -> None:
     """Vet an image, adapt a copy for a target, publish it there and record the registration
@@ -60,7 +63,7 @@ def register_cmd(
     repo = open_repo()
     try:
         outcome = register(repo, settings(), image_id, target.value, site, boot_test, step_reporter(), boot_timeout,
-                           output, force)
+                           output, force, share_with)
     except VetRejected as e:
         render_report(e.report)
         raise

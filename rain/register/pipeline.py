@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from rain import __version__
@@ -24,7 +25,7 @@ from rain.progress import Reporter
 from rain.register import adapt, export
 from rain.register.chroot import Sandbox
 from rain.register.models import NO_TARGET_POLICY, Label, Outcome, Packed, VetPolicy, VetReport
-from rain.register.targets.base import BootTestable, TargetName, target_name
+from rain.register.targets.base import BootTestable, Shares, TargetName, target_name
 from rain.register.targets.sites import open_offline, open_target
 from rain.register.unpack import unpack
 from rain.register.vet import VetRejected, vet_tree  # noqa: F401  (VetRejected: the CLI imports it here)
@@ -81,9 +82,11 @@ def _has_kernel(root: Path) -> bool:
 
 def register(repo: Repository, settings: Settings, image_id: str, target_text: str, site: str | None = None,
              boot_test: bool = False, reporter: Reporter | None = None,
-             boot_timeout: float = BOOT_TIMEOUT, output: Path | None = None, force: bool = False) -> Outcome:
+             boot_timeout: float = BOOT_TIMEOUT, output: Path | None = None, force: bool = False,
+             share_with: Sequence[str] = ()) -> Outcome:
     """Vet, adapt and pack an image for a target, boot-test it if asked, then publish it and record
-    the registration, or, with `output`, write it to that path and note the export in the history."""
+    the registration, or, with `output`, write it to that path and note the export in the history.
+    `share_with`: projects that become members of the published image (targets that share: openstack)."""
     reporter = (reporter or Reporter(_logged)).child("")  # this registration's timings only
     name = target_name(target_text)
     if output is not None:  # a site Rain cannot reach: no credentials, no targets file needed
@@ -91,6 +94,8 @@ def register(repo: Repository, settings: Settings, image_id: str, target_text: s
         target, site_name = open_offline(settings, name, site)
     else:
         target, site_name = open_target(settings, name, site)  # settings checked before a byte moves
+    if share_with:
+        _share(target, name, share_with, output)
     if boot_test and not isinstance(target, BootTestable):
         raise InvalidInput(f"--boot-test is not available for {name.value}",
                            hint="targets with a boot test: " + ", ".join(boot_testable_targets()))
@@ -135,6 +140,19 @@ def register(repo: Repository, settings: Settings, image_id: str, target_text: s
         undo.pop_all()
     detail["timings"] = reporter.seconds()  # the outcome's copy shows the record step too
     return Outcome(name.value, site_name, remote_id, report, derived.id, detail, changes, reporter.seconds())
+
+
+def _share(target: object, name: TargetName, projects: Sequence[str], output: Path | None) -> None:
+    """--share-with-project: checked before anything moves."""
+    if not isinstance(target, Shares) or output is not None:
+        raise InvalidInput(f"--share-with-project is not available for {name.value}"
+                           + (" with --output" if output is not None else ""),
+                           hint="image members are Glance's: register on openstack, without --output")
+    for project in projects:
+        try:
+            target.add_member(project)
+        except ValueError as e:
+            raise InvalidInput(f"--share-with-project: {e}") from e
 
 
 def _export(repo: Repository, image: Image, name: TargetName, site_name: str, packed: Packed, output: Path,

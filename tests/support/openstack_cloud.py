@@ -27,7 +27,9 @@ import signal
 import subprocess
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from rain.waiting import Deadline, poll
 
 SOURCE = Path(__file__).resolve().parents[2]
 REGION = "RegionOne"
+SIZE_CAP = 1 << 30
 USERS = {"alice": ("rain", "member"), "bob": ("rain", "reader"), "carol": ("other", "member")}
 
 
@@ -61,15 +64,53 @@ class Cloud:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     projects: dict[str, str] = field(default_factory=dict)
     """project name → id"""
+    users: dict[str, str] = field(default_factory=dict)
+    """user name → id"""
+    _tokens: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
 
     def token(self, user: str = "admin", project: str | None = None) -> str:
+        """A token of the user's (cached for ten minutes: Keystone's last an hour here)."""
         project = project or (USERS[user][0] if user in USERS else "admin")
+        cached = self._tokens.get((user, project))
+        if cached and time.monotonic() - cached[0] < 600:
+            return cached[1]
+        token = self._new_token(user, project)
+        self._tokens[(user, project)] = (time.monotonic(), token)
+        return token
+
+    def _new_token(self, user: str, project: str) -> str:
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": user, "domain": {"name": "Default"}, "password": password(user)}}},
             "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
         resp = requests.post(f"{self.keystone}/auth/tokens", json=body, timeout=30)
         resp.raise_for_status()
         return resp.headers["X-Subject-Token"]
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, user: str = "admin") -> Any:
+        """Keystone's API as `user` (admin by default)."""
+        resp = requests.request(method, f"{self.keystone}{path}", json=body, timeout=30,
+                                headers={"X-Auth-Token": self.token(user)})
+        assert resp.status_code < 300, f"Keystone {method} {path}: {resp.status_code} {resp.text}"
+        return resp.json() if resp.content else {}
+
+    def app_credential(self, user: str) -> tuple[str, str]:
+        """A new application credential of the user's, for the user's project: (id, secret)."""
+        made = self.call("POST", f"/users/{self.users[user]}/application_credentials",
+                         {"application_credential": {"name": f"rain-{uuid.uuid4().hex[:8]}"}}, user=user)
+        return made["application_credential"]["id"], made["application_credential"]["secret"]
+
+    @contextmanager
+    def region(self, name: str, glance_url: str) -> Iterator[None]:
+        """A catalog region `name` whose Glance is at glance_url (a relay, a port nothing listens on)."""
+        self.call("POST", "/regions", {"region": {"id": name}})
+        service = self.call("GET", "/services?type=image")["services"][0]["id"]
+        endpoint = self.call("POST", "/endpoints", {"endpoint": {
+            "service_id": service, "interface": "public", "url": glance_url, "region_id": name}})["endpoint"]["id"]
+        try:
+            yield
+        finally:
+            self.call("DELETE", f"/endpoints/{endpoint}")
+            self.call("DELETE", f"/regions/{name}")
 
     def images(self, user: str = "admin") -> list[dict[str, Any]]:
         """Every image the user sees in Glance (admin: all of them)."""
@@ -79,8 +120,10 @@ class Cloud:
         return list(resp.json()["images"])
 
     def image(self, image_id: str, user: str = "admin") -> requests.Response:
-        return requests.get(f"{self.glance}/v2/images/{image_id}", headers={"X-Auth-Token": self.token(user)},
-                            timeout=30)
+        return self.image_as(image_id, self.token(user))
+
+    def image_as(self, image_id: str, token: str) -> requests.Response:
+        return requests.get(f"{self.glance}/v2/images/{image_id}", headers={"X-Auth-Token": token}, timeout=30)
 
     def delete_all_images(self) -> None:
         for image in self.images():
@@ -105,9 +148,10 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     assert proc.returncode == 0, f"{argv[:3]} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
 
 
-def _serve(cloud: Cloud, where: Path, app: str, env: dict[str, str]) -> int:
+def _serve(cloud: Cloud, where: Path, app: str, env: dict[str, str], tls: Tls | None = None) -> int:
     """gunicorn serving `app` on a port the kernel picks (no race with other tests for a free one), every
-    setting in where/gunicorn.conf.py (no argv); returns the port once the app answers."""
+    setting in where/gunicorn.conf.py (no argv); returns the port once the app answers. With `tls`, it
+    serves HTTPS with that certificate."""
     (where / "gunicorn.conf.py").write_text(textwrap.dedent(f"""\
         wsgi_app = "{app}"
         bind = "127.0.0.1:0"
@@ -115,7 +159,8 @@ def _serve(cloud: Cloud, where: Path, app: str, env: dict[str, str]) -> int:
         timeout = 900
         errorlog = "{where / 'gunicorn.log'}"
         control_socket_disable = True
-        """))
+        """) + (f'certfile = "{tls.cert}"\nkeyfile = "{tls.key}"\n' if tls else ""))
+    scheme = "https" if tls else "http"
     log = open(where / "stdout.log", "wb")
     proc = subprocess.Popen([str(venv() / "bin" / "gunicorn")], cwd=where, env={**os.environ, **env},
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -127,36 +172,116 @@ def _serve(cloud: Cloud, where: Path, app: str, env: dict[str, str]) -> int:
         text = (where / "gunicorn.log").read_text() if (where / "gunicorn.log").exists() else ""
         assert proc.poll() is None, f"{app} exited: {text[-3000:]}"
         if not port:
-            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+            found = re.search(r"Listening at: https?://127\.0\.0\.1:(\d+)", text)
             if not found:
                 return False
             port.append(int(found.group(1)))
         try:
-            return requests.get(f"http://127.0.0.1:{port[0]}/", timeout=5).status_code < 500
-        except requests.ConnectionError:
+            return requests.get(f"{scheme}://127.0.0.1:{port[0]}/", timeout=30,
+                                verify=str(tls.ca) if tls else True).status_code < 500
+        except (requests.ConnectionError, requests.Timeout):  # a loaded machine: the first answer is slow
             return False
 
     assert poll(up, Deadline.after(180), 0.3), f"{app} did not answer within 180s: see {where / 'gunicorn.log'}"
     return port[0]
 
 
-def _keystone_conf(where: Path) -> Path:
+def _keystone_conf(where: Path, data: Path | None = None, expiration: int = 3600) -> Path:
+    """keystone.conf in `where`; its database and keys are in `data` (default: `where` too)."""
+    data = data or where
     conf = where / "keystone.conf"
     conf.write_text(textwrap.dedent(f"""\
         [DEFAULT]
         log_file = {where / 'keystone.log'}
         [database]
-        connection = sqlite:///{where / 'keystone.db'}
+        connection = sqlite:///{data / 'keystone.db'}
         [token]
         provider = fernet
+        expiration = {expiration}
         [fernet_tokens]
-        key_repository = {where / 'fernet-keys'}
+        key_repository = {data / 'fernet-keys'}
         [fernet_receipts]
-        key_repository = {where / 'fernet-receipts'}
+        key_repository = {data / 'fernet-receipts'}
         [credential]
-        key_repository = {where / 'credential-keys'}
+        key_repository = {data / 'credential-keys'}
         """))
     return conf
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca: Path
+    """The private CA's certificate (PEM): what a user's `cacert` names."""
+    cert: Path
+    key: Path
+
+
+def _private_ca(where: Path) -> Tls:
+    """A CA of the test's own and a certificate it signed for 127.0.0.1 (no system trusts the CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Rain test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    tls = Tls(where / "ca.pem", where / "cert.pem", where / "key.pem")
+    tls.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tls.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return tls
+
+
+@dataclass
+class EdgeKeystone:
+    """A second Keystone on the same database and keys as the cloud's, serving HTTPS with a private CA and
+    issuing tokens that last TOKEN_SECONDS (Glance accepts them: the fernet keys are the same)."""
+
+    url: str
+    """Its v3 URL (https)."""
+    tls: Tls
+
+    def token(self, secret: str, user: str = "alice", project: str = "rain") -> str:
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"name": "Default"}, "password": secret}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
+        resp = requests.post(f"{self.url}/auth/tokens", json=body, timeout=30, verify=str(self.tls.ca))
+        resp.raise_for_status()
+        return resp.headers["X-Subject-Token"]
+
+
+TOKEN_SECONDS = 4
+
+
+def start_edge(cloud: Cloud, root: Path) -> EdgeKeystone:
+    where = root / "keystone-edge"
+    where.mkdir(parents=True)
+    tls = _private_ca(where)
+    conf = _keystone_conf(where, data=cloud.root / "keystone", expiration=TOKEN_SECONDS)
+    port = _serve(cloud, where, "keystone.wsgi.api:application", {"OS_KEYSTONE_CONFIG_FILES": str(conf)}, tls)
+    return EdgeKeystone(f"https://127.0.0.1:{port}/v3", tls)
 
 
 def _glance_conf(where: Path, keystone: str) -> None:
@@ -168,6 +293,8 @@ def _glance_conf(where: Path, keystone: str) -> None:
         [DEFAULT]
         log_file = {where / 'glance.log'}
         enabled_backends = fs:file
+        # a small site's cap (Glance's default is 1 TiB); Rain's test images are far below it
+        image_size_cap = {SIZE_CAP}
         [database]
         connection = sqlite:///{where / 'glance.db'}
         [glance_store]
@@ -215,6 +342,7 @@ def _bootstrap(cloud: Cloud, glance_port: int) -> None:
         for user, role in users:
             uid = call("POST", "/users", {"user": {"name": user, "password": password(user),
                                                    "domain_id": "default"}})["user"]["id"]
+            cloud.users[user] = uid
             call("PUT", f"/projects/{pid}/users/{uid}/roles/{roles[role]}")
     cloud.projects["admin"] = call("GET", "/projects?name=admin")["projects"][0]["id"]
 
@@ -255,6 +383,13 @@ def openstack_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]
     print(f"\nreal Keystone + Glance up in {time.monotonic() - t0:.1f}s")
     yield cloud
     cloud.stop()
+
+
+@pytest.fixture(scope="session")
+def edge_keystone(openstack_cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> EdgeKeystone:
+    """HTTPS with a private CA and 4-second tokens, in front of the same Keystone (see EdgeKeystone); it is
+    stopped with the cloud."""
+    return start_edge(openstack_cloud, tmp_path_factory.mktemp("openstack-edge"))
 
 
 @pytest.fixture

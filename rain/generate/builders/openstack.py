@@ -33,7 +33,7 @@ import yaml
 from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
 
-from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_session, password_login, refused
+from rain.clouds.openstack import KeystoneAuth, keystone_errors, log_in, refused
 from rain.config import Settings
 from rain.errors import BuildError, ConfigError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
@@ -75,13 +75,13 @@ class OpenStackProvider:
         self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "openstack" / "kept"
         """--on-error keep: the login keys of machines left running."""
-        self._login = password_login(self.conf, self.conf.secret("password"))
+        self._login = log_in(self.conf)
 
     def _nova(self) -> Any:  # Any: python-novaclient ships no type hints
         """A client for one machine: novaclient's name look-ups switch the client's service type
         while they run, so clients are not shared between the pool's threads (the token is)."""
-        return nova_client.Client("2.1", session=keystone_session(self._login),
-                                  region_name=self.conf.region, endpoint_type=self.conf.interface)
+        return nova_client.Client("2.1", session=self._login.session(),
+                                  region_name=self._login.region, endpoint_type=self._login.interface)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -89,8 +89,11 @@ class OpenStackProvider:
         try:
             with keystone_errors(self.conf, what, BuildError):
                 yield
-        except (nova_exc.Unauthorized, nova_exc.Forbidden) as e:
+        except nova_exc.Unauthorized as e:
             raise refused(self.conf, what, e) from e
+        except nova_exc.Forbidden as e:
+            raise BuildError(f"OpenStack refused {what}: {one_line(e)}",
+                             hint="the user needs a role that allows it in the project of the builders file") from e
         except nova_exc.ClientException as e:
             raise BuildError(f"OpenStack {what} failed: {one_line(e)}") from e
 

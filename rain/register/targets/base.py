@@ -80,6 +80,14 @@ class BootTestable(Protocol):
     def boot_test(self, packed: Packed, log_path: Path, timeout: float) -> None: ...
 
 
+@runtime_checkable
+class Shares(Protocol):
+    """Targets that can share a published image with other projects (its members)."""
+
+    def add_member(self, project: str) -> None:
+        """Share every image published from now on with `project`; ValueError names a bad project."""
+
+
 Firmware = Literal["bios", "uefi"]
 """How the site boots instances: a site setting (`firmware:`), published with the image."""
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import requests
-from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
+from pydantic import field_validator
 
-from rain.clouds.openstack import KeystoneAuth, keystone_errors, keystone_session, password_login
+from rain.clouds.openstack import KeystoneAuth, Login, keystone_errors, log_in, reason
 from rain.config import Settings
 from rain.errors import IntegrityError, TargetError, Unauthorized, one_line
 from rain.register import adapt, cloudtest
@@ -42,24 +42,26 @@ class OpenStackSite(SiteSettings, KeystoneAuth):
     """Extra Glance properties for every image registered on this site."""
     firmware: Firmware = "bios"
     """Published as hw_firmware_type: Nova boots the instance with SeaBIOS or with UEFI (OVMF)."""
+    share_with: list[str] = []
+    """Project ids that become members of every image (Glance image sharing; the image is then `shared`)."""
+
+    @field_validator("share_with")
+    @classmethod
+    def _project_ids(cls, value: list[str]) -> list[str]:
+        for project in value:
+            check_project_id(project)
+        return value
 
 
-def reason(resp: requests.Response) -> str:
-    """The service's own words for a refusal, on one line: Glance's and Keystone's JSON `message` (Rain asks
-    for JSON; Glance answers HTML otherwise), else the body's text without markup."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    text = ""
-    if isinstance(body, dict):
-        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body  # Keystone nests it
-        text = str(error.get("message") or error.get("title") or "")
-    if not text:
-        text = re.sub(r"<[^>]*>", "\n", resp.text)
-    text = text.replace("<br />", "\n")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return one_line(first)[:300] or resp.reason or "no reason given"
+PROJECT_ID_RE = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def check_project_id(project: str) -> str:
+    """A Keystone project id (Glance's members are ids; a user may not list projects to look a name up)."""
+    if not PROJECT_ID_RE.fullmatch(project):
+        raise ValueError(f"{project!r} is not a project id: Glance shares with project ids "
+                         "(`openstack project show NAME -f value -c id` prints one)")
+    return project
 
 
 def _check(resp: requests.Response, what: str, auth: OpenStackSite) -> requests.Response:
@@ -67,7 +69,7 @@ def _check(resp: requests.Response, what: str, auth: OpenStackSite) -> requests.
     declining this action for this user (exit 12), each with Glance's reason."""
     if resp.status_code == 401:
         raise Unauthorized(f"OpenStack refused {what}: HTTP 401: {reason(resp)}",
-                           hint="check username, password and project in the targets file")
+                           hint="check the credentials and project in the targets file")
     if resp.status_code == 403:
         raise TargetError(f"OpenStack refused {what}: HTTP 403: {reason(resp)}",
                           hint=f"user {auth.username} needs the member role in project {auth.project_name}, "
@@ -89,10 +91,12 @@ class OpenStackTarget:
 
     def __init__(self, site: OpenStackSite, site_name: str, settings: Settings, offline: bool = False) -> None:
         self.site, self.site_name, self.settings = site, site_name, settings
-        # checked now, before anything moves; offline (--output) never logs in
-        self._password = "" if offline else site.secret("password")
+        # credentials read and checked now, before anything moves; offline (--output) never logs in
+        self._login: Login | None = None if offline else log_in(site)
         self._session: ks_session.Session | None = None
         self._glance: str | None = None
+        self.members: list[str] = list(site.share_with)
+        """Projects every image published here is shared with (the site's share_with, and --share-with-project)."""
 
     def adapt(self, root: Path, sandbox: Sandbox) -> list[str]:
         return adapt.cloud_disk(root, self.profile, sandbox)
@@ -107,7 +111,7 @@ class OpenStackTarget:
 
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         """A Glance call on the Keystone session (token added, renewed when it expires), its refusal checked."""
-        with keystone_errors(self.site, what, TargetError, "image"):
+        with keystone_errors(self.site, what, TargetError, "image", url):
             headers = {"Accept": "application/json", **kwargs.pop("headers", {})}
             resp = self._keystone().request(url, method, raise_exc=False, timeout=(10, 300), headers=headers,
                                             **kwargs)
@@ -115,24 +119,16 @@ class OpenStackTarget:
 
     def _keystone(self) -> ks_session.Session:
         if self._session is None:
-            self._session = keystone_session(password_login(self.site, self._password))
+            assert self._login is not None, "an offline target does not publish"
+            self._session = self._login.session()
         return self._session
 
-    def _login(self) -> str:
-        """Log in to Keystone (once) and return Glance's image URL from the catalog."""
-        if self._glance:
-            return self._glance
-        with keystone_errors(self.site, "authentication", TargetError, "image"):
-            try:
-                url = self._keystone().get_endpoint(service_type="image", interface=self.site.interface,
-                                                    region_name=self.site.region, skip_discovery=True)
-            except (ks_exc.EndpointNotFound, ks_exc.EmptyCatalog):
-                url = None  # logged in, but the catalog has no such Glance: said below, as a TargetError
-        if not url:
-            raise TargetError(f"no Glance ({self.site.interface}, region {self.site.region or 'any'}) in the catalog",
-                              hint="check region and interface in the targets file")
-        url = url.rstrip("/")
-        self._glance = (url if url.endswith("/v2") else url + "/v2") + "/images"
+    def _images(self) -> str:
+        """Glance's image URL, from the catalog (logging in once)."""
+        if not self._glance:
+            assert self._login is not None, "an offline target does not publish"
+            url = self._login.endpoint(self._keystone(), "image", self.site, TargetError)
+            self._glance = (url if url.endswith("/v2") else url + "/v2") + "/images"
         return self._glance
 
     def properties(self, label: Label) -> dict[str, str]:
@@ -142,10 +138,22 @@ class OpenStackTarget:
                  "rain_image": label.image_id}
         return {k: v for k, v in {**props, **self.site.properties}.items() if v}
 
+    def add_member(self, project: str) -> None:
+        self.members.append(check_project_id(project))
+
+    def visibility(self) -> str:
+        if not self.members:
+            return self.site.visibility
+        if self.site.visibility in ("public", "community"):
+            raise TargetError(f"a {self.site.visibility} image is visible to every project: it has no members",
+                              hint="drop share_with/--share-with-project, or set visibility: shared")
+        return "shared"
+
     def publish(self, packed: Packed, label: Label) -> str:
-        images = self._login()
+        visibility = self.visibility()
+        images = self._images()
         body = {"name": label.slug, "disk_format": "qcow2", "container_format": "bare",
-                "visibility": self.site.visibility, **self.properties(label)}
+                "visibility": visibility, **self.properties(label)}
         image_id = str(self._request("POST", images, "creating the Glance image", json=body).json()["id"])
         try:
             path = packed.primary_path
@@ -154,6 +162,9 @@ class OpenStackTarget:
                               headers={"Content-Type": "application/octet-stream",
                                        "Content-Length": str(path.stat().st_size)})
             self._wait_active(images, image_id, path)
+            for project in self.members:
+                self._request("POST", f"{images}/{image_id}/members", f"sharing the image with project {project}",
+                              json={"member": project})
             return image_id
         except BaseException:
             try:
@@ -181,8 +192,8 @@ class OpenStackTarget:
             f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s"))
 
     def delete(self, remote_id: str) -> None:
-        images = self._login()
-        with keystone_errors(self.site, "deleting the image", TargetError, "image"):
+        images = self._images()
+        with keystone_errors(self.site, "deleting the image", TargetError, "image", images):
             resp = self._keystone().delete(f"{images}/{remote_id}", raise_exc=False, timeout=(10, 60))
         if resp.status_code not in (200, 204, 404):
             _check(resp, "deleting the image", self.site)

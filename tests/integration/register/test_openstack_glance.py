@@ -16,8 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
-from support.openstack_cloud import Cloud, password
+from support.openstack_cloud import SIZE_CAP, TOKEN_SECONDS, Cloud, EdgeKeystone, password
+from support.simulators.tcp_cut import StallingRelay
 
 from rain.config import load_settings
 from rain.errors import ConfigError, ExitCode, RainError
@@ -129,3 +131,121 @@ def test_keystone_down_is_unreachable_naming_the_whole_url(glance: Cloud, packed
         target(glance, monkeypatch, "alice", auth_url=url).publish(packed, LABEL)
     assert e.value.exit_code == ExitCode.UNREACHABLE
     assert f"at {url}:" in e.value.one_line() and "auth_url" in (e.value.hint or "")
+
+
+def test_a_shared_image_has_the_other_project_as_member(glance: Cloud, packed: Packed,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    other = glance.projects["other"]
+    image_id = target(glance, monkeypatch, "alice", share_with=[other]).publish(packed, LABEL)
+    assert glance.image(image_id, "alice").json()["visibility"] == "shared"
+    members = requests.get(f"{glance.glance}/v2/images/{image_id}/members", timeout=30,
+                           headers={"X-Auth-Token": glance.token("alice")}).json()["members"]
+    assert [(m["member_id"], m["status"]) for m in members] == [(other, "pending")]
+    assert glance.image(image_id, "carol").status_code == 200, "the member project sees it"
+    target(glance, monkeypatch, "alice").delete(image_id)
+
+
+def test_a_project_name_is_not_a_member_id(glance: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as e:
+        target(glance, monkeypatch, "alice", share_with=["other"])
+    assert "'other' is not a project id" in e.value.one_line() and "openstack project show" in e.value.one_line()
+
+
+def test_an_application_credential_logs_in_without_user_or_password(glance: Cloud, packed: Packed,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cred_id, secret = glance.app_credential("alice")
+    monkeypatch.setenv("RAIN_TEST_OS_APP_SECRET", secret)
+    path = glance.root / f"targets-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump({"openstack": {"real": {
+        "auth_url": glance.keystone.removesuffix("/v3"), "application_credential_id": cred_id,
+        "application_credential_secret_env": "RAIN_TEST_OS_APP_SECRET"}}}))
+    t, _ = open_target(load_settings(environ={"RAIN_TARGETS_FILE": str(path)}), "openstack", "real")
+    image_id = t.publish(packed, LABEL)
+    assert glance.image(image_id, "alice").json()["owner"] == glance.projects["rain"]
+    t.delete(image_id)
+
+
+def test_a_cloud_from_clouds_yaml_with_a_bare_auth_url(glance: Cloud, packed: Packed, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(yaml.safe_dump({"clouds": {"lab": {"region_name": "RegionOne", "auth": {
+        "auth_url": glance.keystone.removesuffix("/v3"), "username": "alice", "password": password("alice"),
+        "project_name": "rain", "user_domain_name": "Default", "project_domain_name": "Default"}}}}))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump({"openstack": {"lab": {"cloud": "lab"}, "typo": {"cloud": "lba"}}}))
+    settings = load_settings(environ={"RAIN_TARGETS_FILE": str(path)})
+    t, _ = open_target(settings, "openstack", "lab")
+    image_id = t.publish(packed, LABEL)
+    assert glance.image(image_id, "alice").json()["owner"] == glance.projects["rain"]
+    t.delete(image_id)
+
+    with pytest.raises(ConfigError) as e:
+        open_target(settings, "openstack", "typo")
+    assert f"no cloud 'lba' in clouds.yaml (read: {clouds}; clouds there: lab)" in e.value.one_line()
+
+
+def test_a_region_without_glance_names_the_regions_that_have_one(glance: Cloud, packed: Packed,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as e:
+        target(glance, monkeypatch, "alice", region="Atlantis").publish(packed, LABEL)
+    text = e.value.one_line()
+    assert "no public image endpoint in region Atlantis (regions with one: RegionOne)" in text, text
+    assert "region" in (e.value.hint or "")
+
+
+def test_glance_down_is_unreachable_naming_glance_in_register_and_deregister(
+        glance: Cloud, packed: Packed, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with glance.region("Down", down):
+        t = target(glance, monkeypatch, "alice", region="Down")
+        with pytest.raises(RainError) as e:
+            t.publish(packed, LABEL)
+        assert e.value.exit_code == ExitCode.UNREACHABLE
+        assert f"at {down}/v2/images: Connection refused" in e.value.one_line(), e.value.one_line()
+        assert "region and interface" in (e.value.hint or "")
+        with pytest.raises(RainError) as e:
+            t.delete("9c1d6f3e-0000-4000-8000-000000000000")
+        assert e.value.exit_code == ExitCode.UNREACHABLE and "deleting the image" in e.value.one_line()
+
+
+def test_glance_s_size_cap_is_its_own_words_and_nothing_is_left(glance: Cloud, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    big = tmp_path / "big.qcow2"
+    with open(big, "wb") as f:  # sparse: cheap to make, still SIZE_CAP + 1 MiB on the wire
+        f.truncate(SIZE_CAP + (1 << 20))
+    with pytest.raises(RainError) as e:
+        target(glance, monkeypatch, "alice").publish(Packed(tmp_path, {"big.qcow2": big}, "big.qcow2", "qcow2"),
+                                                    LABEL)
+    assert e.value.exit_code == ExitCode.TARGET
+    text = e.value.one_line()
+    assert "uploading the image failed: HTTP 413: The incoming image is too large" in text and "<" not in text, text
+
+
+def test_tls_with_a_ca_nobody_trusts_is_refused_with_the_cacert_hint(
+        glance: Cloud, edge_keystone: EdgeKeystone, packed: Packed, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RainError) as e:
+        target(glance, monkeypatch, "alice", auth_url=edge_keystone.url).publish(packed, LABEL)
+    assert e.value.exit_code == ExitCode.UNREACHABLE
+    assert "over TLS: certificate verify failed" in e.value.one_line(), e.value.one_line()
+    assert "cacert" in (e.value.hint or "")
+
+
+def test_with_the_ca_configured_an_upload_outliving_its_token_completes(
+        glance: Cloud, edge_keystone: EdgeKeystone, packed: Packed, monkeypatch: pytest.MonkeyPatch) -> None:
+    host, port = glance.glance.removeprefix("http://").split(":")
+    relay = StallingRelay(host, int(port), b"PUT /v2/images/", after=4096, stall=TOKEN_SECONDS + 2)
+    try:
+        with glance.region("Slow", f"http://127.0.0.1:{relay.port}"):
+            t = target(glance, monkeypatch, "alice", auth_url=edge_keystone.url, cacert=str(edge_keystone.tls.ca),
+                       region="Slow")
+            before = edge_keystone.token(password("alice"))
+            image_id = t.publish(packed, LABEL)
+            assert relay.stalled == 1
+            assert glance.image_as(image_id, before).status_code == 401, "a token from before the upload expired"
+            assert glance.image(image_id, "alice").json()["status"] == "active"
+            t.delete(image_id)
+    finally:
+        relay.stop()

@@ -1,9 +1,13 @@
-"""Not a protocol simulator: a TCP relay in front of a real server that dies part-way.
+"""Not protocol simulators: TCP relays in front of a real server that misbehave part-way.
 
-It forwards bytes both ways unchanged until the server has sent `cut_after`
-bytes in total, then closes every connection and stops listening, the way a
-database host that crashes or loses its network looks to a client in the
-middle of a transfer. Used to test what `fg-image` says when MongoDB goes away.
+CuttingRelay forwards bytes both ways unchanged until the server has sent
+`cut_after` bytes in total, then closes every connection and stops listening,
+the way a database host that crashes or loses its network looks to a client in
+the middle of a transfer. Used to test what `fg-image` says when MongoDB goes away.
+
+StallingRelay forwards everything, but holds a request that starts with
+`method` (e.g. b"PUT /v2/images/") for `stall` seconds once `after` bytes of it have passed: a slow
+upload over a slow link (used to outlive a Keystone token during a Glance upload).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class CuttingRelay:
@@ -70,3 +75,37 @@ class CuttingRelay:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+
+class StallingRelay(CuttingRelay):
+    def __init__(self, upstream_host: str, upstream_port: int, method: bytes, after: int, stall: float) -> None:
+        self.method, self.after, self.stall = method, after, stall
+        self.stalled = 0
+        """How many requests were held."""
+        super().__init__(upstream_host, upstream_port, cut_after=1 << 62)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        if counted:  # the server's answers pass unchanged
+            return super()._pump(src, dst, counted)
+        tail, since = b"", -1  # since: bytes passed since the request line began (-1: not seen yet)
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if since < 0:
+                    window = tail + data
+                    at = window.find(self.method)
+                    if at >= 0:
+                        since = len(window) - at
+                    tail = window[-len(self.method):]
+                else:
+                    since += len(data)
+                if since >= self.after:
+                    since, tail = -1, b""
+                    self.stalled += 1
+                    time.sleep(self.stall)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)

@@ -63,7 +63,7 @@ def test_credentials_only_by_reference(tmp_path, monkeypatch):
     secret.write_text("s3cret\n")
     by_file = {**STACK, "password_env": None, "password_file": str(secret)}
     target, site = open_target(settings_with(tmp_path, {"openstack": {"lab": by_file}}), "openstack")
-    assert site == "lab" and target._password == "s3cret"
+    assert site == "lab" and target._login.plugin._password == "s3cret"  # keystoneauth1's generic plugin
 
 
 def test_site_choice(tmp_path, monkeypatch):
