@@ -1,13 +1,15 @@
 """OpenStack: a qcow2 with cloud-init for ConfigDrive/OpenStack metadata, uploaded to Glance v2.
 
-Authentication is Keystone v3 password auth through Rain's keystoneauth1
-session (rain.clouds.openstack, as the openstack builder logs in; Glance's
-endpoint comes from the token's service catalog, type "image", by the site's
-interface and region); then Glance v2 through that session: create the image
-record with its properties, upload the bytes, wait until active, and check
-the size and the SHA-512 Glance computed (os_hash_value). A failure after
-create deletes the image. keystoneauth1's exceptions become Rain's kinds in
-rain.clouds.openstack; Glance's HTTP refusals are read here (_check).
+Rain logs in through rain.clouds.openstack (as the openstack builder does:
+password, application credential or clouds.yaml; Glance's endpoint comes from
+the token's service catalog, type "image", by the site's interface and
+region); then Glance v2 through that keystoneauth1 session: create the image
+record with its properties, send the bytes (interoperable import: stage, then
+glance-direct, where the cloud offers it; else a plain upload), wait until
+active, check the size and the SHA-512 Glance computed (os_hash_value), add
+the image's members. A failure after create deletes the image.
+keystoneauth1's exceptions become Rain's kinds in rain.clouds.openstack;
+Glance's HTTP refusals are read here (_check).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class OpenStackSite(SiteSettings, KeystoneAuth):
     """Extra Glance properties for every image registered on this site."""
     firmware: Firmware = "bios"
     """Published as hw_firmware_type: Nova boots the instance with SeaBIOS or with UEFI (OVMF)."""
+    upload: Literal["auto", "import", "put"] = "auto"
+    """How the bytes reach Glance: `import` (interoperable import: stage, then glance-direct), `put` (a plain
+    upload to /file), `auto` (import where the cloud offers glance-direct, else put)."""
     share_with: list[str] = []
     """Project ids that become members of every image (Glance image sharing; the image is then `shared`)."""
 
@@ -109,13 +114,14 @@ class OpenStackTarget:
         how = cloudtest.CloudBoot("config-drive", self.login_user, cloudtest.firmware_of(self.site.firmware), "virtio")
         cloudtest.boot_test(packed.primary_path, packed.format, how, log_path, timeout)
 
-    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
-        """A Glance call on the Keystone session (token added, renewed when it expires), its refusal checked."""
+    def _request(self, method: str, url: str, what: str, ok: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
+        """A Glance call on the Keystone session (token added, renewed when it expires), its refusal checked
+        (statuses in `ok` are returned, not refused)."""
         with keystone_errors(self.site, what, TargetError, "image", url):
             headers = {"Accept": "application/json", **kwargs.pop("headers", {})}
             resp = self._keystone().request(url, method, raise_exc=False, timeout=(10, 300), headers=headers,
                                             **kwargs)
-        return _check(resp, what, self.site)
+        return resp if resp.status_code in ok else _check(resp, what, self.site)
 
     def _keystone(self) -> ks_session.Session:
         if self._session is None:
@@ -154,13 +160,19 @@ class OpenStackTarget:
         images = self._images()
         body = {"name": label.slug, "disk_format": "qcow2", "container_format": "bare",
                 "visibility": visibility, **self.properties(label)}
+        method = self._upload_method(images)  # before create: a refusal here leaves nothing to delete
         image_id = str(self._request("POST", images, "creating the Glance image", json=body).json()["id"])
         try:
             path = packed.primary_path
             with open(path, "rb") as f:
-                self._request("PUT", f"{images}/{image_id}/file", "uploading the image", data=f,
-                              headers={"Content-Type": "application/octet-stream",
-                                       "Content-Length": str(path.stat().st_size)})
+                # glance-direct: stage the bytes, then ask Glance to import them (its checks run then)
+                self._request("PUT", f"{images}/{image_id}/{'stage' if method else 'file'}", "uploading the image",
+                              data=f, headers={"Content-Type": "application/octet-stream",
+                                               "Content-Length": str(path.stat().st_size)})
+            if method:
+                self._request("POST", f"{images}/{image_id}/import", "importing the staged image",
+                              json={"method": {"name": method}})
+            log.info("Glance image %s %s", image_id, "staged and imported" if method else "uploaded")
             self._wait_active(images, image_id, path)
             for project in self.members:
                 self._request("POST", f"{images}/{image_id}/members", f"sharing the image with project {project}",
@@ -174,12 +186,31 @@ class OpenStackTarget:
                           "delete %s'): %s", image_id, image_id, one_line(cleanup))
             raise
 
+    def _upload_method(self, images: str) -> str | None:
+        """"glance-direct" when the site's `upload` and the cloud allow an interoperable import, else None
+        (a plain PUT of the file)."""
+        if self.site.upload == "put":
+            return None
+        resp = self._request("GET", images.removesuffix("/images") + "/info/import", "reading the import methods",
+                             ok=(404,))
+        offered = (resp.json().get("import-methods") or {}).get("value") or [] if resp.status_code == 200 else []
+        if "glance-direct" in offered:
+            return "glance-direct"
+        if self.site.upload == "import":
+            raise TargetError(f"Glance offers no glance-direct import (its methods: {', '.join(offered) or 'none'})",
+                              hint="set upload: auto or put in the targets file")
+        return None
+
     def _wait_active(self, images: str, image_id: str, path: Path) -> None:
         def active() -> bool | Pending:
             image = self._request("GET", f"{images}/{image_id}", "reading the image").json()
             status = image.get("status", "")
             if status in ("killed", "deleted", "deactivated"):
                 raise TargetError(f"Glance image {image_id} went to {status}")
+            if image.get("os_glance_failed_import") and not image.get("os_glance_importing_to_stores"):
+                raise TargetError(f"Glance could not import image {image_id}: {self._task_message(images, image_id)}",
+                                  hint="the cloud's operators can read why in Glance's log; a common cause is "
+                                       "bytes that do not match the image's disk_format (qcow2)")
             if status != "active":
                 return Pending(status)
             if image.get("size") not in (None, path.stat().st_size):
@@ -190,6 +221,13 @@ class OpenStackTarget:
 
         wait_for(active, Deadline.after(self.site.timeout), 1.0, lambda status: TargetError(
             f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s"))
+
+    def _task_message(self, images: str, image_id: str) -> str:
+        """Why an import failed: the message of the image's last task (Glance keeps it there)."""
+        resp = self._request("GET", f"{images}/{image_id}/tasks", "reading the import task", ok=(404,))
+        tasks = resp.json().get("tasks", []) if resp.status_code == 200 else []
+        messages = [str(t.get("message")) for t in tasks if t.get("status") == "failure" and t.get("message")]
+        return one_line(messages[-1])[:300] if messages else "Glance gave no reason (see its log)"
 
     def delete(self, remote_id: str) -> None:
         images = self._images()

@@ -58,9 +58,10 @@ def digest(path: Path, algorithm: str) -> str:
     return hashlib.new(algorithm, path.read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("upload", ["auto", "put"])
 def test_publish_gives_an_active_image_as_rain_made_it_and_delete_removes_it(
-        glance: Cloud, packed: Packed, monkeypatch: pytest.MonkeyPatch) -> None:
-    t = target(glance, monkeypatch, "alice", firmware="uefi", properties={"site_note": "gpu"})
+        glance: Cloud, packed: Packed, monkeypatch: pytest.MonkeyPatch, upload: str) -> None:
+    t = target(glance, monkeypatch, "alice", firmware="uefi", properties={"site_note": "gpu"}, upload=upload)
     image_id = t.publish(packed, LABEL)
 
     image = glance.image(image_id, "alice").json()
@@ -75,6 +76,8 @@ def test_publish_gives_an_active_image_as_rain_made_it_and_delete_removes_it(
         "os_distro": "debian", "os_version": "12", "hw_firmware_type": "uefi", "rain_image": LABEL.image_id,
         "site_note": "gpu"}
     assert [i["id"] for i in glance.images("carol")] == [], "a private image is not seen from another project"
+    # auto: this Glance offers glance-direct, so the bytes were staged and imported (which leaves its mark)
+    assert ("os_glance_importing_to_stores" in image) == (upload == "auto")
 
     t.delete(image_id)
     assert glance.image(image_id).status_code == 404
@@ -204,7 +207,7 @@ def test_glance_down_is_unreachable_naming_glance_in_register_and_deregister(
         with pytest.raises(RainError) as e:
             t.publish(packed, LABEL)
         assert e.value.exit_code == ExitCode.UNREACHABLE
-        assert f"at {down}/v2/images: Connection refused" in e.value.one_line(), e.value.one_line()
+        assert f"at {down}/v2/info/import: Connection refused" in e.value.one_line(), e.value.one_line()
         assert "region and interface" in (e.value.hint or "")
         with pytest.raises(RainError) as e:
             t.delete("9c1d6f3e-0000-4000-8000-000000000000")
@@ -249,3 +252,20 @@ def test_with_the_ca_configured_an_upload_outliving_its_token_completes(
             t.delete(image_id)
     finally:
         relay.stop()
+
+
+@pytest.mark.parametrize("upload", ["import", "put"])
+def test_bytes_glance_refuses_are_refused_with_its_words_and_nothing_is_left(
+        glance: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upload: str) -> None:
+    raw = tmp_path / "disk.qcow2"  # called qcow2, but raw bytes: Glance's format check refuses them
+    raw.write_bytes(b"\0" * 65536)
+    with pytest.raises(RainError) as e:
+        target(glance, monkeypatch, "alice", upload=upload).publish(
+            Packed(tmp_path, {"disk.qcow2": raw}, "disk.qcow2", "qcow2"), LABEL)
+    assert e.value.exit_code == ExitCode.TARGET
+    text = e.value.one_line()
+    if upload == "import":  # the task's message is all Glance tells a client; the hint says where to look
+        assert "Glance could not import image" in text and "Task failed" in text, text
+        assert "Glance's log" in (e.value.hint or "") and "disk_format" in (e.value.hint or "")
+    else:  # Glance's (odd) words for bytes that are not the declared format
+        assert "uploading the image failed: HTTP 415: The request media type" in text, text
