@@ -14,13 +14,17 @@ import tempfile
 from pathlib import Path
 
 from rain.host import reaper
-from rain.waiting import Deadline, poll
+from rain.waiting import Deadline, Pending, wait_for
 
 log = logging.getLogger(__name__)
 
 TCG_CPU = "Nehalem"
 """Under TCG a plain x86-64-v2 CPU (what RHEL 9 needs) runs builds faster than `max`, whose
 AVX2/AES-NI code paths qemu has to emulate (measured on a 2-core host: zstd ~1.8x, ssh streams ~1.7x)."""
+
+
+class _NoBoot(Exception):
+    """The KVM probe's guest did not get to the end of boot in time."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -40,19 +44,18 @@ def kvm_works(qemu: str, kernel: str, timeout: float = 6.0) -> bool:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         reaper.track_pid(proc.pid)
+
+        def decided() -> bool | Pending:
+            text = out.read_text(errors="replace") if out.exists() else ""
+            if "Kernel panic" in text:
+                return True
+            if proc.poll() is not None:
+                return "Linux version" in text
+            return Pending("no end of boot")
+
         try:
-            verdict: list[bool] = []
-
-            def decided() -> bool:
-                text = out.read_text(errors="replace") if out.exists() else ""
-                if "Kernel panic" in text:
-                    verdict.append(True)
-                elif proc.poll() is not None:
-                    verdict.append("Linux version" in text)
-                return bool(verdict)
-
-            if poll(decided, Deadline.after(timeout), 0.2):
-                return verdict[0]
+            return wait_for(decided, Deadline.after(timeout), 0.2, _NoBoot)
+        except _NoBoot:
             log.info("KVM probe: no kernel boot within %.0fs; using TCG", timeout)
             return False
         finally:
