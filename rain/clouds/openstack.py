@@ -29,9 +29,7 @@ anything else → the caller's `failure` kind (TargetError, BuildError).
 
 from __future__ import annotations
 
-import os
 import re
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import base, generic, v3
 from pydantic import model_validator
 
+from rain.clouds.tls import system_cas
 from rain.errors import ConfigError, RainError, Unauthorized, Unreachable, one_line
 from rain.settings_file import Credentials, one_secret
 
@@ -123,19 +122,6 @@ class Login:
         raise ConfigError(f"OpenStack has no {self.interface} {service} endpoint in region "
                           f"{self.region or 'any'} ({offered})",
                           hint=f"set region (and interface) in the {conf.settings_file}")
-
-
-def system_cas() -> bool | str:
-    """The system's trusted CAs for requests (which would otherwise use its own bundle): $REQUESTS_CA_BUNDLE
-    or $SSL_CERT_FILE if set, else OpenSSL's default file or directory."""
-    for var in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-        if os.environ.get(var):
-            return os.environ[var]
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.capath):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return True
 
 
 def _verify(conf: KeystoneAuth) -> bool | str:

@@ -1,4 +1,4 @@
-"""OpenNebulaProvider: builder VMs allocated through OpenNebula's XML-RPC API.
+"""OpenNebulaProvider: builder VMs allocated through pyone, OpenNebula's own Python bindings.
 
 The builders file gives either `template_id` (a VM template that boots the
 builder image; Rain reads it with one.template.info and adds its own CONTEXT)
@@ -14,23 +14,23 @@ to /etc/ssh/ssh_host_ed25519_key (mode 0600) before sshd starts: Rain pins that
 key and refuses any other (see docs/builders.md). The key is made for this one
 VM and dies with it; anyone who can read the VM's template can read it.
 
-Rain polls one.vm.info until ACTIVE/RUNNING, takes the first NIC's IP, waits
-for sshd there (launch.wait_for_sshd), and ends the VM with one.vm.action
-"terminate-hard". Any failure after allocate terminates the VM.
+Rain polls one.vm.info (pyone's typed VM) until ACTIVE/RUNNING, takes the first
+NIC's IP, waits for sshd there (launch.wait_for_sshd), and ends the VM with
+one.vm.action "terminate-hard". Any failure after allocate terminates the VM.
+rain.clouds.opennebula makes the calls and maps pyone's exceptions to Rain's errors.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import model_validator
 
-from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_xml
+from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_pyone
 from rain.config import Settings
 from rain.errors import BuildError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
@@ -100,8 +100,7 @@ class OpenNebulaProvider:
         context: Vector = [("NETWORK", "YES"), ("SSH_PUBLIC_KEY", keys.client.public_line),
                            ("RAIN_SSH_HOST_KEY", base64.b64encode(keys.host.private_openssh.encode()).decode())]
         if s.template_id is not None:
-            found = ET.fromstring(self.one("one.template.info", s.template_id, False, True)).find("TEMPLATE")
-            base = template_from_xml(found) if found is not None else []
+            base = template_from_pyone(self.one("one.template.info", s.template_id, False, True).TEMPLATE)
         else:
             base = [("CPU", str(s.cpus)), ("VCPU", str(s.cpus)), ("MEMORY", str(s.memory)),
                     ("DISK", [("IMAGE_ID", str(s.image_id))]), ("NIC", [("NETWORK_ID", str(s.network_id))])]
@@ -129,16 +128,17 @@ class OpenNebulaProvider:
     def _wait_running(self, vm_id: int, deadline: Deadline) -> str:
         """The RUNNING VM's first NIC address."""
         def running() -> str | Pending:
-            vm = ET.fromstring(self.one("one.vm.info", vm_id, False))
-            state, lcm = int(vm.findtext("STATE", "0")), int(vm.findtext("LCM_STATE", "0"))
+            vm = self.one("one.vm.info", vm_id, False)
+            state, lcm = int(vm.STATE or 0), int(vm.LCM_STATE or 0)
             name = STATES.get(state, str(state)) if state != ACTIVE else LCM_STATES.get(lcm, f"LCM_STATE {lcm}")
             if state in FAILED_STATES or name.endswith("_FAILURE"):
-                why = vm.findtext("USER_TEMPLATE/ERROR") or vm.findtext("TEMPLATE/ERROR") or "no reason given"
+                why = (vm.USER_TEMPLATE or {}).get("ERROR") or (vm.TEMPLATE or {}).get("ERROR") or "no reason given"
                 raise BuildError(f"OpenNebula VM {vm_id} went to {name}: {one_line(why)}",
                                  hint=f"check the template/image it boots and 'onevm show {vm_id}' on the front-end")
             if state != ACTIVE or lcm != RUNNING:
                 return Pending(name)
-            ips = [ip for nic in vm.findall("TEMPLATE/NIC") if (ip := nic.findtext("IP") or nic.findtext("IP6"))]
+            nics = [dict(v) for k, v in template_from_pyone(vm.TEMPLATE) if k == "NIC" and not isinstance(v, str)]
+            ips = [ip for nic in nics if (ip := nic.get("IP") or nic.get("IP6"))]
             if not ips:
                 raise BuildError(f"OpenNebula VM {vm_id} is RUNNING without a NIC IP",
                                  hint="give the template a NIC on a network this host can reach")
@@ -159,7 +159,7 @@ class OpenNebulaProvider:
                 self.one("one.vm.action", "terminate-hard", vm_id, missing_ok=True)
             except BuildError:  # e.g. already DONE: wrong state for the action
                 vm = self.one("one.vm.info", vm_id, False, missing_ok=True)
-                if vm is not None and int(ET.fromstring(vm).findtext("STATE", "0")) != DONE:
+                if vm is not None and vm.STATE != DONE:
                     raise
             done = True
             log.info("OpenNebula VM %s terminated", vm_id)

@@ -1,19 +1,19 @@
-"""OpenNebula: a qcow2 with cloud-init on the OpenNebula datasource, allocated through XML-RPC.
+"""OpenNebula: a qcow2 with cloud-init on the OpenNebula datasource, allocated through pyone.
 
 The packed qcow2 is staged where the front-end can read it (`staging_dir`,
 seen by OpenNebula as `staging_url` or as the same path), then
 one.image.allocate creates the image in the datastore with that PATH (the
 template rendered by rain.clouds.opennebula, every value quoted) and
-Rain polls one.image.info until the image is READY (or ERROR, which fails
-the registration and deletes the image). Responses have OpenNebula's
-documented shape [success, result-or-error, error code, ...].
+Rain polls one.image.info (pyone's typed IMAGE) until the image is READY (or
+ERROR, which fails the registration and deletes the image). The calls go
+through pyone, OpenNebula's own bindings; rain.clouds.opennebula maps its
+exceptions to Rain's errors.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import ClassVar
 
@@ -111,10 +111,10 @@ class OpenNebulaTarget:
 
     def _wait_ready(self, image_id: int) -> None:
         def ready() -> bool | Pending:
-            info = ET.fromstring(self._call("one.image.info", image_id, False))
-            state = STATES.get(int(info.findtext("STATE", "0")), "UNKNOWN")
+            image = self._call("one.image.info", image_id, False)
+            state = STATES.get(image.STATE, "UNKNOWN")
             if state == "ERROR":
-                why = info.findtext("TEMPLATE/ERROR") or "no reason given"
+                why = (image.TEMPLATE or {}).get("ERROR") or "no reason given"
                 raise TargetError(f"OpenNebula image {image_id} went to ERROR: {why}",
                                   hint="check that the front-end can read staging_url/staging_dir")
             return True if state == "READY" else Pending(state)

@@ -14,7 +14,15 @@ documented request and response shapes of the calls Rain uses:
 
 session is "user:password". An allocated image starts LOCKED (4); a worker
 fetches its PATH (http(s) URL or local path) like the datastore's cp driver,
-then the image becomes READY (1) or ERROR (5, with TEMPLATE/ERROR).
+then the image becomes READY (1) or ERROR (5, with TEMPLATE/ERROR). A user in
+`not_authorized` logs in but may not create images or VMs (AUTHORIZATION). An
+unknown method is an XML-RPC fault (-506), as oned's xmlrpc-c answers it.
+
+An object is the XML document oned writes (Image::to_xml, VirtualMachine::to_xml,
+VMTemplate::to_xml): the elements of share/doc/xsd/image.xsd, vm.xsd and
+vmtemplate.xsd in their order, template values as CDATA, vector attributes as
+nested elements. Rain's client, pyone, parses it into the bindings generated
+from those schemas, so the shapes must be oned's.
 
 VMs (the builder providers' tests): templates in OpenNebula syntax, vector
 attributes included (NIC = [ NETWORK_ID = "0" ]). A VM goes PENDING (1) →
@@ -27,23 +35,33 @@ SSH_PUBLIC_KEY as root's authorized key. `vm_fault` makes new VMs fail
 another host key. terminate / terminate-hard → DONE (6), sshd stopped; an
 action on a DONE VM is an ACTION error, as in oned.
 Error codes: AUTHENTICATION 0x0100, AUTHORIZATION 0x0200, NO_EXISTS 0x0400, ACTION 0x0800.
+
+`drop_reply_after` cuts every reply short (its headers sent, its body only in
+part) and closes the connection, as a front-end that dies mid-reply does.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import re
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from xml.sax.saxutils import escape
+from xmlrpc.client import Fault
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from support.simulators.sshvm import SshVm, VmFault, allocate_address, release_address
 
 AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION = 0x0100, 0x0200, 0x0400, 0x0800
+_PERMISSIONS = ("<PERMISSIONS><OWNER_U>1</OWNER_U><OWNER_M>1</OWNER_M><OWNER_A>0</OWNER_A><GROUP_U>0</GROUP_U>"
+                "<GROUP_M>0</GROUP_M><GROUP_A>0</GROUP_A><OTHER_U>0</OTHER_U><OTHER_M>0</OTHER_M>"
+                "<OTHER_A>0</OTHER_A></PERMISSIONS>")
 _ATTR = re.compile(r'([A-Z0-9_]+)\s*=\s*("(?:[^"\\]|\\.)*"|\[(?:[^\]"]|"(?:[^"\\]|\\.)*")*\])', re.S)
 _PAIR = re.compile(r'([A-Z0-9_]+)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
@@ -67,7 +85,14 @@ def _cdata(value: str) -> str:
     return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
-def _xml(attrs: list[tuple[str, str | dict[str, str]]]) -> str:
+def _owner(uid: int, uname: str) -> str:
+    """The ID-less head of every object oned writes: owner, group (oneadmin's group 0 here)."""
+    gname = "oneadmin" if uid == 0 else "users"
+    return f"<UID>{uid}</UID><GID>{0 if uid == 0 else 1}</GID><UNAME>{escape(uname)}</UNAME><GNAME>{gname}</GNAME>"
+
+
+def template_xml(attrs: list[tuple[str, str | dict[str, str]]]) -> str:
+    """A template's inside as oned writes it in a TEMPLATE element: values as CDATA, a vector's as elements."""
     parts = []
     for name, value in attrs:
         inner = value if isinstance(value, str) else None
@@ -82,6 +107,9 @@ class SimVm:
     id: int
     name: str
     template: list[tuple[str, str | dict[str, str]]]
+    owner: tuple[int, str] = (0, "oneadmin")
+    stime: int = 0
+    etime: int = 0
     state: int = 1
     lcm_state: int = 0
     error: str = ""
@@ -99,18 +127,45 @@ class SimImage:
     sha256: str = ""
     error: str = ""
     template: dict[str, str] = field(default_factory=dict)
+    owner: tuple[int, str] = (0, "oneadmin")
+    regtime: int = 0
 
 
 class _Handler(SimpleXMLRPCRequestHandler):
     rpc_paths = ("/RPC2",)
+    server: _Server
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def do_POST(self) -> None:
+        cut = self.server.drop_reply_after
+        if cut is None:
+            return super().do_POST()
+        wire, reply = self.wfile, io.BytesIO()
+        self.wfile = reply  # type: ignore[assignment]
+        try:
+            super().do_POST()
+        finally:
+            self.wfile = wire
+        head, _, body = reply.getvalue().partition(b"\r\n\r\n")
+        wire.write(head + b"\r\n\r\n" + body[:cut])  # headers (Content-Length: all of it), part of the body
+        self.close_connection = True
+
+
+class _Server(SimpleXMLRPCServer):
+    drop_reply_after: int | None = None
+    def _dispatch(self, method: str, params: Iterable[Any]) -> Any:
+        if method not in self.funcs:  # oned's XML-RPC library (xmlrpc-c) answers this way
+            raise Fault(-506, f"Method '{method}' not defined")
+        return super()._dispatch(method, params)
 
 
 class OpenNebulaSimulator:
     def __init__(self, users: dict[str, str] | None = None, datastores: tuple[int, ...] = (1,)) -> None:
         self.users = users or {"oneadmin": "opennebula"}
+        self.not_authorized: set[str] = set()
+        """Users who are authenticated but may not create images or VMs (oned's AUTHORIZATION error)."""
         self.datastores = datastores
         self.images: dict[int, SimImage] = {}
         self.deleted: list[int] = []
@@ -129,12 +184,22 @@ class OpenNebulaSimulator:
         """Every simulated machine ever started, to check that none is left running."""
         self.max_live_vms = 0
         """The most VMs not yet DONE at once (to check a provider's limit)."""
-        self.server = SimpleXMLRPCServer(("127.0.0.1", 0), _Handler, allow_none=True, logRequests=False)
+        self.server = _Server(("127.0.0.1", 0), _Handler, allow_none=True, logRequests=False)
         for name in ("allocate", "info", "delete"):
             self.server.register_function(getattr(self, f"_{name}"), f"one.image.{name}")
         for name in ("allocate", "info", "action"):
             self.server.register_function(getattr(self, f"_vm_{name}"), f"one.vm.{name}")
         self.server.register_function(self._template_info, "one.template.info")  # type: ignore[arg-type]
+
+    @property
+    def drop_reply_after(self) -> int | None:
+        """Send each reply's headers and only this many bytes of its body, then close the connection
+        (oned's host dying mid-reply); None: whole replies."""
+        return self.server.drop_reply_after
+
+    @drop_reply_after.setter
+    def drop_reply_after(self, count: int | None) -> None:
+        self.server.drop_reply_after = count
 
     @property
     def endpoint(self) -> str:
@@ -150,25 +215,38 @@ class OpenNebulaSimulator:
         for vm in self.vms.values():
             self._power_off(vm)
 
-    def _auth(self, session: str, call: str = "one.image") -> list | None:
+    def _auth(self, session: str, call: str) -> list | None:
         user, _, password = session.partition(":")
         if self.users.get(user) != password:
             return [False, f"[{call}] User couldn't be authenticated, aborting call.", AUTHENTICATION]
         return None
 
+    def _user(self, session: str) -> tuple[int, str]:
+        """(uid, name) of an authenticated session's user: oneadmin is 0, the others in order."""
+        user = session.partition(":")[0]
+        return (0 if user == "oneadmin" else 2 + list(self.users).index(user)), user
+
+    def _create(self, session: str, call: str, what: str) -> list | None:
+        """oned's authorization of a CREATE: refused for a user in not_authorized."""
+        if session.partition(":")[0] in self.not_authorized:
+            return [False, f"[{call}] User [{self._user(session)[0]}] : Not authorized to perform CREATE {what}.",
+                    AUTHORIZATION]
+        return None
+
     def _allocate(self, session: str, template: str, datastore: int, check_capacity: bool = True) -> list:
         self.calls.append("one.image.allocate")
-        if denied := self._auth(session):
+        if denied := self._auth(session, "one.image.allocate") or self._create(session, "one.image.allocate", "IMAGE"):
             return denied
         if datastore not in self.datastores:
             return [False, f"[one.image.allocate] Error getting datastore [{datastore}].", NO_EXISTS]
-        attrs = dict(re.findall(r'^\s*([A-Z_]+)\s*=\s*"((?:[^"\\]|\\.)*)"', template, re.M))
+        attrs = {k: v for k, v in parse_template(template) if isinstance(v, str)}
         if "NAME" not in attrs or "PATH" not in attrs:
             return [False, "[one.image.allocate] No NAME or PATH in template.", ACTION]
         if any(img.name == attrs["NAME"] for img in self.images.values()):
             return [False, f"[one.image.allocate] NAME is already taken by IMAGE {attrs['NAME']}.", ACTION]
         with self._lock:
-            image = SimImage(self._next, attrs["NAME"], attrs["PATH"], datastore, template=attrs)
+            image = SimImage(self._next, attrs["NAME"], attrs["PATH"], datastore, template=attrs,
+                             owner=self._user(session), regtime=int(time.time()))
             self.images[image.id] = image
             self._next += 1
         threading.Thread(target=self._copy, args=(image,), daemon=True).start()
@@ -191,23 +269,30 @@ class OpenNebulaSimulator:
 
     def _info(self, session: str, image_id: int, decrypt: bool = False) -> list:
         self.calls.append("one.image.info")
-        if denied := self._auth(session):
+        if denied := self._auth(session, "one.image.info"):
             return denied
         image = self.images.get(image_id)
         if image is None:
             return [False, f"[one.image.info] Error getting image [{image_id}].", NO_EXISTS]
-        template = "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in image.template.items())
+        attrs: list[tuple[str, str | dict[str, str]]] = list(image.template.items())
         if image.error:
-            template += f"<ERROR><![CDATA[{image.error}]]></ERROR>"
-        xml = (f"<IMAGE><ID>{image.id}</ID><UID>0</UID><NAME>{escape(image.name)}</NAME><TYPE>0</TYPE>"
-               f"<PATH>{escape(image.path)}</PATH><SOURCE>/var/lib/one/datastores/{image.datastore}/"
-               f"{image.sha256[:32]}</SOURCE><STATE>{image.state}</STATE><SIZE>{image.size_mb}</SIZE>"
-               f"<DATASTORE_ID>{image.datastore}</DATASTORE_ID><TEMPLATE>{template}</TEMPLATE></IMAGE>")
+            attrs.append(("ERROR", image.error))
+        source = f"/var/lib/one/datastores/{image.datastore}/{image.sha256[:32]}" if image.sha256 else ""
+        xml = (f"<IMAGE><ID>{image.id}</ID>{_owner(*image.owner)}<NAME>{escape(image.name)}</NAME>{_PERMISSIONS}"
+               f"<TYPE>0</TYPE><DISK_TYPE>0</DISK_TYPE><PERSISTENT>0</PERSISTENT><REGTIME>{image.regtime}</REGTIME>"
+               f"<MODTIME>{image.regtime}</MODTIME><SOURCE>{escape(source)}</SOURCE><PATH>{escape(image.path)}</PATH>"
+               f"<FORMAT>{escape(image.template.get('FORMAT', 'raw'))}</FORMAT><FS></FS><SIZE>{image.size_mb}</SIZE>"
+               f"<STATE>{image.state}</STATE><PREV_STATE>{image.state}</PREV_STATE><RUNNING_VMS>0</RUNNING_VMS>"
+               f"<CLONING_OPS>0</CLONING_OPS><CLONING_ID>-1</CLONING_ID><TARGET_SNAPSHOT>-1</TARGET_SNAPSHOT>"
+               f"<DATASTORE_ID>{image.datastore}</DATASTORE_ID><DATASTORE>default</DATASTORE><VMS></VMS>"
+               f"<CLONES></CLONES><APP_CLONES></APP_CLONES><TEMPLATE>{template_xml(attrs)}</TEMPLATE>"
+               "<SNAPSHOTS><ALLOW_ORPHANS>NO</ALLOW_ORPHANS><CURRENT_BASE>-1</CURRENT_BASE>"
+               "<NEXT_SNAPSHOT>0</NEXT_SNAPSHOT></SNAPSHOTS></IMAGE>")
         return [True, xml, 0]
 
     def _delete(self, session: str, image_id: int, force: bool = False) -> list:
         self.calls.append("one.image.delete")
-        if denied := self._auth(session):
+        if denied := self._auth(session, "one.image.delete"):
             return denied
         if self.images.pop(image_id, None) is None:
             return [False, f"[one.image.delete] Error getting image [{image_id}].", NO_EXISTS]
@@ -229,13 +314,13 @@ class OpenNebulaSimulator:
             return denied
         if template_id not in self.templates:
             return [False, f"[one.template.info] Error getting VM template [{template_id}].", NO_EXISTS]
-        body = _xml(parse_template(self.templates[template_id]))
-        return [True, f"<VMTEMPLATE><ID>{template_id}</ID><UID>0</UID><NAME>t{template_id}</NAME>"
-                      f"<TEMPLATE>{body}</TEMPLATE></VMTEMPLATE>", 0]
+        body = template_xml(parse_template(self.templates[template_id]))
+        return [True, f"<VMTEMPLATE><ID>{template_id}</ID>{_owner(0, 'oneadmin')}<NAME>t{template_id}</NAME>"
+                      f"{_PERMISSIONS}<REGTIME>0</REGTIME><TEMPLATE>{body}</TEMPLATE></VMTEMPLATE>", 0]
 
     def _vm_allocate(self, session: str, template: str, hold: bool = False) -> list:
         self.calls.append("one.vm.allocate")
-        if denied := self._auth(session, "one.vm.allocate"):
+        if denied := self._auth(session, "one.vm.allocate") or self._create(session, "one.vm.allocate", "VM"):
             return denied
         attrs = parse_template(template)
         names = [k for k, _ in attrs]
@@ -243,7 +328,8 @@ class OpenNebulaSimulator:
             return [False, "[one.vm.allocate] No MEMORY or DISK in template.", ACTION]
         nics = [v for k, v in attrs if k == "NIC" and isinstance(v, dict)]
         with self._lock:
-            vm = SimVm(self._next + 1000, dict(attrs).get("NAME", "") or f"one-{self._next}", attrs)  # type: ignore[arg-type]
+            vm = SimVm(self._next + 1000, dict(attrs).get("NAME", "") or f"one-{self._next}", attrs,  # type: ignore[arg-type]
+                       owner=self._user(session), stime=int(time.time()))
             self._next += 1
             for nic_id, nic in enumerate(nics):
                 nic.update(IP=allocate_address(), NIC_ID=str(nic_id))
@@ -298,9 +384,14 @@ class OpenNebulaSimulator:
         if vm is None:
             return [False, f"[one.vm.info] Error getting virtual machine [{vm_id}].", NO_EXISTS]
         user = f"<ERROR>{_cdata(vm.error)}</ERROR>" if vm.error else ""
-        xml = (f"<VM><ID>{vm.id}</ID><UID>0</UID><GID>0</GID><NAME>{escape(vm.name)}</NAME>"
-               f"<STATE>{vm.state}</STATE><LCM_STATE>{vm.lcm_state}</LCM_STATE>"
-               f"<TEMPLATE>{_xml(vm.template)}</TEMPLATE><USER_TEMPLATE>{user}</USER_TEMPLATE></VM>")
+        template = template_xml([*vm.template, ("VMID", str(vm.id))])
+        xml = (f"<VM><ID>{vm.id}</ID>{_owner(*vm.owner)}<NAME>{escape(vm.name)}</NAME>{_PERMISSIONS}"
+               f"<LAST_POLL>0</LAST_POLL><STATE>{vm.state}</STATE><LCM_STATE>{vm.lcm_state}</LCM_STATE>"
+               f"<PREV_STATE>{vm.state}</PREV_STATE><PREV_LCM_STATE>{vm.lcm_state}</PREV_LCM_STATE>"
+               f"<RESCHED>0</RESCHED><STIME>{vm.stime}</STIME><ETIME>{vm.etime}</ETIME><DEPLOY_ID></DEPLOY_ID>"
+               f"<MONITORING></MONITORING><SCHED_ACTIONS></SCHED_ACTIONS><TEMPLATE>{template}</TEMPLATE>"
+               f"<USER_TEMPLATE>{user}</USER_TEMPLATE><HISTORY_RECORDS></HISTORY_RECORDS>"
+               "<BACKUPS><BACKUP_CONFIG></BACKUP_CONFIG><BACKUP_IDS></BACKUP_IDS></BACKUPS></VM>")
         return [True, xml, 0]
 
     def _vm_action(self, session: str, action: str, vm_id: int) -> list:
@@ -316,7 +407,7 @@ class OpenNebulaSimulator:
             if vm.state == 6:
                 return [False, f"[one.vm.action] Error performing action \"{action}\": "
                                "This action is not available for state DONE", ACTION]
-            vm.state, vm.lcm_state = 6, 0
+            vm.state, vm.lcm_state, vm.etime = 6, 0, int(time.time())
         self._power_off(vm)
         return [True, vm.id, 0]
 
