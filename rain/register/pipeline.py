@@ -25,7 +25,7 @@ from rain.progress import Reporter
 from rain.register import adapt, export
 from rain.register.chroot import Sandbox
 from rain.register.models import NO_TARGET_POLICY, Label, Outcome, Packed, VetPolicy, VetReport
-from rain.register.targets.base import BootTestable, Shares, TargetName, target_name
+from rain.register.targets.base import BootTestable, Preflight, Shares, TargetName, target_name
 from rain.register.targets.sites import open_offline, open_target
 from rain.register.unpack import unpack
 from rain.register.vet import VetRejected, vet_tree  # noqa: F401  (VetRejected: the CLI imports it here)
@@ -94,6 +94,8 @@ def register(repo: Repository, settings: Settings, image_id: str, target_text: s
         target, site_name = open_offline(settings, name, site)
     else:
         target, site_name = open_target(settings, name, site)  # settings checked before a byte moves
+        if isinstance(target, Preflight):
+            target.preflight()  # and the credentials and endpoint, before minutes of adapt and pack
     if share_with:
         _share(target, name, share_with, output)
     if boot_test and not isinstance(target, BootTestable):

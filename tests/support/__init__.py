@@ -13,5 +13,6 @@ conftest.py imports them; nothing here runs at import time beyond definitions.
 - sites.py: the register targets' sites on 127.0.0.1 (fixtures).
 - rpmrepo.py: a tiny real RPM repository for the RHEL path.
 - host.py: what a run leaves on the host (mounts) and children that Ctrl-C can stop.
-- simulators/: OpenNebula, OpenStack, SSH VMs, fault and connection-cutting proxies.
+- openstack_cloud.py: the real Keystone and Glance, on 127.0.0.1 once per session (fixtures).
+- simulators/: OpenNebula, Nova, SSH VMs, fault and connection-cutting proxies.
 """

@@ -1,10 +1,13 @@
 """The builders the tests build on: the cloud SIMULATORS with real-sshd VMs, and the real qemu builder image.
 
-Neither cloud can run here, so the cloud providers talk to simulators/opennebula.py
-(XML-RPC) and simulators/openstack.py (Keystone v3, Nova, Glance, Neutron
-look-ups); each simulated VM is a real OpenSSH sshd on its own 127.0.0.N
-(simulators/sshvm.py), so the Machine a provider returns is a real SSH
-endpoint where commands run on this host as root.
+Neither OpenNebula nor Nova can run here, so the opennebula provider talks to
+simulators/opennebula.py (XML-RPC) and the openstack provider to the real
+Keystone and Glance (openstack_cloud.py: it logs in there and finds its
+builder image in Glance) and to simulators/nova.py for Nova and the one
+Neutron look-up, which the fixture lists in the real Keystone's catalog. Each
+simulated VM is a real OpenSSH sshd on its own 127.0.0.N (simulators/sshvm.py),
+so the Machine a provider returns is a real SSH endpoint where commands run on
+this host as root.
 
 The qemu builder is the real builder image: the recipe shipped with Rain (qemu.builder_recipe())
 built by the real `fg-image generate` (tar.zst, no upload) in the test cache
@@ -17,6 +20,10 @@ prepared bundle is used as is when the builders file names its id).
 Fixtures (a conftest.py imports the ones its tree uses):
 - `opennebula_sim`, `openstack_sim`: the running simulator (fault knobs: `vm_fault`);
   teardown fails the test if a VM was left undeleted or any of its sshd processes lives on.
+  `openstack_sim` is the NovaSimulator, in the catalog of the session's real Keystone
+  (`openstack_cloud`, which a conftest.py must import too) while the test runs, with
+  the builder image "rain-builder" (a 16 MiB qcow2, alice's, project rain) in the real
+  Glance; both leave at teardown.
 - `opennebula_builders_file`, `openstack_builders_file`: the builders file the env points at;
   `.update(**changes)` rewrites that provider's section.
 - `opennebula_builder_env`, `openstack_builder_env`: `(settings, repo)` such that
@@ -49,10 +56,13 @@ from rain.generate.builders.qemu import builder_recipe
 from rain.repository.connect import open_store
 from support import built_images
 from support.cli import FG_IMAGE
+from support.openstack_cloud import Cloud, password
+from support.simulators.nova import NovaSimulator
 from support.simulators.opennebula import OpenNebulaSimulator
-from support.simulators.openstack import OpenStackSimulator
 
 ONE_PASSWORD_ENV, OS_PASSWORD_ENV = "RAIN_TEST_ONE_BUILDER_PASSWORD", "RAIN_TEST_OS_BUILDER_PASSWORD"
+OS_USER, BUILDER_IMAGE = "alice", "rain-builder"
+"""The openstack builders file logs in as alice (project rain) and boots the image named rain-builder."""
 
 
 def free_ssh_port() -> int:
@@ -112,26 +122,33 @@ def opennebula_builder_env(settings: Settings,
 
 
 @pytest.fixture
-def openstack_sim() -> Iterator[OpenStackSimulator]:
-    sim = OpenStackSimulator(username="rain", password="os-secret", project="builds")
+def openstack_sim(openstack_cloud: Cloud, tmp_path: Path) -> Iterator[NovaSimulator]:
+    disk = tmp_path / "rain-builder.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    image_id = openstack_cloud.upload_image(BUILDER_IMAGE, disk, OS_USER)
+    sim = NovaSimulator(openstack_cloud.keystone, openstack_cloud.glance, openstack_cloud.token)
     sim.ssh_port = free_ssh_port()
     sim.sshd_delay = 0.3
-    sim.add_image("rain-builder")
     sim.start()
-    yield sim
-    undeleted = [f"server {sid}" for sid in sim.servers] + [f"keypair {k}" for k in sim.keypairs]
-    sim.stop()
+    try:
+        with openstack_cloud.endpoints("compute", "nova", sim.compute_url), \
+                openstack_cloud.endpoints("network", "neutron", sim.network_url):
+            yield sim
+        undeleted = [f"server {sid}" for sid in sim.servers] + [f"keypair {k}" for _, k in sim.keypairs]
+    finally:
+        sim.stop()
+        openstack_cloud.delete_image(image_id)
     _check_no_vm_left(sim.machines, undeleted)
 
 
 @pytest.fixture
-def openstack_builders_file(openstack_sim: OpenStackSimulator, tmp_path: Path,
+def openstack_builders_file(openstack_sim: NovaSimulator, openstack_cloud: Cloud, tmp_path: Path,
                             monkeypatch: pytest.MonkeyPatch) -> BuildersFile:
-    monkeypatch.setenv(OS_PASSWORD_ENV, "os-secret")
+    monkeypatch.setenv(OS_PASSWORD_ENV, password(OS_USER))
     path = tmp_path / "builders.yaml"
     file = BuildersFile(path, "openstack", {"openstack": {
-        "auth_url": openstack_sim.auth_url, "username": "rain", "password_env": OS_PASSWORD_ENV,
-        "project_name": "builds", "image": "rain-builder", "flavor": "m1.medium", "network": "build-net",
+        "auth_url": openstack_cloud.keystone, "username": OS_USER, "password_env": OS_PASSWORD_ENV,
+        "project_name": "rain", "image": BUILDER_IMAGE, "flavor": "m1.medium", "network": "build-net",
         "ssh_port": openstack_sim.ssh_port, "boot_timeout": 15, "poll_interval": 0.1}})
     file.update()
     return file

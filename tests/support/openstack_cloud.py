@@ -15,8 +15,15 @@ service and its endpoints in region RegionOne, a `service` project with the
     bob    reader of project rain    (may look, not create)
     carol  member of project other
 
-Nova cannot run here (it needs conductor, scheduler, compute, placement, a
-message bus and Neutron), so builders still boot on support.simulators.openstack.
+Who publishes here: the openstack target's own tests (integration/register/
+test_openstack_glance.py) and the register pipeline tests, whose `sites`
+(support/sites.py) log in as alice, read Glance for what was published and
+delete every image left at teardown. Nova cannot run here (it needs conductor,
+scheduler, compute, placement, a message bus and Neutron), so the openstack
+builder boots on support.simulators.nova: `endpoints()` lists that simulator
+in this Keystone's catalog (compute and network) while a test runs, it checks
+each token with this Keystone and each imageRef with this Glance, and the
+builder finds its image (`upload_image`) in this Glance.
 """
 
 from __future__ import annotations
@@ -141,6 +148,48 @@ class Cloud:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
+    def service(self, type_: str, name: str) -> str:
+        """The id of the catalog's service of that type, made on first use (so once per session)."""
+        found = self.call("GET", f"/services?type={type_}")["services"]
+        if found:
+            return str(found[0]["id"])
+        return str(self.call("POST", "/services", {"service": {"type": type_, "name": name}})["service"]["id"])
+
+    @contextmanager
+    def endpoints(self, type_: str, name: str, url: str) -> Iterator[None]:
+        """Service `type_` (made if the catalog has none) at url: public, internal and admin endpoints in
+        RegionOne, removed on exit. Tokens issued meanwhile list it in their catalog."""
+        service = self.service(type_, name)
+        made = [self.call("POST", "/endpoints", {"endpoint": {
+            "service_id": service, "interface": interface, "url": url, "region_id": REGION}})["endpoint"]["id"]
+            for interface in ("public", "internal", "admin")]
+        try:
+            yield
+        finally:
+            for endpoint in made:
+                self.call("DELETE", f"/endpoints/{endpoint}")
+
+    def upload_image(self, name: str, path: Path, user: str = "alice", disk_format: str = "qcow2") -> str:
+        """A private image of the user's project made from the file at path, once Glance says it is active;
+        returns its id."""
+        headers = {"X-Auth-Token": self.token(user)}
+        made = requests.post(f"{self.glance}/v2/images", headers=headers, timeout=30, json={
+            "name": name, "disk_format": disk_format, "container_format": "bare", "visibility": "private"})
+        assert made.status_code == 201, f"Glance: {made.status_code} {made.text}"
+        image_id = str(made.json()["id"])
+        with open(path, "rb") as f:
+            put = requests.put(f"{self.glance}/v2/images/{image_id}/file", data=f, timeout=120,
+                               headers={**headers, "Content-Type": "application/octet-stream"})
+        assert put.status_code == 204, f"Glance upload: {put.status_code} {put.text}"
+        assert self.image(image_id, user).json()["status"] == "active"
+        return image_id
+
+    def delete_image(self, image_id: str) -> None:
+        """Deletes the image (as admin) if it is still there."""
+        resp = requests.delete(f"{self.glance}/v2/images/{image_id}", headers={"X-Auth-Token": self.token()},
+                               timeout=30)
+        assert resp.status_code in (204, 404), f"Glance delete: {resp.status_code} {resp.text}"
+
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
@@ -195,6 +244,9 @@ def _keystone_conf(where: Path, data: Path | None = None, expiration: int = 3600
         log_file = {where / 'keystone.log'}
         [database]
         connection = sqlite:///{data / 'keystone.db'}
+        [identity]
+        # bcrypt's cheapest cost (default 12, about 0.3 s a login here): every test logs in
+        password_hash_rounds = 4
         [token]
         provider = fernet
         expiration = {expiration}

@@ -81,6 +81,13 @@ class BootTestable(Protocol):
 
 
 @runtime_checkable
+class Preflight(Protocol):
+    """Targets that can check, before any work, that publishing will be possible (log in, find the API)."""
+
+    def preflight(self) -> None: ...
+
+
+@runtime_checkable
 class Shares(Protocol):
     """Targets that can share a published image with other projects (its members)."""
 

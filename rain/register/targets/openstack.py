@@ -144,6 +144,10 @@ class OpenStackTarget:
                  "rain_image": label.image_id}
         return {k: v for k, v in {**props, **self.site.properties}.items() if v}
 
+    def preflight(self) -> None:
+        """Log in and find Glance in the catalog: a wrong password or region is said before any work."""
+        self._images()
+
     def add_member(self, project: str) -> None:
         self.members.append(check_project_id(project))
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-# builder fixtures: the qemu builder image and the cloud SIMULATORS
+# builder fixtures: the qemu builder image, the cloud SIMULATORS and the real Keystone + Glance Nova's uses
 from support.builders import (  # noqa: F401
     opennebula_builders_file,
     opennebula_sim,
@@ -24,6 +24,7 @@ from support.builders import (  # noqa: F401
     openstack_sim,
     qemu_bundle,
 )
+from support.openstack_cloud import openstack_cloud  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """`fg-image generate/batch --builder opennebula|openstack` end to end, against the cloud SIMULATORS.
 
-The simulators (tests/support/simulators/) speak the real OpenNebula XML-RPC and Nova APIs; each VM they
-"boot" is a real sshd on 127.0.0.N, so the whole build (mmdebstrap, apt-get, the recipe's files,
+The simulators (tests/support/simulators/) speak the real OpenNebula XML-RPC and Nova APIs (the openstack
+builder logs in to the real Keystone and finds its builder image in the real Glance; only Nova is simulated);
+each VM they "boot" is a real sshd on 127.0.0.N, so the whole build (mmdebstrap, apt-get, the recipe's files,
 the tar stream back) really runs over SSH; it just runs on this host.
 """
 
@@ -15,17 +16,18 @@ from typing import Any
 
 import pytest
 import yaml
-from support.builders import ONE_PASSWORD_ENV, OS_PASSWORD_ENV, BuildersFile  # fixtures: conftest.py
+from support.builders import ONE_PASSWORD_ENV, OS_PASSWORD_ENV, OS_USER, BuildersFile  # fixtures: conftest.py
 from support.cli import RECIPES
 from support.images import manifest, tar_names
+from support.openstack_cloud import password
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RECIPE = RECIPES / "debian-bookworm-minimal.yaml"
 
 
 def _env(file: BuildersFile) -> dict[str, str]:
-    password = {"opennebula": (ONE_PASSWORD_ENV, "one-secret"), "openstack": (OS_PASSWORD_ENV, "os-secret")}
-    var, value = password[file.section]
+    secrets = {"opennebula": (ONE_PASSWORD_ENV, "one-secret"), "openstack": (OS_PASSWORD_ENV, password(OS_USER))}
+    var, value = secrets[file.section]
     return {"RAIN_BUILDERS_FILE": str(file.path), var: value}
 
 

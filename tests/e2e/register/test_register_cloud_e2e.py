@@ -5,7 +5,8 @@ OpenNebula's CONTEXT CD; EC2's metadata service at 169.254.169.254 (IMDSv2), the
 firmware (this site says `firmware: uefi`); an OpenStack config drive for `--output`. It passes only on an
 SSH login with the key handed over that way, as the target's login user, with the root grown to the disk.
 
-Sites as in the integration suite: moto's real EC2/EBS server, the OpenNebula and Glance SIMULATORS.
+Sites as in the integration suite: moto's real EC2/EBS server, the real Keystone and Glance, the OpenNebula
+SIMULATOR.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ DHCP client). `fg-image register --target openstack` installs cloud-init, cloud-
 isc-dhcp-client from bookworm through the host's mirror inside the default adapt sandbox: a qemu builder
 VM (TCG here, about 8 minutes on 2 cores), and finds the virtio drivers already in the initramfs (read,
 not run). ONE registration is made and several things are asserted on it: what the registration and
-`show` report, what Glance (the SIMULATOR in tests/support/simulators/openstack.py) received, what the published
+`show` report, what Glance (the real one, tests/support/openstack_cloud.py) received, what the published
 disk holds (read back by register's own unpack of the derived image), and that no VM is left. The
 initramfs rebuild in the sandbox runs in tests/integration/register/test_register_cloud_publish.py.
 """

@@ -1,4 +1,5 @@
-"""Builder fixtures: the cloud SIMULATORS and the qemu builder image (defined in support/builders.py)."""
+"""Builder fixtures: the cloud SIMULATORS (Nova's in front of the real Keystone and Glance) and the qemu builder
+image (defined in support/builders.py and support/openstack_cloud.py)."""
 
 from support.builders import (  # noqa: F401
     opennebula_builder_env,
@@ -11,3 +12,4 @@ from support.builders import (  # noqa: F401
     qemu_bundle,
     qemu_settings,
 )
+from support.openstack_cloud import openstack_cloud  # noqa: F401

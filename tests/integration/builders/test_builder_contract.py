@@ -1,5 +1,5 @@
 """The builder contract, run the same way over every builder: local (a chroot here), qemu (a real
-QEMU VM), and opennebula / openstack (their SIMULATORS, whose VMs are real sshd endpoints).
+QEMU VM), and opennebula / openstack (their SIMULATORS, OpenNebula and Nova, whose VMs are real sshd endpoints).
 
 One test per builder walks the whole contract on one machine (a VM boot is the slow part):
 start → push a tiny busybox image root → run argv inside the image (no shell anywhere) →

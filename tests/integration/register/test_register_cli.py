@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 from support.images import make_tarball, make_tree
@@ -113,3 +114,36 @@ def test_only_an_admin_accepts_a_rule_and_then_registration_passes(sites, repos,
     shown = alice.show(image.id)
     assert "hpc" not in shown.quarantined and outcome.report.accepted_rules == ["setuid-unlisted"]
     assert any(e.action == "accept-rule" for e in admin.history(image.id))
+
+
+def test_share_with_project_and_glance_down_at_deregister_through_the_cli(fg, sites, clean_tarball):
+    cloud = sites["openstack"].backend.cloud  # the real Keystone and Glance
+    env = cli_env(sites)
+    image_id = fg("upload", str(clean_tarball), "--os", "debian", "--release", "12", env=env).stdout.strip()
+    other = cloud.projects["other"]
+    by_name = fg("register", image_id, "--target", "openstack", "--share-with-project", "other", env=env)
+    assert by_name.returncode == ExitCode.USAGE and by_name.stderr.strip().count("\n") == 0
+    assert "'other' is not a project id" in by_name.stderr
+    hpc = fg("register", image_id, "--target", "hpc", "--share-with-project", other, env=env)
+    assert hpc.returncode == ExitCode.USAGE and "not available for hpc" in hpc.stderr
+
+    reg = fg("register", image_id, "--target", "openstack", "--share-with-project", other, "--json", env=env)
+    assert reg.returncode == 0, reg.stderr
+    remote = json.loads(reg.stdout)["remote_id"]
+    assert cloud.image(remote, "carol").json()["visibility"] == "shared", "carol's project is a member"
+
+    with socket.socket() as s:  # Glance's address in this region: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with cloud.region("Down", down):
+        sites.rewrite("openstack", region="Down")
+        gone = fg("deregister", image_id, "--target", "openstack", "--yes", env=env)
+    assert gone.returncode == ExitCode.UNREACHABLE, gone.stderr
+    errors = [line for line in gone.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"at {down}/v2/images: Connection refused" in errors[0], gone.stderr
+    assert "Traceback" not in gone.stderr
+    assert cloud.image(remote).status_code == 200, "still there: nothing reached Glance"
+    assert json.loads(fg("registrations", image_id, "--json", env=env).stdout), "and still recorded"
+    sites.rewrite("openstack", region="RegionOne")
+    assert fg("deregister", image_id, "--target", "openstack", "--yes", env=env).returncode == 0
+    assert cloud.image(remote).status_code == 404

@@ -1,6 +1,6 @@
 """What each cloud target publishes besides the bytes, and what adapt does when it cannot install.
 
-Sites: the Keystone/Glance and OpenNebula SIMULATORS, moto's real EC2 server (it accepts the
+Sites: the real Keystone and Glance, the OpenNebula SIMULATOR, moto's real EC2 server (it accepts the
 register_image parameters but does not return them, so those are read from the target itself
 after botocore, which checks them against EC2's API model, sent them). Images are fake roots;
 installing into a real Debian image runs in tests/e2e/register/test_register_contextualize.py.

@@ -11,6 +11,7 @@ from support.simulators.faults import FaultProxy
 from support.sites import TARGETS
 
 from rain.errors import ConfigError, InvalidInput, TargetError, Unauthorized, Unreachable
+from rain.progress import Reporter
 from rain.register.pipeline import register
 
 pytestmark = pytest.mark.integration
@@ -88,9 +89,13 @@ def test_a_region_without_glance_in_the_catalog_names_the_region_and_publishes_n
     alice = repos("alice")
     image = upload(alice, clean_tarball)
     sites.rewrite("openstack", region="Atlantis")
-    with pytest.raises(TargetError) as e:
-        register(alice, sites.settings, image.id, "openstack")
-    assert "Glance" in e.value.message and "Atlantis" in e.value.message and "region" in (e.value.hint or "")
+    steps: list[str] = []
+    with pytest.raises(ConfigError) as e:
+        register(alice, sites.settings, image.id, "openstack",
+                 reporter=Reporter(lambda event, step, _: steps.append(step)))
+    assert "no public image endpoint in region Atlantis (regions with one: RegionOne)" in e.value.message
+    assert "region" in (e.value.hint or "")
+    assert steps == [], "found out before the image was fetched, vetted, adapted and packed"
     assert sites["openstack"].published() == 0 and alice.show(image.id).registrations == []
 
 
@@ -105,14 +110,25 @@ def test_opennebula_image_in_error_is_deleted(sites, repos, clean_tarball):
     assert os.listdir(sites.config["opennebula"]["default"]["staging_dir"]) == []
 
 
-def test_glance_upload_failure_deletes_the_queued_image(sites, repos, clean_tarball):
+def test_glance_upload_failure_deletes_the_queued_image(sites, repos, clean_tarball, openstack_cloud):
+    """The real Glance behind a proxy (the image endpoint of region BrokenStore) that answers the upload (a
+    plain one or an import's stage) with Glance's 500: Rain deletes the image it created, which the real Glance
+    then no longer has."""
     alice = repos("alice")
     image = upload(alice, clean_tarball)
-    glance = sites["openstack"].backend
-    glance.fail_upload = True
-    with pytest.raises(TargetError, match="HTTP 500"):
-        register(alice, sites.settings, image.id, "openstack")
-    assert glance.images == {} and len(glance.deleted) == 1
+    proxy = FaultProxy(openstack_cloud.glance, "PUT", r"^/v2/images/[^/]+/(file|stage)$", error=None, status=500,
+                       message="The server has either erred or is incapable of performing the requested operation.")
+    try:
+        with openstack_cloud.region("BrokenStore", proxy.url):
+            sites.rewrite("openstack", region="BrokenStore")
+            with pytest.raises(TargetError, match="HTTP 500"):
+                register(alice, sites.settings, image.id, "openstack")
+    finally:
+        proxy.stop()
+    [created] = [path.split("/")[3] for method, path, status in proxy.seen if (method, status) == ("PUT", 500)]
+    assert ("DELETE", f"/v2/images/{created}", 204) in proxy.seen, proxy.seen
+    assert openstack_cloud.image(created).status_code == 404
+    assert sites["openstack"].backend.images == {} and alice.show(image.id).registrations == []
 
 
 def test_ebs_refusing_a_block_deletes_the_partial_snapshot(sites, repos, clean_tarball, moto_url):

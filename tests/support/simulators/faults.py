@@ -1,9 +1,13 @@
-"""Not a protocol simulator: a fault-injecting HTTP proxy in front of a real server (moto's EC2/EBS).
+"""Not a protocol simulator: a fault-injecting HTTP proxy in front of a real server (moto's EC2/EBS, Glance).
 
 Forwards every request unchanged, except those whose method and path match a
-rule, which it answers with an AWS REST-JSON error (HTTP 400, x-amzn-ErrorType)
-the way EBS direct APIs report a refused call. Used to test that Rain deletes
-a half-made snapshot when the target API fails part-way.
+rule (after the first `after` of them), which it answers itself: by default
+with an AWS REST-JSON error (HTTP 400, x-amzn-ErrorType) the way EBS direct
+APIs report a refused call; with `error=None`, with `status` and a JSON
+{"message": ...} body the way Glance reports a failure (e.g. 500 for an
+upload its store refused). `seen` records every request as (method, path,
+status answered). Used to test that Rain deletes a half-made snapshot or
+image when the target API fails part-way.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from urllib.parse import urlsplit
 
 class FaultProxy:
     def __init__(self, upstream: str, method: str, path_pattern: str, after: int = 0,
-                 error: str = "ValidationException", message: str = "simulated refusal") -> None:
+                 error: str | None = "ValidationException", message: str = "simulated refusal",
+                 status: int = 400) -> None:
         self.upstream, self.method, self.after = upstream.rstrip("/"), method, after
         self.pattern = re.compile(path_pattern)
         self.upstream_host = urlsplit(upstream).netloc
-        self.error, self.message = error, message
+        self.error, self.message, self.status = error, message, status
         self.matched = 0
+        self.seen: list[tuple[str, str, int]] = []
+        """(method, path, status) of every request, answered here or upstream."""
         self.lock = threading.Lock()
         proxy = self
 
@@ -41,8 +48,11 @@ class FaultProxy:
                         fail = proxy.matched > proxy.after
                     if fail:
                         data = json.dumps({"message": proxy.message}).encode()
-                        self.send_response(400)
-                        self.send_header("x-amzn-ErrorType", proxy.error)
+                        with proxy.lock:
+                            proxy.seen.append((self.command, self.path, proxy.status))
+                        self.send_response(proxy.status)
+                        if proxy.error:
+                            self.send_header("x-amzn-ErrorType", proxy.error)
                         self.send_header("Content-Type", "application/json")
                         self.send_header("Content-Length", str(len(data)))
                         self.end_headers()
@@ -56,6 +66,8 @@ class FaultProxy:
                     status, rheaders, data = resp.status, resp.getheaders(), resp.read()
                 finally:
                     conn.close()
+                with proxy.lock:
+                    proxy.seen.append((self.command, self.path, status))
                 self.send_response(status)
                 for k, v in rheaders:
                     if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):

@@ -1,6 +1,6 @@
 """The "VMs" of the cloud SIMULATORS: each one is a REAL OpenSSH sshd on its own loopback address.
 
-The OpenNebula and OpenStack simulators cannot boot machines, so a simulated
+The OpenNebula and Nova simulators cannot boot machines, so a simulated
 VM is `/usr/sbin/sshd -D -e -f <its own config>` listening on 127.0.0.N:port
 (a distinct loopback address per VM, port from the test's provider settings),
 with the host key the cloud was given (OpenNebula CONTEXT, OpenStack user-data)

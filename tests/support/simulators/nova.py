@@ -1,41 +1,40 @@
-"""SIMULATOR of OpenStack Keystone v3, Glance v2 and Nova (a real cloud cannot run here) — for Rain's tests.
+"""SIMULATOR of OpenStack Nova (compute v2.1) and the one Neutron look-up novaclient makes — for Rain's tests.
 
-Real Glance from PyPI needs Keystone, a database and a WSGI stack; it does not
-start quickly here, so the register tests talk to this simulator instead. It
-speaks the real REST protocol for the calls Rain makes:
+Why Nova is simulated: past its API tier Nova needs nova-conductor,
+nova-scheduler, nova-compute with a hypervisor, placement, a message bus
+(RabbitMQ) and Neutron with its agents; none of that can run here. Keystone and
+Glance are NOT simulated: they are the real ones from PyPI
+(tests/support/openstack_cloud.py), and this simulator relies on them the way
+Nova does:
 
-    POST   /v3/auth/tokens              password auth + project scope → 201, X-Subject-Token, token.catalog
-    POST   /v2/images                   create (JSON: name, disk_format, container_format, visibility, props)
-                                        → 201, image with status "queued"
-    PUT    /v2/images/{id}/file         upload (application/octet-stream) → 204; image "active" with
-                                        size, checksum (md5), os_hash_algo "sha512", os_hash_value
-    GET    /v2/images/{id}              → 200 image JSON | 404
-    DELETE /v2/images/{id}              → 204 | 404
+- every request's X-Auth-Token is validated against the real Keystone
+  (GET {keystone}/auth/tokens, X-Subject-Token: the token, X-Auth-Token: an
+  admin token; 200 is valid), each validation cached for a few seconds (never
+  past the token's expiry), as keystonemiddleware's auth_token does; a token
+  Keystone does not accept gets Nova's 401;
+- a server's imageRef is looked up in the real Glance with the caller's token
+  (it must exist, be visible to the caller and be active), as nova-api does.
 
-    GET    /v2/images?name=...          → 200 {"images": [...]} (name look-up, as novaclient's find_image does)
-
-Nova (compute v2.1 under /compute/v2.1, in the catalog as type "compute") and
-the one Neutron call novaclient makes to find a network by name (under /network):
+The test registers the simulator in the real Keystone's catalog (type
+"compute" at {url}/compute/v2.1, type "network" at {url}/network), so
+novaclient finds it as it finds a real Nova; novaclient's image look-up
+(`nova.glance.find_image`) goes to the catalog's image endpoint, the real Glance.
 
     GET    /compute/v2.1/flavors/{id}, /flavors, /flavors/detail   → flavor(s) | 404 itemNotFound
     POST   /compute/v2.1/os-keypairs     import {"keypair": {name, public_key}} → 200 | 409 if the name is taken
-    GET    /compute/v2.1/os-keypairs/{name}; DELETE → 202 | 404
+    GET    /compute/v2.1/os-keypairs/{name}; DELETE → 202 | 404      (key pairs are the token's user's)
     POST   /compute/v2.1/servers         {"server": {name, imageRef, flavorRef, key_name, user_data (base64),
                                           networks: [{"uuid"}]}} → 202 {"server": {id, links, adminPass}}
     GET    /compute/v2.1/servers/{id}    → status BUILD → ACTIVE (addresses[net] = [{addr, version,
                                           "OS-EXT-IPS:type": "fixed"}]) | ERROR (with fault) | 404
-    DELETE /compute/v2.1/servers/{id}    → 204; the server is gone
+    DELETE /compute/v2.1/servers/{id}    → 204; the server is gone   (servers are the token's project's)
     GET    /network/v2.0/networks?name=  → {"networks": [...]}
 
 A server's "machine" is a real sshd (tests/support/simulators/sshvm.py) on its fixed
 IP (a distinct 127.0.0.N) and `ssh_port`, started `sshd_delay` after ACTIVE,
 with cloud-config user-data's ssh_keys.ed25519_private as host key and the
 key pair's public key as root's authorized key. `vm_fault` makes new servers
-go to ERROR, never get an sshd, or serve another host key. Servers and key
-pairs are checked against the caller's token like the images.
-
-Every Glance and Nova call needs a valid X-Auth-Token. `fail_upload` makes the
-upload answer 500 (the image stays "queued") to test Rain's undo.
+go to ERROR, stay in BUILD, never get an sshd, or serve another host key.
 """
 
 from __future__ import annotations
@@ -46,31 +45,37 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import requests
 import yaml
 
 from support.simulators.sshvm import SshVm, VmFault, allocate_address, release_address
 
-RESERVED = {"name", "disk_format", "container_format", "visibility", "id", "status", "size", "checksum",
-            "os_hash_algo", "os_hash_value", "tags", "min_disk", "min_ram", "protected"}
+VALIDATION_SECONDS = 5.0
+"""How long a token Keystone accepted is taken as valid without asking again (bounded by its expiry)."""
 
 
-class OpenStackSimulator:
-    def __init__(self, username: str = "rain", password: str = "secret", project: str = "images",
-                 region: str = "RegionOne") -> None:
-        self.username, self.password, self.project, self.region = username, password, project, region
-        self.tokens: set[str] = set()
-        self.images: dict[str, dict[str, Any]] = {}
-        self.deleted: list[str] = []
-        self.fail_upload = False
+class NovaSimulator:
+    def __init__(self, keystone: str, glance: str, admin_token: Callable[[], str]) -> None:
+        """keystone: Keystone's v3 URL; glance: Glance's URL; admin_token(): a token to validate others with."""
+        self.keystone, self.glance, self.admin_token = keystone.rstrip("/"), glance.rstrip("/"), admin_token
+        self.validated: dict[str, tuple[float, dict[str, Any]]] = {}
+        """token → (valid until (monotonic), Keystone's token body)"""
+        self.validations = 0
+        """How many times Keystone was asked."""
+        self.refused = 0
+        """How many requests were answered 401."""
         self.flavors = {"1": {"id": "1", "name": "m1.small", "ram": 2048, "vcpus": 1, "disk": 20},
                         "2": {"id": "2", "name": "m1.medium", "ram": 4096, "vcpus": 2, "disk": 40}}
         self.networks = {"5f1b6a4e-0000-4000-8000-00000000beef": {
             "id": "5f1b6a4e-0000-4000-8000-00000000beef", "name": "build-net", "status": "ACTIVE"}}
-        self.keypairs: dict[str, dict[str, Any]] = {}
+        self.keypairs: dict[tuple[str, str], dict[str, Any]] = {}
+        """(user id, name) → key pair"""
         self.servers: dict[str, dict[str, Any]] = {}
         self.deleted_servers: list[str] = []
         self.max_live_servers = 0
@@ -110,11 +115,17 @@ class OpenStackSimulator:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     @property
-    def auth_url(self) -> str:
-        return self.url + "/v3"
+    def compute_url(self) -> str:
+        """The catalog's compute endpoint."""
+        return self.url + "/compute/v2.1"
 
-    def start(self) -> OpenStackSimulator:
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="openstack-sim").start()
+    @property
+    def network_url(self) -> str:
+        """The catalog's network endpoint (novaclient adds /v2.0/networks)."""
+        return self.url + "/network"
+
+    def start(self) -> NovaSimulator:
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="nova-sim").start()
         return self
 
     def stop(self) -> None:
@@ -122,13 +133,6 @@ class OpenStackSimulator:
         self.server.server_close()
         for server_id in list(self.servers):
             self._power_off(server_id)
-
-    def add_image(self, name: str) -> str:
-        """An active Glance image (the builder image a cloud would have); returns its id."""
-        image: dict[str, Any] = {"name": name, "id": str(uuid.uuid4()), "status": "active", "disk_format": "qcow2",
-                                 "container_format": "bare", "visibility": "private", "size": 1 << 20}
-        self.images[image["id"]] = image
-        return str(image["id"])
 
     # --- plumbing -------------------------------------------------------------------------------
     def _reply(self, h: BaseHTTPRequestHandler, status: int, body: Any = None,
@@ -148,106 +152,48 @@ class OpenStackSimulator:
 
     def _dispatch(self, h: BaseHTTPRequestHandler, method: str) -> None:
         path = h.path.split("?")[0].rstrip("/")
-        if method == "POST" and path == "/v3/auth/tokens":
-            return self._auth(h)
-        if not path.startswith(("/v2/images", "/compute/v2.1/", "/network/v2.0/")):
+        body = self._body(h)
+        if not path.startswith(("/compute/v2.1/", "/network/v2.0/")):
             return self._reply(h, 404, {"error": {"code": 404, "message": "not found"}})
-        if h.headers.get("X-Auth-Token") not in self.tokens:
-            self._body(h)
-            return self._reply(h, 401, {"error": {"code": 401, "message": "The request you have made requires "
-                                                  "authentication."}})
-        query = parse_qs(urlsplit(h.path).query)
-        if path.startswith("/compute/v2.1/"):
-            return self._nova(h, method, path.split("/")[3:], self._body(h))
+        token = self._token(h.headers.get("X-Auth-Token") or "")
+        if token is None:
+            with self._lock:
+                self.refused += 1
+            # keystonemiddleware's answer in front of nova-api
+            return self._reply(h, 401, {"error": {"code": 401, "title": "Unauthorized", "message": "The request "
+                                                  "you have made requires authentication."}},
+                               headers={"WWW-Authenticate": f"Keystone uri=\"{self.keystone}\""})
+        if not token.get("project"):
+            return self._reply(h, 403, {"forbidden": {"code": 403, "message": "Nova needs a project-scoped token."}})
         if path.startswith("/network/v2.0/"):
+            query = parse_qs(urlsplit(h.path).query)
             nets = [n for n in self.networks.values() if n["name"] in query.get("name", [n["name"]])]
             return self._reply(h, 200, {"networks": nets})
-        parts = path.split("/")[3:]  # after /v2/images
-        if method == "GET" and not parts:
-            names = query.get("name")
-            return self._reply(h, 200, {"images": [i for i in self.images.values()
-                                                   if not names or i["name"] in names]})
-        if method == "POST" and not parts:
-            return self._create(h)
-        image = self.images.get(parts[0]) if parts else None
-        if image is None:
-            self._body(h)
-            return self._reply(h, 404, {"message": "No image found", "code": "404 Not Found"})
-        if method == "PUT" and parts[1:] == ["file"]:
-            return self._upload(h, image)
-        if method == "GET" and len(parts) == 1:
-            return self._reply(h, 200, image)
-        if method == "DELETE" and len(parts) == 1:
-            del self.images[image["id"]]
-            self.deleted.append(image["id"])
-            return self._reply(h, 204)
-        return self._reply(h, 405, {"message": "method not allowed"})
+        return self._nova(h, method, path.split("/")[3:], body, token, h.headers.get("X-Auth-Token") or "")
 
-    # --- Keystone -------------------------------------------------------------------------------
-    def _auth(self, h: BaseHTTPRequestHandler) -> None:
-        try:
-            auth = json.loads(self._body(h))["auth"]
-            user = auth["identity"]["password"]["user"]
-            project = auth["scope"]["project"]["name"]
-        except (ValueError, KeyError, TypeError):
-            return self._reply(h, 400, {"error": {"code": 400, "message": "Malformed auth request"}})
-        if (user.get("name"), user.get("password"), project) != (self.username, self.password, self.project):
-            return self._reply(h, 401, {"error": {"code": 401, "message": "The request you have made requires "
-                                                  "authentication.", "title": "Unauthorized"}})
-        token = uuid.uuid4().hex
-        self.tokens.add(token)
-        catalog = [{"type": "identity", "name": "keystone", "endpoints": [
-                        {"interface": "public", "region": self.region, "region_id": self.region,
-                         "url": self.auth_url}]},
-                   {"type": "image", "name": "glance", "endpoints": [
-                       {"interface": i, "region": self.region, "region_id": self.region, "url": self.url}
-                       for i in ("public", "internal", "admin")]},
-                   {"type": "compute", "name": "nova", "endpoints": [
-                       {"interface": i, "region": self.region, "region_id": self.region,
-                        "url": self.url + "/compute/v2.1"} for i in ("public", "internal", "admin")]},
-                   {"type": "network", "name": "neutron", "endpoints": [
-                       {"interface": i, "region": self.region, "region_id": self.region,
-                        "url": self.url + "/network"} for i in ("public", "internal", "admin")]}]
-        self._reply(h, 201, {"token": {"methods": ["password"], "catalog": catalog,
-                                       "project": {"name": project}, "user": {"name": user["name"]},
-                                       "expires_at": "2099-01-01T00:00:00.000000Z"}},
-                    headers={"X-Subject-Token": token})
-
-    # --- Glance ---------------------------------------------------------------------------------
-    def _create(self, h: BaseHTTPRequestHandler) -> None:
-        try:
-            body = json.loads(self._body(h))
-        except ValueError:
-            return self._reply(h, 400, {"message": "Body is not JSON"})
-        if body.get("disk_format") not in ("qcow2", "raw", "vmdk", "vhd", "iso", "ami"):
-            return self._reply(h, 400, {"message": f"Invalid disk format {body.get('disk_format')!r}"})
-        bad = [k for k, v in body.items() if k not in RESERVED and not isinstance(v, str)]
-        if bad:
-            return self._reply(h, 400, {"message": f"Additional properties must be strings: {bad}"})
-        image = {**body, "id": str(uuid.uuid4()), "status": "queued", "size": None, "checksum": None,
-                 "os_hash_algo": None, "os_hash_value": None, "visibility": body.get("visibility", "shared")}
-        self.images[image["id"]] = image
-        self._reply(h, 201, image, headers={"Location": f"{self.url}/v2/images/{image['id']}"})
-
-    def _upload(self, h: BaseHTTPRequestHandler, image: dict[str, Any]) -> None:
-        remaining = int(h.headers.get("Content-Length") or 0)
-        md5, sha512, size = hashlib.md5(), hashlib.sha512(), 0
-        image["status"] = "saving"
-        while remaining:
-            chunk = h.rfile.read(min(remaining, 1 << 20))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            size += len(chunk)
-            md5.update(chunk)
-            sha512.update(chunk)
-        if self.fail_upload:
-            image["status"] = "queued"
-            return self._reply(h, 500, {"message": "Error in store configuration. Adding images to store is "
-                                                   "disabled."})
-        image.update(status="active", size=size, checksum=md5.hexdigest(), os_hash_algo="sha512",
-                     os_hash_value=sha512.hexdigest())
-        self._reply(h, 204)
+    # --- Keystone: who is calling ---------------------------------------------------------------
+    def _token(self, token: str) -> dict[str, Any] | None:
+        """Keystone's body of a valid token (cached briefly), or None."""
+        if not token:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            cached = self.validated.get(token)
+        if cached and cached[0] > now:
+            return cached[1]
+        resp = requests.get(f"{self.keystone}/auth/tokens", timeout=30,
+                            headers={"X-Auth-Token": self.admin_token(), "X-Subject-Token": token})
+        with self._lock:
+            self.validations += 1
+        if resp.status_code != 200:
+            with self._lock:
+                self.validated.pop(token, None)
+            return None
+        body: dict[str, Any] = resp.json()["token"]
+        left = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00")).timestamp() - time.time()
+        with self._lock:
+            self.validated[token] = (now + min(VALIDATION_SECONDS, left), body)
+        return body
 
     # --- Nova -----------------------------------------------------------------------------------
     def _not_found(self, h: BaseHTTPRequestHandler, what: str) -> None:
@@ -257,7 +203,8 @@ class OpenStackSimulator:
         key = "conflictingRequest" if status == 409 else "badRequest"
         self._reply(h, status, {key: {"code": status, "message": message}})
 
-    def _nova(self, h: BaseHTTPRequestHandler, method: str, parts: list[str], body: bytes) -> None:
+    def _nova(self, h: BaseHTTPRequestHandler, method: str, parts: list[str], body: bytes, token: dict[str, Any],
+              raw_token: str) -> None:
         resource, rest = parts[0], parts[1:]
         if resource == "flavors" and method == "GET":
             if rest in ([], ["detail"]):
@@ -265,12 +212,13 @@ class OpenStackSimulator:
             flavor = self.flavors.get(rest[0])
             return self._reply(h, 200, {"flavor": flavor}) if flavor else self._not_found(h, f"Flavor {rest[0]}")
         if resource == "os-keypairs":
-            return self._keypairs(h, method, rest, body)
+            return self._keypairs(h, method, rest, body, token["user"]["id"])
         if resource == "servers":
+            project = token["project"]["id"]
             if method == "POST" and not rest:
-                return self._create_server(h, body)
+                return self._create_server(h, body, token, raw_token)
             server = self.servers.get(rest[0]) if rest else None
-            if server is None:
+            if server is None or server["tenant_id"] != project:
                 return self._not_found(h, f"Instance {rest[0] if rest else ''}")
             if method == "GET" and len(rest) == 1:
                 return self._reply(h, 200, {"server": server})
@@ -280,55 +228,66 @@ class OpenStackSimulator:
                 return self._reply(h, 204)
         return self._reply(h, 405, {"message": "method not allowed by this simulator"})
 
-    def _keypairs(self, h: BaseHTTPRequestHandler, method: str, rest: list[str], body: bytes) -> None:
+    def _keypairs(self, h: BaseHTTPRequestHandler, method: str, rest: list[str], body: bytes, user: str) -> None:
         if method == "POST" and not rest:
             try:
                 pair = json.loads(body)["keypair"]
                 name, public = pair["name"], pair["public_key"]
             except (ValueError, KeyError, TypeError):
                 return self._bad(h, "Invalid input: keypair name and public_key are required")
-            if name in self.keypairs:
+            if (user, name) in self.keypairs:
                 return self._bad(h, f"Key pair '{name}' already exists.", 409)
-            self.keypairs[name] = {"name": name, "public_key": public, "type": pair.get("type", "ssh"),
-                                   "fingerprint": hashlib.md5(public.encode()).hexdigest()}
-            return self._reply(h, 200, {"keypair": self.keypairs[name]})
-        pair = self.keypairs.get(rest[0]) if rest else None
+            self.keypairs[(user, name)] = {"name": name, "public_key": public, "type": pair.get("type", "ssh"),
+                                           "user_id": user, "fingerprint": hashlib.md5(public.encode()).hexdigest()}
+            return self._reply(h, 200, {"keypair": self.keypairs[(user, name)]})
+        pair = self.keypairs.get((user, rest[0])) if rest else None
         if pair is None:
             return self._not_found(h, f"Keypair {rest[0] if rest else ''}")
         if method == "GET":
             return self._reply(h, 200, {"keypair": pair})
         if method == "DELETE":
-            del self.keypairs[pair["name"]]
+            del self.keypairs[(user, pair["name"])]
             return self._reply(h, 202)
         return self._reply(h, 405, {"message": "method not allowed by this simulator"})
 
-    def _create_server(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+    def _image_error(self, image_ref: str, raw_token: str) -> str | None:
+        """Why nova-api would refuse imageRef (it asks Glance with the caller's token), or None."""
+        resp = requests.get(f"{self.glance}/v2/images/{image_ref}", headers={"X-Auth-Token": raw_token}, timeout=30)
+        if resp.status_code != 200:
+            return f"Image {image_ref} could not be found."
+        if resp.json().get("status") != "active":
+            return f"Image {image_ref} is not active."
+        return None
+
+    def _create_server(self, h: BaseHTTPRequestHandler, body: bytes, token: dict[str, Any], raw_token: str) -> None:
         try:
             req = json.loads(body)["server"]
             name, image_ref, flavor_ref = req["name"], req["imageRef"], req["flavorRef"]
         except (ValueError, KeyError, TypeError):
             return self._bad(h, "Invalid input for field/attribute server.")
-        if self.images.get(image_ref, {}).get("status") != "active":
-            return self._bad(h, f"Image {image_ref} could not be found.")
+        if refused := self._image_error(str(image_ref), raw_token):
+            return self._bad(h, refused)
         if flavor_ref not in self.flavors:
             return self._bad(h, f"Flavor {flavor_ref} could not be found.")
+        user = token["user"]["id"]
         key_name = req.get("key_name")
-        if key_name and key_name not in self.keypairs:
+        if key_name and (user, key_name) not in self.keypairs:
             return self._bad(h, "Invalid key_name provided.")
         nets = [n.get("uuid") for n in req.get("networks") or []] or list(self.networks)[:1]
         if any(n not in self.networks for n in nets):
             return self._bad(h, f"Network {nets} could not be found.")
         server_id = str(uuid.uuid4())
         server = {"id": server_id, "name": name, "status": "BUILD", "OS-EXT-STS:vm_state": "building",
+                  "tenant_id": token["project"]["id"], "user_id": user,
                   "image": {"id": image_ref}, "flavor": {"id": flavor_ref}, "key_name": key_name,
-                  "addresses": {}, "links": [{"rel": "self", "href": f"{self.url}/compute/v2.1/servers/{server_id}"}],
+                  "addresses": {}, "links": [{"rel": "self", "href": f"{self.compute_url}/servers/{server_id}"}],
                   "metadata": req.get("metadata") or {}}
         with self._lock:
             self.servers[server_id] = server
             self.max_live_servers = max(self.max_live_servers, len(self.servers))
             ip = self._ips[server_id] = allocate_address()
         user_data = base64.b64decode(req.get("user_data") or "").decode()
-        public = self.keypairs[key_name]["public_key"] if key_name else ""
+        public = self.keypairs[(user, key_name)]["public_key"] if key_name else ""
         threading.Thread(target=self._boot, args=(server, ip, self.networks[nets[0]]["name"], user_data,
                                                   public, self.vm_fault), daemon=True).start()
         self._reply(h, 202, {"server": {"id": server_id, "links": server["links"], "adminPass": uuid.uuid4().hex,
