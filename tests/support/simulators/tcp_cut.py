@@ -46,22 +46,26 @@ class CuttingRelay:
             threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        """Forward src → dst until either side ends, then end both (counted: the server's direction)."""
         try:
-            while data := src.recv(65536):
-                if counted:
-                    with self._lock:
-                        self.sent += len(data)
-                        over = self.sent > self.cut_after
-                    if over:
-                        self.stop()
-                        return
-                dst.sendall(data)
+            self._forward(src, dst, counted)
         except OSError:
             pass
         finally:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+    def _forward(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        while data := src.recv(65536):
+            if counted:
+                with self._lock:
+                    self.sent += len(data)
+                    over = self.sent > self.cut_after
+                if over:
+                    self.stop()
+                    return
+            dst.sendall(data)
 
     def stop(self) -> None:
         """Refuse new connections and drop every open one."""
@@ -84,28 +88,21 @@ class StallingRelay(CuttingRelay):
         """How many requests were held."""
         super().__init__(upstream_host, upstream_port, cut_after=1 << 62)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+    def _forward(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         if counted:  # the server's answers pass unchanged
-            return super()._pump(src, dst, counted)
+            return super()._forward(src, dst, counted)
         tail, since = b"", -1  # since: bytes passed since the request line began (-1: not seen yet)
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-                if since < 0:
-                    window = tail + data
-                    at = window.find(self.method)
-                    if at >= 0:
-                        since = len(window) - at
-                    tail = window[-len(self.method):]
-                else:
-                    since += len(data)
-                if since >= self.after:
-                    since, tail = -1, b""
-                    self.stalled += 1
-                    time.sleep(self.stall)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+        while data := src.recv(65536):
+            dst.sendall(data)
+            if since < 0:
+                window = tail + data
+                at = window.find(self.method)
+                if at >= 0:
+                    since = len(window) - at
+                tail = window[-len(self.method):]
+            else:
+                since += len(data)
+            if since >= self.after:
+                since, tail = -1, b""
+                self.stalled += 1
+                time.sleep(self.stall)
