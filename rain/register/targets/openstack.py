@@ -77,8 +77,9 @@ def _check(resp: requests.Response, what: str, auth: OpenStackSite) -> requests.
                            hint="check the credentials and project in the targets file")
     if resp.status_code == 403:
         raise TargetError(f"OpenStack refused {what}: HTTP 403: {reason(resp)}",
-                          hint=f"user {auth.username} needs the member role in project {auth.project_name}, "
-                               "and the admin role to publish public images")
+                          hint=f"user {auth.username or '(of the credential)'} needs the member role in project "
+                               f"{auth.project_name or '(of the credential)'}, and the admin role to publish "
+                               "public images")
     if resp.status_code >= 400:
         raise TargetError(f"OpenStack {what} failed: HTTP {resp.status_code}: {reason(resp)}")
     return resp
