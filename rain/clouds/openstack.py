@@ -190,6 +190,12 @@ def _from_clouds_yaml(conf: KeystoneAuth) -> Login:
     except (sdk_exc.ConfigException, ks_exc.ClientException) as e:
         raise ConfigError(f"clouds.yaml cloud {conf.cloud!r}: {one_line(e)}",
                           hint="check that entry (auth_url, credentials) in your clouds.yaml") from e
+    found = region.config.get("auth") or {}
+    if "password" in str(region.config.get("auth_type") or "password") and not found.get("password"):
+        # keystoneauth1 would say so only at the first call, as a bare Exception
+        raise ConfigError(f"clouds.yaml cloud {conf.cloud!r} has no password",
+                          hint=f"add password to that entry (or to secure.yaml), or set password_env or "
+                               f"password_file beside cloud in the {conf.settings_file}")
     if not isinstance(plugin, base.BaseIdentityPlugin):
         raise ConfigError(f"clouds.yaml cloud {conf.cloud!r}: auth type {region.config.get('auth_type')!r} "
                           "does not log in to Keystone", hint="use a password or application credential there")
@@ -197,7 +203,7 @@ def _from_clouds_yaml(conf: KeystoneAuth) -> Login:
     verify, _cert = region.get_requests_verify_args()
     if verify is True or verify is None:
         verify = system_cas()
-    auth_url = str(region.config.get("auth", {}).get("auth_url") or f"cloud {conf.cloud!r}")
+    auth_url = str(found.get("auth_url") or f"cloud {conf.cloud!r}")
     interface = region.get_interface()
     return Login(plugin, verify, region.get_region_name() or None, str(interface or "public"), auth_url)
 

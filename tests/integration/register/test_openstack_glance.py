@@ -187,6 +187,13 @@ def test_a_cloud_from_clouds_yaml_with_a_bare_auth_url(glance: Cloud, packed: Pa
         open_target(settings, "openstack", "typo")
     assert f"no cloud 'lba' in clouds.yaml (read: {clouds}; clouds there: lab)" in e.value.one_line()
 
+    clouds.write_text(yaml.safe_dump({"clouds": {"lab": {"auth": {"auth_url": glance.keystone, "username": "alice",
+                                                                  "project_name": "rain"}}}}))
+    with pytest.raises(ConfigError) as e:  # said when the settings are read, not as an internal error later
+        open_target(settings, "openstack", "lab")
+    assert e.value.message == "clouds.yaml cloud 'lab' has no password", e.value.one_line()
+    assert "password_env" in (e.value.hint or "")
+
 
 def test_a_region_without_glance_names_the_regions_that_have_one(glance: Cloud, packed: Packed,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
