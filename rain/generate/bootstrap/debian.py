@@ -1,8 +1,10 @@
 """Debian and Ubuntu: mmdebstrap (debootstrap as fallback), then apt-get in the chroot.
 
 The base system (variant only, no recipe packages) is cached per
-(family, release, arch, variant, mirror); the recipe's packages are added on
-top with apt-get inside the image, from the shared .deb cache when possible.
+(family, release, arch, variant, mirror), and made on this host even for a
+build on a builder VM, which gets the cached tree sent instead of
+bootstrapping from nothing; the recipe's packages are added on top with
+apt-get inside the image, from the shared .deb cache when possible.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from rain.errors import BuildError, RecipeError, Unreachable
+from rain.errors import BuildError, RainError, RecipeError, Unreachable
 from rain.generate.bootstrap.base import Package
 from rain.generate.context import BuildContext
 from rain.generate.layers import stack_on
@@ -49,7 +51,11 @@ def apt_components(family: OsFamily) -> str:
 
 class DebianBootstrapper:
     def bootstrap(self, ctx: BuildContext) -> None:
-        if not ctx.builder.local:
+        """The base system into the image root: on this host layered over the base cache; on a builder
+        machine that same cached base is sent there (made here first when missing), so a VM does not
+        bootstrap from nothing. Only a host without mmdebstrap and debootstrap has the machine run mmdebstrap."""
+        local = ctx.builder.local
+        if not local and not (_host_tool("mmdebstrap") or _host_tool("debootstrap")):
             with ctx.reporter.step("base system"):
                 self._bootstrap_remote(ctx)
             return
@@ -60,7 +66,12 @@ class DebianBootstrapper:
             base, cached = cache.acquire_base(key, ctx.layers, lambda tmp: self._bootstrap_fresh(ctx, tmp),
                                               ctx.use_cache)
             ctx.facts["base_cached"] = cached
-            ctx.facts["base_layer"] = stack_on(base, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
+            if local:
+                ctx.facts["base_layer"] = stack_on(base, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
+            else:
+                with ctx.reporter.step("send the base system to the builder"):
+                    ctx.builder.push(ctx.handle, base)
+                ctx.facts["base_layer"] = "sent"
             if cached:
                 age = time.time() - float(cache.base_meta(key).get("created", 0))
                 ctx.facts["lists_stale"] = age > STALE_LISTS
@@ -71,10 +82,7 @@ class DebianBootstrapper:
         r, work = ctx.recipe, ctx.handle.spec.workdir
         pkg_cache = ctx.cache.packages_dir(r)
         log = ctx.handle.spec.log_file
-        try:
-            tool = command.need("mmdebstrap")
-        except Exception:
-            tool = None
+        tool = _host_tool("mmdebstrap")
         if tool:
             hooks = []
             for name, text in (("hook-in", _HOOK_IN), ("hook-out", _HOOK_OUT)):
@@ -108,7 +116,7 @@ class DebianBootstrapper:
                 "mirror": ctx.mirror, "tool": os.path.basename(tool)}
 
     def _bootstrap_remote(self, ctx: BuildContext) -> None:
-        """mmdebstrap on the builder machine, straight into the image root (VM builders keep no base cache)."""
+        """mmdebstrap on the builder machine, straight into the image root (no bootstrap tool on this host)."""
         r, h = ctx.recipe, ctx.handle
         ctx.facts["base_cached"] = False
         argv = ["mmdebstrap", "--mode=root", "--format=directory", f"--variant={r.variant}",
@@ -132,7 +140,7 @@ class DebianBootstrapper:
             ctx.cache.link_packages(pkg_cache, archives, ".deb")
             lists = root / "var/lib/apt/lists"
             have_lists = lists.is_dir() and any(p.name.endswith("Packages") for p in lists.iterdir())
-        else:  # a fresh mmdebstrap keeps its lists; a cloned base had them removed
+        else:  # a base (cached or a fresh mmdebstrap) keeps its lists; a cloned image had them removed
             have_lists = "clone_of" not in ctx.facts
         if ctx.facts.get("lists_stale") or ctx.facts.get("extra_sources") or not have_lists:
             self._update(ctx)
@@ -176,6 +184,13 @@ class DebianBootstrapper:
         b.run(h, ["find", "/var/lib/apt/lists", "-maxdepth", "1", "-type", "f", "!", "-name", "lock", "-delete"],
               what="dropping the package lists")
         b.run(h, ["rm", "-rf", "/var/cache/apt/archives/partial"], what="apt cache")
+
+
+def _host_tool(name: str) -> str | None:
+    try:
+        return command.need(name)
+    except RainError:
+        return None
 
 
 def dpkg_installed(root: Path) -> list[Package]:

@@ -80,8 +80,9 @@ class Builder(Protocol):
     def exists(self, handle: Handle, path: str) -> bool:
         """Whether path exists inside the image (a dangling symlink counts)."""
 
-    def push(self, handle: Handle) -> None:
-        """Send the tree at handle.root on this host to the image root in the builder (clone)."""
+    def push(self, handle: Handle, source: Path | None = None) -> None:
+        """Send the tree at `source` (default handle.root: a clone) on this host to the image root in the
+        builder (a cached base system, a clone, register's copy)."""
 
     def fetch(self, handle: Handle) -> None:
         """Undo the chroot set-up and bring the finished image root into handle.root on this host."""

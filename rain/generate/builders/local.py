@@ -77,8 +77,10 @@ class LocalBuilder:
     def exists(self, handle: Handle, path: str) -> bool:
         return os.path.lexists(handle.root / path.lstrip("/"))
 
-    def push(self, handle: Handle) -> None:
-        """The tree already is at handle.root."""
+    def push(self, handle: Handle, source: Path | None = None) -> None:
+        """handle.root already is the image root; a `source` elsewhere is copied in."""
+        if source is not None and source.resolve() != handle.root.resolve():
+            command.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(handle.root)], what="copying the tree")
 
     def fetch(self, handle: Handle) -> None:
         """The tree already is at handle.root: just undo the chroot set-up (as every builder's fetch does)."""

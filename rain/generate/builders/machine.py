@@ -22,6 +22,20 @@ from rain.host.ssh import MachineKeys
 from rain.progress import Reporter
 
 
+@dataclass(frozen=True)
+class DiskChannel:
+    """Two raw disk files a VM on this host shares with Rain, so image trees need not cross SSH (whose
+    cipher is the slow part of an emulated VM): Rain writes a plain tar stream into `inbound` and the VM
+    reads it from `inbound_device` (read-only there); the VM writes one to `outbound_device` and Rain reads
+    `outbound` with the safe unpacker. Each file holds at most `size` bytes."""
+
+    inbound: Path
+    inbound_device: str
+    outbound: Path
+    outbound_device: str
+    size: int
+
+
 @dataclass
 class Machine:
     """A running builder reachable over SSH. `release` ends it and removes what it left (idempotent)."""
@@ -36,6 +50,8 @@ class Machine:
     release: Callable[[], None] = field(default=lambda: None)
     keep: Callable[[], str] | None = None
     """--on-error keep: leave the machine running; returns how to reach/remove it, one line."""
+    disks: DiskChannel | None = None
+    """A VM on this host: trees move through these disks instead of the SSH connection."""
 
 
 class Provider(Protocol):

@@ -5,9 +5,11 @@ package beside data/chroot.sh; built and uploaded by Rain itself the first time)
 bundle* under DATA_DIR/builders/qemu/<image id>/: a read-only sparse ext4 disk
 made with `mkfs.ext4 -d` plus the image's kernel and initrd. Each machine gets a
 qcow2 overlay over that disk, a seed disk (a plain tar: its SSH host key and
-root's authorized key) and a port on 127.0.0.1 forwarded to its sshd; nothing
-else listens. The image's own init (data/files/builder-init) reads the seed and
-starts sshd, so a boot takes seconds under KVM and ~20 s under TCG.
+root's authorized key), two transfer disks (image trees go in and come back as plain
+tar streams on them, not through SSH: see machine.DiskChannel) and a port on
+127.0.0.1 forwarded to its sshd; nothing else listens. The image's own init
+(data/files/builder-init) reads the seed and starts sshd, so a boot takes seconds
+under KVM and ~20 s under TCG.
 
 qemu runs in its own session and is tracked by the reaper, so it dies with
 Rain even when Rain is SIGKILLed; `release` kills it and removes its files.
@@ -41,8 +43,9 @@ from pydantic import Field
 from rain.config import Settings
 from rain.errors import BuildError, NotFound
 from rain.generate.builders import launch
-from rain.generate.builders.machine import Machine
+from rain.generate.builders.machine import DiskChannel, Machine
 from rain.generate.builders.settings import ProviderSettings, provider_settings
+from rain.generate.layers import remove_tree
 from rain.host import command, reaper
 from rain.host.qemu import TCG_CPU, kvm_works
 from rain.host.ssh import MachineKeys
@@ -163,6 +166,7 @@ class QemuProvider:
         reporter = reporter or Reporter()
         final = self.root / image_id
         self.root.mkdir(parents=True, exist_ok=True)
+        made = False
         with _flock(self.root / f".{image_id}.lock"):
             if not (final / "bundle.json").is_file():
                 if self.repo is None and archive is None:
@@ -170,14 +174,17 @@ class QemuProvider:
                                    hint="configure a repository so Rain can fetch it")
                 with reporter.step("prepare the qemu builder disk"):
                     self._make_bundle(image_id, final, archive)
+                made = True
             if not _is_id(self.conf.image):
                 (self.root / f"{self.conf.image}.id").write_text(image_id + "\n")
+        if made:
+            for gone in self.prune(keep=image_id):
+                reporter.info(f"removed the boot bundle of the earlier builder image {gone}")
         meta = json.loads((final / "bundle.json").read_text())
         return BootBundle(image_id, final, final / "disk.raw", final / meta["kernel"], final / meta["initrd"])
 
     def _make_bundle(self, image_id: str, final: Path, archive: Path | None) -> None:
         from rain.generate.bootstrap.clone import safe_unpack
-        from rain.generate.layers import remove_tree
 
         tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=self.root))
         reaper.track_path(tmp)
@@ -209,6 +216,23 @@ class QemuProvider:
         finally:
             reaper.untrack_path(tmp)
 
+    def prune(self, keep: str) -> list[str]:
+        """Remove the boot bundles (about 1 GB each) of every other builder image no VM runs from now
+        (a launching or running VM holds its bundle's lock shared); returns their image ids."""
+        gone = []
+        for d in sorted(self.root.iterdir()):
+            if not (_is_id(d.name) and d.name != keep and (d / "bundle.json").is_file()):
+                continue
+            with open(self.root / f".{d.name}.lock", "w") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                (d / "bundle.json").unlink()  # first: a half-removed bundle is never taken for a ready one
+                remove_tree(d)
+            gone.append(d.name)
+        return gone
+
     def bundle(self, reporter: Reporter | None = None) -> BootBundle:
         with self._lock:
             if self._bundle is None:
@@ -228,7 +252,10 @@ class QemuProvider:
         name = "rain-" + re.sub(r"[^A-Za-z0-9._-]", "-", build_name[:40]) + "-" + os.urandom(3).hex()
         files = workdir / "qemu"
         files.mkdir(parents=True, exist_ok=True)
+        in_use = open(self.root / f".{bundle.image_id}.lock", "w")  # see prune: held until the VM is gone
+        fcntl.flock(in_use, fcntl.LOCK_SH)
         with ExitStack() as undo:
+            undo.callback(in_use.close)
             reaper.track_path(files)
             undo.callback(reaper.untrack_path, files)
             undo.callback(shutil.rmtree, files, ignore_errors=True)
@@ -238,22 +265,25 @@ class QemuProvider:
                          str(max(self.conf.disk_gib << 30, bundle.disk.stat().st_size))],
                         what="creating the VM disk")  # larger than the base: the VM's init grows its ext4
             _write_seed(files / "seed.tar", keys)
+            disks = _disk_channel(files, max(self.conf.disk_gib << 30, bundle.disk.stat().st_size))
             vm = _Vm(name, files, accel)
             undo.callback(vm.kill)
-            vm.start(self._argv(name, bundle, accel, files, overlay))
+            vm.start(self._argv(name, bundle, accel, files, overlay, disks))
             wait_for_sshd(vm, keys, self.conf.boot_timeout)
             undo.pop_all()
         log.info("builder VM %s (%s) answers on 127.0.0.1:%d", name, accel, vm.port)
 
         def release() -> None:
             vm.kill()
+            in_use.close()
             shutil.rmtree(files, ignore_errors=True)
             reaper.untrack_path(files)
 
         return Machine(name=name, host="127.0.0.1", port=vm.port, keys=keys, console_log=vm.console,
-                       release=release, keep=lambda: self._keep(vm, keys, files))
+                       release=release, keep=lambda: self._keep(vm, keys, files), disks=disks)
 
-    def _argv(self, name: str, bundle: BootBundle, accel: Accel, files: Path, overlay: Path) -> list[str]:
+    def _argv(self, name: str, bundle: BootBundle, accel: Accel, files: Path, overlay: Path,
+              disks: DiskChannel) -> list[str]:
         return [
             self.qemu, "-nodefaults", "-no-user-config", "-name", name,
             "-accel", accel.value, "-cpu", self.conf.cpu or ("host" if accel == Accel.KVM else TCG_CPU),
@@ -264,6 +294,9 @@ class QemuProvider:
             "-append", f"console=ttyS0 root=/dev/vda rootfstype=ext4 ro init={INIT} panic=-1 quiet",
             "-drive", f"file={_opt(overlay)},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
             "-drive", f"file={_opt(files / 'seed.tar')},if=virtio,format=raw,readonly=on",
+            # /dev/vdc and /dev/vdd: the trees to and from the VM (DiskChannel), in this order
+            "-drive", f"file={_opt(disks.inbound)},if=virtio,format=raw,readonly=on",
+            "-drive", f"file={_opt(disks.outbound)},if=virtio,format=raw,cache=unsafe",
             "-device", "virtio-net-pci,netdev=net0", "-no-reboot",
             # qemu runs as root and the guest runs recipe commands: no exec, setuid or obsolete calls
             "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
@@ -353,6 +386,18 @@ def _boot_files(root: Path, image_id: str) -> tuple[Path, Path]:
             return kernel, initrd
     raise BuildError(f"builder image {image_id} has no /boot/vmlinuz-* with its initrd.img-*",
                      hint=f"its recipe must install linux-image-amd64 (see {builder_recipe()})")
+
+
+def _disk_channel(files: Path, size: int) -> DiskChannel:
+    """The VM's transfer disks: sparse files, so only what a transfer writes takes space."""
+    paths = files / "inbound.raw", files / "outbound.raw"
+    for p in paths:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+    return DiskChannel(paths[0], "/dev/vdc", paths[1], "/dev/vdd", size)
 
 
 def _write_seed(path: Path, keys: MachineKeys) -> None:

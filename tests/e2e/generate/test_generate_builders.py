@@ -2,8 +2,8 @@
 
 The simulators (tests/support/simulators/) speak the real OpenNebula XML-RPC and Nova APIs (the openstack
 builder logs in to the real Keystone and finds its builder image in the real Glance; only Nova is simulated);
-each VM they "boot" is a real sshd on 127.0.0.N, so the whole build (mmdebstrap, apt-get, the recipe's files,
-the tar stream back) really runs over SSH; it just runs on this host.
+each VM they "boot" is a real sshd on 127.0.0.N, so the whole build (the cached base system sent, apt-get, the
+recipe's files, the tar stream back) really runs over SSH; it just runs on this host.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ def _package_set(m: dict[str, Any]) -> set[tuple[str, str]]:
 def test_an_opennebula_builder_vm_builds_the_same_image_as_the_local_builder(
         gen: Any, tmp_path: Path, opennebula_builders_file: BuildersFile, opennebula_sim: Any) -> None:
     local = _build(gen, tmp_path / "local")
-    remote = _build(gen, tmp_path / "one", "--builder", "opennebula", "--no-cache",
-                    env=_env(opennebula_builders_file))
+    remote = _build(gen, tmp_path / "one", "--builder", "opennebula", env=_env(opennebula_builders_file))
     assert remote["builder"] == "opennebula" and local["builder"] == "local"
+    # the VM got the base system this host cached (over SSH: not a VM on this host), not a bootstrap
+    assert (remote["base"]["base_layer"], remote["base"]["base_key"]) == ("sent", local["base"]["base_key"])
     assert _package_set(remote) == _package_set(local)
     assert remote["recipe_hash"] == local["recipe_hash"], "the same recipe: only where it ran differs"
     names = tar_names(tmp_path / "one" / "debian-bookworm-minimal.tar.zst")
@@ -96,12 +97,13 @@ def test_a_batch_spreads_over_the_pool_and_reports_a_failed_build(
     assert openstack_sim.servers == {}, "every VM was deleted, the failed one too"
 
 
-@pytest.mark.timeout(1800)  # two TCG VMs at once: ~450 s on a quiet machine, 800+ s on a loaded one
+@pytest.mark.timeout(1800)  # two TCG VMs at once
 def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: Path,
                                                           qemu_bundle: tuple[str, Path]) -> None:
-    """Two real QEMU builder VMs at once (TCG here): one bootstraps the minimal recipe from the mirror
-    and must match the local build's packages; the other clones that local build from the repository and
-    adds to it, which keeps this (the suite's slowest test) to one bootstrap under TCG instead of two."""
+    """Two real QEMU builder VMs at once (TCG here): one builds the minimal recipe on the base system the
+    local build left in the base cache (sent to the VM on its transfer disk, not bootstrapped there) and
+    must match the local build's packages; the other clones that local build from the repository and adds
+    to it. Both trees come back on the VMs' outbound disks through the safe unpacker."""
     from support.builders import write_builders_file
 
     builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], cpus=1, limit=2)
@@ -115,13 +117,15 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
     batch = tmp_path / "batch.yaml"
     batch.write_text(yaml.safe_dump({"recipes": [
         {"path": str(RECIPE), "set": {"name": "qemu-a"}}, {"path": str(clone)}]}))
-    r = gen("batch", str(batch), "--builder", "qemu", "--jobs", "2", "--no-upload", "--no-cache",
+    r = gen("batch", str(batch), "--builder", "qemu", "--jobs", "2", "--no-upload",
             "--output", str(tmp_path / "vm"), "--json", env={"RAIN_BUILDERS_FILE": str(builders)}, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     outcomes = {o["name"]: o for o in json.loads(r.stdout)}
     assert outcomes["qemu-a"]["status"] == outcomes["qemu-b"]["status"] == "built"
     for name in ("qemu-a", "qemu-b"):
         assert manifest(tmp_path / "vm" / name)["builder"] == "qemu"
+    sent = manifest(tmp_path / "vm" / "qemu-a")["base"]
+    assert (sent["base_cached"], sent["base_layer"], sent["base_key"]) == (True, "sent", local["base"]["base_key"])
     assert _package_set(manifest(tmp_path / "vm" / "qemu-a")) == _package_set(local)
     assert _package_set(manifest(tmp_path / "vm" / "qemu-b")) == _package_set(local), "a clone keeps its base"
     names = tar_names(tmp_path / "vm" / "qemu-b" / "qemu-b.tar.zst")

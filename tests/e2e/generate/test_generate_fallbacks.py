@@ -1,6 +1,7 @@
 """The bootstrap tools' fallbacks, run for real.
 
-Debian: without mmdebstrap the base system comes from debootstrap. The build
+Debian: without mmdebstrap the base system comes from debootstrap; a build on a
+builder VM from a host with neither has the machine bootstrap it. The build
 runs in-process so that mmdebstrap can be made unavailable to the
 bootstrapper alone (the one lookup `command.need` is patched; debootstrap is
 the real one, against the host's configured mirror). It has its own data dir:
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.builders import ONE_PASSWORD_ENV, BuildersFile
 from support.cli import RECIPES
 from support.host import mounts_under
 from support.images import tar_names, tar_read
 
-from rain.config import Settings
+from rain.config import Settings, load_settings
 from rain.errors import ToolMissing
 from rain.generate.build import BuildOptions, generate
 from rain.generate.loader import load_recipe
@@ -83,3 +86,31 @@ def test_debootstrap_builds_the_base_when_mmdebstrap_is_missing(settings: Settin
     work = data / "work"
     assert not work.exists() or list(work.iterdir()) == []
     assert [p.name for p in (data / "cache" / "bases").iterdir() if ".tmp-" in p.name or ".old-" in p.name] == []
+
+
+def test_a_builder_machine_bootstraps_the_base_itself_when_this_host_has_no_bootstrap_tool(
+        rain_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, opennebula_builders_file: BuildersFile,
+        opennebula_sim: Any, tmp_path: Path) -> None:
+    """A build on a builder VM normally gets the base system this host cached; a host with neither
+    mmdebstrap nor debootstrap (a client on another distribution) has the machine run mmdebstrap."""
+    real, asked = command.need, []
+
+    def need(tool: str) -> str:
+        asked.append(tool)
+        if tool in ("mmdebstrap", "debootstrap"):
+            raise ToolMissing(f"{tool} is not installed", hint="hidden by the test")
+        return real(tool)
+
+    monkeypatch.setattr(command, "need", need)
+    settings = load_settings(environ={**rain_env, "RAIN_BUILDERS_FILE": str(opennebula_builders_file.path),
+                                      ONE_PASSWORD_ENV: "one-secret"})
+    loaded = load_recipe(RECIPES / "debian-bookworm-minimal.yaml", {"formats": ["tar.zst"]})
+    result = generate(loaded, settings, BuildOptions(upload=False, builder="opennebula", output=tmp_path / "out"),
+                      Reporter())
+    assert {"mmdebstrap", "debootstrap"} <= set(asked), asked
+    assert result.manifest["base"] == {"base_cached": False}, "no base was made or used on this host"
+    assert not list((settings.data_path / "cache" / "bases").glob("debian-*"))
+    tar = tmp_path / "out" / "debian-bookworm-minimal.tar.zst"
+    names = tar_names(tar)
+    assert {"etc/motd", "usr/sbin/update-ca-certificates", "var/lib/dpkg/status"} <= names
+    assert "etc/resolv.conf" not in names and tar_read(tar, "etc/hostname") == b"localhost\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,14 @@ def test_builder_contract(builder_env: tuple[str, Any, Any], tmp_path: Path) -> 
         assert getcap(handle.root / "usr/bin/id") == "cap_net_raw=ep"
         assert getcap(handle.root / "usr/bin/made-here") == "cap_net_bind_service=ep"
         assert not (handle.root / "dev/null").exists(), "the build's /dev must not be in the image"
+        if name == "qemu":  # a VM on this host: both trees went on its transfer disks, not through SSH
+            assert handle.remote is not None and handle.remote.machine.disks is not None
+            disks = handle.remote.machine.disks
+            for disk in (disks.inbound, disks.outbound):
+                with tarfile.open(disk) as tar:
+                    assert "./usr/bin/id" in tar.getnames()
+            with tarfile.open(disks.outbound) as tar:
+                assert "./usr/bin/made-here" in tar.getnames()
     finally:
         builder.stop(handle)
     assert not mounted_under(workdir), "mounts left behind"

@@ -261,3 +261,32 @@ def test_a_missing_builder_image_is_built_uploaded_and_prepared_once(rain_env, t
     assert sum("prepare the qemu builder disk" in line and line.startswith("done") for line in said) == 1
     assert [p.name for p in (tmp_path / "bundles").iterdir() if p.name.startswith(".prepare-")] == []
     assert len(repo.list(ImageQuery(name="rain-builder-debian"))) == 1
+
+
+def _builder_archive(path: Path, kernel: bytes) -> Path:
+    """A tar.zst with just what a boot bundle takes from a builder image: a kernel and its initrd."""
+    root = path.with_name(path.name + "-root")
+    (root / "boot").mkdir(parents=True)
+    (root / "boot" / "vmlinuz-6.1.0-test").write_bytes(kernel)
+    (root / "boot" / "initrd.img-6.1.0-test").write_bytes(b"initrd")
+    subprocess.run(["tar", "-C", str(root), "--zstd", "-cf", str(path), "."], check=True)
+    return path
+
+
+def test_a_new_builder_image_removes_the_bundles_of_earlier_ones_no_vm_uses(qemu_settings, tmp_path: Path) -> None:
+    import fcntl
+
+    bundles = tmp_path / "bundles"
+    provider = QemuProvider(qemu_settings(image="site-builder", cache_dir=str(bundles), disk_gib=2), None)
+    old, busy, new = "01d000000001", "b0b000000002", "0e0000000003"
+    for image_id in (old, busy):
+        provider.prepare(image_id, archive=_builder_archive(tmp_path / f"{image_id}.tar.zst", image_id.encode()))
+    assert not (bundles / old).exists(), "preparing a second image removed the first one's bundle"
+    with open(bundles / f".{busy}.lock") as running:  # what launch holds while a VM boots from a bundle
+        fcntl.flock(running, fcntl.LOCK_SH)
+        bundle = provider.prepare(new, archive=_builder_archive(tmp_path / "new.tar.zst", b"new"))
+        assert (bundles / busy / "bundle.json").is_file(), "a bundle a VM runs from stays"
+    assert bundle.kernel.read_bytes() == b"new" and (bundles / "site-builder.id").read_text() == new + "\n"
+    assert provider.prepare(new).directory == bundle.directory, "the current one is reused, not made again"
+    assert provider.prune(keep=new) == [busy], "once its VM is gone, the next prune takes it"
+    assert sorted(p.name for p in bundles.iterdir() if not p.name.startswith(".")) == [new, "site-builder.id"]
