@@ -13,7 +13,8 @@ from rain.cli.progress import step_reporter
 from rain.errors import InvalidInput
 from rain.generate.recipe import BuilderName
 
-builder_app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings.",
+builder_app = typer.Typer(help="Builder VMs: the qemu builder image, checking a provider's settings, "
+                               "deleting what a killed fg-image left.",
                           no_args_is_help=True)
 
 
@@ -44,7 +45,7 @@ def check_cmd(
         raise InvalidInput("the local builder has no machines to check", hint="check qemu, opennebula or openstack")
     builder = get_builder(name, settings(), open_repo() if name == "qemu" else None)
     with tempfile.TemporaryDirectory(prefix="rain-check-") as tmp:
-        spec = BuildSpec(name=f"check-{name}", workdir=Path(tmp))
+        spec = BuildSpec(name=f"check-{name}", workdir=Path(tmp), reporter=step_reporter())
         t0 = time.monotonic()
         handle = builder.start(spec)
         try:
@@ -56,6 +57,26 @@ def check_cmd(
         print_json({"builder": name, "seconds_to_ssh": round(up, 1), "kernel": kernel})
     else:
         console.print(f"{name}: builder machine answered over SSH after {up:.1f}s; {kernel}; deleted again")
+
+
+@builder_app.command("reap")
+def reap_cmd(
+    name: BuilderName = typer.Argument(..., help="the cloud builder whose leftover machines to delete"),
+) -> None:
+    """Delete the cloud builder machines of builds whose fg-image was killed (its next build does it too)."""
+    from rain.errors import BuildError
+    from rain.generate.builders.base import get_provider
+
+    if name in (BuilderName.LOCAL, BuilderName.QEMU):
+        raise InvalidInput(f"the {name.value} builder leaves no machines behind: a killed fg-image's qemu VMs "
+                           "die with it", hint="reap opennebula or openstack")
+    lines = get_provider(name, settings()).reap()
+    for line in lines:
+        console.print(line)
+    if not lines:
+        console.print(f"{name.value}: no machines left by a killed fg-image on this host")
+    if any(line.startswith("could not") for line in lines):
+        raise BuildError(f"some {name.value} builder machines could not be deleted", hint="see the lines above")
 
 
 def register(app: typer.Typer) -> None:

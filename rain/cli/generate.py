@@ -129,7 +129,7 @@ def batch_cmd(
                              dry_run=dry_run, repo_factory=open_repo if needs_repo else None)
     if as_json:
         print_json([{"entry": o.label, "name": o.name, "status": o.status, "seconds": o.seconds,
-                     "image_ids": o.image_ids, "error": o.error} for o in outcomes])
+                     "base": o.base, "image_ids": o.image_ids, "error": o.error} for o in outcomes])
     else:
         render.batch_table(f"{file.name}: {len(outcomes)} builds in {time.monotonic() - t0:.0f}s", outcomes)
     failed = [o for o in outcomes if o.status in ("failed", "skipped")]

@@ -139,8 +139,9 @@ def registrations_table(registrations: Sequence[Registration]) -> None:
 
 
 def batch_table(title: str, outcomes: Sequence[Outcome]) -> None:
-    """A batch's builds: each entry, its image, outcome (coloured), time, and image ids or error."""
-    shown = table("entry", "image", "outcome", "time", "image ids / error", title=title)
+    """A batch's builds: each entry, its image, outcome (coloured), time, the base system it started from
+    (made by it or shared from the base cache), and image ids or error."""
+    shown = table("entry", "image", "outcome", "time", "base", "image ids / error", title=title)
     colour = {"built": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
     for o in outcomes:
         detail = o.error or " ".join(f"{v} ({k})" for k, v in o.image_ids.items())
@@ -149,7 +150,7 @@ def batch_table(title: str, outcomes: Sequence[Outcome]) -> None:
         c = colour.get(o.status, "cyan")
         # labels like recipe.yaml[release=trixie] and errors quoting tool output are text, not rich markup
         shown.add_row(plain(o.label), plain(o.name), f"[{c}]{o.status}[/{c}]",
-                      f"{o.seconds:.0f}s" if o.seconds else "", plain(detail))
+                      f"{o.seconds:.0f}s" if o.seconds else "", plain(o.base), plain(detail))
     console.print(shown)
 
 

@@ -74,6 +74,17 @@ class Outcome:
     error: str = ""
     result: BuildResult | None = None
 
+    @property
+    def base(self) -> str:
+        """Where the build's base system came from: `made <key>` by this build, `shared <key>` from the base
+        cache (made by another build of the batch, or earlier), or `clone of <image id>`."""
+        facts = self.result.manifest.get("base", {}) if self.result is not None else {}
+        if facts.get("clone_of"):
+            return f"clone of {facts['clone_of']}"
+        if not facts.get("base_key"):
+            return ""
+        return ("shared " if facts.get("base_cached") else "made ") + str(facts["base_key"])
+
 
 def load_batch(path: Path | str, extra_sets: dict[str, Any] | None = None) -> list[BatchItem]:
     path = Path(path)

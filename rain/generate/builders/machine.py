@@ -69,6 +69,9 @@ class Provider(Protocol):
         (Unreachable, Unauthorized, BuildError) whose message names the cause.
         `workdir` is a private host directory for this machine's files, removed by the caller."""
 
+    def reap(self) -> list[str]:
+        """Delete the machines a killed fg-image left (leases.py); one line for each. launch does it first."""
+
 
 if TYPE_CHECKING:  # mypy proves every provider satisfies the protocol; nothing runs at import
     from rain.generate.builders.opennebula import OpenNebulaProvider

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -34,6 +35,7 @@ from rain.clouds.opennebula import OneClient, Vector, render_template, template_
 from rain.config import Settings
 from rain.errors import BuildError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
+from rain.generate.builders.leases import Lease, Leases, reap
 from rain.generate.builders.machine import Machine
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.host.ssh import MachineKeys
@@ -94,6 +96,11 @@ class OpenNebulaProvider:
         """--on-error keep: the login keys of machines left running."""
         self.one = OneClient(self.conf.endpoint, self.conf.username, self.conf.secret("password"),
                              failure=BuildError, settings_file="builders file")
+        self.leases = Leases(settings.data_path / "builders" / "opennebula" / "leases")
+
+    def reap(self) -> list[str]:
+        """Terminate the VMs of builds whose fg-image was killed (leases.py)."""
+        return reap(self.leases, "OpenNebula", lambda ids: self._releaser(int(ids["vm"]))() if "vm" in ids else None)
 
     def _template(self, build_name: str, keys: MachineKeys) -> str:
         s = self.conf
@@ -113,17 +120,25 @@ class OpenNebulaProvider:
     def launch(self, build_name: str, keys: MachineKeys, workdir: Path, reporter: Reporter | None = None) -> Machine:
         s = self.conf
         deadline = Deadline.after(s.boot_timeout)
-        vm_id = int(self.one("one.vm.allocate", self._template(build_name, keys), False))
+        for line in self.reap():
+            (reporter.info if reporter else log.warning)(line)
+        lease = self.leases.take(f"rain-{build_name}-{uuid.uuid4().hex[:8]}")
+        with undo_on_failure(lease.drop, "the lease"):
+            vm_id = int(self.one("one.vm.allocate", self._template(build_name, keys), False))
+        lease.record(vm=str(vm_id))
         what = f"OpenNebula VM {vm_id}"
-        release = self._releaser(vm_id)
+        release = self._releaser(vm_id, lease)
         with undo_on_failure(release, what):
             ip = self._wait_running(vm_id, deadline)
             log.info("%s is RUNNING at %s; waiting for its sshd", what, ip)
             wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
-        return Machine(name=f"one-vm-{vm_id}", host=ip, port=s.ssh_port, keys=keys, release=release,
-                       keep=lambda: f"{what} left running: "
-                                    f"{kept_login(self.kept / f'vm-{vm_id}', ip, s.ssh_port, keys)}; remove it "
-                                    f"with 'onevm terminate --hard {vm_id}'")
+
+        def keep() -> str:
+            lease.drop()  # the user's machine now, not a leftover for reap
+            return (f"{what} left running: {kept_login(self.kept / f'vm-{vm_id}', ip, s.ssh_port, keys)}; "
+                    f"remove it with 'onevm terminate --hard {vm_id}'")
+
+        return Machine(name=f"one-vm-{vm_id}", host=ip, port=s.ssh_port, keys=keys, release=release, keep=keep)
 
     def _wait_running(self, vm_id: int, deadline: Deadline) -> str:
         """The RUNNING VM's first NIC address."""
@@ -148,7 +163,7 @@ class OpenNebulaProvider:
             f"OpenNebula VM {vm_id} still {state} after {deadline.seconds:.0f}s",
             hint="the cloud may lack capacity; raise boot_timeout in the builders file"))
 
-    def _releaser(self, vm_id: int) -> Callable[[], None]:
+    def _releaser(self, vm_id: int, lease: Lease | None = None) -> Callable[[], None]:
         done = False
 
         def release() -> None:
@@ -162,6 +177,8 @@ class OpenNebulaProvider:
                 if vm is not None and vm.STATE != DONE:
                     raise
             done = True
+            if lease is not None:
+                lease.drop()
             log.info("OpenNebula VM %s terminated", vm_id)
 
         return release

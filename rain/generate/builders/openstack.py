@@ -16,7 +16,8 @@ It polls the server until ACTIVE (ERROR fails with Nova's fault message),
 takes its address (a floating IPv4 if it has one, else its fixed IPv4 on
 `network`), and waits for sshd there with that host key pinned
 (launch.wait_for_sshd). Releasing deletes the server and the key pair; a
-failure during launch does the same.
+failure during launch does the same. A lease (leases.py) names both while they
+exist, so the next run deletes them when fg-image was killed outright.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from rain.clouds.openstack import KeystoneAuth, keystone_errors, log_in, refused
 from rain.config import Settings
 from rain.errors import BuildError, ConfigError, one_line
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
+from rain.generate.builders.leases import Lease, Leases, reap
 from rain.generate.builders.machine import Machine
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.host.ssh import MachineKeys
@@ -75,7 +77,15 @@ class OpenStackProvider:
         self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "openstack" / "kept"
         """--on-error keep: the login keys of machines left running."""
+        self.leases = Leases(settings.data_path / "builders" / "openstack" / "leases")
         self._login = log_in(self.conf)
+
+    def reap(self) -> list[str]:
+        """Delete the servers and key pairs of builds whose fg-image was killed (leases.py)."""
+        if not self.leases.stale():
+            return []
+        nova = self._nova()
+        return reap(self.leases, "OpenStack", lambda ids: self._releaser(nova, dict(ids))())
 
     def _nova(self) -> Any:  # Any: python-novaclient ships no type hints
         """A client for one machine: novaclient's name look-ups switch the client's service type
@@ -129,9 +139,13 @@ class OpenStackProvider:
         flavor = self._lookup("flavor", s.flavor, lambda v: self._flavor(nova, v))
         net_id = self._lookup("network", s.network, lambda v: self._network_id(nova, v))
         name = "rain-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", build_name)[:40] + "-" + uuid.uuid4().hex[:8]
+        for line in self.reap():
+            (reporter.info if reporter else log.warning)(line)
         made: dict[str, str] = {}
-        release = self._releaser(nova, made)
+        lease = self.leases.take(name)
+        release = self._releaser(nova, made, lease)
         with undo_on_failure(release, f"OpenStack server {name}"):
+            lease.record(keypair=name)  # before it exists: a kill during the call must not lose it
             with self._errors("importing the key pair"):
                 nova.keypairs.create(name, public_key=keys.client.public_line)
             made["keypair"] = name
@@ -139,15 +153,19 @@ class OpenStackProvider:
                 server = nova.servers.create(name, image, flavor, key_name=name, userdata=user_data(keys),
                                              nics=[{"net-id": net_id}], meta={"rain-build": build_name})
             made["server"] = server.id
+            lease.record(server=server.id)
             what = f"OpenStack server {server.id}"
             ip = self._wait_active(nova, server.id, deadline)
             log.info("%s is ACTIVE at %s; waiting for its sshd", what, ip)
             wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
+
+        def keep() -> str:
+            lease.drop()  # the user's machine now, not a leftover for reap
+            return (f"{what} left running: {kept_login(self.kept / server.id, ip, s.ssh_port, keys)}; remove it "
+                    f"with 'openstack server delete {server.id}; openstack keypair delete {name}'")
+
         return Machine(name=f"openstack-server-{server.id}", host=ip, port=s.ssh_port, keys=keys,
-                       release=release,
-                       keep=lambda: f"{what} left running: "
-                                    f"{kept_login(self.kept / server.id, ip, s.ssh_port, keys)}; remove it with "
-                                    f"'openstack server delete {server.id}; openstack keypair delete {name}'")
+                       release=release, keep=keep)
 
     def _wait_active(self, nova: Any, server_id: str, deadline: Deadline) -> str:
         """The ACTIVE server's address."""
@@ -178,7 +196,7 @@ class OpenStackProvider:
         raise BuildError(f"OpenStack server {server_id} is ACTIVE without an IPv4 address",
                          hint="check network in the builders file")
 
-    def _releaser(self, nova: Any, made: dict[str, str]) -> Callable[[], None]:
+    def _releaser(self, nova: Any, made: dict[str, str], lease: Lease | None = None) -> Callable[[], None]:
         def release() -> None:
             # the server first, then the key pair it was made with
             for kind, what, manager in (("server", "server", nova.servers), ("keypair", "key pair", nova.keypairs)):
@@ -190,5 +208,7 @@ class OpenStackProvider:
                             pass
                     made.pop(kind)
                     log.info("OpenStack %s %s deleted", what, name)
+            if lease is not None:
+                lease.drop()
 
         return release

@@ -216,6 +216,10 @@ class QemuProvider:
         finally:
             reaper.untrack_path(tmp)
 
+    def reap(self) -> list[str]:
+        """Nothing to do: Rain's watcher (host/reaper.py) kills the VMs of a killed fg-image at once."""
+        return []
+
     def prune(self, keep: str) -> list[str]:
         """Remove the boot bundles (about 1 GB each) of every other builder image no VM runs from now
         (a launching or running VM holds its bundle's lock shared); returns their image ids."""

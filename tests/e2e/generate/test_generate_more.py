@@ -54,18 +54,25 @@ def test_clone_extends_a_stored_image_with_more_packages(gen: Any, tmp_path: Pat
 
 
 def test_batch_builds_a_matrix_in_parallel_and_ends_with_a_table(gen: Any, tmp_path: Path) -> None:
+    """On an empty data dir: the recipes share bookworm minbase, which is bootstrapped once for the batch."""
+    fresh = {"RAIN_DATA_DIR": str(tmp_path / "data")}
     (tmp_path / "b.yaml").write_text(
         f"matrix:\n  - recipe: {RECIPES / 'debian-minimal-matrix.yaml'}\n"
         "    axes: {vars.flavour: [one, two]}\n"
         f"recipes:\n  - path: {RECIPES / 'debian-bookworm-minimal.yaml'}\n    set: {{packages: [no-such-pkg-rain]}}\n")
-    dry = gen("batch", str(tmp_path / "b.yaml"), "--dry-run", "--no-upload", env={"COLUMNS": "300"})
+    dry = gen("batch", str(tmp_path / "b.yaml"), "--dry-run", "--no-upload", env={"COLUMNS": "300", **fresh})
     assert dry.returncode == 0 and dry.stdout.count("would build") == 3, dry.stdout + dry.stderr
     assert "debian-minimal-matrix.yaml[flavour=one]" in dry.stdout, "entry labels are text, not markup"
-    r = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload", "--json")
+    r = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload", "--json", env=fresh)
     assert r.returncode == 10, r.stderr
     outcomes = {o["name"]: o for o in json.loads(r.stdout)}
     assert outcomes["debian-bookworm-one"]["status"] == "built"
     assert outcomes["debian-bookworm-two"]["status"] == "built"
+    # the two builds ran at once, and the base system was bootstrapped by one of them only
+    bases = sorted(outcomes[n]["base"] for n in ("debian-bookworm-one", "debian-bookworm-two"))
+    assert re.fullmatch(r"made (debian-bookworm-amd64-minbase-\w+)", bases[0]), bases
+    assert bases[1] == "shared " + bases[0].removeprefix("made "), bases
+    assert len(list((tmp_path / "data" / "cache" / "bases").glob("debian-*.json"))) == 1
     assert outcomes["debian-bookworm-minimal"]["status"] == "failed"
     assert "no-such-pkg-rain" in outcomes["debian-bookworm-minimal"]["error"]
     # progress in the pipe: each build's steps in the one style, prefixed with its name; never on stdout
@@ -74,8 +81,10 @@ def test_batch_builds_a_matrix_in_parallel_and_ends_with_a_table(gen: Any, tmp_p
         assert any(re.fullmatch(rf"✓ {name}: \S.* \(\d+\.\ds\)", ln) for ln in marked), (name, r.stderr)
     assert any(ln.startswith("✗ debian-bookworm-minimal: ") for ln in marked), r.stderr
     assert "\x1b" not in r.stderr
-    table = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload")
+    table = gen("batch", str(tmp_path / "b.yaml"), "--jobs", "2", "--keep-going", "--no-upload",
+                env={"COLUMNS": "300", **fresh})
     assert "cached" in table.stdout and "failed" in table.stdout and "debian-bookworm-two" in table.stdout
+    assert "BASE" in table.stdout and "shared debian-bookworm-amd64-minbase-" in table.stdout
 
 
 def test_bootable_kernel_recipe() -> None:

@@ -192,3 +192,30 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_machine_whose_owner_died_is_deleted_by_the_next_launch_and_a_kept_one_is_not(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """A SIGKILLed fg-image cannot release its cloud VM; its lease stays and names it (the real SIGKILL of a
+    whole build: tests/e2e/generate/test_generate_kill.py). Here the owner's death is written into the lease."""
+    import json
+    import subprocess
+
+    leases = cloud.settings.data_path / "builders" / cloud.name / "leases"
+    orphan = cloud.launch(tmp_path / "a")
+    [lease] = list(leases.glob("rain-*.json"))
+    assert cloud.provider().reap() == [], "a lease whose fg-image still runs is not touched"
+    assert len(cloud.live_vms()) == 1
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lease.write_text(json.dumps({**json.loads(lease.read_text()), "pid": dead.pid}))
+
+    kept = cloud.launch(tmp_path / "b")  # the next launch reaps first
+    assert len(cloud.live_vms()) == 1, "the orphan is gone, the new machine is up"
+    assert not lease.exists()
+    assert kept.keep is not None and "left running" in kept.keep()
+    assert list(leases.glob("rain-*.json")) == [], "a kept machine is its user's: no lease, never reaped"
+    assert cloud.provider().reap() == [] and len(cloud.live_vms()) == 1
+    kept.release()
+    orphan.release()  # idempotent against a machine already deleted
+    assert cloud.live_vms() == []

@@ -1,0 +1,116 @@
+"""Leases: the cloud builder machines a running `fg-image` holds, so that a killed one's are deleted later.
+
+Rain's watcher (rain/host/reaper.py) kills a SIGKILLed `fg-image`'s qemu VMs, but it holds no cloud
+credentials and so cannot delete a cloud VM. Instead a cloud provider takes a lease before it creates
+anything, a file DATA_DIR/builders/<provider>/leases/<name>.json naming the process that owns the machine
+(its pid with the pid's start time, so a reused pid is not taken for the owner, and this host's name)
+and, as each is made, the cloud's ids of what was created. Releasing the machine removes the lease, and
+so does `--on-error keep` (a kept machine is its user's). A lease whose process is gone is *stale*: the
+next launch by that provider (a build, a batch, `fg-image builder check`) and `fg-image builder reap`
+delete what it names, with the credentials of the builders file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rain.errors import RainError
+
+
+@dataclass
+class Lease:
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.data.get("name", self.path.stem))
+
+    @property
+    def ids(self) -> dict[str, str]:
+        """What was made, by kind (server, keypair, vm): the cloud's id or name of each."""
+        return {str(k): str(v) for k, v in (self.data.get("ids") or {}).items()}
+
+    def record(self, **ids: str) -> None:
+        """Add ids of what was made (or is about to be: deleting what does not exist is harmless)."""
+        self.data["ids"] = {**self.ids, **ids}
+        self._write()
+
+    def drop(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def owner(self) -> str:
+        return f"fg-image pid {self.data.get('pid')} on {self.data.get('host')}"
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(self.data) + "\n")
+        os.replace(tmp, self.path)
+
+
+class Leases:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def take(self, name: str) -> Lease:
+        """A lease on machine `name` for this process, written before anything is created."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lease = Lease(self.directory / f"{name}.json", {
+            "name": name, "pid": os.getpid(), "started": _started(os.getpid()), "host": socket.gethostname(),
+            "created": time.time(), "ids": {}})
+        lease._write()
+        return lease
+
+    def stale(self) -> list[Lease]:
+        """Leases of this host whose process is gone (a lease that cannot be read is stale too)."""
+        if not self.directory.is_dir():
+            return []
+        out = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+            except (OSError, ValueError):
+                out.append(Lease(path, {}))
+                continue
+            if data.get("host") != socket.gethostname():
+                continue  # a data dir shared with another host: its processes cannot be seen from here
+            pid = data.get("pid")
+            if isinstance(pid, int) and pid > 0 and _started(pid) == data.get("started"):
+                continue  # its owner still runs
+            out.append(Lease(path, data))
+        return out
+
+
+def _started(pid: int) -> str | None:
+    """When process pid started (clock ticks since boot, /proc/PID/stat field 22), None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def reap(leases: Leases, provider: str, release: Callable[[dict[str, str]], None]) -> list[str]:
+    """Delete what each stale lease names with release(ids); one line per lease saying what and why.
+    A lease whose deletion fails stays, for the next try."""
+    lines = []
+    for lease in leases.stale():
+        ids = lease.ids
+        what = ", ".join(f"{kind} {value}" for kind, value in ids.items()) or "nothing (none was made yet)"
+        try:
+            release(ids)
+        except RainError as e:
+            lines.append(f"could not delete {provider} {what} of build {lease.name}: {e.message}")
+            continue
+        lease.drop()
+        lines.append(f"deleted {provider} {what} left by build {lease.name}: its {lease.owner()} is gone")
+    return lines
