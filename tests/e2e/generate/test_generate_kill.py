@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -83,6 +84,7 @@ def test_a_sigkilled_openstack_build_leaves_a_server_the_next_run_deletes(
     them; the next fg-image that launches an openstack machine finds the process gone and deletes both."""
     data = tmp_path / "data"
     env = {"RAIN_BUILDERS_FILE": str(openstack_builders_file.path), OS_PASSWORD_ENV: password(OS_USER)}
+    before = set(Path("/var/tmp").glob("rain-build.*"))
     proc = _start(rain_env, data, "--builder", "openstack", env=env)
     _wait_for_step(proc, "base system")  # the server is up
     [server_id] = list(openstack_sim.servers)
@@ -104,3 +106,6 @@ def test_a_sigkilled_openstack_build_leaves_a_server_the_next_run_deletes(
     again = subprocess.run([str(FG_IMAGE), "builder", "reap", "openstack"], env=run_env, capture_output=True,
                            text=True, timeout=120)
     assert again.returncode == 0 and "no machines left by a killed fg-image" in again.stdout, again.stderr
+    # a simulated VM's disk is this host's /var/tmp; a deleted real server takes the build's directory with it
+    for left in set(Path("/var/tmp").glob("rain-build.*")) - before:
+        shutil.rmtree(left)
