@@ -222,14 +222,16 @@ class QemuProvider:
 
     def prune(self, keep: str) -> list[str]:
         """Remove the boot bundles (about 1 GB each) of every other builder image no VM runs from now
-        (a launching or running VM holds its bundle's lock shared); returns their image ids."""
+        (a launching or running VM holds its bundle's in-use lock shared); returns their image ids."""
         gone = []
         for d in sorted(self.root.iterdir()):
             if not (_is_id(d.name) and d.name != keep and (d / "bundle.json").is_file()):
                 continue
-            with open(self.root / f".{d.name}.lock", "w") as lock:
+            with open(self.root / f".{d.name}.lock", "w") as making, \
+                    open(self.root / f".{d.name}.in-use.lock", "w") as in_use:
                 try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(making, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue
                 (d / "bundle.json").unlink()  # first: a half-removed bundle is never taken for a ready one
@@ -256,7 +258,8 @@ class QemuProvider:
         name = "rain-" + re.sub(r"[^A-Za-z0-9._-]", "-", build_name[:40]) + "-" + os.urandom(3).hex()
         files = workdir / "qemu"
         files.mkdir(parents=True, exist_ok=True)
-        in_use = open(self.root / f".{bundle.image_id}.lock", "w")  # see prune: held until the VM is gone
+        # see prune: held until the VM is gone; its own file, so prepare's lock never waits for a running VM
+        in_use = open(self.root / f".{bundle.image_id}.in-use.lock", "w")
         fcntl.flock(in_use, fcntl.LOCK_SH)
         with ExitStack() as undo:
             undo.callback(in_use.close)

@@ -282,7 +282,7 @@ def test_a_new_builder_image_removes_the_bundles_of_earlier_ones_no_vm_uses(qemu
     for image_id in (old, busy):
         provider.prepare(image_id, archive=_builder_archive(tmp_path / f"{image_id}.tar.zst", image_id.encode()))
     assert not (bundles / old).exists(), "preparing a second image removed the first one's bundle"
-    with open(bundles / f".{busy}.lock") as running:  # what launch holds while a VM boots from a bundle
+    with open(bundles / f".{busy}.in-use.lock", "w") as running:  # what launch holds while a VM runs from it
         fcntl.flock(running, fcntl.LOCK_SH)
         bundle = provider.prepare(new, archive=_builder_archive(tmp_path / "new.tar.zst", b"new"))
         assert (bundles / busy / "bundle.json").is_file(), "a bundle a VM runs from stays"
