@@ -33,7 +33,8 @@ import shlex
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -217,30 +218,18 @@ class SSHBuilder:
         the machine's transfer disk when it has one, else a zstd-compressed tar stream over SSH."""
         src = source or handle.root
         disks = _session(handle).machine.disks
-        producer = subprocess.Popen(["tar", "-C", str(src), *TAR_OPTS, *([] if disks else ["-I", WIRE_ZSTD]),
-                                     "-cf", "-", "."],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        assert producer.stdout is not None
         what = "sending the base image to the builder"
-        n: int | None = 0
-        try:
+        with _tar_of(src, compress=disks is None) as stream:
             if disks is None:
                 self._exec(handle, ["tar", "-C", handle.inner_root, *TAR_OPTS, "--zstd", "-xpf", "-"],
-                           stdin=producer.stdout, what=what)
-            else:
-                n = _fill(disks.inbound, producer.stdout, disks.size)
-        finally:
-            producer.stdout.close()
-            err = producer.communicate()[1]
-        if disks is not None and n is None:
-            raise BuildError(f"the tree at {src} is larger than the builder's transfer disk "
-                             f"({disks.size >> 30} GiB)", hint="raise qemu.disk_gib in the builders file")
-        if producer.returncode != 0:
-            raise BuildError(f"packing the base image failed: {err.decode(errors='replace').strip()[-200:]}",
-                             hint="check free disk space")
-        if disks is not None:
-            self._exec(handle, ["sh", "-c", _READ_DISK, "sh", disks.inbound_device, str(n),
-                                "-C", handle.inner_root, *TAR_OPTS, "-xpf", "-"], what=what)
+                           stdin=stream, what=what)
+                return
+            n = _fill(disks.inbound, stream, disks.size)
+            if n is None:
+                raise BuildError(f"the tree at {src} is larger than the builder's transfer disk "
+                                 f"({disks.size >> 30} GiB)", hint="raise qemu.disk_gib in the builders file")
+        self._exec(handle, ["sh", "-c", _READ_DISK, "sh", disks.inbound_device, str(n),
+                            "-C", handle.inner_root, *TAR_OPTS, "-xpf", "-"], what=what)
 
     def fetch(self, handle: Handle) -> None:
         """The finished image root on the machine → handle.root, unpacked with the safe unpacker (the
@@ -376,6 +365,24 @@ _READ_DISK = 'dev=$1 n=$2; shift 2; blockdev --flushbufs "$dev" && head -c "$n" 
 there), then unpack exactly the n bytes this host wrote. Values arrive as arguments, never as shell text."""
 _WRITE_DISK = 'dev=$1; shift; tar "$@" > "$dev" && blockdev --flushbufs "$dev"'
 """On the machine: the tar stream onto the outbound disk, flushed to QEMU before this host reads the file."""
+
+
+@contextmanager
+def _tar_of(src: Path, compress: bool) -> Iterator[IO[bytes]]:
+    """`tar -c` of the tree at src as a stream; leaving the block waits for tar and raises if it failed
+    (unless the block itself raised: that error is the one that matters)."""
+    producer = subprocess.Popen(["tar", "-C", str(src), *TAR_OPTS, *(["-I", WIRE_ZSTD] if compress else []),
+                                 "-cf", "-", "."],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert producer.stdout is not None
+    try:
+        yield producer.stdout
+    finally:
+        producer.stdout.close()
+        err = producer.communicate()[1]
+    if producer.returncode != 0:
+        raise BuildError(f"packing the base image failed: {err.decode(errors='replace').strip()[-200:]}",
+                         hint="check free disk space")
 
 
 def _fill(path: Path, stream: IO[bytes], limit: int) -> int | None:
