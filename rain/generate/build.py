@@ -109,8 +109,7 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
                           hint=f"use arch {host.deb if host else platform.machine()}")
     builder = get_builder(where, settings, repo)  # validates its settings; starts nothing
     if not builder.local and not r.os.family.is_debian:
-        raise RecipeError(f"os.family: {r.os.family} builds run on the local builder only "
-                          "(dnf inside builder VMs is not supported yet)", hint="drop --builder")
+        command.need("rpm")  # the fetched image's package list is read here (dnf itself runs on the machine)
     if options.upload and repo is None:
         raise InvalidInput("no repository to upload to", hint="pass --no-upload or configure a repository")
     if r.base is None and builder.local:  # a VM builder's image has the bootstrap tools

@@ -125,7 +125,7 @@ def session(root: Path, log_file: Path | None = None) -> Iterator[ImageChroot]:
         spec = BuildSpec(name="register", workdir=Path(work), debian=True, log_file=log_file)
         builder = LocalBuilder()
         builder.start(spec)  # checks for root and the tools
-        handle = Handle(spec=spec, root=root, inner_root=str(root))
+        handle = Handle(spec=spec, root=root, inner_root=str(root), workspace=work)
         try:
             yield ImageChroot(builder, handle)
         finally:

@@ -3,8 +3,15 @@
 Repositories come only from the recipe (`mirror:` as a baseurl, plus
 `repositories:`) through a private dnf.conf with an empty reposdir, so the
 host's own repositories never leak into an image. The rpm database goes to
-/var/lib/rpm whatever the host's rpm macros say. Downloaded packages are kept
-in the shared package cache (dnf's cachedir).
+/var/lib/rpm whatever the host's rpm macros say.
+
+dnf runs where the build runs. On this host (the local builder) downloaded
+packages are kept in the shared package cache (dnf's cachedir). On a builder
+machine, dnf runs there, so a repository's scriptlets never run on this host:
+its configuration is sent to the build's workspace on the machine, a
+`file://` repository's directory goes with it (the machine cannot read this
+host's files), and the machine downloads into its own cache. A base variant
+(`@core`) is made once here and cached, then sent, as for Debian.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from rain.errors import BuildError, RecipeError, Unreachable
 from rain.generate.bootstrap.base import Package
@@ -20,11 +28,14 @@ from rain.generate.context import BuildContext
 from rain.generate.layers import stack_on
 from rain.generate.recipe import Variant
 from rain.host import command
+from rain.host.command import Result
 
 _MISSING = re.compile(r"No match for argument:\s*(\S+)|No package (\S+) available")
 _UNREACHABLE = re.compile(r"Failed to download metadata|Cannot download repomd|Curl error|"
                           r"Cannot find a valid baseurl|Errors during downloading metadata", re.I)
 _BASE_SETS = {Variant.MINBASE: [], Variant.IMPORTANT: ["@core"], Variant.STANDARD: ["@core", "@standard"]}
+_RM_PLAIN_DIRS = 'for d; do if [ -d "$d" ] && [ ! -L "$d" ]; then rm -rf --one-file-system -- "$d"; fi; done'
+"""Remove each argument that is a real directory (not a link to one); paths arrive as arguments."""
 
 
 class RhelBootstrapper:
@@ -34,6 +45,11 @@ class RhelBootstrapper:
         ctx.facts["base_cached"] = False
         if not base:
             return  # minbase: the recipe's packages (and their dependencies) are the system
+        local = ctx.builder.local
+        if not local and not _which("dnf"):
+            with ctx.reporter.step("base system"):
+                self._dnf(ctx, base)  # no dnf on this host: the machine makes the base (not cached)
+            return
         key = ctx.cache.base_key(r, ctx.mirror)
         ctx.facts["base_key"] = key
 
@@ -45,13 +61,17 @@ class RhelBootstrapper:
         with ctx.reporter.step("base system"):
             path, cached = ctx.cache.acquire_base(key, ctx.layers, fresh, ctx.use_cache)
             ctx.facts["base_cached"] = cached
-            ctx.facts["base_layer"] = stack_on(path, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
+            if local:
+                ctx.facts["base_layer"] = stack_on(path, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
+            else:
+                with ctx.reporter.step("send the base system to the builder"):
+                    ctx.builder.push(ctx.handle, path)
+                ctx.facts["base_layer"] = "sent"
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
         if not packages:
             return
-        inside = ctx.handle.root / "usr/bin/dnf"
-        if ctx.recipe.base is not None and (inside.exists() or inside.is_symlink()):
+        if ctx.recipe.base is not None and ctx.builder.exists(ctx.handle, "/usr/bin/dnf"):
             try:
                 ctx.builder.run(ctx.handle, ["dnf", "-y", "-q", "--setopt=install_weak_deps=False",
                                              "install", "--", *packages], what="dnf install")
@@ -61,51 +81,93 @@ class RhelBootstrapper:
         self._dnf(ctx, packages)
 
     def _dnf(self, ctx: BuildContext, packages: list[str], root: Path | None = None) -> None:
-        work, r = ctx.handle.spec.workdir, ctx.recipe
-        root = root or ctx.handle.root
-        tool = _which("dnf") or command.need("yum")
-        conf, reposdir = self._config(ctx)
-        home = work / "home"
-        home.mkdir(exist_ok=True)
-        (home / ".rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
-        argv = [tool, "-y", f"--installroot={root}", f"--releasever={r.os.release}", f"--config={conf}",
-                f"--setopt=reposdir={reposdir}", f"--setopt=cachedir={ctx.cache.packages_dir(r)}",
+        """dnf --installroot: into `root` on this host (a base for the cache), else into the image root
+        where the build runs (this host for the local builder, the machine for a VM builder)."""
+        here = root is not None or ctx.builder.local
+        r, h = ctx.recipe, ctx.handle
+        if here:
+            tool = _which("dnf") or command.need("yum")
+            conf = self._config(ctx, h.spec.workdir / "dnf")
+            cachedir = str(ctx.cache.packages_dir(r))
+        else:
+            tool = "dnf"  # the builder image has it
+            conf = self._send_config(ctx)
+            cachedir = f"{h.workspace}/dnf-cache"
+        into = str(root) if root is not None else h.inner_root
+        argv = [tool, "-y", f"--installroot={into}", f"--releasever={r.os.release}", f"--config={conf}/dnf.conf",
+                f"--setopt=reposdir={conf}/repos.d", f"--setopt=cachedir={cachedir}",
                 "--setopt=keepcache=True", "--setopt=install_weak_deps=False", "--setopt=tsflags=nodocs"]
         if r.os.arch != os.uname().machine:
             argv.append(f"--forcearch={r.os.arch}")
-        result = command.run([*argv, "install", "--", *packages], env={"HOME": str(home)}, check=False,
-                             what=tool, log_file=ctx.handle.spec.log_file)
-        _drop_host_path(root, ctx.cache.packages_dir(r))
+        argv += ["install", "--", *packages]
+        env = {"HOME": f"{conf}/home"}
+        result: Result
+        if here:
+            result = command.run(argv, env=env, check=False, what=tool, log_file=h.spec.log_file)
+            _drop_host_path(Path(into), Path(cachedir))
+        else:
+            result = ctx.builder.outside(h, argv, env=env, check=False, what="dnf")
+            # dnf also makes its cachedir's path inside the installroot: the workspace's own name is unique
+            ctx.builder.outside(h, ["sh", "-c", _RM_PLAIN_DIRS, "sh", f"{into}{h.workspace}"], what="rm")
         if result.returncode != 0:
             raise _dnf_error(result.output, ctx)
 
-    def _config(self, ctx: BuildContext) -> tuple[Path, Path]:
-        work, r = ctx.handle.spec.workdir, ctx.recipe
-        reposdir = work / "repos.d"
-        reposdir.mkdir(exist_ok=True)
-        sections = ["[main]", "gpgcheck=1", "install_weak_deps=False", "keepcache=True", f"reposdir={reposdir}",
+    def _send_config(self, ctx: BuildContext) -> str:
+        """dnf's configuration for the machine, written here and sent to the build's workspace there,
+        with each file:// repository's directory (the machine cannot read this host's files)."""
+        h = ctx.handle
+        where = f"{h.workspace}/dnf"
+        local_dirs: dict[str, Path] = {}
+        self._config(ctx, h.spec.workdir / "dnf", where, local_dirs)
+        ctx.builder.push(h, h.spec.workdir / "dnf", dest=where)
+        for name, directory in local_dirs.items():
+            ctx.builder.push(h, directory, dest=f"{where}/{name}")
+        return where
+
+    def _config(self, ctx: BuildContext, conf_dir: Path, where: str | None = None,
+                local_dirs: dict[str, Path] | None = None) -> str:
+        """Write dnf.conf, an empty repos.d, keys and the rpm macros under conf_dir on this host; paths in
+        them name `where` (the same directory as the builder sees it). With local_dirs, each file://
+        repository is listed as where/<name> and its directory on this host put in local_dirs."""
+        r = ctx.recipe
+        where = where or str(conf_dir)
+        for sub in ("repos.d", "home"):
+            (conf_dir / sub).mkdir(parents=True, exist_ok=True)
+        (conf_dir / "home" / ".rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
+
+        def url(name: str, baseurl: str) -> str:
+            parsed = urlparse(baseurl)
+            if local_dirs is None or parsed.scheme != "file":
+                return baseurl
+            directory = Path(unquote(parsed.path))
+            if not directory.is_dir():
+                raise RecipeError(f"repositories: {baseurl} is not a directory on this host",
+                                  hint="give the path of a repository made with createrepo_c")
+            local_dirs[f"repo-{name}"] = directory
+            return f"file://{where}/repo-{name}"
+
+        sections = ["[main]", "gpgcheck=1", "install_weak_deps=False", "keepcache=True", f"reposdir={where}/repos.d",
                     "skip_if_unavailable=False", ""]
         if ctx.mirror:
-            sections += ["[rain-mirror]", "name=rain-mirror", f"baseurl={ctx.mirror}", "gpgcheck=0", ""]
+            sections += ["[rain-mirror]", "name=rain-mirror", f"baseurl={url('mirror', ctx.mirror)}", "gpgcheck=0", ""]
             ctx.reporter.info("packages from the mirror are not signature-checked; "
                               "list it under repositories: with a gpgkey to check them")
         for repo in r.repositories:
-            sections += [f"[rain-{repo.name}]", f"name={repo.name}", f"baseurl={repo.url}"]
+            sections += [f"[rain-{repo.name}]", f"name={repo.name}", f"baseurl={url(repo.name, repo.url)}"]
             if repo.gpgkey and "://" in repo.gpgkey:
                 sections += ["gpgcheck=1", f"gpgkey={repo.gpgkey}"]
             elif repo.gpgkey:
-                key = work / f"key-{repo.name}.asc"
-                key.write_bytes(ctx.loaded.inputs[repo.gpgkey])
-                sections += ["gpgcheck=1", f"gpgkey=file://{key}"]
+                key = f"key-{repo.name}.asc"
+                (conf_dir / key).write_bytes(ctx.loaded.inputs[repo.gpgkey])
+                sections += ["gpgcheck=1", f"gpgkey=file://{where}/{key}"]
             elif repo.trusted:
                 sections += ["gpgcheck=0"]
             else:
                 raise RecipeError(f"repositories: {repo.name!r} has no gpgkey",
                                   hint="add `gpgkey: <file>` or, for a local repository, `trusted: true`")
             sections.append("")
-        conf = work / "dnf.conf"
-        conf.write_text("\n".join(sections))
-        return conf, reposdir
+        (conf_dir / "dnf.conf").write_text("\n".join(sections))
+        return where
 
     def installed(self, ctx: BuildContext) -> list[Package]:
         root = ctx.handle.root
@@ -122,11 +184,9 @@ class RhelBootstrapper:
         return sorted(pkgs, key=lambda p: p.name)
 
     def finish(self, ctx: BuildContext) -> None:
-        root = ctx.handle.root
-        for sub in ("var/cache/dnf", "var/cache/yum"):
-            d = root / sub
-            if d.is_dir() and not d.is_symlink():
-                command.run(["rm", "-rf", "--one-file-system", "--", str(d)], what="cleaning the dnf cache")
+        inner = ctx.handle.inner_root
+        ctx.builder.outside(ctx.handle, ["sh", "-c", _RM_PLAIN_DIRS, "sh", f"{inner}/var/cache/dnf",
+                                         f"{inner}/var/cache/yum"], what="cleaning the dnf cache")
 
 
 def _which(tool: str) -> str | None:

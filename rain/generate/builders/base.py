@@ -57,6 +57,8 @@ class Handle:
     """The image root on this host (for VM builders: filled by `fetch`)."""
     inner_root: str = ""
     """The image root in the builder's own system (the same path for `local`)."""
+    workspace: str = ""
+    """The build's scratch directory in the builder's own system, outside the image (spec.workdir for `local`)."""
     undo: ExitStack = field(default_factory=ExitStack)
     entered: bool = False
     remote: Session | None = None
@@ -80,9 +82,10 @@ class Builder(Protocol):
     def exists(self, handle: Handle, path: str) -> bool:
         """Whether path exists inside the image (a dangling symlink counts)."""
 
-    def push(self, handle: Handle, source: Path | None = None) -> None:
+    def push(self, handle: Handle, source: Path | None = None, dest: str | None = None) -> None:
         """Send the tree at `source` (default handle.root: a clone) on this host to the image root in the
-        builder (a cached base system, a clone, register's copy)."""
+        builder (a cached base system, a clone, register's copy), or to `dest`, a directory under
+        handle.workspace (dnf's configuration and a recipe's file:// repositories)."""
 
     def fetch(self, handle: Handle) -> None:
         """Undo the chroot set-up and bring the finished image root into handle.root on this host."""

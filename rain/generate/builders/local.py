@@ -34,7 +34,7 @@ class LocalBuilder:
             command.need(tool)
         root = spec.workdir / "root"
         root.mkdir(parents=True, exist_ok=True)
-        return Handle(spec=spec, root=root, inner_root=str(root))
+        return Handle(spec=spec, root=root, inner_root=str(root), workspace=str(spec.workdir))
 
     # -- inside the image -------------------------------------------------
 
@@ -77,10 +77,12 @@ class LocalBuilder:
     def exists(self, handle: Handle, path: str) -> bool:
         return os.path.lexists(handle.root / path.lstrip("/"))
 
-    def push(self, handle: Handle, source: Path | None = None) -> None:
-        """handle.root already is the image root; a `source` elsewhere is copied in."""
-        if source is not None and source.resolve() != handle.root.resolve():
-            command.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(handle.root)], what="copying the tree")
+    def push(self, handle: Handle, source: Path | None = None, dest: str | None = None) -> None:
+        """handle.root already is the image root; a `source` elsewhere is copied in (or to `dest`)."""
+        target = Path(dest) if dest is not None else handle.root
+        if source is not None and source.resolve() != target.resolve():
+            target.mkdir(parents=True, exist_ok=True)
+            command.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(target)], what="copying the tree")
 
     def fetch(self, handle: Handle) -> None:
         """The tree already is at handle.root: just undo the chroot set-up (as every builder's fetch does)."""

@@ -144,7 +144,7 @@ class SSHBuilder:
             ssh = connect(machine)
             handle.remote = Session(machine, ssh, "")
             ws = self.outside(handle, ["mktemp", "-d", "/var/tmp/rain-build.XXXXXXXX"], what="mktemp").output
-            handle.remote.workspace = ws.strip().splitlines()[-1]
+            handle.remote.workspace = handle.workspace = ws.strip().splitlines()[-1]
             handle.inner_root = f"{handle.remote.workspace}/root"
             self.outside(handle, ["mkdir", "-m", "0755", handle.inner_root], what="mkdir")
         except BaseException:
@@ -213,23 +213,25 @@ class SSHBuilder:
         r = self._exec(handle, ["chroot", handle.inner_root, "stat", "--", path], check=False, what="stat")
         return r.returncode == 0
 
-    def push(self, handle: Handle, source: Path | None = None) -> None:
-        """The tree at `source` (default handle.root) on this host → the image root on the machine: through
-        the machine's transfer disk when it has one, else a zstd-compressed tar stream over SSH."""
+    def push(self, handle: Handle, source: Path | None = None, dest: str | None = None) -> None:
+        """The tree at `source` (default handle.root) on this host → the image root on the machine (or `dest`
+        there): through the machine's transfer disk when it has one, else a zstd-compressed tar stream over SSH."""
         src = source or handle.root
+        into = dest or handle.inner_root
+        if dest is not None:
+            self.outside(handle, ["mkdir", "-p", "--", dest], what="mkdir")
         disks = _session(handle).machine.disks
-        what = "sending the base image to the builder"
+        what = f"sending {src.name if dest else 'the base image'} to the builder"
         with _tar_of(src, compress=disks is None) as stream:
             if disks is None:
-                self._exec(handle, ["tar", "-C", handle.inner_root, *TAR_OPTS, "--zstd", "-xpf", "-"],
-                           stdin=stream, what=what)
+                self._exec(handle, ["tar", "-C", into, *TAR_OPTS, "--zstd", "-xpf", "-"], stdin=stream, what=what)
                 return
             n = _fill(disks.inbound, stream, disks.size)
             if n is None:
                 raise BuildError(f"the tree at {src} is larger than the builder's transfer disk "
                                  f"({disks.size >> 30} GiB)", hint="raise qemu.disk_gib in the builders file")
         self._exec(handle, ["sh", "-c", _READ_DISK, "sh", disks.inbound_device, str(n),
-                            "-C", handle.inner_root, *TAR_OPTS, "-xpf", "-"], what=what)
+                            "-C", into, *TAR_OPTS, "-xpf", "-"], what=what)
 
     def fetch(self, handle: Handle) -> None:
         """The finished image root on the machine → handle.root, unpacked with the safe unpacker (the

@@ -20,6 +20,7 @@ from support.builders import ONE_PASSWORD_ENV, OS_PASSWORD_ENV, OS_USER, Builder
 from support.cli import RECIPES
 from support.images import manifest, tar_names
 from support.openstack_cloud import password
+from support.rpmrepo import build_rpm_repo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RECIPE = RECIPES / "debian-bookworm-minimal.yaml"
@@ -130,6 +131,48 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
     assert _package_set(manifest(tmp_path / "vm" / "qemu-b")) == _package_set(local), "a clone keeps its base"
     names = tar_names(tmp_path / "vm" / "qemu-b" / "qemu-b.tar.zst")
     assert {"etc/rain-clone", "etc/motd"} <= names  # added on the VM + kept from the base
+
+
+@pytest.mark.timeout(900)
+def test_a_rocky_recipe_builds_on_the_qemu_builder_with_the_local_package_set(
+        gen: Any, tmp_path: Path, qemu_bundle: tuple[str, Path]) -> None:
+    """dnf runs in the VM (no RHEL mirror is reachable: a local RPM repository made here, which the VM
+    cannot read from this host, so Rain sends its directory with dnf's configuration)."""
+    from support.builders import write_builders_file
+
+    repo = build_rpm_repo(tmp_path, ("rain-probe", "rain-extra"))
+    builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], cpus=1)
+    argv = ["generate", str(RECIPES / "rocky9.yaml"), "--no-upload", "--format", "tar.zst",
+            "--set", f"repositories=[{{name: local, url: 'file://{repo}', trusted: true}}]",
+            "--set", "packages=[rain-probe, rain-extra]"]
+    r = gen(*argv, "--output", str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    r = gen(*argv, "--builder", "qemu", "--no-cache", "--output", str(tmp_path / "vm"),
+            env={"RAIN_BUILDERS_FILE": str(builders)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    local, vm = manifest(tmp_path / "local"), manifest(tmp_path / "vm")
+    assert (vm["builder"], local["builder"]) == ("qemu", "local")
+    assert {(p["name"], p["version"], p["arch"]) for p in vm["packages"]} \
+        == {(p["name"], p["version"], p["arch"]) for p in local["packages"]} \
+        == {("rain-probe", "1.0-1", "noarch"), ("rain-extra", "1.0-1", "noarch")}
+    names = tar_names(tmp_path / "vm" / "rocky9-base.tar.zst")
+    assert {"usr/share/rain-probe/README", "usr/share/rain-extra/README"} <= names
+    assert any(n.startswith("var/lib/rpm/") for n in names), "the rpm database the VM's dnf wrote"
+    assert not any(n.startswith(("var/tmp/rain-build", "var/cache/dnf/")) for n in names), \
+        "neither the machine's workspace nor dnf's cache is in the image"
+
+
+def test_a_missing_rpm_on_a_builder_vm_is_named_in_one_line_and_the_vm_is_deleted(
+        gen: Any, tmp_path: Path, opennebula_builders_file: BuildersFile, opennebula_sim: Any) -> None:
+    repo = build_rpm_repo(tmp_path)
+    r = gen("generate", str(RECIPES / "rocky9.yaml"), "--builder", "opennebula", "--no-upload", "--no-cache",
+            "--set", f"repositories=[{{name: local, url: 'file://{repo}', trusted: true}}]",
+            "--set", "packages=[rain-probe, no-such-rpm]", env=_env(opennebula_builders_file))
+    assert r.returncode == 2, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "'no-such-rpm' does not exist" in errors[0], r.stderr
+    assert [vm.state for vm in opennebula_sim.vms.values()] == [6], "the VM was terminated"
+    assert not list(Path("/var/tmp").glob("rain-build.*")), "the build's files left the (simulated) VM"
 
 
 def test_on_error_keep_leaves_the_failed_builder_vm_and_says_how_to_reach_it(
