@@ -26,8 +26,26 @@ echo "{name} installed by rain" > %{{buildroot}}/usr/share/{name}/README
 """
 
 
-def build_rpm_repo(where: Path, names: tuple[str, ...] = ("rain-probe",)) -> Path:
-    """A createrepo_c repository at where/repo with one noarch package per name."""
+COMPS = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE comps PUBLIC "-//Red Hat, Inc.//DTD Comps info//EN" "comps.dtd">
+<comps>
+  <group>
+    <id>core</id>
+    <name>Core</name>
+    <description>The @core group a base variant installs</description>
+    <default>true</default>
+    <uservisible>false</uservisible>
+    <packagelist>
+{packages}
+    </packagelist>
+  </group>
+</comps>
+"""
+
+
+def build_rpm_repo(where: Path, names: tuple[str, ...] = ("rain-probe",), core: tuple[str, ...] = ()) -> Path:
+    """A createrepo_c repository at where/repo with one noarch package per name; with `core`, a comps
+    group `core` of those packages (what `variant: important` installs as the base)."""
     for tool in ("rpmbuild", "createrepo_c"):
         assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
     top, repo = where / "rpmbuild", where / "repo"
@@ -39,5 +57,11 @@ def build_rpm_repo(where: Path, names: tuple[str, ...] = ("rain-probe",)) -> Pat
                        capture_output=True)
     for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
         shutil.copy(rpm, repo)
-    subprocess.run(["createrepo_c", "-q", str(repo)], check=True)
+    groups = []
+    if core:
+        comps = where / "comps.xml"
+        comps.write_text(COMPS.format(packages="\n".join(
+            f'      <packagereq type="mandatory">{n}</packagereq>' for n in core)))
+        groups = ["-g", str(comps)]
+    subprocess.run(["createrepo_c", "-q", *groups, str(repo)], check=True)
     return repo

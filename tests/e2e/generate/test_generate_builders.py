@@ -136,15 +136,16 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
 @pytest.mark.timeout(900)
 def test_a_rocky_recipe_builds_on_the_qemu_builder_with_the_local_package_set(
         gen: Any, tmp_path: Path, qemu_bundle: tuple[str, Path]) -> None:
-    """dnf runs in the VM (no RHEL mirror is reachable: a local RPM repository made here, which the VM
-    cannot read from this host, so Rain sends its directory with dnf's configuration)."""
+    """`variant: important`: the @core base is made here and sent; dnf runs in the VM for the recipe's packages
+    (no RHEL mirror is reachable: a local RPM repository made here, which the VM cannot read from this host,
+    so Rain sends its directory with dnf's configuration)."""
     from support.builders import write_builders_file
 
-    repo = build_rpm_repo(tmp_path, ("rain-probe", "rain-extra"))
+    repo = build_rpm_repo(tmp_path, ("rain-probe", "rain-extra"), core=("rain-probe",))
     builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], cpus=1)
     argv = ["generate", str(RECIPES / "rocky9.yaml"), "--no-upload", "--format", "tar.zst",
             "--set", f"repositories=[{{name: local, url: 'file://{repo}', trusted: true}}]",
-            "--set", "packages=[rain-probe, rain-extra]"]
+            "--set", "variant=important", "--set", "packages=[rain-extra]"]
     r = gen(*argv, "--output", str(tmp_path / "local"))
     assert r.returncode == 0, r.stderr
     r = gen(*argv, "--builder", "qemu", "--no-cache", "--output", str(tmp_path / "vm"),
@@ -152,6 +153,8 @@ def test_a_rocky_recipe_builds_on_the_qemu_builder_with_the_local_package_set(
     assert r.returncode == 0, r.stderr[-3000:]
     local, vm = manifest(tmp_path / "local"), manifest(tmp_path / "vm")
     assert (vm["builder"], local["builder"]) == ("qemu", "local")
+    # the @core base (rain-probe) was made here and sent; rain-extra was installed by dnf in the VM
+    assert (vm["base"]["base_layer"], vm["base"]["base_key"]) == ("sent", local["base"]["base_key"])
     assert {(p["name"], p["version"], p["arch"]) for p in vm["packages"]} \
         == {(p["name"], p["version"], p["arch"]) for p in local["packages"]} \
         == {("rain-probe", "1.0-1", "noarch"), ("rain-extra", "1.0-1", "noarch")}
