@@ -1,22 +1,26 @@
-"""How fast is `fg-image generate`? One run prints four ratios (run as root; needs the network mirror).
+"""How fast is `fg-image generate` against plain mmdebstrap? Its ratios and their goals (run as root; needs the mirror).
 
-    .venv/bin/python bench/generate.py [--keep]
+    .venv/bin/python bench/generate.py [--pairs 3] [--json FILE] [--keep]
 
-1. cold build       Rain, empty caches  vs  plain mmdebstrap with the same packages   target <= 1.10
-2. identical again  Rain, same recipe   vs  the cold build                            target <= 0.10
-3. one package more Rain                vs  the cold build                            target <= 0.40
-4. batch of four    --jobs 2            vs  --jobs 1 (same warm base, no results)     target <= 0.50
+measure                        Rain                                   peer                                goal
+cold build                     empty data dir, median of --pairs      plain mmdebstrap, same packages     <= 1.00
+                               pairs run alternately (each Rain run
+                               gets a fresh empty RAIN_DATA_DIR)
+identical recipe rebuilt       the last cold build's data dir         that cold build                     <= 0.10
+new recipe, warm cache         a package set not built before, in     plain mmdebstrap, same packages     <= 0.75
+                               that warm data dir
+batch of four                  `fg-image batch --jobs 2` of four      the sum of four plain mmdebstrap    <= 0.35
+                               bookworm minbase recipes (different    runs of the same recipes
+                               packages), empty data dir
 
-The mirror is the host's own (read from its apt configuration at run time).
-Builds are --no-upload with one format (tar.zst, what mmdebstrap writes too),
-so the numbers compare building, not the repository. Timings print; nothing asserts.
+It also times batches of 1, 2 and 4 of those recipes, each from an empty data dir, against the sum
+of the plain runs (the series bench/report.py plots), and prints where the batch's time goes: each
+step summed over its four manifests, the CPU it used and the floor that CPU sets on this many cores.
 
-For the batch it also prints where the time goes (each step summed over the
-four manifests), the CPU the builds used, and the floor that CPU sets for
---jobs 2 on this many cores: a sequential run that already keeps more than
-one core busy (zstd threads, dpkg-deb beside dpkg) cannot be halved. Every
-timed run records the CPU other processes used meanwhile; a ratio measured
-while the machine was busy says little (`--batch-runs N` keeps the fastest of N).
+The mirror is the host's own (read from its apt configuration at run time). Builds are --no-upload
+with one format (tar.zst, what mmdebstrap writes too), so the numbers compare building, not the
+repository. Every timed run records the CPU other processes used meanwhile; a ratio measured while
+the machine was busy says little, and the notes say which runs were. Timings print; nothing asserts.
 """
 
 from __future__ import annotations
@@ -24,17 +28,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
+
+from common import Row, Run, Section, Series, add_json_option, bench_env, format_rows, write_json
 
 HERE = Path(__file__).resolve().parent.parent
 FG = Path(sys.executable).parent / "fg-image"
 PACKAGES = ["ca-certificates", "hello", "less", "file"]
+NEW = "tree"
+"""The package that makes the warm-cache recipe's package set new."""
+BATCH_EXTRAS = ["bc", "jq", "lsof", "psmisc"]
+"""One extra package per batch recipe: four package sets on the same minbase."""
+BATCH_SIZES = (1, 2, 4)
 RECIPE = """\
 name: bench-{tag}
 os: {{family: debian, release: bookworm, arch: amd64}}
@@ -42,39 +52,6 @@ variant: minbase
 packages: [{packages}]
 formats: [tar.zst]
 """
-
-
-def _busy_seconds() -> float:
-    """CPU time all processes on this machine used so far (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-class Run:
-    """One timed command: wall seconds, the CPU it used, the CPU everything else used meanwhile."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        busy0, own0, t0 = _busy_seconds(), _children_cpu(), time.monotonic()
-        r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if r.returncode != 0:
-            sys.exit(f"failed: {' '.join(argv)}\n{r.stderr[-2000:]}")
-        self.wall = time.monotonic() - t0
-        self.cpu = _children_cpu() - own0
-        self.others = max(0.0, _busy_seconds() - busy0 - self.cpu)
-
-    @property
-    def disturbed(self) -> bool:
-        return self.others > 0.1 * self.wall  # others kept a tenth of a core busy
-
-
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    return Run(argv, env).wall
 
 
 def step_seconds(results: Path) -> dict[str, float]:
@@ -86,11 +63,42 @@ def step_seconds(results: Path) -> dict[str, float]:
     return total
 
 
+def bases_made(results: Path) -> int:
+    """How many of the builds under results/ bootstrapped their base system rather than sharing one."""
+    return sum(not json.loads(m.read_text()).get("base", {}).get("base_cached")
+               for m in results.glob("*/manifest.json"))
+
+
+def cold_pairs(pairs: int, plain: Callable[[], Run], rain: Callable[[], Run]) -> list[tuple[Run, Run]]:
+    """(plain, rain) pairs run alternately, so a drift in the mirror or the machine hits both sides alike."""
+    out = []
+    for i in range(pairs):
+        p, r = plain(), rain()
+        print(f"  pair {i + 1}: plain {p.wall:.1f}s, rain cold {r.wall:.1f}s ({r.wall / p.wall:.2f})", flush=True)
+        out.append((p, r))
+    return out
+
+
+def batch_notes(steps: dict[str, float], batch: Run, plain_sum: float, made: int) -> list[str]:
+    """Where the batch's time goes, and the floor its CPU sets for the ratio on this machine."""
+    cores = os.cpu_count() or 1
+    notes = [f"batch of four: {made} of the four builds bootstrapped a base system, the others shared it",
+             "batch of four, where the time goes (step seconds summed over the four builds): "
+             + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in steps.items()),
+             f"batch of four: {batch.wall:.1f}s wall, {batch.cpu:.1f}s CPU ({batch.cpu / batch.wall:.2f} cores busy); "
+             f"other processes used {batch.others:.1f}s CPU meanwhile"]
+    floor = batch.cpu / cores
+    notes.append(f"CPU floor for the batch on {cores} cores: {floor:.1f}s = ratio {floor / plain_sum:.2f} "
+                 "(its CPU spread over every core; no scheduling goes below it)")
+    return notes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--batch-runs", type=int, default=1, metavar="N",
-                    help="time each batch N times (alternating) and keep the fastest (default 1)")
+    ap.add_argument("--pairs", type=int, default=3, metavar="N",
+                    help="cold builds: N (plain, Rain) pairs run alternately; the ratio is their median (default 3)")
+    add_json_option(ap)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: builds use chroot and mounts")
@@ -102,74 +110,80 @@ def main() -> None:
     if not mirror:
         sys.exit("no Debian mirror in this host's apt configuration")
     scratch = Path(tempfile.mkdtemp(prefix="rain-bench-gen-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAIN_")}
-    env.update({"RAIN_CONFIG": str(scratch / "none.toml"), "NO_COLOR": "1"})
+    env = bench_env(scratch / "none.toml")
+    busy: list[str] = []
+
+    def timed(what: str, argv: list[str], data: Path | None = None) -> Run:
+        run = Run(argv, {**env, "RAIN_DATA_DIR": str(data)} if data else env)
+        if run.disturbed:
+            busy.append(what)
+        return run
+
+    def recipe(tag: str, packages: list[str]) -> Path:
+        p = scratch / f"{tag}.yaml"
+        p.write_text(RECIPE.format(tag=tag, packages=", ".join(packages)))
+        return p
+
+    def plain(what: str, packages: list[str]) -> Run:
+        return timed(what, ["mmdebstrap", "--quiet", "--variant=minbase", "--include=" + ",".join(packages),
+                            "bookworm", str(scratch / "plain.tar.zst"), mirror])
+
+    def fresh(name: str) -> Path:
+        shutil.rmtree(scratch / name, ignore_errors=True)
+        return scratch / name
+
     try:
-        def recipe(tag: str, packages: list[str]) -> Path:
-            p = scratch / f"{tag}.yaml"
-            p.write_text(RECIPE.format(tag=tag, packages=", ".join(packages)))
-            return p
-
-        def rain(data: Path, *argv: str) -> float:
-            return timed([str(FG), *argv, "--no-upload"], {**env, "RAIN_DATA_DIR": str(data)})
-
-        plain_argv = ["mmdebstrap", "--quiet", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-                      "bookworm", str(scratch / "plain.tar.zst"), mirror]
         print("warming the mirror path (not timed) ...", flush=True)
-        timed(plain_argv, env)
-        plain = timed(plain_argv, env)
-        data = scratch / "data"
-        cold = rain(data, "generate", str(recipe("a", PACKAGES)))
-        again = rain(data, "generate", str(recipe("a", PACKAGES)))
-        one_more = rain(data, "generate", str(recipe("b", [*PACKAGES, "tree"])))
-        print(f"plain {plain:.1f}s, cold {cold:.1f}s, again {again:.1f}s, one more {one_more:.1f}s", flush=True)
+        plain("warm-up", PACKAGES)
+        busy.clear()  # only timed runs matter
+        cold_recipe = str(recipe("cold", PACKAGES))
+        pairs = cold_pairs(max(1, args.pairs), lambda: plain("plain cold", PACKAGES),
+                           lambda: timed("rain cold", [str(FG), "generate", cold_recipe, "--no-upload"],
+                                           fresh("cold")))
+        warm = scratch / "cold"  # the last pair's data dir, warm from its cold build
+        again = timed("identical rebuild", [str(FG), "generate", cold_recipe, "--no-upload"], warm)
+        new_plain = plain("plain new recipe", [*PACKAGES, NEW])
+        new = timed("new recipe", [str(FG), "generate", str(recipe("new", [*PACKAGES, NEW])), "--no-upload"], warm)
+        print(f"  identical {again.wall:.1f}s; new recipe {new.wall:.1f}s, plain {new_plain.wall:.1f}s", flush=True)
 
-        batch = scratch / "batch.yaml"
-        batch.write_text("recipes:\n" + "".join(
-            f"  - {recipe(f'batch{i}', [*PACKAGES, extra]).name}\n"
-            for i, extra in enumerate(["tree", "bc", "jq", "lsof"])))
-        runs: dict[int, Run] = {}
-        steps: dict[int, dict[str, float]] = {}
-        for _ in range(max(1, args.batch_runs)):
-            for jobs in (1, 2):
-                d = scratch / f"data-j{jobs}"
-                shutil.rmtree(d, ignore_errors=True)
-                subprocess.run(["cp", "-a", "--link", str(data), str(d)], check=True)
-                shutil.rmtree(d / "cache" / "results")
-                run = Run([str(FG), "batch", str(batch), "--jobs", str(jobs), "--no-upload"],
-                          {**env, "RAIN_DATA_DIR": str(d)})
-                if jobs not in runs or run.wall < runs[jobs].wall:
-                    runs[jobs], steps[jobs] = run, step_seconds(d / "cache" / "results")
+        sets = [[*PACKAGES, extra] for extra in BATCH_EXTRAS]
+        plains = [plain(f"plain batch recipe {i}", s).wall for i, s in enumerate(sets)]
+        print("  plain, each batch recipe: " + ", ".join(f"{s:.1f}s" for s in plains), flush=True)
+        batches: dict[int, Run] = {}
+        for n in BATCH_SIZES:
+            batch_file = scratch / f"batch-{n}.yaml"
+            batch_file.write_text("recipes:\n" + "".join(f"  - {recipe(f'batch{i}', sets[i]).name}\n"
+                                                         for i in range(n)))
+            batches[n] = timed(f"batch of {n}", [str(FG), "batch", str(batch_file), "--jobs", "2", "--no-upload"],
+                               fresh(f"batch-{n}"))
+            print(f"  batch of {n}: {batches[n].wall:.1f}s, plain sum {sum(plains[:n]):.1f}s", flush=True)
 
-        rows = [
-            ("cold build vs plain mmdebstrap", cold, plain, 1.10),
-            ("identical recipe rebuild vs cold", again, cold, 0.10),
-            ("one package changed vs cold", one_more, cold, 0.40),
-            ("4-recipe batch --jobs 2 vs sequential", runs[2].wall, runs[1].wall, 0.50),
+        results = scratch / "batch-4" / "cache" / "results"
+        section = Section("generate: fg-image vs plain mmdebstrap")
+        section.rows = [
+            Row(f"cold build, empty data dir (median of {len(pairs)} pairs)",
+                statistics.median(r.wall for _, r in pairs), "plain mmdebstrap, same packages",
+                statistics.median(p.wall for p, _ in pairs), goal=1.00,
+                ratio=statistics.median(r.wall / p.wall for p, r in pairs)),
+            Row("identical recipe rebuilt", again.wall, "that recipe's cold build", pairs[-1][1].wall, goal=0.10),
+            Row("new recipe, warm package cache", new.wall, "plain mmdebstrap, same packages", new_plain.wall,
+                goal=0.75),
+            Row("batch of four, --jobs 2, empty data dir", batches[4].wall, "sum of four plain mmdebstrap runs",
+                sum(plains), goal=0.35),
         ]
-        print(f"\n{'measure':40} {'rain':>8} {'versus':>8} {'ratio':>6} {'target':>7}")
-        for name, a, b, target in rows:
-            ok = "ok" if a / b <= target else "MISSED"
-            print(f"{name:40} {a:7.1f}s {b:7.1f}s {a / b:6.2f} {'<=' + format(target, '.2f'):>7} {ok}")
-        cores = os.cpu_count() or 1
-        print("\nbatch: where the time goes (step seconds summed over the four builds)")
-        names = list(dict.fromkeys([*steps[1], *steps[2]]))
-        print(f"  {'step':16} {'--jobs 1':>9} {'--jobs 2':>9}")
-        for name in names:
-            print(f"  {name:16} {steps[1].get(name, 0):8.1f}s {steps[2].get(name, 0):8.1f}s")
-        for jobs in (1, 2):
-            r = runs[jobs]
-            note = "  <- the machine was busy: this time is not reliable" if r.disturbed else ""
-            print(f"  --jobs {jobs}: {r.wall:5.1f}s wall, {r.cpu:5.1f}s CPU ({r.cpu / r.wall:.2f} cores busy); "
-                  f"other processes used {r.others:.1f}s CPU meanwhile{note}")
-        floor = runs[1].cpu / cores
-        if runs[1].disturbed:
-            print(f"  CPU floor for --jobs 2 on {cores} cores: {floor:.1f}s (the builds' CPU spread over every core); "
-                  "no floor ratio: --jobs 1 was slowed by other processes")
-        else:
-            print(f"  CPU floor for --jobs 2 on {cores} cores: {floor:.1f}s = ratio {floor / runs[1].wall:.2f} "
-                  "(the builds' CPU spread over every core; no scheduling goes below it)")
-        print(f"\nmirror: host apt configuration; {cores} cores; scratch {scratch}")
+        section.series = [Series("batch wall time vs recipes (peer: plain mmdebstrap runs, summed)",
+                                 "recipes in the batch", "wall seconds",
+                                 [(n, batches[n].wall) for n in BATCH_SIZES],
+                                 [(n, sum(plains[:n])) for n in BATCH_SIZES])]
+        section.notes = [f"cold pairs: {len(pairs)}; ratios " + ", ".join(f"{r.wall / p.wall:.2f}" for p, r in pairs),
+                         *batch_notes(step_seconds(results), batches[4], sum(plains), bases_made(results)),
+                         f"mirror: this host's apt configuration; {os.cpu_count()} cores"]
+        if busy:
+            section.notes.append("the machine was busy during: " + ", ".join(busy) + " (those times are not reliable)")
+        print("\n" + "\n".join(format_rows(section.rows)))
+        print("\n" + "\n".join(f"  {n}" for n in section.notes))
+        print(f"\nscratch {scratch}")
+        write_json(args.json, [section])
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)

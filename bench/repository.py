@@ -1,11 +1,12 @@
 """Repository throughput: the direct Store, the service, raw GridFS and cp, on the same file.
 
-    .venv/bin/python bench/repository.py [--size-mib N]
+    .venv/bin/python bench/repository.py [--sizes 16,64,256] [--json FILE]
 
 Starts its own embedded SecantusDB server and `fg-image serve` in a temporary
-directory, moves one file of random bytes up and down each way, prints MiB/s
-and each figure as a ratio against raw pymongo GridFS and against `cp`, then
-removes everything it made. No thresholds: it reports.
+directory, moves a file of random bytes of each size up and down each way,
+prints MiB/s and each figure as a ratio against raw pymongo GridFS and against
+`cp`, then removes everything it made. No thresholds: it reports. The sizes
+show how the cost grows with the image (bench/report.py plots it).
 
 (a) store    rain.repository.store.Store.put/get (sha256 while moving, quota, catalog)
 (b) service  rain.repository.client.Client <-> `fg-image serve` over HTTP on 127.0.0.1
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import gridfs
 import requests
+from common import Row, Section, Series, add_json_option, bench_env, numbers, write_json
 
 from rain.config import load_settings
 from rain.repository import embedded
@@ -36,6 +38,9 @@ from rain.repository.connect import open_database, open_store
 from rain.repository.models import ImageMeta
 
 MiB = 1 << 20
+Results = dict[str, tuple[float, float]]
+"""Seconds (up, down) for each path: store, service, gridfs, cp."""
+PEERS = {"gridfs": "raw GridFS (pymongo)", "cp": "cp"}
 
 
 def timed(step: Callable[[], object]) -> float:
@@ -88,59 +93,85 @@ def bench_repo(repo, src: Path, out: Path, size: int) -> tuple[float, float]:
     return up_seconds, down_seconds
 
 
+def bench_gridfs(bucket: gridfs.GridFSBucket, src: Path, out: Path) -> tuple[float, float]:
+    ids = []
+    with open(src, "rb") as f:
+        up = timed(lambda: ids.append(bucket.upload_from_stream("bench", f)))
+    with open(out, "wb") as f:
+        down = timed(lambda: bucket.download_to_stream(ids[0], f))
+    bucket.delete(ids[0])
+    return up, down
+
+
+def bench_cp(src: Path, out: Path) -> tuple[float, float]:
+    copy = src.with_name("copy.raw")
+    up = timed(lambda: subprocess.run(["cp", str(src), str(copy)], check=True))
+    down = timed(lambda: subprocess.run(["cp", str(copy), str(out)], check=True))
+    copy.unlink()
+    return up, down
+
+
+def print_table(size_mib: int, results: Results) -> None:
+    rate = {name: (size_mib / u, size_mib / d) for name, (u, d) in results.items()}
+    print(f"\n{size_mib} MiB, MiB/s (ratio = this / reference)\n")
+    header = f"{'path':<9} {'up MiB/s':>9} {'down MiB/s':>11} {'up/gridfs':>10} {'down/gridfs':>12} " \
+             f"{'up/cp':>7} {'down/cp':>8}"
+    print(header)
+    print("-" * len(header))
+    gu, gd = rate["gridfs"]
+    cu, cd = rate["cp"]
+    for name, (u, d) in rate.items():
+        print(f"{name:<9} {u:>9.1f} {d:>11.1f} {u / gu:>10.2f} {d / gd:>12.2f} {u / cu:>7.2f} {d / cd:>8.2f}")
+
+
+def section(by_size: dict[int, Results]) -> Section:
+    """MiB/s rows (the ratio is Rain's rate over the reference's: above 1 is faster) and seconds vs size."""
+    rows = []
+    for mib, results in by_size.items():
+        rate = {name: (mib / u, mib / d) for name, (u, d) in results.items()}
+        for path, peer in (("store", "gridfs"), ("service", "gridfs"), ("gridfs", "cp")):
+            for i, way in enumerate(("upload", "download")):
+                rows.append(Row(f"{path} {way}, {mib} MiB", rate[path][i], PEERS[peer], rate[peer][i], unit="MiB/s"))
+    series = [Series(f"service {way} seconds vs size (peer: raw GridFS)", "image size (MiB)", f"{way} seconds",
+                     [(mib, r["service"][i]) for mib, r in by_size.items()],
+                     [(mib, r["gridfs"][i]) for mib, r in by_size.items()])
+              for i, way in enumerate(("upload", "download"))]
+    notes = ["store: Store.put/get in this process; service: Client <-> `fg-image serve` over HTTP on 127.0.0.1; "
+             "gridfs: pymongo GridFSBucket, 1 MiB chunks; cp: the file copied and back (page cache warm)",
+             f"embedded SecantusDB server; {os.cpu_count()} cores"]
+    return Section("repository: throughput", rows, series, notes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=256, help="file size in MiB (default 256)")
+    parser.add_argument("--sizes", type=numbers, default=[16, 64, 256],
+                        help="file sizes in MiB, comma-separated (default 16,64,256)")
+    add_json_option(parser)
     args = parser.parse_args()
-    size = args.size_mib * MiB
 
     work = Path(tempfile.mkdtemp(prefix="rain-bench-"))
     service = None
     try:
-        print(f"starting the embedded server and writing a {args.size_mib} MiB file in {work}", file=sys.stderr)
+        print(f"starting the embedded server and the service in {work}", file=sys.stderr)
         server = embedded.ensure_running(work / "data")
-        src, out = work / "bench.raw", work / "out.raw"
-        make_file(src, size)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAIN_")}
-        env.update({"RAIN_MONGO_URI": str(server.uri), "RAIN_DATA_DIR": str(work / "data"),
-                    "RAIN_CONFIG": str(work / "absent.toml"), "RAIN_USER": "bench"})
-        results: dict[str, tuple[float, float]] = {}
-
-        settings = load_settings(environ={**env, "RAIN_MONGO_DB": "bench_store"})
-        results["store"] = bench_repo(open_store(settings, "bench"), src, out, size)
-
+        env = {**bench_env(work / "absent.toml"), "RAIN_MONGO_URI": str(server.uri),
+               "RAIN_DATA_DIR": str(work / "data"), "RAIN_USER": "bench"}
+        store = open_store(load_settings(environ={**env, "RAIN_MONGO_DB": "bench_store"}), "bench")
         service_env = {**env, "RAIN_MONGO_DB": "bench_service"}
         token = open_store(load_settings(environ=service_env), "bench").issue_token("bench")
         service, url = start_service(service_env, work / "serve.log")
-        results["service"] = bench_repo(Client(url, token, timeout=600), src, out, size)
-
+        client = Client(url, token, timeout=600)
         bucket = gridfs.GridFSBucket(open_database(load_settings(environ={**env, "RAIN_MONGO_DB": "bench_raw"})),
                                      chunk_size_bytes=MiB)
-        ids = []
-        with open(src, "rb") as f:
-            up = timed(lambda: ids.append(bucket.upload_from_stream("bench", f)))
-        file_id = ids[0]
-        with open(out, "wb") as f:
-            down = timed(lambda: bucket.download_to_stream(file_id, f))
-        bucket.delete(file_id)
-        results["gridfs"] = (up, down)
-
-        copy = work / "copy.raw"
-        up = timed(lambda: subprocess.run(["cp", str(src), str(copy)], check=True))
-        down = timed(lambda: subprocess.run(["cp", str(copy), str(out)], check=True))
-        results["cp"] = (up, down)
-
-        mib = size / MiB
-        rate = {name: (mib / u, mib / d) for name, (u, d) in results.items()}
-        print(f"\n{args.size_mib} MiB, MiB/s (ratio = this / reference)\n")
-        header = f"{'path':<9} {'up MiB/s':>9} {'down MiB/s':>11} {'up/gridfs':>10} {'down/gridfs':>12} " \
-                 f"{'up/cp':>7} {'down/cp':>8}"
-        print(header)
-        print("-" * len(header))
-        for name, (u, d) in rate.items():
-            gu, gd = rate["gridfs"]
-            cu, cd = rate["cp"]
-            print(f"{name:<9} {u:>9.1f} {d:>11.1f} {u / gu:>10.2f} {d / gd:>12.2f} {u / cu:>7.2f} {d / cd:>8.2f}")
+        src, out = work / "bench.raw", work / "out.raw"
+        by_size: dict[int, Results] = {}
+        for mib in args.sizes:
+            make_file(src, mib * MiB)
+            by_size[mib] = {"store": bench_repo(store, src, out, mib * MiB),
+                            "service": bench_repo(client, src, out, mib * MiB),
+                            "gridfs": bench_gridfs(bucket, src, out), "cp": bench_cp(src, out)}
+            print_table(mib, by_size[mib])
+        write_json(args.json, [section(by_size)])
     finally:
         if service is not None:
             service.terminate()
