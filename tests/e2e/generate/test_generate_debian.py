@@ -55,6 +55,7 @@ def test_minimal_recipe_with_three_packages_is_built_in_four_formats_and_stored(
     assert b"Built by Rain" in tar_read(tar, "etc/motd")
     assert not any(n.startswith("var/cache/apt/archives/") and n.endswith(".deb") for n in names)
     assert "usr/sbin/policy-rc.d" not in names and "etc/dpkg/dpkg.cfg.d/rain-unsafe-io" not in names
+    assert "etc/dpkg/dpkg.cfg.d/99mmdebstrap" not in names, "the base's build-time force-unsafe-io stays out"
     assert "etc/resolv.conf" not in names, "the build host's resolver config stays out of the image"
     assert tar_read(tar, "etc/hostname") == b"localhost\n"
 
