@@ -273,15 +273,16 @@ class QemuProvider:
                         what="creating the VM disk")  # larger than the base: the VM's init grows its ext4
             _write_seed(files / "seed.tar", keys)
             disks = _disk_channel(files, max(self.conf.disk_gib << 30, bundle.disk.stat().st_size))
-            vm = _Vm(name, files, accel)
+            vm = _Vm(name, files, accel, self._console(name))
             undo.callback(vm.kill)
-            vm.start(self._argv(name, bundle, accel, files, overlay, disks))
-            wait_for_sshd(vm, keys, self.conf.boot_timeout)
+            vm.start(self._argv(name, bundle, accel, files, vm.console, overlay, disks))
+            wait_for_sshd(vm, keys, self.conf.boot_timeout)  # a failed boot's console log stays, named
             undo.pop_all()
         log.info("builder VM %s (%s) answers on 127.0.0.1:%d", name, accel, vm.port)
 
         def release() -> None:
             vm.kill()
+            vm.console.unlink(missing_ok=True)
             in_use.close()
             shutil.rmtree(files, ignore_errors=True)
             reaper.untrack_path(files)
@@ -289,14 +290,25 @@ class QemuProvider:
         return Machine(name=name, host="127.0.0.1", port=vm.port, keys=keys, console_log=vm.console,
                        release=release, keep=lambda: self._keep(vm, keys, files), disks=disks)
 
-    def _argv(self, name: str, bundle: BootBundle, accel: Accel, files: Path, overlay: Path,
+    def _console(self, name: str, keep: int = 20) -> Path:
+        """Where a VM's console log goes: outside its work files, so the log of a VM that did not boot (or
+        was kept) outlives it for the error message that names it; a released VM's goes. The newest
+        `keep` are kept."""
+        consoles = self.root / "consoles"
+        consoles.mkdir(parents=True, exist_ok=True)
+        old = sorted(consoles.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)[keep:]
+        for stale in old:
+            stale.unlink(missing_ok=True)
+        return consoles / f"{name}.log"
+
+    def _argv(self, name: str, bundle: BootBundle, accel: Accel, files: Path, console: Path, overlay: Path,
               disks: DiskChannel) -> list[str]:
         return [
             self.qemu, "-nodefaults", "-no-user-config", "-name", name,
             "-accel", accel.value, "-cpu", self.conf.cpu or ("host" if accel == Accel.KVM else TCG_CPU),
             "-smp", str(self.conf.cpus), "-m", str(self.conf.memory),
             "-display", "none", "-monitor", "none",
-            "-chardev", f"file,id=console,path={_opt(files / 'console.log')}", "-serial", "chardev:console",
+            "-chardev", f"file,id=console,path={_opt(console)}", "-serial", "chardev:console",
             "-kernel", str(bundle.kernel), "-initrd", str(bundle.initrd),
             "-append", f"console=ttyS0 root=/dev/vda rootfstype=ext4 ro init={INIT} panic=-1 quiet",
             "-drive", f"file={_opt(overlay)},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
@@ -322,16 +334,15 @@ class QemuProvider:
             reaper.untrack_pid(vm.proc.pid)
             vm.proc = None  # no longer ours to kill
         ssh = launch.kept_login(kept, "127.0.0.1", vm.port, keys)
-        return (f"qemu VM {vm.name} left running: {ssh}; console log {kept / 'console.log'}; "
+        return (f"qemu VM {vm.name} left running: {ssh}; console log {vm.console}; "
                 f"stop it with: kill {vm.pid} && rm -r {kept}")
 
 
 class _Vm:
     """One qemu process: started in its own session, tracked by the reaper, killed idempotently."""
 
-    def __init__(self, name: str, files: Path, accel: Accel) -> None:
-        self.name, self.files, self.accel = name, files, accel
-        self.console = files / "console.log"
+    def __init__(self, name: str, files: Path, accel: Accel, console: Path) -> None:
+        self.name, self.files, self.accel, self.console = name, files, accel, console
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.port = 0

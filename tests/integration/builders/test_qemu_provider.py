@@ -126,7 +126,7 @@ def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: 
     assert not qemu_pids("rain-kvm-probe"), "the probe left qemu running"
 
 
-def test_a_boot_timeout_is_one_line_and_leaves_nothing(qemu_settings, tmp_path: Path) -> None:
+def test_a_boot_timeout_is_one_line_and_leaves_only_the_console_log_it_names(qemu_settings, tmp_path: Path) -> None:
     provider = QemuProvider(qemu_settings(boot_timeout=3, accel="tcg"), None)
     with pytest.raises(Unreachable) as err:
         provider.launch("slow", MachineKeys.generate("slow"), tmp_path / "work")
@@ -134,6 +134,8 @@ def test_a_boot_timeout_is_one_line_and_leaves_nothing(qemu_settings, tmp_path: 
     assert "\n" not in line and "within 3s" in line and "console log" in line
     assert not qemu_pids(str(tmp_path)), "qemu still runs after the boot timeout"
     assert not (tmp_path / "work" / "qemu").exists(), "the overlay and seed were left behind"
+    named = Path(line.split("console log: ")[1].split(")")[0])
+    assert named.is_file() and named.parent == provider.root / "consoles", "the log the error names is there"
 
 
 def test_bad_settings_are_one_line_config_errors(qemu_settings) -> None:
