@@ -119,6 +119,7 @@ def main() -> None:
     data = Path(args.data) if args.data else scratch / "data"
     env = {**bench_env(scratch / "none.toml"), "RAIN_DATA_DIR": str(data)}
     base_packages = list(yaml.safe_load(Path(args.recipe).read_text()).get("packages") or [])
+    shutil.rmtree(data / "cache" / "results", ignore_errors=True)  # a --data dir's earlier results are no build
     try:
         print("making and preparing the qemu builder image (not timed) ...", flush=True)
         made = Run([str(FG), "builder", "image"], env)
