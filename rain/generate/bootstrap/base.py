@@ -8,9 +8,11 @@ package manager, lists what is installed, and tidies up before packing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from rain.generate.context import BuildContext
+from rain.generate.layers import stack_on
 from rain.generate.recipe import OsFamily
 
 
@@ -32,6 +34,17 @@ class Bootstrapper(Protocol):
 
     def finish(self, ctx: BuildContext) -> None:
         """Drop package-manager caches and build-only state from the image."""
+
+
+def place_base(ctx: BuildContext, base: Path) -> None:
+    """Make the cached base at `base` the image root where the build runs: a layer under it on this host,
+    or sent to the builder machine; ctx.facts["base_layer"] says which."""
+    if ctx.builder.local:
+        ctx.facts["base_layer"] = stack_on(base, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
+        return
+    with ctx.reporter.step("send the base system to the builder"):
+        ctx.builder.push(ctx.handle, base)
+    ctx.facts["base_layer"] = "sent"
 
 
 def get_bootstrapper(family: OsFamily) -> Bootstrapper:

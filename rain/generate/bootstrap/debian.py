@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 from rain.errors import BuildError, RainError, RecipeError, Unreachable
-from rain.generate.bootstrap.base import Package
+from rain.generate.bootstrap.base import Package, place_base
 from rain.generate.context import BuildContext
-from rain.generate.layers import stack_on
 from rain.generate.recipe import OsFamily
 from rain.host import command
 
@@ -56,8 +55,7 @@ class DebianBootstrapper:
         """The base system into the image root: on this host layered over the base cache; on a builder
         machine that same cached base is sent there (made here first when missing), so a VM does not
         bootstrap from nothing. Only a host without mmdebstrap and debootstrap has the machine run mmdebstrap."""
-        local = ctx.builder.local
-        if not local and not (_host_tool("mmdebstrap") or _host_tool("debootstrap")):
+        if not ctx.builder.local and not (_host_tool("mmdebstrap") or _host_tool("debootstrap")):
             with ctx.reporter.step("base system"):
                 self._bootstrap_remote(ctx)
             return
@@ -68,12 +66,7 @@ class DebianBootstrapper:
             base, cached = cache.acquire_base(key, ctx.layers, lambda tmp: self._bootstrap_fresh(ctx, tmp),
                                               ctx.use_cache)
             ctx.facts["base_cached"] = cached
-            if local:
-                ctx.facts["base_layer"] = stack_on(base, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
-            else:
-                with ctx.reporter.step("send the base system to the builder"):
-                    ctx.builder.push(ctx.handle, base)
-                ctx.facts["base_layer"] = "sent"
+            place_base(ctx, base)
             if cached:
                 age = time.time() - float(cache.base_meta(key).get("created", 0))
                 ctx.facts["lists_stale"] = age > STALE_LISTS

@@ -23,9 +23,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rain.errors import BuildError, RecipeError, Unreachable
-from rain.generate.bootstrap.base import Package
+from rain.generate.bootstrap.base import Package, place_base
 from rain.generate.context import BuildContext
-from rain.generate.layers import stack_on
 from rain.generate.recipe import Variant
 from rain.host import command
 from rain.host.command import Result
@@ -45,8 +44,7 @@ class RhelBootstrapper:
         ctx.facts["base_cached"] = False
         if not base:
             return  # minbase: the recipe's packages (and their dependencies) are the system
-        local = ctx.builder.local
-        if not local and not _which("dnf"):
+        if not ctx.builder.local and not _which("dnf"):
             with ctx.reporter.step("base system"):
                 self._dnf(ctx, base)  # no dnf on this host: the machine makes the base (not cached)
             return
@@ -61,12 +59,7 @@ class RhelBootstrapper:
         with ctx.reporter.step("base system"):
             path, cached = ctx.cache.acquire_base(key, ctx.layers, fresh, ctx.use_cache)
             ctx.facts["base_cached"] = cached
-            if local:
-                ctx.facts["base_layer"] = stack_on(path, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
-            else:
-                with ctx.reporter.step("send the base system to the builder"):
-                    ctx.builder.push(ctx.handle, path)
-                ctx.facts["base_layer"] = "sent"
+            place_base(ctx, path)
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
         if not packages:
