@@ -56,6 +56,11 @@ def test_minimal_recipe_with_three_packages_is_built_in_four_formats_and_stored(
     assert not any(n.startswith("var/cache/apt/archives/") and n.endswith(".deb") for n in names)
     assert "usr/sbin/policy-rc.d" not in names and "etc/dpkg/dpkg.cfg.d/rain-unsafe-io" not in names
     assert "etc/dpkg/dpkg.cfg.d/99mmdebstrap" not in names, "the base's build-time force-unsafe-io stays out"
+    # the base was bootstrapped with dpkg under eatmydata; none of it stays
+    assert not {"usr/bin/eatmydata", "usr/bin/dpkg.distrib"} & names
+    assert not [n for n in names if "libeatmydata" in n]
+    for f in ("var/lib/dpkg/diversions", "var/lib/dpkg/diversions-old", "etc/ld.so.cache"):
+        assert b"eatmydata" not in tar_read(tar, f) and b"dpkg.distrib" not in tar_read(tar, f), f
     assert "etc/resolv.conf" not in names, "the build host's resolver config stays out of the image"
     assert tar_read(tar, "etc/hostname") == b"localhost\n"
 
