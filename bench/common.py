@@ -134,11 +134,20 @@ def bench_env(config: Path) -> dict[str, str]:
     return env
 
 
+def _cpu_ticks() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:]]
+
+
 def _busy_seconds() -> float:
     """CPU time all processes on this machine used so far (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    ticks = _cpu_ticks()
+    return (sum(ticks) - ticks[3] - ticks[4] - ticks[7]) / os.sysconf("SC_CLK_TCK")  # not idle, iowait, steal
+
+
+def _steal_seconds() -> float:
+    """CPU time the hypervisor under this machine gave to others while we were runnable (from /proc/stat)."""
+    return _cpu_ticks()[7] / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:
@@ -152,13 +161,14 @@ class Run:
     A failed command ends the bench with its stderr: a figure from a failed build would mislead."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        busy0, own0, t0 = _busy_seconds(), _children_cpu(), time.monotonic()
+        busy0, own0, steal0, t0 = _busy_seconds(), _children_cpu(), _steal_seconds(), time.monotonic()
         r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"failed: {' '.join(argv)}\n{r.stderr[-2000:]}")
         self.wall = time.monotonic() - t0
         self.cpu = _children_cpu() - own0
         self.others = max(0.0, _busy_seconds() - busy0 - self.cpu)
+        self.steal = _steal_seconds() - steal0
         self.stdout = r.stdout
 
     @property

@@ -1,11 +1,12 @@
 """How fast is `fg-image generate` against plain mmdebstrap? Its ratios and their goals (run as root; needs the mirror).
 
-    .venv/bin/python bench/generate.py [--pairs 3] [--json FILE] [--keep]
+    .venv/bin/python bench/generate.py [--pairs 5] [--json FILE] [--keep]
 
 measure                        Rain                                   peer                                goal
 cold build                     empty data dir, median of --pairs      plain mmdebstrap, same packages     <= 1.00
-                               pairs run alternately (each Rain run
-                               gets a fresh empty RAIN_DATA_DIR)
+                               pairs, the order swapped each pair
+                               (each Rain run gets a fresh empty
+                               RAIN_DATA_DIR)
 identical recipe rebuilt       the last cold build's data dir         that cold build                     <= 0.10
 new recipe, warm cache         a package set not built before, in     plain mmdebstrap, same packages     <= 0.75
                                that warm data dir
@@ -70,11 +71,18 @@ def bases_made(results: Path) -> int:
 
 
 def cold_pairs(pairs: int, plain: Callable[[], Run], rain: Callable[[], Run]) -> list[tuple[Run, Run]]:
-    """(plain, rain) pairs run alternately, so a drift in the mirror or the machine hits both sides alike."""
+    """(plain, rain) pairs, each pair run back to back and the order swapped from pair to pair (plain
+    first, then Rain first, ...): this machine's speed drifts by a third within minutes (other guests
+    on its host), and a fixed order would hand every drift in one direction to the same side."""
     out = []
     for i in range(pairs):
-        p, r = plain(), rain()
-        print(f"  pair {i + 1}: plain {p.wall:.1f}s, rain cold {r.wall:.1f}s ({r.wall / p.wall:.2f})", flush=True)
+        if i % 2 == 0:
+            p, r = plain(), rain()
+        else:
+            r, p = rain(), plain()
+        first = "plain" if i % 2 == 0 else "rain"
+        print(f"  pair {i + 1} ({first} first): plain {p.wall:.1f}s, rain cold {r.wall:.1f}s ({r.wall / p.wall:.2f})",
+              flush=True)
         out.append((p, r))
     return out
 
@@ -96,8 +104,9 @@ def batch_notes(steps: dict[str, float], batch: Run, plain_sum: float, made: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--pairs", type=int, default=3, metavar="N",
-                    help="cold builds: N (plain, Rain) pairs run alternately; the ratio is their median (default 3)")
+    ap.add_argument("--pairs", type=int, default=5, metavar="N",
+                    help="cold builds: N (plain, Rain) pairs, the order swapped each pair; the ratio is their "
+                         "median (default 5)")
     add_json_option(ap)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -175,7 +184,10 @@ def main() -> None:
                                  "recipes in the batch", "wall seconds",
                                  [(n, batches[n].wall) for n in BATCH_SIZES],
                                  [(n, sum(plains[:n])) for n in BATCH_SIZES])]
-        section.notes = [f"cold pairs: {len(pairs)}; ratios " + ", ".join(f"{r.wall / p.wall:.2f}" for p, r in pairs),
+        section.notes = [f"cold pairs: {len(pairs)}, the order swapped each pair; ratios "
+                         + ", ".join(f"{r.wall / p.wall:.2f}" for p, r in pairs)
+                         + "; CPU the host took from this machine (steal) per pair, plain/Rain: "
+                         + ", ".join(f"{p.steal:.1f}/{r.steal:.1f}s" for p, r in pairs),
                          *batch_notes(step_seconds(results), batches[4], sum(plains), bases_made(results)),
                          f"mirror: this host's apt configuration; {os.cpu_count()} cores"]
         if busy:
