@@ -164,7 +164,8 @@ class Run:
         busy0, own0, steal0, t0 = _busy_seconds(), _children_cpu(), _steal_seconds(), time.monotonic()
         r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if r.returncode != 0:
-            sys.exit(f"failed: {' '.join(argv)}\n{r.stderr[-2000:]}")
+            # stdout too: a batch prints each build's error in its table there
+            sys.exit(f"failed: {' '.join(argv)}\n{r.stderr[-2000:]}\n{r.stdout[-3000:]}")
         self.wall = time.monotonic() - t0
         self.cpu = _children_cpu() - own0
         self.others = max(0.0, _busy_seconds() - busy0 - self.cpu)

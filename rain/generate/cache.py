@@ -116,7 +116,9 @@ class Cache:
         if use_cache:
             fcntl.flock(lock, fcntl.LOCK_SH)
             if ready():
-                os.utime(final)
+                # last use goes on the .json, not the tree: another build may be tarring the tree to its
+                # builder VM right now, and tar fails on a directory whose times change as it reads
+                os.utime(final.parent / f"{key}.json")
                 return final, True
             fcntl.flock(lock, fcntl.LOCK_UN)
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -187,7 +189,7 @@ class Cache:
                 if p.name.startswith(".") or p.suffix == ".json":
                     continue
                 key = p.name
-                out.append(CacheEntry(kind, key, p, _size(p), p.stat().st_mtime, self._detail(kind, p)))
+                out.append(CacheEntry(kind, key, p, _size(p), _last_used(p), self._detail(kind, p)))
         return out
 
     def _detail(self, kind: CacheKind, p: Path) -> str:
@@ -222,6 +224,15 @@ class Cache:
                     e.path.unlink(missing_ok=True)
             gone.append(e)
         return gone
+
+
+def _last_used(p: Path) -> float:
+    """An entry's last use: its mtime, or its .json's where that is later (a base's uses touch only that)."""
+    used = p.stat().st_mtime
+    try:
+        return max(used, p.with_name(p.name + ".json").stat().st_mtime)
+    except OSError:
+        return used
 
 
 def _size(p: Path) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,28 @@ def test_a_base_is_built_once_and_then_shared(tmp_path: Path) -> None:
     assert (cached1, cached2, len(calls)) == (False, True, 1)
     assert path1 == path2 and (path1 / "etc/os-release").read_text() == "ID=debian\n"
     assert cache.base_meta("k")["mirror"] == "http://mirror.example.test/debian"
+
+
+def test_using_a_base_marks_it_used_without_touching_its_tree(tmp_path: Path) -> None:
+    """A second build takes the base while the first tars it to a builder VM: tar fails ("file changed as
+    we read it") when the tree's directory times change under it, so only the base's .json is touched."""
+    cache = Cache(tmp_path)
+    with ExitStack() as undo:
+        base, _ = cache.acquire_base("k", undo, fresh_with([]))
+    old = time.time() - 7 * 86400
+    os.utime(base, (old, old))
+    os.utime(base.with_name("k.json"), (old, old))
+    before = base.stat()
+    tar = subprocess.Popen(["tar", "-C", str(base), "-cf", "/dev/null", "--checkpoint=1",
+                            "--checkpoint-action=sleep=1", "."])
+    time.sleep(0.3)
+    with ExitStack() as undo:
+        assert cache.acquire_base("k", undo, fresh_with([]))[1] is True
+    assert tar.wait() == 0, "tar of the base failed while another build took it"
+    assert (base.stat().st_mtime_ns, base.stat().st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+    (entry,) = cache.entries()
+    assert time.time() - entry.last_used < 60, "the use was recorded"
+    assert cache.prune(older_than=86400) == [], "a base just used is not pruned as idle"
 
 
 def test_a_failed_bootstrap_leaves_no_half_base(tmp_path: Path) -> None:
