@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -34,6 +35,8 @@ from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_
 from rain.waiting import Deadline, Pending, wait_for
 
 log = logging.getLogger(__name__)
+TASK_MESSAGE_WAIT = 10.0
+"""Seconds to wait for Glance to record why an import task failed, after the image says it failed."""
 
 
 class OpenStackSite(SiteSettings, KeystoneAuth):
@@ -227,12 +230,19 @@ class OpenStackTarget:
         wait_for(active, Deadline.after(self.site.timeout), 1.0, lambda status: TargetError(
             f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s"))
 
-    def _task_message(self, images: str, image_id: str) -> str:
-        """Why an import failed: the message of the image's last task (Glance keeps it there)."""
-        resp = self._request("GET", f"{images}/{image_id}/tasks", "reading the import task", ok=(404,))
-        tasks = resp.json().get("tasks", []) if resp.status_code == 200 else []
-        messages = [str(t.get("message")) for t in tasks if t.get("status") == "failure" and t.get("message")]
-        return one_line(messages[-1])[:300] if messages else "Glance gave no reason (see its log)"
+    def _task_message(self, images: str, image_id: str, wait: float = TASK_MESSAGE_WAIT) -> str:
+        """Why an import failed: the message of the image's last task (Glance keeps it there). Glance marks
+        the image failed before it records the task's failure, so the message is waited for, briefly."""
+        deadline = time.monotonic() + wait
+        while True:
+            resp = self._request("GET", f"{images}/{image_id}/tasks", "reading the import task", ok=(404,))
+            tasks = resp.json().get("tasks", []) if resp.status_code == 200 else []
+            messages = [str(t.get("message")) for t in tasks if t.get("status") == "failure" and t.get("message")]
+            if messages:
+                return one_line(messages[-1])[:300]
+            if time.monotonic() >= deadline:
+                return "Glance gave no reason (see its log)"
+            time.sleep(0.5)
 
     def delete(self, remote_id: str) -> None:
         images = self._images()
