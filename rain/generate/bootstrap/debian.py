@@ -106,7 +106,7 @@ class DebianBootstrapper:
             # no fsync (as in the chroot): the tree is new, and is synced once below, before the cache
             # publishes it; plain mmdebstrap pays for dpkg's fsyncs, per file and per status change.
             # force-unsafe-io skips the first; dpkg under libeatmydata (mmdebstrap's eatmydata hook,
-            # fetched from the mirror, gone again from the tree) the second: a third of the time
+            # fetched from the mirror, gone again from the tree) the second: up to a third of the time here
             argv = [tool, "--mode=root", "--format=directory", f"--variant={r.variant}",
                     f"--architectures={r.os.arch}", f"--components={apt_components(r.os.family)}",
                     "--skip=cleanup/apt/lists", "--skip=download/empty", "--skip=essential/unlink",
