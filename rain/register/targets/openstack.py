@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -32,7 +31,7 @@ from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_qcow2
-from rain.waiting import Deadline, Pending, wait_for
+from rain.waiting import Deadline, Pending, poll, wait_for
 
 log = logging.getLogger(__name__)
 TASK_MESSAGE_WAIT = 10.0
@@ -233,16 +232,16 @@ class OpenStackTarget:
     def _task_message(self, images: str, image_id: str, wait: float = TASK_MESSAGE_WAIT) -> str:
         """Why an import failed: the message of the image's last task (Glance keeps it there). Glance marks
         the image failed before it records the task's failure, so the message is waited for, briefly."""
-        deadline = time.monotonic() + wait
-        while True:
+        messages: list[str] = []
+
+        def recorded() -> bool:
             resp = self._request("GET", f"{images}/{image_id}/tasks", "reading the import task", ok=(404,))
             tasks = resp.json().get("tasks", []) if resp.status_code == 200 else []
-            messages = [str(t.get("message")) for t in tasks if t.get("status") == "failure" and t.get("message")]
-            if messages:
-                return one_line(messages[-1])[:300]
-            if time.monotonic() >= deadline:
-                return "Glance gave no reason (see its log)"
-            time.sleep(0.5)
+            messages[:] = [str(t.get("message")) for t in tasks if t.get("status") == "failure" and t.get("message")]
+            return bool(messages)
+
+        poll(recorded, Deadline.after(wait), 0.5)
+        return one_line(messages[-1])[:300] if messages else "Glance gave no reason (see its log)"
 
     def delete(self, remote_id: str) -> None:
         images = self._images()
