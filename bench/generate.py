@@ -76,11 +76,12 @@ def cold_pairs(pairs: int, plain: Callable[[], Run], rain: Callable[[], Run]) ->
     on its host), and a fixed order would hand every drift in one direction to the same side."""
     out = []
     for i in range(pairs):
-        if i % 2 == 0:
+        plain_first = i % 2 == 0
+        if plain_first:
             p, r = plain(), rain()
         else:
             r, p = rain(), plain()
-        first = "plain" if i % 2 == 0 else "rain"
+        first = "plain" if plain_first else "rain"
         print(f"  pair {i + 1} ({first} first): plain {p.wall:.1f}s, rain cold {r.wall:.1f}s ({r.wall / p.wall:.2f})",
               flush=True)
         out.append((p, r))
