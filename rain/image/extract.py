@@ -11,12 +11,21 @@ extended attributes it keeps (see xattrs; after the owner: chown clears
 security.capability).
 Symlinks are stored as they are, absolute ones included: they are only
 dangerous to whoever writes through them, and nothing here does.
+
+A *layer* (`layer=True`: an overlayfs upper directory a builder VM sent back, to
+lay over the base system the root already shows) may also take away: a whiteout
+(a 0:0 character device) removes what is at its path, a directory marked opaque
+(trusted.overlay.opaque=y) first loses what it held, and an entry replaces a
+directory or a symlink of another type. Removals walk the same way (never
+through a link; shutil.rmtree's descriptor-based walk below that); the attribute
+itself is never set, so nothing here steers an overlay mount.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import tarfile
 from collections import OrderedDict
@@ -33,6 +42,13 @@ FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 16
 CACHED_DIRS = 64
 MAX_ID = (1 << 32) - 2  # (uid_t)-1 means "leave unchanged" to chown
+OPAQUE = "SCHILY.xattr.trusted.overlay.opaque"
+"""The pax record GNU tar --xattrs writes for overlayfs's opaque-directory mark."""
+
+
+def is_whiteout(m: tarfile.TarInfo) -> bool:
+    """overlayfs's mark for "deleted in this layer": a character device 0:0 (nothing can open it)."""
+    return m.ischr() and m.devmajor == 0 and m.devminor == 0
 
 
 class Attrs(NamedTuple):
@@ -66,7 +82,8 @@ class NotADirectory(Exception):
 class Tree:
     """Directory descriptors inside the root, opened without following links and cached (LRU).
 
-    A cached descriptor stays right: the unpacker never removes or replaces a directory.
+    A cached descriptor stays right: the unpacker never removes or replaces a directory, except when it
+    lays a layer, which forgets the descriptors below what it removes first.
     """
 
     def __init__(self, root: Path, on_implicit_dir: Callable[[], None]) -> None:
@@ -79,6 +96,11 @@ class Tree:
             os.close(fd)
         self._cache.clear()
         os.close(self.root_fd)
+
+    def forget(self, where: str) -> None:
+        """Close the cached descriptors of `where` and below (about to be removed)."""
+        for key in [k for k in self._cache if k == where or k.startswith(where + "/")]:
+            os.close(self._cache.pop(key))
 
     def dir(self, parts: list[str], create: bool = True) -> int:
         """The descriptor of the directory `parts` (relative to the root); raises ThroughLink, NotADirectory,
@@ -119,8 +141,8 @@ class Tree:
 class Extractor:
     """Places members (already checked by name) into the tree; returns a finding for what it refuses."""
 
-    def __init__(self, tree: Tree, tf: tarfile.TarFile, budget: limits.Budget) -> None:
-        self.tree, self.tf = tree, tf
+    def __init__(self, tree: Tree, tf: tarfile.TarFile, budget: limits.Budget, layer: bool = False) -> None:
+        self.tree, self.tf, self.layer = tree, tf, layer
         self.as_root = os.geteuid() == 0
         self.dirs: dict[str, Attrs] = {}
         self.xattrs = Keeper(budget)
@@ -136,14 +158,26 @@ class Extractor:
             return RawFinding("link-outside", (f"/{norm} (written through the link {e.where})",))
         name = parts[-1]
         existing = _lstat(name, parent)
+        if self.layer and is_whiteout(m):
+            if existing is not None:
+                self._remove(parent, name, norm)
+            return None
         if existing is not None and stat.S_ISDIR(existing.st_mode):
             if m.isdir():
+                if self.layer and m.pax_headers.get(OPAQUE) == "y":
+                    self._empty(parent, name, norm)
                 self.dirs[norm] = Attrs.of(m, self.xattrs.plan(m, norm))
                 return None
-            return RawFinding("archive-escape", (f"/{norm} (replaces a directory)",))
+            if not self.layer:
+                return RawFinding("archive-escape", (f"/{norm} (replaces a directory)",))
+            self._remove(parent, name, norm)
+            existing = None
         if m.isdir() and existing is not None and stat.S_ISLNK(existing.st_mode):
-            return RawFinding("link-outside", (f"/{norm} (a directory over the link -> "
-                                               f"{os.readlink(name, dir_fd=parent)})",))
+            if not self.layer:
+                return RawFinding("link-outside", (f"/{norm} (a directory over the link -> "
+                                                   f"{os.readlink(name, dir_fd=parent)})",))
+            os.unlink(name, dir_fd=parent)  # the link itself, never what it names
+            existing = None
         if m.islnk():
             return self._hard_link(m, norm, parts, existing is not None)
         if existing is not None:
@@ -160,6 +194,26 @@ class Extractor:
         else:
             self._file(m, norm, name, parent)
         return None
+
+    def _remove(self, parent: int, name: str, norm: str) -> None:
+        """A layer takes away the entry `name` of `parent` (a directory with all it holds)."""
+        st = _lstat(name, parent)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.tree.forget(norm)
+            shutil.rmtree(name, dir_fd=parent)  # descriptor-based: never follows a link inside
+        else:
+            os.unlink(name, dir_fd=parent)
+
+    def _empty(self, parent: int, name: str, norm: str) -> None:
+        """An opaque directory of a layer: what the layers below put in it is gone."""
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+        try:
+            for child in os.listdir(fd):
+                self._remove(fd, child, f"{norm}/{child}")
+        finally:
+            os.close(fd)
 
     def _file(self, m: tarfile.TarInfo, norm: str, name: str, parent: int) -> None:
         kept = self.xattrs.plan(m, norm)

@@ -35,14 +35,16 @@ READ_ERRORS = (tarfile.TarError, EOFError, ValueError, OverflowError, zstandard.
                lzma.LZMAError)
 
 
-def unpack_stream(stream: IO[bytes], dest: Path, label: str, max_size: int | None = None) -> list[RawFinding]:
+def unpack_stream(stream: IO[bytes], dest: Path, label: str, max_size: int | None = None,
+                  layer: bool = False) -> list[RawFinding]:
     """Unpack a plain tar stream with the same checks and bounds; a stream has no size, so only `max_size`
     and the free space bound it. For the other readers of untrusted trees (a clone's base image, a builder's
-    result), which decide themselves what each finding means; errors name the stream as `label`."""
+    result), which decide themselves what each finding means; errors name the stream as `label`. With
+    `layer`, the stream is an overlayfs upper layer laid over what dest holds (see extract)."""
     dest.mkdir(parents=True, exist_ok=True)
     limit, why = limits.expanded_limit(None, dest, max_size)
     budget = limits.Budget(Path(label), limit, why)
-    return unpack_archive(Path(label), "tar", dest, budget, lambda: stream_tar(stream))
+    return unpack_archive(Path(label), "tar", dest, budget, lambda: stream_tar(stream), layer)
 
 
 def stream_tar(stream: IO[bytes]) -> tarfile.TarFile:
@@ -60,7 +62,7 @@ def escapes(path: str) -> bool:
 
 
 def unpack_archive(src: Path, fmt: str, dest: Path, budget: limits.Budget,
-                    opener: Callable[[], tarfile.TarFile]) -> list[RawFinding]:
+                    opener: Callable[[], tarfile.TarFile], layer: bool = False) -> list[RawFinding]:
     """Read the archive one member at a time (tarfile.TarFile.next, so tarfile keeps no list of members)."""
     damaged = f"{src} is a damaged {fmt} archive"
     try:
@@ -69,7 +71,8 @@ def unpack_archive(src: Path, fmt: str, dest: Path, budget: limits.Budget,
         with tf:
             tree = extract.Tree(dest, lambda: budget.charge(limits.DIR_COST))
             try:
-                return _members(src, damaged, tf, extract.Extractor(tree, tf, budget), budget, os.path.realpath(dest))
+                return _members(src, damaged, tf, extract.Extractor(tree, tf, budget, layer), budget,
+                                os.path.realpath(dest), layer)
             finally:
                 tree.close()
     except OSError as e:
@@ -78,7 +81,7 @@ def unpack_archive(src: Path, fmt: str, dest: Path, budget: limits.Budget,
 
 
 def _members(src: Path, damaged: str, tf: tarfile.TarFile, place: extract.Extractor,
-             budget: limits.Budget, real_dest: str) -> list[RawFinding]:
+             budget: limits.Budget, real_dest: str, layer: bool = False) -> list[RawFinding]:
     findings: list[RawFinding] = []
     while True:
         with _reading(src, damaged):
@@ -88,7 +91,7 @@ def _members(src: Path, damaged: str, tf: tarfile.TarFile, place: extract.Extrac
         if m is None:
             break
         budget.member(m)
-        norm, problem = _check_member(m, real_dest, damaged)
+        norm, problem = _check_member(m, real_dest, damaged, layer)
         if problem is None:
             with _reading(src, damaged), _creating(src, m):
                 problem = place.place(m, norm)
@@ -124,8 +127,10 @@ def _creating(src: Path, m: tarfile.TarInfo) -> Iterator[None]:
                            hint="re-create the archive from inside the root (tar -C ROOT .)") from e
 
 
-def _check_member(m: tarfile.TarInfo, real_dest: str, damaged: str) -> tuple[str, RawFinding | None]:
-    """Judge a member by its header alone: what may be placed, and as which image path."""
+def _check_member(m: tarfile.TarInfo, real_dest: str, damaged: str,
+                  layer: bool = False) -> tuple[str, RawFinding | None]:
+    """Judge a member by its header alone: what may be placed, and as which image path (a layer's
+    whiteouts too: the extractor removes, never creates, them)."""
     name = m.name
     if "\0" in name or "\0" in m.linkname:
         raise InvalidInput(f"{damaged}: member {_shown(name)} has a NUL byte in its name",
@@ -136,6 +141,8 @@ def _check_member(m: tarfile.TarInfo, real_dest: str, damaged: str) -> tuple[str
         return norm, RawFinding("archive-escape", ("/" + name.lstrip("/") if name.startswith("/") else name,))
     if norm == ".":
         return norm, None if m.isdir() else RawFinding("archive-escape", ("/ (replaces the root)",))
+    if layer and extract.is_whiteout(m):
+        return norm, None
     if m.ischr() or m.isblk():
         severity = Severity.INFO if norm in STANDARD_DEV and m.ischr() else None
         return norm, RawFinding("device-node", ("/" + norm,), severity=severity)

@@ -69,10 +69,11 @@ def safe_unpack(archive: Path, root: Path) -> int:
         return safe_extract(stream, root)
 
 
-def safe_extract(stream: IO[bytes], root: Path, what: str = "base") -> int:
-    """Unpack a plain tar stream into root (see the module doc); returns how many special files were skipped."""
+def safe_extract(stream: IO[bytes], root: Path, what: str = "base", layer: bool = False) -> int:
+    """Unpack a plain tar stream into root (see the module doc); returns how many special files were skipped.
+    With `layer`, the stream is an overlayfs upper layer laid over what root shows (its whiteouts remove)."""
     try:
-        refused = untar.unpack_stream(stream, root, what)
+        refused = untar.unpack_stream(stream, root, what, layer=layer)
     except InvalidInput as e:
         raise RecipeError(f"{what}: {e.message}", hint=_HINT) from None
     unsafe = [f for f in refused if f.rule not in SKIPPED | {"xattr-dropped"}]  # a label the build does without
