@@ -7,12 +7,13 @@ the same recipes, as ratios (run as root; needs the host's package mirror).
 1. builder VM up     `fg-image builder check qemu`: boot to a root SSH login (and back down)
 2. a one-package change, warm: the recipe plus one package, built locally and then on the qemu
                      builder, with the base system and the downloaded .debs already in the cache (one
-                     earlier local build of the recipe, not timed). The VM gets the cached base on its
-                     transfer disk and installs the packages itself; --pairs pairs, each with another
+                     earlier local build of the recipe, not timed). The VM mounts the cached base's
+                     image from its base disk and installs the packages itself; --pairs pairs, each with another
                      package, run alternately; ratio = median of qemu / local.
 3. cold              `--no-cache` (the base system is bootstrapped again) locally and on the qemu builder,
-                     with the qemu build's time split: boot, base system (made here), sending it, the
-                     packages in the VM, bringing the tree back, packing.
+                     with the qemu build's time split: boot, base system (made here), attaching it (its
+                     image made and written to the base disk), the packages in the VM, bringing the
+                     upper layer back, packing.
 4. N VMs at once     for each N of --vms: the recipe N times (N names, base and .debs cached) as one
                      `fg-image batch --builder qemu --jobs N`, against the same batch on the local
                      builder; how the cost grows with the number of VMs (at most the qemu provider's
@@ -60,9 +61,9 @@ def cold_split(manifest: dict[str, Any]) -> list[tuple[str, float]]:
     send = split.get("send the base system to the builder", 0.0)
     return [("boot the VM", split.get("start qemu builder", 0.0)),
             ("base system, bootstrapped here", split.get("base system", 0.0) - send),
-            ("send it to the VM (transfer disk)", send),
+            ("attach it to the VM (base disk; its image made the first time)", send),
             ("packages, installed in the VM", split.get("packages", 0.0)),
-            ("bring the tree back (transfer disk)", split.get("fetch the image from the builder", 0.0)),
+            ("bring the changes back (upper layer, transfer disk)", split.get("fetch the image from the builder", 0.0)),
             ("pack here", sum(v for k, v in split.items() if k.startswith("pack ")))]
 
 

@@ -37,14 +37,21 @@ class Bootstrapper(Protocol):
 
 
 def place_base(ctx: BuildContext, base: Path) -> None:
-    """Make the cached base at `base` the image root where the build runs: a layer under it on this host,
-    or sent to the builder machine; ctx.facts["base_layer"] says which."""
+    """Make the cached base at `base` the image root where the build runs: a layer under it on this host;
+    on a builder VM on this host, its squashfs image mounted there as the lower layer (only the upper layer
+    comes back, laid over the same base here); else sent to the builder machine. ctx.facts["base_layer"]
+    says which."""
     if ctx.builder.local:
         ctx.facts["base_layer"] = stack_on(base, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)
         return
+    key = str(ctx.facts.get("base_key") or "")
     with ctx.reporter.step("send the base system to the builder"):
-        ctx.builder.push(ctx.handle, base)
-    ctx.facts["base_layer"] = "sent"
+        if key and ctx.builder.attach_base(ctx.handle, lambda: ctx.cache.base_image(key)):
+            stack_on(base, ctx.handle.root, ctx.handle.spec.workdir, ctx.layers)  # what fetch lays the layer on
+            ctx.facts["base_layer"] = "attached"
+        else:
+            ctx.builder.push(ctx.handle, base)
+            ctx.facts["base_layer"] = "sent"
 
 
 def get_bootstrapper(family: OsFamily) -> Bootstrapper:

@@ -19,7 +19,7 @@ policy files, the VM). The caller owns `spec.workdir` and removes it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +63,8 @@ class Handle:
     entered: bool = False
     remote: Session | None = None
     """VM builders: their session on the machine the build runs on."""
+    upper: str = ""
+    """VM builders with an attached base (attach_base): the overlay's upper directory on the machine."""
 
 
 class Builder(Protocol):
@@ -86,6 +88,11 @@ class Builder(Protocol):
         """Send the tree at `source` (default handle.root: a clone) on this host to the image root in the
         builder (a cached base system, a clone, register's copy), or to `dest`, a directory under
         handle.workspace (dnf's configuration and a recipe's file:// repositories)."""
+
+    def attach_base(self, handle: Handle, image: Callable[[], Path]) -> bool:
+        """A VM on this host: mount the base system's image (`image()`, made when first needed) read-only
+        under the image root on the machine, so the base is not sent and only its changes come back
+        (fetch lays them over handle.root, which must then show the same base). False: push the tree."""
 
     def fetch(self, handle: Handle) -> None:
         """Undo the chroot set-up and bring the finished image root into handle.root on this host."""

@@ -84,6 +84,9 @@ class LocalBuilder:
             target.mkdir(parents=True, exist_ok=True)
             command.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(target)], what="copying the tree")
 
+    def attach_base(self, handle: Handle, image: Callable[[], Path]) -> bool:
+        return False  # place_base layers the base directory itself under handle.root
+
     def fetch(self, handle: Handle) -> None:
         """The tree already is at handle.root: just undo the chroot set-up (as every builder's fetch does)."""
         handle.undo.close()

@@ -34,6 +34,11 @@ class DiskChannel:
     outbound: Path
     outbound_device: str
     size: int
+    base: Path | None = None
+    """A third disk, read-only in the VM: Rain writes a cached base system's squashfs image into it once, and
+    the VM mounts it as the lower layer of the image root (`base_device`), so the base is neither unpacked
+    there nor sent back: only the build's upper layer returns, laid over the same base here."""
+    base_device: str = ""
 
 
 @dataclass

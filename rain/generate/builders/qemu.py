@@ -319,9 +319,10 @@ class QemuProvider:
                        + ("" if accel == Accel.KVM else f" {TCG_KERNEL_ARGS}"),
             "-drive", f"file={_opt(overlay)},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
             "-drive", f"file={_opt(files / 'seed.tar')},if=virtio,format=raw,readonly=on",
-            # /dev/vdc and /dev/vdd: the trees to and from the VM (DiskChannel), in this order
+            # /dev/vdc and /dev/vdd: the trees to and from the VM, /dev/vde: the base (DiskChannel), in this order
             "-drive", f"file={_opt(disks.inbound)},if=virtio,format=raw,readonly=on",
             "-drive", f"file={_opt(disks.outbound)},if=virtio,format=raw,cache=unsafe",
+            *(["-drive", f"file={_opt(disks.base)},if=virtio,format=raw,readonly=on"] if disks.base else []),
             "-device", "virtio-net-pci,netdev=net0", "-no-reboot",
             # qemu runs as root and the guest runs recipe commands: no exec, setuid or obsolete calls
             "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
@@ -414,14 +415,14 @@ def _boot_files(root: Path, image_id: str) -> tuple[Path, Path]:
 
 def _disk_channel(files: Path, size: int) -> DiskChannel:
     """The VM's transfer disks: sparse files, so only what a transfer writes takes space."""
-    paths = files / "inbound.raw", files / "outbound.raw"
+    paths = files / "inbound.raw", files / "outbound.raw", files / "base.raw"
     for p in paths:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(fd, size)
         finally:
             os.close(fd)
-    return DiskChannel(paths[0], "/dev/vdc", paths[1], "/dev/vdd", size)
+    return DiskChannel(paths[0], "/dev/vdc", paths[1], "/dev/vdd", size, paths[2], "/dev/vde")
 
 
 def _write_seed(path: Path, keys: MachineKeys) -> None:

@@ -19,6 +19,11 @@ else over paramiko, the same for every provider:
   as a cloned base image (no '..', no absolute names, no device nodes, no links
   out of the root); both ways the stream carries extended attributes (file
   capabilities such as ping's cap_net_raw);
+- `attach_base`, for a VM on this host: the cached base system's squashfs image
+  on the VM's base disk becomes the read-only lower layer of an overlay at the
+  image root, so the base is never unpacked there, and `fetch` brings back only
+  the upper layer, which the safe unpacker lays over the same base here
+  (whiteouts and opaque directories become removals);
 - `stop` releases the machine (VM deleted), unless the build failed with
   `--on-error keep`, which leaves it running and says how to reach it.
 """
@@ -33,7 +38,7 @@ import shlex
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +76,8 @@ class Session:
     ssh: paramiko.SSHClient
     workspace: str
     released: bool = False
+    base_mounted: bool = False
+    """attach_base's overlay (and the base image under it) is mounted in the workspace."""
 
 
 def connect(machine: Machine, timeout: float = 30) -> paramiko.SSHClient:
@@ -167,6 +174,9 @@ class SSHBuilder:
         keep = failed and handle.spec.on_error_keep and s.machine.keep is not None
         try:
             handle.undo.close()  # leave the chroot (unmount) while the machine is still there
+            if s.base_mounted and not keep:  # a failed build's overlay is still mounted in the workspace
+                self._exec(handle, ["umount", "-R", "--", handle.inner_root], check=False, cleanup=True, what="umount")
+                self._exec(handle, ["umount", "--", f"{s.workspace}/lower"], check=False, cleanup=True, what="umount")
             if s.workspace and not keep:  # a machine may outlive the build (a reused cloud VM)
                 self._exec(handle, ["rm", "-rf", "--one-file-system", "--", s.workspace], what="rm", cleanup=True)
         except RainError as e:
@@ -233,9 +243,32 @@ class SSHBuilder:
         self._exec(handle, ["sh", "-c", _READ_DISK, "sh", disks.inbound_device, str(n),
                             "-C", into, *TAR_OPTS, "-xpf", "-"], what=what)
 
+    def attach_base(self, handle: Handle, image: Callable[[], Path]) -> bool:
+        """Make the cached base system the image root's read-only lower layer on the machine: `image()` (its
+        squashfs file here) goes onto the machine's base disk, which it mounts under an overlay at the image
+        root. False when the machine has no base disk (a cloud VM): push the tree instead."""
+        disks = _session(handle).machine.disks
+        if disks is None or disks.base is None or handle.upper:
+            return False
+        path = image()
+        size = path.stat().st_size
+        if size > disks.size:
+            raise BuildError(f"the base system's image {path} is larger than the builder's base disk "
+                             f"({disks.size >> 30} GiB)", hint="raise qemu.disk_gib in the builders file")
+        with open(path, "rb") as src:
+            _fill(disks.base, src, disks.size)
+        upper = f"{handle.workspace}/upper"
+        s = _session(handle)
+        s.base_mounted = True  # set first: a mount that half worked is undone by stop all the same
+        self._exec(handle, ["sh", "-c", _MOUNT_BASE, "sh", disks.base_device, handle.workspace, handle.inner_root],
+                   what="mounting the base system on the builder")
+        handle.upper = upper
+        return True
+
     def fetch(self, handle: Handle) -> None:
         """The finished image root on the machine → handle.root, unpacked with the safe unpacker (the
-        stream is zstd-compressed on the machine; its decompressed size is bounded by the unpacker)."""
+        stream is zstd-compressed on the machine; its decompressed size is bounded by the unpacker). Over
+        an attached base only the overlay's upper layer comes, laid over the same base here."""
         from rain.generate.bootstrap.clone import safe_extract
 
         self.leave(handle)
@@ -266,11 +299,17 @@ class SSHBuilder:
         bytes, untrusted: the safe unpacker; at most disks.size of them, the disk's size)."""
         from rain.generate.bootstrap.clone import safe_extract
 
+        tree = handle.inner_root
+        if handle.upper:  # the layer alone, read once nothing changes it any more
+            self._exec(handle, ["sh", "-c", _UNMOUNT_BASE, "sh", handle.workspace, handle.inner_root],
+                       what="unmounting the base system on the builder")
+            _session(handle).base_mounted = False
+            tree = handle.upper
         self._exec(handle, ["sh", "-c", _WRITE_DISK, "sh", disks.outbound_device,
-                            "-C", handle.inner_root, *TAR_OPTS, "--one-file-system", "-cf", "-", "."],
+                            "-C", tree, *TAR_OPTS, "--one-file-system", "-cf", "-", "."],
                    what="writing the image to the transfer disk")
         with open(disks.outbound, "rb") as f:
-            safe_extract(f, handle.root, what="the built image")
+            safe_extract(f, handle.root, what="the built image", layer=bool(handle.upper))
 
     def leave(self, handle: Handle) -> None:
         """Undo the chroot set-up (unmount) but keep the machine."""
@@ -367,6 +406,14 @@ _READ_DISK = 'dev=$1 n=$2; shift 2; blockdev --flushbufs "$dev" && head -c "$n" 
 there), then unpack exactly the n bytes this host wrote. Values arrive as arguments, never as shell text."""
 _WRITE_DISK = 'dev=$1; shift; tar "$@" > "$dev" && blockdev --flushbufs "$dev"'
 """On the machine: the tar stream onto the outbound disk, flushed to QEMU before this host reads the file."""
+_MOUNT_BASE = ('set -e; dev=$1 ws=$2 root=$3; modprobe -a squashfs overlay; blockdev --flushbufs "$dev"; '
+               'mkdir -p "$ws/lower" "$ws/upper" "$ws/work"; mount -t squashfs -o ro "$dev" "$ws/lower"; '
+               'mount -t overlay rain-root -o "lowerdir=$ws/lower,upperdir=$ws/upper,workdir=$ws/work,'
+               'redirect_dir=off,index=off,metacopy=off,xino=off" "$root"')
+"""On the machine: the base disk read-only under an overlay at the image root, whose upper directory gets all
+the build changes. Redirects, the inode index and metadata-only copies are off, so the upper layer is a plain
+tree with whiteouts and opaque directories only (what extract's layer mode reads)."""
+_UNMOUNT_BASE = 'set -e; ws=$1 root=$2; umount "$root"; umount "$ws/lower"'
 
 
 @contextmanager

@@ -102,10 +102,12 @@ def test_a_batch_spreads_over_the_pool_and_reports_a_failed_build(
 def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: Path,
                                                           qemu_bundle: tuple[str, Path]) -> None:
     """Two real QEMU builder VMs at once (TCG here): one builds the minimal recipe on the base system the
-    local build left in the base cache (sent to the VM on its transfer disk, not bootstrapped there) and
-    must match the local build's packages; the other clones that local build from the repository and adds
-    to it. Both trees come back on the VMs' outbound disks through the safe unpacker. The package is
-    `less`, not the recipe's ca-certificates, whose postinst alone takes ~90 s under TCG."""
+    local build left in the base cache (its squashfs image on the VM's base disk, the lower layer of the
+    image root there; not bootstrapped there) and must match the local build's packages, and what its steps
+    deleted from the base is gone from its image; the other clones that local build from the repository
+    and adds to it. The first sends back only its overlay's upper layer, the clone its whole tree, both on
+    the VMs' outbound disks through the safe unpacker. The package is `less`, not the recipe's
+    ca-certificates, whose postinst alone takes ~90 s under TCG."""
     from support.builders import write_builders_file
 
     builders = write_builders_file(tmp_path / "builders.yaml", qemu_bundle[0], cpus=1, limit=2)
@@ -119,7 +121,9 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
         "files": [{"path": "/etc/rain-clone", "content": "cloned on a qemu builder\n"}]}))
     batch = tmp_path / "batch.yaml"
     batch.write_text(yaml.safe_dump({"recipes": [
-        {"path": str(RECIPE), "set": {"name": "qemu-a", "packages": ["less"]}}, {"path": str(clone)}]}))
+        {"path": str(RECIPE), "set": {"name": "qemu-a", "packages": ["less"],
+                                      "run": [["rm", "/etc/issue.net"], ["rm", "-r", "/usr/share/doc/gzip"]]}},
+        {"path": str(clone)}]}))
     r = gen("batch", str(batch), "--builder", "qemu", "--jobs", "2", "--no-upload",
             "--output", str(tmp_path / "vm"), "--json", env={"RAIN_BUILDERS_FILE": str(builders)}, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -128,8 +132,16 @@ def test_two_qemu_builds_with_jobs_2_match_the_local_build(gen: Any, tmp_path: P
     for name in ("qemu-a", "qemu-b"):
         assert manifest(tmp_path / "vm" / name)["builder"] == "qemu"
     sent = manifest(tmp_path / "vm" / "qemu-a")["base"]
-    assert (sent["base_cached"], sent["base_layer"], sent["base_key"]) == (True, "sent", local["base"]["base_key"])
+    assert (sent["base_cached"], sent["base_layer"], sent["base_key"]) \
+        == (True, "attached", local["base"]["base_key"])
     assert _package_set(manifest(tmp_path / "vm" / "qemu-a")) == _package_set(local)
+    base_names = tar_names(tmp_path / "local" / "qemu-base.tar.zst")
+    names_a = tar_names(tmp_path / "vm" / "qemu-a" / "qemu-a.tar.zst")
+    assert {"etc/issue.net", "usr/share/doc/gzip/copyright"} <= base_names
+    assert not {n for n in names_a if n == "etc/issue.net" or n.startswith("usr/share/doc/gzip")}, \
+        "what the VM deleted from the base stays deleted here"
+    assert base_names - {n for n in base_names if n == "etc/issue.net" or n.startswith("usr/share/doc/gzip")} \
+        <= names_a, "the rest of the base is all there"
     assert _package_set(manifest(tmp_path / "vm" / "qemu-b")) == _package_set(local), "a clone keeps its base"
     names = tar_names(tmp_path / "vm" / "qemu-b" / "qemu-b.tar.zst")
     assert {"etc/rain-clone", "etc/motd"} <= names  # added on the VM + kept from the base
@@ -156,7 +168,7 @@ def test_a_rocky_recipe_builds_on_the_qemu_builder_with_the_local_package_set(
     local, vm = manifest(tmp_path / "local"), manifest(tmp_path / "vm")
     assert (vm["builder"], local["builder"]) == ("qemu", "local")
     # the @core base (rain-probe) was made here and sent; rain-extra was installed by dnf in the VM
-    assert (vm["base"]["base_layer"], vm["base"]["base_key"]) == ("sent", local["base"]["base_key"])
+    assert (vm["base"]["base_layer"], vm["base"]["base_key"]) == ("attached", local["base"]["base_key"])
     assert {(p["name"], p["version"], p["arch"]) for p in vm["packages"]} \
         == {(p["name"], p["version"], p["arch"]) for p in local["packages"]} \
         == {("rain-probe", "1.0-1", "noarch"), ("rain-extra", "1.0-1", "noarch")}

@@ -107,3 +107,31 @@ def test_list_and_prune_leave_a_base_in_use_alone(tmp_path: Path) -> None:
         assert {e.key for e in gone} == {"idle", "abc"}
         assert cache.base_dir("busy").is_dir() and not cache.base_dir("idle").exists()
     assert [e.key for e in cache.prune([CacheKind.BASES])] == ["busy"]
+
+
+def test_a_base_image_for_builder_vms_is_made_once_and_goes_with_its_base(tmp_path: Path) -> None:
+    """The squashfs a qemu builder mounts is the base's own: made once from its tree (file capabilities
+    kept), counted in the base's entry, remade when the base is bootstrapped again, pruned with it."""
+    cache = Cache(tmp_path)
+    with ExitStack() as undo:
+        base, _ = cache.acquire_base("k", undo, fresh_with([]))
+        (base / "ping").write_bytes(b"\x7fELF")
+        subprocess.run(["setcap", "cap_net_raw=ep", str(base / "ping")], check=True)
+        image = cache.base_image("k")
+        made = image.stat().st_mtime_ns
+        assert cache.base_image("k") == image and image.stat().st_mtime_ns == made, "made once"
+    listing = subprocess.run(["unsquashfs", "-lls", "-xattrs", str(image)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "squashfs-root/etc/os-release" in listing and "squashfs-root/ping" in listing
+    xattrs = subprocess.run(["unsquashfs", "-d", str(tmp_path / "out"), str(image)], capture_output=True)
+    assert xattrs.returncode == 0
+    assert "cap_net_raw=ep" in subprocess.run(["getcap", str(tmp_path / "out/ping")], capture_output=True,
+                                              text=True).stdout
+    (entry,) = cache.entries()
+    assert entry.key == "k" and entry.size >= image.stat().st_size, "one entry, the image counted in it"
+    with ExitStack() as undo:
+        cache.acquire_base("k", undo, fresh_with([]), use_cache=False)
+        assert not image.exists(), "a new base drops the image made from the old one"
+        cache.base_image("k")
+    assert [e.key for e in cache.prune()] == ["k"]
+    assert sorted(p.name for p in (tmp_path / "bases").iterdir() if not p.name.startswith(".")) == []
