@@ -256,7 +256,7 @@ class Extractor:
             try:
                 fd = self.tree.dir(norm.split("/") if norm else [], create=False)
             except (ThroughLink, NotADirectory, FileNotFoundError):
-                continue  # cannot happen: directories are never replaced; never reach past a link regardless
+                continue  # a layer removed it (or what held it); never reach past a link regardless
             self._attrs(self.dirs[norm], fd, norm or ".")
         return self.xattrs.findings()
 
