@@ -30,7 +30,7 @@ from typing import Any
 
 from rain.generate.layers import remove_tree
 from rain.generate.recipe import Recipe
-from rain.host import command
+from rain.image.formats import make_lower
 
 BASE_FORMAT = 2
 """Bumped when what a base contains changes, so older cached bases are not reused."""
@@ -156,18 +156,15 @@ class Cache:
         return self.dir(CacheKind.BASES) / f"{key}.squashfs"
 
     def base_image(self, key: str) -> Path:
-        """The base `key` (held by the caller, see acquire_base) as a squashfs image, made once: what a builder
-        VM on this host mounts read-only under the image root instead of unpacking the tree (lz4: the
-        cheapest to read for an emulated CPU; about half the tree's size, made in a couple of seconds)."""
+        """The base `key` (held by the caller, see acquire_base) as a squashfs image (formats.make_lower), made
+        once: what a builder VM on this host mounts read-only under the image root instead of unpacking the tree."""
         image = self.base_image_path(key)
         with self.lock(CacheKind.BASES, f"{key}.squashfs"):
             if image.is_file():
                 return image
             tmp = image.with_name(f".{image.name}.tmp-{os.getpid()}-{threading.get_ident()}")
             try:
-                command.run([command.need("mksquashfs"), str(self.base_dir(key)), str(tmp), "-noappend",
-                             "-comp", "lz4", "-xattrs", "-no-progress", "-quiet", "-processors", "2"],
-                            what="making the base system's image for the builder")
+                make_lower(self.base_dir(key), tmp)
                 os.replace(tmp, image)
             finally:
                 tmp.unlink(missing_ok=True)

@@ -253,7 +253,7 @@ class SSHBuilder:
         path = image()
         size = path.stat().st_size
         if size > disks.size:
-            raise BuildError(f"the base system's image {path} is larger than the builder's base disk "
+            raise BuildError(f"the read-only image {path} is larger than the builder's base disk "
                              f"({disks.size >> 30} GiB)", hint="raise qemu.disk_gib in the builders file")
         with open(path, "rb") as src:
             _fill(disks.base, src, disks.size)

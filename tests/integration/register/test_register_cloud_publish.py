@@ -158,7 +158,8 @@ def test_a_failure_in_the_sandbox_vm_leaves_no_vm_no_work_files_and_publishes_no
 
 def test_commands_in_the_sandbox_vm_change_the_copy_and_only_the_copy(tmp_path, sites, qemu_bundle):
     """What update-initramfs does in the VM, with a static busybox as the image's program: the tree goes in,
-    the command's changes come back (owner and mode kept) through the safe unpacker, the host is untouched."""
+    the command's changes (new files with owner and mode, removed files and directories, a directory
+    replaced by a file) come back through the safe unpacker, the rest is as it was, the host is untouched."""
     import os
     import shutil
 
@@ -172,12 +173,18 @@ def test_commands_in_the_sandbox_vm_change_the_copy_and_only_the_copy(tmp_path, 
     chroot.run_in_image(sandbox, root, [], [
         (["/usr/bin/busybox", "sh", "-c", "echo made in the VM > /boot/initrd.img-new; "
           "chown 1234:5678 /boot/initrd.img-new; chmod 0600 /boot/initrd.img-new; "
-          "echo escaped > /tmp/../../host-escape; rm /boot/keep"], "a command that edits the image"),
+          "echo escaped > /tmp/../../host-escape; rm /boot/keep; rm -r /etc/apt; rm -r /home; "
+          "echo now a file > /home"], "a command that edits the image"),
     ])
     made = root / "boot/initrd.img-new"
     assert made.read_text() == "made in the VM\n"
     assert (made.stat().st_uid, made.stat().st_gid, made.stat().st_mode & 0o777) == (1234, 5678, 0o600)
     assert not (root / "boot/keep").exists(), "the copy is what the VM left, not a merge"
+    assert not (root / "etc/apt").exists() and (root / "home").read_text() == "now a file\n"
+    # what the command left alone is there as it was (a VM on this host gets the copy read-only and
+    # returns only the changes, which are laid over the copy here)
+    assert "alice:x:1000" in (root / "etc/passwd").read_text() and (root / "etc/shadow").stat().st_mode & 0o777 == 0o640
+    assert (root / "usr/bin/su").stat().st_mode & 0o7777 == 0o4755 and os.readlink(root / "bin") == "usr/bin"
     assert (root / "host-escape").read_text() == "escaped\n" and not os.path.exists("/host-escape")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rain-adapt-")], "the sandbox's work is gone"
     assert qemu_pids(str(tmp_path)) == []
