@@ -19,4 +19,4 @@ if (( free_gib < need_gib )); then
   exit 1
 fi
 echo "== pytest"
-exec "$venv/bin/pytest" tests -p no:cacheprovider --durations=15 "$@"
+exec "$venv/bin/pytest" tests -p no:cacheprovider --durations=30 "$@"
