@@ -215,8 +215,7 @@ class Cache:
                 if p.name.startswith(".") or p.suffix in SIDECARS:
                     continue
                 key = p.name
-                size = _size(p) + sum(_size(p.with_name(p.name + s)) for s in SIDECARS
-                                      if p.with_name(p.name + s).is_file())
+                size = _size(p) + sum(_size(side) for side in _sidecars(p) if side.is_file())
                 out.append(CacheEntry(kind, key, p, size, _last_used(p), self._detail(kind, p)))
         return out
 
@@ -245,14 +244,19 @@ class Cache:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue
-                for sidecar in SIDECARS:
-                    (self.dir(e.kind) / f"{e.key}{sidecar}").unlink(missing_ok=True)
+                for side in _sidecars(e.path):
+                    side.unlink(missing_ok=True)
                 if e.path.is_dir():
                     remove_tree(e.path)
                 else:
                     e.path.unlink(missing_ok=True)
             gone.append(e)
         return gone
+
+
+def _sidecars(p: Path) -> list[Path]:
+    """The files that belong to entry p (a base's metadata and squashfs image), whether or not they exist."""
+    return [p.with_name(p.name + suffix) for suffix in SIDECARS]
 
 
 def _last_used(p: Path) -> float:

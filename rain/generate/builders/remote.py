@@ -175,8 +175,8 @@ class SSHBuilder:
         try:
             handle.undo.close()  # leave the chroot (unmount) while the machine is still there
             if s.base_mounted and not keep:  # a failed build's overlay is still mounted in the workspace
-                self._exec(handle, ["umount", "-R", "--", handle.inner_root], check=False, cleanup=True, what="umount")
-                self._exec(handle, ["umount", "--", f"{s.workspace}/lower"], check=False, cleanup=True, what="umount")
+                self._exec(handle, ["sh", "-c", _UNMOUNT_FAILED, "sh", s.workspace, handle.inner_root], check=False,
+                           cleanup=True, what="umount")
             if s.workspace and not keep:  # a machine may outlive the build (a reused cloud VM)
                 self._exec(handle, ["rm", "-rf", "--one-file-system", "--", s.workspace], what="rm", cleanup=True)
         except RainError as e:
@@ -414,6 +414,9 @@ _MOUNT_BASE = ('set -e; dev=$1 ws=$2 root=$3; modprobe -a squashfs overlay; bloc
 the build changes. Redirects, the inode index and metadata-only copies are off, so the upper layer is a plain
 tree with whiteouts and opaque directories only (what extract's layer mode reads)."""
 _UNMOUNT_BASE = 'set -e; ws=$1 root=$2; umount "$root"; umount "$ws/lower"'
+_UNMOUNT_FAILED = 'ws=$1 root=$2; umount -R "$root"; umount "$ws/lower"'
+"""As _UNMOUNT_BASE after a failure, in one round trip: the chroot's mounts may still be under the root, and
+each umount is tried whatever the other did."""
 
 
 @contextmanager
