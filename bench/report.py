@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import shlex
@@ -70,11 +71,27 @@ def _stamp(path: Path) -> str:
     return datetime.datetime.fromtimestamp(path.stat().st_mtime).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
+def _recorded(result: Path) -> str:
+    """When the results in NAME.json were measured: what run() wrote into them (a file's mtime is lost by a
+    git checkout), else the file's mtime."""
+    try:
+        return str(json.loads(result.read_text())[0]["measured"])
+    except (ValueError, LookupError, TypeError):
+        return _stamp(result)
+
+
+def _record_time(result: Path) -> None:
+    data = json.loads(result.read_text())
+    for section in data:
+        section["measured"] = _stamp(result)
+    result.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def load(name: str, directory: Path) -> Outcome:
     """A bench's outcome from the files an earlier run left in directory."""
     result, error = directory / f"{name}.json", directory / f"{name}.error"
     if result.is_file():
-        return Outcome(name, read_json(result), measured=_stamp(result))
+        return Outcome(name, read_json(result), measured=_recorded(result))
     if error.is_file():
         return Outcome(name, error=error.read_text(), measured=_stamp(error))
     return Outcome(name, error=f"no {result.name} in {directory}: the bench has not been run there")
@@ -100,6 +117,7 @@ def run(name: str, out: Path, extra: list[str]) -> Outcome:
         code = proc.wait()
     if code == 0 and partial.is_file():
         partial.replace(result)
+        _record_time(result)
         return load(name, out)
     partial.unlink(missing_ok=True)
     error.write_text(f"exit status {code}; the end of its output:\n\n{''.join(tail)}")
