@@ -7,10 +7,10 @@ be anyone's upload, so by default that code runs in a throwaway builder VM
 the copy goes into the VM (for a VM on this host as a read-only squashfs under
 an overlay, so only what the commands change comes back), the commands run in
 a chroot there, and the result comes back through the same safe unpacker as
-any built image, then is vetted again. `local` runs the commands in a chroot on this host instead (the
-chroot set-up is generate's own: /proc, /sys, a private /dev, policy-rc.d,
-the host's resolver lent, all undone when the block ends); only a site that
-registers nothing but its own images should choose it.
+any built image, then is vetted again. `local` runs the commands in a chroot
+on this host instead (the chroot set-up is generate's own: /proc, /sys, a
+private /dev, policy-rc.d, the host's resolver lent, all undone when the block
+ends); only a site that registers nothing but its own images should choose it.
 
 Packages come from the image's own distribution through generate's mirror
 (the `mirror` setting, else the host's apt sources); apt's lists and
