@@ -104,6 +104,8 @@ class Sandbox:
                 attached = builder.attach_base(handle, lambda: make_lower(root, Path(work) / "image.squashfs"))
                 if not attached:
                     builder.push(handle)
+                self._log("the copy is on the builder read-only, under an overlay: only the changes come back"
+                          if attached else "the copy was sent to the builder whole: the whole tree comes back")
                 yield ImageChroot(builder, handle)
                 if attached:  # the changes alone, laid over the copy here by the safe unpacker's layer mode
                     builder.fetch(handle)
@@ -115,6 +117,13 @@ class Sandbox:
                 _replace_contents(root, fetched)
             finally:
                 builder.stop(handle)
+
+
+    def _log(self, line: str) -> None:
+        """A line of Rain's own in the adapt log, among what the image's programs printed."""
+        if self.log_file is not None:
+            with open(self.log_file, "a") as log:
+                log.write(f"rain: {line}\n")
 
 
 def _replace_contents(root: Path, new: Path) -> None:

@@ -183,6 +183,8 @@ def test_commands_in_the_sandbox_vm_change_the_copy_and_only_the_copy(tmp_path, 
     assert not (root / "etc/apt").exists() and (root / "home").read_text() == "now a file\n"
     # what the command left alone is there as it was (a VM on this host gets the copy read-only and
     # returns only the changes, which are laid over the copy here)
+    log = (tmp_path / "adapt.log").read_text(errors="replace")
+    assert "rain: the copy is on the builder read-only, under an overlay: only the changes come back" in log
     assert "alice:x:1000" in (root / "etc/passwd").read_text() and (root / "etc/shadow").stat().st_mode & 0o777 == 0o640
     assert (root / "usr/bin/su").stat().st_mode & 0o7777 == 0o4755 and os.readlink(root / "bin") == "usr/bin"
     assert (root / "host-escape").read_text() == "escaped\n" and not os.path.exists("/host-escape")
