@@ -101,7 +101,9 @@ class Sandbox:
             handle = builder.start(spec)
             try:
                 handle.root = root
-                attached = builder.attach_base(handle, lambda: make_lower(root, Path(work) / "image.squashfs"))
+                layer = Path(work) / "image.squashfs"
+                attached = builder.attach_base(handle, lambda: make_lower(root, layer))
+                layer.unlink(missing_ok=True)  # its bytes are on the VM's disk now: not a third copy meanwhile
                 if not attached:
                     builder.push(handle)
                 self._log("the copy is on the builder read-only, under an overlay: only the changes come back"
@@ -109,15 +111,14 @@ class Sandbox:
                 yield ImageChroot(builder, handle)
                 if attached:  # the changes alone, laid over the copy here by the safe unpacker's layer mode
                     builder.fetch(handle)
-                    return
-                fetched = Path(work) / "fetched"
-                fetched.mkdir()
-                handle.root = fetched
-                builder.fetch(handle)  # the safe unpacker: nothing in the result escapes `fetched`
-                _replace_contents(root, fetched)
+                else:
+                    fetched = Path(work) / "fetched"
+                    fetched.mkdir()
+                    handle.root = fetched
+                    builder.fetch(handle)  # the safe unpacker: nothing in the result escapes `fetched`
+                    _replace_contents(root, fetched)
             finally:
                 builder.stop(handle)
-
 
     def _log(self, line: str) -> None:
         """A line of Rain's own in the adapt log, among what the image's programs printed."""

@@ -181,12 +181,12 @@ def test_commands_in_the_sandbox_vm_change_the_copy_and_only_the_copy(tmp_path, 
     assert (made.stat().st_uid, made.stat().st_gid, made.stat().st_mode & 0o777) == (1234, 5678, 0o600)
     assert not (root / "boot/keep").exists(), "the copy is what the VM left, not a merge"
     assert not (root / "etc/apt").exists() and (root / "home").read_text() == "now a file\n"
-    # what the command left alone is there as it was (a VM on this host gets the copy read-only and
-    # returns only the changes, which are laid over the copy here)
-    log = (tmp_path / "adapt.log").read_text(errors="replace")
-    assert "rain: the copy is on the builder read-only, under an overlay: only the changes come back" in log
+    # a qemu VM gets the copy read-only and returns only the changes, laid over the copy here: what the
+    # command left alone is there as it was, and the adapt log says which way the copy went
     assert "alice:x:1000" in (root / "etc/passwd").read_text() and (root / "etc/shadow").stat().st_mode & 0o777 == 0o640
     assert (root / "usr/bin/su").stat().st_mode & 0o7777 == 0o4755 and os.readlink(root / "bin") == "usr/bin"
+    log = (tmp_path / "adapt.log").read_text(errors="replace")
+    assert "rain: the copy is on the builder read-only, under an overlay: only the changes come back" in log
     assert (root / "host-escape").read_text() == "escaped\n" and not os.path.exists("/host-escape")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rain-adapt-")], "the sandbox's work is gone"
     assert qemu_pids(str(tmp_path)) == []
