@@ -52,11 +52,16 @@ class Acting:
     # -- access rules --------------------------------------------------------------------
 
     @staticmethod
-    def _readable_by(user: User) -> dict[str, Any]:
+    def _readable_branches(user: User) -> list[dict[str, Any]]:
+        """The images `user` may read, as alternatives: all of them, or own, public, shared with them."""
         if user.role == Role.ADMIN:
-            return {}
-        return {"$or": [{"owner": user.name}, {"visibility": str(Visibility.PUBLIC)},
-                        {"shared_with": user.name}]}
+            return [{}]
+        return [{"owner": user.name}, {"visibility": str(Visibility.PUBLIC)}, {"shared_with": user.name}]
+
+    @classmethod
+    def _readable_by(cls, user: User) -> dict[str, Any]:
+        branches = cls._readable_branches(user)
+        return {"$or": branches} if len(branches) > 1 else branches[0]
 
     def _find(self, image_id: str, user: User) -> dict[str, Any]:
         if not ID_RE.match(image_id or ""):

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
-import pymongo
 from bson import ObjectId
 from pydantic import ValidationError
 from pymongo.database import Database
 
 from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
+from rain.repository import listing
 from rain.repository.accounts import human, now, require_admin
 from rain.repository.acting import HOST, to_image
 from rain.repository.base import Progress
@@ -48,8 +48,8 @@ def new_id() -> str:
 
 
 def ensure_indexes(db: Database) -> None:
-    db.images.create_index([("owner", 1), ("created", -1)])
-    db.images.create_index([("name", 1)])
+    for keys in listing.INDEXES:
+        db.images.create_index(keys)
     db.images.create_index([("status", 1)])
     db.events.create_index([("when", -1)])
     db.events.create_index([("image_id", 1)])
@@ -161,7 +161,7 @@ class Store(RecordsMixin, CollectorMixin):
     def list(self, query: ImageQuery | None = None) -> builtins.list[Image]:
         q = query or ImageQuery()
         user = self.whoami()
-        filt: dict[str, Any] = dict(self._readable_by(user))
+        filt: dict[str, Any] = {}
         filt["status"] = str(q.status) if q.status else {"$ne": str(Status.UPLOADING)}
         for field, key in (("name", "name"), ("os_family", "os.family"), ("release", "os.release"),
                            ("arch", "os.arch"), ("format", "format"), ("owner", "owner"), ("tag", "tags"),
@@ -169,10 +169,9 @@ class Store(RecordsMixin, CollectorMixin):
             value = getattr(q, field)
             if value:
                 filt[key] = value
-        key = q.sort.lstrip("-+")
-        direction = pymongo.DESCENDING if q.sort.startswith("-") else pymongo.ASCENDING
-        cursor = self.images.find(filt).sort([(key, direction), ("_id", 1)]).skip(q.skip).limit(q.limit)
-        return [to_image(d) for d in cursor]
+        docs = listing.page(self.images, self._readable_branches(user), filt, q.sort.lstrip("-+"),
+                            q.sort.startswith("-"), q.skip, q.limit, now())
+        return [to_image(d) for d in docs]
 
     def show(self, image_id: str) -> Image:
         return to_image(self._find(image_id, self.whoami()))
