@@ -11,6 +11,7 @@ from pymongo.database import Database
 from rain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from rain.repository.accounts import Accounts, now, require_active, require_admin
 from rain.repository.blobs import BlobStore
+from rain.repository.listing import matches
 from rain.repository.models import ID_RE, Image, Role, Status, User, Visibility
 
 HOST = socket.gethostname()
@@ -59,16 +60,16 @@ class Acting:
         return [{"owner": user.name}, {"visibility": str(Visibility.PUBLIC)}, {"shared_with": user.name}]
 
     @classmethod
-    def _readable_by(cls, user: User) -> dict[str, Any]:
-        branches = cls._readable_branches(user)
-        return {"$or": branches} if len(branches) > 1 else branches[0]
+    def _may_read(cls, doc: dict[str, Any], user: User) -> bool:
+        return any(matches(doc, branch) for branch in cls._readable_branches(user))
 
     def _find(self, image_id: str, user: User) -> dict[str, Any]:
         if not ID_RE.match(image_id or ""):
             raise InvalidInput(f"bad image id {image_id!r}", hint="ids are 12 hex digits; see `fg-image list`")
-        query = {"_id": image_id, "status": {"$ne": str(Status.UPLOADING)}, **self._readable_by(user)}
-        doc = self.images.find_one(query)
-        if doc is None:
+        # by _id alone, and the rule checked here: the embedded server scans the whole catalog for a
+        # query with an $or (3.5 s with 100,000 images), even beside an _id
+        doc = self.images.find_one({"_id": image_id})
+        if doc is None or doc.get("status") == str(Status.UPLOADING) or not self._may_read(doc, user):
             raise NotFound(f"no image {image_id}", hint="check the id with `fg-image list`")
         return doc
 

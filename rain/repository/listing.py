@@ -59,7 +59,7 @@ def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any
     fields = {"_id", "created", key, *(p.split(".")[0] for c in [filt, *branches] for p in c)}
 
     def wanted(doc: dict[str, Any]) -> bool:
-        return _matches(doc, filt) and any(_matches(doc, b) for b in branches)
+        return matches(doc, filt) and any(matches(doc, b) for b in branches)
     want = skip + limit
     if key == "created" and descending:
         docs = _newest_first(images, drivers, fields, wanted, want, now)
@@ -74,7 +74,9 @@ DRIVERS = ("name", "parent", "owner", "tags")
 """Filters selective enough to read the catalog by, before the access rule's branches."""
 
 
-def _matches(doc: dict[str, Any], conditions: dict[str, Any]) -> bool:
+def matches(doc: dict[str, Any], conditions: dict[str, Any]) -> bool:
+    """Whether the record meets every condition: equalities on (dotted) fields, where an array field
+    meets one if it holds the value, and {"$ne": v}."""
     for path, cond in conditions.items():
         value: Any = doc
         for part in path.split("."):
@@ -106,7 +108,7 @@ def _newest_first(images: Collection, drivers: list[dict[str, Any]], fields: set
         # the next slice as long as this density of matches needs for the rest of the page (a quarter
         # more), but at most GROWTH times all read so far: a quiet stretch is crossed in a few steps
         need = want - len(out)
-        width = min(covered * (need / len(out)) * 1.25, covered * GROWTH) if out else covered * GROWTH
+        width = covered * (min(need / len(out) * 1.25, GROWTH) if out else GROWTH)
     return out
 
 

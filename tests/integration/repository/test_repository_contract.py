@@ -154,6 +154,9 @@ class TestImages:
         pages = [[i.name for i in backend.admin.list(ImageQuery(sort="name", limit=2, skip=skip))]
                  for skip in (0, 2, 4)]
         assert pages == [["a-img", "b-img"], ["c-img", "d-img"], ["e-img"]]
+        # a page far past the end is empty, newest first too (the listing reads back through time)
+        assert backend.admin.list(ImageQuery(skip=2_294_519)) == []
+        assert backend.admin.list(ImageQuery(skip=9_007_199_254_740_991, limit=10_000)) == []
 
     def test_modify_renames_retags_and_changes_visibility(self, backend):
         alice, bob = backend.users("alice", "bob")
