@@ -1,6 +1,6 @@
 """Repository throughput: the direct Store, the service, raw GridFS and cp, on the same file.
 
-    .venv/bin/python bench/repository.py [--sizes 16,64,256] [--json FILE]
+    .venv/bin/python bench/repository.py [--sizes 16,64,256] [--catalog 100000] [--json FILE]
 
 Starts its own embedded SecantusDB server and `fg-image serve` in a temporary
 directory, moves a file of random bytes of each size up and down each way,
@@ -12,12 +12,20 @@ show how the cost grows with the image (bench/report.py plots it).
 (b) service  rain.repository.client.Client <-> `fg-image serve` over HTTP on 127.0.0.1
 (c) gridfs   pymongo GridFSBucket upload_from_stream/download_to_stream, 1 MiB chunks
 (d) cp       `cp` of the file to a new file and back (page cache warm, as for the others)
+
+Then the catalog at scale: --catalog N image records (default 100,000; 0 skips it) are seeded
+straight into a database of their own (one a minute, up to now; owners, families, tags and
+visibility spread over them), and a user's `list` (newest 100, unfiltered and filtered) and `show`
+through the service are timed against the plain query with the access rule on the same server
+(what Rain sent before listing.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import gridfs
@@ -35,7 +44,7 @@ from rain.config import load_settings
 from rain.repository import embedded
 from rain.repository.client import Client
 from rain.repository.connect import open_database, open_store
-from rain.repository.models import ImageMeta
+from rain.repository.models import ImageMeta, ImageQuery
 
 MiB = 1 << 20
 Results = dict[str, tuple[float, float]]
@@ -142,10 +151,81 @@ def section(by_size: dict[int, Results]) -> Section:
     return Section("repository: throughput", rows, series, notes)
 
 
+def seed_catalog(db, n: int) -> None:
+    """n image records, one a minute up to now, in batches (not uploaded: no bytes behind them)."""
+    rnd = random.Random(13)
+    newest = datetime.now(UTC)
+    batch = []
+    for i in range(n):
+        stamp = newest - timedelta(minutes=n - i)
+        batch.append({
+            "_id": secrets.token_hex(6), "name": f"img-{i % 5000}", "owner": f"user{rnd.randrange(200)}",
+            "os": {"family": rnd.choice(["debian", "ubuntu", "rocky", "alma"]), "release": "12", "arch": "x86_64"},
+            "format": "tar.zst", "size": 1 << 30, "sha256": "0" * 64, "status": "available",
+            "visibility": "public" if rnd.random() < 0.1 else "private", "shared_with": [], "tags": [f"t{i % 50}"],
+            "description": "", "created": stamp, "updated": stamp, "last_access": None, "access_count": 0,
+            "parent": None, "provenance": None, "vetting": {}, "quarantined": [], "accepted_rules": {},
+            "registrations": []})
+        if len(batch) == 1000:
+            db.images.insert_many(batch)
+            batch = []
+    if batch:
+        db.images.insert_many(batch)
+
+
+def p95(step: Callable[[], object], runs: int) -> float:
+    """The 95th percentile of `runs` timings of step, in ms."""
+    times = sorted(timed(step) * 1000 for _ in range(runs))
+    return times[min(runs - 1, round(0.95 * (runs - 1)))]
+
+
+def catalog_section(env: dict[str, str], work: Path, n: int) -> Section:
+    """list and show for a user on n records, through the service, against the plain queries."""
+    cat_env = {**env, "RAIN_MONGO_DB": "bench_catalog"}
+    settings = load_settings(environ=cat_env)
+    admin = open_store(settings, "bench")  # the first user (the admin); makes the indexes
+    admin.add_user("user7")
+    db = open_database(settings)
+    started = time.monotonic()
+    seed_catalog(db, n)
+    print(f"seeded {n} image records in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    service, url = start_service(cat_env, work / "serve-catalog.log")
+    try:
+        client = Client(url, admin.issue_token("user7"), timeout=600)
+        public = db.images.find_one({"visibility": "public"})["_id"]
+        rule = {"status": {"$ne": "uploading"},
+                "$or": [{"owner": "user7"}, {"visibility": "public"}, {"shared_with": "user7"}]}
+        newest = [("created", -1), ("_id", 1)]
+        cases = [
+            ("list, newest 100", lambda: client.list(ImageQuery()),
+             lambda: list(db.images.find(rule).sort(newest).limit(100))),
+            ("list --os-family rocky, newest 100", lambda: client.list(ImageQuery(os_family="rocky")),
+             lambda: list(db.images.find({**rule, "os.family": "rocky"}).sort(newest).limit(100))),
+            ("show one public image", lambda: client.show(public),
+             lambda: db.images.find_one({"_id": public, **rule})),
+        ]
+        rows = []
+        for what, rain, plain in cases:
+            rain_ms, plain_ms = p95(rain, 20), p95(plain, 3)
+            print(f"{what}: service p95 {rain_ms:.1f} ms; plain query {plain_ms:.1f} ms", file=sys.stderr)
+            rows.append(Row(f"{what}, {n:,} images, a user (p95 of 20)", rain_ms,
+                            "the plain query with the access rule, same server (p95 of 3)", plain_ms, unit="ms"))
+    finally:
+        service.terminate()
+        service.wait(30)
+    notes = [f"{n:,} seeded records, one a minute up to now, 200 owners, a tenth public; the user owns none "
+             "and reads the public ones",
+             "service: Client <-> `fg-image serve` on 127.0.0.1, the answer parsed; plain query: pymongo on the "
+             "same embedded server, with the access rule's $or as Rain sent it before it read indexes only"]
+    return Section("repository: the catalog at scale", rows, [], notes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=numbers, default=[16, 64, 256],
                         help="file sizes in MiB, comma-separated (default 16,64,256)")
+    parser.add_argument("--catalog", type=int, default=100_000, metavar="N",
+                        help="image records for the catalog figures (default 100000; 0 skips them)")
     add_json_option(parser)
     args = parser.parse_args()
 
@@ -171,7 +251,10 @@ def main() -> None:
                             "service": bench_repo(client, src, out, mib * MiB),
                             "gridfs": bench_gridfs(bucket, src, out), "cp": bench_cp(src, out)}
             print_table(mib, by_size[mib])
-        write_json(args.json, [section(by_size)])
+        sections = [section(by_size)]
+        if args.catalog > 0:
+            sections.append(catalog_section(env, work, args.catalog))
+        write_json(args.json, sections)
     finally:
         if service is not None:
             service.terminate()
