@@ -44,6 +44,8 @@ INDEXES: list[list[tuple[str, int]]] = [
     [("tags", 1), ("created", -1)],
 ]
 """What `list` reads: created by ensure_indexes (a no-op once they exist)."""
+DRIVERS = ("name", "parent", "owner", "tags")
+"""Filters selective enough to read the catalog by, before the access rule's branches."""
 
 
 def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any], key: str,
@@ -68,10 +70,6 @@ def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any
     ids = [d["_id"] for d in docs[skip:want]]
     whole = {d["_id"]: d for d in images.find({"_id": {"$in": ids}})} if ids else {}
     return [whole[i] for i in ids if i in whole]  # one removed meanwhile is left out
-
-
-DRIVERS = ("name", "parent", "owner", "tags")
-"""Filters selective enough to read the catalog by, before the access rule's branches."""
 
 
 def matches(doc: dict[str, Any], conditions: dict[str, Any]) -> bool:
