@@ -85,7 +85,7 @@ def start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[byte
         try:
             if requests.get(url + "/healthz", timeout=2).ok:
                 return proc, url
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or busy (a checkpoint after seeding)
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("fg-image serve did not start")

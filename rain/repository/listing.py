@@ -18,8 +18,10 @@ So a listing is made of queries that any server answers from an index:
   slice sorts before all of an older one, so the slices are never re-sorted.
 
 Cost grows with the images created in the newest slices that fill the page,
-not with the catalog. Other orders (by name, size, ...) merge whole branches,
-which a server without index sorts does in memory.
+not with the catalog. The history (the events collection, which grows fastest:
+every download adds one) is read the same way, in slices of `when`. Other
+orders (by name, size, ...) merge whole branches, which a server without index
+sorts does in memory.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ INDEXES: list[list[tuple[str, int]]] = [
     [("tags", 1), ("created", -1)],
 ]
 """What `list` reads: created by ensure_indexes (a no-op once they exist)."""
+EVENT_INDEXES: list[list[tuple[str, int]]] = [
+    [("when", -1)],  # an administrator's history: every event
+    [("user", 1), ("when", -1)],
+    [("image_id", 1), ("when", -1)],
+]
+"""What `history` reads: the events collection grows by one record per upload, download, share..."""
 DRIVERS = ("name", "parent", "owner", "tags")
 """Filters selective enough to read the catalog by, before the access rule's branches."""
 
@@ -64,7 +72,7 @@ def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any
         return matches(doc, filt) and any(matches(doc, b) for b in branches)
     want = skip + limit
     if key == "created" and descending:
-        docs = _newest_first(images, drivers, fields, wanted, want, now)
+        docs = newest_first(images, drivers, fields, wanted, want, now)
     else:
         docs = _sorted([d for d in _union(images, drivers, fields) if wanted(d)], key, descending)
     ids = [d["_id"] for d in docs[skip:want]]
@@ -87,19 +95,23 @@ def matches(doc: dict[str, Any], conditions: dict[str, Any]) -> bool:
     return True
 
 
-def _newest_first(images: Collection, drivers: list[dict[str, Any]], fields: set[str],
-                  wanted: Callable[[dict[str, Any]], bool], want: int, now: datetime) -> list[dict[str, Any]]:
+def newest_first(coll: Collection, drivers: list[dict[str, Any]], fields: set[str] | None,
+                 wanted: Callable[[dict[str, Any]], bool], want: int, now: datetime,
+                 when: str = "created", ids_descending: bool = False) -> list[dict[str, Any]]:
+    """At least `want` documents that match a driver and are `wanted`, newest `when` first (or all
+    there are), read in slices of `when` from each driver's (field, when) index. Ties of `when` come
+    in `_id` order, ascending unless `ids_descending`. `fields`: the projection (None: whole)."""
     out: list[dict[str, Any]] = []
     covered = timedelta(0)  # now - covered: where the next (older) slice ends
     width = FIRST_SLICE
     while len(out) < want:
         last = covered > OLDEST
         # the first slice is open above (a clock ahead of ours still sorts first), the last below
-        created: dict[str, Any] = {} if last else {"$gte": now - covered - width}
+        span: dict[str, Any] = {} if last else {"$gte": now - covered - width}
         if covered:
-            created["$lt"] = now - covered
-        found = _union(images, [{**d, "created": created} for d in drivers], fields)
-        out.extend(_sorted([d for d in found if wanted(d)], "created", descending=True))
+            span["$lt"] = now - covered
+        found = _union(coll, [{**d, when: span} for d in drivers], fields)
+        out.extend(_sorted([d for d in found if wanted(d)], when, descending=True, ids_descending=ids_descending))
         if last:
             break
         covered += width
@@ -110,17 +122,19 @@ def _newest_first(images: Collection, drivers: list[dict[str, Any]], fields: set
     return out
 
 
-def _union(images: Collection, queries: Iterable[dict[str, Any]], fields: set[str]) -> list[dict[str, Any]]:
-    """What each query finds (those fields of it), once each."""
-    seen: dict[str, dict[str, Any]] = {}
+def _union(coll: Collection, queries: Iterable[dict[str, Any]], fields: set[str] | None) -> list[dict[str, Any]]:
+    """What each query finds (those fields of it, or all), once each."""
+    seen: dict[Any, dict[str, Any]] = {}
+    projection = dict.fromkeys(sorted(fields), 1) if fields is not None else None
     for q in queries:
-        for doc in images.find(q, dict.fromkeys(sorted(fields), 1)):
+        for doc in coll.find(q, projection):
             seen.setdefault(doc["_id"], doc)
     return list(seen.values())
 
 
-def _sorted(docs: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
-    """In MongoDB's order for (key, _id ascending): a missing or null key sorts lowest."""
-    docs = sorted(docs, key=lambda d: d["_id"])
+def _sorted(docs: list[dict[str, Any]], key: str, descending: bool,
+            ids_descending: bool = False) -> list[dict[str, Any]]:
+    """In MongoDB's order for (key, _id): a missing or null key sorts lowest."""
+    docs = sorted(docs, key=lambda d: d["_id"], reverse=ids_descending)
     return sorted(docs, key=lambda d: (d.get(key) is not None, d.get(key) if d.get(key) is not None else 0),
                   reverse=descending)

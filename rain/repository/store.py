@@ -51,8 +51,8 @@ def ensure_indexes(db: Database) -> None:
     for keys in listing.INDEXES:
         db.images.create_index(keys)
     db.images.create_index([("status", 1)])
-    db.events.create_index([("when", -1)])
-    db.events.create_index([("image_id", 1)])
+    for keys in listing.EVENT_INDEXES:
+        db.events.create_index(keys)
     db.tokens.create_index([("user", 1)])
     # partial: token documents from before ids have none, and keep working
     db.tokens.create_index([("id", 1)], unique=True, partialFilterExpression={"id": {"$exists": True}})
@@ -239,8 +239,12 @@ class Store(RecordsMixin, CollectorMixin):
             if user and user != actor.name:
                 raise Forbidden("only administrators may see other users' history")
             filt["user"] = actor.name
-        cursor = self.events.find(filt, {"_id": 0}).sort([("when", -1), ("_id", -1)]).limit(limit)
-        return [Event(**d) for d in cursor]
+        # the newest events from the slices of `when` of one indexed field (see listing.py)
+        key = "image_id" if "image_id" in filt else "user" if "user" in filt else None
+        drivers: list[dict[str, Any]] = [{key: filt[key]}] if key else [{}]
+        docs = listing.newest_first(self.events, drivers, None, lambda d: listing.matches(d, filt), limit, now(),
+                                    when="when", ids_descending=True)
+        return [Event(**{k: v for k, v in d.items() if k != "_id"}) for d in docs[:limit]]
 
     # -- users ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""`list` on a catalog of 20,000 images: the same answer as the server's own query, read from indexes.
+"""`list` and `history` on a catalog of 20,000 images and as many events: the same answer as the
+server's own query, read from indexes.
 
 The embedded server scans the whole collection for an `$or`, a `$ne` or any condition its index
 does not hold, and sorts only after fetching every match: at 100,000 images a plain listing took
@@ -26,15 +27,17 @@ from rain.repository.store import Store
 pytestmark = pytest.mark.integration
 
 IMAGES = 20_000
+EVENTS = 20_000
 USERS = [f"user{i}" for i in range(40)]
 
 
 class Finds(monitoring.CommandListener):
-    def __init__(self) -> None:
+    def __init__(self, collection: str = "images") -> None:
+        self.collection = collection
         self.filters: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find" and event.command.get("find") == "images":
+        if event.command_name == "find" and event.command.get("find") == self.collection:
             self.filters.append(dict(event.command.get("filter", {})))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -74,13 +77,34 @@ def catalog(tmp_path_factory: pytest.TempPathFactory, embedded_mongo: Any) -> Se
             "registrations": []})
     db = open_database(settings)
     db.images.insert_many(docs)
+    # and as many history events: one per upload, download, share... of those images, by those users
+    some = [d["_id"] for d in docs[:300]]
+    db.events.insert_many([
+        {"when": newest - timedelta(seconds=rnd.uniform(0, 30 * 86400)), "user": rnd.choice(USERS),
+         "action": rnd.choice(["upload", "download", "download", "share"]), "image_id": rnd.choice(some),
+         "image_name": "img", "detail": {}} for _ in range(EVENTS)])
     return settings
 
 
-def watched(settings: Settings, user: str) -> tuple[Store, Finds, pymongo.MongoClient]:
-    finds = Finds()
+def watched(settings: Settings, user: str, collection: str = "images") -> tuple[Store, Finds, pymongo.MongoClient]:
+    finds = Finds(collection)
     client: pymongo.MongoClient = pymongo.MongoClient(settings.mongo_uri, event_listeners=[finds])
     return Store(client[settings.mongo_db], user), finds, client
+
+
+def examined_by(coll: Any, finds: Finds, indexed: bool = True) -> int:
+    """The documents the server read (its explain) for the finds seen; if `indexed`, none may be a
+    collection scan."""
+    examined = 0
+    for filt in finds.filters:
+        plan = coll.find(filt).explain()
+        stage = plan["queryPlanner"]["winningPlan"]
+        while "inputStage" in stage:
+            stage = stage["inputStage"]
+        if indexed:
+            assert stage["stage"] == "IXSCAN", f"a collection scan for {filt}"
+        examined += plan["executionStats"]["totalDocsExamined"]
+    return examined
 
 
 def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
@@ -112,18 +136,36 @@ def test_listing_a_large_catalog_reads_indexes_and_matches_the_servers_answer(ca
         got = [i.id for i in store.list(query)]
         assert got == reference(catalog, user, query), "the listing differs from the server's own query"
         assert got, "the seeded catalog has matches for every query here"
-        examined = 0
-        for filt in finds.filters:
-            plan = client[catalog.mongo_db].images.find(filt).explain()
-            stage = plan["queryPlanner"]["winningPlan"]
-            while "inputStage" in stage:
-                stage = stage["inputStage"]
-            if query.sort.lstrip("-+") == "created":
-                assert stage["stage"] == "IXSCAN", f"a collection scan for {filt}"
-            examined += plan["executionStats"]["totalDocsExamined"]
+        examined = examined_by(client[catalog.mongo_db].images, finds,
+                               indexed=query.sort.lstrip("-+") == "created")
     if query.sort.lstrip("-+") == "created":
         # the newest-first page is read from the newest slices of `created`, not from the whole catalog
         assert examined < IMAGES / 4, f"{examined} documents read for {query.limit} results"
+
+
+@pytest.mark.parametrize(("user", "who", "image"), [
+    ("admin", None, False), ("user3", None, False), ("admin", "user9", False), ("user3", None, True),
+], ids=["admin-all", "user-own", "admin-of-user", "user-of-image"])
+def test_history_of_a_large_catalog_reads_indexes_and_matches_the_servers_answer(catalog, user, who, image):
+    """Every upload, download and share adds an event: `history` read all of them and sorted them
+    in memory, for every user's call. It reads the newest slices of `when` from an index instead."""
+    db = open_database(catalog)
+    image_id = None
+    if image:  # a public image with history, which user3 may read
+        ids = db.events.distinct("image_id")
+        image_id = db.images.find_one({"_id": {"$in": ids}, "visibility": "public",
+                                       "status": "available"})["_id"]
+    filt = {k: v for k, v in (("user", who or (None if user == "admin" or image else user)),
+                              ("image_id", image_id)) if v}
+    want = [(e["when"], e["user"], e["action"], e["image_id"])
+            for e in db.events.find(filt).sort([("when", -1), ("_id", -1)]).limit(100)]
+    store, finds, client = watched(catalog, user, "events")
+    with client:
+        got = [(e.when, e.user, e.action, e.image_id) for e in store.history(image_id, who, 100)]
+        assert [g[1:] for g in got] == [w[1:] for w in want], "the history differs from the server's own query"
+        assert want and len(got) == len(want)
+        assert all(g[0] == w[0].replace(tzinfo=g[0].tzinfo) for g, w in zip(got, want, strict=True))
+        assert examined_by(client[catalog.mongo_db].events, finds) < EVENTS / 4
 
 
 def test_reading_one_image_of_a_large_catalog_is_an_index_lookup(catalog):
