@@ -97,6 +97,10 @@ def load(name: str, directory: Path) -> Outcome:
     return Outcome(name, error=f"no {result.name} in {directory}: the bench has not been run there")
 
 
+def earlier_results(name: str, directory: Path) -> bool:
+    return (directory / f"{name}.json").is_file() or (directory / f"{name}.error").is_file()
+
+
 def run(name: str, out: Path, extra: list[str]) -> Outcome:
     """Run one bench, its output shown as it goes and kept in NAME.log, its results in NAME.json."""
     result, error, partial = out / f"{name}.json", out / f"{name}.error", out / f"{name}.json.partial"
@@ -244,11 +248,15 @@ def main() -> None:
     extra = bench_args(args.args)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.source:
-        outcomes = [load(n, args.source) for n in names]
+        outcomes = ran = [load(n, args.source) for n in names]
     else:
-        outcomes = [run(n, args.out, extra.get(n, [])) for n in names]
+        ran = [run(n, args.out, extra.get(n, [])) for n in names]
+        # the benches not run this time keep their last results in the report (and their plots)
+        kept = {n: load(n, args.out) for n in BENCHES if n not in names and earlier_results(n, args.out)}
+        outcomes = [next(o for o in ran if o.name == n) if n in names else kept[n] for n in BENCHES
+                    if n in names or n in kept]
     report = render(outcomes, args.out)
-    failed = [o.name for o in outcomes if o.error]
+    failed = [o.name for o in ran if o.error]
     print(f"\n{report}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     sys.exit(1 if failed else 0)
 
