@@ -73,7 +73,10 @@ def pack_tar_zst(root: Path, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".part")
     try:
         command.pipe(["tar", "-C", str(root), *TAR_OPTS, "--sort=name", "-cf", "-", "."],
-                     ["zstd", "-q", "-3", "-T2", "-f", "-o", str(tmp)], what="packing tar.zst")
+                     # --rsyncable: the stream restarts at content-defined points, so a change early in
+                     # an image leaves the rest of its compressed bytes as they were: variants of one image
+                     # share most of their bytes (for a repository that stores chunks once, rsync, zsync)
+                     ["zstd", "-q", "-3", "-T2", "--rsyncable", "-f", "-o", str(tmp)], what="packing tar.zst")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
