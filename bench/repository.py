@@ -152,7 +152,8 @@ def section(by_size: dict[int, Results]) -> Section:
 
 
 def seed_catalog(db, n: int) -> None:
-    """n image records, one a minute up to now, in batches (not uploaded: no bytes behind them)."""
+    """n image records, one a minute up to now, in batches (not uploaded: no bytes behind them), and n
+    history events."""
     rnd = random.Random(13)
     newest = datetime.now(UTC)
     batch = []
@@ -171,6 +172,13 @@ def seed_catalog(db, n: int) -> None:
             batch = []
     if batch:
         db.images.insert_many(batch)
+    # as many history events (one per upload, download, share...), a few a minute, by the same users
+    ids = [d["_id"] for d in db.images.find({"created": {"$gte": newest - timedelta(days=1)}}, {"_id": 1})]
+    for start in range(0, n, 1000):
+        db.events.insert_many([
+            {"when": newest - timedelta(seconds=60 * (n - i) / 3), "user": f"user{rnd.randrange(200)}",
+             "action": rnd.choice(["upload", "download", "download", "share"]), "image_id": rnd.choice(ids),
+             "image_name": "img", "detail": {}} for i in range(start, min(n, start + 1000))])
 
 
 def p95(step: Callable[[], object], runs: int) -> float:
@@ -203,18 +211,21 @@ def catalog_section(env: dict[str, str], work: Path, n: int) -> Section:
              lambda: list(db.images.find({**rule, "os.family": "rocky"}).sort(newest).limit(100))),
             ("show one public image", lambda: client.show(public),
              lambda: db.images.find_one({"_id": public, **rule})),
+            ("history, newest 100 of the user's events", lambda: client.history(limit=100),
+             lambda: list(db.events.find({"user": "user7"}).sort([("when", -1), ("_id", -1)]).limit(100))),
         ]
         rows = []
         for what, rain, plain in cases:
             rain_ms, plain_ms = p95(rain, 20), p95(plain, 3)
             print(f"{what}: service p95 {rain_ms:.1f} ms; plain query {plain_ms:.1f} ms", file=sys.stderr)
-            rows.append(Row(f"{what}, {n:,} images, a user (p95 of 20)", rain_ms,
+            noun = "events" if what.startswith("history") else "images"
+            rows.append(Row(f"{what}, {n:,} {noun}, a user (p95 of 20)", rain_ms,
                             "the plain query with the access rule, same server (p95 of 3)", plain_ms, unit="ms"))
     finally:
         service.terminate()
         service.wait(30)
     notes = [f"{n:,} seeded records, one a minute up to now, 200 owners, a tenth public; the user owns none "
-             "and reads the public ones",
+             f"and reads the public ones; {n:,} history events, three a minute, the user's about one in 200",
              "service: Client <-> `fg-image serve` on 127.0.0.1, the answer parsed; plain query: pymongo on the "
              "same embedded server, with the access rule's $or as Rain sent it before it read indexes only"]
     return Section("repository: the catalog at scale", rows, [], notes)
