@@ -212,22 +212,25 @@ def catalog_section(env: dict[str, str], work: Path, n: int) -> Section:
             ("show one public image", lambda: client.show(public),
              lambda: db.images.find_one({"_id": public, **rule})),
             ("history, newest 100 of the user's events", lambda: client.history(limit=100),
-             lambda: list(db.events.find({"user": "user7"}).sort([("when", -1), ("_id", -1)]).limit(100))),
+             lambda: list(db.events.find({"user": "user7"}).sort([("when", -1), ("_id", -1)])
+                          .hint([("when", -1)]).limit(100))),  # the only index history had before
         ]
         rows = []
         for what, rain, plain in cases:
             rain_ms, plain_ms = p95(rain, 20), p95(plain, 3)
             print(f"{what}: service p95 {rain_ms:.1f} ms; plain query {plain_ms:.1f} ms", file=sys.stderr)
-            noun = "events" if what.startswith("history") else "images"
-            rows.append(Row(f"{what}, {n:,} {noun}, a user (p95 of 20)", rain_ms,
-                            "the plain query with the access rule, same server (p95 of 3)", plain_ms, unit="ms"))
+            history = what.startswith("history")
+            peer = "the plain sorted query on the time index" if history else "the plain query with the access rule"
+            rows.append(Row(f"{what}, {n:,} {'events' if history else 'images'}, a user (p95 of 20)", rain_ms,
+                            f"{peer}, same server (p95 of 3)", plain_ms, unit="ms"))
     finally:
         service.terminate()
         service.wait(30)
     notes = [f"{n:,} seeded records, one a minute up to now, 200 owners, a tenth public; the user owns none "
              f"and reads the public ones; {n:,} history events, three a minute, the user's about one in 200",
              "service: Client <-> `fg-image serve` on 127.0.0.1, the answer parsed; plain query: pymongo on the "
-             "same embedded server, with the access rule's $or as Rain sent it before it read indexes only"]
+             "same embedded server, with the access rule's $or as Rain sent it before it read indexes only; for "
+             "history, the user's events by the time index, the only one it had before"]
     return Section("repository: the catalog at scale", rows, [], notes)
 
 
