@@ -116,9 +116,13 @@ def newest_first(coll: Collection, drivers: list[dict[str, Any]], fields: set[st
             break
         covered += width
         # the next slice as long as this density of matches needs for the rest of the page (a quarter
-        # more), but at most GROWTH times all read so far: a quiet stretch is crossed in a few steps
+        # more), at least as long as all read so far and at most GROWTH times that. A slice with no
+        # records at all grows GROWTH-fold: a quiet stretch, or the catalog's beginning, is crossed in
+        # a few steps (with only the density, a page that all matches had filled all but a few of
+        # grew a seventh each step: 70 queries per branch on a 3,000-record catalog)
         need = want - len(out)
-        width = covered * (min(need / len(out) * 1.25, GROWTH) if out else GROWTH)
+        density = need / len(out) * 1.25 if out and found else GROWTH
+        width = covered * min(max(density, 1), GROWTH)
     return out
 
 
