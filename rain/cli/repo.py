@@ -40,11 +40,26 @@ def status(as_json: bool = json_flag()) -> None:
                 "data": str(st.data_dir), "free": free, "free_human": human(free, none="unknown"), "log": str(st.log)}
         if state not in ("ok", "stopped"):
             info["hint"] = embedded_disk.recovery_hint(st.data_dir)
+    if info.get("status", info.get("state")) in ("ok", "low on disk space"):
+        info.update(_storage())
     if as_json:
         print_json(info)
         return
     for key, value in info.items():
         console.print(f"[bold]{markup(key)}[/bold]: {markup(value if value is not None else '-')}")  # a service's words
+
+
+def _storage() -> dict[str, object]:
+    """Logical and stored bytes and the dedup ratio, for an administrator; nothing for other users."""
+    from rain.errors import Forbidden
+
+    try:
+        report = open_repo().storage()
+    except Forbidden:
+        return {}
+    return {"images": report.images, "logical": human(report.logical_bytes), "stored": human(report.stored_bytes),
+            "dedup_ratio": report.dedup_ratio, "logical_bytes": report.logical_bytes,
+            "stored_bytes": report.stored_bytes, "chunks": report.chunks}
 
 
 @repo_app.command("stop")
@@ -63,8 +78,9 @@ def gc(as_json: bool = json_flag()) -> None:
     if as_json:
         print_json(report)
     else:
-        console.print(f"removed {report.uploads_removed} abandoned upload(s), {report.files_removed} "
-                      f"file(s), freed {human(report.bytes_freed)}")
+        console.print(f"removed {report.uploads_removed} abandoned upload(s), {report.chunks_removed} "
+                      f"chunk(s), {report.files_removed} stray file(s); corrected {report.counts_corrected} "
+                      f"reference count(s); freed {human(report.bytes_freed)}")
 
 
 @commands.command("serve")

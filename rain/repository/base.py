@@ -15,6 +15,7 @@ from rain.repository.models import (
     ImageQuery,
     NewToken,
     Role,
+    StorageReport,
     TokenInfo,
     User,
 )
@@ -52,6 +53,7 @@ class Repository(Protocol):
     def set_role(self, name: str, role: Role) -> User: ...
     def suspend(self, name: str, suspended: bool = True) -> User: ...
     def gc(self) -> GcReport: ...
+    def storage(self) -> StorageReport: ...
 
     # What the register stage records; see records.py for who may write what.
     def set_vetting(self, image_id: str, target: str, report: dict[str, Any]) -> Image:

@@ -1,113 +1,135 @@
-"""Image bytes in GridFS: streamed in and out, checksummed while moving, stored once per content.
+"""Image bytes: streamed in and out, checksummed while moving, stored once per content and per chunk.
 
-A blob is one distinct content, keyed by its sha256 in the `blobs` collection
-with a reference count; its bytes are one GridFS file. Uploads write into a
-GridFS file whose id is recorded on the uploading image record first, so bytes
-left by an interrupted upload can always be found and collected.
+A blob is one distinct content (one whole-file sha256) in the `blobs` collection,
+with a reference count (the images that have it) and the ordered list of its
+content-defined chunks (chunks.py), each of which is stored once however many
+blobs share it. The whole-file sha256 is computed on the way in and checked on
+the way out, so a chunk that went wrong cannot pass unnoticed.
+
+Blobs written before chunking name one GridFS file (`file_id`); they are still
+read and freed as they were.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import gridfs
-from bson import Binary, ObjectId
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from rain.errors import IntegrityError, InvalidInput
+from rain.repository.chunks import ChunkStore, batches, cut
 
-CHUNK = 1 << 20  # GridFS chunk and copy buffer: 1 MiB keeps memory flat and round trips few
-BATCH = 8  # chunks per insert while writing
+CHUNK = 1 << 20  # buffer of the pre-chunking GridFS files still read
 HEARTBEAT_EVERY = 5.0
 
+
+@dataclass
+class Written:
+    """What an upload wrote: the content's sha256, its chunks in order, and how many bytes were new."""
+
+    sha256: str
+    size: int
+    chunks: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    new_bytes: int = 0
 
 class BlobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.bucket = gridfs.GridFSBucket(db, chunk_size_bytes=CHUNK)
         self.blobs = db["blobs"]
+        self.chunks = ChunkStore(db)
 
-    def write(self, src: BinaryIO, size: int, file_id: ObjectId, name: str,
+    # -- in ---------------------------------------------------------------------------------------
+
+    def write(self, src: BinaryIO, size: int, holder: str,
               progress: Callable[[int], None] | None = None,
-              heartbeat: Callable[[], None] | None = None) -> str:
-        """Copy exactly `size` bytes from src into GridFS file `file_id`; return their sha256.
+              heartbeat: Callable[[], None] | None = None) -> Written:
+        """Cut exactly `size` bytes from src into chunks held by `holder`, storing the new ones.
 
-        Chunks go out BATCH at a time (pymongo's GridIn would hold up to 48 MiB of
-        them, plus their encoded message, before each insert). The files document
-        is written last, so a file without one is a partial upload. On any failure
-        the partial chunks are removed before the error propagates.
+        On any failure what the holder took is given back before the error propagates.
         """
         digest = hashlib.sha256()
-        remaining = size
-        last_beat = time.monotonic()
-        chunks, batch, buffer, n = self.db["fs.chunks"], [], bytearray(), 0
-        try:
-            while remaining > 0:
-                data = src.read(min(CHUNK - len(buffer), remaining))
-                if not data:
-                    raise IntegrityError(f"the upload ended after {size - remaining} of {size} bytes",
-                                         hint="the source was truncated or the connection dropped; "
-                                              "upload again")
-                buffer += data
-                digest.update(data)
-                remaining -= len(data)
-                if len(buffer) == CHUNK or remaining == 0:
-                    batch.append({"files_id": file_id, "n": n, "data": Binary(bytes(buffer))})
-                    buffer, n = bytearray(), n + 1
-                if len(batch) == BATCH or (batch and remaining == 0):
-                    chunks.insert_many(batch)
-                    batch = []
-                if progress:
-                    progress(len(data))
-                if heartbeat and time.monotonic() - last_beat > HEARTBEAT_EVERY:
-                    heartbeat()
-                    last_beat = time.monotonic()
-            if src.read(1):
-                raise IntegrityError(f"the source holds more than the declared {size} bytes",
-                                     hint="declare the real size")
-            self.db["fs.files"].insert_one({"_id": file_id, "length": size, "chunkSize": CHUNK,
-                                            "uploadDate": datetime.now(UTC), "filename": name,
-                                            "metadata": {"partial": True}})
-        except BaseException:
-            chunks.delete_many({"files_id": file_id})
-            raise
-        return digest.hexdigest()
+        last_beat = [time.monotonic()]
 
-    def commit(self, file_id: ObjectId, sha256: str, size: int) -> str:
-        """Make the written file the blob for its content, or drop it if the content is stored already."""
+        def seen(data: bytes) -> None:
+            digest.update(data)
+            if progress:
+                progress(len(data))
+            if heartbeat and time.monotonic() - last_beat[0] > HEARTBEAT_EVERY:
+                heartbeat()
+                last_beat[0] = time.monotonic()
+
+        out = Written("", size)
+        held: set[str] = set()
+        try:
+            for batch in batches(cut(src, size, seen)):
+                fresh: dict[str, bytes] = {}
+                for piece in batch:
+                    sha = hashlib.sha256(piece).hexdigest()
+                    out.chunks.append(sha)
+                    out.sizes.append(len(piece))
+                    if sha not in held:
+                        fresh.setdefault(sha, piece)
+                if fresh:
+                    out.new_bytes += self.chunks.hold(holder, fresh)
+                    held.update(fresh)
+        except BaseException:
+            self.abandon(holder, held)
+            raise
+        out.sha256 = digest.hexdigest()
+        return out
+
+    def abandon(self, holder: str, held: set[str] | None = None) -> int:
+        """Give back what an upload held (all its holds' chunks when `held` is not known); bytes freed."""
+        return self.chunks.give_back(holder, held)
+
+    def commit(self, holder: str, written: Written) -> str:
+        """Make the written chunks the blob for their content, or add a reference if it is stored already."""
         while True:
             try:
-                self.blobs.insert_one({"_id": sha256, "file_id": file_id, "size": size, "refs": 1})
+                self.blobs.insert_one({"_id": written.sha256, "size": written.size, "refs": 1,
+                                       "chunks": written.chunks, "sizes": written.sizes})
             except DuplicateKeyError:
-                if self.blobs.update_one({"_id": sha256}, {"$inc": {"refs": 1}}).matched_count:
-                    self.delete_file(file_id)
-                    return sha256
-                continue  # its last reference was released in between: our bytes become the blob
-            self.db["fs.files"].update_one({"_id": file_id}, {"$unset": {"metadata.partial": ""}})
-            return sha256
+                if self.blobs.update_one({"_id": written.sha256}, {"$inc": {"refs": 1}}).matched_count:
+                    self.abandon(holder, set(written.chunks))  # the stored blob holds the same chunks
+                    return written.sha256
+                continue  # its last reference was released in between: ours becomes the blob
+            self.chunks.drop_holds(holder)  # the blob holds the chunks now
+            return written.sha256
+
+    # -- giving back ------------------------------------------------------------------------------
 
     def release(self, sha256: str) -> int:
-        """Drop one reference; free the bytes with the last one. Returns bytes freed."""
+        """Drop one reference; with the last one the blob goes and gives back its chunks. Returns bytes freed."""
         doc = self.blobs.find_one_and_update({"_id": sha256}, {"$inc": {"refs": -1}},
                                              return_document=ReturnDocument.AFTER)
         if doc is None or doc["refs"] > 0:
             return 0
-        if self.blobs.delete_one({"_id": sha256, "refs": {"$lte": 0}}).deleted_count:
+        if not self.blobs.delete_one({"_id": sha256, "refs": {"$lte": 0}}).deleted_count:
+            return 0
+        if "file_id" in doc:  # stored before chunking
             self.delete_file(doc["file_id"])
             return int(doc["size"])
-        return 0
+        return self.chunks.release(sorted(set(doc["chunks"])))
 
     def delete_file(self, file_id: ObjectId) -> None:
         try:
             self.bucket.delete(file_id)
         except gridfs.errors.NoFile:
             self.db["fs.chunks"].delete_many({"files_id": file_id})
+
+    # -- out --------------------------------------------------------------------------------------
 
     def read(self, sha256: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """An iterator over the blob's bytes from offset, `length` of them (all by default).
@@ -119,6 +141,22 @@ class BlobStore:
                                  hint="an administrator should run `fg-image repo gc` and re-upload")
         if doc is None:
             raise missing
+        if "file_id" in doc:
+            return self._read_file(doc, sha256, offset, length, missing)
+        total = int(doc["size"])
+        if offset < 0 or offset > total:
+            raise InvalidInput(f"offset {offset} is outside the image ({total} bytes)")
+        remaining = total - offset if length is None else min(length, total - offset)
+        ends = list(itertools.accumulate(doc["sizes"]))
+        first = bisect.bisect_right(ends, offset)
+        skip = offset - (ends[first - 1] if first else 0)
+        shas = doc["chunks"][first:]
+        if not self.chunks.all_stored(sorted(set(shas))):
+            raise missing
+        return self.chunks.read(shas, skip, remaining, sha256)
+
+    def _read_file(self, doc: dict, sha256: str, offset: int, length: int | None,
+                   missing: IntegrityError) -> Iterator[bytes]:
         try:
             grid_out = self.bucket.open_download_stream(doc["file_id"])
         except gridfs.errors.NoFile:
@@ -146,18 +184,26 @@ class BlobStore:
         finally:
             grid_out.close()
 
+    # -- garbage collection -----------------------------------------------------------------------
+
+    def blob_chunks(self) -> Iterator[list[str]]:
+        for doc in self.blobs.find({"chunks": {"$exists": True}}, {"chunks": 1}):
+            yield doc["chunks"]
+
     def orphans(self, live_files: Callable[[], set[ObjectId]]) -> list[ObjectId]:
-        """GridFS files (or bare chunks) that no blob and no live upload refers to.
+        """GridFS files (or bare GridFS chunks) that no chunk, no old blob and no upload under way refers to.
 
         What is stored is read first, then what is live, then what is committed: a file
-        stored by then was begun before, so it is live, committed (an upload becomes
-        available only after its blob exists) or truly abandoned. Read the other way
-        round, an upload begun or finished meanwhile would lose its bytes.
+        stored by then was begun before, so it is live, committed (an upload announces
+        its files in a hold before it writes them, and drops the hold only once its
+        chunks are recorded) or truly abandoned. Read the other way round, an upload
+        begun or finished meanwhile would lose its bytes.
         """
         files = {d["_id"] for d in self.db["fs.files"].find({}, {"_id": 1})}
         chunk_owners = set(self.db["fs.chunks"].distinct("files_id"))
-        live = live_files()
-        referenced = {d["file_id"] for d in self.blobs.find({}, {"file_id": 1})}
+        live = live_files() | self.chunks.live_files()
+        referenced = self.chunks.referenced_files() | \
+            {d["file_id"] for d in self.blobs.find({"file_id": {"$exists": True}}, {"file_id": 1})}
         return sorted((files | chunk_owners) - live - referenced)
 
     def file_size(self, file_id: ObjectId) -> int:

@@ -27,6 +27,7 @@ from rain.repository.models import (
     ImageQuery,
     NewToken,
     Role,
+    StorageReport,
     TokenInfo,
     User,
 )
@@ -259,3 +260,6 @@ class Client:
 
     def gc(self) -> GcReport:
         return GcReport(**self._json("POST", "/gc"))
+
+    def storage(self) -> StorageReport:
+        return StorageReport(**self._json("GET", "/storage"))

@@ -202,9 +202,21 @@ class Event(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class StorageReport(BaseModel):
+    """What the repository's images would take stored one by one, and what they take with dedup."""
+
+    images: int = 0
+    logical_bytes: int = 0
+    stored_bytes: int = 0
+    chunks: int = 0
+    dedup_ratio: float = 1.0  # logical / stored
+
+
 class GcReport(BaseModel):
     uploads_removed: int = 0
     files_removed: int = 0
+    chunks_removed: int = 0
+    counts_corrected: int = 0
     bytes_freed: int = 0
 
 

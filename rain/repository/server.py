@@ -48,6 +48,7 @@ from rain.repository.models import (
     ImageMeta,
     ImageQuery,
     Role,
+    StorageReport,
     User,
     UserName,
 )
@@ -297,6 +298,11 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     @api.post("/gc", response_model=GcReport)
     def gc(s: Store = Depends(store)) -> GcReport:
         return s.gc()
+
+    @api.get("/storage", response_model=StorageReport)
+    def storage(s: Store = Depends(store)) -> StorageReport:
+        """Logical size of all images, bytes stored after dedup, and their ratio (administrators)."""
+        return s.storage()
 
     app.include_router(api)
     return app

@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
-from bson import ObjectId
 from pydantic import ValidationError
 from pymongo.database import Database
 
 from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
-from rain.repository import listing
+from rain.repository import chunks, listing
 from rain.repository.accounts import human, now, require_admin
 from rain.repository.acting import HOST, to_image
 from rain.repository.base import Progress
@@ -56,7 +55,8 @@ def ensure_indexes(db: Database) -> None:
     db.tokens.create_index([("user", 1)])
     # partial: token documents from before ids have none, and keep working
     db.tokens.create_index([("id", 1)], unique=True, partialFilterExpression={"id": {"$exists": True}})
-    db["fs.chunks"].create_index([("files_id", 1), ("n", 1)], unique=True)  # GridFS's own; blobs.py writes chunks
+    db["fs.chunks"].create_index([("files_id", 1), ("n", 1)], unique=True)  # GridFS's own; chunks.py writes them
+    chunks.ensure_indexes(db)
     db["fs.files"].create_index([("filename", 1), ("uploadDate", 1)])
 
 
@@ -76,7 +76,7 @@ class Store(RecordsMixin, CollectorMixin):
     def begin_upload(self, meta: ImageMeta, size: int) -> str:
         """Reserve quota and an `uploading` record; returns the new image's id.
 
-        The record names the GridFS file the bytes will go to, so whatever an
+        The bytes' chunks are held in the upload's name (chunks.py), so whatever an
         interrupted upload leaves behind can be found and collected.
         """
         user = self.whoami()
@@ -93,7 +93,7 @@ class Store(RecordsMixin, CollectorMixin):
             "created": stamp, "updated": stamp, "last_access": None, "access_count": 0,
             "parent": meta.parent, "provenance": meta.provenance, "vetting": {}, "quarantined": [],
             "accepted_rules": {}, "registrations": [],
-            "upload": {"file_id": ObjectId(), "host": HOST, "pid": os.getpid(), "heartbeat": stamp},
+            "upload": {"host": HOST, "pid": os.getpid(), "heartbeat": stamp},
         }
         self.accounts.reserve(user.name, size)
         try:
@@ -113,7 +113,7 @@ class Store(RecordsMixin, CollectorMixin):
             {"$set": {"upload.streaming": True, "upload.heartbeat": now()}})
         if doc is None:
             raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
-        file_id, size = doc["upload"]["file_id"], doc["size"]
+        size = doc["size"]
         with ExitStack() as undo:
             undo.callback(self.accounts.release, doc["owner"], size)
             undo.callback(self.images.delete_one, {"_id": upload_id})
@@ -121,16 +121,21 @@ class Store(RecordsMixin, CollectorMixin):
             def beat() -> None:
                 self.images.update_one({"_id": upload_id}, {"$set": {"upload.heartbeat": now()}})
 
-            digest = self.blobs.write(src, size, file_id, upload_id, progress, beat)
-            undo.callback(self.blobs.delete_file, file_id)
+            written = self.blobs.write(src, size, upload_id, progress, beat)
+            undo.callback(self.blobs.abandon, upload_id, set(written.chunks))
+            digest = written.sha256
             if sha256 and digest != sha256.lower():
                 raise IntegrityError(f"checksum mismatch: got sha256 {digest[:16]}…, expected {sha256[:16]}…",
                                      hint="the file changed or was damaged in transit; upload again")
-            self.blobs.commit(file_id, digest, size)
+            self.blobs.commit(upload_id, written)
             undo.pop_all()
-        done = self._updated(upload_id, {"$set": {"status": str(Status.AVAILABLE), "sha256": digest},
-                                         "$unset": {"upload": ""}})
-        self._log("upload", done, size=size, sha256=digest)
+        try:
+            done = self._updated(upload_id, {"$set": {"status": str(Status.AVAILABLE), "sha256": digest},
+                                             "$unset": {"upload": ""}})
+        except NotFound:  # collected as stalled while it was still writing: give its reference back
+            self.blobs.release(digest)
+            raise
+        self._log("upload", done, size=size, sha256=digest, new_bytes=written.new_bytes)
         return to_image(done)
 
     def open(self, image_id: str, offset: int = 0, length: int | None = None) -> tuple[Image, Iterator[bytes]]:

@@ -15,13 +15,18 @@ MiB = 1 << 20
 SIZE = 300 * MiB
 
 
+def written_files(db, upload_id: str) -> list:
+    """The GridFS files an upload announced in its holds (chunks it was writing or wrote)."""
+    return [fid for hold in db.holds.find({"holder": upload_id}) for fid in hold["files"]]
+
+
 def kill_when_bytes_land(proc: subprocess.Popen, db, timeout: float = 120) -> dict:
-    """SIGKILL `proc` as soon as some of its upload's bytes are in GridFS; return the uploading record."""
+    """SIGKILL `proc` as soon as some of its upload's chunks are in GridFS; return the uploading record."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the upload ended before it could be killed: {proc.communicate()}"
         doc = db.images.find_one({"status": "uploading"})
-        if doc and db["fs.chunks"].count_documents({"files_id": doc["upload"]["file_id"]}, limit=1):
+        if doc and db["fs.chunks"].count_documents({"files_id": {"$in": written_files(db, doc["_id"])}}, limit=1):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return doc
@@ -35,9 +40,14 @@ def upload_in_background(path, env) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def assert_nothing_left(db, file_id, fg, env=None) -> None:
-    assert db["fs.chunks"].count_documents({"files_id": file_id}) == 0
-    assert db["fs.files"].count_documents({"_id": file_id}) == 0
+def assert_nothing_left(db, fg, env=None) -> None:
+    """No byte, chunk record, hold or record of the killed upload: only what the finished images hold."""
+    held = {sha for blob in db.blobs.find() for sha in blob["chunks"]}
+    assert {c["_id"] for c in db.chunks.find()} == held
+    assert db["fs.files"].count_documents({}) == len(held)
+    assert db["fs.chunks"].count_documents({}) == len(held)  # one GridFS chunk per content chunk
+    assert db.holds.count_documents({}) == 0
+    assert all(c["refs"] == 1 for c in db.chunks.find())
     assert db.images.count_documents({"status": "uploading"}) == 0
     available = list(db.images.find({"status": "available"}))
     assert db.users.find_one({"_id": "admin"})["used_bytes"] == sum(d["size"] for d in available)
@@ -50,9 +60,8 @@ def test_killed_local_upload_is_collected(collect, fg, rain_env, db, make_file):
     assert fg("users", "list").returncode == 0  # makes admin the repository's first user
     big = make_file(SIZE, "big.raw")
     doc = kill_when_bytes_land(upload_in_background(big, rain_env), db)
-    file_id = doc["upload"]["file_id"]
 
-    assert db["fs.chunks"].count_documents({"files_id": file_id}) > 0
+    assert db["fs.chunks"].count_documents({"files_id": {"$in": written_files(db, doc["_id"])}}) > 0
     assert db.users.find_one({"_id": "admin"})["used_bytes"] == SIZE  # still reserved
     assert json_out(fg("list", "--json")) == []  # but never visible
 
@@ -66,19 +75,18 @@ def test_killed_local_upload_is_collected(collect, fg, rain_env, db, make_file):
         result = fg("upload", str(small))
         assert result.returncode == 0, result.stderr
         assert [i["name"] for i in json_out(fg("list", "--json"))] == ["small"]
-    assert_nothing_left(db, file_id, fg)
+    assert_nothing_left(db, fg)
 
 
 def test_killed_client_upload_is_undone_by_the_service(fg, rain_env, remote_env, db, make_file):
     big = make_file(SIZE, "big.raw")
-    doc = kill_when_bytes_land(upload_in_background(big, {**rain_env, **remote_env}), db)
-    file_id = doc["upload"]["file_id"]
+    kill_when_bytes_land(upload_in_background(big, {**rain_env, **remote_env}), db)
 
     deadline = time.monotonic() + 60  # the service notices the disconnect and undoes the upload itself
     while db.images.count_documents({"status": "uploading"}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert db.images.count_documents({"status": "uploading"}) == 0, "the service kept the abandoned upload"
-    assert_nothing_left(db, file_id, fg, env=remote_env)
+    assert_nothing_left(db, fg, env=remote_env)
 
     result = fg("repo", "gc", "--json", env=remote_env)
     assert result.returncode == 0, result.stderr

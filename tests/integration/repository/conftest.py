@@ -60,6 +60,16 @@ class Backend:
     def gridfs_chunks(self) -> int:
         return self.db["fs.chunks"].count_documents({})
 
+    def contents(self) -> int:
+        """Distinct contents stored (blobs), however many images have each."""
+        return self.db.blobs.count_documents({})
+
+    def stored_bytes(self) -> int:
+        """Bytes stored once: the sizes of the distinct chunks, each with exactly one GridFS file."""
+        chunks = list(self.db.chunks.find({}, {"size": 1, "file_id": 1}))
+        assert self.gridfs_files() == len(chunks) == self.gridfs_chunks()
+        return sum(c["size"] for c in chunks)
+
     def used_bytes(self, name: str) -> int:
         return int(self.db.users.find_one({"_id": name})["used_bytes"])
 

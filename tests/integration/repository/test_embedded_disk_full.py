@@ -161,13 +161,16 @@ def test_a_disk_that_fills_during_an_upload_is_named_and_recovers_with_nothing_h
 
         assert failed.returncode == 13, failed.stdout + failed.stderr
         assert "disk is full" in failed.stdout and "fg-image repo stop" in failed.stdout, failed.stdout
-        listed = fg(env, "list")  # every request now fails, reads included: say why, in one line
-        assert listed.returncode == 13 and len(listed.stderr.splitlines()) == 1, listed.stderr
-        assert "disk is full" in listed.stderr and "free space" in listed.stderr
+        listed = fg(env, "list")
         status = json.loads(fg(env, "repo", "status", "--json").stdout)
-        assert status["state"] == "disk full" and "repo stop" in status["hint"]
         health = requests.get(url + "/healthz", timeout=30)
-        assert health.status_code == 503 and "disk is full" in health.json()["message"]
+        if listed.returncode == 0:  # the server refused the writes and kept serving: nothing half stored shows
+            assert "no images" in listed.stdout and status["state"] == "low on disk space", (listed, status)
+        else:  # WiredTiger hit the full disk in its own files: every request fails; say why, in one line
+            assert listed.returncode == 13 and len(listed.stderr.splitlines()) == 1, listed.stderr
+            assert "disk is full" in listed.stderr and "free space" in listed.stderr
+            assert status["state"] == "disk full" and "repo stop" in status["hint"]
+            assert health.status_code == 503 and "disk is full" in health.json()["message"]
     finally:
         service.terminate()
         service.wait(20)

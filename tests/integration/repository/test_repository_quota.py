@@ -54,5 +54,5 @@ def test_concurrent_uploads_never_exceed_the_quota(backend):
     assert sorted(i.id for i in available) == sorted(i.id for i in stored)
     assert backend.used_bytes("alice") == sum(i.size for i in available) == QUOTA
     assert backend.db.images.count_documents({"status": "uploading"}) == 0
-    assert backend.gridfs_files() == len(stored)
-    assert backend.gridfs_chunks() == len(stored) * SIZE // MiB
+    # the quota charged each image whole; the store kept the shared tail of the contents once
+    assert backend.contents() == len(stored) and SIZE <= backend.stored_bytes() < 2 * SIZE

@@ -1,0 +1,183 @@
+"""Variants stored once: content-defined chunks shared between images, given back exactly, reconciled by gc."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from support.repository import payload, put, refused, sha
+
+from rain.errors import Forbidden
+from rain.repository.connect import open_store
+from rain.repository.models import ImageMeta
+
+pytestmark = pytest.mark.integration
+MiB = 1 << 20
+
+
+def variant(base: bytes, seed: int, edits: int = 2) -> bytes:
+    """`base` with a few small insertions at random places: what one more package does to an image."""
+    rng = random.Random(seed)
+    data = base
+    for _ in range(edits):
+        at = rng.randrange(len(data))
+        data = data[:at] + rng.randbytes(rng.randrange(10, 4000)) + data[at:]
+    return data
+
+
+def stored_bytes(db) -> int:
+    return sum(c["size"] for c in db.chunks.find())
+
+
+def downloaded(repo, image_id: str, offset: int = 0, length: int | None = None) -> bytes:
+    image, chunks = repo.open(image_id, offset, length)
+    return b"".join(chunks)
+
+
+def assert_consistent(db) -> None:
+    """Every chunk is held by a blob (no upload is under way), counted right, and has its bytes."""
+    holders: dict[str, int] = {}
+    for blob in db.blobs.find():
+        for digest in set(blob["chunks"]):
+            holders[digest] = holders.get(digest, 0) + 1
+    chunks = {c["_id"]: c for c in db.chunks.find()}
+    assert set(chunks) == set(holders), "a chunk no blob holds, or a blob whose chunk is gone"
+    assert {d: c["refs"] for d, c in chunks.items()} == holders
+    assert db["fs.files"].count_documents({}) == len(chunks) == db["fs.chunks"].count_documents({})
+    assert db.holds.count_documents({}) == 0
+
+
+def test_variants_share_their_chunks_and_read_back_whole(settings):
+    repo = open_store(settings, "admin")
+    base = payload(12 * MiB)
+    variants = [variant(base, seed) for seed in range(4)]
+
+    first = put(repo, base, "base")
+    alone = stored_bytes(repo.db)
+    ids = [put(repo, data, f"v{i}", parent=first.id).id for i, data in enumerate(variants)]
+
+    # each variant adds about the chunks its two edits touched: at most 2 x 4 MiB (the largest chunk), not 12 MiB
+    added = stored_bytes(repo.db) - alone
+    assert added <= len(variants) * 2 * 4 * MiB and added < len(variants) * len(base) / 2, added
+    new = [e.detail["new_bytes"] for e in repo.history(limit=10) if e.action == "upload"]
+    assert sorted(new)[-1] == len(base) and all(n <= 8 * MiB for n in sorted(new)[:-1])
+    for image_id, data in zip(ids, variants, strict=True):
+        assert sha(downloaded(repo, image_id)) == sha(data)
+    assert_consistent(repo.db)
+
+
+def test_a_range_read_across_chunk_boundaries_gives_exactly_the_range(settings):
+    repo = open_store(settings, "admin")
+    data = payload(9 * MiB)
+    image = put(repo, data, "ranges")
+    rng = random.Random(7)
+    for _ in range(12):
+        offset = rng.randrange(len(data))
+        length = rng.randrange(1, 5 * MiB)
+        assert downloaded(repo, image.id, offset, length) == data[offset:offset + length]
+    assert downloaded(repo, image.id, len(data)) == b""
+
+
+def test_removing_the_base_keeps_the_variant_and_the_last_removal_frees_every_chunk(settings):
+    repo = open_store(settings, "admin")
+    base = payload(6 * MiB)
+    derived = variant(base, 1)
+    first, second = put(repo, base, "base"), put(repo, derived, "variant")
+
+    repo.remove(first.id)
+    assert downloaded(repo, second.id) == derived
+    assert_consistent(repo.db)
+    assert stored_bytes(repo.db) == len(derived)  # the base's own chunks went with it
+
+    repo.remove(second.id)
+    db = repo.db
+    assert (db.chunks.count_documents({}), db.blobs.count_documents({}), db["fs.files"].count_documents({}),
+            db["fs.chunks"].count_documents({})) == (0, 0, 0, 0)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_gc_gives_back_what_a_dead_upload_held_and_corrects_wrong_counts(settings):
+    repo = open_store(settings, "admin")
+    base = payload(8 * MiB)
+    kept = put(repo, base, "kept")
+    # an upload that died part-way: its record, its holds, a chunk it wrote and one it shared with `kept`
+    upload_id = repo.begin_upload(ImageMeta(name="died"), 9 * MiB)
+    repo.images.update_one({"_id": upload_id}, {"$set": {"upload.pid": dead_pid()}})
+    repo.blobs.write(io.BytesIO(base[:4 * MiB] + os.urandom(5 * MiB)), 9 * MiB, upload_id)
+    assert repo.db.holds.count_documents({"holder": upload_id}) > 0
+    some = repo.db.chunks.find_one({"refs": 1})
+    repo.db.chunks.update_one({"_id": some["_id"]}, {"$set": {"refs": 7}})  # a count a crash left wrong
+
+    report = repo.gc()
+
+    assert report.uploads_removed == 1 and report.bytes_freed > 0
+    assert report.counts_corrected >= 1
+    assert_consistent(repo.db)
+    assert downloaded(repo, kept.id) == base
+    assert repo.whoami().used_bytes == len(base)
+
+
+def test_a_removal_racing_uploads_of_variants_loses_no_chunk(settings):
+    """One user removes and re-uploads the base while others upload variants sharing its chunks, gc running."""
+    admin = open_store(settings, "admin")
+    base = payload(6 * MiB)
+    stop = threading.Event()
+
+    def churn_base() -> int:
+        repo = open_store(settings, "admin")
+        rounds = 0
+        while not stop.is_set():
+            repo.remove(put(repo, base, "base").id)
+            rounds += 1
+        return rounds
+
+    def upload_variants(worker: int) -> list[tuple[str, bytes]]:
+        repo = open_store(settings, "admin")
+        return [(put(repo, data, f"w{worker}-{i}").id, data)
+                for i, data in enumerate(variant(base, worker * 100 + i, edits=1) for i in range(6))]
+
+    def collect() -> None:
+        repo = open_store(settings, "admin")
+        while not stop.is_set():
+            repo.gc()
+
+    with ThreadPoolExecutor(4) as pool:
+        churner, collector = pool.submit(churn_base), pool.submit(collect)
+        try:
+            with ThreadPoolExecutor(2) as uploaders:
+                uploaded = [item for batch in uploaders.map(upload_variants, range(2)) for item in batch]
+        finally:
+            stop.set()
+        assert churner.result() > 0
+        collector.result()
+
+    admin.gc()
+    for image_id, data in uploaded:
+        assert sha(downloaded(admin, image_id)) == sha(data)
+    assert_consistent(admin.db)
+
+
+def test_the_storage_report_shows_logical_stored_and_ratio_to_administrators_only(backend):
+    base = random.Random(5).randbytes(16 * MiB)  # fixed: the bound below depends on where the cuts fall
+    for i in range(3):
+        put(backend.admin, variant(base, i, edits=1), f"v{i}")
+    put(backend.admin, base, "again")  # the same content twice: charged twice, stored once
+    put(backend.admin, base, "and-again")
+
+    report = backend.admin.storage()
+
+    assert report.images == 5 and report.logical_bytes == sum(i.size for i in backend.admin.list())
+    assert report.stored_bytes == stored_bytes(backend.db) < 1.5 * len(base)
+    assert report.dedup_ratio == round(report.logical_bytes / report.stored_bytes, 3) and report.dedup_ratio > 2.5
+    (alice,) = backend.users("alice")
+    assert "administrator" in refused(Forbidden, alice.storage)
