@@ -42,11 +42,20 @@ def upload(
     tag: list[str] = typer.Option([], "--tag", help="a tag; repeat for more"),
     description: str = typer.Option("", "--description", help="free text"),
     public: bool = typer.Option(False, "--public", help="readable by every user"),
+    parent: str = typer.Option(None, "--parent", help="id of the image this one was made from (its lineage)"),
+    bases: list[str] = typer.Option([], "--base", help="id of an image this one shares much with: its chunks "
+                                    "are not sent again; repeat for more (the parent always counts)"),
     as_json: bool = json_flag(),
 ) -> None:
-    """Store an image file in the repository and print its id."""
+    """Store an image file in the repository and print its id.
+
+    Through a service, only the chunks the repository lacks travel: those not in the parent, the
+    --base images, or your newest images of the same name."""
     if not path.is_file():
         raise InvalidInput(f"no such file: {path}", hint="give the path of an image file")
+    for given in bases:
+        if not ID_RE.match(given):
+            raise InvalidInput(f"bad --base id {given!r}", hint="ids are 12 hex digits; see `fg-image list`")
     base = path.name
     guessed = next((f for f in ("tar.zst", "tar.gz", "qcow2", "raw", "img", "squashfs", "iso", "tar")
                     if base.endswith("." + f)), None)
@@ -54,13 +63,13 @@ def upload(
     stem = base[: -(len(guessed) + 1)] if guessed else base
     try:
         meta = ImageMeta(name=name or stem, os=OsInfo(family=os_family, release=release, arch=arch), format=fmt,
-                         tags=tag, description=description, public=public)
+                         tags=tag, description=description, public=public, parent=parent)
     except ValidationError as e:
         raise invalid(e) from None
     size = path.stat().st_size
     repo = open_repo()
     with open(path, "rb") as src, transfer(f"upload {path.name}", size) as progress:
-        image = repo.put(src, meta, size, progress=progress)
+        image = repo.put(src, meta, size, progress=progress, bases=bases)
     if as_json:
         print_json(image)
     else:

@@ -24,6 +24,7 @@ from rain.errors import InvalidInput, NotFound, RainError, TooLarge
 from rain.repository.fields import SCHEMA_HINT, problem
 
 JSON_BODY_MAX = 4 << 20
+COMMIT_BODY_MAX = 32 << 20
 """Bytes in a request body other than an image upload's: room for a 1 MiB provenance or report, no more."""
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,23 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, limit: int = JSON_BODY_MAX, streaming: str = "/api/v1/uploads/") -> None:
         self.app, self.limit, self.streaming = app, limit, streaming
 
+    def _streams(self, path: str) -> bool:
+        """An upload's bytes: the streamed body (/uploads/ID) and chunk batches (bounded where they are read)."""
+        rest = path[len(self.streaming):] if path.startswith(self.streaming) else None
+        return rest is not None and ("/" not in rest or rest.endswith("/chunks"))
+
+    def _limit(self, path: str) -> int:
+        # a commit lists every chunk of the image: 67 bytes each, 32 MiB is a 500 GiB image
+        return COMMIT_BODY_MAX if path.startswith(self.streaming) and path.endswith("/commit") else self.limit
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.streaming):
+        if scope["type"] != "http" or self._streams(scope["path"]):
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
+        if not declared.isdigit() or int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         body, more = bytearray(), True
         while more:
@@ -121,13 +132,13 @@ class BodyLimit:
                 return  # the client went away
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._refuse(scope, receive, send)
+            if len(body) > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = TooLarge(f"the request body is over the limit of {self.limit} bytes",
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        error = TooLarge(f"the request body is over the limit of {limit} bytes",
                          hint="send less; image bytes go to the upload URL, which has no such limit")
         await error_response(error, {"Connection": "close"})(scope, receive, send)
 

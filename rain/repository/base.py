@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from rain.repository.models import (
@@ -30,8 +30,9 @@ class Repository(Protocol):
     def whoami(self) -> User: ...
 
     def put(self, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None = None,
-            progress: Progress | None = None) -> Image:
-        """Stream `size` bytes from src; the image becomes available only once stored and checked."""
+            progress: Progress | None = None, bases: Sequence[str] = ()) -> Image:
+        """Store `size` bytes from src; the image becomes available only once stored and checked.
+        `bases`: images the caller may read whose chunks need not be sent again (the parent always is)."""
 
     def get(self, image_id: str, dest: BinaryIO, offset: int = 0,
             progress: Progress | None = None) -> Image:

@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import gridfs
@@ -27,21 +26,11 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from rain.errors import IntegrityError, InvalidInput
-from rain.repository.chunks import ChunkStore, batches, cut
+from rain.repository.chunks import ChunkStore, Manifest, batches, cut
 
 CHUNK = 1 << 20  # buffer of the pre-chunking GridFS files still read
 HEARTBEAT_EVERY = 5.0
 
-
-@dataclass
-class Written:
-    """What an upload wrote: the content's sha256, its chunks in order, and how many bytes were new."""
-
-    sha256: str
-    size: int
-    chunks: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    new_bytes: int = 0
 
 class BlobStore:
     def __init__(self, db: Database) -> None:
@@ -54,7 +43,7 @@ class BlobStore:
 
     def write(self, src: BinaryIO, size: int, holder: str,
               progress: Callable[[int], None] | None = None,
-              heartbeat: Callable[[], None] | None = None) -> Written:
+              heartbeat: Callable[[], None] | None = None) -> Manifest:
         """Cut exactly `size` bytes from src into chunks held by `holder`, storing the new ones.
 
         On any failure what the holder took is given back before the error propagates.
@@ -70,7 +59,7 @@ class BlobStore:
                 heartbeat()
                 last_beat[0] = time.monotonic()
 
-        out = Written("", size)
+        out = Manifest("", size)
         held: set[str] = set()
         try:
             for batch in batches(cut(src, size, seen)):
@@ -94,7 +83,7 @@ class BlobStore:
         """Give back what an upload held (all its holds' chunks when `held` is not known); bytes freed."""
         return self.chunks.give_back(holder, held)
 
-    def commit(self, holder: str, written: Written) -> str:
+    def commit(self, holder: str, written: Manifest) -> str:
         """Make the written chunks the blob for their content, or add a reference if it is stored already."""
         while True:
             try:

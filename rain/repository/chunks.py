@@ -23,7 +23,10 @@ deletion, never lose bytes.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -78,6 +81,38 @@ def cut(src: BinaryIO, size: int, seen: Callable[[bytes], None]) -> Iterator[byt
         raise IntegrityError(f"the source holds more than the declared {size} bytes", hint="declare the real size")
 
 
+@dataclass
+class Manifest:
+    """A content as chunks: its sha256 and size, its chunks' sha256s and sizes in order, and (on the
+    way in) how many of its bytes were new to the repository."""
+
+    sha256: str
+    size: int
+    chunks: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    new_bytes: int = 0
+
+    def offsets(self) -> list[int]:
+        return [end - size for end, size in zip(itertools.accumulate(self.sizes), self.sizes, strict=True)]
+
+
+def manifest(src: BinaryIO, size: int, seen: Callable[[int], None] | None = None) -> Manifest:
+    """Cut src (what a client does before it asks what the repository lacks, or to use a seed file)."""
+    digest = hashlib.sha256()
+
+    def read(data: bytes) -> None:
+        digest.update(data)
+        if seen:
+            seen(len(data))
+
+    out = Manifest("", size)
+    for piece in cut(src, size, read):
+        out.chunks.append(hashlib.sha256(piece).hexdigest())
+        out.sizes.append(len(piece))
+    out.sha256 = digest.hexdigest()
+    return out
+
+
 def batches(pieces: Iterable[bytes]) -> Iterator[list[bytes]]:
     batch: list[bytes] = []
     total = 0
@@ -122,6 +157,20 @@ class ChunkStore:
                     again = [file_ids[s] for s in todo]
                     self.holds.update_one({"_id": hold_id}, {"$push": {"files": {"$each": again}}})
         return written
+
+    def take(self, holder: str, shas: list[str]) -> set[str]:
+        """Take a reference on each stored chunk named, for `holder`; the ones taken (the rest are not stored)."""
+        if not shas:
+            return set()
+        hold_id = self.holds.insert_one({"holder": holder, "chunks": shas, "files": [],
+                                         "at": datetime.now(UTC)}).inserted_id
+        taken = {sha for sha in shas if self._take(sha)}
+        if len(taken) < len(shas):
+            self.holds.update_one({"_id": hold_id}, {"$set": {"chunks": [s for s in shas if s in taken]}})
+        return taken
+
+    def held(self, holder: str) -> set[str]:
+        return {sha for d in self.holds.find({"holder": holder}, {"chunks": 1}) for sha in d["chunks"]}
 
     def _take(self, sha: str) -> bool:
         return bool(self.chunks.update_one({"_id": sha}, {"$inc": {"refs": 1, "v": 1}}).matched_count)

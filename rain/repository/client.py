@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -92,10 +92,15 @@ class Client:
                             hint="use http://host:port or https://host:port")
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "rain-fg-image"
+
+    def clone(self) -> Client:
+        """The same client on its own HTTP session (a requests.Session is not for several threads)."""
+        return Client(self.base, self.token, self.timeout)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -135,7 +140,13 @@ class Client:
         return User(**self._json("GET", "/whoami"))
 
     def put(self, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None = None,
-            progress: Progress | None = None) -> Image:
+            progress: Progress | None = None, bases: Sequence[str] = ()) -> Image:
+        """A file that can seek goes as a delta (client_delta.py): only the chunks the repository lacks
+        from its parent, `bases` and the same-named images of yours; a pipe is streamed whole."""
+        from rain.repository import client_delta
+
+        if client_delta.seekable(src):
+            return client_delta.put(self, src, meta, size, sha256, progress, bases)
         ticket = self._json("POST", "/images", json={"meta": meta.model_dump(mode="json"), "size": size,
                                                      "sha256": sha256})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}

@@ -202,3 +202,6 @@ def checked(kind: Any, value: T, what: str) -> T:
 
 
 SCHEMA_HINT = "see the API schema at /api/v1/openapi.json"
+
+
+Sha256 = Annotated[str, Pattern(re.compile(r"^[0-9a-fA-F]{64}$"), "sha256", "64 hex digits, as sha256sum prints")]

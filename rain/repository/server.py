@@ -11,7 +11,6 @@ what a field may hold is declared once in fields.py and models.py.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from rain.config import Settings
 from rain.errors import InvalidInput, RainError
 from rain.repository.accounts import Accounts
 from rain.repository.api_errors import COMMON_ERRORS, BodyLimit, error_response, error_responses, install
+from rain.repository.chunk_routes import upload_router
 from rain.repository.connect import open_database, store_for
 from rain.repository.fields import (
     LIST_MAX,
@@ -36,6 +36,7 @@ from rain.repository.fields import (
     HistoryLimit,
     Pattern,
     Printable,
+    Sha256,
     TargetName,
     problem,
 )
@@ -60,7 +61,6 @@ from rain.repository.token_routes import token_router
 API = "/api/v1"
 log = logging.getLogger(__name__)
 __all__ = ["_RangeNotSatisfiable", "_parse_range", "create_app", "serve"]
-Sha256 = Annotated[str, Pattern(re.compile(r"^[0-9a-fA-F]{64}$"), "sha256", "64 hex digits, as sha256sum prints")]
 
 
 class UploadRequest(BaseModel):
@@ -294,6 +294,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
         return s.suspend(name, body.suspended)
 
     api.include_router(token_router(store))  # /users/{name}/tokens: list, create, revoke one or all
+    api.include_router(upload_router(store))  # /uploads/{id}/needs, chunks, commit: delta uploads
 
     @api.post("/gc", response_model=GcReport)
     def gc(s: Store = Depends(store)) -> GcReport:

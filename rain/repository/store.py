@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
@@ -23,6 +23,7 @@ from rain.repository import chunks, listing
 from rain.repository.accounts import human, now, require_admin
 from rain.repository.acting import HOST, to_image
 from rain.repository.base import Progress
+from rain.repository.delta import DeltaMixin
 from rain.repository.fields import SCHEMA_HINT, ByteCount, HistoryLimit, checked, problem
 from rain.repository.gc import CollectorMixin
 from rain.repository.models import (
@@ -60,16 +61,17 @@ def ensure_indexes(db: Database) -> None:
     db["fs.files"].create_index([("filename", 1), ("uploadDate", 1)])
 
 
-class Store(RecordsMixin, CollectorMixin):
+class Store(RecordsMixin, CollectorMixin, DeltaMixin):
     """The Repository over pymongo, acting as user `actor`.
 
-    Registration records live in records.py and garbage collection in gc.py.
+    Registration records live in records.py, garbage collection in gc.py and delta uploads in delta.py.
     """
 
     # -- images --------------------------------------------------------------------------
 
     def put(self, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None = None,
-            progress: Progress | None = None) -> Image:
+            progress: Progress | None = None, bases: Sequence[str] = ()) -> Image:
+        """`bases` matter on the wire only (client.py): here every chunk already stored is reused."""
         upload_id = self.begin_upload(meta, size)
         return self.finish_upload(upload_id, src, sha256, progress)
 

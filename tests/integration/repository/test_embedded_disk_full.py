@@ -14,14 +14,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
 import pytest
 import requests
-from support.cli import FG_IMAGE, free_port
+from support.cli import FG_IMAGE
+from support.service import start_service
 
 from rain.repository import embedded
 
@@ -96,25 +96,6 @@ def fg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL)
 
 
-def start_service(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """`fg-image serve` on the small disk's repository, once /healthz says ok."""
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(FG_IMAGE), "serve", "--port", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if requests.get(url + "/healthz", timeout=2).ok:
-                return url, proc
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"fg-image serve did not answer: {log.read_text()}")
-
-
 def stored(data_dir: Path) -> dict[str, int]:
     """What the repository holds, read with the embedded server's own credential."""
     status = embedded.status(data_dir)
@@ -154,7 +135,8 @@ def test_a_disk_that_fills_during_an_upload_is_named_and_recovers_with_nothing_h
                                                                                           tmp_path):
     data_dir = small_disk / "rain"
     assert fg(env, "list").returncode == 0
-    url, service = start_service(env, tmp_path / "serve.log")
+    service = start_service(env, tmp_path / "serve.log")
+    url = service.url
     try:
         failed = subprocess.run([sys.executable, "-c", UPLOAD_THAT_FILLS_THE_DISK, str(small_disk / "ballast"),
                                  str(24 * MiB)], env=env, capture_output=True, text=True, timeout=120)
@@ -172,8 +154,7 @@ def test_a_disk_that_fills_during_an_upload_is_named_and_recovers_with_nothing_h
             assert status["state"] == "disk full" and "repo stop" in status["hint"]
             assert health.status_code == 503 and "disk is full" in health.json()["message"]
     finally:
-        service.terminate()
-        service.wait(20)
+        service.stop()
 
     (small_disk / "ballast").unlink()  # the recovery: free space, restart
     assert "stopped" in fg(env, "repo", "stop").stdout

@@ -1,0 +1,122 @@
+"""The service's delta upload endpoints, under /api/v1/uploads/{upload_id} (see delta.py for the rules).
+
+POST /images reserves the upload as for a streamed one; then
+- POST .../needs    {"chunks": [sha256…], "bases": [image id…]} → {"missing": [sha256…]}
+- POST .../chunks   the missing chunks' bytes, concatenated, named in the X-Rain-Chunks header
+                    ("sha256:size,…"); several such requests may run at once
+- POST .../commit   {"chunks": [sha256… in file order], "sha256": whole file} → the image
+- DELETE ...        gives the unfinished upload up (record, quota, chunks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from rain.errors import InvalidInput, TooLarge
+from rain.repository.chunks import MAXIMUM
+from rain.repository.delta import ASK_MAX, BASES_MAX, SHA_RE
+from rain.repository.fields import Pattern, Sha256
+from rain.repository.models import Image, ImageId
+from rain.repository.store import Store
+
+ChunkId = Annotated[str, Pattern(SHA_RE, "chunk id", "a chunk's sha256: 64 lowercase hex digits")]
+SEND_MAX = 64  # chunks in one request
+SEND_BYTES_MAX = 16 << 20
+COMMIT_MAX = 500_000  # chunks in one image: 500 GiB at the average chunk size
+
+
+class ChunkQuestion(BaseModel):
+    chunks: list[ChunkId] = Field(max_length=ASK_MAX)
+    bases: list[ImageId] = Field(default_factory=list, max_length=BASES_MAX)
+
+
+class ChunkAnswer(BaseModel):
+    missing: list[str]
+
+
+class ChunksStored(BaseModel):
+    new_bytes: int
+
+
+class UploadCommit(BaseModel):
+    chunks: list[ChunkId] = Field(max_length=COMMIT_MAX)
+    sha256: Sha256
+
+
+_ENTRY = "[0-9a-f]{64}:[1-9][0-9]{0,6}"
+_CHUNKS_BODY: dict[str, Any] = {
+    "parameters": [{"name": "X-Rain-Chunks", "in": "header", "required": True,
+                    "description": f"the chunks in the body, in order: sha256:size, comma-separated; at most "
+                                   f"{SEND_MAX} chunks and {SEND_BYTES_MAX} bytes",
+                    "schema": {"type": "string", "pattern": f"^{_ENTRY}(,{_ENTRY})*$"}}],
+    "requestBody": {"required": True, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def named_chunks(header: str) -> list[tuple[str, int]]:
+    """The X-Rain-Chunks header as (sha256, size) pairs, checked before any byte of the body is read."""
+    pairs: list[tuple[str, int]] = []
+    for item in filter(None, header.split(",")):
+        sha, _, size = item.strip().partition(":")
+        if not SHA_RE.match(sha) or not size.isdigit() or not 0 < int(size) <= MAXIMUM:
+            raise InvalidInput(f"bad X-Rain-Chunks entry {item.strip()[:80]!r}",
+                               hint=f"give sha256:size for each chunk, size 1 to {MAXIMUM}")
+        pairs.append((sha, int(size)))
+    if not pairs or len(pairs) > SEND_MAX or sum(n for _, n in pairs) > SEND_BYTES_MAX:
+        raise InvalidInput(f"X-Rain-Chunks names {len(pairs)} chunk(s); send 1 to {SEND_MAX} chunks, "
+                           f"at most {SEND_BYTES_MAX} bytes, per request", hint="split the batch")
+    return pairs
+
+
+async def _body(request: Request, size: int) -> bytes:
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > size:
+            raise TooLarge(f"the body holds more than the {size} bytes X-Rain-Chunks names",
+                           hint="send exactly the named chunks")
+    if len(body) != size:
+        raise InvalidInput(f"the body holds {len(body)} bytes, X-Rain-Chunks names {size}",
+                           hint="send exactly the named chunks")
+    return bytes(body)
+
+
+def upload_router(store: Callable[..., Store]) -> APIRouter:
+    router = APIRouter(prefix="/uploads/{upload_id}", tags=["uploads"])
+    acting: Any = Depends(store)
+
+    @router.post("/needs", response_model=ChunkAnswer)
+    def needs(upload_id: ImageId, body: ChunkQuestion, s: Store = acting) -> ChunkAnswer:
+        """Which of the named chunks this upload must send. Chunks of its parent and of the named bases
+        (images you may read) are taken for it; every other chunk is reported missing, stored or not."""
+        return ChunkAnswer(missing=s.upload_needs(upload_id, body.chunks, body.bases))
+
+    @router.post("/chunks", response_model=ChunksStored, openapi_extra=_CHUNKS_BODY)
+    async def chunks(upload_id: ImageId, request: Request, s: Store = acting) -> ChunksStored:
+        """Chunks' bytes for the upload, each checked against its sha256."""
+        await anyio.to_thread.run_sync(lambda: s.upload_waiting(upload_id))  # 404 before the body is read
+        pairs = named_chunks(request.headers.get("x-rain-chunks", ""))
+        data = await _body(request, sum(n for _, n in pairs))
+        pieces, at = [], 0
+        for sha, n in pairs:
+            pieces.append((sha, data[at:at + n]))
+            at += n
+        new = await anyio.to_thread.run_sync(lambda: s.upload_chunks(upload_id, pieces))
+        return ChunksStored(new_bytes=new)
+
+    @router.post("/commit", response_model=Image)
+    def commit(upload_id: ImageId, body: UploadCommit, s: Store = acting) -> Image:
+        """The image, made of its chunks in order and checked against the whole file's sha256."""
+        return s.commit_upload(upload_id, body.chunks, body.sha256)
+
+    @router.delete("", status_code=204)
+    def abandon(upload_id: ImageId, s: Store = acting) -> None:
+        """Give up an unfinished upload: its record, reserved quota and chunks go."""
+        s.abandon_upload(upload_id)
+
+    return router

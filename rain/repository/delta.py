@@ -1,0 +1,156 @@
+"""Delta uploads: the client cuts its file into chunks first, learns which ones the repository
+lacks, sends only those, and commits the image as its ordered chunk list.
+
+Whether a chunk is stored may only be learnt within an upload of one's own, and
+only about chunks of images one may read: the repository answers "known" for a
+chunk of the upload's parent, of the bases the client names (each of which it
+must be able to read) or of the uploader's own newest images of the same name,
+and "missing" for everything else, stored or not. So a
+chunk of someone else's private image costs its bytes on the wire, as if it
+were new, and its existence never shows. The bytes sent are still stored once.
+
+The image becomes available only at commit, once the chunks add up to the
+declared size and their bytes, read back from the store, give the declared
+sha256; any failure undoes the whole upload, as a streamed one would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from contextlib import ExitStack
+from typing import Any
+
+from rain.errors import IntegrityError, InvalidInput, NotFound
+from rain.repository.accounts import now
+from rain.repository.acting import Acting, to_image
+from rain.repository.chunks import MAXIMUM, Manifest
+from rain.repository.models import Image, Status
+
+SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+ASK_MAX = 8192  # chunks named in one question: 8 GiB of image at the average size, a 600 KB body
+BASES_MAX = 16
+SAME_NAME = 2
+
+
+class DeltaMixin(Acting):
+    def _uploading(self, upload_id: str, claim: bool = False) -> dict[str, Any]:
+        """The caller's own upload still waiting for its bytes (claimed for commit with `claim`)."""
+        user = self.whoami()
+        filt = {"_id": upload_id, "owner": user.name, "status": str(Status.UPLOADING),
+                "upload.streaming": {"$ne": True}}
+        beat: dict[str, Any] = {"upload.heartbeat": now()}
+        if claim:
+            beat["upload.streaming"] = True  # one commit, and no streamed body into the same upload
+        doc = self.images.find_one_and_update(filt, {"$set": beat})
+        if doc is None:
+            raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
+        return dict(doc)
+
+    def upload_waiting(self, upload_id: str) -> None:
+        """NotFound unless `upload_id` is the caller's own upload still waiting for its bytes."""
+        self._uploading(upload_id)
+
+    def upload_needs(self, upload_id: str, shas: list[str], bases: Iterable[str] = ()) -> list[str]:
+        """Of `shas`, the chunks this upload must send; the others are taken for it from its parent,
+        `bases` (images the caller may read) and the caller's newest images of the same name."""
+        shas = _checked_shas(shas, ASK_MAX)
+        bases = list(dict.fromkeys(bases))
+        if len(bases) > BASES_MAX:
+            raise InvalidInput(f"{len(bases)} base images named; at most {BASES_MAX}",
+                               hint="name the parent and the closest variants only")
+        doc = self._uploading(upload_id)
+        user = self.whoami()
+        contents = [self._find(base, user)["sha256"]  # NotFound for an image the caller may not read
+                    for base in ([doc["parent"]] if doc.get("parent") else []) + bases]
+        # and the caller's own newest images of the same name: last week's build of this recipe
+        contents += [d["sha256"] for d in self.images.find(
+            {"owner": user.name, "name": doc["name"], "status": str(Status.AVAILABLE)},
+            {"sha256": 1}).sort("created", -1).limit(SAME_NAME)]
+        known: set[str] = set()
+        for blob in self.blobs.blobs.find({"_id": {"$in": sorted(set(contents))}}, {"chunks": 1}):
+            known.update(blob.get("chunks", ()))
+        held = self.blobs.chunks.held(upload_id)
+        wanted = [s for s in dict.fromkeys(shas) if s not in held]
+        taken = self.blobs.chunks.take(upload_id, [s for s in wanted if s in known])
+        return [s for s in wanted if s not in taken]
+
+    def upload_chunks(self, upload_id: str, pieces: list[tuple[str, bytes]]) -> int:
+        """Store sent chunks for the upload, each checked against its sha256; returns the bytes new to the store."""
+        for sha, data in pieces:
+            _checked_shas([sha], 1)
+            if not 0 < len(data) <= MAXIMUM:
+                raise InvalidInput(f"chunk {sha[:12]} is {len(data)} bytes; a chunk is 1 to {MAXIMUM} bytes",
+                                   hint="cut the file with Rain's chunker")
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise IntegrityError(f"chunk {sha[:12]} does not match its sha256",
+                                     hint="the bytes were damaged in transit; send the chunk again")
+        self._uploading(upload_id)
+        held = self.blobs.chunks.held(upload_id)
+        fresh = {sha: data for sha, data in pieces if sha not in held}
+        self.images.update_one({"_id": upload_id}, {"$inc": {"upload.sent": sum(len(d) for _, d in pieces)}})
+        return self.blobs.chunks.hold(upload_id, fresh) if fresh else 0
+
+    def commit_upload(self, upload_id: str, chunks: list[str], sha256: str) -> Image:
+        """Make the upload's image from its chunks in order; on any failure the upload is undone whole."""
+        _checked_shas(chunks, len(chunks) or 1)
+        _checked_shas([sha256.lower()], 1)
+        doc = self._uploading(upload_id, claim=True)
+        with ExitStack() as undo:
+            undo.callback(self.accounts.release, doc["owner"], doc["size"])
+            undo.callback(self.images.delete_one, {"_id": upload_id})
+            undo.callback(self.blobs.abandon, upload_id)
+            held = self.blobs.chunks.held(upload_id)
+            unsent = [s for s in dict.fromkeys(chunks) if s not in held]
+            if unsent:
+                raise InvalidInput(f"chunk {unsent[0][:12]} (and {len(unsent) - 1} more) of the image was "
+                                   "never sent", hint="send the chunks the repository said it lacks, then commit")
+            manifest = self._verified(doc["size"], chunks, sha256.lower())
+            extra = held - set(manifest.chunks)  # sent but not part of the image
+            self.blobs.chunks.release(sorted(extra), upload_id)
+            manifest.new_bytes = int((doc.get("upload") or {}).get("sent", 0))
+            self.blobs.commit(upload_id, manifest)
+            undo.pop_all()
+        try:
+            done = self._updated(upload_id, {"$set": {"status": str(Status.AVAILABLE), "sha256": manifest.sha256},
+                                             "$unset": {"upload": ""}})
+        except NotFound:  # collected as stalled meanwhile: give its reference back
+            self.blobs.release(manifest.sha256)
+            raise
+        self._log("upload", done, size=done["size"], sha256=manifest.sha256, new_bytes=manifest.new_bytes,
+                  delta=True)
+        return to_image(done)
+
+    def abandon_upload(self, upload_id: str) -> None:
+        """Give up the caller's own unfinished upload: its record, reserved quota and chunks go."""
+        doc = self._uploading(upload_id, claim=True)
+        if self.images.delete_one({"_id": upload_id, "status": str(Status.UPLOADING)}).deleted_count:
+            self.blobs.abandon(upload_id)
+            self.accounts.release(doc["owner"], doc["size"])
+
+    def _verified(self, size: int, chunks: list[str], sha256: str) -> Manifest:
+        """The image read back from its chunks: they must add up to the declared size and sha256."""
+        distinct = sorted(set(chunks))
+        recorded = {d["_id"]: d["size"] for d in self.blobs.chunks.chunks.find({"_id": {"$in": distinct}}, {"size": 1})}
+        sizes = [int(recorded.get(sha, 0)) for sha in chunks]
+        if sum(sizes) != size:
+            raise InvalidInput(f"the chunks add up to {sum(sizes)} bytes, the upload declared {size}",
+                               hint="commit the whole file's chunks, in order")
+        digest = hashlib.sha256()
+        for data in self.blobs.chunks.read(chunks, 0, size, sha256):
+            digest.update(data)
+        if digest.hexdigest() != sha256:
+            raise IntegrityError(f"checksum mismatch: the chunks give sha256 {digest.hexdigest()[:16]}…, "
+                                 f"expected {sha256[:16]}…", hint="the file changed while uploading; upload again")
+        return Manifest(sha256, size, list(chunks), sizes)
+
+
+def _checked_shas(shas: list[str], most: int) -> list[str]:
+    if len(shas) > most:
+        raise InvalidInput(f"{len(shas)} chunks named; at most {most} at a time", hint="ask in smaller batches")
+    for sha in shas:
+        if not isinstance(sha, str) or not SHA_RE.match(sha):
+            raise InvalidInput(f"bad chunk id {str(sha)[:70]!r}",
+                               hint="a chunk id is its sha256: 64 lowercase hex digits")
+    return shas
