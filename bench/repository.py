@@ -9,7 +9,9 @@ prints MiB/s and each figure as a ratio against raw pymongo GridFS and against
 show how the cost grows with the image (bench/report.py plots it).
 
 (a) store    rain.repository.store.Store.put/get (sha256 while moving, quota, catalog)
-(b) service  rain.repository.client.Client <-> `fg-image serve` over HTTP on 127.0.0.1
+(b) service  rain.repository.client.Client <-> `fg-image serve` over HTTP on 127.0.0.1: a delta
+             upload of the file (nothing of it stored before) and a cold delta download (no seed,
+             no chunk cache), as `fg-image upload` and `download` do
 (c) gridfs   pymongo GridFSBucket upload_from_stream/download_to_stream, 1 MiB chunks
 (d) cp       `cp` of the file to a new file and back (page cache warm, as for the others)
 
@@ -41,7 +43,8 @@ import requests
 from common import Row, Section, Series, add_json_option, bench_env, numbers, write_json
 
 from rain.config import load_settings
-from rain.repository import embedded
+from rain.repository import client_delta, embedded
+from rain.repository.chunk_cache import ChunkCache
 from rain.repository.client import Client
 from rain.repository.connect import open_database, open_store
 from rain.repository.models import ImageMeta, ImageQuery
@@ -96,8 +99,12 @@ def bench_repo(repo, src: Path, out: Path, size: int) -> tuple[float, float]:
     with open(src, "rb") as f:
         up_seconds = timed(lambda: repo.put(f, meta, size))
     image_id = repo.list()[0].id
-    with open(out, "wb") as f:
-        down_seconds = timed(lambda: repo.get(image_id, f))
+    if isinstance(repo, Client):  # what `fg-image download` does: chunks, several at once; a cold cache
+        down_seconds = timed(lambda: client_delta.get(repo, image_id, out, [], ChunkCache(out.parent / "none", 0),
+                                                      None))
+    else:
+        with open(out, "wb") as f:
+            down_seconds = timed(lambda: repo.get(image_id, f))
     repo.remove(image_id)
     return up_seconds, down_seconds
 
@@ -240,6 +247,9 @@ def main() -> None:
                         help="file sizes in MiB, comma-separated (default 16,64,256)")
     parser.add_argument("--catalog", type=int, default=100_000, metavar="N",
                         help="image records for the catalog figures (default 100000; 0 skips them)")
+    parser.add_argument("--variants", type=int, default=10, metavar="N",
+                        help="one-package variants built for the dedup figures (default 10; 0 skips them; "
+                             "needs root and the package mirror)")
     add_json_option(parser)
     args = parser.parse_args()
 
@@ -266,6 +276,10 @@ def main() -> None:
                             "gridfs": bench_gridfs(bucket, src, out), "cp": bench_cp(src, out)}
             print_table(mib, by_size[mib])
         sections = [section(by_size)]
+        if args.variants > 0:
+            from dedup import dedup_section
+
+            sections.append(dedup_section(work, env, url, token, args.variants))
         if args.catalog > 0:
             sections.append(catalog_section(env, work, args.catalog))
         write_json(args.json, sections)

@@ -94,6 +94,9 @@ FIELDS: tuple[Field, ...] = (
           "largest tree one image may unpack to when vetted or registered (e.g. 100G); "
           "unset = 20 × the image file's size + 256M; never more than the free space less 256M",
           convert=lambda v: parse_size(v, "unpack_max")),
+    Field("chunk_cache", lambda: 2 << 30,
+          "largest the cache of downloaded image chunks may grow (e.g. 10G); 0 = no cache, unlimited = no bound",
+          convert=lambda v: parse_size(v, "chunk_cache")),
     Field("upload_grace", lambda: 600, "seconds without progress before an upload counts as abandoned",
           convert=int),
     Field("serve_host", lambda: "127.0.0.1", "address `fg-image serve` listens on"),

@@ -9,7 +9,7 @@ from rain.cli.common import confirm, console, json_flag, print_json, settings, y
 from rain.generate.cache import CacheKind
 from rain.sizes import human
 
-cache_app = typer.Typer(help="Build caches: downloaded packages, base systems, finished results.",
+cache_app = typer.Typer(help="Local caches: downloaded packages, base systems, finished results, image chunks.",
                         no_args_is_help=True)
 
 

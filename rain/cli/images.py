@@ -11,11 +11,11 @@ import typer
 from pydantic import ValidationError
 
 from rain.cli import render
-from rain.cli.common import confirm, console, json_flag, open_repo, print_json, yes_flag
+from rain.cli.common import confirm, console, json_flag, open_repo, print_json, settings, yes_flag
 from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import transfer
 from rain.cli.untrusted import checked_id, local_file_name, plain, visible
-from rain.errors import IntegrityError, InvalidInput
+from rain.errors import Conflict, IntegrityError, InvalidInput
 from rain.repository.base import Repository
 from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
 from rain.sizes import human
@@ -80,20 +80,29 @@ def upload(
 def download(
     image_id: str = typer.Argument(..., help="image id"),
     output: Path = typer.Option(None, "-o", "--output", help="file or directory to write (default: NAME.FORMAT here)"),
+    seeds: list[Path] = typer.Option([], "--seed", help="a local file sharing much with the image (its parent, "
+                                     "an earlier download): its chunks are not fetched again; repeat for more"),
 ) -> None:
-    """Fetch an image; an interrupted download resumes from its .part file."""
+    """Fetch an image; an interrupted download resumes from its .part file.
+
+    From a shared service only the chunks found neither in the --seed files nor in the local chunk
+    cache (the chunk_cache setting bounds it) travel."""
     if not ID_RE.match(image_id):
         raise InvalidInput(f"bad image id {image_id[:40]!r}", hint="ids are 12 hex digits; see `fg-image list`")
     if output is not None and not output.is_dir() and not output.parent.is_dir():
         raise InvalidInput(f"cannot write {output}: there is no directory {output.parent}",
                            hint="create it first, or give another -o")
+    for seed in seeds:
+        if not seed.is_file():
+            raise InvalidInput(f"no such seed file: {seed}", hint="give files that share content with the image")
     repo = open_repo()
     image = repo.show(image_id)
     checked_id(image.id, image_id)  # the rest of the answer names the file and the bytes to fetch
     target = _download_target(output, image)
     part = target.with_name(target.name + ".part")
     try:
-        _fetch(repo, image, part)
+        if not _fetch_delta(repo, image, part, seeds):
+            _fetch(repo, image, part)
         os.replace(part, target)
     except OSError as e:
         if e.errno not in FILE_ERRNOS:
@@ -109,6 +118,36 @@ def _download_target(output: Path | None, image: Image) -> Path:
         return output
     name = local_file_name(image.name, image.format, image.id)
     return (output or Path()) / name
+
+
+def _fetch_delta(repo: Repository, image: Image, part: Path, seeds: list[Path]) -> bool:
+    """From a service, fetch only the chunks the seeds, the chunk cache and an interrupted download's
+    .part do not hold; False for an image stored before chunking (or a direct database: nothing to save)."""
+    from rain.repository import client_delta
+    from rain.repository.chunk_cache import ChunkCache
+    from rain.repository.client import Client
+
+    if not isinstance(repo, Client):
+        return False
+    s = settings()
+    cache = ChunkCache(s.data_path / "cache" / "chunks", s.chunk_cache)
+    earlier = part.with_name(part.name + ".seed")  # what an interrupted download got is a seed too
+    if part.exists():
+        os.replace(part, earlier)
+    try:
+        with transfer(f"download {image.name}", image.size) as progress:
+            got = client_delta.get(repo, image.id, part, [*seeds, *([earlier] if earlier.exists() else [])],
+                                   cache, progress)
+    except Conflict:
+        if earlier.exists():
+            os.replace(earlier, part)  # an old-style download to resume
+        return False
+    finally:
+        earlier.unlink(missing_ok=True)
+    if got.local:
+        print(f"fetched {human(got.fetched)} of {human(got.size)}; {human(got.local)} from seeds and the "
+              "chunk cache", file=sys.stderr)
+    return True
 
 
 def _fetch(repo: Repository, image: Image, part: Path) -> None:

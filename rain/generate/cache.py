@@ -6,6 +6,8 @@
     bases/<key>.squashfs                  that base as a read-only file system, made the first
                                           time a builder VM on this host needs it (base_image)
     results/<recipe hash>/                finished artifacts + manifest.json
+    chunks/<sha[:2]>/<sha256>             chunks of images downloaded from a service (listed and
+                                          pruned as one entry; rain/repository/chunk_cache.py)
 
 Writers take a per-entry lock (fcntl) and publish with an atomic rename, so
 parallel batch jobs share entries safely; a build layers its root over a base
@@ -43,6 +45,7 @@ class CacheKind(StrEnum):
     PACKAGES = "packages"
     BASES = "bases"
     RESULTS = "results"
+    CHUNKS = "chunks"
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,12 @@ class Cache:
         for kind in CacheKind:
             d = self.root / kind.value
             if not d.is_dir():
+                continue
+            if kind is CacheKind.CHUNKS:  # thousands of small files: one entry
+                files = [f for f in d.rglob("*") if f.is_file()]
+                if files:
+                    out.append(CacheEntry(kind, "downloaded", d, sum(f.stat().st_size for f in files),
+                                          max(f.stat().st_mtime for f in files), f"{len(files)} image chunks"))
                 continue
             for p in sorted(d.iterdir()):
                 if p.name.startswith(".") or p.suffix in SIDECARS:

@@ -1,4 +1,10 @@
-"""The service's delta upload endpoints, under /api/v1/uploads/{upload_id} (see delta.py for the rules).
+"""The service's delta transfer endpoints (see delta.py for the rules).
+
+Downloads, under /api/v1/images/{image_id}:
+- GET .../chunks                          the image's chunk list (counts as the download's access)
+- GET .../chunks/data?first=I&count=N     chunks I..I+N-1, concatenated, named in X-Rain-Chunks
+
+Uploads, under /api/v1/uploads/{upload_id}:
 
 POST /images reserves the upload as for a streamed one; then
 - POST .../needs    {"chunks": [sha256…], "bases": [image id…]} → {"missing": [sha256…]}
@@ -14,14 +20,15 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from rain.errors import InvalidInput, TooLarge
 from rain.repository.chunks import MAXIMUM
-from rain.repository.delta import ASK_MAX, BASES_MAX, SHA_RE
+from rain.repository.delta import ASK_MAX, BASES_MAX, READ_MAX, SHA_RE
 from rain.repository.fields import Pattern, Sha256
-from rain.repository.models import Image, ImageId
+from rain.repository.models import Image, ImageChunks, ImageId
 from rain.repository.store import Store
 
 ChunkId = Annotated[str, Pattern(SHA_RE, "chunk id", "a chunk's sha256: 64 lowercase hex digits")]
@@ -120,3 +127,30 @@ def upload_router(store: Callable[..., Store]) -> APIRouter:
         s.abandon_upload(upload_id)
 
     return router
+
+
+def download_router(store: Callable[..., Store]) -> APIRouter:
+    router = APIRouter(prefix="/images/{image_id}/chunks", tags=["images"])
+    acting: Any = Depends(store)
+
+    @router.get("", response_model=ImageChunks)
+    def chunk_list(image_id: ImageId, s: Store = acting) -> ImageChunks:
+        """The image's chunks in file order, to fetch only those the client has nowhere."""
+        return s.chunk_list(image_id)
+
+    @router.get("/data", response_class=Response, responses=_CHUNK_DATA)
+    def chunk_data(image_id: ImageId, first: Annotated[int, Query(ge=0)],
+                   count: Annotated[int, Query(ge=1, le=READ_MAX)], s: Store = acting) -> Response:
+        """Chunks first..first+count-1 of the image, concatenated; X-Rain-Chunks names them (sha256:size)."""
+        named, data = s.read_chunks(image_id, first, count)
+        return StreamingResponse(data, media_type="application/octet-stream", headers={
+            "X-Rain-Chunks": ",".join(f"{sha}:{n}" for sha, n in named),
+            "Content-Length": str(sum(n for _, n in named))})
+
+    return router
+
+
+_CHUNK_DATA: dict[int | str, dict[str, Any]] = {200: {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    "headers": {"X-Rain-Chunks": {"schema": {"type": "string"}, "description": "sha256:size of each chunk"}},
+    "description": "The chunks' bytes, in order"}}

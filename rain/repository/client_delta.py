@@ -1,27 +1,38 @@
-"""Delta upload over HTTP: cut the file first, ask the service which chunks it lacks, send only those.
+"""Delta transfers over HTTP (the service's side is delta.py and chunk_routes.py).
 
-The file is read twice (once to cut and hash it, once for the missing chunks), so
-this needs a file that can seek; a pipe is streamed whole instead (client.py).
-Missing chunks go in batches of up to 16 MiB, several at once, each on its own
-HTTP session.
+Upload: cut the file first, ask the service which chunks it lacks, send only
+those. The file is read twice (once to cut and hash it, once for the missing
+chunks), so this needs a file that can seek; a pipe is streamed whole instead
+(client.py).
+
+Download: get the image's chunk list, take every chunk found in the local chunk
+cache or in a seed file (the parent image, yesterday's download), fetch the
+rest, and check the whole sha256 before the file counts as downloaded.
+
+Chunks go in batches of up to 16 MiB, several at once, each on its own HTTP session.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import requests
 
 from rain.errors import IntegrityError, RainError
 from rain.repository.base import Progress
+from rain.repository.chunk_cache import ChunkCache
 from rain.repository.chunk_routes import SEND_BYTES_MAX, SEND_MAX
-from rain.repository.chunks import manifest
-from rain.repository.delta import ASK_MAX
-from rain.repository.models import Image, ImageMeta
+from rain.repository.chunks import MAXIMUM, manifest
+from rain.repository.delta import ASK_MAX, READ_MAX
+from rain.repository.models import Image, ImageChunks, ImageMeta
 
 if TYPE_CHECKING:
     from rain.repository.client import Client
@@ -125,3 +136,147 @@ def _send(client: Client, upload: str, reader: _Reader, todo: list[tuple[str, in
             if progress:
                 progress(sent)
 
+
+
+# -- downloads --------------------------------------------------------------------------------------
+
+@dataclass
+class Fetched:
+    """Where a delta download's bytes came from."""
+
+    size: int
+    fetched: int = 0  # over the wire
+    local: int = 0  # from seed files and the chunk cache
+
+
+def _seed_pieces(seeds: Sequence[Path], wanted: set[str]) -> dict[str, tuple[Path, int, int]]:
+    """The wanted chunks found in the seed files: where each is (file, offset, size)."""
+    found: dict[str, tuple[Path, int, int]] = {}
+    for seed in seeds:
+        size = seed.stat().st_size
+        with open(seed, "rb") as f:
+            plan = manifest(f, size)
+        for sha, offset, n in zip(plan.chunks, plan.offsets(), plan.sizes, strict=True):
+            if sha in wanted and sha not in found:
+                found[sha] = (seed, offset, n)
+    return found
+
+
+def _read_seed(where: tuple[Path, int, int], sha: str) -> bytes | None:
+    path, offset, n = where
+    try:
+        with open(path, "rb") as f:
+            data = os.pread(f.fileno(), n, offset)
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha else None  # the seed may have changed
+
+
+def _runs(missing: list[int], sizes: list[int]) -> Iterator[tuple[int, int]]:
+    """Consecutive missing chunk indexes as (first, count) requests of at most READ_MAX chunks, 16 MiB."""
+    first, count, total = -1, 0, 0
+    for i in missing:
+        if count and (i != first + count or count == READ_MAX or total + sizes[i] > SEND_BYTES_MAX):
+            yield first, count
+            count, total = 0, 0
+        if not count:
+            first = i
+        count += 1
+        total += sizes[i]
+    if count:
+        yield first, count
+
+
+def get(client: Client, image_id: str, part: Path, seeds: Sequence[Path], cache: ChunkCache | None,
+        progress: Progress | None) -> Fetched:
+    """Write the image into `part`, fetching only the chunks found neither in `cache` nor in `seeds`;
+    the whole sha256 is checked before this returns (a failure removes `part`). Raises Conflict for an
+    image stored before chunking (fetch it whole)."""
+    info = ImageChunks(**client._json("GET", f"/images/{image_id}/chunks")).model_copy(update={"id": image_id})
+    if len(info.chunks) != len(info.sizes) or sum(info.sizes) != info.size or \
+            any(not 0 < n <= MAXIMUM for n in info.sizes):
+        raise IntegrityError(f"the service's chunk list for image {image_id} does not add up to its size",
+                             hint="download again; tell the operator if it persists")
+    offsets = list(itertools.accumulate([0, *info.sizes]))[:-1]
+    local = _seed_pieces(seeds, set(info.chunks))
+    done = Fetched(info.size)
+    first_at: dict[str, int] = {}
+    missing: list[int] = []
+    try:
+        with open(part, "w+b") as out:
+            out.truncate(info.size)
+            fd = out.fileno()
+            for i, (sha, n) in enumerate(zip(info.chunks, info.sizes, strict=True)):
+                if sha in first_at:
+                    continue  # a repeat (runs of zeros in a raw disk): copied once the first is there
+                first_at[sha] = i
+                data = cache.get(sha) if cache else None
+                if data is None and sha in local:
+                    data = _read_seed(local[sha], sha)
+                if data is None:
+                    missing.append(i)
+                    continue
+                os.pwrite(fd, data, offsets[i])
+                done.local += n
+                if progress:
+                    progress(n)
+            _fetch_runs(client, info, offsets, missing, fd, cache, done, progress)
+            for i, (sha, n) in enumerate(zip(info.chunks, info.sizes, strict=True)):
+                if first_at[sha] != i:
+                    os.pwrite(fd, os.pread(fd, n, offsets[first_at[sha]]), offsets[i])
+                    done.local += n
+                    if progress:
+                        progress(n)
+        _check(part, info)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    if cache:
+        cache.trim()
+    return done
+
+
+def _fetch_runs(client: Client, info: ImageChunks, offsets: list[int], missing: list[int], fd: int,
+                cache: ChunkCache | None, done: Fetched, progress: Progress | None) -> None:
+    local = threading.local()
+
+    def fetch(run: tuple[int, int]) -> int:
+        first, count = run
+        if not hasattr(local, "client"):
+            local.client = client.clone()
+        response = local.client._call("GET", f"/images/{info.id}/chunks/data",
+                                      params={"first": first, "count": count},
+                                      timeout=(10, max(client.timeout, 300)))
+        data = response.content
+        at = 0
+        for i in range(first, first + count):
+            n, sha = info.sizes[i], info.chunks[i]
+            piece = data[at:at + n]
+            at += n
+            if hashlib.sha256(piece).hexdigest() != sha:
+                raise IntegrityError(f"chunk {i} of image {info.id} failed its checksum on download",
+                                     hint="download again; if it persists the stored bytes are damaged")
+            os.pwrite(fd, piece, offsets[i])
+            if cache:
+                cache.put(sha, piece)
+        if at != len(data):
+            raise IntegrityError(f"the service sent {len(data)} bytes for chunks {first}..{first + count - 1} "
+                                 f"of image {info.id}, not {at}", hint="download again")
+        return at
+
+    # only the first place of each chunk is fetched; a run is split where a repeat sits between
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for got in pool.map(fetch, _runs(missing, info.sizes)):
+            done.fetched += got
+            if progress:
+                progress(got)
+
+
+def _check(part: Path, info: ImageChunks) -> None:
+    digest = hashlib.sha256()
+    with open(part, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    if digest.hexdigest() != info.sha256:
+        raise IntegrityError(f"image {info.id} failed its checksum on download",
+                             hint="download again; if it persists the stored bytes are damaged")

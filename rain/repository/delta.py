@@ -1,33 +1,39 @@
-"""Delta uploads: the client cuts its file into chunks first, learns which ones the repository
-lacks, sends only those, and commits the image as its ordered chunk list.
+"""Delta transfers. Uploads: the client cuts its file into chunks first, learns which ones the
+repository lacks, sends only those, and commits the image as its ordered chunk list. Downloads: the
+client gets the image's chunk list and fetches only the chunks it has nowhere (seed files, its cache).
 
 Whether a chunk is stored may only be learnt within an upload of one's own, and
 only about chunks of images one may read: the repository answers "known" for a
 chunk of the upload's parent, of the bases the client names (each of which it
-must be able to read) or of the uploader's own newest images of the same name,
-and "missing" for everything else, stored or not. So a
+must be able to read) or of the uploader's own newest images of the same name
+(for an administrator, who may read every image: any stored chunk), and
+"missing" for everything else, stored or not. So a
 chunk of someone else's private image costs its bytes on the wire, as if it
 were new, and its existence never shows. The bytes sent are still stored once.
 
 The image becomes available only at commit, once the chunks add up to the
 declared size and their bytes, read back from the store, give the declared
 sha256; any failure undoes the whole upload, as a streamed one would be.
+
+A download reads chunks only through an image the caller may read, by their
+place in that image, so it too learns nothing about other images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
-from rain.errors import IntegrityError, InvalidInput, NotFound
+from rain.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from rain.repository.accounts import now
 from rain.repository.acting import Acting, to_image
 from rain.repository.chunks import MAXIMUM, Manifest
-from rain.repository.models import Image, Status
+from rain.repository.models import Image, ImageChunks, Role, Status
 
+READ_MAX = 64  # chunks in one read: at most 256 MiB, 64 MiB at the average size
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 ASK_MAX = 8192  # chunks named in one question: 8 GiB of image at the average size, a 600 KB body
 BASES_MAX = 16
@@ -73,6 +79,8 @@ class DeltaMixin(Acting):
             known.update(blob.get("chunks", ()))
         held = self.blobs.chunks.held(upload_id)
         wanted = [s for s in dict.fromkeys(shas) if s not in held]
+        if user.role == Role.ADMIN:  # may read every image: any stored chunk tells them nothing new
+            known.update(d["_id"] for d in self.blobs.chunks.chunks.find({"_id": {"$in": wanted}}, {"_id": 1}))
         taken = self.blobs.chunks.take(upload_id, [s for s in wanted if s in known])
         return [s for s in wanted if s not in taken]
 
@@ -144,6 +152,38 @@ class DeltaMixin(Acting):
             raise IntegrityError(f"checksum mismatch: the chunks give sha256 {digest.hexdigest()[:16]}…, "
                                  f"expected {sha256[:16]}…", hint="the file changed while uploading; upload again")
         return Manifest(sha256, size, list(chunks), sizes)
+
+    # -- downloads ------------------------------------------------------------------------------
+
+    def _chunked(self, doc: dict[str, Any]) -> dict[str, Any]:
+        blob = self.blobs.blobs.find_one({"_id": doc["sha256"]}, {"chunks": 1, "sizes": 1})
+        if blob is None or "chunks" not in blob:
+            raise Conflict(f"image {doc['_id']} was stored before chunking and has no chunk list",
+                           hint="download it whole (fg-image download does so by itself)")
+        return dict(blob)
+
+    def chunk_list(self, image_id: str) -> ImageChunks:
+        """The image's chunks in order; counts as the download's one access."""
+        doc = self._find(image_id, self.whoami())
+        blob = self._chunked(doc)
+        doc = self._updated(image_id, {"$set": {"last_access": now()}, "$inc": {"access_count": 1}})
+        self._log("download", doc, delta=True)
+        return ImageChunks(id=image_id, sha256=doc["sha256"], size=doc["size"], chunks=blob["chunks"],
+                           sizes=blob["sizes"])
+
+    def read_chunks(self, image_id: str, first: int, count: int) -> tuple[list[tuple[str, int]], Iterator[bytes]]:
+        """Chunks first..first+count-1 of an image the caller may read: their (sha256, size) and their bytes."""
+        doc = self._find(image_id, self.whoami())
+        blob = self._chunked(doc)
+        total = len(blob["chunks"])
+        if not 1 <= count <= READ_MAX or not 0 <= first < total:
+            raise InvalidInput(f"chunks {first}..{first + count - 1} are not in image {image_id} ({total} chunks), "
+                               f"or more than {READ_MAX} at once", hint="ask for 1 to 64 chunks the image has")
+        shas, sizes = blob["chunks"][first:first + count], blob["sizes"][first:first + count]
+        if not self.blobs.chunks.all_stored(sorted(set(shas))):
+            raise IntegrityError(f"the bytes of image {image_id} are missing from the repository",
+                                 hint="an administrator should run `fg-image repo gc` and re-upload")
+        return list(zip(shas, sizes, strict=True)), self.blobs.chunks.read(shas, 0, sum(sizes), doc["sha256"])
 
 
 def _checked_shas(shas: list[str], most: int) -> list[str]:

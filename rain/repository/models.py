@@ -202,6 +202,16 @@ class Event(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class ImageChunks(BaseModel):
+    """An image as its content-defined chunks, in file order: what a delta download fetches by."""
+
+    id: str
+    sha256: str
+    size: int
+    chunks: list[str]
+    sizes: list[int]
+
+
 class StorageReport(BaseModel):
     """What the repository's images would take stored one by one, and what they take with dedup."""
 

@@ -26,7 +26,7 @@ from rain.config import Settings
 from rain.errors import InvalidInput, RainError
 from rain.repository.accounts import Accounts
 from rain.repository.api_errors import COMMON_ERRORS, BodyLimit, error_response, error_responses, install
-from rain.repository.chunk_routes import upload_router
+from rain.repository.chunk_routes import download_router, upload_router
 from rain.repository.connect import open_database, store_for
 from rain.repository.fields import (
     LIST_MAX,
@@ -295,6 +295,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
 
     api.include_router(token_router(store))  # /users/{name}/tokens: list, create, revoke one or all
     api.include_router(upload_router(store))  # /uploads/{id}/needs, chunks, commit: delta uploads
+    api.include_router(download_router(store))  # /images/{id}/chunks[/data]: delta downloads
 
     @api.post("/gc", response_model=GcReport)
     def gc(s: Store = Depends(store)) -> GcReport:

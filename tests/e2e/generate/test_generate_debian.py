@@ -120,5 +120,5 @@ def test_one_package_more_starts_from_the_cached_base(gen: Any, tmp_path: Path, 
     kept = gen("cache", "prune", "--kind", "results", "--older-than", "365", "--yes")
     assert kept.returncode == 0 and "removed 0 entries" in kept.stdout
     refused = gen("cache", "prune", "--kind", "everything", "--yes")
-    assert refused.returncode == 2 and "is not one of: packages, bases, results" in refused.stderr
+    assert refused.returncode == 2 and "is not one of: packages, bases, results, chunks" in refused.stderr
     assert mounts_under(gen_data) == []

@@ -90,6 +90,14 @@ def test_an_interrupted_download_resumes_and_is_verified(mode, fg, make_file, tm
     assert result.returncode == 0, result.stderr
     assert sha_file(target) == sha_file(src) and not part.exists()
     last = json_out(fg("history", image_id, "--limit", "1", "--json", env=env))[0]
+    if mode == "service":  # a delta download: the partial file is a seed, its whole chunks are not fetched again
+        assert (last["action"], last["detail"]) == ("download", {"delta": True})
+        target.unlink()
+        part.write_bytes(b"\0" * MiB)  # a damaged partial file gives no chunk; the rest comes from the service
+        result = fg("download", image_id, "-o", str(target), env=env)
+        assert result.returncode == 0, result.stderr
+        assert sha_file(target) == sha_file(src) and not part.exists()
+        return
     assert (last["action"], last["detail"]["offset"]) == ("download", 2 * MiB + 5)  # fetched only the rest
 
     target.unlink()
