@@ -279,7 +279,7 @@ def main() -> None:
         if args.variants > 0:
             from dedup import dedup_section
 
-            sections.append(dedup_section(work, env, url, token, args.variants))
+            sections.append(dedup_section(work, env, url, service_env, args.variants))
         if args.catalog > 0:
             sections.append(catalog_section(env, work, args.catalog))
         write_json(args.json, sections)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from rain.cli.common import confirm, console, json_flag, open_repo, print_json, 
 from rain.cli.failures import FILE_ERRNOS, file_failure
 from rain.cli.progress import transfer
 from rain.cli.untrusted import checked_id, local_file_name, plain, visible
+from rain.digests import sha256_of
 from rain.errors import Conflict, IntegrityError, InvalidInput
 from rain.repository.base import Repository
 from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
@@ -168,11 +168,7 @@ def _fetch(repo: Repository, image: Image, part: Path) -> None:
 
 
 def _check_whole(part: Path, image: Image) -> None:
-    digest = hashlib.sha256()
-    with open(part, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != image.sha256:
+    if sha256_of(part) != image.sha256:
         raise IntegrityError(f"the resumed download of {image.id} failed its checksum",
                              hint="download again from the start")
 

@@ -3,11 +3,11 @@ squashfs."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rain.digests import sha256_of
 from rain.generate.recipe import Format
 from rain.host import command, tools
 from rain.image import disk
@@ -33,14 +33,6 @@ def check_tools(formats: list[Format]) -> None:
     for f in formats:
         for name in _TOOLS[f]:
             tools.tool(name)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int | None,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import requests
 
+from rain.digests import sha256_of
 from rain.errors import IntegrityError, RainError
 from rain.repository.base import Progress
 from rain.repository.chunk_cache import ChunkCache
@@ -273,10 +274,6 @@ def _fetch_runs(client: Client, info: ImageChunks, offsets: list[int], missing: 
 
 
 def _check(part: Path, info: ImageChunks) -> None:
-    digest = hashlib.sha256()
-    with open(part, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    if digest.hexdigest() != info.sha256:
+    if sha256_of(part) != info.sha256:
         raise IntegrityError(f"image {info.id} failed its checksum on download",
                              hint="download again; if it persists the stored bytes are damaged")

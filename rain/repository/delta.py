@@ -68,8 +68,12 @@ class DeltaMixin(Acting):
                                hint="name the parent and the closest variants only")
         doc = self._uploading(upload_id)
         user = self.whoami()
-        contents = [self._find(base, user)["sha256"]  # NotFound for an image the caller may not read
-                    for base in ([doc["parent"]] if doc.get("parent") else []) + bases]
+        contents = [self._find(base, user)["sha256"] for base in bases]  # NotFound for one the caller may not read
+        if doc.get("parent"):
+            try:
+                contents.append(self._find(doc["parent"], user)["sha256"])
+            except NotFound:
+                pass  # removed since the upload began: it simply helps no more
         # and the caller's own newest images of the same name: last week's build of this recipe
         contents += [d["sha256"] for d in self.images.find(
             {"owner": user.name, "name": doc["name"], "status": str(Status.AVAILABLE)},
@@ -94,10 +98,16 @@ class DeltaMixin(Acting):
             if hashlib.sha256(data).hexdigest() != sha:
                 raise IntegrityError(f"chunk {sha[:12]} does not match its sha256",
                                      hint="the bytes were damaged in transit; send the chunk again")
-        self._uploading(upload_id)
+        doc = self._uploading(upload_id)
+        sent = sum(len(d) for _, d in pieces)
+        # never more than the declared (and quota-reserved) size: the bytes sent are stored before the commit
+        room = {"$or": [{"upload.sent": {"$lte": doc["size"] - sent}}, {"upload.sent": {"$exists": False}}]}
+        if sent > doc["size"] or not self.images.update_one({"_id": upload_id, **room},
+                                                            {"$inc": {"upload.sent": sent}}).matched_count:
+            raise InvalidInput(f"upload {upload_id} was declared as {doc['size']} bytes; these chunks would take "
+                               "it past that", hint="send each chunk once, and only the chunks the file has")
         held = self.blobs.chunks.held(upload_id)
         fresh = {sha: data for sha, data in pieces if sha not in held}
-        self.images.update_one({"_id": upload_id}, {"$inc": {"upload.sent": sum(len(d) for _, d in pieces)}})
         return self.blobs.chunks.hold(upload_id, fresh) if fresh else 0
 
     def commit_upload(self, upload_id: str, chunks: list[str], sha256: str) -> Image:

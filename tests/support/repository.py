@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,23 @@ from rain.repository.models import Image, ImageMeta, OsInfo
 def payload(size: int, seed: bytes = b"") -> bytes:
     """`size` random bytes (seeded prefix to make contents differ on demand)."""
     return (seed + os.urandom(size))[:size]
+
+
+def variant(base: bytes, seed: int, edits: int = 1) -> bytes:
+    """`base` with a few small insertions at random places: what one more package does to an image."""
+    rng = random.Random(seed)
+    data = base
+    for _ in range(edits):
+        at = rng.randrange(len(data))
+        data = data[:at] + rng.randbytes(rng.randrange(10, 4000)) + data[at:]
+    return data
+
+
+def client_for(store: Any, url: str, name: str = "admin") -> Any:
+    """A Client of the service at `url`, acting as `name` with a new token the store issues."""
+    from rain.repository.client import Client
+
+    return Client(url, store.issue_token(name), timeout=60)
 
 
 def sha(data: bytes) -> str:

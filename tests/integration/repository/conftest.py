@@ -83,3 +83,9 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Back
         return
     svc = request.getfixturevalue("service")
     yield Backend("client", settings, db, admin_store, url=svc.url)
+
+
+@pytest.fixture
+def admin_store(settings: Settings) -> Store:
+    """The repository's administrator, straight on the database (the first user of a repository)."""
+    return open_store(settings, "admin")

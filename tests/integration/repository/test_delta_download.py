@@ -7,33 +7,17 @@ import hashlib
 import random
 
 import pytest
-from support.repository import payload, put, refused
+from support.repository import client_for, payload, put, refused, variant
 from support.wire import counting_relay
 
 from rain.errors import InvalidInput, NotFound
 from rain.repository import client_delta
 from rain.repository.chunk_cache import ChunkCache
-from rain.repository.client import Client
-from rain.repository.connect import open_store
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
 SIZE = 32 * MiB
 
-
-def variant(base: bytes, seed: int) -> bytes:
-    rng = random.Random(seed)
-    at = rng.randrange(len(base))
-    return base[:at] + rng.randbytes(3000) + base[at:]
-
-
-@pytest.fixture
-def admin_store(settings):
-    return open_store(settings, "admin")
-
-
-def client_for(store, url: str, name: str = "admin") -> Client:
-    return Client(url, store.issue_token(name), timeout=60)
 
 
 def digest(path) -> str:

@@ -8,33 +8,17 @@ import random
 
 import pytest
 import requests
-from support.repository import payload, put, refused, sha
+from support.repository import client_for, payload, put, refused, sha, variant
 from support.wire import counting_relay
 
 from rain.errors import IntegrityError, InvalidInput, NotFound
 from rain.repository.chunks import manifest
-from rain.repository.client import Client
-from rain.repository.connect import open_store
 from rain.repository.models import ImageMeta
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
 SIZE = 32 * MiB
 
-
-def variant(base: bytes, seed: int) -> bytes:
-    rng = random.Random(seed)
-    at = rng.randrange(len(base))
-    return base[:at] + rng.randbytes(3000) + base[at:]
-
-
-@pytest.fixture
-def admin_store(settings):
-    return open_store(settings, "admin")
-
-
-def client_for(store, url: str, name: str = "admin") -> Client:
-    return Client(url, store.issue_token(name), timeout=60)
 
 
 def test_a_variant_of_a_stored_image_sends_only_its_changed_chunks(admin_store, service):
@@ -128,6 +112,15 @@ def test_a_commit_that_does_not_add_up_is_refused_and_undoes_the_upload(admin_st
         assert response.status_code == 400 and "X-Rain-Chunks" in response.json()["message"], header
     repo._call("DELETE", upload)
     assert admin_store.db.images.count_documents({}) == 0 and admin_store.db.holds.count_documents({}) == 0
+
+    upload = begin()  # more bytes than the upload declared (and reserved quota for) are refused
+    extra = [payload(MiB) for _ in range(4)]
+    message = refused(InvalidInput, lambda: [repo._call("POST", f"{upload}/chunks", data=piece,
+                                                        headers={"X-Rain-Chunks": f"{sha(piece)}:{len(piece)}"})
+                                             for piece in extra])
+    assert "declared as" in message
+    assert sum(c["size"] for c in admin_store.db.chunks.find()) <= len(data)
+    repo._call("DELETE", upload)
 
     other = payload(3 * MiB)  # chunks of other bytes, sent and committed under this file's sha256
     upload = begin()

@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.repository import payload, put, refused, sha
+from support.repository import payload, put, refused, sha, variant
 
 from rain.errors import Forbidden
 from rain.repository.connect import open_store
@@ -19,15 +19,6 @@ from rain.repository.models import ImageMeta
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
 
-
-def variant(base: bytes, seed: int, edits: int = 2) -> bytes:
-    """`base` with a few small insertions at random places: what one more package does to an image."""
-    rng = random.Random(seed)
-    data = base
-    for _ in range(edits):
-        at = rng.randrange(len(data))
-        data = data[:at] + rng.randbytes(rng.randrange(10, 4000)) + data[at:]
-    return data
 
 
 def stored_bytes(db) -> int:
@@ -55,7 +46,7 @@ def assert_consistent(db) -> None:
 def test_variants_share_their_chunks_and_read_back_whole(settings):
     repo = open_store(settings, "admin")
     base = payload(12 * MiB)
-    variants = [variant(base, seed) for seed in range(4)]
+    variants = [variant(base, seed, edits=2) for seed in range(4)]
 
     first = put(repo, base, "base")
     alone = stored_bytes(repo.db)
@@ -86,7 +77,7 @@ def test_a_range_read_across_chunk_boundaries_gives_exactly_the_range(settings):
 def test_removing_the_base_keeps_the_variant_and_the_last_removal_frees_every_chunk(settings):
     repo = open_store(settings, "admin")
     base = payload(6 * MiB)
-    derived = variant(base, 1)
+    derived = variant(base, 1, edits=2)
     first, second = put(repo, base, "base"), put(repo, derived, "variant")
 
     repo.remove(first.id)
