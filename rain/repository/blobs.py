@@ -74,7 +74,7 @@ class BlobStore:
                     out.new_bytes += self.chunks.hold(holder, fresh)
                     held.update(fresh)
         except BaseException:
-            self.abandon(holder, held)
+            self.abandon(holder)  # all its holds name: the batches done and the one that failed
             raise
         out.sha256 = digest.hexdigest()
         return out

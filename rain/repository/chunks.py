@@ -185,11 +185,14 @@ class ChunkStore:
         docs = [{"_id": sha, "file_id": fid, "size": len(data), "refs": 1, "v": 0}
                 for sha, (fid, data) in pieces.items()]
         try:
-            self.data.insert_many([{"files_id": fid, "n": 0, "data": Binary(data)} for fid, data in pieces.values()])
+            # the files document first, marked partial until the chunk record names it: bytes can then
+            # never exist without a document saying what they are (collect_partial_files finds them)
             self.files.insert_many([{"_id": fid, "length": len(data), "chunkSize": MAXIMUM, "uploadDate": stamp,
-                                     "filename": sha, "metadata": {"chunk": True}}
+                                     "filename": sha, "metadata": {"chunk": True, "partial": True}}
                                     for sha, (fid, data) in pieces.items()])
+            self.data.insert_many([{"files_id": fid, "n": 0, "data": Binary(data)} for fid, data in pieces.values()])
             self.chunks.insert_many(docs, ordered=False)
+            self._recorded([fid for fid, _ in pieces.values()])
             return set(pieces)
         except BulkWriteError as e:
             errors = e.details.get("writeErrors", [])
@@ -197,12 +200,26 @@ class ChunkStore:
             if len(lost) == len(errors) and errors:  # others stored these first: ours are not needed
                 for sha in lost:
                     self.delete_file(pieces[sha][0])
+                self._recorded([pieces[sha][0] for sha in pieces if sha not in lost])
                 return set(pieces) - lost
             self._unwrite(pieces)
             raise
         except BaseException:
             self._unwrite(pieces)
             raise
+
+    def _recorded(self, fids: list[ObjectId]) -> None:
+        self.files.update_many({"_id": {"$in": fids}}, {"$unset": {"metadata.partial": ""}})
+
+    def collect_partial_files(self) -> int:
+        """Remove the files a failed write left without a chunk record (a full disk, a crash between two
+        inserts); returns their bytes. Partial files are read first, then holds, then records: a file of an
+        upload under way is announced in its hold before it is written, and recorded before the hold goes."""
+        candidates = [d["_id"] for d in self.files.find({"metadata.partial": True}, {"_id": 1})]
+        if not candidates:
+            return 0
+        announced = {fid for d in self.holds.find({"files": {"$in": candidates}}, {"files": 1}) for fid in d["files"]}
+        return self._delete_unrecorded([fid for fid in candidates if fid not in announced])
 
     def _unwrite(self, pieces: dict[str, tuple[ObjectId, bytes]]) -> None:
         self._delete_unrecorded([fid for fid, _ in pieces.values()])
@@ -354,4 +371,7 @@ class ChunkStore:
 def ensure_indexes(db: Database) -> None:
     db["holds"].create_index([("holder", 1)])
     db["holds"].create_index([("chunks", 1)])  # the check before a chunk is deleted
+    db["holds"].create_index([("files", 1)])
     db["blobs"].create_index([("chunks", 1)])
+    db["chunks"].create_index([("file_id", 1)])  # is a file recorded?
+    db["fs.files"].create_index([("metadata.partial", 1)])

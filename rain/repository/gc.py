@@ -42,6 +42,7 @@ class CollectorMixin(Acting):
             report.uploads_removed += 1
             self._log("gc-upload", doc, reason="abandoned upload")
         report.bytes_freed += self._collect_dead_holds()
+        report.bytes_freed += self.blobs.chunks.collect_partial_files()
         return report
 
     def _collect_dead_holds(self) -> int:

@@ -172,3 +172,23 @@ def test_the_storage_report_shows_logical_stored_and_ratio_to_administrators_onl
     assert report.dedup_ratio == round(report.logical_bytes / report.stored_bytes, 3) and report.dedup_ratio > 2.5
     (alice,) = backend.users("alice")
     assert "administrator" in refused(Forbidden, alice.storage)
+
+
+def test_bytes_a_failed_write_left_without_a_record_are_collected_unless_an_upload_announced_them(settings):
+    from bson import Binary, ObjectId
+
+    repo = open_store(settings, "admin")
+    db = repo.db
+    upload_id = repo.begin_upload(ImageMeta(name="writing"), 5)  # alive: this process
+    left, announced = ObjectId(), ObjectId()
+    for fid in (left, announced):  # what a write cut off between its inserts leaves: bytes, no chunk record
+        db["fs.files"].insert_one({"_id": fid, "length": 5, "chunkSize": 5, "metadata": {"chunk": True,
+                                                                                        "partial": True}})
+        db["fs.chunks"].insert_one({"files_id": fid, "n": 0, "data": Binary(b"bytes")})
+    db.holds.insert_one({"holder": upload_id, "chunks": [], "files": [announced]})
+
+    report = repo.collect_stale_uploads()
+
+    assert report.bytes_freed == 5
+    assert db["fs.files"].find_one({"_id": left}) is None and db["fs.chunks"].count_documents({"files_id": left}) == 0
+    assert db["fs.chunks"].count_documents({"files_id": announced}) == 1  # the live upload's, kept
