@@ -378,10 +378,12 @@ class SSHBuilder:
                     stdout.write(data) if stdout is not None else text(data)
                 while chan.recv_stderr_ready():
                     text(chan.recv_stderr(_CHUNK))
-                if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() \
-                        and not chan.recv_stderr_ready():
+                drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+                # closed without EOF: the link went (machine stopped, sshd killed) and select would
+                # answer at once, forever
+                if drained and (chan.closed or chan.exit_status_ready() and chan.eof_received):
                     break
-            status = chan.recv_exit_status()
+            status = chan.exit_status if chan.exit_status_ready() else -1
         except BaseException:
             chan.close()  # the machine is released by stop(); nothing of this command outlives it
             raise
@@ -394,6 +396,10 @@ class SSHBuilder:
         if partial:
             tail.append(partial.decode(errors="replace").rstrip())
         result = Result(status, "\n".join(tail))
+        if check and status == -1:  # paramiko's value when no exit-status came
+            raise BuildError(f"{what or argv[0]} on builder {s.machine.name} ended without an exit status: "
+                             "the machine stopped, its SSH link broke or a signal killed the command",
+                             hint="see the machine's console log and the build log; run again")
         if check and status != 0:
             last = [ln for ln in tail if ln.strip()][-3:]
             raise BuildError(f"{what or argv[0]} failed on builder {s.machine.name} (exit {status}): "

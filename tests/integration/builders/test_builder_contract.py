@@ -14,6 +14,8 @@ import os
 import shutil
 import subprocess
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,3 +142,38 @@ def test_builder_contract(builder_env: tuple[str, Any, Any], tmp_path: Path) -> 
     if name == "qemu":
         left = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True).stdout
         assert not left.strip(), f"qemu still running: {left}"
+
+
+def test_machine_dying_mid_command_is_one_line_error(opennebula_builder_env: tuple[Any, Any],
+                                                     opennebula_sim: Any, tmp_path: Path) -> None:
+    """A builder VM that dies while a command runs on it (host crash, OOM, a cloud deleting it) ends the
+    build with a one-line error at once: before, the read loop spun on the dead link forever."""
+    settings, repo = opennebula_builder_env
+    builder = get_builder("opennebula", settings, repo)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    handle = builder.start(BuildSpec(name="dies", workdir=workdir, debian=True))
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            builder.outside(handle, ["sleep", "120"], what="the long step")
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            outcome.append(e)
+
+    try:
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while not subprocess.run(["pgrep", "-f", "^sleep 120$"], capture_output=True).stdout:
+            assert time.monotonic() < deadline, "the command never started on the builder"
+            time.sleep(0.1)
+        opennebula_sim.machines[-1].stop()  # power cut: its sshd and the command go
+        worker.join(20)
+        assert not worker.is_alive(), "the build hung on a machine that is gone"
+        assert isinstance(outcome[0], BuildError), outcome
+        message = outcome[0].one_line()
+        assert "the long step" in message and "ended without an exit status" in message and "\n" not in message
+    finally:
+        builder.stop(handle, failed=True)
