@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -81,6 +82,66 @@ def gc(as_json: bool = json_flag()) -> None:
         console.print(f"removed {report.uploads_removed} abandoned upload(s), {report.chunks_removed} "
                       f"chunk(s), {report.files_removed} stray file(s); corrected {report.counts_corrected} "
                       f"reference count(s); freed {human(report.bytes_freed)}")
+
+
+@repo_app.command("pull")
+def pull(
+    ids: list[str] = typer.Argument(None, help="ids of images to pull (their parents come too)"),
+    source: str = typer.Option(..., "--from", help="the source repository service, e.g. https://repo.example:8780"),
+    token: str = typer.Option(None, "--token", envvar="RAIN_PULL_TOKEN", show_envvar=True,
+                              help="a token of the source repository (default: none, public images only)"),
+    name: str = typer.Option(None, "--name", help="also every image of this name the source lists"),
+    os_family: str = typer.Option(None, "--os", help="also every image of this OS family"),
+    owner: str = typer.Option(None, "--owner", help="also every image of this owner"),
+    tag: str = typer.Option(None, "--tag", help="also every image with this tag"),
+    every: bool = typer.Option(False, "--all", help="every image the token may read there"),
+    as_json: bool = json_flag(),
+) -> None:
+    """Copy images from another Rain repository into this one, moving only the chunks it lacks
+    (administrators; run it where this repository's database is)."""
+    from pydantic import ValidationError
+
+    from rain.cli.images import invalid
+    from rain.errors import InvalidInput
+    from rain.repository.models import ImageQuery
+    from rain.repository.pull import Pulled, SourceClient, plan
+    from rain.repository.pull import pull as run
+    from rain.repository.store import Store
+
+    filters = {"name": name, "os_family": os_family, "owner": owner, "tag": tag}
+    if not ids and not every and not any(filters.values()):
+        raise InvalidInput("name the images to pull", hint="give ids, a filter (--name, --os, --owner, --tag) "
+                           "or --all")
+    try:
+        query = ImageQuery(name=name, os_family=os_family, owner=owner, tag=tag) \
+            if every or any(filters.values()) else None
+    except ValidationError as e:
+        raise invalid(e) from None
+    repo = open_repo()
+    if not isinstance(repo, Store):
+        raise InvalidInput("repo pull writes into a repository database, and this command is set to use the "
+                           f"service at {settings().repo_url}", hint="run it on the machine of that service's "
+                           "database (without --repo / RAIN_REPO_URL), as an administrator")
+    s = settings()
+    client = SourceClient(source, token, s.timeout)
+
+    def said(p: Pulled) -> None:
+        if as_json:
+            return
+        if p.outcome == "present":
+            console.print(f"{p.id} {markup(p.name)}: here already")
+            return
+        extra = " (resumed)" if p.resumed else ""
+        if p.created_owner:
+            extra += f"; made an account for its owner {markup(p.owner)} (no tokens)"
+        console.print(f"pulled {p.id} {markup(p.name)} ({human(p.size)}): fetched {human(p.fetched_bytes)}, "
+                      f"{human(p.size - min(p.size, p.fetched_bytes))} already here{extra}")
+
+    report = run(repo, client, plan(client, ids or [], query), said)
+    if as_json:
+        print_json({**dataclasses.asdict(report), "fetched_bytes": report.fetched_bytes})
+    elif not report.images:
+        console.print("nothing to pull: the source lists no such image for this token")
 
 
 @commands.command("serve")

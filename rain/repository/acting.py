@@ -79,6 +79,21 @@ class Acting:
             raise Forbidden(f"only the owner ({doc['owner']}) or an administrator may {what} image {image_id}")
         return doc
 
+    def _feeder(self, upload_id: str, user: User) -> dict[str, Any]:
+        """Who may send an upload's bytes: its owner, or for a pull (pull.py) the administrator running it."""
+        if user.role == Role.ADMIN:
+            doc = self.images.find_one({"_id": upload_id}, {"upload.importer": 1})
+            if doc is not None and (doc.get("upload") or {}).get("importer"):
+                return {"upload.importer": user.name}
+        return {"owner": user.name}
+
+    def _log_stored(self, doc: dict[str, Any], upload: dict[str, Any], **detail: Any) -> None:
+        """The history event of a finished upload: "upload", or "pull" with where it came from."""
+        if upload.get("importer"):
+            self._log("pull", doc, source=upload.get("source"), owner=doc["owner"], **detail)
+        else:
+            self._log("upload", doc, **detail)
+
     def _updated(self, image_id: str, update: dict[str, Any]) -> dict[str, Any]:
         doc = self.images.find_one_and_update({"_id": image_id}, update, return_document=ReturnDocument.AFTER)
         if doc is None:

@@ -169,6 +169,15 @@ class ChunkStore:
             self.holds.update_one({"_id": hold_id}, {"$set": {"chunks": [s for s in shas if s in taken]}})
         return taken
 
+    def keep_recorded(self, holder: str) -> None:
+        """Narrow a killed holder's holds to the chunks that were stored: one it named but never wrote
+        has no record, and took no reference, so it must be sent again by whoever takes the holds over."""
+        for doc in self.holds.find({"holder": holder}, {"chunks": 1}):
+            recorded = {d["_id"] for d in self.chunks.find({"_id": {"$in": doc["chunks"]}}, {"_id": 1})}
+            if len(recorded) < len(doc["chunks"]):
+                self.holds.update_one({"_id": doc["_id"]},
+                                      {"$set": {"chunks": [s for s in doc["chunks"] if s in recorded]}})
+
     def held(self, holder: str) -> set[str]:
         return {sha for d in self.holds.find({"holder": holder}, {"chunks": 1}) for sha in d["chunks"]}
 

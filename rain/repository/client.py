@@ -100,7 +100,7 @@ class Client:
 
     def clone(self) -> Client:
         """The same client on its own HTTP session (a requests.Session is not for several threads)."""
-        return Client(self.base, self.token, self.timeout)
+        return type(self)(self.base, self.token, self.timeout)
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import requests
+from pydantic import ValidationError
 
 from rain.digests import sha256_of
 from rain.errors import IntegrityError, RainError
@@ -173,7 +174,7 @@ def _read_seed(where: tuple[Path, int, int], sha: str) -> bytes | None:
     return data if hashlib.sha256(data).hexdigest() == sha else None  # the seed may have changed
 
 
-def _runs(missing: list[int], sizes: list[int]) -> Iterator[tuple[int, int]]:
+def runs(missing: list[int], sizes: list[int]) -> Iterator[tuple[int, int]]:
     """Consecutive missing chunk indexes as (first, count) requests of at most READ_MAX chunks, 16 MiB."""
     first, count, total = -1, 0, 0
     for i in missing:
@@ -188,16 +189,45 @@ def _runs(missing: list[int], sizes: list[int]) -> Iterator[tuple[int, int]]:
         yield first, count
 
 
+def chunk_list(client: Client, image_id: str) -> ImageChunks:
+    """The image's chunk list from the service, checked to add up (counts as one download there).
+    Raises Conflict for an image stored before chunking."""
+    try:
+        info = ImageChunks(**client._json("GET", f"/images/{image_id}/chunks"))
+    except ValidationError:
+        info = None
+    if info is None or len(info.chunks) != len(info.sizes) or sum(info.sizes) != info.size or \
+            any(not 0 < n <= MAXIMUM for n in info.sizes):
+        raise IntegrityError(f"the service's chunk list for image {image_id} does not add up to its size",
+                             hint="download again; tell the operator if it persists")
+    return info.model_copy(update={"id": image_id})
+
+
+def read_run(client: Client, info: ImageChunks, first: int, count: int) -> list[bytes]:
+    """Chunks first..first+count-1 of the image from the service, each checked against its sha256."""
+    response = client._call("GET", f"/images/{info.id}/chunks/data", params={"first": first, "count": count},
+                            timeout=(10, max(client.timeout, 300)))
+    data = response.content
+    pieces, at = [], 0
+    for i in range(first, first + count):
+        piece = data[at:at + info.sizes[i]]
+        at += len(piece)
+        if hashlib.sha256(piece).hexdigest() != info.chunks[i]:
+            raise IntegrityError(f"chunk {i} of image {info.id} failed its checksum on download",
+                                 hint="download again; if it persists the stored bytes are damaged")
+        pieces.append(piece)
+    if at != len(data):
+        raise IntegrityError(f"the service sent {len(data)} bytes for chunks {first}..{first + count - 1} "
+                             f"of image {info.id}, not {at}", hint="download again")
+    return pieces
+
+
 def get(client: Client, image_id: str, part: Path, seeds: Sequence[Path], cache: ChunkCache | None,
         progress: Progress | None) -> Fetched:
     """Write the image into `part`, fetching only the chunks found neither in `cache` nor in `seeds`;
     the whole sha256 is checked before this returns (a failure removes `part`). Raises Conflict for an
     image stored before chunking (fetch it whole)."""
-    info = ImageChunks(**client._json("GET", f"/images/{image_id}/chunks")).model_copy(update={"id": image_id})
-    if len(info.chunks) != len(info.sizes) or sum(info.sizes) != info.size or \
-            any(not 0 < n <= MAXIMUM for n in info.sizes):
-        raise IntegrityError(f"the service's chunk list for image {image_id} does not add up to its size",
-                             hint="download again; tell the operator if it persists")
+    info = chunk_list(client, image_id)
     offsets = list(itertools.accumulate([0, *info.sizes]))[:-1]
     local = _seed_pieces(seeds, set(info.chunks))
     done = Fetched(info.size)
@@ -245,29 +275,17 @@ def _fetch_runs(client: Client, info: ImageChunks, offsets: list[int], missing: 
         first, count = run
         if not hasattr(local, "client"):
             local.client = client.clone()
-        response = local.client._call("GET", f"/images/{info.id}/chunks/data",
-                                      params={"first": first, "count": count},
-                                      timeout=(10, max(client.timeout, 300)))
-        data = response.content
         at = 0
-        for i in range(first, first + count):
-            n, sha = info.sizes[i], info.chunks[i]
-            piece = data[at:at + n]
-            at += n
-            if hashlib.sha256(piece).hexdigest() != sha:
-                raise IntegrityError(f"chunk {i} of image {info.id} failed its checksum on download",
-                                     hint="download again; if it persists the stored bytes are damaged")
+        for i, piece in enumerate(read_run(local.client, info, first, count), first):
             os.pwrite(fd, piece, offsets[i])
             if cache:
-                cache.put(sha, piece)
-        if at != len(data):
-            raise IntegrityError(f"the service sent {len(data)} bytes for chunks {first}..{first + count - 1} "
-                                 f"of image {info.id}, not {at}", hint="download again")
+                cache.put(info.chunks[i], piece)
+            at += len(piece)
         return at
 
     # only the first place of each chunk is fetched; a run is split where a repeat sits between
     with ThreadPoolExecutor(PARALLEL) as pool:
-        for got in pool.map(fetch, _runs(missing, info.sizes)):
+        for got in pool.map(fetch, runs(missing, info.sizes)):
             done.fetched += got
             if progress:
                 progress(got)

@@ -44,7 +44,7 @@ class DeltaMixin(Acting):
     def _uploading(self, upload_id: str, claim: bool = False) -> dict[str, Any]:
         """The caller's own upload still waiting for its bytes (claimed for commit with `claim`)."""
         user = self.whoami()
-        filt = {"_id": upload_id, "owner": user.name, "status": str(Status.UPLOADING),
+        filt = {"_id": upload_id, **self._feeder(upload_id, user), "status": str(Status.UPLOADING),
                 "upload.streaming": {"$ne": True}}
         beat: dict[str, Any] = {"upload.heartbeat": now()}
         if claim:
@@ -136,8 +136,8 @@ class DeltaMixin(Acting):
         except NotFound:  # collected as stalled meanwhile: give its reference back
             self.blobs.release(manifest.sha256)
             raise
-        self._log("upload", done, size=done["size"], sha256=manifest.sha256, new_bytes=manifest.new_bytes,
-                  delta=True)
+        self._log_stored(done, doc.get("upload") or {}, size=done["size"], sha256=manifest.sha256,
+                         new_bytes=manifest.new_bytes, delta=True)
         return to_image(done)
 
     def abandon_upload(self, upload_id: str) -> None:

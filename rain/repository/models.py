@@ -141,6 +141,8 @@ class Image(BaseModel):
     registrations: list[Registration] = Field(default_factory=list)
     reader_vetting: list[ReaderVetting] = Field(default_factory=list)
     """Reports of vetting runs by users who may read but do not own the image; they change no verdict."""
+    origin: dict[str, Any] | None = None
+    """For an image pulled from another repository (`fg-image repo pull`): its URL, when, by whom."""
 
 
 SORT_KEYS = {"created", "name", "size", "owner", "last_access", "access_count", "updated"}

@@ -25,7 +25,7 @@ from rain.repository.acting import HOST, to_image
 from rain.repository.base import Progress
 from rain.repository.delta import DeltaMixin
 from rain.repository.fields import SCHEMA_HINT, ByteCount, HistoryLimit, checked, problem
-from rain.repository.gc import CollectorMixin
+from rain.repository.imports import ImportMixin
 from rain.repository.models import (
     Event,
     Image,
@@ -61,10 +61,11 @@ def ensure_indexes(db: Database) -> None:
     db["fs.files"].create_index([("filename", 1), ("uploadDate", 1)])
 
 
-class Store(RecordsMixin, CollectorMixin, DeltaMixin):
+class Store(RecordsMixin, ImportMixin, DeltaMixin):
     """The Repository over pymongo, acting as user `actor`.
 
-    Registration records live in records.py, garbage collection in gc.py and delta uploads in delta.py.
+    Registration records live in records.py, garbage collection in gc.py, delta uploads in delta.py
+    and pulled images' arrival in imports.py.
     """
 
     # -- images --------------------------------------------------------------------------
@@ -111,7 +112,8 @@ class Store(RecordsMixin, CollectorMixin, DeltaMixin):
         user = self.whoami()
         # Claimed atomically: a second request for the same upload must not write into its file.
         doc = self.images.find_one_and_update(
-            {"_id": upload_id, "owner": user.name, "status": str(Status.UPLOADING), "upload.streaming": {"$ne": True}},
+            {"_id": upload_id, **self._feeder(upload_id, user), "status": str(Status.UPLOADING),
+             "upload.streaming": {"$ne": True}},
             {"$set": {"upload.streaming": True, "upload.heartbeat": now()}})
         if doc is None:
             raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
@@ -137,7 +139,7 @@ class Store(RecordsMixin, CollectorMixin, DeltaMixin):
         except NotFound:  # collected as stalled while it was still writing: give its reference back
             self.blobs.release(digest)
             raise
-        self._log("upload", done, size=size, sha256=digest, new_bytes=written.new_bytes)
+        self._log_stored(done, doc.get("upload") or {}, size=size, sha256=digest, new_bytes=written.new_bytes)
         return to_image(done)
 
     def open(self, image_id: str, offset: int = 0, length: int | None = None) -> tuple[Image, Iterator[bytes]]:

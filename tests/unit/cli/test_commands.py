@@ -8,7 +8,7 @@ from rain.cli import app
 
 TOP = {"upload", "download", "list", "show", "modify", "remove", "share", "unshare", "history", "users", "repo",
        "serve", "config", "generate", "batch", "cache", "builder", "register", "vet", "registrations", "deregister"}
-GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"}, "repo": {"status", "stop", "gc"},
+GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"}, "repo": {"status", "stop", "gc", "pull"},
           "config": {"show"}, "cache": {"list", "prune"}, "builder": {"image", "check", "reap"}}
 
 
