@@ -21,7 +21,10 @@ class CollectorMixin(Acting):
             beat = up.get("heartbeat")
             if beat is not None and beat.tzinfo is None:
                 beat = beat.replace(tzinfo=cutoff.tzinfo)
-            dead_here = up.get("host") == HOST and up.get("pid") and not pid_alive(int(up["pid"]))
+            # a pull's record waits out its grace time even after its process died: the next pull of
+            # the image takes it over with the chunks it holds (imports.py)
+            dead_here = up.get("host") == HOST and up.get("pid") and not pid_alive(int(up["pid"])) \
+                and not up.get("importer")
             if dead_here or beat is None or beat < cutoff:
                 stale.append(doc)
         return stale

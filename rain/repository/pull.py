@@ -177,7 +177,8 @@ def _undo(store: Store, upload_id: str) -> None:
     except NotFound:
         pass  # finished or given up already (finish_upload and commit_upload undo their own failures)
     except Exception as e:  # noqa: BLE001 - the first error is the one to report
-        log.warning("could not give up the pull of image %s (%s); gc collects it once it is stale", upload_id, e)
+        # the database went too: the record stays, and the next pull of the image takes it over
+        log.debug("could not give up the pull of image %s: %s", upload_id, e)
 
 
 class SourceClient(Client):

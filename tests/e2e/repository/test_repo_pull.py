@@ -4,7 +4,9 @@ moves nothing, what the token may not read is refused, and a pull killed with SI
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import random
 import signal
 import subprocess
@@ -20,10 +22,17 @@ from support.cli import FG_IMAGE, json_out
 from support.service import Service, start_service
 
 from rain.config import load_settings
+from rain.repository import embedded
 from rain.repository.connect import open_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 MiB = 1 << 20
+
+
+def fg_without_rain_env(base: dict[str, str], *args: str, env: dict[str, str] | None = None) -> Any:
+    """fg-image on an environment of its own (the `fg` fixture's always carries the test's database)."""
+    return subprocess.run([str(FG_IMAGE), *args], env={**base, **(env or {})}, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
 
 
 class Site:
@@ -57,9 +66,10 @@ def upload(fg: Any, site: Site, token: str, path: Path, *args: str) -> dict[str,
     return json_out(result)
 
 
-def pull(fg: Any, main: Site, second: Site, token: str, *args: str, ok: bool = True) -> Any:
-    result = fg("repo", "pull", "--from", main.service.url, *args, "--json", env={**second.env,
-                                                                                  "RAIN_PULL_TOKEN": token})
+def pull(fg: Any, main: Site, second: Site, token: str, *args: str, ok: bool = True,
+         env: dict[str, str] | None = None) -> Any:
+    result = fg("repo", "pull", "--from", main.service.url, *args, "--json",
+                env={**(env or second.env), "RAIN_PULL_TOKEN": token})
     assert (result.returncode == 0) == ok, result.stderr
     return json_out(result) if ok else result
 
@@ -170,6 +180,44 @@ def test_source_killed_midway_fails_in_one_line_and_leaves_nothing(fg, sites, tm
     assert second.store.db["chunks"].count_documents({}) == 0, "its chunks went with it"
     gc = json_out(fg("repo", "gc", "--json", env=second.env))
     assert (gc["chunks_removed"], gc["counts_corrected"], gc["files_removed"]) == (0, 0, 0), gc
+
+
+def test_database_killed_midway_pull_resumes_once_it_is_back(fg, sites, rain_env, tmp_path):
+    """The receiving site's own embedded database, SIGKILLed part-way through a pull: the pull stops with
+    one line, and the next one (which starts the database again) resumes to a verified image."""
+    main, _ = sites
+    alice = main.token("alice")
+    data = random.Random(4).randbytes(96 * MiB)
+    (tmp_path / "big.raw").write_bytes(data)
+    image = upload(fg, main, alice, tmp_path / "big.raw")
+    site = {k: v for k, v in rain_env.items() if k not in ("RAIN_MONGO_URI", "RAIN_MONGO_DB")}
+    site.update({"RAIN_DATA_DIR": str(tmp_path / "site-c"), "RAIN_PULL_TOKEN": alice, "RAIN_TIMEOUT": "5"})
+    fg = functools.partial(fg_without_rain_env, site)
+    try:
+        assert fg("list", env=site).returncode == 0  # starts the site's embedded database
+        proc = subprocess.Popen([str(FG_IMAGE), "repo", "pull", "--from", main.service.url, image["id"]], env=site,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        db_status = embedded.status(tmp_path / "site-c")
+        with pymongo.MongoClient(db_status.uri, serverSelectionTimeoutMS=10_000) as client:
+            chunks = client["rain"]["chunks"]
+            deadline = time.monotonic() + 120
+            while chunks.count_documents({}) < 24:
+                assert proc.poll() is None and time.monotonic() < deadline, "the pull ended too soon"
+                time.sleep(0.05)
+        os.kill(db_status.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode != 0 and len(err.strip().splitlines()) == 1, err
+
+        report = pull(fg, main, Site.__new__(Site), alice, image["id"], env=site)
+        (done,) = report["images"]
+        assert done["resumed"] and done["fetched_bytes"] < len(data), done
+        gc = json_out(fg("repo", "gc", "--json", env=site))
+        assert (gc["chunks_removed"], gc["counts_corrected"], gc["files_removed"]) == (0, 0, 0), gc
+        result = fg("download", image["id"], "-o", str(tmp_path / "back.raw"), env=site)
+        assert result.returncode == 0, result.stderr
+        assert hashlib.sha256((tmp_path / "back.raw").read_bytes()).hexdigest() == image["sha256"]
+    finally:
+        embedded.stop(tmp_path / "site-c", timeout=5)
 
 
 @pytest.mark.parametrize(("args", "words"), [

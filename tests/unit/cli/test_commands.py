@@ -8,8 +8,9 @@ from rain.cli import app
 
 TOP = {"upload", "download", "list", "show", "modify", "remove", "share", "unshare", "history", "users", "repo",
        "serve", "config", "generate", "batch", "cache", "builder", "register", "vet", "registrations", "deregister"}
-GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"}, "repo": {"status", "stop", "gc", "pull"},
-          "config": {"show"}, "cache": {"list", "prune"}, "builder": {"image", "check", "reap"}}
+GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"},
+          "repo": {"status", "stop", "gc", "pull"}, "config": {"show"}, "cache": {"list", "prune"},
+          "builder": {"image", "check", "reap"}}
 
 
 def test_fg_image_has_every_command_and_group_users_know() -> None:
