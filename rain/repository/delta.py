@@ -31,7 +31,7 @@ from rain.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from rain.repository.accounts import now
 from rain.repository.acting import Acting, to_image
 from rain.repository.chunks import MAXIMUM, Manifest
-from rain.repository.models import Image, ImageChunks, Role, Status
+from rain.repository.models import Image, ImageChunks, Role, Status, User
 
 READ_MAX = 64  # chunks in one read: at most 256 MiB, 64 MiB at the average size
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -41,9 +41,9 @@ SAME_NAME = 2
 
 
 class DeltaMixin(Acting):
-    def _uploading(self, upload_id: str, claim: bool = False) -> dict[str, Any]:
+    def _uploading(self, upload_id: str, claim: bool = False, user: User | None = None) -> dict[str, Any]:
         """The caller's own upload still waiting for its bytes (claimed for commit with `claim`)."""
-        user = self.whoami()
+        user = user or self.whoami()
         filt = {"_id": upload_id, **self._feeder(upload_id, user), "status": str(Status.UPLOADING),
                 "upload.streaming": {"$ne": True}}
         beat: dict[str, Any] = {"upload.heartbeat": now()}
@@ -66,8 +66,8 @@ class DeltaMixin(Acting):
         if len(bases) > BASES_MAX:
             raise InvalidInput(f"{len(bases)} base images named; at most {BASES_MAX}",
                                hint="name the parent and the closest variants only")
-        doc = self._uploading(upload_id)
         user = self.whoami()
+        doc = self._uploading(upload_id, user=user)
         contents = [self._find(base, user)["sha256"] for base in bases]  # NotFound for one the caller may not read
         if doc.get("parent"):
             try:
@@ -165,8 +165,14 @@ class DeltaMixin(Acting):
 
     # -- downloads ------------------------------------------------------------------------------
 
-    def _chunked(self, doc: dict[str, Any]) -> dict[str, Any]:
-        blob = self.blobs.blobs.find_one({"_id": doc["sha256"]}, {"chunks": 1, "sizes": 1})
+    def _chunked(self, doc: dict[str, Any], first: int = 0, count: int | None = None) -> dict[str, Any]:
+        """The image's blob with its chunk list, or chunks first..first+count-1 of it (a large image's
+        list is megabytes: a download reads it once, then its pieces)."""
+        if count is None:
+            fields: dict[str, Any] = {"chunks": 1, "sizes": 1}
+        else:
+            fields = {"chunks": {"$slice": [first, count]}, "sizes": {"$slice": [first, count]}}
+        blob = self.blobs.blobs.find_one({"_id": doc["sha256"]}, fields)
         if blob is None or "chunks" not in blob:
             raise Conflict(f"image {doc['_id']} was stored before chunking and has no chunk list",
                            hint="download it whole (fg-image download does so by itself)")
@@ -184,12 +190,14 @@ class DeltaMixin(Acting):
     def read_chunks(self, image_id: str, first: int, count: int) -> tuple[list[tuple[str, int]], Iterator[bytes]]:
         """Chunks first..first+count-1 of an image the caller may read: their (sha256, size) and their bytes."""
         doc = self._find(image_id, self.whoami())
-        blob = self._chunked(doc)
-        total = len(blob["chunks"])
-        if not 1 <= count <= READ_MAX or not 0 <= first < total:
-            raise InvalidInput(f"chunks {first}..{first + count - 1} are not in image {image_id} ({total} chunks), "
-                               f"or more than {READ_MAX} at once", hint="ask for 1 to 64 chunks the image has")
-        shas, sizes = blob["chunks"][first:first + count], blob["sizes"][first:first + count]
+        if not 1 <= count <= READ_MAX or first < 0:
+            raise InvalidInput(f"chunks {first}..{first + count - 1} asked of image {image_id}: ask for 1 to "
+                               f"{READ_MAX} at once, from 0 on", hint="see the image's chunk list")
+        blob = self._chunked(doc, first, count)
+        shas, sizes = blob["chunks"], blob["sizes"]
+        if len(shas) != count or len(sizes) != count:
+            raise InvalidInput(f"chunks {first}..{first + count - 1} are not all in image {image_id}",
+                               hint="ask only for chunks its chunk list names")
         if not self.blobs.chunks.all_stored(sorted(set(shas))):
             raise IntegrityError(f"the bytes of image {image_id} are missing from the repository",
                                  hint="an administrator should run `fg-image repo gc` and re-upload")
