@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -83,6 +84,21 @@ class _Body:
             yield chunk
 
 
+def bounded_body(response: requests.Response, most: int, what: str, where: str) -> bytes:
+    """A streamed answer's body, refused as soon as it passes `most` bytes (a service that sends
+    without end must not fill this machine's memory)."""
+    body = bytearray()
+    try:
+        for piece in response.iter_content(1 << 20):
+            body += piece
+            if len(body) > most:
+                raise IntegrityError(f"{what} from {where} is over {most} bytes",
+                                     hint="the service sent more than it should; tell its operator")
+    except requests.exceptions.RequestException as e:
+        raise Unreachable(f"{what} from {where} broke off", hint="run the command again") from e
+    return bytes(body)
+
+
 class Client:
     """The Repository over HTTP, authenticated by a bearer token."""
 
@@ -128,8 +144,19 @@ class Client:
             return RainError(f"the repository service answered HTTP {response.status_code} "
                              f"{response.reason}", hint="check the URL; tell the operator if it persists")
 
+    max_json: int | None = None
+    """The most bytes a JSON answer may have (None: any); for a service this site does not run."""
+
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._call(method, path, **kwargs).json()
+        if self.max_json is None:
+            return self._call(method, path, **kwargs).json()
+        with self._call(method, path, stream=True, **kwargs) as response:
+            body = bounded_body(response, self.max_json, f"the answer to {method} {path}", self.base)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise RainError(f"the service at {self.base} answered {method} {path} with no valid JSON",
+                            hint="check the URL; tell its operator") from None
 
     def healthz(self) -> dict[str, Any]:
         return dict(self._call("GET", "/healthz").json())

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import requests
 from pydantic import ValidationError
@@ -33,11 +33,9 @@ from rain.repository.base import Progress
 from rain.repository.chunk_cache import ChunkCache
 from rain.repository.chunk_routes import SEND_BYTES_MAX, SEND_MAX
 from rain.repository.chunks import MAXIMUM, manifest
+from rain.repository.client import Client, bounded_body
 from rain.repository.delta import ASK_MAX, READ_MAX
 from rain.repository.models import Image, ImageChunks, ImageMeta
-
-if TYPE_CHECKING:
-    from rain.repository.client import Client
 
 PARALLEL = 3  # batches in flight: the client reads and the service stores at the same time
 
@@ -205,9 +203,11 @@ def chunk_list(client: Client, image_id: str) -> ImageChunks:
 
 def read_run(client: Client, info: ImageChunks, first: int, count: int) -> list[bytes]:
     """Chunks first..first+count-1 of the image from the service, each checked against its sha256."""
-    response = client._call("GET", f"/images/{info.id}/chunks/data", params={"first": first, "count": count},
-                            timeout=(10, max(client.timeout, 300)))
-    data = response.content
+    expected = sum(info.sizes[first:first + count])
+    with client._call("GET", f"/images/{info.id}/chunks/data", params={"first": first, "count": count},
+                      timeout=(10, max(client.timeout, 300)), stream=True) as response:
+        data = bounded_body(response, expected, f"chunks {first}..{first + count - 1} of image {info.id}",
+                            client.base)
     pieces, at = [], 0
     for i in range(first, first + count):
         piece = data[at:at + info.sizes[i]]

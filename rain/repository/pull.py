@@ -40,7 +40,7 @@ from rain.repository.store import Store
 
 log = logging.getLogger(__name__)
 LINEAGE_MAX = 64  # parents followed above one image: a loop in a hostile source's answers ends here
-PAGE = 1000
+PAGE = 200  # records per listing request: each may carry a package list
 
 
 @dataclass
@@ -182,7 +182,10 @@ def _undo(store: Store, upload_id: str) -> None:
 
 
 class SourceClient(Client):
-    """The source service: the same API, with errors that name it rather than this site's repository."""
+    """The source service: the same API, with errors that name it rather than this site's repository,
+    and answers of bounded size (a chunk list of the largest image a blob can hold is about 40 MiB)."""
+
+    max_json = 64 << 20
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
