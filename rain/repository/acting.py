@@ -87,6 +87,12 @@ class Acting:
                 return {"upload.importer": user.name}
         return {"owner": user.name}
 
+    @staticmethod
+    def _stored_status(doc: dict[str, Any]) -> str:
+        """The status of a finished upload: quarantined when it arrives quarantined (a pulled image
+        that failed vetting at its source stays so here)."""
+        return str(Status.QUARANTINED if doc.get("quarantined") else Status.AVAILABLE)
+
     def _log_stored(self, doc: dict[str, Any], upload: dict[str, Any], **detail: Any) -> None:
         """The history event of a finished upload: "upload", or "pull" with where it came from."""
         if upload.get("importer"):

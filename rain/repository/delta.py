@@ -131,7 +131,7 @@ class DeltaMixin(Acting):
             self.blobs.commit(upload_id, manifest)
             undo.pop_all()
         try:
-            done = self._updated(upload_id, {"$set": {"status": str(Status.AVAILABLE), "sha256": manifest.sha256},
+            done = self._updated(upload_id, {"$set": {"status": self._stored_status(doc), "sha256": manifest.sha256},
                                              "$unset": {"upload": ""}})
         except NotFound:  # collected as stalled meanwhile: give its reference back
             self.blobs.release(manifest.sha256)

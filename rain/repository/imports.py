@@ -51,7 +51,7 @@ class ImportMixin(CollectorMixin):
         """The upload record of a pulled image, with everything but its bytes: the owner's quota is
         reserved, and the chunks sent for it are held under its id until commit_upload."""
         admin = self._admin("pull images from another repository")
-        if not ID_RE.match(image.id) or image.status != Status.AVAILABLE or not image.sha256:
+        if not ID_RE.match(image.id) or image.status == Status.UPLOADING or not image.sha256:
             raise InvalidInput(f"the source offers image {image.id[:40]!r} in state {image.status} without "
                                "bytes to copy", hint="pull it once its upload has finished there")
         if self.present(image):

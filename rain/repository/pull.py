@@ -91,7 +91,7 @@ def plan(source: SourceClient, ids: Sequence[str], query: ImageQuery | None) -> 
                 break  # the token may not read it (or it was removed there): the child comes alone
         for img in reversed(chain):
             ordered.setdefault(img.id, img)
-    return [img for img in ordered.values() if img.status == Status.AVAILABLE]
+    return [img for img in ordered.values() if img.status != Status.UPLOADING]
 
 
 def pull(store: Store, source: SourceClient, images: Sequence[Image],

@@ -134,7 +134,7 @@ class Store(RecordsMixin, ImportMixin, DeltaMixin):
             self.blobs.commit(upload_id, written)
             undo.pop_all()
         try:
-            done = self._updated(upload_id, {"$set": {"status": str(Status.AVAILABLE), "sha256": digest},
+            done = self._updated(upload_id, {"$set": {"status": self._stored_status(doc), "sha256": digest},
                                              "$unset": {"upload": ""}})
         except NotFound:  # collected as stalled while it was still writing: give its reference back
             self.blobs.release(digest)

@@ -128,6 +128,15 @@ def test_pull_copies_an_image_and_its_parent_moving_only_new_chunks(fg, sites, t
     everything = pull(fg, main, second, alice, "--all")
     assert secret["id"] not in {p["id"] for p in everything["images"]}
 
+    # an image quarantined at its source (it failed vetting there) arrives quarantined
+    (tmp_path / "bad.raw").write_bytes(rng.randbytes(MiB))
+    bad = upload(fg, main, alice, tmp_path / "bad.raw")
+    main.store.images.update_one({"_id": bad["id"]}, {"$set": {"status": "quarantined",
+                                                                "quarantined": ["openstack"]}})
+    assert [p["outcome"] for p in pull(fg, main, second, alice, bad["id"])["images"]] == ["pulled"]
+    arrived = second.store.images.find_one({"_id": bad["id"]})
+    assert (arrived["status"], arrived["quarantined"]) == ("quarantined", ["openstack"])
+
 
 def test_pull_killed_midway_resumes_to_a_verified_image(fg, sites, tmp_path):
     main, second = sites
