@@ -378,10 +378,11 @@ class SSHBuilder:
                     stdout.write(data) if stdout is not None else text(data)
                 while chan.recv_stderr_ready():
                     text(chan.recv_stderr(_CHUNK))
-                drained = not chan.recv_ready() and not chan.recv_stderr_ready()
                 # closed without EOF: the link went (machine stopped, sshd killed) and select would
-                # answer at once, forever
-                if drained and (chan.closed or chan.exit_status_ready() and chan.eof_received):
+                # answer at once, forever. The end is seen before the buffers are checked: once it is,
+                # no more data can arrive, while data may arrive between a look at the buffers and it
+                over = chan.closed or chan.exit_status_ready() and chan.eof_received
+                if over and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
             status = chan.exit_status if chan.exit_status_ready() else -1
         except BaseException:
