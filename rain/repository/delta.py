@@ -196,7 +196,7 @@ class DeltaMixin(Acting):
         blob = self._chunked(doc, first, count)
         shas, sizes = blob["chunks"], blob["sizes"]
         if len(shas) != count or len(sizes) != count:
-            raise InvalidInput(f"chunks {first}..{first + count - 1} are not all in image {image_id}",
+            raise InvalidInput(f"chunks {first}..{first + count - 1} are not in image {image_id}",
                                hint="ask only for chunks its chunk list names")
         if not self.blobs.chunks.all_stored(sorted(set(shas))):
             raise IntegrityError(f"the bytes of image {image_id} are missing from the repository",
