@@ -93,9 +93,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PyMongoError)
     async def _db_down(request: Request, e: PyMongoError) -> JSONResponse:
-        return JSONResponse({"error": "unreachable", "message": f"the repository database failed: "
-                             f"{type(e).__name__}", "hint": "try again; tell the operator if it persists"},
-                            status_code=503)
+        return db_down(e)
+
+
+def db_down(e: PyMongoError) -> JSONResponse:
+    """503 naming the failure: the answer to any request the database failed (also where the app's
+    exception handlers do not reach, such as the authentication middleware)."""
+    return JSONResponse({"error": "unreachable", "message": f"the repository database failed: "
+                         f"{type(e).__name__}", "hint": "try again; tell the operator if it persists"},
+                        status_code=503)
 
 
 class BodyLimit:

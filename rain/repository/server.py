@@ -20,12 +20,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from rain import __version__
 from rain.config import Settings
 from rain.errors import InvalidInput, RainError
 from rain.repository.accounts import Accounts
-from rain.repository.api_errors import COMMON_ERRORS, BodyLimit, error_response, error_responses, install
+from rain.repository.api_errors import COMMON_ERRORS, BodyLimit, db_down, error_response, error_responses, install
 from rain.repository.chunk_routes import download_router, upload_router
 from rain.repository.connect import open_database, store_for
 from rain.repository.fields import (
@@ -172,6 +173,8 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
                 request.state.user = await anyio.to_thread.run_sync(accounts.user_for_token, token)
             except RainError as e:
                 return _error(e)
+            except PyMongoError as e:  # the handlers in api_errors.py do not reach a middleware
+                return db_down(e)
         response: Response = await call_next(request)
         return response
 

@@ -4,10 +4,20 @@ the downloads fill (`cache list`, `cache prune --kind chunks`)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
-from support.cli import json_out
+from support.cli import FG_IMAGE, json_out
+from support.service import start_service
+
+from rain.config import load_settings
+from rain.repository import embedded
+from rain.repository.connect import open_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 MiB = 1 << 20
@@ -54,3 +64,43 @@ def test_bad_delta_flags_are_refused_in_one_line(fg, remote_env, tmp_path, args,
     result = fg(*args, env=remote_env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, result.stderr
+
+
+def test_a_download_cut_off_by_the_database_dying_resumes_once_it_is_back(fg, rain_env, tmp_path):
+    """The service's own embedded database, SIGKILLed while a delta download runs: the download stops with
+    one line and leaves no partial file; once database and service are back, it fetches only what its
+    chunk cache lacks and verifies."""
+    site = {k: v for k, v in rain_env.items() if k not in ("RAIN_MONGO_URI", "RAIN_MONGO_DB")}
+    site["RAIN_DATA_DIR"] = str(tmp_path / "site")
+    service = start_service(site, tmp_path / "serve.log")
+    try:
+        token = open_store(load_settings(environ=site), "admin").issue_token("admin")
+        client = {"RAIN_REPO_URL": service.url, "RAIN_TOKEN": token}
+        data = random.Random(21).randbytes(96 * MiB)
+        (tmp_path / "big.raw").write_bytes(data)
+        image = json_out(fg("upload", str(tmp_path / "big.raw"), "--json", env=client))
+        out = tmp_path / "got.raw"
+        proc = subprocess.Popen([str(FG_IMAGE), "download", image["id"], "-o", str(out)],
+                                env={**rain_env, **client}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        cache = Path(rain_env["RAIN_DATA_DIR"]) / "cache" / "chunks"
+        deadline = time.monotonic() + 120
+        while sum(1 for p in cache.glob("*/*") if p.is_file()) < 16:
+            assert proc.poll() is None and time.monotonic() < deadline, "the download ended too soon"
+            time.sleep(0.02)
+        os.kill(embedded.status(tmp_path / "site").pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode != 0 and len(err.strip().splitlines()) == 1, err
+        # mid-stream the answer breaks off; between requests it is a 503 that says so (was a bare HTTP 500)
+        assert "the repository database failed" in err or "broke off" in err, err
+        assert not out.exists() and not list(tmp_path.glob("got.raw.part*")), "nothing half-downloaded stays"
+
+        service.stop()  # a service keeps its connection to the old server: restart both
+        service = start_service(site, tmp_path / "serve-again.log")
+        again = fg("download", image["id"], "-o", str(out), env={"RAIN_REPO_URL": service.url, "RAIN_TOKEN": token})
+        assert again.returncode == 0, again.stderr
+        assert "from seeds and the chunk cache" in again.stderr, again.stderr
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == image["sha256"]
+    finally:
+        service.stop()
+        embedded.stop(tmp_path / "site", timeout=5)
