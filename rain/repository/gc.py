@@ -13,21 +13,22 @@ from rain.repository.models import GcReport, Status, StorageReport
 
 
 class CollectorMixin(Acting):
+    def _upload_over(self, up: dict[str, Any], process_only: bool = False) -> bool:
+        """Whether the upload an `upload` field describes is over: its process gone (same host), or
+        silent past the grace time. A pull's record (`importer`) waits out its grace time even after its
+        process died, so that the next pull of the image takes it over (imports.py), unless
+        `process_only`: the question that next pull asks."""
+        beat = up.get("heartbeat")
+        if beat is not None and beat.tzinfo is None:
+            beat = beat.replace(tzinfo=now().tzinfo)
+        gone = bool(up.get("host") == HOST and up.get("pid") and not pid_alive(int(up["pid"])))
+        if gone and (process_only or not up.get("importer")):
+            return True
+        return beat is None or beat < now() - timedelta(seconds=self.upload_grace)
+
     def _stale_uploads(self) -> list[dict[str, Any]]:
-        cutoff = now() - timedelta(seconds=self.upload_grace)
-        stale = []
-        for doc in self.images.find({"status": str(Status.UPLOADING)}):
-            up = doc.get("upload") or {}
-            beat = up.get("heartbeat")
-            if beat is not None and beat.tzinfo is None:
-                beat = beat.replace(tzinfo=cutoff.tzinfo)
-            # a pull's record waits out its grace time even after its process died: the next pull of
-            # the image takes it over with the chunks it holds (imports.py)
-            dead_here = up.get("host") == HOST and up.get("pid") and not pid_alive(int(up["pid"])) \
-                and not up.get("importer")
-            if dead_here or beat is None or beat < cutoff:
-                stale.append(doc)
-        return stale
+        return [doc for doc in self.images.find({"status": str(Status.UPLOADING)})
+                if self._upload_over(doc.get("upload") or {})]
 
     def collect_stale_uploads(self) -> GcReport:
         """Remove abandoned uploads: their record, their partial bytes, their quota reservation."""

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from rain.errors import Conflict, InvalidInput
-from rain.host.tools import pid_alive
 from rain.repository.accounts import now
 from rain.repository.acting import HOST
 from rain.repository.gc import CollectorMixin
@@ -47,15 +45,16 @@ class ImportMixin(CollectorMixin):
                            "another repository")
         return True
 
-    def begin_import(self, image: Image, source: str) -> Began:
+    def begin_import(self, image: Image, source: str) -> Began | None:
         """The upload record of a pulled image, with everything but its bytes: the owner's quota is
-        reserved, and the chunks sent for it are held under its id until commit_upload."""
+        reserved, and the chunks sent for it are held under its id until commit_upload. None when
+        the image is here already with the same bytes."""
         admin = self._admin("pull images from another repository")
         if not ID_RE.match(image.id) or image.status == Status.UPLOADING or not image.sha256:
             raise InvalidInput(f"the source offers image {image.id[:40]!r} in state {image.status} without "
                                "bytes to copy", hint="pull it once its upload has finished there")
         if self.present(image):
-            raise Conflict(f"image {image.id} is here already", hint="nothing to pull")
+            return None
         taken = self._take_over(image.id, admin.name)
         if taken:
             return Began(image.id, resumed=True)
@@ -99,12 +98,7 @@ class ImportMixin(CollectorMixin):
         if not up.get("importer"):
             raise Conflict(f"image {image_id} is being uploaded here under the same id",
                            hint="wait for that upload to finish, then pull again")
-        beat = up.get("heartbeat")
-        if beat is not None and beat.tzinfo is None:
-            beat = beat.replace(tzinfo=now().tzinfo)
-        gone = up.get("host") == HOST and up.get("pid") and not pid_alive(int(up["pid"]))
-        silent = beat is None or beat < now() - timedelta(seconds=self.upload_grace)
-        if not (gone or silent):
+        if not self._upload_over(up, process_only=True):
             raise Conflict(f"image {image_id} is being pulled here right now", hint="wait for that pull to finish")
         adopted = self.images.update_one(
             {"_id": image_id, "status": str(Status.UPLOADING), "upload.pid": up.get("pid"),

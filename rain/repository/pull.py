@@ -107,9 +107,9 @@ def pull(store: Store, source: SourceClient, images: Sequence[Image],
 
 
 def _pull_one(store: Store, source: Client, image: Image) -> Pulled:
-    if store.present(image):
-        return Pulled(image.id, image.name, image.owner, image.size, "present")
     began = store.begin_import(image, source.base)
+    if began is None:
+        return Pulled(image.id, image.name, image.owner, image.size, "present")
     done = Pulled(image.id, image.name, image.owner, image.size, "pulled", resumed=began.resumed,
                   created_owner=began.created_owner)
     try:
