@@ -188,10 +188,27 @@ def seed_catalog(db, n: int) -> None:
              "image_name": "img", "detail": {}} for i in range(start, min(n, start + 1000))])
 
 
-def p95(step: Callable[[], object], runs: int) -> float:
-    """The 95th percentile of `runs` timings of step, in ms."""
-    times = sorted(timed(step) * 1000 for _ in range(runs))
-    return times[min(runs - 1, round(0.95 * (runs - 1)))]
+def p95(times: list[float]) -> float:
+    """The 95th percentile of timings."""
+    times = sorted(times)
+    return times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+
+
+def interleaved_ms(steps: list[Callable[[], object]], runs: int) -> list[list[float]]:
+    """`runs` timings in ms of each step, taken in turns (a stretch of background work on the server,
+    such as a checkpoint after the seeding, then slows every step alike, not the one that ran first),
+    after one untimed run of each (the first opens the service's connections)."""
+    for step in steps:
+        step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(runs):
+        for step, got in zip(steps, times, strict=True):
+            got.append(timed(step) * 1000)
+    return times
+
+
+LIST_BOUND_MS = 50.0
+"""A filtered `list` of 100,000 images through the service answers within this, at the 95th percentile."""
 
 
 def catalog_section(env: dict[str, str], work: Path, n: int) -> Section:
@@ -223,18 +240,22 @@ def catalog_section(env: dict[str, str], work: Path, n: int) -> Section:
                           .hint([("when", -1)]).limit(100))),  # the only index history had before
         ]
         rows = []
-        for what, rain, plain in cases:
-            rain_ms, plain_ms = p95(rain, 20), p95(plain, 3)
+        rain_times = interleaved_ms([rain for _, rain, _ in cases], 20)
+        for (what, _, plain), times in zip(cases, rain_times, strict=True):
+            rain_ms, plain_ms = p95(times), p95([timed(plain) * 1000 for _ in range(3)])
             print(f"{what}: service p95 {rain_ms:.1f} ms; plain query {plain_ms:.1f} ms", file=sys.stderr)
             history = what.startswith("history")
             peer = "the plain sorted query on the time index" if history else "the plain query with the access rule"
             rows.append(Row(f"{what}, {n:,} {'events' if history else 'images'}, a user (p95 of 20)", rain_ms,
                             f"{peer}, same server (p95 of 3)", plain_ms, unit="ms"))
+            if "--os-family" in what:  # the bound a filtered listing must keep, at this scale, on this server
+                rows.append(Row(f"{what}, {n:,} images, a user (p95 of 20)", rain_ms,
+                                "the bound for a filtered listing", LIST_BOUND_MS, unit="ms", goal=1.0))
     finally:
         service.terminate()
         service.wait(30)
-    notes = [f"{n:,} seeded records, one a minute up to now, 200 owners, a tenth public; the user owns none "
-             f"and reads the public ones; {n:,} history events, three a minute, the user's about one in 200",
+    notes = [f"{n:,} seeded records, one a minute up to now, 200 owners, a tenth public; the user owns about "
+             f"one in 200 and reads the public ones; {n:,} history events, three a minute, the user's about one in 200",
              "service: Client <-> `fg-image serve` on 127.0.0.1, the answer parsed; plain query: pymongo on the "
              "same embedded server, with the access rule's $or as Rain sent it before it read indexes only; for "
              "history, the user's events by the time index, the only one it had before"]

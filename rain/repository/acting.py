@@ -20,9 +20,12 @@ HOST = socket.gethostname()
 class Acting:
     """State and access rules shared by the Store and its parts (records, gc)."""
 
-    def __init__(self, db: Database, actor: str, upload_grace: int = 600) -> None:
+    def __init__(self, db: Database, actor: str, upload_grace: int = 600, known: User | None = None) -> None:
+        """`known`: the actor's record as just read (the service's, from the request's token): then
+        a request reads it once, not again for each rule it checks."""
         self.db = db
         self.actor_name = actor
+        self.known = known if known is not None and known.name == actor else None
         self.accounts = Accounts(db)
         self.blobs = BlobStore(db)
         self.images = db["images"]
@@ -32,6 +35,9 @@ class Acting:
     # -- who is acting -------------------------------------------------------------------
 
     def whoami(self) -> User:
+        if self.known is not None:
+            require_active(self.known)
+            return self.known
         try:
             user = self.accounts.get(self.actor_name)
         except NotFound:  # as the service answers for a removed user's token

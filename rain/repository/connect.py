@@ -15,7 +15,7 @@ from rain.errors import ConfigError, Conflict, RainError, Unreachable
 from rain.repository import embedded, embedded_disk
 from rain.repository.accounts import Accounts
 from rain.repository.base import Progress, Repository
-from rain.repository.models import Image, ImageMeta, Role
+from rain.repository.models import Image, ImageMeta, Role, User
 from rain.repository.store import Store, ensure_indexes
 
 T = TypeVar("T")
@@ -130,8 +130,8 @@ class EmbeddedStore(Store):
     it answering at all, and then not even a failed upload can be undone until it is restarted."""
 
     def __init__(self, db: pymongo.database.Database, user: str, upload_grace: int,
-                 server: embedded.EmbeddedStatus) -> None:
-        super().__init__(db, user, upload_grace=upload_grace)
+                 server: embedded.EmbeddedStatus, known: User | None = None) -> None:
+        super().__init__(db, user, upload_grace=upload_grace, known=known)
         self.server = server
 
     def begin_upload(self, meta: ImageMeta, size: int) -> str:
@@ -167,13 +167,13 @@ def open_store(settings: Settings, actor: str | None = None) -> Store:
     return store
 
 
-def store_for(db: pymongo.database.Database, user: str, upload_grace: int) -> Store:
+def store_for(db: pymongo.database.Database, user: str, upload_grace: int, known: User | None = None) -> Store:
     """The Store acting as `user` on `db`: on Rain's embedded database, one that keeps its disk from filling
-    (the CLI in direct mode and the service alike)."""
+    (the CLI in direct mode and the service alike). `known`: the user's record, if just read."""
     server = _EMBEDDED.get(id(db.client))
     if server is None:
-        return Store(db, user, upload_grace=upload_grace)
-    return EmbeddedStore(db, user, upload_grace, server)
+        return Store(db, user, upload_grace=upload_grace, known=known)
+    return EmbeddedStore(db, user, upload_grace, server, known)
 
 
 def open_repository(settings: Settings) -> Repository:

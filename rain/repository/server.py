@@ -178,8 +178,8 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
-    def store(request: Request) -> Store:
-        return store_for(db, request.state.user.name, upload_grace)
+    async def store(request: Request) -> Store:  # no I/O: in the event loop, not a thread hop per request
+        return store_for(db, request.state.user.name, upload_grace, known=request.state.user)
 
     @app.get("/healthz", tags=["service"], responses=error_responses(503))
     def healthz() -> dict[str, str]:

@@ -252,7 +252,7 @@ class Store(RecordsMixin, ImportMixin, DeltaMixin):
         key = "image_id" if "image_id" in filt else "user" if "user" in filt else None
         drivers: list[dict[str, Any]] = [{key: filt[key]}] if key else [{}]
         docs = listing.newest_first(self.events, drivers, None, lambda d: listing.matches(d, filt), limit, now(),
-                                    when="when", ids_descending=True)
+                                    when="when", ids_descending=True, shape=repr(filt))
         return [Event(**{k: v for k, v in d.items() if k != "_id"}) for d in docs[:limit]]
 
     # -- users ---------------------------------------------------------------------------
