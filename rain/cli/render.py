@@ -18,7 +18,7 @@ from rich.table import Table
 
 from rain.cli.common import console
 from rain.cli.untrusted import plain
-from rain.repository.models import Event, Image, Registration, User
+from rain.repository.models import Event, Image, ImageSummary, Registration, User
 from rain.sizes import human
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _row(table: Table, *cells: object) -> None:
     table.add_row(*(plain(c) for c in cells))
 
 
-def images_table(images: list[Image]) -> None:
+def images_table(images: Sequence[ImageSummary]) -> None:
     if not images:
         console.print("no images")
         return
@@ -66,7 +66,7 @@ def _boot(manifest: dict, fmt: str) -> str | None:
     return None
 
 
-def image_detail(i: Image, derived: list[Image] | None = None) -> None:
+def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> None:
     rows: list[tuple[str, str]] = [
         ("id", i.id), ("name", i.name), ("owner", i.owner),
         ("os", "/".join(p for p in (i.os.family, i.os.release, i.os.arch) if p) or "-"),

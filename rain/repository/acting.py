@@ -12,7 +12,7 @@ from rain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from rain.repository.accounts import Accounts, now, require_active, require_admin
 from rain.repository.blobs import BlobStore
 from rain.repository.listing import matches
-from rain.repository.models import ID_RE, Image, Role, Status, User, Visibility
+from rain.repository.models import ID_RE, SUMMARY_FIELDS, Image, ImageSummary, Role, Status, User, Visibility
 
 HOST = socket.gethostname()
 
@@ -116,4 +116,8 @@ class Acting:
 def to_image(doc: dict[str, Any]) -> Image:
     data = {k: v for k, v in doc.items() if k not in ("_id", "upload")}
     return Image(id=doc["_id"], **data)
+
+
+def to_summary(doc: dict[str, Any]) -> ImageSummary:
+    return ImageSummary(id=doc["_id"], **{k: doc[k] for k in SUMMARY_FIELDS if k != "_id" and k in doc})
 

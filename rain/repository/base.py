@@ -13,6 +13,7 @@ from rain.repository.models import (
     ImageChanges,
     ImageMeta,
     ImageQuery,
+    ImageSummary,
     NewToken,
     Role,
     StorageReport,
@@ -38,7 +39,8 @@ class Repository(Protocol):
             progress: Progress | None = None) -> Image:
         """Stream the image's bytes from `offset` into dest, verifying sha256 on a full read."""
 
-    def list(self, query: ImageQuery | None = None) -> builtins.list[Image]: ...
+    def list(self, query: ImageQuery | None = None) -> builtins.list[ImageSummary]:
+        """The images the user may read that match, as summaries (`show` gives one whole)."""
     def show(self, image_id: str) -> Image: ...
     def modify(self, image_id: str, changes: ImageChanges) -> Image: ...
     def remove(self, image_id: str, force: bool = False) -> Image: ...

@@ -16,7 +16,7 @@ POST /images reserves the upload as for a streamed one; then
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -93,7 +93,7 @@ async def _body(request: Request, size: int) -> bytes:
     return bytes(body)
 
 
-def upload_router(store: Callable[..., Store]) -> APIRouter:
+def upload_router(store: Callable[..., Awaitable[Store]]) -> APIRouter:
     router = APIRouter(prefix="/uploads/{upload_id}", tags=["uploads"])
     acting: Any = Depends(store)
 
@@ -129,7 +129,7 @@ def upload_router(store: Callable[..., Store]) -> APIRouter:
     return router
 
 
-def download_router(store: Callable[..., Store]) -> APIRouter:
+def download_router(store: Callable[..., Awaitable[Store]]) -> APIRouter:
     router = APIRouter(prefix="/images/{image_id}/chunks", tags=["images"])
     acting: Any = Depends(store)
 

@@ -26,6 +26,7 @@ from rain.repository.models import (
     ImageId,
     ImageMeta,
     ImageQuery,
+    ImageSummary,
     NewToken,
     Role,
     StorageReport,
@@ -213,9 +214,9 @@ class Client:
                                  hint="download again; if it persists the stored bytes are damaged")
         return image
 
-    def list(self, query: ImageQuery | None = None) -> builtins.list[Image]:
+    def list(self, query: ImageQuery | None = None) -> builtins.list[ImageSummary]:
         params = (query or ImageQuery()).model_dump(mode="json", exclude_none=True)
-        return [Image(**d) for d in self._json("GET", "/images", params=params)]
+        return [ImageSummary(**d) for d in self._json("GET", "/images", params=params)]
 
     def show(self, image_id: str) -> Image:
         return Image(**self._json("GET", f"/images/{_image(image_id)}"))

@@ -64,29 +64,33 @@ DRIVERS = ("name", "parent", "owner", "tags")
 
 
 def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any], key: str,
-         descending: bool, skip: int, limit: int, now: datetime) -> list[dict[str, Any]]:
+         descending: bool, skip: int, limit: int, now: datetime,
+         shown: list[str] | None = None) -> list[dict[str, Any]]:
     """Documents skip..skip+limit of those matching `filt` and any one branch, in (key, _id) order.
 
     `branches` are the access rule's alternatives ([{}] for an administrator). `branches` and `filt`
     hold equalities (an array field matches when it holds the value) and {"$ne": v}. The server is
     only asked for an indexed equality and a range of `created`: the embedded server scans the whole
-    collection for any query with a condition its index does not hold. The rest is checked here."""
+    collection for any query with a condition its index does not hold. The rest is checked here.
+    `shown`: the fields of the records returned (None: whole)."""
     drivers = [{f: filt[f]} for f in DRIVERS if isinstance(filt.get(f), str)][:1] or branches
     drivers = [narrowed(d, filt) for d in drivers]
 
     def wanted(doc: dict[str, Any]) -> bool:
         return matches(doc, filt) and any(matches(doc, b) for b in branches)
     want = skip + limit
+    deciding = {"_id", "created", key, *(p.split(".")[0] for c in [filt, *branches] for p in c)}
     if key == "created" and descending:
-        # whole records: the slices read little more than the page, and one more query for the
-        # page's records by `_id` cost the embedded server more than the slices did
+        # the records as shown, from the slices themselves: they read little more than the page, and
+        # one more query for the page's records by `_id` cost the embedded server more than the slices did
         shape = repr((sorted(filt.items()), branches))
-        return newest_first(images, drivers, None, wanted, want, now, shape=shape)[skip:want]
+        fields = None if shown is None else deciding | set(shown)
+        return newest_first(images, drivers, fields, wanted, want, now, shape=shape)[skip:want]
     # the candidates are read with only the fields that decide (a record's provenance can be large)
-    fields = {"_id", "created", key, *(p.split(".")[0] for c in [filt, *branches] for p in c)}
-    docs = _sorted([d for d in _union(images, drivers, fields) if wanted(d)], key, descending)
+    docs = _sorted([d for d in _union(images, drivers, deciding) if wanted(d)], key, descending)
     ids = [d["_id"] for d in docs[skip:want]]
-    whole = {d["_id"]: d for d in images.find({"_id": {"$in": ids}})} if ids else {}
+    projection = dict.fromkeys(shown, 1) if shown is not None else None
+    whole = {d["_id"]: d for d in images.find({"_id": {"$in": ids}}, projection)} if ids else {}
     return [whole[i] for i in ids if i in whole]  # one removed meanwhile is left out
 
 

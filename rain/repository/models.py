@@ -111,8 +111,9 @@ class Registration(BaseModel):
     by: str = ""
 
 
-class Image(BaseModel):
-    """A catalog record."""
+class ImageSummary(BaseModel):
+    """A catalog record as `list` gives it: all but the provenance and the vetting reports, which can
+    be tens of kilobytes each (a package list, every finding) and which `show` gives."""
 
     id: str
     name: str
@@ -131,18 +132,27 @@ class Image(BaseModel):
     last_access: datetime | None = None
     access_count: int = 0
     parent: str | None = None
-    provenance: dict[str, Any] | None = None
-    vetting: dict[str, Any] = Field(default_factory=dict)
-    """Vetting report per target."""
     quarantined: list[str] = Field(default_factory=list)
     """Targets this image failed vetting for."""
     accepted_rules: dict[str, list[str]] = Field(default_factory=dict)
     """Vetting rules an administrator accepted for this image, per target."""
     registrations: list[Registration] = Field(default_factory=list)
-    reader_vetting: list[ReaderVetting] = Field(default_factory=list)
-    """Reports of vetting runs by users who may read but do not own the image; they change no verdict."""
     origin: dict[str, Any] | None = None
     """For an image pulled from another repository (`fg-image repo pull`): its URL, when, by whom."""
+
+
+class Image(ImageSummary):
+    """A catalog record, whole."""
+
+    provenance: dict[str, Any] | None = None
+    vetting: dict[str, Any] = Field(default_factory=dict)
+    """Vetting report per target."""
+    reader_vetting: list[ReaderVetting] = Field(default_factory=list)
+    """Reports of vetting runs by users who may read but do not own the image; they change no verdict."""
+
+
+SUMMARY_FIELDS = ["_id", *(f for f in ImageSummary.model_fields if f != "id")]
+"""The record's fields a listing reads."""
 
 
 SORT_KEYS = {"created", "name", "size", "owner", "last_access", "access_count", "updated"}

@@ -76,7 +76,8 @@ def plan(source: SourceClient, ids: Sequence[str], query: ImageQuery | None) -> 
         skip = 0
         while True:
             page = source.list(query.model_copy(update={"skip": skip, "limit": PAGE}))
-            wanted += page
+            # a listing gives summaries: the record kept here (provenance, vetting) is the whole one
+            wanted += [source.show(listed.id) for listed in page if listed.status != Status.UPLOADING]
             if len(page) < PAGE:
                 break
             skip += PAGE

@@ -49,6 +49,7 @@ from rain.repository.models import (
     ImageId,
     ImageMeta,
     ImageQuery,
+    ImageSummary,
     Role,
     StorageReport,
     User,
@@ -195,8 +196,11 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     def whoami(s: Store = Depends(store)) -> User:
         return s.whoami()
 
-    @api.get("/images", response_model=list[Image], openapi_extra={"parameters": _query_parameters(ImageQuery)})
-    def list_images(request: Request, s: Store = Depends(store)) -> list[Image]:
+    @api.get("/images", response_model=list[ImageSummary],
+             openapi_extra={"parameters": _query_parameters(ImageQuery)})
+    def list_images(request: Request, s: Store = Depends(store)) -> list[ImageSummary]:
+        """The images you may read that match, newest first unless `sort` says otherwise: each without
+        its provenance and vetting reports (GET /images/{image_id} gives them)."""
         params = dict(request.query_params)
         try:
             query = ImageQuery.model_validate(params)

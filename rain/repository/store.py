@@ -21,17 +21,19 @@ from pymongo.database import Database
 from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
 from rain.repository import chunks, listing
 from rain.repository.accounts import human, now, require_admin
-from rain.repository.acting import HOST, to_image
+from rain.repository.acting import HOST, to_image, to_summary
 from rain.repository.base import Progress
 from rain.repository.delta import DeltaMixin
 from rain.repository.fields import SCHEMA_HINT, ByteCount, HistoryLimit, checked, problem
 from rain.repository.imports import ImportMixin
 from rain.repository.models import (
+    SUMMARY_FIELDS,
     Event,
     Image,
     ImageChanges,
     ImageMeta,
     ImageQuery,
+    ImageSummary,
     NewToken,
     Role,
     Status,
@@ -167,7 +169,7 @@ class Store(RecordsMixin, ImportMixin, DeltaMixin):
                                  hint="the stored bytes are damaged; re-upload the image")
         return image
 
-    def list(self, query: ImageQuery | None = None) -> builtins.list[Image]:
+    def list(self, query: ImageQuery | None = None) -> builtins.list[ImageSummary]:
         q = query or ImageQuery()
         user = self.whoami()
         filt: dict[str, Any] = {}
@@ -179,8 +181,8 @@ class Store(RecordsMixin, ImportMixin, DeltaMixin):
             if value:
                 filt[key] = value
         docs = listing.page(self.images, self._readable_branches(user), filt, q.sort.lstrip("-+"),
-                            q.sort.startswith("-"), q.skip, q.limit, now())
-        return [to_image(d) for d in docs]
+                            q.sort.startswith("-"), q.skip, q.limit, now(), shown=SUMMARY_FIELDS)
+        return [to_summary(d) for d in docs]
 
     def show(self, image_id: str) -> Image:
         return to_image(self._find(image_id, self.whoami()))

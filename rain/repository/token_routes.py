@@ -7,7 +7,7 @@ token's secret is in the creating response only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -20,7 +20,7 @@ from rain.repository.tokens import TOKEN_ID_RE
 TokenId = Annotated[str, Pattern(TOKEN_ID_RE, "token id", "10 hex digits; see `fg-image users token list`")]
 
 
-def token_router(store: Callable[..., Store]) -> APIRouter:
+def token_router(store: Callable[..., Awaitable[Store]]) -> APIRouter:
     """The token endpoints, each acting through the Store the `store` dependency gives."""
     router = APIRouter(prefix="/users/{name}/tokens", tags=["tokens"])
     acting: Any = Depends(store)
