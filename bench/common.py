@@ -74,6 +74,8 @@ class Section:
     rows: list[Row] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    measured: str = ""
+    """When, if this section was measured apart from the rest of its bench's results."""
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +109,7 @@ def read_json(path: Path) -> list[Section]:
     return [Section(stage=s["stage"], rows=[Row(**r) for r in s["rows"]],
                     series=[Series(x["name"], x["x_label"], x["y_label"], _points(x["points"]) or [],
                                    _points(x["peer_points"])) for x in s["series"]],
-                    notes=list(s["notes"])) for s in data]
+                    notes=list(s["notes"]), measured=str(s.get("measured") or "")) for s in data]
 
 
 def fmt(value: float, unit: str) -> str:

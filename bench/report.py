@@ -223,7 +223,8 @@ def render(outcomes: list[Outcome], out: Path) -> Path:
             lines += [f"## {o.name}: failed", "", *when, "```", o.error.strip(), "```", ""]
             continue
         for s in o.sections:
-            lines += [f"## {s.stage}", "", f"`bench/{o.name}.py`, measured {o.measured}", "", *table(s.rows), ""]
+            lines += [f"## {s.stage}", "", f"`bench/{o.name}.py`, measured {s.measured or o.measured}", "",
+                      *table(s.rows), ""]
             for series in s.series:
                 png = f"{_slug(o.name + '-' + title_and_peer(series)[0])}.png"
                 plot(series, out / png)
