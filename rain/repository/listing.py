@@ -10,12 +10,15 @@ So a listing is made of queries that any server answers from an index:
 
 - the access rule's `$or` (mine, public, shared with me) becomes one query per
   branch, each on its own compound index (`owner`, `visibility` or
-  `shared_with`, then `created`), and the answers are merged here;
+  `shared_with`, then `created`), and the answers are merged here; a filter's
+  equality that an index holds beside a branch (the OS family) joins its query;
 - the default order, newest first, is read in slices of `created`, the newest
   slice first, until the page is full. Each slice is as long as the density of
   matches so far says the rest of the page needs (an empty stretch grows it
-  `GROWTH`-fold). A slice is a range on the branch's index, and all of a newer
-  slice sorts before all of an older one, so the slices are never re-sorted.
+  `GROWTH`-fold); the same listing seen in the last minute starts with one
+  slice as far back as that one reached. A slice is a range on the branch's
+  index, and all of a newer slice sorts before all of an older one, so the
+  slices are never re-sorted.
 
 Cost grows with the images created in the newest slices that fill the page,
 not with the catalog. The history (the events collection, which grows fastest:
