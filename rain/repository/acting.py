@@ -120,4 +120,3 @@ def to_image(doc: dict[str, Any]) -> Image:
 
 def to_summary(doc: dict[str, Any]) -> ImageSummary:
     return ImageSummary(id=doc["_id"], **{k: doc[k] for k in SUMMARY_FIELDS if k != "_id" and k in doc})
-
