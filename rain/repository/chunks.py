@@ -41,6 +41,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from rain.errors import IntegrityError
+from rain.repository import frames
 
 AVERAGE = 1 << 20  # the issue's "around 1 MiB": few enough chunks per image, small enough to share
 MINIMUM = AVERAGE // 4
@@ -51,8 +52,12 @@ BATCH_BYTES = 8 << 20  # pieces sent together: 8 MiB per insert keeps round trip
 
 
 def cut(src: BinaryIO, size: int, seen: Callable[[bytes], None]) -> Iterator[bytes]:
-    """The exactly `size` bytes of src as content-defined pieces; `seen` gets each read as it arrives."""
+    """The exactly `size` bytes of src as content-defined pieces; `seen` gets each read as it arrives.
+
+    A stream of independent zstd frames (a tar.zst Rain wrote) is cut after whole frames (rain.repository.frames);
+    any other bytes, and whatever follows where the frames stop, by FastCDC."""
     pending, remaining = b"", size
+    framed: bool | None = None  # None: not known until the first bytes are in
     while True:
         parts = [pending]
         have = len(pending)
@@ -68,12 +73,21 @@ def cut(src: BinaryIO, size: int, seen: Callable[[bytes], None]) -> Iterator[byt
         window = b"".join(parts)
         if not window:
             break
+        if framed is None:
+            framed = frames.starts_frame(window)
         end = 0
-        for piece in _fastcdc(window, MINIMUM, AVERAGE, MAXIMUM):
-            if remaining and piece.offset + MAXIMUM > len(window):
-                break  # the cut may move once more bytes arrive
-            end = piece.offset + piece.length
-            yield window[piece.offset:end]
+        if framed:
+            ends, framed = frames.runs(window, MINIMUM, MAXIMUM, final=not remaining)
+            for at in ends:
+                yield window[end:at]
+                end = at
+        if not framed:
+            rest = window[end:] if end else window
+            for piece in _fastcdc(rest, MINIMUM, AVERAGE, MAXIMUM):
+                if remaining and piece.offset + MAXIMUM > len(rest):
+                    break  # the cut may move once more bytes arrive
+                yield rest[piece.offset:piece.offset + piece.length]
+                end += piece.length
         pending = window[end:]
         if not remaining and not pending:
             break
