@@ -3,19 +3,19 @@ squashfs."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from rain.digests import sha256_of
 from rain.generate.recipe import Format
-from rain.host import command, tools
+from rain.host import tools
 from rain.image import disk
-from rain.image.formats import TAR_OPTS, make_squashfs, to_qcow2
+from rain.image.formats import make_squashfs, to_qcow2
+from rain.image.tarball import pack_tar_zst
 
 SUFFIX = {Format.TAR_ZST: "tar.zst", Format.RAW: "raw", Format.QCOW2: "qcow2", Format.SQUASHFS: "squashfs"}
 _DISK_TOOLS = ["mkfs.ext4", "sfdisk", "mkfs.vfat", "mmd", "mcopy", "grub-mkimage", "grub-bios-setup", "unshare"]
-_TOOLS = {Format.TAR_ZST: ["tar", "zstd"], Format.RAW: _DISK_TOOLS, Format.QCOW2: [*_DISK_TOOLS, "qemu-img"],
+_TOOLS = {Format.TAR_ZST: ["tar"], Format.RAW: _DISK_TOOLS, Format.QCOW2: [*_DISK_TOOLS, "qemu-img"],
           Format.SQUASHFS: ["mksquashfs"]}
 
 
@@ -36,7 +36,8 @@ def check_tools(formats: list[Format]) -> None:
 
 
 def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int | None,
-         reporter) -> list[ArtifactFile]:  # type: ignore[no-untyped-def]
+         reporter, epoch: int | None = None) -> list[ArtifactFile]:  # type: ignore[no-untyped-def]
+    """The tree in each format under out; `epoch` clamps the tar's mtimes (rain.image.tarball)."""
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     raw: Path | None = None
@@ -45,7 +46,7 @@ def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int
         with reporter.step(f"pack {fmt}"):
             dest = out / f"{stem}.{SUFFIX[fmt]}"
             if fmt is Format.TAR_ZST:
-                pack_tar_zst(root, dest)
+                pack_tar_zst(root, dest, epoch)
             elif fmt is Format.SQUASHFS:
                 make_squashfs(root, dest, level=6, processors=2)  # kept and shared: worth level 6
             else:
@@ -59,16 +60,3 @@ def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int
         raw.unlink(missing_ok=True)
     return [ArtifactFile(f, p, p.stat().st_size, sha256_of(p), bootable if f in (Format.RAW, Format.QCOW2) else None)
             for f, p in zip(formats, files, strict=True)]
-
-
-def pack_tar_zst(root: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        command.pipe(["tar", "-C", str(root), *TAR_OPTS, "--sort=name", "-cf", "-", "."],
-                     # --rsyncable: the stream restarts at content-defined points, so a change early in
-                     # an image leaves the rest of its compressed bytes as they were: variants of one image
-                     # share most of their bytes (for a repository that stores chunks once, rsync, zsync)
-                     ["zstd", "-q", "-3", "-T2", "--rsyncable", "-f", "-o", str(tmp)], what="packing tar.zst")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ import platform
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ class Plan:
     mirror: str
     recipe_hash: str
     builder: Builder
+    epoch: int | None = None
+    """SOURCE_DATE_EPOCH as given; None: the build takes its package archive's date (rain.image.tarball)."""
 
     @property
     def result_key(self) -> str:
@@ -124,7 +127,19 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
         from rain.generate.bootstrap.clone import check_base
 
         check_base(repo, r)
-    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs), builder)
+    epoch = given_epoch()
+    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs, epoch), builder, epoch)
+
+
+def given_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
+    """SOURCE_DATE_EPOCH from the environment (the reproducible-builds convention), if set."""
+    text = environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 12:
+        raise InvalidInput(f"SOURCE_DATE_EPOCH={text[:40]!r} is not a time",
+                           hint="give whole seconds since 1970 (e.g. `date +%s`), or unset it")
+    return int(text)
 
 
 def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, reporter: Reporter,
@@ -202,7 +217,10 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
             customize.tidy(ctx)
             packages = boot.installed(ctx)
         staging = workdir / "out"
-        files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter)
+        archive = ctx.facts.get("source_date_epoch")
+        epoch = plan.epoch if plan.epoch is not None else archive if isinstance(archive, int) else None
+        files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter, epoch)
+        ctx.facts["source_date_epoch"] = epoch
         manifest = build_manifest(recipe=r, recipe_text=plan.loaded.text, recipe_hash=plan.recipe_hash,
                                   mirror=plan.mirror, builder=builder.name, packages=packages,
                                   artifacts=files, timings=reporter.timings, facts=ctx.facts)

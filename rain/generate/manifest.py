@@ -40,6 +40,7 @@ def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror
         "timings": [{"step": t.step, "seconds": t.seconds} for t in timings],
         "total_seconds": round(sum(t.seconds for t in timings), 3),
         "base": {k: v for k, v in facts.items() if k.startswith(("base", "clone"))},
+        "source_date_epoch": facts.get("source_date_epoch"),
     }
 
 

@@ -355,17 +355,20 @@ class Recipe(Strict):
         return self.upload.name or self.name
 
 
-BUILD_REVISION = 4
+BUILD_REVISION = 5
 """Bump when a change to Rain alters what an identical recipe produces (2: images are generalized; 3: raw/qcow2 disks
-boot by GRUB for BIOS and UEFI; 4: disks without cloud-init grow their root at first boot)."""
+boot by GRUB for BIOS and UEFI; 4: disks without cloud-init grow their root at first boot; 5: tar.zst in package
+order, times clamped, independent frames)."""
 
 
-def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes]) -> str:
-    """What the result depends on: the recipe (not its upload options), the mirror, input files and
-    the build revision."""
+def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None) -> str:
+    """What the result depends on: the recipe (not its upload options), the mirror, input files, the
+    build revision and a SOURCE_DATE_EPOCH given to the build."""
     data = recipe.model_dump(mode="json", exclude={"upload", "vars", "builder"})  # where, not what
-    h = hashlib.sha256(json.dumps({"recipe": data, "mirror": mirror, "build": BUILD_REVISION},
-                                  sort_keys=True).encode())
+    key: dict[str, object] = {"recipe": data, "mirror": mirror, "build": BUILD_REVISION}
+    if epoch is not None:
+        key["source_date_epoch"] = epoch
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     for name in sorted(inputs):
         h.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())
     return h.hexdigest()

@@ -53,7 +53,8 @@ def stream_tar(stream: IO[bytes]) -> tarfile.TarFile:
 
 def open_tar(src: Path, fmt: str) -> tarfile.TarFile:
     if fmt == "tar.zst":
-        return stream_tar(zstandard.ZstdDecompressor().stream_reader(open(src, "rb"), closefd=True))
+        return stream_tar(zstandard.ZstdDecompressor().stream_reader(open(src, "rb"), closefd=True,
+                                                                    read_across_frames=True))
     return tarfile.open(src, mode="r|*", tarinfo=limits.BoundedTarInfo)
 
 

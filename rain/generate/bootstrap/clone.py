@@ -65,7 +65,7 @@ def clone(ctx: BuildContext, repo: Repository | None) -> None:
 def safe_unpack(archive: Path, root: Path) -> int:
     """Unpack a tar.zst into root; returns how many special files were skipped."""
     dctx = zstandard.ZstdDecompressor()
-    with open(archive, "rb") as raw, dctx.stream_reader(raw) as stream:
+    with open(archive, "rb") as raw, dctx.stream_reader(raw, read_across_frames=True) as stream:
         return safe_extract(stream, root)
 
 

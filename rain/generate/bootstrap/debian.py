@@ -9,6 +9,7 @@ apt-get inside the image, from the shared .deb cache when possible.
 
 from __future__ import annotations
 
+import email.utils
 import os
 import re
 import time
@@ -200,10 +201,30 @@ class DebianBootstrapper:
 
     def finish(self, ctx: BuildContext) -> None:
         b, h = ctx.builder, ctx.handle
+        # the date of the archive the packages came from, read before the lists go: the tar's mtimes are
+        # clamped to it (rain.image.tarball), the same for every image built from that state of the mirror
+        dates = b.run(h, ["sh", "-c", _RELEASE_DATES], what="reading the package archive's date").output
+        ctx.facts["source_date_epoch"] = archive_epoch(dates)
         b.run(h, ["apt-get", "clean"], what="apt-get clean")
         b.run(h, ["find", "/var/lib/apt/lists", "-maxdepth", "1", "-type", "f", "!", "-name", "lock", "-delete"],
               what="dropping the package lists")
         b.run(h, ["rm", "-rf", "/var/cache/apt/archives/partial"], what="apt cache")
+
+
+_RELEASE_DATES = 'grep -h -m1 "^Date:" /var/lib/apt/lists/*Release 2>/dev/null; true'
+
+
+def archive_epoch(output: str) -> int | None:
+    """The newest `Date:` of the Release files apt read, in seconds since 1970 (None: none readable)."""
+    newest = None
+    for line in output.splitlines():
+        if line.startswith("Date:"):
+            try:
+                when = int(email.utils.parsedate_to_datetime(line[5:].strip()).timestamp())
+            except (TypeError, ValueError, IndexError):
+                continue
+            newest = when if newest is None else max(newest, when)
+    return newest
 
 
 def _host_tool(name: str) -> str | None:

@@ -279,7 +279,8 @@ class SSHBuilder:
         chan = self._open(s, ["tar", "-C", handle.inner_root, *TAR_OPTS, "--one-file-system", "-I", WIRE_ZSTD,
                               "-cf", "-", "."], env=None)
         try:
-            with chan.makefile("rb") as wire, zstandard.ZstdDecompressor().stream_reader(wire) as stream:
+            with chan.makefile("rb") as wire, zstandard.ZstdDecompressor().stream_reader(
+                    wire, read_across_frames=True) as stream:
                 safe_extract(stream, handle.root, what="the built image")  # type: ignore[arg-type]
             status = chan.recv_exit_status()
             err = b""

@@ -1,10 +1,9 @@
-"""Ten variants of one base image, built by `fg-image batch` and uploaded, share their stored chunks.
+"""Ten variants of one base image, built by `fg-image batch` and uploaded, store little more than one.
 
-The issue's goal, ten variants in at most 1.5 images, is not met by the images generate writes today:
-a one-package variant of this Debian minbase changes its tar in about a dozen places, each spoiling a
-chunk of about 1 MiB (12 % of the tar), and zstd's rsyncable mode spreads each change over its job
-(74 % of the tar.zst). bench/dedup.py prints the figures for tar.zst, raw and qcow2; this test holds
-what is true now, so that a change that stops variants sharing chunks at all is caught."""
+generate's tar.zst is in package order with its times clamped to the package archive's date, in
+independent zstd frames that the repository keeps whole in its chunks (rain.image.tarball), so a
+one-package variant adds about its package and dpkg's bookkeeping. bench/dedup.py prints the figures
+for tar.zst, raw and qcow2."""
 
 from __future__ import annotations
 
@@ -28,9 +27,13 @@ def test_ten_one_package_variants_share_their_chunks(fg, db, tmp_path):
     assert sorted(i["name"] for i in images) == sorted(f"variant-{e}" for e in EXTRAS)
     stored = sum(c["size"] for c in db.chunks.find())
     logical = sum(i["size"] for i in images)
-    assert stored <= 0.8 * logical, f"{stored} bytes stored for {logical} logical: the variants share too little"
+    largest = max(i["size"] for i in images)
+    assert stored <= 1.5 * largest, f"{stored} bytes stored for ten variants of {largest} bytes at most"
     status = json_out(fg("repo", "status", "--json"))
     assert (status["stored_bytes"], status["logical_bytes"]) == (stored, logical)
-    assert status["dedup_ratio"] == round(logical / stored, 3) > 1.25
+    assert status["dedup_ratio"] == round(logical / stored, 3) > 6
+    # every variant's tar carries the same clamping date: the archive's, recorded in its provenance
+    epochs = {json_out(fg("show", i["id"], "--json"))["provenance"]["source_date_epoch"] for i in images}
+    assert len(epochs) == 1 and isinstance(epochs.pop(), int)
     uploads = [e for e in json_out(fg("history", "--json", "--limit", "50")) if e["action"] == "upload"]
     assert len(uploads) == len(EXTRAS) and sum(e["detail"]["new_bytes"] for e in uploads) == stored

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from rain.generate.artifact import pack_tar_zst
 from rain.generate.bootstrap.clone import safe_unpack
 from rain.image.disk import make_disk
 from rain.image.formats import make_squashfs, to_qcow2
+from rain.image.tarball import pack_tar_zst
 from rain.register.unpack import unpack
 
 pytestmark = pytest.mark.integration
