@@ -1,9 +1,9 @@
 """Delta transfers over HTTP (the service's side is delta.py and chunk_routes.py).
 
-Upload: cut the file first, ask the service which chunks it lacks, send only
-those. The file is read twice (once to cut and hash it, once for the missing
-chunks), so this needs a file that can seek; a pipe is streamed whole instead
-(client.py).
+Upload: cut the file, ask the service which chunks it lacks, send only those,
+group by group as the file is read once, so cutting and hashing overlap with
+sending. The client takes this way for a file that can seek; a pipe is
+streamed whole (client.py).
 
 Download: get the image's chunk list, take every chunk found in the local chunk
 cache or in a seed file (the parent image, yesterday's download), fetch the
@@ -18,8 +18,9 @@ import hashlib
 import itertools
 import os
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +33,7 @@ from rain.errors import IntegrityError, RainError
 from rain.repository.base import Progress
 from rain.repository.chunk_cache import ChunkCache
 from rain.repository.chunk_routes import SEND_BYTES_MAX, SEND_MAX
-from rain.repository.chunks import MAXIMUM, manifest
+from rain.repository.chunks import MAXIMUM, cut, manifest
 from rain.repository.client import Client, bounded_body
 from rain.repository.delta import ASK_MAX, READ_MAX
 from rain.repository.models import Image, ImageChunks, ImageMeta
@@ -47,67 +48,57 @@ def seekable(src: BinaryIO) -> bool:
         return False
 
 
-def _batches(todo: list[tuple[str, int, int]]) -> Iterator[list[tuple[str, int, int]]]:
-    batch: list[tuple[str, int, int]] = []
-    total = 0
-    for item in todo:
-        if batch and (len(batch) == SEND_MAX or total + item[2] > SEND_BYTES_MAX):
-            yield batch
-            batch, total = [], 0
-        batch.append(item)
-        total += item[2]
-    if batch:
-        yield batch
-
-
-class _Reader:
-    """Reads byte ranges of the source; with a real file descriptor, from several threads at once."""
-
-    def __init__(self, src: BinaryIO, start: int) -> None:
-        self.src, self.start, self.lock = src, start, threading.Lock()
-        try:
-            self.fd: int | None = src.fileno()
-        except (AttributeError, ValueError, OSError):
-            self.fd = None
-
-    def read(self, offset: int, size: int) -> bytes:
-        if self.fd is not None:
-            data = os.pread(self.fd, size, self.start + offset)
-        else:
-            with self.lock:
-                self.src.seek(self.start + offset)
-                data = self.src.read(size)
-        if len(data) != size:
-            raise IntegrityError("the file changed while uploading (it is shorter now)", hint="upload again")
-        return data
+GROUP_BYTES = SEND_BYTES_MAX
+"""Bytes of chunks asked about in one question while the file is still being cut (one batch's worth)."""
 
 
 def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None,
         progress: Progress | None, bases: Sequence[str]) -> Image:
-    start = src.tell()
-    plan = manifest(src, size)
-    if sha256 and plan.sha256 != sha256.lower():
-        raise IntegrityError(f"checksum mismatch: got sha256 {plan.sha256[:16]}…, expected {sha256[:16]}…",
-                             hint="the file changed or was damaged; upload again")
-    ticket = client._json("POST", "/images", json={"meta": meta.model_dump(mode="json"), "size": size,
-                                                   "sha256": plan.sha256})
+    """Cut, ask and send as the file is read, once: while one group of chunks is asked about and its
+    missing ones are on the wire, the next group is cut and hashed, so a first upload costs about what
+    sending its bytes costs, and at most a few groups are in memory."""
+    ticket = client._json("POST", "/images", json={"meta": meta.model_dump(mode="json"), "size": size})
     upload = f"/uploads/{ticket['upload_id']}"
     try:
-        distinct = list(dict.fromkeys(plan.chunks))
-        missing: set[str] = set()
-        for i in range(0, len(distinct), ASK_MAX):
-            answer = client._json("POST", f"{upload}/needs", json={"chunks": distinct[i:i + ASK_MAX],
-                                                                   "bases": list(bases)})
-            missing.update(answer["missing"])
-        todo, seen = [], set()
-        for sha, offset, n in zip(plan.chunks, plan.offsets(), plan.sizes, strict=True):
-            if sha in missing and sha not in seen:
-                seen.add(sha)
-                todo.append((sha, offset, n))
-        if progress:
-            progress(size - sum(n for _, _, n in todo))  # what the repository has already counts as done
-        _send(client, upload, _Reader(src, start), todo, progress)
-        body = {"chunks": plan.chunks, "sha256": plan.sha256}
+        digest = hashlib.sha256()
+        order: list[str] = []
+        asked: set[str] = set()
+        local = threading.local()
+
+        def send(batch: list[tuple[str, bytes]]) -> int:
+            if not hasattr(local, "client"):
+                local.client = client.clone()
+            headers = {"Content-Type": "application/octet-stream",
+                       "X-Rain-Chunks": ",".join(f"{sha}:{len(data)}" for sha, data in batch)}
+            local.client._call("POST", f"{upload}/chunks", data=b"".join(data for _, data in batch),
+                               headers=headers, timeout=(10, max(client.timeout, 300)))
+            return sum(len(data) for _, data in batch)
+
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            sending: deque[Future[int]] = deque()
+
+            def settle(keep: int) -> None:
+                while len(sending) > keep:
+                    sent = sending.popleft().result()
+                    if progress:
+                        progress(sent)
+
+            for group in _groups(cut(src, size, digest.update)):
+                order += [sha for sha, _ in group]
+                fresh = {sha: data for sha, data in group if sha not in asked}
+                asked.update(fresh)
+                missing = _needs(client, upload, list(fresh), bases) if fresh else []
+                if progress:  # what the repository already has counts as done
+                    progress(sum(len(data) for _, data in group) - sum(len(fresh[sha]) for sha in missing))
+                for batch in _batches([(sha, fresh[sha]) for sha in missing]):
+                    sending.append(pool.submit(send, batch))
+                    settle(PARALLEL)  # a batch waits while PARALLEL are on the wire: memory stays bounded
+            settle(0)
+        whole = digest.hexdigest()
+        if sha256 and whole != sha256.lower():
+            raise IntegrityError(f"checksum mismatch: got sha256 {whole[:16]}…, expected {sha256[:16]}…",
+                                 hint="the file changed or was damaged; upload again")
+        body = {"chunks": order, "sha256": whole}
         return Image(**client._json("POST", f"{upload}/commit", json=body, timeout=(10, max(client.timeout, 600))))
     except BaseException:
         try:
@@ -117,25 +108,38 @@ def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str |
         raise
 
 
-def _send(client: Client, upload: str, reader: _Reader, todo: list[tuple[str, int, int]],
-          progress: Progress | None) -> None:
-    local = threading.local()
+def _groups(pieces: Iterator[bytes]) -> Iterator[list[tuple[str, bytes]]]:
+    """(sha256, bytes) of each piece, in groups of about GROUP_BYTES (at most ASK_MAX pieces)."""
+    group: list[tuple[str, bytes]] = []
+    total = 0
+    for piece in pieces:
+        group.append((hashlib.sha256(piece).hexdigest(), piece))
+        total += len(piece)
+        if total >= GROUP_BYTES or len(group) == ASK_MAX:
+            yield group
+            group, total = [], 0
+    if group:
+        yield group
 
-    def send(batch: list[tuple[str, int, int]]) -> int:
-        if not hasattr(local, "client"):
-            local.client = client.clone()
-        data = b"".join(reader.read(offset, n) for _, offset, n in batch)
-        headers = {"Content-Type": "application/octet-stream",
-                   "X-Rain-Chunks": ",".join(f"{sha}:{n}" for sha, _, n in batch)}
-        local.client._call("POST", f"{upload}/chunks", data=data, headers=headers,
-                           timeout=(10, max(client.timeout, 300)))
-        return len(data)
 
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        for sent in pool.map(send, _batches(todo)):
-            if progress:
-                progress(sent)
+def _needs(client: Client, upload: str, shas: list[str], bases: Sequence[str]) -> list[str]:
+    """Of `shas` (distinct), those the upload must send, in their order."""
+    answer = client._json("POST", f"{upload}/needs", json={"chunks": shas, "bases": list(bases)})
+    missing = set(answer["missing"])
+    return [sha for sha in shas if sha in missing]
 
+
+def _batches(todo: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    batch: list[tuple[str, bytes]] = []
+    total = 0
+    for item in todo:
+        if batch and (len(batch) == SEND_MAX or total + len(item[1]) > SEND_BYTES_MAX):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += len(item[1])
+    if batch:
+        yield batch
 
 
 # -- downloads --------------------------------------------------------------------------------------
