@@ -9,7 +9,8 @@ Uploads, under /api/v1/uploads/{upload_id}:
 POST /images reserves the upload as for a streamed one; then
 - POST .../needs    {"chunks": [sha256…], "bases": [image id…]} → {"missing": [sha256…]}
 - POST .../chunks   the missing chunks' bytes, concatenated, named in the X-Rain-Chunks header
-                    ("sha256:size,…"); several such requests may run at once
+                    ("sha256:size,…"), and where they begin in the file (X-Rain-Offset) when they
+                    are one run of it; several such requests may run at once
 - POST .../commit   {"chunks": [sha256… in file order], "sha256": whole file} → the image
 - DELETE ...        gives the unfinished upload up (record, quota, chunks).
 """
@@ -60,7 +61,11 @@ _CHUNKS_BODY: dict[str, Any] = {
     "parameters": [{"name": "X-Rain-Chunks", "in": "header", "required": True,
                     "description": f"the chunks in the body, in order: sha256:size, comma-separated; at most "
                                    f"{SEND_MAX} chunks and {SEND_BYTES_MAX} bytes",
-                    "schema": {"type": "string", "pattern": f"^{_ENTRY}(,{_ENTRY})*$"}}],
+                    "schema": {"type": "string", "pattern": f"^{_ENTRY}(,{_ENTRY})*$"}},
+                   {"name": "X-Rain-Offset", "in": "header", "required": False,
+                    "description": "where in the file the first chunk sent begins, when the chunks sent sit one "
+                                   "after another there; lets the commit hash them as they arrived instead of "
+                                   "reading them back", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}],
     "requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
@@ -78,6 +83,16 @@ def named_chunks(header: str) -> list[tuple[str, int]]:
         raise InvalidInput(f"X-Rain-Chunks names {len(pairs)} chunk(s); send 1 to {SEND_MAX} chunks, "
                            f"at most {SEND_BYTES_MAX} bytes, per request", hint="split the batch")
     return pairs
+
+
+def file_offset(header: str | None) -> int | None:
+    """The X-Rain-Offset header: where in the file the chunks sent begin, one after another."""
+    if header is None:
+        return None
+    if not header.isdigit() or len(header) > 18:
+        raise InvalidInput(f"bad X-Rain-Offset {header[:40]!r}",
+                           hint="give the byte offset in the file of the first chunk sent, or leave it out")
+    return int(header)
 
 
 async def _body(request: Request, size: int) -> bytes:
@@ -108,12 +123,13 @@ def upload_router(store: Callable[..., Awaitable[Store]]) -> APIRouter:
         """Chunks' bytes for the upload, each checked against its sha256."""
         await anyio.to_thread.run_sync(lambda: s.upload_waiting(upload_id))  # 404 before the body is read
         pairs = named_chunks(request.headers.get("x-rain-chunks", ""))
+        offset = file_offset(request.headers.get("x-rain-offset"))
         data = await _body(request, sum(n for _, n in pairs))
         pieces, at = [], 0
         for sha, n in pairs:
             pieces.append((sha, data[at:at + n]))
             at += n
-        new = await anyio.to_thread.run_sync(lambda: s.upload_chunks(upload_id, pieces))
+        new = await anyio.to_thread.run_sync(lambda: s.upload_chunks(upload_id, pieces, offset))
         return ChunksStored(new_bytes=new)
 
     @router.post("/commit", response_model=Image)

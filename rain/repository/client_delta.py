@@ -65,14 +65,16 @@ def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str |
         asked: set[str] = set()
         local = threading.local()
 
-        def send(batch: list[tuple[str, bytes]]) -> int:
+        def send(batch: list[tuple[str, bytes, int]]) -> int:
             if not hasattr(local, "client"):
                 local.client = client.clone()
             headers = {"Content-Type": "application/octet-stream",
-                       "X-Rain-Chunks": ",".join(f"{sha}:{len(data)}" for sha, data in batch)}
-            local.client._call("POST", f"{upload}/chunks", data=b"".join(data for _, data in batch),
+                       "X-Rain-Chunks": ",".join(f"{sha}:{len(data)}" for sha, data, _ in batch)}
+            if all(at + len(data) == batch[i + 1][2] for i, (_, data, at) in enumerate(batch[:-1])):
+                headers["X-Rain-Offset"] = str(batch[0][2])  # one run of the file: the service hashes it now
+            local.client._call("POST", f"{upload}/chunks", data=b"".join(data for _, data, _ in batch),
                                headers=headers, timeout=(10, max(client.timeout, 300)))
-            return sum(len(data) for _, data in batch)
+            return sum(len(data) for _, data, _ in batch)
 
         with ThreadPoolExecutor(PARALLEL) as pool:
             sending: deque[Future[int]] = deque()
@@ -84,13 +86,13 @@ def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str |
                         progress(sent)
 
             for group in _groups(cut(src, size, digest.update)):
-                order += [sha for sha, _ in group]
-                fresh = {sha: data for sha, data in group if sha not in asked}
+                order += [sha for sha, _, _ in group]
+                fresh = {sha: (data, at) for sha, data, at in group if sha not in asked}
                 asked.update(fresh)
                 missing = _needs(client, upload, list(fresh), bases) if fresh else []
                 if progress:  # what the repository already has counts as done
-                    progress(sum(len(data) for _, data in group) - sum(len(fresh[sha]) for sha in missing))
-                for batch in _batches([(sha, fresh[sha]) for sha in missing]):
+                    progress(sum(len(data) for _, data, _ in group) - sum(len(fresh[sha][0]) for sha in missing))
+                for batch in _batches([(sha, *fresh[sha]) for sha in missing]):
                     sending.append(pool.submit(send, batch))
                     settle(PARALLEL)  # a batch waits while PARALLEL are on the wire: memory stays bounded
             settle(0)
@@ -108,12 +110,13 @@ def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str |
         raise
 
 
-def _groups(pieces: Iterator[bytes]) -> Iterator[list[tuple[str, bytes]]]:
-    """(sha256, bytes) of each piece, in groups of about GROUP_BYTES (at most ASK_MAX pieces)."""
-    group: list[tuple[str, bytes]] = []
-    total = 0
+def _groups(pieces: Iterator[bytes]) -> Iterator[list[tuple[str, bytes, int]]]:
+    """(sha256, bytes, offset in the file) of each piece, in groups of about GROUP_BYTES (at most ASK_MAX)."""
+    group: list[tuple[str, bytes, int]] = []
+    total = at = 0
     for piece in pieces:
-        group.append((hashlib.sha256(piece).hexdigest(), piece))
+        group.append((hashlib.sha256(piece).hexdigest(), piece, at))
+        at += len(piece)
         total += len(piece)
         if total >= GROUP_BYTES or len(group) == ASK_MAX:
             yield group
@@ -129,8 +132,8 @@ def _needs(client: Client, upload: str, shas: list[str], bases: Sequence[str]) -
     return [sha for sha in shas if sha in missing]
 
 
-def _batches(todo: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
-    batch: list[tuple[str, bytes]] = []
+def _batches(todo: list[tuple[str, bytes, int]]) -> Iterator[list[tuple[str, bytes, int]]]:
+    batch: list[tuple[str, bytes, int]] = []
     total = 0
     for item in todo:
         if batch and (len(batch) == SEND_MAX or total + len(item[1]) > SEND_BYTES_MAX):

@@ -12,8 +12,9 @@ chunk of someone else's private image costs its bytes on the wire, as if it
 were new, and its existence never shows. The bytes sent are still stored once.
 
 The image becomes available only at commit, once the chunks add up to the
-declared size and their bytes, read back from the store, give the declared
-sha256; any failure undoes the whole upload, as a streamed one would be.
+declared size and their bytes give the declared sha256 (hashed as they
+arrived where they came in file order, read back from the store otherwise);
+any failure undoes the whole upload, as a streamed one would be.
 
 A download reads chunks only through an image the caller may read, by their
 place in that image, so it too learns nothing about other images.
@@ -28,6 +29,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from rain.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from rain.repository import running
 from rain.repository.accounts import now
 from rain.repository.acting import Acting, to_image
 from rain.repository.chunks import MAXIMUM, Manifest
@@ -88,8 +90,9 @@ class DeltaMixin(Acting):
         taken = self.blobs.chunks.take(upload_id, [s for s in wanted if s in known])
         return [s for s in wanted if s not in taken]
 
-    def upload_chunks(self, upload_id: str, pieces: list[tuple[str, bytes]]) -> int:
-        """Store sent chunks for the upload, each checked against its sha256; returns the bytes new to the store."""
+    def upload_chunks(self, upload_id: str, pieces: list[tuple[str, bytes]], offset: int | None = None) -> int:
+        """Store sent chunks for the upload, each checked against its sha256; returns the bytes new to the store.
+        `offset`: where in the file they sit, one after another (the commit then hashes less: running.py)."""
         for sha, data in pieces:
             _checked_shas([sha], 1)
             if not 0 < len(data) <= MAXIMUM:
@@ -108,7 +111,10 @@ class DeltaMixin(Acting):
                                "it past that", hint="send each chunk once, and only the chunks the file has")
         held = self.blobs.chunks.held(upload_id)
         fresh = {sha: data for sha, data in pieces if sha not in held}
-        return self.blobs.chunks.hold(upload_id, fresh) if fresh else 0
+        new = self.blobs.chunks.hold(upload_id, fresh) if fresh else 0
+        if offset is not None:
+            running.arrived(upload_id, offset, pieces)
+        return new
 
     def commit_upload(self, upload_id: str, chunks: list[str], sha256: str) -> Image:
         """Make the upload's image from its chunks in order; on any failure the upload is undone whole."""
@@ -124,7 +130,7 @@ class DeltaMixin(Acting):
             if unsent:
                 raise InvalidInput(f"chunk {unsent[0][:12]} (and {len(unsent) - 1} more) of the image was "
                                    "never sent", hint="send the chunks the repository said it lacks, then commit")
-            manifest = self._verified(doc["size"], chunks, sha256.lower())
+            manifest = self._verified(doc["size"], chunks, sha256.lower(), upload_id)
             extra = held - set(manifest.chunks)  # sent but not part of the image
             self.blobs.chunks.release(sorted(extra), upload_id)
             manifest.new_bytes = int((doc.get("upload") or {}).get("sent", 0))
@@ -143,20 +149,22 @@ class DeltaMixin(Acting):
     def abandon_upload(self, upload_id: str) -> None:
         """Give up the caller's own unfinished upload: its record, reserved quota and chunks go."""
         doc = self._uploading(upload_id, claim=True)
+        running.forget(upload_id)
         if self.images.delete_one({"_id": upload_id, "status": str(Status.UPLOADING)}).deleted_count:
             self.blobs.abandon(upload_id)
             self.accounts.release(doc["owner"], doc["size"])
 
-    def _verified(self, size: int, chunks: list[str], sha256: str) -> Manifest:
-        """The image read back from its chunks: they must add up to the declared size and sha256."""
+    def _verified(self, size: int, chunks: list[str], sha256: str, upload_id: str) -> Manifest:
+        """The image's chunks must add up to the declared size and sha256: hashed as they arrived where
+        they came in file order (running.py), read back from the store for the rest."""
         distinct = sorted(set(chunks))
         recorded = {d["_id"]: d["size"] for d in self.blobs.chunks.chunks.find({"_id": {"$in": distinct}}, {"size": 1})}
         sizes = [int(recorded.get(sha, 0)) for sha in chunks]
         if sum(sizes) != size:
             raise InvalidInput(f"the chunks add up to {sum(sizes)} bytes, the upload declared {size}",
                                hint="commit the whole file's chunks, in order")
-        digest = hashlib.sha256()
-        for data in self.blobs.chunks.read(chunks, 0, size, sha256):
+        digest, hashed, done = running.take(upload_id, chunks) or (hashlib.sha256(), 0, 0)
+        for data in self.blobs.chunks.read(chunks[hashed:], 0, size - done, sha256):
             digest.update(data)
         if digest.hexdigest() != sha256:
             raise IntegrityError(f"checksum mismatch: the chunks give sha256 {digest.hexdigest()[:16]}…, "

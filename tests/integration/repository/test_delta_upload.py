@@ -3,6 +3,7 @@ the wire itself; chunk probing tells nobody about other users' private images.""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 
@@ -132,3 +133,46 @@ def test_a_commit_that_does_not_add_up_is_refused_and_undoes_the_upload(admin_st
     assert "checksum mismatch" in message
     assert admin_store.db.images.count_documents({}) == 0 and admin_store.db.chunks.count_documents({}) == 0
     assert admin_store.whoami().used_bytes == 0
+
+
+def test_chunks_sent_with_offsets_that_lie_cannot_commit_under_the_wrong_checksum(admin_store, service):
+    """The service hashes chunks sent as one run of the file as they arrive (X-Rain-Offset), so a commit
+    need not read them back; a client that names the wrong order gets no image under a checksum its
+    chunks do not give, and the right checksum still commits (the rest is read back)."""
+    repo = client_for(admin_store, service.url)
+    data = payload(6 * MiB)
+    plan = manifest(io.BytesIO(data), len(data))
+    assert len(plan.chunks) >= 3
+    pieces = list(zip(plan.chunks, plan.offsets(), plan.sizes, strict=True))
+    swapped = [pieces[1], pieces[0], *pieces[2:]]  # sent as if the second chunk began the file
+    lie = hashlib.sha256(b"".join(data[o:o + n] for _, o, n in swapped)).hexdigest()
+
+    def upload_with_lying_offsets() -> str:
+        upload = "/uploads/" + repo._json("POST", "/images", json={"meta": {"name": "liar"}, "size": len(data)})[
+            "upload_id"]
+        at = 0
+        for sha_, offset, n in swapped:
+            repo._call("POST", f"{upload}/chunks", data=data[offset:offset + n],
+                       headers={"X-Rain-Chunks": f"{sha_}:{n}", "X-Rain-Offset": str(at)})
+            at += n
+        return upload
+
+    upload = upload_with_lying_offsets()
+    message = refused(IntegrityError, lambda: repo._json("POST", f"{upload}/commit",
+                                                           json={"chunks": plan.chunks, "sha256": lie}))
+    assert "checksum mismatch" in message and admin_store.db.images.count_documents({}) == 0
+
+    upload = upload_with_lying_offsets()
+    image = repo._json("POST", f"{upload}/commit", json={"chunks": plan.chunks, "sha256": plan.sha256})
+    assert image["sha256"] == plan.sha256
+    out = io.BytesIO()
+    admin_store.get(image["id"], out)
+    assert out.getvalue() == data
+
+    upload = "/uploads/" + repo._json("POST", "/images", json={"meta": {"name": "bad"}, "size": len(data)})[
+        "upload_id"]
+    response = requests.post(service.url + "/api/v1" + upload + "/chunks", data=b"x",
+                             headers={"Authorization": repo.session.headers["Authorization"],
+                                      "X-Rain-Chunks": f"{plan.chunks[0]}:1", "X-Rain-Offset": "-1"}, timeout=30)
+    assert response.status_code == 400 and "X-Rain-Offset" in response.json()["message"]
+    repo._call("DELETE", upload)
