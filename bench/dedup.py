@@ -97,7 +97,8 @@ def dedup_section(work: Path, env: dict[str, str], url: str, service_env: dict[s
     admin.add_user("variants")
     rows = stored_section(files, env) + wire_rows(files, url, admin.issue_token("variants"), work)
     notes = [f"{n} variants of a Debian bookworm minbase, each with one more small package "
-             f"({', '.join(EXTRAS[:n])}), built by one `fg-image batch --jobs 2`; tar.zst is zstd --rsyncable",
+             f"({', '.join(EXTRAS[:n])}), built by one `fg-image batch --jobs 2`; tar.zst as generate writes "
+             "it: package order, times clamped, independent zstd frames (rain.image.tarball)",
              "stored: the distinct content-defined chunks (FastCDC, about 1 MiB) of the variants' files in a "
              "database of their own; wire: what the service's delta upload and download moved, counted by the "
              "repository (new_bytes) and the client (fetched)"]
