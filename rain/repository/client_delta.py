@@ -49,7 +49,8 @@ def seekable(src: BinaryIO) -> bool:
 
 
 GROUP_BYTES = SEND_BYTES_MAX
-"""Bytes of chunks asked about in one question while the file is still being cut (one batch's worth)."""
+"""Bytes of chunks asked about in one question while the file is still being cut (one batch's worth). The
+read window, the group being cut and PARALLEL + 1 joined batches keep an upload under about 200 MiB resident."""
 
 
 def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str | None,
@@ -65,16 +66,12 @@ def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str |
         asked: set[str] = set()
         local = threading.local()
 
-        def send(batch: list[tuple[str, bytes, int]]) -> int:
+        def send(headers: dict[str, str], body: bytes) -> int:
             if not hasattr(local, "client"):
                 local.client = client.clone()
-            headers = {"Content-Type": "application/octet-stream",
-                       "X-Rain-Chunks": ",".join(f"{sha}:{len(data)}" for sha, data, _ in batch)}
-            if all(at + len(data) == batch[i + 1][2] for i, (_, data, at) in enumerate(batch[:-1])):
-                headers["X-Rain-Offset"] = str(batch[0][2])  # one run of the file: the service hashes it now
-            local.client._call("POST", f"{upload}/chunks", data=b"".join(data for _, data, _ in batch),
-                               headers=headers, timeout=(10, max(client.timeout, 300)))
-            return sum(len(data) for _, data, _ in batch)
+            local.client._call("POST", f"{upload}/chunks", data=body, headers=headers,
+                               timeout=(10, max(client.timeout, 300)))
+            return len(body)
 
         with ThreadPoolExecutor(PARALLEL) as pool:
             sending: deque[Future[int]] = deque()
@@ -92,9 +89,11 @@ def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str |
                 missing = _needs(client, upload, list(fresh), bases) if fresh else []
                 if progress:  # what the repository already has counts as done
                     progress(sum(len(data) for _, data, _ in group) - sum(len(fresh[sha][0]) for sha in missing))
+                batch: list[tuple[str, bytes, int]] = []
                 for batch in _batches([(sha, *fresh[sha]) for sha in missing]):
-                    sending.append(pool.submit(send, batch))
+                    sending.append(pool.submit(send, _headers(batch), b"".join(data for _, data, _ in batch)))
                     settle(PARALLEL)  # a batch waits while PARALLEL are on the wire: memory stays bounded
+                del group, fresh, batch  # only the joined batches stay while the next group is cut
             settle(0)
         whole = digest.hexdigest()
         if sha256 and whole != sha256.lower():
@@ -123,6 +122,15 @@ def _groups(pieces: Iterator[bytes]) -> Iterator[list[tuple[str, bytes, int]]]:
             group, total = [], 0
     if group:
         yield group
+
+
+def _headers(batch: list[tuple[str, bytes, int]]) -> dict[str, str]:
+    """X-Rain-Chunks, and X-Rain-Offset when the batch is one run of the file (the service hashes it then)."""
+    headers = {"Content-Type": "application/octet-stream",
+               "X-Rain-Chunks": ",".join(f"{sha}:{len(data)}" for sha, data, _ in batch)}
+    if all(at + len(data) == batch[i + 1][2] for i, (_, data, at) in enumerate(batch[:-1])):
+        headers["X-Rain-Offset"] = str(batch[0][2])
+    return headers
 
 
 def _needs(client: Client, upload: str, shas: list[str], bases: Sequence[str]) -> list[str]:
