@@ -20,6 +20,7 @@ from typing import Any
 
 UPLOADS_MAX = 32  # uploads followed at once; the oldest is forgotten (its commit reads back)
 EARLY_BYTES_MAX = 64 << 20  # bytes of early batches kept per upload: four batches
+EARLY_TOTAL_MAX = 256 << 20  # and for all uploads together: clients naming far offsets cannot fill memory
 
 
 @dataclass
@@ -29,6 +30,7 @@ class _Run:
     size: int = 0
     early: dict[int, list[tuple[str, bytes]]] = field(default_factory=dict)
     early_bytes: int = 0
+    dropped: bool = False  # forgotten: what it still holds early no longer counts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def feed(self, pieces: list[tuple[str, bytes]]) -> None:
@@ -40,6 +42,7 @@ class _Run:
 
 _lock = threading.Lock()
 _runs: OrderedDict[str, _Run] = OrderedDict()
+_early_total = 0  # bytes held early by all runs, under _lock
 
 
 def arrived(upload_id: str, offset: int, pieces: list[tuple[str, bytes]]) -> None:
@@ -50,19 +53,37 @@ def arrived(upload_id: str, offset: int, pieces: list[tuple[str, bytes]]) -> Non
         if run is None:
             run = _runs[upload_id] = _Run()
             while len(_runs) > UPLOADS_MAX:
-                _runs.popitem(last=False)
+                _drop(_runs.popitem(last=False)[1])
     with run.lock:
         if offset == run.size:
             run.feed(pieces)
             while run.size in run.early:
                 batch = run.early.pop(run.size)
-                run.early_bytes -= sum(len(data) for _, data in batch)
+                _hold_early(run, -sum(len(data) for _, data in batch))
                 run.feed(batch)
         elif offset > run.size and offset not in run.early:
-            size = sum(len(data) for _, data in pieces)
-            if run.early_bytes + size <= EARLY_BYTES_MAX:
+            if _hold_early(run, sum(len(data) for _, data in pieces)):
                 run.early[offset] = pieces
-                run.early_bytes += size
+
+
+def _hold_early(run: _Run, size: int) -> bool:
+    """Count `size` more (or, negative, fewer) bytes held early by `run`, within both bounds."""
+    global _early_total
+    with _lock:
+        if run.dropped or (size > 0 and (run.early_bytes + size > EARLY_BYTES_MAX
+                                         or _early_total + size > EARLY_TOTAL_MAX)):
+            return False
+        run.early_bytes += size
+        _early_total += size
+        return True
+
+
+def _drop(run: _Run) -> None:
+    """A run forgotten: the bytes it held early no longer count (called under _lock)."""
+    global _early_total
+    _early_total -= run.early_bytes
+    run.early_bytes = 0
+    run.dropped = True
 
 
 def take(upload_id: str, chunks: list[str]) -> tuple[Any, int, int] | None:
@@ -70,6 +91,8 @@ def take(upload_id: str, chunks: list[str]) -> tuple[Any, int, int] | None:
     begins with the run hashed; None otherwise. Either way the upload is forgotten."""
     with _lock:
         run = _runs.pop(upload_id, None)
+        if run is not None:
+            _drop(run)
     if run is None:
         return None
     with run.lock:
@@ -80,4 +103,6 @@ def take(upload_id: str, chunks: list[str]) -> tuple[Any, int, int] | None:
 
 def forget(upload_id: str) -> None:
     with _lock:
-        _runs.pop(upload_id, None)
+        run = _runs.pop(upload_id, None)
+        if run is not None:
+            _drop(run)

@@ -41,3 +41,16 @@ def test_what_a_run_cannot_use_is_not_kept_without_bound():
         running.arrived(f"many-{n}", 0, pieces(b"z"))
     assert running.take("many-0", [pieces(b"z")[0][0]]) is None  # the oldest forgotten
     assert running.take(f"many-{running.UPLOADS_MAX + 4}", [pieces(b"z")[0][0]]) is not None
+
+
+def test_early_batches_of_all_uploads_together_stay_within_a_global_bound():
+    """Clients naming far offsets for many uploads at once cannot make the service hold their bytes."""
+    piece = [("1" * 64, b"y" * (running.EARLY_BYTES_MAX - 1))]
+    held = 0
+    for n in range(running.EARLY_TOTAL_MAX // running.EARLY_BYTES_MAX + 3):
+        running.arrived(f"far-{n}", 1 << 40, piece)
+        held = running._early_total
+    assert held <= running.EARLY_TOTAL_MAX
+    for n in range(running.EARLY_TOTAL_MAX // running.EARLY_BYTES_MAX + 3):
+        running.forget(f"far-{n}")
+    assert running._early_total == 0  # forgotten uploads give their share back
