@@ -18,9 +18,8 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rain.errors import InvalidInput, NotFound, RainError, TooLarge
+from rain.errors import InvalidInput, NotFound, RainError
 from rain.repository.fields import SCHEMA_HINT, problem
 
 JSON_BODY_MAX = 4 << 20
@@ -102,61 +101,3 @@ def db_down(e: PyMongoError) -> JSONResponse:
     return JSONResponse({"error": "unreachable", "message": f"the repository database failed: "
                          f"{type(e).__name__}", "hint": "try again; tell the operator if it persists"},
                         status_code=503)
-
-
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, except on paths that stream (image uploads).
-
-    The body is read here, up to the limit, and handed on whole: a client that sends
-    gigabytes of JSON, with or without a Content-Length, costs at most `limit` bytes."""
-
-    def __init__(self, app: ASGIApp, limit: int = JSON_BODY_MAX, streaming: str = "/api/v1/uploads/") -> None:
-        self.app, self.limit, self.streaming = app, limit, streaming
-
-    def _streams(self, path: str) -> bool:
-        """An upload's bytes: the streamed body (/uploads/ID) and chunk batches (bounded where they are read)."""
-        rest = path[len(self.streaming):] if path.startswith(self.streaming) else None
-        return rest is not None and ("/" not in rest or rest.endswith("/chunks"))
-
-    def _limit(self, path: str) -> int:
-        # a commit lists every chunk of the image: 67 bytes each, 32 MiB is a 500 GiB image
-        return COMMIT_BODY_MAX if path.startswith(self.streaming) and path.endswith("/commit") else self.limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._streams(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        limit = self._limit(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > limit:
-            await self._refuse(scope, receive, send, limit)
-            return
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                await self._refuse(scope, receive, send, limit)
-                return
-        await self.app(scope, _replay(bytes(body), receive), send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        error = TooLarge(f"the request body is over the limit of {limit} bytes",
-                         hint="send less; image bytes go to the upload URL, which has no such limit")
-        await error_response(error, {"Connection": "close"})(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

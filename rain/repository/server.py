@@ -17,16 +17,15 @@ from typing import Annotated, Any
 import anyio
 import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from rain import __version__
 from rain.config import Settings
-from rain.errors import InvalidInput, RainError
+from rain.errors import InvalidInput
 from rain.repository.accounts import Accounts
-from rain.repository.api_errors import COMMON_ERRORS, BodyLimit, db_down, error_response, error_responses, install
+from rain.repository.api_errors import COMMON_ERRORS, error_responses, install
 from rain.repository.chunk_routes import download_router, upload_router
 from rain.repository.connect import open_database, store_for
 from rain.repository.fields import (
@@ -41,6 +40,7 @@ from rain.repository.fields import (
     TargetName,
     problem,
 )
+from rain.repository.middleware import Authenticate, BodyLimit
 from rain.repository.models import (
     Event,
     GcReport,
@@ -124,10 +124,6 @@ VettingReport = Annotated[dict[str, Any], Document("vetting report", schema={
 """A vetting report as the registrar sends it: the Store checks the same (records.py)."""
 
 
-def _error(e: RainError) -> JSONResponse:
-    return error_response(e)
-
-
 class _BodyReader:
     """A blocking file-like view of the request body, read from a worker thread."""
 
@@ -160,24 +156,10 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None)
     accounts = Accounts(db)
     install(app)
-    app.add_middleware(BodyLimit)  # inside _authenticate: a stranger's body is never read
-
+    app.add_middleware(BodyLimit)
     public = {f"{API}/openapi.json", f"{API}/docs", f"{API}/docs/oauth2-redirect"}
-
-    @app.middleware("http")
-    async def _authenticate(request: Request, call_next: Any) -> Response:
-        """Who is asking is settled before anything else about the request (its body included)."""
-        if request.url.path.startswith(API + "/") and request.url.path not in public:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-            try:
-                request.state.user = await anyio.to_thread.run_sync(accounts.user_for_token, token)
-            except RainError as e:
-                return _error(e)
-            except PyMongoError as e:  # the handlers in api_errors.py do not reach a middleware
-                return db_down(e)
-        response: Response = await call_next(request)
-        return response
+    # added last, so outermost: a stranger's body is never read
+    app.add_middleware(Authenticate, user_for_token=accounts.user_for_token, prefix=API + "/", public=public)
 
     async def store(request: Request) -> Store:  # no I/O: in the event loop, not a thread hop per request
         return store_for(db, request.state.user.name, upload_grace, known=request.state.user)
