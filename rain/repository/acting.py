@@ -31,6 +31,7 @@ class Acting:
         self.images = db["images"]
         self.events = db["events"]
         self.upload_grace = upload_grace
+        self._feeders: dict[str, dict[str, Any]] = {}  # an upload's feeder never changes: asked once
 
     # -- who is acting -------------------------------------------------------------------
 
@@ -87,11 +88,13 @@ class Acting:
 
     def _feeder(self, upload_id: str, user: User) -> dict[str, Any]:
         """Who may send an upload's bytes: its owner, or for a pull (pull.py) the administrator running it."""
-        if user.role == Role.ADMIN:
+        if user.role != Role.ADMIN:
+            return {"owner": user.name}
+        if upload_id not in self._feeders:
             doc = self.images.find_one({"_id": upload_id}, {"upload.importer": 1})
-            if doc is not None and (doc.get("upload") or {}).get("importer"):
-                return {"upload.importer": user.name}
-        return {"owner": user.name}
+            importer = doc is not None and (doc.get("upload") or {}).get("importer")
+            self._feeders[upload_id] = {"upload.importer": user.name} if importer else {"owner": user.name}
+        return self._feeders[upload_id]
 
     @staticmethod
     def _stored_status(doc: dict[str, Any]) -> str:

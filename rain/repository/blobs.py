@@ -140,7 +140,7 @@ class BlobStore:
         first = bisect.bisect_right(ends, offset)
         skip = offset - (ends[first - 1] if first else 0)
         shas = doc["chunks"][first:]
-        if not self.chunks.all_stored(sorted(set(shas))):
+        if self.chunks.stored(sorted(set(shas))) is None:
             raise missing
         return self.chunks.read(shas, skip, remaining, sha256)
 

@@ -95,17 +95,20 @@ def file_offset(header: str | None) -> int | None:
     return int(header)
 
 
-async def _body(request: Request, size: int) -> bytes:
-    body = bytearray()
+async def _body(request: Request, size: int) -> memoryview:
+    """The body, read into one buffer of the named size (no copy as it grows)."""
+    body = bytearray(size)
+    view, at = memoryview(body), 0
     async for part in request.stream():
-        body += part
-        if len(body) > size:
+        if at + len(part) > size:
             raise TooLarge(f"the body holds more than the {size} bytes X-Rain-Chunks names",
                            hint="send exactly the named chunks")
-    if len(body) != size:
-        raise InvalidInput(f"the body holds {len(body)} bytes, X-Rain-Chunks names {size}",
+        view[at:at + len(part)] = part
+        at += len(part)
+    if at != size:
+        raise InvalidInput(f"the body holds {at} bytes, X-Rain-Chunks names {size}",
                            hint="send exactly the named chunks")
-    return bytes(body)
+    return view
 
 
 def upload_router(store: Callable[..., Awaitable[Store]]) -> APIRouter:
@@ -127,8 +130,9 @@ def upload_router(store: Callable[..., Awaitable[Store]]) -> APIRouter:
         data = await _body(request, sum(n for _, n in pairs))
         pieces, at = [], 0
         for sha, n in pairs:
-            pieces.append((sha, data[at:at + n]))
+            pieces.append((sha, bytes(data[at:at + n])))  # bytes: what BSON stores as binary without a copy
             at += n
+        del data
         new = await anyio.to_thread.run_sync(lambda: s.upload_chunks(upload_id, pieces, offset))
         return ChunksStored(new_bytes=new)
 

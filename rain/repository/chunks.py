@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from bson import Binary, ObjectId
+from bson import ObjectId
 
 # fastcdc (PyPI, MIT): FastCDC compiled with Cython, 1.6 GiB/s on this 2-core host, well past what
 # GridFS takes in (about 100 MiB/s), so cutting costs an upload nothing it would notice. Its pure
@@ -48,6 +48,7 @@ MINIMUM = AVERAGE // 4
 MAXIMUM = AVERAGE * 4  # one GridFS chunk per piece: well below MongoDB's 16 MiB document limit
 WINDOW = 4 * MAXIMUM  # bytes cut at a time; a cut is final once MAXIMUM bytes follow its start
 READ = 1 << 20
+READ_AHEAD = 64  # chunk records read at once when reading chunks' bytes
 BATCH_BYTES = 8 << 20  # pieces sent together: 8 MiB per insert keeps round trips few and memory flat
 
 
@@ -184,16 +185,34 @@ class ChunkStore:
         return taken
 
     def keep_recorded(self, holder: str) -> None:
-        """Narrow a killed holder's holds to the chunks that were stored: one it named but never wrote
-        has no record, and took no reference, so it must be sent again by whoever takes the holds over."""
-        for doc in self.holds.find({"holder": holder}, {"chunks": 1}):
+        """Narrow a killed holder's holds to what was stored: a chunk it named but never wrote has no record,
+        and took no reference, so it must be sent again by whoever takes the holds over; and a file it began
+        that no chunk record names is its unfinished write, removed here (once the holds are taken over and
+        dropped at the end, nothing else would name it)."""
+        for doc in self.holds.find({"holder": holder}, {"chunks": 1, "files": 1}):
             recorded = {d["_id"] for d in self.chunks.find({"_id": {"$in": doc["chunks"]}}, {"_id": 1})}
+            files = doc.get("files", [])
+            named = {d["file_id"] for d in self.chunks.find({"file_id": {"$in": files}}, {"file_id": 1})} \
+                if files else set()
+            narrowed: dict[str, Any] = {}
             if len(recorded) < len(doc["chunks"]):
-                self.holds.update_one({"_id": doc["_id"]},
-                                      {"$set": {"chunks": [s for s in doc["chunks"] if s in recorded]}})
+                narrowed["chunks"] = [s for s in doc["chunks"] if s in recorded]
+            if len(named) < len(files):
+                self._delete_unrecorded(files)  # first: until the hold is narrowed it still names them
+                narrowed["files"] = [f for f in files if f in named]
+            if narrowed:
+                self.holds.update_one({"_id": doc["_id"]}, {"$set": narrowed})
 
-    def held(self, holder: str) -> set[str]:
-        return {sha for d in self.holds.find({"holder": holder}, {"chunks": 1}) for sha in d["chunks"]}
+    def held(self, holder: str, among: list[str] | None = None) -> set[str]:
+        """The chunks `holder` holds; with `among`, only which of those (reading only the holds that name one:
+        an upload's batch must not read the holds of all the batches before it)."""
+        if among is None:
+            return {sha for d in self.holds.find({"holder": holder}, {"chunks": 1}) for sha in d["chunks"]}
+        if not among:
+            return set()
+        wanted = set(among)
+        return {sha for d in self.holds.find({"holder": holder, "chunks": {"$in": list(wanted)}}, {"chunks": 1})
+                for sha in d["chunks"] if sha in wanted}
 
     def _take(self, sha: str) -> bool:
         return bool(self.chunks.update_one({"_id": sha}, {"$inc": {"refs": 1, "v": 1}}).matched_count)
@@ -208,14 +227,17 @@ class ChunkStore:
         docs = [{"_id": sha, "file_id": fid, "size": len(data), "refs": 1, "v": 0}
                 for sha, (fid, data) in pieces.items()]
         try:
-            # the files document first, marked partial until the chunk record names it: bytes can then
-            # never exist without a document saying what they are (collect_partial_files finds them)
+            # the files document first, so bytes never exist without a document saying what they are, and
+            # announced in the hold before that: until a chunk record names the file, the hold says whose it
+            # is, and an upload that dies has it removed with its holds (give_back). (Files were once also
+            # marked partial until recorded; clearing the mark cost each batch a round trip that the hold
+            # makes needless. collect_partial_files still sweeps marks left from then.)
             self.files.insert_many([{"_id": fid, "length": len(data), "chunkSize": MAXIMUM, "uploadDate": stamp,
-                                     "filename": sha, "metadata": {"chunk": True, "partial": True}}
+                                     "filename": sha, "metadata": {"chunk": True}}
                                     for sha, (fid, data) in pieces.items()])
-            self.data.insert_many([{"files_id": fid, "n": 0, "data": Binary(data)} for fid, data in pieces.values()])
+            # bytes are stored as BSON binary as they are; Binary(data) would copy each piece once more
+            self.data.insert_many([{"files_id": fid, "n": 0, "data": data} for fid, data in pieces.values()])
             self.chunks.insert_many(docs, ordered=False)
-            self._recorded([fid for fid, _ in pieces.values()])
             return set(pieces)
         except BulkWriteError as e:
             errors = e.details.get("writeErrors", [])
@@ -223,7 +245,6 @@ class ChunkStore:
             if len(lost) == len(errors) and errors:  # others stored these first: ours are not needed
                 for sha in lost:
                     self.delete_file(pieces[sha][0])
-                self._recorded([pieces[sha][0] for sha in pieces if sha not in lost])
                 return set(pieces) - lost
             self._unwrite(pieces)
             raise
@@ -231,18 +252,22 @@ class ChunkStore:
             self._unwrite(pieces)
             raise
 
-    def _recorded(self, fids: list[ObjectId]) -> None:
-        self.files.update_many({"_id": {"$in": fids}}, {"$unset": {"metadata.partial": ""}})
-
     def collect_partial_files(self) -> int:
-        """Remove the files a failed write left without a chunk record (a full disk, a crash between two
-        inserts); returns their bytes. Partial files are read first, then holds, then records: a file of an
-        upload under way is announced in its hold before it is written, and recorded before the hold goes."""
+        """Remove the files marked partial that a failed write left without a chunk record (a full disk, a
+        crash between two inserts), and clear the mark of those a record names; returns the bytes removed.
+        Partial files are read first, then holds, then records: a file of an upload under way is announced
+        in its hold before it is written, and recorded before the hold goes. (Writes no longer mark files:
+        this sweeps the marks written before, and the hold now does what the mark did.)"""
         candidates = [d["_id"] for d in self.files.find({"metadata.partial": True}, {"_id": 1})]
         if not candidates:
             return 0
         announced = {fid for d in self.holds.find({"files": {"$in": candidates}}, {"files": 1}) for fid in d["files"]}
-        return self._delete_unrecorded([fid for fid in candidates if fid not in announced])
+        unheld = [fid for fid in candidates if fid not in announced]
+        recorded = {d["file_id"] for d in self.chunks.find({"file_id": {"$in": unheld}}, {"file_id": 1})}
+        for start in range(0, len(recorded), 1000):  # written whole and named: no longer partial
+            self.files.update_many({"_id": {"$in": sorted(recorded)[start:start + 1000]}},
+                                   {"$unset": {"metadata.partial": ""}})
+        return self._delete_unrecorded([fid for fid in unheld if fid not in recorded])
 
     def _unwrite(self, pieces: dict[str, tuple[ObjectId, bytes]]) -> None:
         self._delete_unrecorded([fid for fid, _ in pieces.values()])
@@ -311,33 +336,42 @@ class ChunkStore:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def all_stored(self, shas: list[str]) -> bool:
-        """Whether every chunk named is recorded and its GridFS file is there (two queries, not one per chunk)."""
-        fids = [d["file_id"] for d in self.chunks.find({"_id": {"$in": shas}}, {"file_id": 1})]
-        return len(fids) == len(shas) and self.files.count_documents({"_id": {"$in": fids}}) == len(fids)
+    def stored(self, shas: list[str]) -> dict[str, dict[str, Any]] | None:
+        """The records (file_id, size) of the chunks named, if every one is recorded and its GridFS file is
+        there (two queries, not one per chunk); None otherwise."""
+        records = {d["_id"]: d for d in self.chunks.find({"_id": {"$in": shas}}, {"file_id": 1, "size": 1})}
+        fids = [d["file_id"] for d in records.values()]
+        if len(records) != len(set(shas)) or self.files.count_documents({"_id": {"$in": fids}}) != len(fids):
+            return None
+        return records
 
-    def read(self, shas: list[str], first_skip: int, remaining: int, name: str) -> Iterator[bytes]:
-        """The bytes of the chunks in order, skipping `first_skip` of the first, `remaining` in all."""
+    def read(self, shas: list[str], first_skip: int, remaining: int, name: str,
+             records: dict[str, dict[str, Any]] | None = None) -> Iterator[bytes]:
+        """The bytes of the chunks in order, skipping `first_skip` of the first, `remaining` in all.
+        `records`: the chunks' records (`stored`), when already read."""
         missing = IntegrityError(f"the bytes of content {name[:12]} are missing from the repository",
                                  hint="an administrator should run `fg-image repo gc` and re-upload")
-        step = 4
+        step, known = 4, dict(records or {})
         for start in range(0, len(shas), step):
             if remaining <= 0:
                 return
             group = shas[start:start + step]
-            records = {d["_id"]: d for d in self.chunks.find({"_id": {"$in": group}}, {"file_id": 1, "size": 1})}
-            if len(records) != len(set(group)):
-                raise missing
-            wanted = [records[s]["file_id"] for s in group]
+            if any(s not in known for s in group):  # records READ_AHEAD at a time: few round trips
+                ahead = list(dict.fromkeys(s for s in shas[start:start + READ_AHEAD] if s not in known))
+                known = {d["_id"]: d for d in self.chunks.find({"_id": {"$in": ahead}}, {"file_id": 1, "size": 1})}
+                if any(s not in known for s in group):
+                    raise missing
+            wanted = [known[s]["file_id"] for s in group]
             data = {d["files_id"]: d["data"] for d in self.data.find({"files_id": {"$in": wanted}, "n": 0})}
             for sha, fid in zip(group, wanted, strict=True):
                 piece = data.get(fid)
-                if piece is None or len(piece) != records[sha]["size"]:
+                if piece is None or len(piece) != known[sha]["size"]:
                     raise missing
-                view = memoryview(piece)[first_skip:first_skip + remaining]
+                if first_skip or remaining < len(piece):
+                    piece = bytes(memoryview(piece)[first_skip:first_skip + remaining])
                 first_skip = 0
-                remaining -= len(view)
-                yield bytes(view)
+                remaining -= len(piece)
+                yield piece
                 if remaining <= 0:
                     return
 

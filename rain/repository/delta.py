@@ -46,8 +46,7 @@ class DeltaMixin(Acting):
     def _uploading(self, upload_id: str, claim: bool = False, user: User | None = None) -> dict[str, Any]:
         """The caller's own upload still waiting for its bytes (claimed for commit with `claim`)."""
         user = user or self.whoami()
-        filt = {"_id": upload_id, **self._feeder(upload_id, user), "status": str(Status.UPLOADING),
-                "upload.streaming": {"$ne": True}}
+        filt = self._waiting(upload_id, user)
         beat: dict[str, Any] = {"upload.heartbeat": now()}
         if claim:
             beat["upload.streaming"] = True  # one commit, and no streamed body into the same upload
@@ -56,9 +55,16 @@ class DeltaMixin(Acting):
             raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
         return dict(doc)
 
+    def _waiting(self, upload_id: str, user: User) -> dict[str, Any]:
+        return {"_id": upload_id, **self._feeder(upload_id, user), "status": str(Status.UPLOADING),
+                "upload.streaming": {"$ne": True}}
+
     def upload_waiting(self, upload_id: str) -> None:
-        """NotFound unless `upload_id` is the caller's own upload still waiting for its bytes."""
-        self._uploading(upload_id)
+        """NotFound unless `upload_id` is the caller's own upload still waiting for its bytes (a read: the
+        batch that follows beats its heartbeat)."""
+        user = self.whoami()
+        if self.images.find_one(self._waiting(upload_id, user), {"_id": 1}) is None:
+            raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
 
     def upload_needs(self, upload_id: str, shas: list[str], bases: Iterable[str] = ()) -> list[str]:
         """Of `shas`, the chunks this upload must send; the others are taken for it from its parent,
@@ -83,7 +89,7 @@ class DeltaMixin(Acting):
         known: set[str] = set()
         for blob in self.blobs.blobs.find({"_id": {"$in": sorted(set(contents))}}, {"chunks": 1}):
             known.update(blob.get("chunks", ()))
-        held = self.blobs.chunks.held(upload_id)
+        held = self.blobs.chunks.held(upload_id, shas)
         wanted = [s for s in dict.fromkeys(shas) if s not in held]
         if user.role == Role.ADMIN:  # may read every image: any stored chunk tells them nothing new
             known.update(d["_id"] for d in self.blobs.chunks.chunks.find({"_id": {"$in": wanted}}, {"_id": 1}))
@@ -101,15 +107,17 @@ class DeltaMixin(Acting):
             if hashlib.sha256(data).hexdigest() != sha:
                 raise IntegrityError(f"chunk {sha[:12]} does not match its sha256",
                                      hint="the bytes were damaged in transit; send the chunk again")
-        doc = self._uploading(upload_id)
         sent = sum(len(d) for _, d in pieces)
-        # never more than the declared (and quota-reserved) size: the bytes sent are stored before the commit
-        room = {"$or": [{"upload.sent": {"$lte": doc["size"] - sent}}, {"upload.sent": {"$exists": False}}]}
-        if sent > doc["size"] or not self.images.update_one({"_id": upload_id, **room},
-                                                            {"$inc": {"upload.sent": sent}}).matched_count:
+        # never more than the declared (and quota-reserved) size: the bytes sent are stored before the commit;
+        # one write beats the heartbeat and counts them (the database's round trips are the batch's cost)
+        filt = self._waiting(upload_id, self.whoami())
+        room = {"$expr": {"$lte": [{"$add": [{"$ifNull": ["$upload.sent", 0]}, sent]}, "$size"]}}
+        if not self.images.update_one({**filt, **room}, {"$set": {"upload.heartbeat": now()},
+                                                         "$inc": {"upload.sent": sent}}).matched_count:
+            doc = self._uploading(upload_id)  # NotFound when it is not (or no longer) waiting
             raise InvalidInput(f"upload {upload_id} was declared as {doc['size']} bytes; these chunks would take "
                                "it past that", hint="send each chunk once, and only the chunks the file has")
-        held = self.blobs.chunks.held(upload_id)
+        held = self.blobs.chunks.held(upload_id, [sha for sha, _ in pieces])
         fresh = {sha: data for sha, data in pieces if sha not in held}
         new = self.blobs.chunks.hold(upload_id, fresh) if fresh else 0
         if offset is not None:
@@ -206,10 +214,12 @@ class DeltaMixin(Acting):
         if len(shas) != count or len(sizes) != count:
             raise InvalidInput(f"chunks {first}..{first + count - 1} are not in image {image_id}",
                                hint="ask only for chunks its chunk list names")
-        if not self.blobs.chunks.all_stored(sorted(set(shas))):
+        records = self.blobs.chunks.stored(sorted(set(shas)))
+        if records is None:
             raise IntegrityError(f"the bytes of image {image_id} are missing from the repository",
                                  hint="an administrator should run `fg-image repo gc` and re-upload")
-        return list(zip(shas, sizes, strict=True)), self.blobs.chunks.read(shas, 0, sum(sizes), doc["sha256"])
+        return (list(zip(shas, sizes, strict=True)),
+                self.blobs.chunks.read(shas, 0, sum(sizes), doc["sha256"], records))
 
 
 def _checked_shas(shas: list[str], most: int) -> list[str]:

@@ -192,3 +192,42 @@ def test_bytes_a_failed_write_left_without_a_record_are_collected_unless_an_uplo
     assert report.bytes_freed == 5
     assert db["fs.files"].find_one({"_id": left}) is None and db["fs.chunks"].count_documents({"files_id": left}) == 0
     assert db["fs.chunks"].count_documents({"files_id": announced}) == 1  # the live upload's, kept
+
+
+def test_marks_left_by_earlier_writes_are_swept_without_losing_a_stored_chunk(settings):
+    """Writes no longer mark their files partial (the upload's hold names them until they are recorded);
+    files an earlier version marked are kept by gc when a chunk record names them, their mark cleared."""
+    repo = open_store(settings, "admin")
+    data = payload(3 * MiB)
+    image = put(repo, data, "stored")
+    db = repo.db
+    assert db["fs.files"].count_documents({"metadata.partial": True}) == 0
+    db["fs.files"].update_many({}, {"$set": {"metadata.partial": True}})  # as an earlier version left them
+
+    report = repo.collect_stale_uploads()
+
+    assert report.bytes_freed == 0
+    assert db["fs.files"].count_documents({"metadata.partial": True}) == 0
+    assert downloaded(repo, image.id) == data
+    assert_consistent(db)
+
+
+def test_a_write_cut_off_before_its_chunk_record_is_removed_with_the_dead_uploads_holds(settings):
+    """What the partial mark once guarded: a file written, its chunk record never made, its upload gone.
+    The hold that named it before it was written is how the next upload's start finds and removes it."""
+    from bson import ObjectId
+
+    repo = open_store(settings, "admin")
+    db = repo.db
+    upload_id = repo.begin_upload(ImageMeta(name="cut-off"), 5)
+    fid = ObjectId()
+    db.holds.insert_one({"holder": upload_id, "chunks": [], "files": [fid]})  # announced, then written:
+    db["fs.files"].insert_one({"_id": fid, "length": 5, "chunkSize": 5, "metadata": {"chunk": True}})
+    db["fs.chunks"].insert_one({"files_id": fid, "n": 0, "data": b"bytes"})
+    db.images.update_one({"_id": upload_id}, {"$set": {"upload.pid": 999_999_999}})  # and then it died
+
+    report = repo.collect_stale_uploads()
+
+    assert report.bytes_freed == 5 and report.uploads_removed == 1
+    assert db["fs.files"].find_one({"_id": fid}) is None and db["fs.chunks"].count_documents({"files_id": fid}) == 0
+    assert db.holds.count_documents({"holder": upload_id}) == 0
