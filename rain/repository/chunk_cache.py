@@ -33,7 +33,7 @@ class ChunkCache:
         os.utime(path)  # recently used: kept longest
         return data
 
-    def put(self, sha: str, data: bytes) -> None:
+    def put(self, sha: str, data: bytes | memoryview) -> None:
         if self.limit is not None and len(data) > self.limit:
             return
         path = self._path(sha)

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from rain.errors import IntegrityError, RainError, Unreachable, from_kind
 from rain.repository.base import Progress
@@ -98,6 +99,22 @@ def bounded_body(response: requests.Response, most: int, what: str, where: str) 
     except requests.exceptions.RequestException as e:
         raise Unreachable(f"{what} from {where} broke off", hint="run the command again") from e
     return bytes(body)
+
+
+def exact_body(response: requests.Response, size: int, what: str, where: str) -> tuple[memoryview, int]:
+    """A streamed answer's body read into one buffer of the `size` it should be: (the buffer, how many
+    bytes came, up to size + 1: more than `size` is never read, and is an error for the caller)."""
+    body = bytearray(size + 1)
+    view, at = memoryview(body), 0
+    try:
+        while at <= size:
+            n = response.raw.readinto(view[at:at + (4 << 20)])
+            if not n:
+                break
+            at += n
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise Unreachable(f"{what} from {where} broke off", hint="run the command again") from e
+    return view[:min(at, size)], at
 
 
 class Client:

@@ -28,13 +28,12 @@ from typing import BinaryIO
 import requests
 from pydantic import ValidationError
 
-from rain.digests import sha256_of
 from rain.errors import IntegrityError, RainError
 from rain.repository.base import Progress
 from rain.repository.chunk_cache import ChunkCache
 from rain.repository.chunk_routes import SEND_BYTES_MAX, SEND_MAX
 from rain.repository.chunks import MAXIMUM, cut, manifest
-from rain.repository.client import Client, bounded_body
+from rain.repository.client import Client, exact_body
 from rain.repository.delta import ASK_MAX, READ_MAX
 from rain.repository.models import Image, ImageChunks, ImageMeta
 
@@ -110,16 +109,17 @@ def put(client: Client, src: BinaryIO, meta: ImageMeta, size: int, sha256: str |
 
 
 def _groups(pieces: Iterator[bytes]) -> Iterator[list[tuple[str, bytes, int]]]:
-    """(sha256, bytes, offset in the file) of each piece, in groups of about GROUP_BYTES (at most ASK_MAX)."""
+    """(sha256, bytes, offset in the file) of each piece, in groups of at most GROUP_BYTES (and ASK_MAX
+    pieces): what a group lacks then goes in one batch, not a full one and a one-chunk straggler."""
     group: list[tuple[str, bytes, int]] = []
     total = at = 0
     for piece in pieces:
+        if group and (total + len(piece) > GROUP_BYTES or len(group) == min(ASK_MAX, SEND_MAX)):
+            yield group
+            group, total = [], 0
         group.append((hashlib.sha256(piece).hexdigest(), piece, at))
         at += len(piece)
         total += len(piece)
-        if total >= GROUP_BYTES or len(group) == ASK_MAX:
-            yield group
-            group, total = [], 0
     if group:
         yield group
 
@@ -216,24 +216,25 @@ def chunk_list(client: Client, image_id: str) -> ImageChunks:
     return info.model_copy(update={"id": image_id})
 
 
-def read_run(client: Client, info: ImageChunks, first: int, count: int) -> list[bytes]:
-    """Chunks first..first+count-1 of the image from the service, each checked against its sha256."""
+def read_run(client: Client, info: ImageChunks, first: int, count: int) -> list[memoryview]:
+    """Chunks first..first+count-1 of the image from the service: views into one buffer the answer was
+    read into (no copy of it as it grows). Not hashed here: a download checks the whole file's sha256 as
+    it goes (_InOrder), a pull has its store check each chunk, and the chunk cache checks a chunk against
+    its name whenever it reads one, so hashing each chunk here as well only cost the time of a second pass."""
     expected = sum(info.sizes[first:first + count])
+    what = f"chunks {first}..{first + count - 1} of image {info.id}"
     with client._call("GET", f"/images/{info.id}/chunks/data", params={"first": first, "count": count},
                       timeout=(10, max(client.timeout, 300)), stream=True) as response:
-        data = bounded_body(response, expected, f"chunks {first}..{first + count - 1} of image {info.id}",
-                            client.base)
+        data, got = exact_body(response, expected, what, client.base)
+    if got > expected:
+        raise IntegrityError(f"{what} from {client.base} is over {expected} bytes",
+                             hint="the service sent more than it should; tell its operator")
+    if got < expected:
+        raise IntegrityError(f"the service sent {got} bytes for {what}, not {expected}", hint="download again")
     pieces, at = [], 0
-    for i in range(first, first + count):
-        piece = data[at:at + info.sizes[i]]
-        at += len(piece)
-        if hashlib.sha256(piece).hexdigest() != info.chunks[i]:
-            raise IntegrityError(f"chunk {i} of image {info.id} failed its checksum on download",
-                                 hint="download again; if it persists the stored bytes are damaged")
-        pieces.append(piece)
-    if at != len(data):
-        raise IntegrityError(f"the service sent {len(data)} bytes for chunks {first}..{first + count - 1} "
-                             f"of image {info.id}, not {at}", hint="download again")
+    for n in info.sizes[first:first + count]:
+        pieces.append(data[at:at + n])
+        at += n
     return pieces
 
 
@@ -266,14 +267,12 @@ def get(client: Client, image_id: str, part: Path, seeds: Sequence[Path], cache:
                 done.local += n
                 if progress:
                     progress(n)
-            _fetch_runs(client, info, offsets, missing, fd, cache, done, progress)
-            for i, (sha, n) in enumerate(zip(info.chunks, info.sizes, strict=True)):
-                if first_at[sha] != i:
-                    os.pwrite(fd, os.pread(fd, n, offsets[first_at[sha]]), offsets[i])
-                    done.local += n
-                    if progress:
-                        progress(n)
-        _check(part, info)
+            whole = _InOrder(fd, info, offsets, first_at, done, progress)
+            _fetch_runs(client, info, offsets, missing, fd, cache, done, progress, whole)
+            whole.upto(len(info.chunks))
+        if whole.digest.hexdigest() != info.sha256:
+            raise IntegrityError(f"image {info.id} failed its checksum on download",
+                                 hint="download again; if it persists the stored bytes are damaged")
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -282,8 +281,34 @@ def get(client: Client, image_id: str, part: Path, seeds: Sequence[Path], cache:
     return done
 
 
+class _InOrder:
+    """The whole file's sha256, taken in file order while later runs are still on the wire (no second
+    pass over the file at the end); repeats of a chunk are copied from its first place on the way."""
+
+    def __init__(self, fd: int, info: ImageChunks, offsets: list[int], first_at: dict[str, int], done: Fetched,
+                 progress: Progress | None) -> None:
+        self.fd, self.info, self.offsets, self.first_at = fd, info, offsets, first_at
+        self.done, self.progress = done, progress
+        self.digest = hashlib.sha256()
+        self.next = 0
+
+    def upto(self, end: int) -> None:
+        """Hash chunks up to `end` (not included): every one before it is in the file, or a repeat of one."""
+        for i in range(self.next, end):
+            sha, n = self.info.chunks[i], self.info.sizes[i]
+            first = self.first_at[sha]
+            data = os.pread(self.fd, n, self.offsets[first])
+            if first != i:
+                os.pwrite(self.fd, data, self.offsets[i])
+                self.done.local += n
+                if self.progress:
+                    self.progress(n)
+            self.digest.update(data)
+        self.next = max(self.next, end)
+
+
 def _fetch_runs(client: Client, info: ImageChunks, offsets: list[int], missing: list[int], fd: int,
-                cache: ChunkCache | None, done: Fetched, progress: Progress | None) -> None:
+                cache: ChunkCache | None, done: Fetched, progress: Progress | None, whole: _InOrder) -> None:
     local = threading.local()
 
     def fetch(run: tuple[int, int]) -> int:
@@ -299,14 +324,10 @@ def _fetch_runs(client: Client, info: ImageChunks, offsets: list[int], missing: 
         return at
 
     # only the first place of each chunk is fetched; a run is split where a repeat sits between
+    todo = list(runs(missing, info.sizes))
     with ThreadPoolExecutor(PARALLEL) as pool:
-        for got in pool.map(fetch, runs(missing, info.sizes)):
+        for (first, count), got in zip(todo, pool.map(fetch, todo), strict=True):
             done.fetched += got
             if progress:
                 progress(got)
-
-
-def _check(part: Path, info: ImageChunks) -> None:
-    if sha256_of(part) != info.sha256:
-        raise IntegrityError(f"image {info.id} failed its checksum on download",
-                             hint="download again; if it persists the stored bytes are damaged")
+            whole.upto(first + count)  # in order: this run and everything before it is in the file

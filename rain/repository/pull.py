@@ -151,7 +151,7 @@ def _fetched(source: Client, info: client_delta.ImageChunks,
             local.client = source.clone()
         first, count = run
         pieces = client_delta.read_run(local.client, info, first, count)
-        return list(zip(info.chunks[first:first + count], pieces, strict=True))
+        return [(sha, bytes(piece)) for sha, piece in zip(info.chunks[first:first + count], pieces, strict=True)]
 
     # a window of requests in flight, not all of them: fetched bytes wait in memory until they are stored
     with ThreadPoolExecutor(client_delta.PARALLEL) as pool:
