@@ -231,3 +231,29 @@ def test_a_write_cut_off_before_its_chunk_record_is_removed_with_the_dead_upload
     assert report.bytes_freed == 5 and report.uploads_removed == 1
     assert db["fs.files"].find_one({"_id": fid}) is None and db["fs.chunks"].count_documents({"files_id": fid}) == 0
     assert db.holds.count_documents({"holder": upload_id}) == 0
+
+
+def test_a_pull_taking_over_a_killed_ones_holds_removes_the_files_it_never_recorded(settings):
+    """A killed pull's hold names a file it wrote but never recorded; the pull that takes the holds over
+    (keep_recorded) removes that file and keeps the recorded ones, so dropping the holds at its commit
+    leaves no file that nothing names (`repo gc` would report it as files_removed)."""
+    from bson import ObjectId
+
+    repo = open_store(settings, "admin")
+    db = repo.db
+    data = payload(MiB)
+    image = put(repo, data, "stored")
+    kept = db.blobs.find_one({"_id": image.sha256})["chunks"][0]
+    kept_file = db.chunks.find_one({"_id": kept})["file_id"]
+    cut_off = ObjectId()
+    db["fs.files"].insert_one({"_id": cut_off, "length": 5, "chunkSize": 5, "metadata": {"chunk": True}})
+    db["fs.chunks"].insert_one({"files_id": cut_off, "n": 0, "data": b"bytes"})
+    db.holds.insert_one({"holder": "pulled-image", "chunks": [kept, "f" * 64], "files": [kept_file, cut_off]})
+
+    repo.blobs.chunks.keep_recorded("pulled-image")
+
+    (hold,) = db.holds.find({"holder": "pulled-image"})
+    assert hold["chunks"] == [kept] and hold["files"] == [kept_file]
+    assert db["fs.files"].find_one({"_id": cut_off}) is None
+    assert db["fs.chunks"].count_documents({"files_id": cut_off}) == 0
+    assert downloaded(repo, image.id) == data
