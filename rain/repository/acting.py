@@ -86,12 +86,14 @@ class Acting:
             raise Forbidden(f"only the owner ({doc['owner']}) or an administrator may {what} image {image_id}")
         return doc
 
-    def _feeder(self, upload_id: str, user: User) -> dict[str, Any]:
-        """Who may send an upload's bytes: its owner, or for a pull (pull.py) the administrator running it."""
+    def _feeder(self, upload_id: str, user: User, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Who may send an upload's bytes: its owner, or for a pull (pull.py) the administrator running it.
+        `doc`: the upload's record, when already read."""
         if user.role != Role.ADMIN:
             return {"owner": user.name}
         if upload_id not in self._feeders:
-            doc = self.images.find_one({"_id": upload_id}, {"upload.importer": 1})
+            if doc is None:
+                doc = self.images.find_one({"_id": upload_id}, {"upload.importer": 1})
             importer = doc is not None and (doc.get("upload") or {}).get("importer")
             self._feeders[upload_id] = {"upload.importer": user.name} if importer else {"owner": user.name}
         return self._feeders[upload_id]

@@ -26,6 +26,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
+from datetime import UTC, timedelta
 from typing import Any
 
 from rain.errors import Conflict, IntegrityError, InvalidInput, NotFound
@@ -33,6 +34,7 @@ from rain.repository import running
 from rain.repository.accounts import now
 from rain.repository.acting import Acting, to_image
 from rain.repository.chunks import MAXIMUM, Manifest
+from rain.repository.listing import matches
 from rain.repository.models import Image, ImageChunks, Role, Status, User
 
 READ_MAX = 64  # chunks in one read: at most 256 MiB, 64 MiB at the average size
@@ -40,6 +42,8 @@ SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 ASK_MAX = 8192  # chunks named in one question: 8 GiB of image at the average size, a 600 KB body
 BASES_MAX = 16
 SAME_NAME = 2
+BEAT_EVERY = 5  # seconds: a question beats the upload's heartbeat at most this often (a write costs 10 reads)
+_WAITING_FIELDS = {"owner": 1, "name": 1, "parent": 1, "size": 1, "status": 1, "upload": 1}
 
 
 class DeltaMixin(Acting):
@@ -55,16 +59,24 @@ class DeltaMixin(Acting):
             raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
         return dict(doc)
 
-    def _waiting(self, upload_id: str, user: User) -> dict[str, Any]:
-        return {"_id": upload_id, **self._feeder(upload_id, user), "status": str(Status.UPLOADING),
+    def _waiting(self, upload_id: str, user: User, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The rule an upload waiting for the caller's bytes meets, as a filter (`doc`: its record, if read)."""
+        return {"_id": upload_id, **self._feeder(upload_id, user, doc), "status": str(Status.UPLOADING),
                 "upload.streaming": {"$ne": True}}
+
+    def _waiting_doc(self, upload_id: str, user: User) -> dict[str, Any]:
+        """The caller's own upload still waiting for its bytes, read by _id alone and the rule checked here
+        (the embedded server takes 2 ms of CPU for the query with the rule's fields beside the _id, 0.35 ms
+        without); NotFound otherwise."""
+        doc = self.images.find_one({"_id": upload_id}, _WAITING_FIELDS)
+        if doc is None or not matches(doc, self._waiting(upload_id, user, doc)):  # the same rule as the writes'
+            raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
+        return dict(doc)
 
     def upload_waiting(self, upload_id: str) -> None:
         """NotFound unless `upload_id` is the caller's own upload still waiting for its bytes (a read: the
         batch that follows beats its heartbeat)."""
-        user = self.whoami()
-        if self.images.find_one(self._waiting(upload_id, user), {"_id": 1}) is None:
-            raise NotFound(f"no upload {upload_id} waiting for its bytes", hint="start the upload again")
+        self._waiting_doc(upload_id, self.whoami())
 
     def upload_needs(self, upload_id: str, shas: list[str], bases: Iterable[str] = ()) -> list[str]:
         """Of `shas`, the chunks this upload must send; the others are taken for it from its parent,
@@ -75,7 +87,12 @@ class DeltaMixin(Acting):
             raise InvalidInput(f"{len(bases)} base images named; at most {BASES_MAX}",
                                hint="name the parent and the closest variants only")
         user = self.whoami()
-        doc = self._uploading(upload_id, user=user)
+        doc = self._waiting_doc(upload_id, user)
+        beat = (doc.get("upload") or {}).get("heartbeat")
+        if beat is not None and beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
+        if beat is None or beat < now() - timedelta(seconds=BEAT_EVERY):  # an upload of known chunks only asks
+            doc = self._uploading(upload_id, user=user)
         contents = [self._find(base, user)["sha256"] for base in bases]  # NotFound for one the caller may not read
         if doc.get("parent"):
             try:
