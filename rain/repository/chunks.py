@@ -72,11 +72,12 @@ def cut(src: BinaryIO, size: int, seen: Callable[[bytes], None]) -> Iterator[byt
             have += len(data)
             remaining -= len(data)
         window = b"".join(parts)
+        parts.clear()  # each buffer is let go as soon as it is copied on: an upload's memory is these windows
         if not window:
             break
         if framed is None:
             framed = frames.starts_frame(window)
-        end = 0
+        end, rest = 0, b""
         if framed:
             ends, framed = frames.runs(window, MINIMUM, MAXIMUM, final=not remaining)
             for at in ends:
@@ -90,6 +91,7 @@ def cut(src: BinaryIO, size: int, seen: Callable[[bytes], None]) -> Iterator[byt
                 yield rest[piece.offset:piece.offset + piece.length]
                 end += piece.length
         pending = window[end:]
+        window = rest = b""  # not held while the next window is read and joined
         if not remaining and not pending:
             break
     if src.read(1):
