@@ -359,8 +359,12 @@ class ChunkStore:
                 return
             group = shas[start:start + step]
             if any(s not in known for s in group):  # records READ_AHEAD at a time: few round trips
-                ahead = list(dict.fromkeys(s for s in shas[start:start + READ_AHEAD] if s not in known))
-                known = {d["_id"]: d for d in self.chunks.find({"_id": {"$in": ahead}}, {"file_id": 1, "size": 1})}
+                window = shas[start:start + READ_AHEAD]
+                ahead = [s for s in dict.fromkeys(window) if s not in known]
+                found = {d["_id"]: d for d in self.chunks.find({"_id": {"$in": ahead}}, {"file_id": 1, "size": 1})}
+                # the window's records, those already known kept: a chunk repeated (a disk's runs of zeros)
+                # may have been looked up in an earlier window, and must not be lost with it
+                known = {s: known.get(s) or found[s] for s in window if s in known or s in found}
                 if any(s not in known for s in group):
                     raise missing
             wanted = [known[s]["file_id"] for s in group]

@@ -257,3 +257,19 @@ def test_a_pull_taking_over_a_killed_ones_holds_removes_the_files_it_never_recor
     assert db["fs.files"].find_one({"_id": cut_off}) is None
     assert db["fs.chunks"].count_documents({"files_id": cut_off}) == 0
     assert downloaded(repo, image.id) == data
+
+
+def test_an_image_whose_chunks_repeat_across_read_windows_reads_back_whole(settings, monkeypatch):
+    """Chunk records are looked up a window at a time; a chunk that repeats one of an earlier window (a
+    raw disk's runs of zeros) must still be found. The window is made small so a few MiB cross several."""
+    from rain.repository import chunks
+
+    monkeypatch.setattr(chunks, "READ_AHEAD", 4)
+    repo = open_store(settings, "admin")
+    data = payload(6 * MiB) * 4  # after its first cut each copy is cut as the one before: its chunks repeat
+    image = put(repo, data, "repeats")
+    order = repo.db.blobs.find_one({"_id": image.sha256})["chunks"]
+    assert len(order) > len(set(order)) and len(order) > 2 * chunks.READ_AHEAD  # repeats, over several windows
+
+    assert downloaded(repo, image.id) == data
+    assert downloaded(repo, image.id, 5 * MiB + 7, 12 * MiB) == data[5 * MiB + 7:17 * MiB + 7]  # a range too
