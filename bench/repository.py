@@ -4,7 +4,8 @@
 
 Starts its own embedded SecantusDB server and `fg-image serve` in a temporary
 directory, moves a file of random bytes of each size up and down each way,
-prints MiB/s (the median of --rounds turns) and each figure as a ratio against
+prints MiB/s (the median of --rounds turns, each led by the next path, with dirty pages synced
+before each timed step) and each figure as a ratio against
 raw pymongo GridFS and against `cp`, then removes everything it made. No thresholds: it reports. The sizes
 show how the cost grows with the image (bench/report.py plots it).
 
@@ -37,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import gridfs
@@ -60,6 +62,14 @@ def timed(step: Callable[[], object]) -> float:
     start = time.perf_counter()
     step()
     return time.perf_counter() - start
+
+
+def settle(*stale: Path) -> None:
+    """Before a timed step: no dirty pages of an earlier step still being written back, and no earlier
+    output left to truncate, so no path pays for the one that ran before it."""
+    for path in stale:
+        path.unlink(missing_ok=True)
+    os.sync()
 
 
 def make_file(path: Path, size: int) -> None:
@@ -97,9 +107,11 @@ def start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[byte
 
 def bench_repo(repo, src: Path, out: Path, size: int) -> tuple[float, float]:
     meta = ImageMeta(name="bench")
+    settle()
     with open(src, "rb") as f:
         up_seconds = timed(lambda: repo.put(f, meta, size))
     image_id = repo.list()[0].id
+    settle(out)
     if isinstance(repo, Client):  # what `fg-image download` does: chunks, several at once; a cold cache
         down_seconds = timed(lambda: client_delta.get(repo, image_id, out, [], ChunkCache(out.parent / "none", 0),
                                                       None))
@@ -112,8 +124,10 @@ def bench_repo(repo, src: Path, out: Path, size: int) -> tuple[float, float]:
 
 def bench_gridfs(bucket: gridfs.GridFSBucket, src: Path, out: Path) -> tuple[float, float]:
     ids = []
+    settle()
     with open(src, "rb") as f:
         up = timed(lambda: ids.append(bucket.upload_from_stream("bench", f)))
+    settle(out)
     with open(out, "wb") as f:
         down = timed(lambda: bucket.download_to_stream(ids[0], f))
     bucket.delete(ids[0])
@@ -122,7 +136,9 @@ def bench_gridfs(bucket: gridfs.GridFSBucket, src: Path, out: Path) -> tuple[flo
 
 def bench_cp(src: Path, out: Path) -> tuple[float, float]:
     copy = src.with_name("copy.raw")
+    settle()
     up = timed(lambda: subprocess.run(["cp", str(src), str(copy)], check=True))
+    settle(out)
     down = timed(lambda: subprocess.run(["cp", str(copy), str(out)], check=True))
     copy.unlink()
     return up, down
@@ -156,7 +172,8 @@ def section(by_size: dict[int, Results], rounds: int) -> Section:
     notes = ["store: Store.put/get in this process; service: Client <-> `fg-image serve` over HTTP on 127.0.0.1; "
              "gridfs: pymongo GridFSBucket, 1 MiB chunks; cp: the file copied and back (page cache warm)",
              f"embedded SecantusDB server; {os.cpu_count()} cores; each figure the median of {rounds} rounds, "
-             "the paths taking turns (a fresh file each round)"]
+             "the paths taking turns, each round led by the next (a fresh file each round); dirty pages synced "
+             "and the last output removed before each timed step"]
     return Section("repository: throughput", rows, series, notes)
 
 
@@ -309,11 +326,14 @@ def main() -> None:
         by_size: dict[int, Results] = {}
         for mib in args.sizes:
             rounds: list[Results] = []
-            for _ in range(args.rounds):  # the paths take turns, so a slow spell of the host hits them alike
-                make_file(src, mib * MiB)
-                rounds.append({"store": bench_repo(store, src, out, mib * MiB),
-                               "service": bench_repo(client, src, out, mib * MiB),
-                               "gridfs": bench_gridfs(bucket, src, out), "cp": bench_cp(src, out)})
+            paths: list[tuple[str, Callable[[], tuple[float, float]]]] = [
+                ("store", partial(bench_repo, store, src, out, mib * MiB)),
+                ("service", partial(bench_repo, client, src, out, mib * MiB)),
+                ("gridfs", partial(bench_gridfs, bucket, src, out)), ("cp", partial(bench_cp, src, out))]
+            for turn in range(args.rounds):  # the paths take turns, each round led by the next one, so
+                make_file(src, mib * MiB)    # a slow spell of the host, or going first, hits them alike
+                led = paths[turn % len(paths):] + paths[:turn % len(paths)]
+                rounds.append({name: path() for name, path in led})
             by_size[mib] = {path: (statistics.median(r[path][0] for r in rounds),
                                    statistics.median(r[path][1] for r in rounds)) for path in rounds[0]}
             print_table(mib, by_size[mib])
