@@ -140,9 +140,10 @@ class BlobStore:
         first = bisect.bisect_right(ends, offset)
         skip = offset - (ends[first - 1] if first else 0)
         shas = doc["chunks"][first:]
-        if self.chunks.stored(sorted(set(shas))) is None:
+        records = self.chunks.stored(sorted(set(shas)))
+        if records is None:
             raise missing
-        return self.chunks.read(shas, skip, remaining, sha256)
+        return self.chunks.read(shas, skip, remaining, sha256, records)
 
     def _read_file(self, doc: dict, sha256: str, offset: int, length: int | None,
                    missing: IntegrityError) -> Iterator[bytes]:

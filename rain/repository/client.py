@@ -112,7 +112,7 @@ def exact_body(response: requests.Response, size: int, what: str, where: str) ->
             if not n:
                 break
             at += n
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+    except (urllib3.exceptions.HTTPError, OSError) as e:  # what urllib3's readinto raises
         raise Unreachable(f"{what} from {where} broke off", hint="run the command again") from e
     return view[:min(at, size)], at
 
