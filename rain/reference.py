@@ -123,7 +123,6 @@ def model_table(model: type[BaseModel], head: str = "field", notes: str = "notes
 def recipe_reference() -> str:
     """The recipe models' field tables, known releases, variants and formats (docs/recipes.md)."""
     from rain.generate.recipe import (
-        RELEASES,
         FileSpec,
         Format,
         OsSpec,
@@ -134,6 +133,7 @@ def recipe_reference() -> str:
         UserSpec,
         Variant,
     )
+    from rain.releases import RELEASES
 
     models: list[tuple[str, type[BaseModel]]] = [
         ("recipe (top level)", Recipe), ("os", OsSpec), ("repositories[]", RepoSpec), ("files[]", FileSpec),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rain.errors import RecipeError
 from rain.generate.recipe import URL_RE, OsFamily, Recipe
+from rain.releases import RELEASES
 
 APT_DIR = Path("/etc/apt")
 YUM_DIRS = (Path("/etc/yum.repos.d"), Path("/etc/distro.repos.d"))
@@ -61,8 +62,6 @@ def _deb822(stanza: str) -> dict[str, str]:
 
 def host_apt_mirror(family: OsFamily, apt_dir: Path = APT_DIR) -> str | None:
     """The host's main archive for this family: a source whose suites include a release of it."""
-    from rain.generate.recipe import RELEASES
-
     names = set(RELEASES[family].values())
     for uri, suites in apt_sources(apt_dir):
         if any(s in names for s in suites) and URL_RE.match(uri):

@@ -21,6 +21,7 @@ from rain.arch import DEB_NAMES, Architecture
 from rain.config import parse_size
 from rain.host.ssh import SSH_KEY_RE
 from rain.plugins import load_class
+from rain.releases import RELEASES
 from rain.repository.models import ID_RE, NAME_RE, TAG_RE, USER_RE, matching
 
 if TYPE_CHECKING:
@@ -76,18 +77,6 @@ class Format(StrEnum):
     QCOW2 = "qcow2"
     SQUASHFS = "squashfs"
 
-
-# Releases Rain knows how to bootstrap; numbers are accepted as aliases.
-RELEASES: dict[OsFamily, dict[str, str]] = {
-    OsFamily.DEBIAN: {"bullseye": "bullseye", "11": "bullseye", "bookworm": "bookworm", "12": "bookworm",
-                      "trixie": "trixie", "13": "trixie", "sid": "sid", "unstable": "sid"},
-    OsFamily.UBUNTU: {"focal": "focal", "20.04": "focal", "jammy": "jammy", "22.04": "jammy",
-                      "noble": "noble", "24.04": "noble"},
-    OsFamily.ROCKY: {"8": "8", "9": "9", "10": "10"},
-    OsFamily.ALMA: {"8": "8", "9": "9", "10": "10"},
-    OsFamily.CENTOS: {"9": "9", "stream9": "9", "10": "10", "stream10": "10"},
-    OsFamily.FEDORA: {str(n): str(n) for n in range(38, 44)},
-}
 
 PACKAGE_RE = re.compile(r"^@?[A-Za-z0-9][A-Za-z0-9._+:~-]{0,127}$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,127}$")

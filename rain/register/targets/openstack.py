@@ -31,6 +31,7 @@ from rain.register import adapt, cloudtest
 from rain.register.chroot import Sandbox
 from rain.register.models import Label, Packed, Severity, VetPolicy
 from rain.register.targets.base import Firmware, SiteSettings, TargetName, pack_qcow2
+from rain.releases import release_version
 from rain.waiting import Deadline, Pending, poll, wait_for
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ class OpenStackTarget:
         return self._glance
 
     def properties(self, label: Label) -> dict[str, str]:
-        props = {"os_distro": label.os_family or "linux", "os_version": label.os_release,
+        props = {"os_distro": label.os_family or "linux", "os_version": release_version(label.os_family,
+                                                                                         label.os_release),
                  "architecture": label.arch, "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
                  "hw_rng_model": "virtio", "hw_firmware_type": self.site.firmware,
                  "rain_image": label.image_id}

@@ -158,3 +158,16 @@ def test_hpc_publish_writes_every_boot_description_and_delete_removes_them(tmp_p
     assert (site.provision_dir / "pxelinux.cfg" / rid).read_text() == (dest / "pxelinux.entry").read_text()
     target.delete(rid)
     assert not dest.exists() and not os.listdir(site.provision_dir / "pxelinux.cfg")
+
+
+def test_openstack_os_version_is_the_release_number_whichever_name_the_image_was_stored_under(tmp_path,
+                                                                                              monkeypatch):
+    """Nova and libosinfo read os_version as the distributor's version: a generated image's release is the
+    recipe's codename, an uploaded one's what --release said."""
+    monkeypatch.setenv("RAIN_UT_PW", "pw")
+    target, _ = open_target(settings_with(tmp_path, {"openstack": {"lab": STACK}}), "openstack")
+    versions = {(family, release): target.properties(Label("0123456789ab", "x", family, release))["os_version"]
+                for family, release in [("debian", "bookworm"), ("debian", "12"), ("ubuntu", "jammy"),
+                                        ("debian", "sid"), ("rocky", "9"), ("linux", "7.1")]}
+    assert versions == {("debian", "bookworm"): "12", ("debian", "12"): "12", ("ubuntu", "jammy"): "22.04",
+                        ("debian", "sid"): "sid", ("rocky", "9"): "9", ("linux", "7.1"): "7.1"}
