@@ -74,6 +74,20 @@ def test_a_range_read_across_chunk_boundaries_gives_exactly_the_range(settings):
     assert downloaded(repo, image.id, len(data)) == b""
 
 
+def test_a_download_given_up_partway_leaves_no_read_running(settings):
+    """The bytes of the next chunks are read while the ones before are sent; a client that hangs up
+    mid-download must not leave that read behind (in the service, one per abandoned download would pile up)."""
+    repo = open_store(settings, "admin")
+    data = payload(40 * MiB)
+    image = put(repo, data, "abandoned")
+    _, chunks = repo.open(image.id)
+    first = next(chunks)
+    assert data.startswith(first)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("rain-chunk-read")]
+    chunks.close()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("rain-chunk-read")]
+
+
 def test_removing_the_base_keeps_the_variant_and_the_last_removal_frees_every_chunk(settings):
     repo = open_store(settings, "admin")
     base = payload(6 * MiB)
