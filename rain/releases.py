@@ -21,8 +21,9 @@ RELEASES: dict[str, dict[str, str]] = {
 
 
 def release_version(family: str, release: str) -> str:
-    """The release's version number where it has one (bookworm → 12, jammy → 22.04), else the release as
-    given (sid): the form OpenStack's os_version and libosinfo expect, whichever one a recipe named."""
-    names = RELEASES.get(family, {})
-    codename = names.get(release)
-    return next((k for k, v in names.items() if v == codename and k[:1].isdigit()), release)
+    """The release's version number where it has one (bookworm → 12, jammy → 22.04), else its codename
+    (unstable → sid), else the release as given: the form OpenStack's os_version and libosinfo expect,
+    whichever name a recipe or an upload used."""
+    names = RELEASES.get(family.lower(), {})
+    codename = names.get(release.lower())
+    return next((k for k, v in names.items() if v == codename and k[:1].isdigit()), codename or release)

@@ -12,6 +12,7 @@ from support.images import KVER, make_tree
 
 from rain.config import load_settings
 from rain.errors import ConfigError, InvalidInput
+from rain.generate.recipe import OsFamily
 from rain.image.disk import ROOT_LABEL
 from rain.image.sysprep import generalize
 from rain.register import adapt
@@ -19,6 +20,7 @@ from rain.register.initrd import build_initrd, module_order
 from rain.register.models import Label, Packed
 from rain.register.targets.hpc import MARKER, HpcSite, HpcTarget
 from rain.register.targets.sites import open_target
+from rain.releases import RELEASES
 
 
 def settings_with(tmp_path: Path, targets: object | None, raw: str | None = None):
@@ -168,6 +170,10 @@ def test_openstack_os_version_is_the_release_number_whichever_name_the_image_was
     target, _ = open_target(settings_with(tmp_path, {"openstack": {"lab": STACK}}), "openstack")
     versions = {(family, release): target.properties(Label("0123456789ab", "x", family, release))["os_version"]
                 for family, release in [("debian", "bookworm"), ("debian", "12"), ("ubuntu", "jammy"),
-                                        ("debian", "sid"), ("rocky", "9"), ("linux", "7.1")]}
+                                        ("Debian", "Bookworm"), ("debian", "unstable"), ("centos", "stream9"),
+                                        ("rocky", "9"), ("linux", "7.1")]}
     assert versions == {("debian", "bookworm"): "12", ("debian", "12"): "12", ("ubuntu", "jammy"): "22.04",
-                        ("debian", "sid"): "sid", ("rocky", "9"): "9", ("linux", "7.1"): "7.1"}
+                        ("Debian", "Bookworm"): "12", ("debian", "unstable"): "sid", ("centos", "stream9"): "9",
+                        ("rocky", "9"): "9", ("linux", "7.1"): "7.1"}
+    # the table knows every family a recipe may name (a family missing there fails every recipe of it)
+    assert set(RELEASES) == {f.value for f in OsFamily}
