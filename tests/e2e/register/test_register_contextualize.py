@@ -50,7 +50,6 @@ def test_openstack_copy_of_an_image_without_cloud_init_gains_contextualization(f
     made = fg("generate", str(clone), "--output", str(tmp_path / "python"), env=env, timeout=600)
     assert made.returncode == 0, made.stderr
     image_id = made.stdout.strip()
-    python_tarball = tmp_path / "python" / "kernel-python.tar.zst"
     result = fg("register", image_id, "--target", "openstack", "--boot-test", "--json", env=env, timeout=2400)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
@@ -109,8 +108,10 @@ def test_openstack_copy_of_an_image_without_cloud_init_gains_contextualization(f
     assert not list((root / "tmp").glob("rain-apt-*"))
     assert not [p for p in (root / "var/lib/apt/lists").iterdir() if p.name.endswith("Packages")]
     assert not list((root / "var/cache/apt/archives").glob("*.deb"))
-    # and the original in the repository is untouched: still no cloud-init in its tarball's listing
-    assert not _has_member(python_tarball, "./usr/bin/cloud-init")
+    # and the original in the repository is untouched: as stored, its tarball still has no cloud-init
+    original = tmp_path / "original.tar.zst"
+    assert fg("download", image_id, "-o", str(original), env=env, timeout=600).returncode == 0
+    assert _has_member(original, "./usr/bin/python3") and not _has_member(original, "./usr/bin/cloud-init")
 
 
 def _has_member(tarball: Path, name: str) -> bool:
