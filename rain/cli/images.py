@@ -99,16 +99,21 @@ def download(
     image = repo.show(image_id)
     checked_id(image.id, image_id)  # the rest of the answer names the file and the bytes to fetch
     target = _download_target(output, image)
+    fetch_image(repo, image, target, seeds)
+    print(target, file=sys.stderr if sys.stdout.isatty() else sys.stdout)
+
+
+def fetch_image(repo: Repository, image: Image, target: Path, seeds: list[Path] | None = None) -> None:
+    """The image's bytes, checked, at `target`: through `target`.part, which an interrupted fetch resumes."""
     part = target.with_name(target.name + ".part")
     try:
-        if not _fetch_delta(repo, image, part, seeds):
+        if not _fetch_delta(repo, image, part, seeds or []):
             _fetch(repo, image, part)
         os.replace(part, target)
     except OSError as e:
         if e.errno not in FILE_ERRNOS:
             raise
         raise file_failure(e, target) from e
-    print(target, file=sys.stderr if sys.stdout.isatty() else sys.stdout)
 
 
 def _download_target(output: Path | None, image: Image) -> Path:

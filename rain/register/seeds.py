@@ -26,6 +26,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rain.errors import BuildError, InvalidInput
 from rain.host.ssh import SSH_KEY_RE
@@ -96,13 +97,18 @@ def _mac(value: str) -> str:
     return value
 
 
-def nocloud(dest: Path, *, instance_id: str, host: str, key: str, user_data: str | None = None) -> Path:
+def nocloud(dest: Path, *, instance_id: str, host: str, key: str, user_data: str | None = None,
+            network_config: dict[str, Any] | None = None) -> Path:
     """A NoCloud seed (label cidata): the key goes to the default user through #cloud-config.
 
-    `user_data`, if given, replaces the generated #cloud-config (it must carry the key itself)."""
+    `user_data`, if given, replaces the generated #cloud-config (it must carry the key itself);
+    `network_config`, cloud-init's network config (version 2), replaces its DHCP on the first NIC."""
     meta = {"instance-id": hostname(instance_id), "local-hostname": hostname(host)}
     config = user_data if user_data is not None else _cloud_config(key)
-    return _iso(dest, "cidata", {"meta-data": json.dumps(meta) + "\n", "user-data": config})
+    files = {"meta-data": json.dumps(meta) + "\n", "user-data": config}
+    if network_config is not None:
+        files["network-config"] = json.dumps(network_config) + "\n"  # JSON is YAML
+    return _iso(dest, "cidata", files)
 
 
 def config_drive(dest: Path, *, uuid: str, name: str, host: str, key: str, user_data: str | None = None,

@@ -35,7 +35,7 @@ import paramiko
 from rain.errors import InvalidInput, TargetError, one_line
 from rain.host import reaper
 from rain.host.qemu import TCG_CPU
-from rain.host.ssh import KeyPair, client_pkey
+from rain.host.ssh import KeyPair, client_pkey, fingerprint
 from rain.host.tools import run, tool
 from rain.register import imds as imds_service
 from rain.register.seeds import GUEST_MAC
@@ -143,11 +143,11 @@ def boot_to_ssh(disk: Path, fmt: str, *, user: str, key: KeyPair, log_path: Path
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk.resolve()), "-F", fmt, str(overlay),
              *([str(disk_size)] if disk_size else [])], "making the boot test's overlay", error=TargetError)
         service = stack.enter_context(imds_service.serve(imds)) if imds is not None else None
-        argv = _argv(overlay, work, log_path, firmware=firmware, bus=bus, cdrom=cdrom, memory_mb=memory_mb,
-                     smbios=smbios, accel=accel)
+        argv = qemu_argv(overlay, work, log_path, firmware=firmware, bus=bus, cdrom=cdrom, memory_mb=memory_mb,
+                         smbios=smbios, accel=accel)
         start = time.monotonic()
-        vm, port = _start(stack, argv, work, service.port if service else None)
-        _wait_for_login(vm, port, user, key, log_path, Deadline(start + timeout, timeout))
+        vm, port = start_with_ssh_forward(stack, argv, work, service.port if service else None)
+        wait_for_login(vm, port, user, key, log_path, Deadline(start + timeout, timeout))
         seconds = time.monotonic() - start
         root_fs, disk_bytes = _guest_sizes(port, user, key, log_path)
         return BootResult(seconds, root_fs, disk_bytes, user, log_path,
@@ -178,11 +178,13 @@ def _opt(path: Path) -> str:
     return str(path).replace(",", ",,")
 
 
-def _argv(overlay: Path, work: Path, log_path: Path, *, firmware: str, bus: str, cdrom: Path | None,
-          memory_mb: int, smbios: dict[str, str] | None, accel: str) -> list[str]:
+def qemu_argv(overlay: Path, work: Path, log_path: Path, *, firmware: str, bus: str, cdrom: Path | None,
+              memory_mb: int, smbios: dict[str, str] | None, accel: str, cpus: int = 2) -> list[str]:
+    """QEMU for a cloud disk: its console to `log_path`, the overlay as its root disk, one NIC (netdev n0,
+    which `start_with_ssh_forward` adds), `cdrom` as a seed CD; sandboxed."""
     # graphics=off makes SeaBIOS write to the serial console too
     argv = [tool("qemu-system-x86_64"), "-nodefaults", "-no-user-config", "-machine", "pc,graphics=off",
-            "-accel", accel, "-cpu", "host" if accel == "kvm" else TCG_CPU, "-smp", "2", "-m", str(memory_mb),
+            "-accel", accel, "-cpu", "host" if accel == "kvm" else TCG_CPU, "-smp", str(cpus), "-m", str(memory_mb),
             "-display", "none", "-monitor", "none", "-no-reboot",
             "-chardev", f"file,id=console,path={_opt(log_path)}", "-serial", "chardev:console",
             "-drive", f"file={_opt(overlay)},format=qcow2,if=none,id=root,cache=unsafe,discard=unmap",
@@ -204,8 +206,8 @@ def _argv(overlay: Path, work: Path, log_path: Path, *, firmware: str, bus: str,
     return argv
 
 
-def _start(stack: contextlib.ExitStack, argv: list[str], work: Path, imds_port: int | None,
-           tries: int = 3) -> tuple[QemuProcess, int]:
+def start_with_ssh_forward(stack: contextlib.ExitStack, argv: list[str], work: Path, imds_port: int | None = None,
+                           tries: int = 3) -> tuple[QemuProcess, int]:
     """Start QEMU with a free 127.0.0.1 port forwarded to the guest's sshd; another port if one is taken."""
     for attempt in range(tries):
         port = _free_port()
@@ -221,8 +223,9 @@ def _start(stack: contextlib.ExitStack, argv: list[str], work: Path, imds_port: 
     raise AssertionError("unreachable")
 
 
-def _wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_path: Path,
-                    deadline: Deadline) -> None:
+def wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_path: Path,
+                   deadline: Deadline, host_key: bytes | None = None, what: str = "boot test") -> None:
+    """Until `user` logs in with `key` on 127.0.0.1:`port`; with `host_key`, only to a guest showing that key."""
     problem = "no answer yet"
 
     def logged_in() -> bool:
@@ -230,11 +233,11 @@ def _wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_pat
         rc = vm.exited()
         if rc is not None:
             qemu_err = vm.stderr_tail()
-            raise TargetError(f"the boot test VM stopped (exit {rc}) before SSH answered "
+            raise TargetError(f"the {what} VM stopped (exit {rc}) before SSH answered "
                               f"({last_console_line(log_path)})",
                               hint=f"console log: {log_path}" + (f"; qemu: {qemu_err}" if qemu_err else ""))
         try:
-            with _ssh(port, user, key, timeout=min(10.0, max(3.0, deadline.left))):
+            with ssh(port, user, key, timeout=min(10.0, max(3.0, deadline.left)), host_key=host_key):
                 return True
         except _NotYet as e:
             problem = str(e)
@@ -242,7 +245,7 @@ def _wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_pat
 
     if poll(logged_in, deadline, 2):
         return
-    raise TargetError(f"boot test: no SSH login as {user} within {deadline.seconds:.0f}s ({problem}; "
+    raise TargetError(f"{what}: no SSH login as {user} within {deadline.seconds:.0f}s ({problem}; "
                       f"{last_console_line(log_path)})",
                       hint=f"console log: {log_path}; the image must boot by its own loader and take the key "
                            "from the cloud's metadata")
@@ -253,8 +256,10 @@ class _NotYet(Exception):
 
 
 @contextlib.contextmanager
-def _ssh(port: int, user: str, key: KeyPair, timeout: float) -> Iterator[paramiko.Transport]:
-    """An authenticated transport to the guest, or _NotYet."""
+def ssh(port: int, user: str, key: KeyPair, timeout: float, host_key: bytes | None = None,
+        ) -> Iterator[paramiko.Transport]:
+    """An authenticated transport to the guest, or _NotYet. With `host_key`, a guest showing another host key
+    is refused at once (TargetError): it is not the machine Rain seeded."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     except OSError as e:
@@ -271,6 +276,12 @@ def _ssh(port: int, user: str, key: KeyPair, timeout: float) -> Iterator[paramik
         transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = timeout
         try:
             transport.start_client(timeout=timeout)
+            shown = transport.get_remote_server_key().asbytes()
+            if host_key is not None and shown != host_key:
+                raise TargetError(f"the machine at 127.0.0.1:{port} presented host key {fingerprint(shown)}, "
+                                  f"not the one Rain gave it ({fingerprint(host_key)})",
+                                  hint="the image must take its host keys from cloud-init (cc_ssh) and carry none "
+                                       "of its own; if it does, something else answers on that port")
             transport.auth_publickey(user, client_pkey(key))
         except paramiko.AuthenticationException:
             raise _NotYet(f"sshd refused the key for {user} (not installed yet, or not at all)") from None
@@ -286,7 +297,7 @@ def _ssh(port: int, user: str, key: KeyPair, timeout: float) -> Iterator[paramik
 def _guest_sizes(port: int, user: str, key: KeyPair, log_path: Path) -> tuple[int, int]:
     """The root file system's and the root disk's size in bytes, as the guest reports them."""
     try:
-        with _ssh(port, user, key, timeout=60) as transport:
+        with ssh(port, user, key, timeout=60) as transport:
             channel = transport.open_session(timeout=60)
             channel.settimeout(120)
             channel.exec_command(GUEST_PROBE)

@@ -51,3 +51,9 @@ def test_the_repository_image_and_host_code_import_neither_pipeline_nor_the_cli(
     for under in ("repository", "image", "host"):
         for package in ("generate", "register", "cli"):
             assert _importers(package, under) == [], f"rain/{under} imports rain.{package}"
+
+
+def test_only_the_cli_imports_launch() -> None:
+    """launch sits on top: it uses the repository and register's boot pieces; no stage depends on it."""
+    offenders = [m for m in _importers("launch", ".") if not m.startswith(("cli/", "launch/"))]
+    assert offenders == [], "rain.launch is imported by " + ", ".join(offenders)

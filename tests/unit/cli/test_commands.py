@@ -7,7 +7,8 @@ import typer
 from rain.cli import app
 
 TOP = {"upload", "download", "list", "show", "modify", "remove", "share", "unshare", "history", "users", "repo",
-       "serve", "config", "generate", "batch", "cache", "builder", "register", "vet", "registrations", "deregister"}
+       "serve", "config", "generate", "batch", "cache", "builder", "register", "vet", "registrations", "deregister",
+       "launch"}
 GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"},
           "repo": {"status", "stop", "gc", "pull"}, "config": {"show"}, "cache": {"list", "prune"},
           "builder": {"image", "check", "reap"}}

@@ -1,0 +1,156 @@
+"""The qemu launch site: N machines from one bootable disk, under QEMU on this host (TCG unless told KVM).
+
+Each machine of a launch gets
+- a qcow2 overlay over the image's disk (the image itself is never written);
+- a NoCloud seed (cidata) that hands cloud-init the machine's name, a host key Rain made for it (pinned:
+  Rain logs in only to a machine that shows exactly that key), the launch's client key for the image's
+  default user, the launch's private network and the other machines' names in /etc/hosts;
+- two NICs: QEMU's user network, with the guest's sshd forwarded to a free port on 127.0.0.1 (nothing
+  else listens), and the launch's private network: a QEMU socket network (UDP multicast on the
+  loopback, on a group and port of its own) that only this launch's machines are on.
+
+Every QEMU runs in its own session and is tracked by the reaper, so a machine dies with Rain even when
+Rain is SIGKILLed; leaving `LocalSite.machines` (an error, Ctrl-C or the end of the job) kills every
+machine and removes the launch's files. Console logs are kept only when the launch failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rain.errors import InvalidInput
+from rain.host import reaper
+from rain.host.ssh import KeyPair
+from rain.host.tools import run
+from rain.register import seeds, vm
+from rain.waiting import Deadline
+
+log = logging.getLogger(__name__)
+
+PRIVATE_NET = "10.99.0"
+"""The launch's private network, a /24: machine i (from 1) is PRIVATE_NET.(10 + i)."""
+MAX_COUNT = 64
+ACCELS = ("tcg", "kvm")
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    address: str
+    """Its address on the launch's private network (its name there resolves to it)."""
+    port: int
+    """Its sshd, forwarded to 127.0.0.1."""
+    host_key: KeyPair
+    console: Path
+
+
+@dataclass(frozen=True)
+class LocalSite:
+    """Machines from `disk` (`fmt`: qcow2 or raw) that let `user` in with the launch's client key."""
+
+    disk: Path
+    fmt: str
+    user: str
+    memory_mb: int = 1024
+    accel: str = "tcg"
+    logs: Path | None = None
+    """Where each machine's console log is kept when the launch fails (else in the launch's own files)."""
+
+    @contextlib.contextmanager
+    def machines(self, count: int, key: KeyPair, timeout: float, prefix: str = "node",
+                 report: Callable[[str], None] = lambda _: None) -> Iterator[list[Machine]]:
+        """`count` machines, each answering SSH; all killed and their files removed when the block ends."""
+        if not 1 <= count <= MAX_COUNT:
+            raise InvalidInput(f"--count {count}: launch 1 to {MAX_COUNT} machines", hint="give a smaller --count")
+        if self.accel not in ACCELS:
+            raise InvalidInput(f"unknown accelerator {self.accel!r}", hint="use tcg or kvm")
+        names = [seeds.hostname(f"{prefix}{i}") for i in range(1, count + 1)]
+        hosts = "".join(f"{PRIVATE_NET}.{10 + i} {name}\n" for i, name in enumerate(names, 1))
+        net = _private_network()
+        with contextlib.ExitStack() as stack:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rain-launch-")))
+            reaper.track_path(work)
+            stack.callback(reaper.untrack_path, work)
+            started = []
+            try:
+                start = time.monotonic()
+                for i, name in enumerate(names, 1):
+                    host_key = KeyPair.generate(f"rain-host@{name}")
+                    machine_dir = work / name
+                    machine_dir.mkdir()
+                    console = machine_dir / "console.log"
+                    argv = self._argv(machine_dir, console, name, i, host_key, key, hosts, net)
+                    process, port = vm.start_with_ssh_forward(stack, argv, machine_dir)
+                    machine = Machine(name, f"{PRIVATE_NET}.{10 + i}", port, host_key, console)
+                    started.append((machine, process))
+                    report(f"{name}: started (ssh on 127.0.0.1:{port})")
+                deadline = Deadline(start + timeout, timeout)
+                for machine, process in started:
+                    vm.wait_for_login(process, machine.port, self.user, key, machine.console, deadline,
+                                      host_key=machine.host_key.public_blob, what=f"machine {machine.name}")
+                    report(f"{machine.name}: answers SSH after {time.monotonic() - start:.0f}s")
+                yield [machine for machine, _ in started]
+            except BaseException:
+                self._keep_consoles([machine for machine, _ in started])
+                raise
+
+    def _argv(self, machine_dir: Path, console: Path, name: str, index: int, host_key: KeyPair, key: KeyPair,
+              hosts: str, net: str) -> list[str]:
+        overlay = machine_dir / "disk.qcow2"
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.disk.resolve()), "-F", self.fmt,
+             str(overlay)], f"making {name}'s disk", error=InvalidInput)
+        mac = f"02:00:0a:63:00:{10 + index:02x}"
+        seed = seeds.nocloud(machine_dir / "seed.iso", instance_id=f"i-{uuid.uuid4().hex[:12]}", host=name,
+                             key=key.public_line, user_data=_cloud_config(key, host_key, hosts),
+                             network_config=_network_config(mac, f"{PRIVATE_NET}.{10 + index}"))
+        argv = vm.qemu_argv(overlay, machine_dir, console, firmware="bios", bus="virtio", cdrom=seed,
+                            memory_mb=self.memory_mb, smbios={"serial": "ds=nocloud"}, accel=self.accel, cpus=1)
+        return [*argv, "-netdev", f"socket,id=private,mcast={net},localaddr=127.0.0.1",
+                "-device", f"virtio-net-pci,netdev=private,mac={mac},romfile="]
+
+    def _keep_consoles(self, machines: list[Machine]) -> None:
+        if self.logs is None:
+            return
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for machine in machines:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(machine.console, self.logs / f"{machine.name}.console.log")
+        if machines:
+            log.warning("console logs of the failed launch: %s", self.logs)
+
+
+def _private_network() -> str:
+    """A multicast group and port of this launch's own (administratively scoped: never leaves the host)."""
+    rng = random.SystemRandom()
+    return f"239.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}:{rng.randrange(20000, 60000)}"
+
+
+def _cloud_config(key: KeyPair, host_key: KeyPair, hosts: str) -> str:
+    """The machine's host key (and no other), the client key for the default user, the launch's names."""
+    config = {
+        "ssh_authorized_keys": [seeds.public_key(key.public_line)],
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {"ed25519_private": host_key.private_openssh,
+                     "ed25519_public": seeds.public_key(host_key.public_line)},
+        "manage_etc_hosts": False,  # else cloud-init rewrites /etc/hosts from its template after write_files
+        "write_files": [{"path": "/etc/hosts", "append": True, "content": hosts}],
+    }
+    return "#cloud-config\n" + json.dumps(config) + "\n"
+
+
+def _network_config(private_mac: str, address: str) -> dict[str, object]:
+    """DHCP on QEMU's user network (its NIC has the boot test's MAC), a fixed address on the private one."""
+    return {"version": 2, "ethernets": {
+        "public": {"match": {"macaddress": seeds.GUEST_MAC}, "dhcp4": True},
+        "private": {"match": {"macaddress": private_mac}, "addresses": [f"{address}/24"]}}}
