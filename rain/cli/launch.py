@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def launch(
     disk = _cached_disk(repo, image)
     key = KeyPair.generate(f"rain-launch@{image.id}")
     site = LocalSite(disk, image.format, login, memory_mb=memory, accel=accel,
-                     logs=settings().data_path / "launch" / "logs" / time.strftime("%Y%m%d-%H%M%S"))
+                     logs=_log_dir())
 
     def progress(line: str) -> None:
         err_console.print(markup(line))
@@ -83,6 +84,13 @@ def launch(
                 progress(f"{files} file(s) back in {download}/")
         progress(f"released {len(machines)} machine(s)")
     raise typer.Exit(status)
+
+
+def _log_dir() -> Path:
+    """DATA_DIR/launch/logs/DATE-TIME-XXXX: this launch's console logs, kept if it fails."""
+    logs = settings().data_path / "launch" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=logs))
 
 
 def _out(data: bytes) -> None:

@@ -11,7 +11,7 @@ Each machine of a launch gets
 
 Every QEMU runs in its own session and is tracked by the reaper, so a machine dies with Rain even when
 Rain is SIGKILLed; leaving `LocalSite.machines` (an error, Ctrl-C or the end of the job) kills every
-machine and removes the launch's files. Console logs are kept only when the launch failed.
+machine and removes the launch's files. Console logs are kept only when the launch fails.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class LocalSite:
     memory_mb: int = 1024
     accel: str = "tcg"
     logs: Path | None = None
-    """Where each machine's console log is kept when the launch fails (else in the launch's own files)."""
+    """A directory of this launch's own for the machines' console logs, kept only if the launch fails
+    (without it they live and go with the launch's temporary files)."""
 
     @contextlib.contextmanager
     def machines(self, count: int, key: KeyPair, timeout: float, prefix: str = "node",
@@ -88,7 +89,7 @@ class LocalSite:
                     host_key = KeyPair.generate(f"rain-host@{name}")
                     machine_dir = work / name
                     machine_dir.mkdir()
-                    console = machine_dir / "console.log"
+                    console = self._console(machine_dir, name)
                     argv = self._argv(machine_dir, console, name, i, host_key, key, hosts, net)
                     process, port = vm.start_with_ssh_forward(stack, argv, machine_dir)
                     machine = Machine(name, f"{PRIVATE_NET}.{10 + i}", port, host_key, console)
@@ -101,8 +102,11 @@ class LocalSite:
                     report(f"{machine.name}: answers SSH after {time.monotonic() - start:.0f}s")
                 yield [machine for machine, _ in started]
             except BaseException:
-                self._keep_consoles([machine for machine, _ in started])
+                if self.logs is not None:  # the error names a machine's log: it stays
+                    log.info("console logs of the failed launch: %s", self.logs)
                 raise
+            if self.logs is not None:
+                shutil.rmtree(self.logs, ignore_errors=True)
 
     def _argv(self, machine_dir: Path, console: Path, name: str, index: int, host_key: KeyPair, key: KeyPair,
               hosts: str, net: str) -> list[str]:
@@ -118,15 +122,11 @@ class LocalSite:
         return [*argv, "-netdev", f"socket,id=private,mcast={net},localaddr=127.0.0.1",
                 "-device", f"virtio-net-pci,netdev=private,mac={mac},romfile="]
 
-    def _keep_consoles(self, machines: list[Machine]) -> None:
+    def _console(self, machine_dir: Path, name: str) -> Path:
         if self.logs is None:
-            return
+            return machine_dir / "console.log"
         self.logs.mkdir(parents=True, exist_ok=True)
-        for machine in machines:
-            with contextlib.suppress(OSError):
-                shutil.copyfile(machine.console, self.logs / f"{machine.name}.console.log")
-        if machines:
-            log.warning("console logs of the failed launch: %s", self.logs)
+        return self.logs / f"{name}.console.log"
 
 
 def _private_network() -> str:

@@ -49,7 +49,7 @@ def _refused(port: int) -> bool:
 
 
 def test_two_machines_run_a_job_that_reaches_the_second_by_name_and_leave_nothing(
-        fg: Fg, cloud_qcow2: Path, tmp_path: Path) -> None:
+        fg: Fg, rain_env: dict[str, str], cloud_qcow2: Path, tmp_path: Path) -> None:
     image = _upload(fg, cloud_qcow2)
     work, scratch = tmp_path / "work", tmp_path / "scratch"
     (work / "in").mkdir(parents=True)
@@ -69,6 +69,8 @@ def test_two_machines_run_a_job_that_reaches_the_second_by_name_and_leave_nothin
     assert all(_refused(p) for p in ports), "no forwarded port is left"
     assert list(scratch.iterdir()) == [], "no temporary file is left"
     assert sorted(p.name for p in work.iterdir()) == ["in", "job.sh", "out"]
+    logs = Path(rain_env["RAIN_DATA_DIR"]) / "launch" / "logs"
+    assert list(logs.iterdir()) == [], "a launch that worked keeps no console log"
 
 
 def test_a_sigkilled_launch_leaves_no_qemu_and_no_files(
@@ -80,13 +82,7 @@ def test_a_sigkilled_launch_leaves_no_qemu_and_no_files(
     proc = subprocess.Popen([str(FG_IMAGE), "launch", image, "--count", "2", "--run", "job.sh"], cwd=tmp_path,
                             env={**rain_env, "TMPDIR": str(scratch)}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    started = 0
-    deadline = time.monotonic() + 300
-    while started < 2 and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        started += "started (ssh on" in line
-    assert started == 2, "both machines started"
+    _started(proc, 2)
     assert len(qemu_pids(str(scratch))) == 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -95,6 +91,53 @@ def test_a_sigkilled_launch_leaves_no_qemu_and_no_files(
         time.sleep(0.5)
     assert qemu_pids(str(scratch)) == [], "the watcher killed every machine"
     assert list(scratch.iterdir()) == [], "and removed the launch's files"
+
+
+@pytest.fixture
+def blank_disk(fg: Fg, tmp_path: Path) -> str:
+    """A stored qcow2 with nothing on it: its machines start and never answer."""
+    disk = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    return _upload(fg, disk)
+
+
+def _started(proc: subprocess.Popen[str], count: int) -> None:
+    assert proc.stderr is not None
+    started, deadline = 0, time.monotonic() + 300
+    while started < count and time.monotonic() < deadline:
+        started += "started (ssh on" in proc.stderr.readline()
+    assert started == count, "the machines started"
+
+
+def test_machines_that_never_answer_are_one_error_and_are_released(
+        fg: Fg, rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "job.sh").write_text("#!/bin/sh\ntouch ran\n")
+    done = fg("launch", blank_disk, "--count", "2", "--run", "job.sh", "--boot-timeout", "20", cwd=tmp_path,
+              env={"TMPDIR": str(scratch)}, timeout=300)
+    assert done.returncode == 12, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "machine node1: no SSH login as debian within 20s" in errors[0], done.stderr
+    assert qemu_pids(str(scratch)) == [] and list(scratch.iterdir()) == [], "every machine was released"
+    logs = sorted((Path(rain_env["RAIN_DATA_DIR"]) / "launch" / "logs").glob("*/node*.console.log"))
+    assert [p.name for p in logs] == ["node1.console.log", "node2.console.log"], "console logs are kept"
+    assert f"console log: {logs[0]}" in errors[0], "the error names the log that is kept"
+    assert "No bootable device" in logs[0].read_text(errors="replace")
+
+
+def test_ctrl_c_while_the_machines_boot_releases_them(
+        rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "job.sh").write_text("#!/bin/sh\ntrue\n")
+    proc = subprocess.Popen([str(FG_IMAGE), "launch", blank_disk, "--count", "2", "--run", "job.sh"], cwd=tmp_path,
+                            env={**rain_env, "TMPDIR": str(scratch)}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _started(proc, 2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130
+    assert qemu_pids(str(scratch)) == [] and list(scratch.iterdir()) == [], "released before fg-image exited"
 
 
 def test_what_cannot_launch_is_one_line_before_anything_starts(
