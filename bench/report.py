@@ -31,7 +31,7 @@ from common import Row, Section, Series, read_json
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-BENCHES = ("generate", "repository", "builders", "register")
+BENCHES = ("generate", "repository", "builders", "register", "launch")
 
 
 @dataclass

@@ -34,7 +34,7 @@ def table(*columns: str, title: str | None = None) -> Table:
     return made
 
 
-def _when(value: Any) -> str:
+def when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
@@ -53,7 +53,7 @@ def images_table(images: Sequence[ImageSummary]) -> None:
         os_text = "/".join(p for p in (i.os.family, i.os.release, i.os.arch) if p) or "-"
         access = i.visibility.value + (f"+{len(i.shared_with)}" if i.shared_with else "")
         _row(shown, i.id, i.name, i.owner, os_text, i.format, human(i.size), i.status.value, access,
-             _when(i.created))
+             when(i.created))
     console.print(shown)
 
 
@@ -73,8 +73,8 @@ def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> Non
         ("format", i.format), ("size", f"{human(i.size)} ({i.size} bytes)"), ("sha256", i.sha256 or "-"),
         ("status", i.status.value), ("visibility", i.visibility.value),
         ("shared with", ", ".join(i.shared_with) or "-"), ("tags", ", ".join(i.tags) or "-"),
-        ("description", i.description or "-"), ("created", _when(i.created)),
-        ("last access", _when(i.last_access)), ("access count", str(i.access_count)),
+        ("description", i.description or "-"), ("created", when(i.created)),
+        ("last access", when(i.last_access)), ("access count", str(i.access_count)),
         ("parent", i.parent or "-"),
     ]
     if i.provenance and i.provenance.get("derived_from"):  # a registration's adapted copy: what Rain changed
@@ -95,12 +95,12 @@ def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> Non
         verdict = report.get("verdict", "?") if isinstance(report, dict) else "?"
         rows.append((f"vetting {target}", str(verdict)))
     for rv in i.reader_vetting:  # readers' own runs: shown, but they set no verdict
-        rows.append((f"vetting {rv.target} by {rv.user}", f"{rv.verdict} ({_when(rv.when)})"))
+        rows.append((f"vetting {rv.target} by {rv.user}", f"{rv.verdict} ({when(rv.when)})"))
     if i.quarantined:
         rows.append(("quarantined for", ", ".join(i.quarantined)))
     for r in i.registrations:
         site = f"@{r.site}" if r.site else ""
-        rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({_when(r.when)})"))
+        rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({when(r.when)})"))
     for d in derived or []:
         rows.append(("derived", f"{d.id} {d.name} ({d.format}, {human(d.size)})"))
     shown = table("", "")
@@ -115,7 +115,7 @@ def users_table(users: list[User]) -> None:
     shown = table("name", "role", "status", "used", "quota", "created")
     for u in users:
         _row(shown, u.name, u.role.value, u.status.value, human(u.used_bytes), human(u.quota_bytes),
-             _when(u.created))
+             when(u.created))
     console.print(shown)
 
 
@@ -134,7 +134,7 @@ def events_table(events: list[Event]) -> None:
 def registrations_table(registrations: Sequence[Registration]) -> None:
     shown = table("target", "site", "remote id", "when", "derived image")
     for r in registrations:
-        _row(shown, r.target, r.site, r.remote_id, _when(r.when), r.detail.get("derived_image", ""))
+        _row(shown, r.target, r.site, r.remote_id, when(r.when), r.detail.get("derived_image", ""))
     console.print(shown)
 
 

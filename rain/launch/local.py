@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -31,7 +33,7 @@ from pathlib import Path
 from rain.errors import InvalidInput
 from rain.host import reaper
 from rain.host.ssh import KeyPair
-from rain.host.tools import run
+from rain.host.tools import run, tool
 from rain.register import seeds, vm
 from rain.waiting import Deadline
 
@@ -52,6 +54,17 @@ class Machine:
     """Its sshd, forwarded to 127.0.0.1."""
     host_key: KeyPair
     console: Path
+    pid: int
+    """Its process (QEMU under `timeout`, in a session of its own)."""
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A launch's machines and its directory; `keep()` leaves them running past the block (--detach)."""
+
+    machines: list[Machine]
+    work: Path
+    keep: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -63,26 +76,36 @@ class LocalSite:
     user: str
     memory_mb: int = 1024
     accel: str = "tcg"
+    cpus: int = 1
+    """vCPUs per machine (the CLI gives each machine its share of this host's cores)."""
+    lifetime: int = 86400
+    """Seconds after which each QEMU is killed, whatever else happens (the launch_lifetime setting)."""
     logs: Path | None = None
     """A directory of this launch's own for the machines' console logs, kept only if the launch fails
     (without it they live and go with the launch's temporary files)."""
 
     @contextlib.contextmanager
     def machines(self, count: int, key: KeyPair, timeout: float, prefix: str = "node",
-                 report: Callable[[str], None] = lambda _: None) -> Iterator[list[Machine]]:
-        """`count` machines, each answering SSH; all killed and their files removed when the block ends."""
+                 report: Callable[[str], None] = lambda _: None) -> Iterator[Fleet]:
+        """`count` machines, each answering SSH; all killed and their files removed when the block ends,
+        unless `Fleet.keep` was called."""
         if not 1 <= count <= MAX_COUNT:
             raise InvalidInput(f"--count {count}: launch 1 to {MAX_COUNT} machines", hint="give a smaller --count")
         if self.accel not in ACCELS:
             raise InvalidInput(f"unknown accelerator {self.accel!r}", hint="use tcg or kvm")
+        if self.lifetime < 1:
+            raise InvalidInput(f"launch_lifetime {self.lifetime}: give a number of seconds, 1 or more",
+                               hint="set launch_lifetime in the config file or RAIN_LAUNCH_LIFETIME")
         names = [seeds.hostname(f"{prefix}{i}") for i in range(1, count + 1)]
         hosts = "".join(f"{PRIVATE_NET}.{10 + i} {name}\n" for i, name in enumerate(names, 1))
         net = _private_network()
         with contextlib.ExitStack() as stack:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rain-launch-")))
+            work = Path(tempfile.mkdtemp(prefix="rain-launch-"))
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
             reaper.track_path(work)
             stack.callback(reaper.untrack_path, work)
-            started = []
+            started: list[tuple[Machine, vm.QemuProcess]] = []
+            kept = False
             try:
                 start = time.monotonic()
                 for i, name in enumerate(names, 1):
@@ -92,7 +115,7 @@ class LocalSite:
                     console = self._console(machine_dir, name)
                     argv = self._argv(machine_dir, console, name, i, host_key, key, hosts, net)
                     process, port = vm.start_with_ssh_forward(stack, argv, machine_dir)
-                    machine = Machine(name, f"{PRIVATE_NET}.{10 + i}", port, host_key, console)
+                    machine = Machine(name, f"{PRIVATE_NET}.{10 + i}", port, host_key, console, process.proc.pid)
                     started.append((machine, process))
                     report(f"{name}: started (ssh on 127.0.0.1:{port})")
                 deadline = Deadline(start + timeout, timeout)
@@ -100,12 +123,21 @@ class LocalSite:
                     vm.wait_for_login(process, machine.port, self.user, key, machine.console, deadline,
                                       host_key=machine.host_key.public_blob, what=f"machine {machine.name}")
                     report(f"{machine.name}: answers SSH after {time.monotonic() - start:.0f}s")
-                yield [machine for machine, _ in started]
+
+                def keep() -> None:
+                    nonlocal kept
+                    for _, process in started:
+                        process.detach()
+                    stack.pop_all()  # the directory stays too
+                    reaper.untrack_path(work)
+                    kept = True
+
+                yield Fleet([machine for machine, _ in started], work, keep)
             except BaseException:
                 if self.logs is not None:  # the error names a machine's log: it stays
                     log.info("console logs of the failed launch: %s", self.logs)
                 raise
-            if self.logs is not None:
+            if self.logs is not None and not kept:
                 shutil.rmtree(self.logs, ignore_errors=True)
 
     def _argv(self, machine_dir: Path, console: Path, name: str, index: int, host_key: KeyPair, key: KeyPair,
@@ -118,8 +150,11 @@ class LocalSite:
                              key=key.public_line, user_data=_cloud_config(key, host_key, hosts),
                              network_config=_network_config(mac, f"{PRIVATE_NET}.{10 + index}"))
         argv = vm.qemu_argv(overlay, machine_dir, console, firmware="bios", bus="virtio", cdrom=seed,
-                            memory_mb=self.memory_mb, smbios={"serial": "ds=nocloud"}, accel=self.accel, cpus=1)
-        return [*argv, "-netdev", f"socket,id=private,mcast={net},localaddr=127.0.0.1",
+                            memory_mb=self.memory_mb, smbios={"serial": "ds=nocloud"}, accel=self.accel,
+                            cpus=self.cpus)
+        # timeout: the lifetime holds even when no Rain process is left to enforce it (a detached launch)
+        return [tool("timeout"), "--signal=KILL", str(self.lifetime), *argv,
+                "-netdev", f"socket,id=private,mcast={net},localaddr=127.0.0.1",
                 "-device", f"virtio-net-pci,netdev=private,mac={mac},romfile="]
 
     def _console(self, machine_dir: Path, name: str) -> Path:
@@ -154,3 +189,31 @@ def _network_config(private_mac: str, address: str) -> dict[str, object]:
     return {"version": 2, "ethernets": {
         "public": {"match": {"macaddress": seeds.GUEST_MAC}, "dhcp4": True},
         "private": {"match": {"macaddress": private_mac}, "addresses": [f"{address}/24"]}}}
+
+
+def running(pid: int, work: Path) -> bool:
+    """Whether `pid` is still a machine of the launch in `work` (not a process that reused the number)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.startswith(b"file=" + bytes(work)) for arg in argv) and any(b"qemu-system" in a for a in argv)
+
+
+def release(pids: list[int], work: Path, logs: Path | None = None) -> int:
+    """Kill a kept launch's machines (each with its session) and remove its files; how many were running."""
+    alive = 0
+    for pid in pids:
+        if running(pid, work):
+            alive += 1
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    for pid in pids:  # the children of this process (a launch it kept itself) are reaped, not left as zombies
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    # the paths come from a record: only what a launch makes is removed
+    if work.name.startswith("rain-launch-"):
+        shutil.rmtree(work, ignore_errors=True)
+    if logs is not None and logs.parent.name == "logs" and logs.parent.parent.name == "launch":
+        shutil.rmtree(logs, ignore_errors=True)
+    return alive

@@ -83,6 +83,12 @@ class QemuProcess:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
         reaper.track_pid(self.proc.pid)
+        self.detached = False
+
+    def detach(self) -> None:
+        """Leave it running past Rain: `kill` does nothing from now on, and the reaper no longer watches it."""
+        self.detached = True
+        reaper.untrack_pid(self.proc.pid)
 
     def exited(self) -> int | None:
         return self.proc.poll()
@@ -95,7 +101,9 @@ class QemuProcess:
         return lines[-1][-200:] if lines else ""
 
     def kill(self) -> None:
-        """SIGKILL the session (a test VM has nothing to save) and reap it."""
+        """SIGKILL the session (a test VM has nothing to save) and reap it; nothing once detached."""
+        if self.detached:
+            return
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -14,6 +14,8 @@ from rain.repository.models import (
     ImageMeta,
     ImageQuery,
     ImageSummary,
+    Launch,
+    LaunchIn,
     NewToken,
     Role,
     StorageReport,
@@ -73,6 +75,18 @@ class Repository(Protocol):
 
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         """Only the user's own registrations; an administrator's removes anyone's."""
+
+    # Launched machines (`fg-image launch`, `fg-image instances`); see launches.py for who sees what.
+    def add_launch(self, launch: LaunchIn) -> Launch:
+        """Record a launch for the acting user (fresh id, owner, started = now); the image must be
+        one they may read."""
+
+    def launches(self, everyone: bool = False) -> builtins.list[Launch]:
+        """The acting user's launches, newest first; `everyone`: all users' (administrators only)."""
+
+    def remove_launch(self, launch_id: str) -> Launch:
+        """The launch's record, removed: only its owner's (anyone else's is not found) or, for an
+        administrator, anyone's."""
 
     # API tokens: a user manages their own, an administrator anyone's.
     def issue_token(self, name: str) -> str:

@@ -28,11 +28,15 @@ from rain.repository.models import (
     ImageMeta,
     ImageQuery,
     ImageSummary,
+    Launch,
+    LaunchId,
+    LaunchIn,
     NewToken,
     Role,
     StorageReport,
     TokenInfo,
     User,
+    valid_launch,
 )
 
 API = "/api/v1"
@@ -43,6 +47,11 @@ CHUNK = 1 << 20
 def _image(image_id: str) -> str:
     """An image id for a URL path, checked here as the service checks it (so `../users` never leaves)."""
     return _seg(checked(ImageId, image_id, "image id"))
+
+
+def _launch(launch_id: str) -> str:
+    """A launch id for a URL path, checked here as the Store checks it."""
+    return _seg(checked(LaunchId, launch_id, "launch id"))
 
 
 def _seg(value: str) -> str:
@@ -276,6 +285,19 @@ class Client:
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         return Image(**self._json("DELETE", f"/images/{_image(image_id)}/registrations/{_seg(target)}",
                                   params={"site": site} if site else None))
+
+    # -- launch records ----------------------------------------------------------------------
+
+    def add_launch(self, launch: LaunchIn) -> Launch:
+        """Checked here as the Store checks it (the service checks it again)."""
+        body = valid_launch(launch).model_dump(mode="json")
+        return Launch(**self._json("POST", "/launches", json=body))
+
+    def launches(self, everyone: bool = False) -> builtins.list[Launch]:
+        return [Launch(**d) for d in self._json("GET", "/launches", params={"everyone": str(everyone).lower()})]
+
+    def remove_launch(self, launch_id: str) -> Launch:
+        return Launch(**self._json("DELETE", f"/launches/{_launch(launch_id)}"))
 
     # -- users -------------------------------------------------------------------------------
 

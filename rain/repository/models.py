@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from rain.errors import InvalidInput
 from rain.repository.fields import (
     LIST_MAX,
     MAX_JSON_INT,
+    SCHEMA_HINT,
     ByteCount,
     Document,
     HistoryLimit,
@@ -20,6 +22,7 @@ from rain.repository.fields import (
     TargetName,
     field_path,
     matching,
+    problem,
 )
 
 __all__ = ["ByteCount", "HistoryLimit", "TargetName", "field_path", "matching"]
@@ -285,3 +288,99 @@ class TokenRequest(BaseModel):
 class TokensRevoked(BaseModel):
     user: str
     revoked: int
+
+
+# -- launched machines (`fg-image launch`, `fg-image instances`) ------------------------------------
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+"""RFC 1123 host names (letters, digits, inner hyphens; labels of 1 to 63), either case."""
+LAUNCH_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+LaunchId = Annotated[str, Pattern(LAUNCH_ID_RE, "launch id", "ids are 12 hex digits; see `fg-image instances list`")]
+LAUNCH_MACHINES_MAX = 64
+"""Machines one launch record holds."""
+
+
+def _port(v: Any) -> Any:
+    """A JSON integer: 22 or 22.0, not true or "22" (which pydantic's lax mode would read as 1 and 22)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("must be a whole number from 1 to 65535")
+    return v
+
+
+def _moment(v: Any) -> Any:
+    """A date and time as text (ISO 8601) or a datetime; a bare number, which pydantic would read as
+    seconds or milliseconds since 1970 by its size, is refused."""
+    if not isinstance(v, str | datetime):
+        raise ValueError("must be a date and time such as 2030-01-31T12:00:00Z")
+    return v
+
+
+def _utc(v: datetime) -> datetime:
+    """The moment in UTC (a time without a zone is taken as UTC), as the database stores it: a zone that
+    pushes it past year 1 or 9999 would fail there (an error 500), so it is refused here."""
+    try:
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("is out of range in UTC") from None
+
+
+HostName = Annotated[str, Field(max_length=253),
+                     Pattern(HOST_NAME_RE, "host name", "use letters, digits and inner hyphens, labels of "
+                                                        "1-63 characters joined by dots (max 253)")]
+Port = Annotated[int, Field(ge=1, le=65535, description="a TCP port, 1 to 65535"), BeforeValidator(_port)]
+Moment = Annotated[datetime, BeforeValidator(_moment), AfterValidator(_utc)]
+LaunchDetail = Annotated[dict[str, Any], Document("launch detail")]
+
+
+class LaunchedMachine(BaseModel):
+    """One machine of a launch, as `fg-image instances list` shows it."""
+
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always")
+    name: HostName
+    """Its host name."""
+    address: Annotated[str, Field(max_length=64), Printable()] = ""
+    """Its address on the launch's network."""
+    ssh_host: Annotated[str, Field(min_length=1, max_length=253), Printable()]
+    """Where Rain reaches its sshd (e.g. 127.0.0.1)."""
+    ssh_port: Port
+    remote_id: Annotated[str, Field(max_length=256), Printable()] = ""
+    """The target's id for it (qemu: the QEMU pid; a cloud: its server id)."""
+
+
+class LaunchIn(BaseModel):
+    """What `fg-image launch` records when its machines are up; checked again by the repository (a model
+    built with model_construct or changed after it was made is revalidated, not trusted)."""
+
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always")
+    image: ImageId
+    target: TargetName
+    site: Annotated[str, Field(max_length=128), Printable()] = ""
+    host: Annotated[str, Field(max_length=253), Printable()] = ""
+    """The host the launch ran on (a qemu launch's machines live there)."""
+    user: Annotated[str, Field(max_length=32), Printable()] = ""
+    """The login user on the machines."""
+    machines: list[LaunchedMachine] = Field(min_length=1, max_length=LAUNCH_MACHINES_MAX)
+    expires: Moment | None = None
+    """When Rain releases them at the latest."""
+    detail: LaunchDetail = {}
+    """Target-specific."""
+
+
+class Launch(LaunchIn):
+    """A launch as the repository holds it: made by `owner` at `started`."""
+
+    model_config = ConfigDict(extra="ignore")  # an answer may carry fields a newer service adds
+    id: str
+    """12 lowercase hex digits, made by the repository."""
+    owner: str
+    started: datetime
+
+
+def valid_launch(launch: LaunchIn) -> LaunchIn:
+    """The launch checked field by field (again, if it was made unchecked or changed since), or the one-line
+    InvalidInput the service answers for the same record. The Store and the HTTP client both call it."""
+    try:
+        return LaunchIn.model_validate(launch)
+    except ValidationError as e:
+        raise InvalidInput(problem(e), hint=SCHEMA_HINT) from None

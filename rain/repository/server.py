@@ -40,6 +40,7 @@ from rain.repository.fields import (
     TargetName,
     problem,
 )
+from rain.repository.launch_routes import launch_router
 from rain.repository.middleware import Authenticate, BodyLimit
 from rain.repository.models import (
     Event,
@@ -285,6 +286,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     api.include_router(token_router(store))  # /users/{name}/tokens: list, create, revoke one or all
     api.include_router(upload_router(store))  # /uploads/{id}/needs, chunks, commit: delta uploads
     api.include_router(download_router(store))  # /images/{id}/chunks[/data]: delta downloads
+    api.include_router(launch_router(store))  # /launches: what `fg-image launch` started, per user
 
     @api.post("/gc", response_model=GcReport)
     def gc(s: Store = Depends(store)) -> GcReport:

@@ -19,13 +19,14 @@ from pydantic import ValidationError
 from pymongo.database import Database
 
 from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
-from rain.repository import chunks, listing
+from rain.repository import chunks, launches, listing
 from rain.repository.accounts import human, now, require_admin
 from rain.repository.acting import HOST, to_image, to_summary
 from rain.repository.base import Progress
 from rain.repository.delta import DeltaMixin
 from rain.repository.fields import SCHEMA_HINT, ByteCount, HistoryLimit, checked, problem
 from rain.repository.imports import ImportMixin
+from rain.repository.launches import LaunchesMixin
 from rain.repository.models import (
     SUMMARY_FIELDS,
     Event,
@@ -55,6 +56,8 @@ def ensure_indexes(db: Database) -> None:
     db.images.create_index([("status", 1)])
     for keys in listing.EVENT_INDEXES:
         db.events.create_index(keys)
+    for keys in launches.INDEXES:
+        db.launches.create_index(keys)
     db.tokens.create_index([("user", 1)])
     # partial: token documents from before ids have none, and keep working
     db.tokens.create_index([("id", 1)], unique=True, partialFilterExpression={"id": {"$exists": True}})
@@ -63,11 +66,11 @@ def ensure_indexes(db: Database) -> None:
     db["fs.files"].create_index([("filename", 1), ("uploadDate", 1)])
 
 
-class Store(RecordsMixin, ImportMixin, DeltaMixin):
+class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
     """The Repository over pymongo, acting as user `actor`.
 
-    Registration records live in records.py, garbage collection in gc.py, delta uploads in delta.py
-    and pulled images' arrival in imports.py.
+    Registration records live in records.py, launch records in launches.py, garbage collection in gc.py,
+    delta uploads in delta.py and pulled images' arrival in imports.py.
     """
 
     # -- images --------------------------------------------------------------------------

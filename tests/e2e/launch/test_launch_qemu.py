@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -48,6 +49,33 @@ def _refused(port: int) -> bool:
         return True
 
 
+@pytest.fixture
+def blank_disk(fg: Fg, tmp_path: Path) -> str:
+    """A stored qcow2 with nothing on it: its machines start and never answer."""
+    disk = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    return _upload(fg, disk)
+
+
+def _qemus(scratch: Path) -> list[int]:
+    """The QEMU processes (not their `timeout` wrappers) of launches whose files are under `scratch`."""
+    def comm(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text()
+        except OSError:  # gone since
+            return ""
+
+    return [pid for pid in qemu_pids(str(scratch)) if comm(pid).startswith("qemu-system")]
+
+
+def _started(proc: subprocess.Popen[str], count: int) -> None:
+    assert proc.stderr is not None
+    started, deadline = 0, time.monotonic() + 300
+    while started < count and time.monotonic() < deadline:
+        started += "started (ssh on" in proc.stderr.readline()
+    assert started == count, "the machines started"
+
+
 def test_two_machines_run_a_job_that_reaches_the_second_by_name_and_leave_nothing(
         fg: Fg, rain_env: dict[str, str], cloud_qcow2: Path, tmp_path: Path) -> None:
     image = _upload(fg, cloud_qcow2)
@@ -74,39 +102,25 @@ def test_two_machines_run_a_job_that_reaches_the_second_by_name_and_leave_nothin
 
 
 def test_a_sigkilled_launch_leaves_no_qemu_and_no_files(
-        fg: Fg, rain_env: dict[str, str], cloud_qcow2: Path, tmp_path: Path) -> None:
-    image = _upload(fg, cloud_qcow2)
+        rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
+    image = blank_disk
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     (tmp_path / "job.sh").write_text("#!/bin/sh\ntrue\n")
     proc = subprocess.Popen([str(FG_IMAGE), "launch", image, "--count", "2", "--run", "job.sh"], cwd=tmp_path,
                             env={**rain_env, "TMPDIR": str(scratch)}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _started(proc, 2)
-    assert len(qemu_pids(str(scratch))) == 2
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        _started(proc, 2)
+        assert len(_qemus(scratch)) == 2
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     deadline = time.monotonic() + 30
     while (qemu_pids(str(scratch)) or list(scratch.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert qemu_pids(str(scratch)) == [], "the watcher killed every machine"
     assert list(scratch.iterdir()) == [], "and removed the launch's files"
-
-
-@pytest.fixture
-def blank_disk(fg: Fg, tmp_path: Path) -> str:
-    """A stored qcow2 with nothing on it: its machines start and never answer."""
-    disk = tmp_path / "blank.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
-    return _upload(fg, disk)
-
-
-def _started(proc: subprocess.Popen[str], count: int) -> None:
-    assert proc.stderr is not None
-    started, deadline = 0, time.monotonic() + 300
-    while started < count and time.monotonic() < deadline:
-        started += "started (ssh on" in proc.stderr.readline()
-    assert started == count, "the machines started"
 
 
 def test_machines_that_never_answer_are_one_error_and_are_released(
@@ -134,10 +148,60 @@ def test_ctrl_c_while_the_machines_boot_releases_them(
     proc = subprocess.Popen([str(FG_IMAGE), "launch", blank_disk, "--count", "2", "--run", "job.sh"], cwd=tmp_path,
                             env={**rain_env, "TMPDIR": str(scratch)}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _started(proc, 2)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 130
+    try:
+        _started(proc, 2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        proc.kill()
+        proc.wait()
     assert qemu_pids(str(scratch)) == [] and list(scratch.iterdir()) == [], "released before fg-image exited"
+
+
+def _ssh(command: str) -> str:
+    """Run `hostname` through the ssh command launch printed, with OpenSSH's own client."""
+    ssh, *rest = shlex.split(command)
+    assert ssh == "ssh", command
+    done = subprocess.run([ssh, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", *rest, "hostname"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_interactive_and_detached_machines_are_listed_reachable_capped_and_released(
+        fg: Fg, rain_env: dict[str, str], cloud_qcow2: Path, tmp_path: Path) -> None:
+    image = _upload(fg, cloud_qcow2)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**rain_env, "TMPDIR": str(scratch)}
+    interactive = subprocess.Popen([str(FG_IMAGE), "launch", image, "--interactive"], env=env, cwd=tmp_path,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert interactive.stdin is not None and interactive.stdout is not None
+    try:  # both boot at once
+        detached = fg("launch", image, "--detach", env={"TMPDIR": str(scratch)}, timeout=1500)
+        assert detached.returncode == 0, detached.stderr
+        assert _ssh(detached.stdout.strip().splitlines()[-1]) == "node1", "the printed command logs in, host key pinned"
+        assert _ssh(interactive.stdout.readline().strip()) == "node1"
+        listed = fg("instances", "list")
+        assert listed.returncode == 0 and listed.stdout.count(" running ") == 2, listed.stdout
+        capped = fg("launch", image, "--detach", env={"RAIN_LAUNCH_MAX_MACHINES": "2"})
+        assert capped.returncode == 7 and "you may run 2 at once here" in capped.stderr, capped.stderr
+        assert len(_qemus(scratch)) == 2, "the refused launch started nothing"
+
+        interactive.stdin.write("\n")
+        interactive.stdin.flush()
+        assert interactive.wait(120) == 0, "Enter releases an interactive launch"
+        assert len(_qemus(scratch)) == 1, "and only its machine"
+        assert fg("instances", "list").stdout.count(" running ") == 1
+        stopped = fg("instances", "stop", "--all")
+        assert stopped.returncode == 0 and "(1 machine(s) were running)" in stopped.stderr, stopped.stderr
+        assert fg("instances", "list").stdout.strip() == "no machines launched"
+        assert qemu_pids(str(scratch)) == [] and list(scratch.iterdir()) == [], "stop removed the machine and its files"
+        assert list((Path(rain_env["RAIN_DATA_DIR"]) / "launch" / "logs").iterdir()) == []
+    finally:  # nothing outlives a failed test either
+        interactive.kill()
+        interactive.wait()
+        fg("instances", "stop", "--all")
 
 
 def test_what_cannot_launch_is_one_line_before_anything_starts(
@@ -151,6 +215,9 @@ def test_what_cannot_launch_is_one_line_before_anything_starts(
         (tree, "--run", "job.sh", "--target", "openstack"): "launch on 'openstack' is not available yet",
         (tree, "--run", "job.sh", "--download", "out"): "--download out: out is already here",
         (tree, "--run", "job.sh", "--download", "../up"): "--download '../up'",
+        (tree,): "give one of --run SCRIPT, --interactive or --detach",
+        (tree, "--detach", "--interactive"): "--interactive and --detach do not go together",
+        (tree, "--detach", "--download", "x"): "--upload and --download go with --run",
         ("not-an-id", "--run", "job.sh"): "bad image id",
         ("0123456789ab", "--run", "job.sh"): "0123456789ab",
     }

@@ -8,10 +8,10 @@ from rain.cli import app
 
 TOP = {"upload", "download", "list", "show", "modify", "remove", "share", "unshare", "history", "users", "repo",
        "serve", "config", "generate", "batch", "cache", "builder", "register", "vet", "registrations", "deregister",
-       "launch"}
+       "launch", "instances"}
 GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"},
           "repo": {"status", "stop", "gc", "pull"}, "config": {"show"}, "cache": {"list", "prune"},
-          "builder": {"image", "check", "reap"}}
+          "builder": {"image", "check", "reap"}, "instances": {"list", "stop"}}
 
 
 def test_fg_image_has_every_command_and_group_users_know() -> None:
