@@ -192,7 +192,8 @@ EXIT_WHEN = {
     ExitCode.INTEGRITY: "bytes did not match their checksum or declared size",
     ExitCode.BUILD: "a build failed (in a batch: any build did not finish)",
     ExitCode.VET_FAILED: "vetting refused the image; the report says why",
-    ExitCode.TARGET: "a register target refused or failed (an API error, a failed boot test)",
+    ExitCode.TARGET: "a register target refused or failed (an API error, a failed boot test); a launch's machine "
+                     "did not come up, or its job's connection or download failed",
     ExitCode.STORAGE: "a disk is full or read-only: the database's, or the one a download writes to",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C (a build also by SIGTERM)",
 }

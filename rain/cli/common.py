@@ -9,14 +9,17 @@ a safety check, and each command says which.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from rain.config import Settings, load_settings
-from rain.errors import InvalidInput, RainError
+from rain.errors import Interrupted, InvalidInput, RainError
 
 if TYPE_CHECKING:  # the repository modules load only when a command needs one
     from rain.repository.base import Repository
@@ -95,3 +98,19 @@ def print_json(data: Any) -> None:
         return x
 
     print(json.dumps(plain(data), indent=2, sort_keys=True))
+
+
+@contextmanager
+def interrupted_as(message: str, hint: str) -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so whatever the block holds is undone
+    either way; all three end as Interrupted (exit 130) once it has been."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message, hint=hint) from None
+    finally:
+        for number, previous in old.items():
+            signal.signal(number, previous)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -13,29 +10,14 @@ from typing import Any
 import typer
 
 from rain.cli import render
-from rain.cli.common import console, json_flag, open_repo, print_json, settings
+from rain.cli.common import console, interrupted_as, json_flag, open_repo, print_json, settings
 from rain.cli.progress import step_reporter
-from rain.errors import BuildError, Interrupted
+from rain.errors import BuildError
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.recipe import BuilderName, Format
 
 commands = typer.Typer()  # top-level commands: `fg-image generate`, not a group
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so mounts and temp dirs are undone either way; both end as
-    Interrupted (exit 130) once the core has cleaned up."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted("build interrupted", hint="its mounts and temporary files were removed") from None
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _sets(set_: list[str], formats: list[Format]) -> dict[str, Any]:
@@ -77,7 +59,7 @@ def generate_cmd(
     options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload,
                            **_builder_options(builder, on_error))
     repo = open_repo() if needs_repository(loaded.recipe, options) else None
-    with _sigterm_as_interrupt():
+    with interrupted_as("build interrupted", "its mounts and temporary files were removed"):
         result = generate(loaded, settings(), options, step_reporter(), repo)
     _print_result(result, as_json)
 
@@ -124,7 +106,7 @@ def batch_cmd(
                            **_builder_options(builder, on_error))
     needs_repo = any(needs_repository(i.loaded.recipe, options) for i in items)
     t0 = time.monotonic()
-    with _sigterm_as_interrupt():
+    with interrupted_as("build interrupted", "its mounts and temporary files were removed"):
         outcomes = run_batch(items, settings(), options, step_reporter(), jobs=jobs, keep_going=keep_going,
                              dry_run=dry_run, repo_factory=open_repo if needs_repo else None)
     if as_json:

@@ -4,29 +4,29 @@ and `fg-image instances` (what is running, from the repository's launch records)
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from rain.cli import render
-from rain.cli.common import console, err_console, json_flag, open_repo, print_json, settings
+from rain.cli.common import console, err_console, interrupted_as, json_flag, open_repo, print_json, settings
 from rain.cli.images import fetch_image
 from rain.cli.untrusted import checked_id, markup, plain
-from rain.errors import InvalidInput, NotFound, QuotaExceeded
+from rain.errors import InvalidInput, NotFound, QuotaExceeded, RainError, TargetError
+from rain.launch import records
 from rain.repository.base import Repository
-from rain.repository.models import ID_RE, Image, Launch, LaunchedMachine, LaunchIn, Role
+from rain.repository.models import ID_RE, Image, Launch, Role
 
 if TYPE_CHECKING:
-    from rain.host.ssh import KeyPair
-    from rain.launch.local import Fleet
+    from rain.launch.job import Job
 
 commands = typer.Typer()
 instances_app = typer.Typer(help="Machines you launched: list them, stop them.", no_args_is_help=True)
@@ -90,104 +90,98 @@ def launch(
     if image.format not in DISK_FORMATS:
         raise InvalidInput(f"image {image.id} is {image.format}, not a bootable disk",
                            hint="launch a qcow2 or raw image: generate the recipe with --format qcow2")
-    _check_cap(repo, count, int(s.launch_max_machines))
-    login = username(user or DEFAULT_USERS.get(image.os.family.lower(), "root"))
-    disk = _cached_disk(repo, image)
-    key = KeyPair.generate(f"rain-launch@{image.id}")
-    logs = _log_dir()
-    site = LocalSite(disk, image.format, login, memory_mb=memory, accel=accel, logs=logs,
+    family = image.os.family.lower()
+    if user is None and family not in DEFAULT_USERS:
+        raise InvalidInput(f"image {image.id}'s OS family {image.os.family or '(none)'!r} has no known cloud user",
+                           hint="give --user: the user its cloud-init makes (its default_user)")
+    login = username(user or DEFAULT_USERS[family])
+    site = LocalSite(Path(), image.format, login, memory_mb=memory, accel=accel,
                      cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(s.launch_lifetime))
+    site.check(count)
+    _check_cap(repo, count, int(s.launch_max_machines))
+    key = KeyPair.generate(f"rain-launch@{image.id}")
 
     def progress(line: str) -> None:
         err_console.print(markup(line))
 
-    with site.machines(count, key, boot_timeout, report=progress) as fleet:
-        record = repo.add_launch(_record(image, login, fleet, logs, int(s.launch_lifetime)))
-        if detach:
-            _keep(fleet, key, record)
-            progress(f"launch {record.id}: {count} machine(s) left running until "
-                     f"{render.when(record.expires)}; `fg-image instances stop {record.id}` releases them")
-            print(_ssh_command(fleet, login, record))
-            return
+    record: Launch | None = None
+    kept = False
+    status = 0
+    with interrupted_as("launch interrupted", "its machines were released"):
+        site = replace(site, disk=_cached_disk(repo, image), logs=_log_dir())
         try:
-            if interactive:
-                _write_access(fleet, key)
-                print(_ssh_command(fleet, login, record))
-                progress("press Enter (or Ctrl-C) to release the machines")
-                sys.stdin.readline()
-                status = 0
-            else:
+            with site.machines(count, key, boot_timeout, report=progress) as fleet:
+                record = repo.add_launch(records.launch_in(image, login, HOST, fleet, site.logs or Path(),
+                                                           site.lifetime))
+                records.mark(fleet, record, key)
                 with Job(fleet.machines, login, key) as job:
                     job.prepare(upload)
-                    progress(f"running {run.name} on {fleet.machines[0].name}")
-                    status = job.run(run, _out)
-                    if wanted is not None:
-                        files = job.download(wanted, Path(download))
-                        progress(f"{files} file(s) back in {download}/")
+                    if detach:
+                        fleet.keep()
+                        kept = True
+                        progress(f"launch {record.id}: {count} machine(s) left running until "
+                                 f"{render.when(record.expires)}; `fg-image instances stop {record.id}` "
+                                 "releases them")
+                        print(records.ssh_command(fleet, login))
+                        return
+                    if interactive:
+                        print(records.ssh_command(fleet, login), flush=True)
+                        progress("press Enter (or Ctrl-C) to release the machines")
+                        sys.stdin.readline()
+                    else:
+                        assert run is not None
+                        progress(f"running {run.name} on {fleet.machines[0].name}")
+                        status = job.run(run, _out)
+                        if wanted is not None:
+                            _download(job, wanted, Path(download), status, progress)
         finally:
-            _forget(repo, record.id)
-        progress(f"released {count} machine(s)")
+            if record is not None and not kept:
+                _forget(repo, record.id, progress)
+    progress(f"released {count} machine(s)")
     raise typer.Exit(status)
 
 
+def _download(job: Job, wanted: str, dest: Path, status: int, progress: Callable[[str], None]) -> None:
+    """The results back; when the script failed, a missing or refused download does not hide its status."""
+    try:
+        files = job.download(wanted, dest)
+    except TargetError as e:
+        if status == 0:
+            raise
+        progress(f"warning: nothing came back: {e.message}")
+        return
+    progress(f"{files} file(s) back in {dest}/")
+
+
 def _check_cap(repo: Repository, count: int, cap: int) -> None:
-    """The launch_max_machines cap, over this user's qemu machines still running on this host."""
-    have = sum(len(launch.machines) for launch in repo.launches() if launch.target == "qemu"
-               and launch.host == HOST and _alive(launch) > 0)
+    """launch_max_machines: this user's qemu machines running on this host, and these, at most."""
+    have = sum(records.alive(launch) for launch in repo.launches() if launch.target == "qemu" and launch.host == HOST)
     if have + count > cap:
-        raise QuotaExceeded(f"{count} more machine(s) would make {have + count}; you may run {cap} at once here",
-                            hint="stop some (`fg-image instances stop ID`), or ask for a larger launch_max_machines")
+        raise QuotaExceeded(f"{count} more machine(s) would make {have + count}; launch_max_machines lets you run "
+                            f"{cap} at once here", hint="stop some (`fg-image instances stop ID`), or raise "
+                                                        "launch_max_machines in your settings")
 
 
-def _record(image: Image, login: str, fleet: Fleet, logs: Path, lifetime: int) -> LaunchIn:
-    return LaunchIn(image=image.id, target="qemu", site="local", host=HOST, user=login,
-                    expires=datetime.now(UTC) + timedelta(seconds=lifetime),
-                    machines=[LaunchedMachine(name=m.name, address=m.address, ssh_host="127.0.0.1", ssh_port=m.port,
-                                              remote_id=str(m.pid)) for m in fleet.machines],
-                    detail={"work": str(fleet.work), "logs": str(logs)})
-
-
-def _keep(fleet: Fleet, key: KeyPair, record: Launch) -> None:
-    """Leave the machines running: the key and known hosts stay in the launch's directory for `ssh -i`."""
-    _write_access(fleet, key)
-    (fleet.work / "launch.json").write_text(json.dumps({"id": record.id}) + "\n")
-    fleet.keep()
-
-
-def _write_access(fleet: Fleet, key: KeyPair) -> None:
-    private = fleet.work / "id_ed25519"
-    private.touch(0o600)
-    private.write_text(key.private_openssh)
-    (fleet.work / "known_hosts").write_text("".join(
-        f"[127.0.0.1]:{m.port} {' '.join(m.host_key.public_line.split()[:2])}\n" for m in fleet.machines))
-
-
-def _ssh_command(fleet: Fleet, login: str, record: Launch) -> str:
-    head = fleet.machines[0]
-    return (f"ssh -i {fleet.work / 'id_ed25519'} -o UserKnownHostsFile={fleet.work / 'known_hosts'} "
-            f"-p {head.port} {login}@127.0.0.1")
-
-
-def _forget(repo: Repository, launch_id: str) -> None:
+def _forget(repo: Repository, launch_id: str, progress: Callable[[str], None]) -> None:
+    """Drop a released launch's record; a failure to do so is a warning, not the launch's outcome."""
     try:
         repo.remove_launch(launch_id)
     except NotFound:
         pass
-
-
-def _alive(launch: Launch) -> int:
-    """How many of a qemu launch's machines on this host are still running."""
-    from rain.launch.local import running
-
-    work = Path(str(launch.detail.get("work", "")))
-    return sum(running(int(m.remote_id), work) for m in launch.machines if m.remote_id.isdigit())
+    except RainError as e:
+        progress(f"warning: launch {launch_id}'s record stays ({e.message}); `fg-image instances stop "
+                 f"{launch_id}` drops it")
 
 
 def _log_dir() -> Path:
-    """DATA_DIR/launch/logs/DATE-TIME-XXXX: this launch's console logs, kept if it fails."""
-    logs = settings().data_path / "launch" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=logs))
+    """DATA_DIR/launch/logs/DATE-TIME-XXXXXXXX: this launch's console logs, kept if it fails."""
+    root = _logs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
+
+
+def _logs_root() -> Path:
+    return settings().data_path / "launch" / "logs"
 
 
 def _out(data: bytes) -> None:
@@ -237,8 +231,6 @@ def instances_stop(
     everything: bool = typer.Option(False, "--all", help="every launch of yours"),
 ) -> None:
     """Release a launch's machines and drop its record."""
-    from rain.launch.local import release
-
     if (launch_id is None) == (not everything):
         raise InvalidInput("give a launch id or --all, not both" if launch_id else "give a launch id or --all",
                            hint="see `fg-image instances list`")
@@ -255,19 +247,19 @@ def instances_stop(
             raise NotFound(f"no launch {launch_id}", hint="see `fg-image instances list`")
     for launch in targets:
         if launch.target == "qemu" and launch.host != HOST:
-            raise InvalidInput(f"launch {launch.id} runs on host {launch.host}", hint="stop it there")
-    for launch in targets:
-        pids = [int(m.remote_id) for m in launch.machines if m.remote_id.isdigit()]
-        logs = launch.detail.get("logs")
-        alive = release(pids, Path(str(launch.detail.get("work", ""))), Path(logs) if isinstance(logs, str) else None)
+            if not everything:
+                raise InvalidInput(f"launch {launch.id} runs on host {launch.host}", hint="stop it there")
+            err_console.print(f"skipped launch {markup(launch.id)}: it runs on host {markup(launch.host)}")
+            continue
+        killed = records.release(launch, _logs_root())
         repo.remove_launch(launch.id)
-        err_console.print(f"released launch {markup(launch.id)} ({alive} machine(s) were running)")
+        err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")
 
 
 def _state(launch: Launch) -> str:
     if launch.target != "qemu" or launch.host != HOST:
         return "elsewhere" if launch.target == "qemu" else "recorded"
-    alive = _alive(launch)
+    alive = records.alive(launch)
     return "running" if alive == len(launch.machines) else f"{alive} running" if alive else "gone"
 
 

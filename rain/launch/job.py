@@ -5,8 +5,8 @@ launch's key as `~/.ssh/id_ed25519` with every machine's host key in `~/.ssh/kno
 reaches any machine by its name, checked), and `--upload DIR`'s contents in `~/job`. Then SCRIPT runs
 on the head, in `~/job`, with RAIN_MACHINES naming the machines file; its output streams here as it
 comes, and its exit status is the job's. `--download DIR` brings the head's `~/job/DIR` back as a tar
-stream, unpacked here with tarfile's `data` filter: no absolute paths, no `..`, no links out of the
-directory, no device nodes.
+stream, unpacked here with tarfile's `data` filter: absolute names made relative, no `..`, no links
+out of the directory, no device nodes or FIFOs. Every SSH failure is one JobError line.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import paramiko
 from rain.errors import InvalidInput, RainError, TargetError, one_line
 from rain.host.ssh import KeyPair
 from rain.launch.local import Machine
+from rain.launch.records import known_host
 from rain.register import vm
 
 JOB_DIR = "job"
@@ -55,9 +56,16 @@ class Job:
         self._transports: dict[str, paramiko.Transport] = {}
 
     def __enter__(self) -> Job:
-        for m in self.machines:
-            self._transports[m.name] = self._stack.enter_context(
-                vm.ssh(m.port, self.user, self.key, timeout=30, host_key=m.host_key.public_blob))
+        try:
+            for m in self.machines:
+                self._transports[m.name] = self._stack.enter_context(
+                    vm.ssh(m.port, self.user, self.key, timeout=30, host_key=m.host_key.public_blob))
+        except BaseException as e:
+            self._stack.close()
+            if isinstance(e, Exception) and not isinstance(e, RainError):
+                raise JobError(f"lost the SSH connection to {m.name} after it came up: {one_line(e)}",
+                               hint=f"see {m.name}'s console log: {m.console}") from e
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,9 +74,12 @@ class Job:
     def prepare(self, upload: Path | None) -> None:
         """Machines file, keys and known hosts, and the upload, on every machine."""
         names = "".join(f"{m.name}\n" for m in self.machines)
-        known = "".join(f"{m.name},{m.address} {' '.join(m.host_key.public_line.split()[:2])}\n"
-                        for m in self.machines)
-        archive = _tar_of(upload) if upload is not None else None
+        known = "".join(known_host([m.name, m.address], m.host_key) for m in self.machines)
+        with contextlib.ExitStack() as stack:
+            archive = stack.enter_context(_tar_of(upload)) if upload is not None else None
+            self._prepare_each(names, known, archive, upload)
+
+    def _prepare_each(self, names: str, known: str, archive: BinaryIO | None, upload: Path | None) -> None:
         for m in self.machines:
             with self._sftp(m) as sftp:
                 _put(sftp, MACHINES_FILE, names.encode(), 0o644)
@@ -88,18 +99,21 @@ class Job:
     def run(self, script: Path, out: Callable[[bytes], None]) -> int:
         """SCRIPT on the head in ~/job; its output (stdout and stderr) to `out` as it comes; its exit status."""
         head = self.machines[0]
-        name = f".rain-{script.name}" if script.name.startswith("-") else script.name
         with self._sftp(head) as sftp:
-            _put(sftp, f"{JOB_DIR}/{name}", script.read_bytes(), 0o755)
-        command = (f"cd {JOB_DIR} && RAIN_MACHINES=\"$HOME/{MACHINES_FILE}\" exec ./{shlex.quote(name)}")
+            _put(sftp, f"{JOB_DIR}/{script.name}", script.read_bytes(), 0o755)
+        command = f"cd {JOB_DIR} && RAIN_MACHINES=\"$HOME/{MACHINES_FILE}\" exec ./{shlex.quote(script.name)}"
         channel = self._channel(head)
-        with contextlib.closing(channel):
+        with contextlib.closing(channel), self._lost(head, f"while {script.name} ran"):
             channel.set_combine_stderr(True)
             channel.exec_command(command)
             channel.shutdown_write()
             while data := channel.recv(BUFFER):
                 out(data)
-            return channel.recv_exit_status()
+            status = channel.recv_exit_status()
+        if status == -1:  # no exit-status message: the connection ended, or a signal killed the script
+            raise JobError(f"{script.name} on {head.name} ended without an exit status (the machine stopped, "
+                           "or a signal killed the script)", hint=f"see {head.name}'s console log: {head.console}")
+        return status
 
     def download(self, directory: str, dest: Path) -> int:
         """The head's ~/job/DIRECTORY as the new local directory `dest`; the number of files brought back."""
@@ -131,6 +145,15 @@ class Job:
         finally:
             sftp.close()
 
+    @contextlib.contextmanager
+    def _lost(self, m: Machine, when: str) -> Iterator[None]:
+        """paramiko's and the socket's errors as one JobError line."""
+        try:
+            yield
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise JobError(f"lost the SSH connection to {m.name} {when}: {one_line(e) or type(e).__name__}",
+                           hint=f"see {m.name}'s console log: {m.console}") from e
+
     def _channel(self, m: Machine) -> paramiko.Channel:
         try:
             return self._transports[m.name].open_session(timeout=30)
@@ -142,20 +165,22 @@ class Job:
               stdout: BinaryIO | None = None) -> tuple[int, str]:
         """Run `command` on `m`; its status and its stderr (stdout too when not kept)."""
         channel = self._channel(m)
-        with contextlib.closing(channel):
+        with contextlib.closing(channel), self._lost(m, f"running {command.split()[0]}"):
+            if stdout is None:
+                channel.set_combine_stderr(True)
             channel.exec_command(command)
             if stdin is not None:
                 while block := stdin.read(BUFFER):
                     channel.sendall(block)
             channel.shutdown_write()
-            kept = bytearray()
+            kept = b""
             while data := channel.recv(BUFFER):
                 if stdout is not None:
                     stdout.write(data)
                 else:
-                    kept += data[-4096:]
-            while err := channel.recv_stderr(BUFFER):
-                kept += err[-4096:]
+                    kept = (kept + data)[-4096:]
+            while err := channel.recv_stderr(BUFFER):  # what is left of it once stdout has ended
+                kept = (kept + err)[-4096:]
             return channel.recv_exit_status(), kept.decode(errors="replace")
 
 
@@ -186,17 +211,15 @@ def unpack(archive: BinaryIO, dest: Path, source: str) -> int:
 
 def _put(sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int) -> None:
     with sftp.open(path, "wb") as f:
+        f.chmod(mode)  # before a byte of a private key is in it
         f.write(data)
-    sftp.chmod(path, mode)
 
 
-def _tar_of(directory: Path) -> BinaryIO:
+@contextlib.contextmanager
+def _tar_of(directory: Path) -> Iterator[BinaryIO]:
     """DIRECTORY's contents as a tar (spooled to disk past 16 MiB), names relative to it."""
-    if not directory.is_dir():
-        raise InvalidInput(f"--upload {directory}: no such directory", hint="give a directory to copy to each machine")
-    spool = tempfile.SpooledTemporaryFile(16 << 20)
-    with tarfile.open(fileobj=spool, mode="w") as tar:
-        for entry in sorted(os.listdir(directory)):
-            tar.add(directory / entry, arcname=entry)
-    return spool  # type: ignore[return-value]
-
+    with tempfile.SpooledTemporaryFile(16 << 20) as spool:
+        with tarfile.open(fileobj=spool, mode="w") as tar:
+            for entry in sorted(os.listdir(directory)):
+                tar.add(directory / entry, arcname=entry)
+        yield spool  # type: ignore[misc]

@@ -7,7 +7,8 @@ Each machine of a launch gets
   default user, the launch's private network and the other machines' names in /etc/hosts;
 - two NICs: QEMU's user network, with the guest's sshd forwarded to a free port on 127.0.0.1 (nothing
   else listens), and the launch's private network: a QEMU socket network (UDP multicast on the
-  loopback, on a group and port of its own) that only this launch's machines are on.
+  loopback, on a random group and port of its own). It keeps launches apart, not local users: the
+  group is in QEMU's command line, and a process on this host that joins it reaches the machines.
 
 Every QEMU runs in its own session and is tracked by the reaper, so a machine dies with Rain even when
 Rain is SIGKILLed; leaving `LocalSite.machines` (an error, Ctrl-C or the end of the job) kills every
@@ -19,10 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import shutil
-import signal
 import tempfile
 import time
 import uuid
@@ -84,11 +83,8 @@ class LocalSite:
     """A directory of this launch's own for the machines' console logs, kept only if the launch fails
     (without it they live and go with the launch's temporary files)."""
 
-    @contextlib.contextmanager
-    def machines(self, count: int, key: KeyPair, timeout: float, prefix: str = "node",
-                 report: Callable[[str], None] = lambda _: None) -> Iterator[Fleet]:
-        """`count` machines, each answering SSH; all killed and their files removed when the block ends,
-        unless `Fleet.keep` was called."""
+    def check(self, count: int) -> None:
+        """What would refuse `machines(count)`, checked before anything is fetched or made."""
         if not 1 <= count <= MAX_COUNT:
             raise InvalidInput(f"--count {count}: launch 1 to {MAX_COUNT} machines", hint="give a smaller --count")
         if self.accel not in ACCELS:
@@ -96,6 +92,13 @@ class LocalSite:
         if self.lifetime < 1:
             raise InvalidInput(f"launch_lifetime {self.lifetime}: give a number of seconds, 1 or more",
                                hint="set launch_lifetime in the config file or RAIN_LAUNCH_LIFETIME")
+
+    @contextlib.contextmanager
+    def machines(self, count: int, key: KeyPair, timeout: float, prefix: str = "node",
+                 report: Callable[[str], None] = lambda _: None) -> Iterator[Fleet]:
+        """`count` machines, each answering SSH; all killed and their files removed when the block ends,
+        unless `Fleet.keep` was called."""
+        self.check(count)
         names = [seeds.hostname(f"{prefix}{i}") for i in range(1, count + 1)]
         hosts = "".join(f"{PRIVATE_NET}.{10 + i} {name}\n" for i, name in enumerate(names, 1))
         net = _private_network()
@@ -190,30 +193,3 @@ def _network_config(private_mac: str, address: str) -> dict[str, object]:
         "public": {"match": {"macaddress": seeds.GUEST_MAC}, "dhcp4": True},
         "private": {"match": {"macaddress": private_mac}, "addresses": [f"{address}/24"]}}}
 
-
-def running(pid: int, work: Path) -> bool:
-    """Whether `pid` is still a machine of the launch in `work` (not a process that reused the number)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(arg.startswith(b"file=" + bytes(work)) for arg in argv) and any(b"qemu-system" in a for a in argv)
-
-
-def release(pids: list[int], work: Path, logs: Path | None = None) -> int:
-    """Kill a kept launch's machines (each with its session) and remove its files; how many were running."""
-    alive = 0
-    for pid in pids:
-        if running(pid, work):
-            alive += 1
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-    for pid in pids:  # the children of this process (a launch it kept itself) are reaped, not left as zombies
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-    # the paths come from a record: only what a launch makes is removed
-    if work.name.startswith("rain-launch-"):
-        shutil.rmtree(work, ignore_errors=True)
-    if logs is not None and logs.parent.name == "logs" and logs.parent.parent.name == "launch":
-        shutil.rmtree(logs, ignore_errors=True)
-    return alive

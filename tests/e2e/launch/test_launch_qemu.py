@@ -35,6 +35,16 @@ exit 7
 """
 
 
+@pytest.fixture(autouse=True)
+def _lifetime(rain_env: dict[str, str]) -> None:
+    """A backstop: a machine a failed test leaves behind dies within half an hour, not a day."""
+    rain_env["RAIN_LAUNCH_LIFETIME"] = "1800"
+
+
+def _no_records(fg: Fg) -> bool:
+    return fg("instances", "list").stdout.strip() == "no machines launched"
+
+
 def _upload(fg: Fg, disk: Path) -> str:
     done = fg("upload", str(disk), "--os", "debian", "--release", "bookworm", "--arch", "amd64", timeout=300)
     assert done.returncode == 0, done.stderr
@@ -99,6 +109,7 @@ def test_two_machines_run_a_job_that_reaches_the_second_by_name_and_leave_nothin
     assert sorted(p.name for p in work.iterdir()) == ["in", "job.sh", "out"]
     logs = Path(rain_env["RAIN_DATA_DIR"]) / "launch" / "logs"
     assert list(logs.iterdir()) == [], "a launch that worked keeps no console log"
+    assert _no_records(fg), "its record went with its machines"
 
 
 def test_a_sigkilled_launch_leaves_no_qemu_and_no_files(
@@ -138,10 +149,11 @@ def test_machines_that_never_answer_are_one_error_and_are_released(
     assert [p.name for p in logs] == ["node1.console.log", "node2.console.log"], "console logs are kept"
     assert f"console log: {logs[0]}" in errors[0], "the error names the log that is kept"
     assert "No bootable device" in logs[0].read_text(errors="replace")
+    assert _no_records(fg), "machines that never came up are never recorded"
 
 
 def test_ctrl_c_while_the_machines_boot_releases_them(
-        rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
+        fg: Fg, rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     (tmp_path / "job.sh").write_text("#!/bin/sh\ntrue\n")
@@ -156,6 +168,7 @@ def test_ctrl_c_while_the_machines_boot_releases_them(
         proc.kill()
         proc.wait()
     assert qemu_pids(str(scratch)) == [] and list(scratch.iterdir()) == [], "released before fg-image exited"
+    assert _no_records(fg)
 
 
 def _ssh(command: str) -> str:
@@ -184,8 +197,8 @@ def test_interactive_and_detached_machines_are_listed_reachable_capped_and_relea
         assert _ssh(interactive.stdout.readline().strip()) == "node1"
         listed = fg("instances", "list")
         assert listed.returncode == 0 and listed.stdout.count(" running ") == 2, listed.stdout
-        capped = fg("launch", image, "--detach", env={"RAIN_LAUNCH_MAX_MACHINES": "2"})
-        assert capped.returncode == 7 and "you may run 2 at once here" in capped.stderr, capped.stderr
+        capped = fg("launch", image, "--detach", env={"RAIN_LAUNCH_MAX_MACHINES": "2", "TMPDIR": str(scratch)})
+        assert capped.returncode == 7 and "lets you run 2 at once here" in capped.stderr, capped.stderr
         assert len(_qemus(scratch)) == 2, "the refused launch started nothing"
 
         interactive.stdin.write("\n")
@@ -207,6 +220,8 @@ def test_interactive_and_detached_machines_are_listed_reachable_capped_and_relea
 def test_what_cannot_launch_is_one_line_before_anything_starts(
         fg: Fg, cloud_qcow2: Path, tmp_path: Path) -> None:
     tree = _upload(fg, cloud_qcow2.with_name("debian-bookworm-cloud.tar.zst"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
     (tmp_path / "job.sh").write_text("#!/bin/sh\ntrue\n")
     (tmp_path / "out").mkdir()
     cases = {
@@ -222,7 +237,8 @@ def test_what_cannot_launch_is_one_line_before_anything_starts(
         ("0123456789ab", "--run", "job.sh"): "0123456789ab",
     }
     for args, message in cases.items():
-        done = fg("launch", *args, cwd=tmp_path)
+        done = fg("launch", *args, cwd=tmp_path, env={"TMPDIR": str(scratch)})
         assert done.returncode != 0, args
         assert message in done.stderr and len(done.stderr.strip().splitlines()) <= 2, (args, done.stderr)
-    assert qemu_pids(str(tmp_path)) == []
+    assert qemu_pids(str(scratch)) == [] and list(scratch.iterdir()) == [], "nothing started, nothing was made"
+    assert _no_records(fg)
