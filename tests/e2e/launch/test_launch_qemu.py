@@ -112,15 +112,20 @@ def test_two_machines_run_a_job_that_reaches_the_second_by_name_and_leave_nothin
     assert _no_records(fg), "its record went with its machines"
 
 
-def test_a_sigkilled_launch_leaves_no_qemu_and_no_files(
-        rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
-    image = blank_disk
+def _launch_two(rain_env: dict[str, str], image: str, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """`fg-image launch IMAGE --count 2 --run job.sh`, its temporary files under the returned directory."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     (tmp_path / "job.sh").write_text("#!/bin/sh\ntrue\n")
     proc = subprocess.Popen([str(FG_IMAGE), "launch", image, "--count", "2", "--run", "job.sh"], cwd=tmp_path,
                             env={**rain_env, "TMPDIR": str(scratch)}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, scratch
+
+
+def test_a_sigkilled_launch_leaves_no_qemu_and_no_files(
+        rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
+    proc, scratch = _launch_two(rain_env, blank_disk, tmp_path)
     try:
         _started(proc, 2)
         assert len(_qemus(scratch)) == 2
@@ -152,17 +157,13 @@ def test_machines_that_never_answer_are_one_error_and_are_released(
     assert _no_records(fg), "machines that never came up are never recorded"
 
 
-def test_ctrl_c_while_the_machines_boot_releases_them(
-        fg: Fg, rain_env: dict[str, str], blank_disk: str, tmp_path: Path) -> None:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    (tmp_path / "job.sh").write_text("#!/bin/sh\ntrue\n")
-    proc = subprocess.Popen([str(FG_IMAGE), "launch", blank_disk, "--count", "2", "--run", "job.sh"], cwd=tmp_path,
-                            env={**rain_env, "TMPDIR": str(scratch)}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_while_the_machines_boot_releases_them(
+        fg: Fg, rain_env: dict[str, str], blank_disk: str, tmp_path: Path, signal_number: int) -> None:
+    proc, scratch = _launch_two(rain_env, blank_disk, tmp_path)
     try:
         _started(proc, 2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal_number)
         assert proc.wait(60) == 130
     finally:
         proc.kill()
