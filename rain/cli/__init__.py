@@ -8,6 +8,7 @@ here. Errors are caught here, in one place, and each becomes one line.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 
 import typer
@@ -40,7 +41,19 @@ for group in (images, users, repo, config, generate, cache, builder, register, l
     group.register(app)
 
 
+def _give_back_large_buffers() -> None:
+    """Fix glibc's mmap threshold at 1 MiB (M_MMAP_THRESHOLD). Left dynamic, it rises to the size of the
+    largest buffer freed, so the 16 MiB runs a transfer moves on several threads end up in per-thread
+    heaps that keep them after they are freed: a 1 GiB download peaked anywhere from 155 to 221 MiB
+    resident. Mapped on their own, they go back to the system when freed (132-147 MiB)."""
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)
+    except (OSError, AttributeError):  # not glibc: its allocator is its own business
+        pass
+
+
 def main() -> None:
+    _give_back_large_buffers()
     try:
         # Without standalone mode click returns, rather than raises, the code of a typer.Exit.
         code = app(standalone_mode=False)

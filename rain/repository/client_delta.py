@@ -348,6 +348,7 @@ def _fetch_runs(client: Client, info: ImageChunks, offsets: list[int], missing: 
         while ahead:
             first, future = ahead.popleft()
             pieces = future.result()
+            del future  # the run's buffers go with `pieces` below, not with the next turn
             for run in itertools.islice(todo, 1):
                 ahead.append((run[0], pool.submit(fetch, run)))
             got = sum(len(piece) for piece in pieces)
