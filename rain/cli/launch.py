@@ -3,16 +3,16 @@ and `fg-image instances` (what is running, from the repository's launch records)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import typer
 
@@ -22,11 +22,16 @@ from rain.cli.images import fetch_image
 from rain.cli.untrusted import checked_id, markup, plain
 from rain.errors import InvalidInput, NotFound, QuotaExceeded, RainError, TargetError
 from rain.launch import records
+from rain.repository.acting import HOST
 from rain.repository.base import Repository
 from rain.repository.models import ID_RE, Image, Launch, Role
 
 if TYPE_CHECKING:
+    from rain.host.ssh import KeyPair
+    from rain.launch.fleet import Fleet
     from rain.launch.job import Job
+    from rain.launch.local import LocalSite
+    from rain.launch.openstack import OpenStackLaunch
 
 commands = typer.Typer()
 instances_app = typer.Typer(help="Machines you launched: list them, stop them.", no_args_is_help=True)
@@ -35,14 +40,18 @@ DISK_FORMATS = ("qcow2", "raw")
 DEFAULT_USERS = {"debian": "debian", "ubuntu": "ubuntu", "rocky": "rocky", "alma": "almalinux",
                  "centos": "cloud-user", "fedora": "fedora"}
 """The default user each family's cloud images let in (what cloud-init makes from its system_info)."""
-HOST = socket.gethostname()
+LAUNCH_TARGETS = ("qemu", "openstack")
 
 
 @commands.command("launch")
 def launch(
-    image_id: str = typer.Argument(..., help="id of a bootable disk image (qcow2 or raw) in the repository"),
-    target: str = typer.Option("qemu", "--target", "-t", help="where the machines run: qemu (this host)"),
+    image_id: str = typer.Argument(..., help="id of an image in the repository"),
+    target: str = typer.Option("qemu", "--target", "-t", help="where the machines run: qemu (this host) or "
+                               "openstack"),
+    site_name: str = typer.Option(None, "--site", help="the target's site in the targets file (default: the only "
+                                  "one / default)"),
     count: int = typer.Option(1, "--count", "-n", min=1, help="how many machines"),
+    size: str = typer.Option(None, "--size", help="openstack: the machines' flavor (default: the site's flavor)"),
     run: Path = typer.Option(None, "--run", help="script to run on the first machine (the head)"),
     upload: Path = typer.Option(None, "--upload", help="directory whose contents go to ~/job on every machine"),
     download: str = typer.Option(None, "--download", help="directory under the head's ~/job to bring back "
@@ -50,27 +59,30 @@ def launch(
     interactive: bool = typer.Option(False, "--interactive", help="print how to log in to the head; release the "
                                      "machines when you press Enter"),
     detach: bool = typer.Option(False, "--detach", help="leave the machines running (see `fg-image instances`)"),
-    user: str = typer.Option(None, "--user", help="user to log in as (default: the family's cloud user)"),
-    memory: int = typer.Option(1024, "--memory", min=256, help="MiB of RAM per machine"),
-    accel: str = typer.Option("tcg", "--accel", help="tcg (works everywhere) or kvm"),
+    user: str = typer.Option(None, "--user", help="user to log in as (default: the image's cloud user)"),
+    memory: int = typer.Option(1024, "--memory", min=256, help="qemu: MiB of RAM per machine"),
+    accel: str = typer.Option("tcg", "--accel", help="qemu: tcg (works everywhere) or kvm"),
     boot_timeout: float = typer.Option(900.0, "--boot-timeout", min=1, help="seconds for all machines to "
                                        "answer SSH"),
 ) -> None:
     """Start machines from an image and, with --run, run SCRIPT on the head with the machines file's path
     in RAIN_MACHINES, bring --download back and release every machine (also on failure and Ctrl-C): the
     exit code is the script's. Or keep them: --interactive until you press Enter, --detach until
-    `fg-image instances stop`. The launch_lifetime setting bounds them all."""
+    `fg-image instances stop`. On a cloud the image is registered first if it is not yet. The
+    launch_lifetime setting bounds them all."""
     from rain.host.ssh import KeyPair
     from rain.launch.job import Job, remote_dir
-    from rain.launch.local import LocalSite
-    from rain.register.seeds import username
 
     modes = [m for m, on in (("--run", run is not None), ("--interactive", interactive), ("--detach", detach)) if on]
     if len(modes) != 1:
         raise InvalidInput("give one of --run SCRIPT, --interactive or --detach" if not modes
                            else f"{' and '.join(modes)} do not go together", hint="see `fg-image launch --help`")
-    if target != "qemu":
-        raise InvalidInput(f"launch on {target!r} is not available yet", hint="use --target qemu (this host)")
+    if target not in LAUNCH_TARGETS:
+        raise InvalidInput(f"launch on {target!r} is not available", hint="use --target " + " or ".join(LAUNCH_TARGETS))
+    if target == "qemu" and (site_name is not None or size is not None):
+        raise InvalidInput("--site and --size are for a cloud target", hint="qemu takes --memory; drop them")
+    if target != "qemu" and (memory != 1024 or accel != "tcg"):
+        raise InvalidInput("--memory and --accel are for the qemu target", hint=f"{target} takes --size")
     if not ID_RE.match(image_id):
         raise InvalidInput(f"bad image id {image_id[:40]!r}", hint="ids are 12 hex digits; see `fg-image list`")
     if run is not None and not run.is_file():
@@ -87,16 +99,10 @@ def launch(
     repo = open_repo()
     image = repo.show(image_id)
     checked_id(image.id, image_id)
-    if image.format not in DISK_FORMATS:
-        raise InvalidInput(f"image {image.id} is {image.format}, not a bootable disk",
-                           hint="launch a qcow2 or raw image: generate the recipe with --format qcow2")
-    family = image.os.family.lower()
-    if user is None and family not in DEFAULT_USERS:
-        raise InvalidInput(f"image {image.id}'s OS family {image.os.family or '(none)'!r} has no known cloud user",
-                           hint="give --user: the user its cloud-init makes (its default_user)")
-    login = username(user or DEFAULT_USERS[family])
-    site = LocalSite(Path(), image.format, login, memory_mb=memory, accel=accel,
-                     cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(s.launch_lifetime))
+    if target == "qemu":
+        site: Site = _local_site(image, user, count, memory, accel)
+    else:
+        site = _cloud_site(target, site_name, user, size)
     site.check(count)
     _check_cap(repo, count, int(s.launch_max_machines))
     key = KeyPair.generate(f"rain-launch@{image.id}")
@@ -105,16 +111,20 @@ def launch(
         err_console.print(markup(line))
 
     record: Launch | None = None
+
+    def recorded(fleet: Fleet) -> None:
+        nonlocal record
+        record = repo.add_launch(records.launch_in(image, target, site.site_name, site.user, HOST, fleet,
+                                                   int(s.launch_lifetime)))
+        records.mark(fleet, record, key)
+
     kept = False
     status = 0
     with interrupted_as("launch interrupted", "its machines were released"):
-        site = replace(site, disk=_cached_disk(repo, image), logs=_log_dir())
         try:
-            with site.machines(count, key, boot_timeout, report=progress) as fleet:
-                record = repo.add_launch(records.launch_in(image, login, HOST, fleet, site.logs or Path(),
-                                                           site.lifetime))
-                records.mark(fleet, record, key)
-                with Job(fleet.machines, login, key) as job:
+            with _boot(site, repo, image, count, key, boot_timeout, progress, recorded) as fleet:
+                assert record is not None
+                with Job(fleet.machines, site.user, key) as job:
                     job.prepare(upload)
                     if detach:
                         fleet.keep()
@@ -122,10 +132,10 @@ def launch(
                         progress(f"launch {record.id}: {count} machine(s) left running until "
                                  f"{render.when(record.expires)}; `fg-image instances stop {record.id}` "
                                  "releases them")
-                        print(records.ssh_command(fleet, login))
+                        print(records.ssh_command(fleet, site.user))
                         return
                     if interactive:
-                        print(records.ssh_command(fleet, login), flush=True)
+                        print(records.ssh_command(fleet, site.user), flush=True)
                         progress("press Enter (or Ctrl-C) to release the machines")
                         sys.stdin.readline()
                     else:
@@ -141,6 +151,80 @@ def launch(
     raise typer.Exit(status)
 
 
+class Site(Protocol):
+    """What `launch` needs of a site before it starts anything (LocalSite, OpenStackLaunch)."""
+
+    @property
+    def site_name(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    def check(self, count: int) -> None: ...
+
+
+def _local_site(image: Image, user: str | None, count: int, memory: int, accel: str) -> LocalSite:
+    from rain.launch.local import LocalSite
+    from rain.register.seeds import username
+
+    if image.format not in DISK_FORMATS:
+        raise InvalidInput(f"image {image.id} is {image.format}, not a bootable disk",
+                           hint="launch a qcow2 or raw image: generate the recipe with --format qcow2")
+    family = image.os.family.lower()
+    if user is None and family not in DEFAULT_USERS:
+        raise InvalidInput(f"image {image.id}'s OS family {image.os.family or '(none)'!r} has no known cloud user",
+                           hint="give --user: the user its cloud-init makes (its default_user)")
+    return LocalSite(Path(), image.format, username(user or DEFAULT_USERS[family]), memory_mb=memory, accel=accel,
+                     cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(settings().launch_lifetime))
+
+
+def _cloud_site(target: str, site_name: str | None, user: str | None, size: str | None) -> OpenStackLaunch:
+    from rain.launch.openstack import OpenStackLaunch
+    from rain.register.seeds import username
+    from rain.register.targets.openstack import OpenStackSite
+    from rain.register.targets.sites import open_target
+
+    cloud, name = open_target(settings(), target, site_name)
+    assert isinstance(cloud.site, OpenStackSite)  # type: ignore[attr-defined]
+    return OpenStackLaunch(cloud.site, name, username(user or cloud.login_user), size)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _boot(site: Site, repo: Repository, image: Image, count: int, key: KeyPair, timeout: float,
+          progress: Callable[[str], None], started: Callable[[Fleet], None]) -> Iterator[Fleet]:
+    """The site's machines from the image: qemu boots its disk from the launch cache; a cloud boots the
+    image as Rain registered it there (registering it first if it is not yet)."""
+    from rain.launch.local import LocalSite
+    from rain.launch.openstack import OpenStackLaunch
+
+    if isinstance(site, LocalSite):
+        local = replace(site, disk=_cached_disk(repo, image), logs=_log_dir())
+        with local.machines(count, key, timeout, report=progress, started=started) as fleet:
+            yield fleet
+        return
+    assert isinstance(site, OpenStackLaunch)
+    remote_id = _registered(repo, image, "openstack", site.site_name, progress)
+    with site.machines(count, key, timeout, remote_id, report=progress, started=started) as fleet:
+        yield fleet
+
+
+def _registered(repo: Repository, image: Image, target: str, site_name: str, progress: Callable[[str], None]) -> str:
+    """The image's id on the target's site: its registration there, or a new one (vetted, adapted, published)."""
+    for registration in image.registrations:
+        if registration.target == target and registration.site == site_name:
+            return registration.remote_id
+    from rain.cli.progress import step_reporter
+    from rain.cli.register import render_report
+    from rain.register.pipeline import VetRejected, register
+
+    progress(f"image {image.id} is not registered on {target}/{site_name}: registering it first")
+    try:
+        outcome = register(repo, settings(), image.id, target, site_name, reporter=step_reporter())
+    except VetRejected as e:
+        render_report(e.report)
+        raise
+    progress(f"registered {image.id} on {target}/{site_name} as {outcome.remote_id}")
+    return outcome.remote_id
+
+
 def _download(job: Job, wanted: str, dest: Path, status: int, progress: Callable[[str], None]) -> None:
     """The results back; when the script failed, a missing or refused download does not hide its status."""
     try:
@@ -154,8 +238,10 @@ def _download(job: Job, wanted: str, dest: Path, status: int, progress: Callable
 
 
 def _check_cap(repo: Repository, count: int, cap: int) -> None:
-    """launch_max_machines: this user's qemu machines running on this host, and these, at most."""
-    have = sum(records.alive(launch) for launch in repo.launches() if launch.target == "qemu" and launch.host == HOST)
+    """launch_max_machines: this user's machines at once (qemu ones running on this host, and every one recorded
+    on a cloud), and these, at most."""
+    have = sum(records.alive(launch) if launch.target == "qemu" else len(launch.machines)
+               for launch in repo.launches() if launch.target != "qemu" or launch.host == HOST)
     if have + count > cap:
         raise QuotaExceeded(f"{count} more machine(s) would make {have + count}; launch_max_machines lets you run "
                             f"{cap} at once here", hint="stop some (`fg-image instances stop ID`), or raise "
@@ -252,11 +338,14 @@ def instances_stop(
             err_console.print(f"skipped launch {markup(launch.id)}: it runs on host {markup(launch.host)}")
             continue
         killed = records.release(launch, _logs_root())
+        if launch.target != "qemu":
+            killed += _cloud_site(launch.target, launch.site, launch.user or None, None).release(launch)
         repo.remove_launch(launch.id)
         err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")
 
 
 def _state(launch: Launch) -> str:
+    """qemu: how many of its machines run here; a cloud's: what the record says (Rain does not ask the cloud)."""
     if launch.target != "qemu" or launch.host != HOST:
         return "elsewhere" if launch.target == "qemu" else "recorded"
     alive = records.alive(launch)

@@ -25,11 +25,13 @@ import paramiko
 
 from rain.errors import InvalidInput, RainError, TargetError, one_line
 from rain.host.ssh import KeyPair
-from rain.launch.local import Machine
+from rain.launch.fleet import Machine
 from rain.launch.records import known_host
 from rain.register import vm
 
 JOB_DIR = "job"
+HOME_JOB = f'"$HOME"/{JOB_DIR}'
+"""The job's directory in commands: under $HOME, not wherever sshd starts the shell."""
 MACHINES_FILE = "machines"
 BUFFER = 1 << 16
 
@@ -59,12 +61,12 @@ class Job:
         try:
             for m in self.machines:
                 self._transports[m.name] = self._stack.enter_context(
-                    vm.ssh(m.port, self.user, self.key, timeout=30, host_key=m.host_key.public_blob))
+                    vm.ssh(m.port, self.user, self.key, timeout=30, host_key=m.host_key.public_blob, host=m.host))
         except BaseException as e:
             self._stack.close()
             if isinstance(e, Exception) and not isinstance(e, RainError):
                 raise JobError(f"lost the SSH connection to {m.name} after it came up: {one_line(e)}",
-                               hint=f"see {m.name}'s console log: {m.console}") from e
+                               hint=m.where_to_look()) from e
             raise
         return self
 
@@ -73,35 +75,34 @@ class Job:
 
     def prepare(self, upload: Path | None) -> None:
         """Machines file, keys and known hosts, and the upload, on every machine."""
-        names = "".join(f"{m.name}\n" for m in self.machines)
-        known = "".join(known_host([m.name, m.address], m.host_key) for m in self.machines)
-        with contextlib.ExitStack() as stack:
-            archive = stack.enter_context(_tar_of(upload)) if upload is not None else None
-            self._prepare_each(names, known, archive, upload)
+        names = "".join(f"{m.listed}\n" for m in self.machines)
+        known = "".join(known_host(sorted({m.name, m.address, m.listed}), m.host_key) for m in self.machines)
+        with _tar_of(upload) if upload is not None else contextlib.nullcontext() as archive:
+            for m in self.machines:
+                self._prepare(m, names, known, archive, upload)
 
-    def _prepare_each(self, names: str, known: str, archive: BinaryIO | None, upload: Path | None) -> None:
-        for m in self.machines:
-            with self._sftp(m) as sftp:
-                _put(sftp, MACHINES_FILE, names.encode(), 0o644)
-                with contextlib.suppress(OSError):
-                    sftp.mkdir(".ssh", 0o700)
-                _put(sftp, ".ssh/id_ed25519", self.key.private_openssh.encode(), 0o600)
-                _put(sftp, ".ssh/known_hosts", known.encode(), 0o644)
-                with contextlib.suppress(OSError):
-                    sftp.mkdir(JOB_DIR, 0o755)
-            if archive is not None:
-                archive.seek(0)
-                status, output = self._exec(m, f"tar -x -C {JOB_DIR} -f -", stdin=archive)
-                if status != 0:
-                    raise JobError(f"copying {upload} to {m.name} failed (tar exit {status}: {output[-200:]!r})",
-                                   hint="the image needs tar; is the machine's disk full?")
+    def _prepare(self, m: Machine, names: str, known: str, archive: BinaryIO | None, upload: Path | None) -> None:
+        with self._sftp(m) as sftp:
+            _put(sftp, MACHINES_FILE, names.encode(), 0o644)
+            with contextlib.suppress(OSError):
+                sftp.mkdir(".ssh", 0o700)
+            _put(sftp, ".ssh/id_ed25519", self.key.private_openssh.encode(), 0o600)
+            _put(sftp, ".ssh/known_hosts", known.encode(), 0o644)
+            with contextlib.suppress(OSError):
+                sftp.mkdir(JOB_DIR, 0o755)
+        if archive is not None:
+            archive.seek(0)
+            status, output = self._exec(m, f"tar -x -C {HOME_JOB} -f -", stdin=archive)
+            if status != 0:
+                raise JobError(f"copying {upload} to {m.name} failed (tar exit {status}: {output[-200:]!r})",
+                               hint="the image needs tar; is the machine's disk full?")
 
     def run(self, script: Path, out: Callable[[bytes], None]) -> int:
         """SCRIPT on the head in ~/job; its output (stdout and stderr) to `out` as it comes; its exit status."""
         head = self.machines[0]
         with self._sftp(head) as sftp:
             _put(sftp, f"{JOB_DIR}/{script.name}", script.read_bytes(), 0o755)
-        command = f"cd {JOB_DIR} && RAIN_MACHINES=\"$HOME/{MACHINES_FILE}\" exec ./{shlex.quote(script.name)}"
+        command = f"cd {HOME_JOB} && RAIN_MACHINES=\"$HOME/{MACHINES_FILE}\" exec ./{shlex.quote(script.name)}"
         channel = self._channel(head)
         with contextlib.closing(channel), self._lost(head, f"while {script.name} ran"):
             channel.set_combine_stderr(True)
@@ -112,14 +113,14 @@ class Job:
             status = channel.recv_exit_status()
         if status == -1:  # no exit-status message: the connection ended, or a signal killed the script
             raise JobError(f"{script.name} on {head.name} ended without an exit status (the machine stopped, "
-                           "or a signal killed the script)", hint=f"see {head.name}'s console log: {head.console}")
+                           "or a signal killed the script)", hint=head.where_to_look())
         return status
 
     def download(self, directory: str, dest: Path) -> int:
         """The head's ~/job/DIRECTORY as the new local directory `dest`; the number of files brought back."""
         head = self.machines[0]
         with tempfile.TemporaryFile() as archive:
-            status, output = self._exec(head, f"tar -c -C {JOB_DIR}/{shlex.quote(directory)} -f - .", stdout=archive)
+            status, output = self._exec(head, f"tar -c -C {HOME_JOB}/{shlex.quote(directory)} -f - .", stdout=archive)
             if status != 0:
                 raise JobError(f"the job left no {directory}/ to download on {head.name} ({output.strip()[-160:]})",
                                hint=f"the script must write its results under ./{directory} in its directory")
@@ -152,14 +153,14 @@ class Job:
             yield
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise JobError(f"lost the SSH connection to {m.name} {when}: {one_line(e) or type(e).__name__}",
-                           hint=f"see {m.name}'s console log: {m.console}") from e
+                           hint=m.where_to_look()) from e
 
     def _channel(self, m: Machine) -> paramiko.Channel:
         try:
             return self._transports[m.name].open_session(timeout=30)
         except (paramiko.SSHException, OSError) as e:
             raise JobError(f"lost the SSH connection to {m.name}: {one_line(e)}",
-                           hint=f"see {m.name}'s console log") from e
+                           hint=m.where_to_look()) from e
 
     def _exec(self, m: Machine, command: str, stdin: BinaryIO | None = None,
               stdout: BinaryIO | None = None) -> tuple[int, str]:

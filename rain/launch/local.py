@@ -22,17 +22,16 @@ import json
 import logging
 import random
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rain.errors import InvalidInput
-from rain.host import reaper
+from rain.errors import InvalidInput, TargetError
 from rain.host.ssh import KeyPair
 from rain.host.tools import run, tool
+from rain.launch.fleet import Fleet, Machine, check_count, drop_work, keep_work, work_dir
 from rain.register import seeds, vm
 from rain.waiting import Deadline
 
@@ -40,30 +39,7 @@ log = logging.getLogger(__name__)
 
 PRIVATE_NET = "10.99.0"
 """The launch's private network, a /24: machine i (from 1) is PRIVATE_NET.(10 + i)."""
-MAX_COUNT = 64
 ACCELS = ("tcg", "kvm")
-
-
-@dataclass(frozen=True)
-class Machine:
-    name: str
-    address: str
-    """Its address on the launch's private network (its name there resolves to it)."""
-    port: int
-    """Its sshd, forwarded to 127.0.0.1."""
-    host_key: KeyPair
-    console: Path
-    pid: int
-    """Its process (QEMU under `timeout`, in a session of its own)."""
-
-
-@dataclass(frozen=True)
-class Fleet:
-    """A launch's machines and its directory; `keep()` leaves them running past the block (--detach)."""
-
-    machines: list[Machine]
-    work: Path
-    keep: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -83,10 +59,11 @@ class LocalSite:
     """A directory of this launch's own for the machines' console logs, kept only if the launch fails
     (without it they live and go with the launch's temporary files)."""
 
+    site_name = "local"
+
     def check(self, count: int) -> None:
         """What would refuse `machines(count)`, checked before anything is fetched or made."""
-        if not 1 <= count <= MAX_COUNT:
-            raise InvalidInput(f"--count {count}: launch 1 to {MAX_COUNT} machines", hint="give a smaller --count")
+        check_count(count)
         if self.accel not in ACCELS:
             raise InvalidInput(f"unknown accelerator {self.accel!r}", hint="use tcg or kvm")
         if self.lifetime < 1:
@@ -95,22 +72,31 @@ class LocalSite:
 
     @contextlib.contextmanager
     def machines(self, count: int, key: KeyPair, timeout: float, prefix: str = "node",
-                 report: Callable[[str], None] = lambda _: None) -> Iterator[Fleet]:
+                 report: Callable[[str], None] = lambda _: None,
+                 started: Callable[[Fleet], None] = lambda _: None) -> Iterator[Fleet]:
         """`count` machines, each answering SSH; all killed and their files removed when the block ends,
-        unless `Fleet.keep` was called."""
+        unless `Fleet.keep` was called. `started(fleet)` runs once they all exist, before the wait."""
         self.check(count)
         names = [seeds.hostname(f"{prefix}{i}") for i in range(1, count + 1)]
-        hosts = "".join(f"{PRIVATE_NET}.{10 + i} {name}\n" for i, name in enumerate(names, 1))
+        hosts = "".join(f"{_address(i)} {name}\n" for i, name in enumerate(names, 1))
         net = _private_network()
+        kept = False
         with contextlib.ExitStack() as stack:
-            work = Path(tempfile.mkdtemp(prefix="rain-launch-"))
-            stack.callback(shutil.rmtree, work, ignore_errors=True)
-            reaper.track_path(work)
-            stack.callback(reaper.untrack_path, work)
-            started: list[tuple[Machine, vm.QemuProcess]] = []
-            kept = False
+            work = work_dir()
+            stack.callback(drop_work, work)
+            processes: list[vm.QemuProcess] = []
+
+            def keep() -> None:
+                nonlocal kept
+                for process in processes:
+                    process.detach()
+                stack.pop_all()  # the directory stays too
+                keep_work(work)
+                kept = True
+
             try:
                 start = time.monotonic()
+                machines = []
                 for i, name in enumerate(names, 1):
                     host_key = KeyPair.generate(f"rain-host@{name}")
                     machine_dir = work / name
@@ -118,27 +104,23 @@ class LocalSite:
                     console = self._console(machine_dir, name)
                     argv = self._argv(machine_dir, console, name, i, host_key, key, hosts, net)
                     process, port = vm.start_with_ssh_forward(stack, argv, machine_dir)
-                    machine = Machine(name, f"{PRIVATE_NET}.{10 + i}", port, host_key, console, process.proc.pid)
-                    started.append((machine, process))
+                    processes.append(process)
+                    machines.append(Machine(name, _address(i), "127.0.0.1", port, host_key, str(process.proc.pid),
+                                            name, console))
                     report(f"{name}: started (ssh on 127.0.0.1:{port})")
+                fleet = Fleet(machines, work, keep, {"logs": str(self.logs)} if self.logs else {})
+                started(fleet)
                 deadline = Deadline(start + timeout, timeout)
-                for machine, process in started:
+                for machine, process in zip(machines, processes, strict=True):
                     vm.wait_for_login(process, machine.port, self.user, key, machine.console, deadline,
                                       host_key=machine.host_key.public_blob, what=f"machine {machine.name}")
                     report(f"{machine.name}: answers SSH after {time.monotonic() - start:.0f}s")
-
-                def keep() -> None:
-                    nonlocal kept
-                    for _, process in started:
-                        process.detach()
-                    stack.pop_all()  # the directory stays too
-                    reaper.untrack_path(work)
-                    kept = True
-
-                yield Fleet([machine for machine, _ in started], work, keep)
+                yield fleet
             except BaseException:
-                if self.logs is not None:  # the error names a machine's log: it stays
+                if self.logs is not None and any(self.logs.iterdir()):  # the error names a machine's log: it stays
                     log.info("console logs of the failed launch: %s", self.logs)
+                elif self.logs is not None:
+                    shutil.rmtree(self.logs, ignore_errors=True)
                 raise
             if self.logs is not None and not kept:
                 shutil.rmtree(self.logs, ignore_errors=True)
@@ -147,11 +129,11 @@ class LocalSite:
               hosts: str, net: str) -> list[str]:
         overlay = machine_dir / "disk.qcow2"
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.disk.resolve()), "-F", self.fmt,
-             str(overlay)], f"making {name}'s disk", error=InvalidInput)
+             str(overlay)], f"making {name}'s disk", error=TargetError)
         mac = f"02:00:0a:63:00:{10 + index:02x}"
         seed = seeds.nocloud(machine_dir / "seed.iso", instance_id=f"i-{uuid.uuid4().hex[:12]}", host=name,
                              key=key.public_line, user_data=_cloud_config(key, host_key, hosts),
-                             network_config=_network_config(mac, f"{PRIVATE_NET}.{10 + index}"))
+                             network_config=_network_config(mac, _address(index)))
         argv = vm.qemu_argv(overlay, machine_dir, console, firmware="bios", bus="virtio", cdrom=seed,
                             memory_mb=self.memory_mb, smbios={"serial": "ds=nocloud"}, accel=self.accel,
                             cpus=self.cpus)
@@ -165,6 +147,11 @@ class LocalSite:
             return machine_dir / "console.log"
         self.logs.mkdir(parents=True, exist_ok=True)
         return self.logs / f"{name}.console.log"
+
+
+def _address(index: int) -> str:
+    """Machine `index`'s (from 1) address on the launch's private network."""
+    return f"{PRIVATE_NET}.{10 + index}"
 
 
 def _private_network() -> str:

@@ -32,7 +32,7 @@ from rain.host.ssh import KeyPair
 from rain.repository.models import Image, Launch, LaunchedMachine, LaunchIn
 
 if TYPE_CHECKING:  # the CLI reads records for every `instances` command; QEMU and SSH code load with a launch
-    from rain.launch.local import Fleet
+    from rain.launch.fleet import Fleet
 
 PID_RE = re.compile(r"^[1-9][0-9]{0,9}$")
 WORK_RE = re.compile(r"^rain-launch-[A-Za-z0-9_]{8}$")
@@ -47,12 +47,12 @@ def known_host(names: list[str], host_key: KeyPair) -> str:
     return f"{','.join(names)} {' '.join(host_key.public_line.split()[:2])}\n"
 
 
-def launch_in(image: Image, login: str, host: str, fleet: Fleet, logs: Path, lifetime: int) -> LaunchIn:
-    return LaunchIn(image=image.id, target="qemu", site="local", host=host, user=login,
+def launch_in(image: Image, target: str, site: str, login: str, host: str, fleet: Fleet, lifetime: int) -> LaunchIn:
+    return LaunchIn(image=image.id, target=target, site=site, host=host, user=login,
                     expires=datetime.now(UTC) + timedelta(seconds=lifetime),
-                    machines=[LaunchedMachine(name=m.name, address=m.address, ssh_host="127.0.0.1", ssh_port=m.port,
-                                              remote_id=str(m.pid)) for m in fleet.machines],
-                    detail={"work": str(fleet.work), "logs": str(logs)})
+                    machines=[LaunchedMachine(name=m.name, address=m.address, ssh_host=m.host, ssh_port=m.port,
+                                              remote_id=m.remote_id) for m in fleet.machines],
+                    detail={"work": str(fleet.work), **fleet.detail})
 
 
 def mark(fleet: Fleet, launch: Launch, key: KeyPair) -> None:
@@ -61,15 +61,19 @@ def mark(fleet: Fleet, launch: Launch, key: KeyPair) -> None:
     private = fleet.work / KEY
     with open(os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(key.private_openssh)
-    (fleet.work / KNOWN_HOSTS).write_text("".join(known_host([f"[127.0.0.1]:{m.port}"], m.host_key)
+    (fleet.work / KNOWN_HOSTS).write_text("".join(known_host([_ssh_name(m.host, m.port)], m.host_key)
                                                   for m in fleet.machines))
+
+
+def _ssh_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 def ssh_command(fleet: Fleet, login: str) -> str:
     """How to log in to the head: with the launch's key only, and its pinned host key."""
     head = fleet.machines[0]
     return (f"ssh -i {fleet.work / KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile={fleet.work / KNOWN_HOSTS} "
-            f"-p {head.port} {login}@127.0.0.1")
+            f"-p {head.port} {login}@{head.host}")
 
 
 def launch_dir(launch: Launch) -> Path | None:
@@ -99,6 +103,9 @@ def logs_dir(launch: Launch, root: Path) -> Path | None:
 
 
 def pids(launch: Launch) -> list[int]:
+    """A qemu launch's processes (a cloud's machines are not processes here)."""
+    if launch.target != "qemu":
+        return []
     return [int(m.remote_id) for m in launch.machines if PID_RE.match(m.remote_id)]
 
 

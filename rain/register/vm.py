@@ -231,21 +231,24 @@ def start_with_ssh_forward(stack: contextlib.ExitStack, argv: list[str], work: P
     raise AssertionError("unreachable")
 
 
-def wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_path: Path,
-                   deadline: Deadline, host_key: bytes | None = None, what: str = "boot test") -> None:
-    """Until `user` logs in with `key` on 127.0.0.1:`port`; with `host_key`, only to a guest showing that key."""
+def wait_for_login(vm: QemuProcess | None, port: int, user: str, key: KeyPair, log_path: Path | None,
+                   deadline: Deadline, host_key: bytes | None = None, what: str = "boot test",
+                   host: str = "127.0.0.1", hint: str = "") -> None:
+    """Until `user` logs in with `key` on host:`port`; with `host_key`, only to a guest showing that key.
+    `vm`: the local QEMU, whose exit ends the wait at once (None for a machine elsewhere, e.g. a cloud's)."""
     problem = "no answer yet"
+    console = f"; {last_console_line(log_path)}" if log_path is not None else ""
 
     def logged_in() -> bool:
         nonlocal problem
-        rc = vm.exited()
-        if rc is not None:
+        rc = vm.exited() if vm is not None else None
+        if vm is not None and log_path is not None and rc is not None:
             qemu_err = vm.stderr_tail()
             raise TargetError(f"the {what} VM stopped (exit {rc}) before SSH answered "
                               f"({last_console_line(log_path)})",
                               hint=f"console log: {log_path}" + (f"; qemu: {qemu_err}" if qemu_err else ""))
         try:
-            with ssh(port, user, key, timeout=min(10.0, max(3.0, deadline.left)), host_key=host_key):
+            with ssh(port, user, key, timeout=min(10.0, max(3.0, deadline.left)), host_key=host_key, host=host):
                 return True
         except _NotYet as e:
             problem = str(e)
@@ -253,10 +256,10 @@ def wait_for_login(vm: QemuProcess, port: int, user: str, key: KeyPair, log_path
 
     if poll(logged_in, deadline, 2):
         return
-    raise TargetError(f"{what}: no SSH login as {user} within {deadline.seconds:.0f}s ({problem}; "
-                      f"{last_console_line(log_path)})",
-                      hint=f"console log: {log_path}; the image must boot by its own loader and take the key "
-                           "from the cloud's metadata")
+    raise TargetError(f"{what}: no SSH login as {user} within {deadline.seconds:.0f}s "
+                      f"({problem}{console})",
+                      hint=hint or f"console log: {log_path}; the image must boot by its own loader and take the "
+                                   "key from the cloud's metadata")
 
 
 class _NotYet(Exception):
@@ -265,11 +268,11 @@ class _NotYet(Exception):
 
 @contextlib.contextmanager
 def ssh(port: int, user: str, key: KeyPair, timeout: float, host_key: bytes | None = None,
-        ) -> Iterator[paramiko.Transport]:
+        host: str = "127.0.0.1") -> Iterator[paramiko.Transport]:
     """An authenticated transport to the guest, or _NotYet. With `host_key`, a guest showing another host key
     is refused at once (TargetError): it is not the machine Rain seeded."""
     try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise _NotYet(one_line(e.strerror or e)) from None
     transport: paramiko.Transport | None = None
@@ -286,7 +289,7 @@ def ssh(port: int, user: str, key: KeyPair, timeout: float, host_key: bytes | No
             transport.start_client(timeout=timeout)
             shown = transport.get_remote_server_key().asbytes()
             if host_key is not None and shown != host_key:
-                raise TargetError(f"the machine at 127.0.0.1:{port} presented host key {fingerprint(shown)}, "
+                raise TargetError(f"the machine at {host}:{port} presented host key {fingerprint(shown)}, "
                                   f"not the one Rain gave it ({fingerprint(host_key)})",
                                   hint="the image must take its host keys from cloud-init (cc_ssh) and carry none "
                                        "of its own; if it does, something else answers on that port")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 import requests
 from keystoneauth1 import session as ks_session
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from rain.clouds.openstack import KeystoneAuth, Login, keystone_errors, log_in, reason
 from rain.config import Settings
@@ -52,6 +52,15 @@ class OpenStackSite(SiteSettings, KeystoneAuth):
     upload to /file), `auto` (import where the cloud offers glance-direct, else put)."""
     share_with: list[str] = []
     """Project ids that become members of every image (Glance image sharing; the image is then `shared`)."""
+    flavor: str | None = None
+    """`fg-image launch`: the flavor (name or id) of the machines when --size is not given."""
+    network: str | None = None
+    """`fg-image launch`: the network (name or id) the machines join; this host must reach their addresses
+    on it (or their floating IPs). Without it, Nova chooses."""
+    ssh_port: int = Field(22, ge=1, le=65535)
+    """`fg-image launch`: the port the machines' sshd listens on."""
+    poll_interval: float = Field(2.0, gt=0, le=60)
+    """`fg-image launch`: seconds between looks at a server that is not ACTIVE yet."""
 
     @field_validator("share_with")
     @classmethod

@@ -25,6 +25,7 @@ novaclient finds it as it finds a real Nova; novaclient's image look-up
     GET    /compute/v2.1/os-keypairs/{name}; DELETE → 202 | 404      (key pairs are the token's user's)
     POST   /compute/v2.1/servers         {"server": {name, imageRef, flavorRef, key_name, user_data (base64),
                                           networks: [{"uuid"}]}} → 202 {"server": {id, links, adminPass}}
+    GET    /compute/v2.1/servers[/detail]?name=REGEX → the project's servers whose name matches
     GET    /compute/v2.1/servers/{id}    → status BUILD → ACTIVE (addresses[net] = [{addr, version,
                                           "OS-EXT-IPS:type": "fixed"}]) | ERROR (with fault) | 404
     DELETE /compute/v2.1/servers/{id}    → 204; the server is gone   (servers are the token's project's)
@@ -42,6 +43,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -217,6 +219,12 @@ class NovaSimulator:
             project = token["project"]["id"]
             if method == "POST" and not rest:
                 return self._create_server(h, body, token, raw_token)
+            if method == "GET" and rest in ([], ["detail"]):  # ?name= is a regular expression, as in Nova
+                pattern = re.compile((parse_qs(urlsplit(h.path).query).get("name") or [""])[0])
+                with self._lock:
+                    mine = [dict(s) for s in self.servers.values()
+                            if s["tenant_id"] == project and pattern.search(s["name"])]
+                return self._reply(h, 200, {"servers": mine})
             server = self.servers.get(rest[0]) if rest else None
             if server is None or server["tenant_id"] != project:
                 return self._not_found(h, f"Instance {rest[0] if rest else ''}")

@@ -6,7 +6,8 @@ VM is `/usr/sbin/sshd -D -e -f <its own config>` listening on 127.0.0.N:port
 with the host key the cloud was given (OpenNebula CONTEXT, OpenStack user-data)
 and the client public key as root's only authorized key. Commands sent to it
 run on this host as root: that is the simulated VM. Terminating the VM stops
-its sshd and everything started through it.
+its sshd and everything started through it. Each VM has a home of its own ($HOME, and where
+SFTP starts), so what a launch's job writes under ~ stays in that VM.
 
 Faults (`VmFault`) for the providers' failure paths: the VM fails to boot,
 boots but never gets an sshd, or serves a host key other than the one given.
@@ -153,13 +154,16 @@ class SshVm:
             authorized = Ed25519PrivateKey.generate().public_key().public_bytes(
                 serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
         (d / "authorized_keys").write_text(authorized + "\n")
+        (d / "home").mkdir()
         (d / "sshd_config").write_text("\n".join([
             f"ListenAddress {self.address}:{self.port}",
             f"HostKey {d / 'host_key'}",
             f"AuthorizedKeysFile {d / 'authorized_keys'}",
             f"PidFile {d / 'sshd.pid'}",
             "StrictModes no", "PermitRootLogin prohibit-password", "UsePAM no",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "LogLevel ERROR", ""]))
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "LogLevel ERROR",
+            # the VM's own home: $HOME and where SFTP starts (a shell still starts in the host user's home)
+            f"SetEnv HOME={d / 'home'}", f"Subsystem sftp internal-sftp -d {d / 'home'}", ""]))
         with open(d / "sshd.log", "wb") as log:
             self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)

@@ -102,12 +102,13 @@ def test_a_live_process_that_is_not_the_launchs_qemu_is_not_killed(tmp_path: Pat
 
 def test_the_launch_key_is_written_for_its_owner_only(tmp_path: Path) -> None:
     from rain.host.ssh import KeyPair
-    from rain.launch.local import Fleet, Machine
+    from rain.launch.fleet import Fleet, Machine
 
     work = tmp_path / "rain-launch-abcd1234"
     work.mkdir()
     host = KeyPair.generate("host")
-    fleet = Fleet([Machine("node1", "10.99.0.11", 2222, host, tmp_path / "console", 1)], work, lambda: None)
+    fleet = Fleet([Machine("node1", "10.99.0.11", "127.0.0.1", 2222, host, "1", "node1", tmp_path / "console")],
+                  work, lambda: None)
     records.mark(fleet, _launch(work), KeyPair.generate("client"))
     assert os.stat(work / "id_ed25519").st_mode & 0o777 == 0o600
     assert (work / "known_hosts").read_text() == f"[127.0.0.1]:2222 {' '.join(host.public_line.split()[:2])}\n"
