@@ -28,10 +28,10 @@ from rain.repository.models import ID_RE, Image, Launch, Role
 
 if TYPE_CHECKING:
     from rain.host.ssh import KeyPair
+    from rain.launch.cloud import CloudSite
     from rain.launch.fleet import Fleet
     from rain.launch.job import Job
     from rain.launch.local import LocalSite
-    from rain.launch.openstack import OpenStackLaunch
 
 commands = typer.Typer()
 instances_app = typer.Typer(help="Machines you launched: list them, stop them.", no_args_is_help=True)
@@ -40,18 +40,19 @@ DISK_FORMATS = ("qcow2", "raw")
 DEFAULT_USERS = {"debian": "debian", "ubuntu": "ubuntu", "rocky": "rocky", "alma": "almalinux",
                  "centos": "cloud-user", "fedora": "fedora"}
 """The default user each family's cloud images let in (what cloud-init makes from its system_info)."""
-LAUNCH_TARGETS = ("qemu", "openstack")
+LAUNCH_TARGETS = ("qemu", "openstack", "opennebula")
 
 
 @commands.command("launch")
 def launch(
     image_id: str = typer.Argument(..., help="id of an image in the repository"),
-    target: str = typer.Option("qemu", "--target", "-t", help="where the machines run: qemu (this host) or "
-                               "openstack"),
+    target: str = typer.Option("qemu", "--target", "-t", help="where the machines run: qemu (this host), "
+                               "openstack or opennebula"),
     site_name: str = typer.Option(None, "--site", help="the target's site in the targets file (default: the only "
                                   "one / default)"),
     count: int = typer.Option(1, "--count", "-n", min=1, help="how many machines"),
-    size: str = typer.Option(None, "--size", help="openstack: the machines' flavor (default: the site's flavor)"),
+    size: str = typer.Option(None, "--size", help="openstack: the machines' flavor; opennebula: CPUSxMiB "
+                             "(default: the site's)"),
     run: Path = typer.Option(None, "--run", help="script to run on the first machine (the head)"),
     upload: Path = typer.Option(None, "--upload", help="directory whose contents go to ~/job on every machine"),
     download: str = typer.Option(None, "--download", help="directory under the head's ~/job to bring back "
@@ -122,7 +123,7 @@ def launch(
     status = 0
     with interrupted_as("launch interrupted", "its machines were released"):
         try:
-            with _boot(site, repo, image, count, key, boot_timeout, progress, recorded) as fleet:
+            with _boot(site, target, repo, image, count, key, boot_timeout, progress, recorded) as fleet:
                 assert record is not None
                 with Job(fleet.machines, site.user, key) as job:
                     job.prepare(upload)
@@ -152,7 +153,7 @@ def launch(
 
 
 class Site(Protocol):
-    """What `launch` needs of a site before it starts anything (LocalSite, OpenStackLaunch)."""
+    """What `launch` needs of a site before it starts anything (LocalSite, a CloudSite)."""
 
     @property
     def site_name(self) -> str: ...
@@ -176,32 +177,40 @@ def _local_site(image: Image, user: str | None, count: int, memory: int, accel: 
                      cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(settings().launch_lifetime))
 
 
-def _cloud_site(target: str, site_name: str | None, user: str | None, size: str | None) -> OpenStackLaunch:
-    from rain.launch.openstack import OpenStackLaunch
+def _cloud_site(target: str, site_name: str | None, user: str | None, size: str | None) -> CloudSite:
+    """The target's site in the targets file, as a launch site (its settings checked, its secret read)."""
     from rain.register.seeds import username
-    from rain.register.targets.openstack import OpenStackSite
     from rain.register.targets.sites import open_target
 
     cloud, name = open_target(settings(), target, site_name)
-    assert isinstance(cloud.site, OpenStackSite)  # type: ignore[attr-defined]
-    return OpenStackLaunch(cloud.site, name, username(user or cloud.login_user), size)  # type: ignore[attr-defined]
+    login = username(user or cloud.login_user)
+    site = cloud.site  # type: ignore[attr-defined]
+    if target == "openstack":
+        from rain.launch.openstack import OpenStackLaunch
+
+        return OpenStackLaunch(site, name, login, size)
+    if target == "opennebula":
+        from rain.launch.opennebula import OpenNebulaLaunch
+
+        return OpenNebulaLaunch(site, name, login, size)
+    raise InvalidInput(f"launch on {target!r} is not available", hint="use --target " + " or ".join(LAUNCH_TARGETS))
 
 
 @contextlib.contextmanager
-def _boot(site: Site, repo: Repository, image: Image, count: int, key: KeyPair, timeout: float,
+def _boot(site: Site, target: str, repo: Repository, image: Image, count: int, key: KeyPair, timeout: float,
           progress: Callable[[str], None], started: Callable[[Fleet], None]) -> Iterator[Fleet]:
     """The site's machines from the image: qemu boots its disk from the launch cache; a cloud boots the
     image as Rain registered it there (registering it first if it is not yet)."""
+    from rain.launch.cloud import CloudSite
     from rain.launch.local import LocalSite
-    from rain.launch.openstack import OpenStackLaunch
 
     if isinstance(site, LocalSite):
         local = replace(site, disk=_cached_disk(repo, image), logs=_log_dir())
         with local.machines(count, key, timeout, report=progress, started=started) as fleet:
             yield fleet
         return
-    assert isinstance(site, OpenStackLaunch)
-    remote_id = _registered(repo, image, "openstack", site.site_name, progress)
+    assert isinstance(site, CloudSite)
+    remote_id = _registered(repo, image, target, site.site_name, progress)
     with site.machines(count, key, timeout, remote_id, report=progress, started=started) as fleet:
         yield fleet
 
@@ -338,7 +347,7 @@ def instances_stop(
             err_console.print(f"skipped launch {markup(launch.id)}: it runs on host {markup(launch.host)}")
             continue
         killed = records.release(launch, _logs_root())
-        if launch.target != "qemu":
+        if launch.target in LAUNCH_TARGETS and launch.target != "qemu":
             killed += _cloud_site(launch.target, launch.site, launch.user or None, None).release(launch)
         repo.remove_launch(launch.id)
         err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")

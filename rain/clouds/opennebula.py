@@ -39,6 +39,7 @@ from xml.parsers.expat import ExpatError
 
 from rain.clouds.tls import system_cas
 from rain.errors import RainError, Unauthorized, Unreachable, one_line
+from rain.waiting import Deadline, Pending, wait_for
 
 Vector = list[tuple[str, str]]
 Template = list[tuple[str, "str | Vector"]]
@@ -73,6 +74,19 @@ def template_from_pyone(template: Mapping[str, object] | None) -> Template:
             else:
                 pairs.append((name, text(one)))
     return pairs
+
+
+ACTIVE, DONE, RUNNING = 3, 6, 3
+STATES = {0: "INIT", 1: "PENDING", 2: "HOLD", 3: "ACTIVE", 4: "STOPPED", 5: "SUSPENDED", 6: "DONE",
+          7: "FAILED", 8: "POWEROFF", 9: "UNDEPLOYED", 10: "CLONING", 11: "CLONING_FAILURE"}
+LCM_STATES = {0: "LCM_INIT", 1: "PROLOG", 2: "BOOT", 3: "RUNNING", 16: "UNKNOWN", 36: "BOOT_FAILURE",
+              37: "BOOT_MIGRATE_FAILURE", 38: "PROLOG_MIGRATE_FAILURE", 39: "PROLOG_FAILURE",
+              40: "EPILOG_FAILURE", 41: "EPILOG_STOP_FAILURE", 42: "EPILOG_UNDEPLOY_FAILURE",
+              44: "PROLOG_MIGRATE_POWEROFF_FAILURE", 46: "PROLOG_MIGRATE_SUSPEND_FAILURE",
+              47: "BOOT_UNDEPLOY_FAILURE", 48: "BOOT_STOPPED_FAILURE", 49: "PROLOG_RESUME_FAILURE",
+              50: "PROLOG_UNDEPLOY_FAILURE"}
+FAILED_STATES = {4, 5, 6, 7, 8, 9, 11}
+"""States a VM being launched can only reach by failing (or being stopped by someone else)."""
 
 
 class OneClient:
@@ -169,3 +183,37 @@ def _timed_transport() -> Callable[[str, float], xmlrpc.client.Transport]:
             return self.parse_response(resp)
 
     return TimedTransport
+
+
+def wait_running(one: OneClient, vm_id: int, deadline: Deadline, interval: float, timeout_hint: str) -> str:
+    """The RUNNING VM's first NIC address; a VM that fails (or is stopped) is one.failure at once."""
+    def running() -> str | Pending:
+        vm = one("one.vm.info", vm_id, False)
+        state, lcm = int(vm.STATE or 0), int(vm.LCM_STATE or 0)
+        name = STATES.get(state, str(state)) if state != ACTIVE else LCM_STATES.get(lcm, f"LCM_STATE {lcm}")
+        if state in FAILED_STATES or name.endswith("_FAILURE"):
+            why = (vm.USER_TEMPLATE or {}).get("ERROR") or (vm.TEMPLATE or {}).get("ERROR") or "no reason given"
+            raise one.failure(f"OpenNebula VM {vm_id} went to {name}: {one_line(why)}",
+                              hint=f"check the image it boots and 'onevm show {vm_id}' on the front-end")
+        if state != ACTIVE or lcm != RUNNING:
+            return Pending(name)
+        nics = [dict(v) for k, v in template_from_pyone(vm.TEMPLATE) if k == "NIC" and not isinstance(v, str)]
+        ips = [ip for nic in nics if (ip := nic.get("IP") or nic.get("IP6"))]
+        if not ips:
+            raise one.failure(f"OpenNebula VM {vm_id} is RUNNING without a NIC IP",
+                              hint="give it a NIC on a network this host can reach")
+        return ips[0]
+
+    return wait_for(running, deadline, interval, lambda state: one.failure(
+        f"OpenNebula VM {vm_id} still {state} after {deadline.seconds:.0f}s",
+        hint=f"the cloud may lack capacity; {timeout_hint}"))
+
+
+def terminate(one: OneClient, vm_id: int) -> None:
+    """End the VM at once (terminate-hard); one already DONE or gone counts as ended."""
+    try:
+        one("one.vm.action", "terminate-hard", vm_id, missing_ok=True)
+    except one.failure:  # e.g. already DONE: the wrong state for the action
+        vm = one("one.vm.info", vm_id, False, missing_ok=True)
+        if vm is not None and int(vm.STATE or 0) != DONE:
+            raise

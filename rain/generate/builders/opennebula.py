@@ -31,9 +31,9 @@ from typing import ClassVar
 
 from pydantic import model_validator
 
-from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_pyone
+from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_pyone, terminate, wait_running
 from rain.config import Settings
-from rain.errors import BuildError, one_line
+from rain.errors import BuildError
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
 from rain.generate.builders.leases import Lease, Leases, reap
 from rain.generate.builders.machine import Machine
@@ -42,23 +42,9 @@ from rain.host.ssh import MachineKeys
 from rain.progress import Reporter
 from rain.repository.base import Repository
 from rain.settings_file import Credentials, one_secret
-from rain.waiting import Deadline, Pending, wait_for
+from rain.waiting import Deadline
 
 log = logging.getLogger(__name__)
-PENDING, HOLD, ACTIVE, DONE = 1, 2, 3, 6
-STATES = {0: "INIT", 1: "PENDING", 2: "HOLD", 3: "ACTIVE", 4: "STOPPED", 5: "SUSPENDED", 6: "DONE",
-          7: "FAILED", 8: "POWEROFF", 9: "UNDEPLOYED", 10: "CLONING", 11: "CLONING_FAILURE"}
-RUNNING = 3
-LCM_STATES = {0: "LCM_INIT", 1: "PROLOG", 2: "BOOT", 3: "RUNNING", 16: "UNKNOWN", 36: "BOOT_FAILURE",
-              37: "BOOT_MIGRATE_FAILURE", 38: "PROLOG_MIGRATE_FAILURE", 39: "PROLOG_FAILURE",
-              40: "EPILOG_FAILURE", 41: "EPILOG_STOP_FAILURE", 42: "EPILOG_UNDEPLOY_FAILURE",
-              44: "PROLOG_MIGRATE_POWEROFF_FAILURE", 46: "PROLOG_MIGRATE_SUSPEND_FAILURE",
-              47: "BOOT_UNDEPLOY_FAILURE", 48: "BOOT_STOPPED_FAILURE", 49: "PROLOG_RESUME_FAILURE",
-              50: "PROLOG_UNDEPLOY_FAILURE"}
-FAILED_STATES = {4, 5, 6, 7, 8, 9, 11}
-"""States a VM being launched can only reach by failing (or being stopped by someone else)."""
-
-
 class OpenNebulaBuilderSettings(ProviderSettings, Credentials):
     settings_file: ClassVar[str] = "builders file"
     endpoint: str
@@ -129,7 +115,7 @@ class OpenNebulaProvider:
         what = f"OpenNebula VM {vm_id}"
         release = self._releaser(vm_id, lease)
         with undo_on_failure(release, what):
-            ip = self._wait_running(vm_id, deadline)
+            ip = wait_running(self.one, vm_id, deadline, s.poll_interval, "raise boot_timeout in the builders file")
             log.info("%s is RUNNING at %s; waiting for its sshd", what, ip)
             wait_for_sshd(what, ip, s.ssh_port, keys, deadline, interval=min(1.0, s.poll_interval))
 
@@ -140,29 +126,6 @@ class OpenNebulaProvider:
 
         return Machine(name=f"one-vm-{vm_id}", host=ip, port=s.ssh_port, keys=keys, release=release, keep=keep)
 
-    def _wait_running(self, vm_id: int, deadline: Deadline) -> str:
-        """The RUNNING VM's first NIC address."""
-        def running() -> str | Pending:
-            vm = self.one("one.vm.info", vm_id, False)
-            state, lcm = int(vm.STATE or 0), int(vm.LCM_STATE or 0)
-            name = STATES.get(state, str(state)) if state != ACTIVE else LCM_STATES.get(lcm, f"LCM_STATE {lcm}")
-            if state in FAILED_STATES or name.endswith("_FAILURE"):
-                why = (vm.USER_TEMPLATE or {}).get("ERROR") or (vm.TEMPLATE or {}).get("ERROR") or "no reason given"
-                raise BuildError(f"OpenNebula VM {vm_id} went to {name}: {one_line(why)}",
-                                 hint=f"check the template/image it boots and 'onevm show {vm_id}' on the front-end")
-            if state != ACTIVE or lcm != RUNNING:
-                return Pending(name)
-            nics = [dict(v) for k, v in template_from_pyone(vm.TEMPLATE) if k == "NIC" and not isinstance(v, str)]
-            ips = [ip for nic in nics if (ip := nic.get("IP") or nic.get("IP6"))]
-            if not ips:
-                raise BuildError(f"OpenNebula VM {vm_id} is RUNNING without a NIC IP",
-                                 hint="give the template a NIC on a network this host can reach")
-            return ips[0]
-
-        return wait_for(running, deadline, self.conf.poll_interval, lambda state: BuildError(
-            f"OpenNebula VM {vm_id} still {state} after {deadline.seconds:.0f}s",
-            hint="the cloud may lack capacity; raise boot_timeout in the builders file"))
-
     def _releaser(self, vm_id: int, lease: Lease | None = None) -> Callable[[], None]:
         done = False
 
@@ -170,12 +133,7 @@ class OpenNebulaProvider:
             nonlocal done
             if done:
                 return
-            try:
-                self.one("one.vm.action", "terminate-hard", vm_id, missing_ok=True)
-            except BuildError:  # e.g. already DONE: wrong state for the action
-                vm = self.one("one.vm.info", vm_id, False, missing_ok=True)
-                if vm is not None and vm.STATE != DONE:
-                    raise
+            terminate(self.one, vm_id)
             done = True
             if lease is not None:
                 lease.drop()

@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import Field
+
 from rain.clouds.opennebula import OneClient, render_template
 from rain.config import Settings
 from rain.errors import TargetError
@@ -46,6 +48,14 @@ class OpenNebulaSite(SiteSettings):
     timeout: float = 900.0
     firmware: Firmware = "bios"
     """Recorded on the image template as RAIN_FIRMWARE; a VM template sets OS/FIRMWARE from it."""
+    network_id: int | None = None
+    """`fg-image launch`: the virtual network the machines' NIC is on (this host must reach it)."""
+    size: str = "1x1024"
+    """`fg-image launch`: CPUSxMiB of the machines when --size is not given."""
+    ssh_port: int = Field(22, ge=1, le=65535)
+    """`fg-image launch`: the port the machines' sshd listens on."""
+    poll_interval: float = Field(2.0, gt=0, le=60)
+    """`fg-image launch`: seconds between looks at a VM that is not RUNNING yet."""
     check_secrets = one_secret("password")
 
 

@@ -9,8 +9,6 @@ host key, the job and its results, the records and the release; not a guest OS b
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import FG_IMAGE
+from support.launching import cli_env, instances, registrations
 from support.simulators.sshvm import VmFault
 
 from rain.errors import ExitCode
@@ -41,21 +40,10 @@ def cloud(fg, sites, openstack_sim, clean_tarball):
     """The openstack site with a flavor and a network for launches, and an image (not yet registered there)."""
     sites.rewrite("openstack", flavor="m1.small", network="build-net", ssh_port=openstack_sim.ssh_port,
                   poll_interval=0.1)
-    keep = ("RAIN_TEST_ONE_PASSWORD", "RAIN_TEST_OS_PASSWORD", "RAIN_TEST_AWS_KEY", "RAIN_TEST_AWS_SECRET")
-    env = {"RAIN_TARGETS_FILE": str(sites.path), "RAIN_ADAPT_BUILDER": "local", **{k: os.environ[k] for k in keep}}
+    env = cli_env(sites)
     up = fg("upload", str(clean_tarball), "--name", "deb", "--os", "debian", "--release", "12", env=env)
     assert up.returncode == 0, up.stderr
     return env, up.stdout.strip()
-
-
-def _registrations(fg, env, image_id):
-    return json.loads(fg("show", image_id, "--json", env=env).stdout)["registrations"]
-
-
-def _instances(fg, env):
-    listed = fg("instances", "list", "--json", env=env)
-    assert listed.returncode == 0, listed.stderr
-    return json.loads(listed.stdout)
 
 
 def test_a_job_on_two_servers_registers_first_brings_results_back_and_deletes_everything(
@@ -70,7 +58,7 @@ def test_a_job_on_two_servers_registers_first_brings_results_back_and_deletes_ev
               timeout=300)
     assert done.returncode == 0, done.stderr
     assert "registering it first" in done.stderr
-    [registration] = _registrations(fg, env, image_id)
+    [registration] = registrations(fg, env, image_id)
     glance_id = registration["remote_id"]
     assert sites["openstack"].holds(glance_id)
 
@@ -89,7 +77,7 @@ def test_a_job_on_two_servers_registers_first_brings_results_back_and_deletes_ev
     assert openstack_sim.servers == {} and openstack_sim.keypairs == {}
     assert len(openstack_sim.deleted_servers) == 2
     assert not any(m.running for m in made)
-    assert _instances(fg, env) == []
+    assert instances(fg, env) == []
 
 
 def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, cloud, sites, openstack_sim, tmp_path):
@@ -97,7 +85,7 @@ def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, clo
     first = fg("launch", image_id, "--target", "openstack", "--count", "2", "--user", "root", "--size", "m1.medium",
                "--detach", "--boot-timeout", "60", env=env, timeout=300)
     assert first.returncode == 0, first.stderr
-    [registration] = _registrations(fg, env, image_id)
+    [registration] = registrations(fg, env, image_id)
     servers = list(openstack_sim.servers.values())
     assert len(servers) == 2
     assert {(s["image"]["id"], s["flavor"]["id"], s["status"]) for s in servers} == \
@@ -105,7 +93,7 @@ def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, clo
     [(_, keypair)] = openstack_sim.keypairs
     assert {s["key_name"] for s in servers} == {keypair} and keypair.startswith("rain-launch-")
 
-    [launch] = _instances(fg, env)
+    [launch] = instances(fg, env)
     assert (launch["target"], launch["site"], launch["user"]) == ("openstack", "default", "root")
     assert sorted(m["remote_id"] for m in launch["machines"]) == sorted(s["id"] for s in servers)
 
@@ -121,13 +109,13 @@ def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, clo
     assert refused.returncode == ExitCode.QUOTA, refused.stderr
     assert "launch_max_machines" in refused.stderr and len(refused.stderr.strip().splitlines()) <= 2
     assert len(openstack_sim.servers) == 2 and len(openstack_sim.keypairs) == 1
-    assert len(_registrations(fg, env, image_id)) == 1
+    assert len(registrations(fg, env, image_id)) == 1
 
     stopped = fg("instances", "stop", "--all", env=env)
     assert stopped.returncode == 0, stopped.stderr
     assert "(2 machine(s) were running)" in stopped.stderr
     assert openstack_sim.servers == {} and openstack_sim.keypairs == {}
-    assert _instances(fg, env) == []
+    assert instances(fg, env) == []
     assert not Path(launch["detail"]["work"]).exists(), "the launch's key went with it"
 
 
@@ -147,7 +135,7 @@ def test_a_server_that_never_lets_rain_in_is_deleted_and_the_error_is_one_line(f
     assert len(errors) == 1 and message in errors[0], failed.stderr
     assert openstack_sim.servers == {} and openstack_sim.keypairs == {}
     assert len(openstack_sim.deleted_servers) == 1
-    assert _instances(fg, env) == []
+    assert instances(fg, env) == []
 
 
 def test_ctrl_c_while_waiting_for_the_servers_deletes_them(fg, cloud, openstack_sim, rain_env):
@@ -168,4 +156,4 @@ def test_ctrl_c_while_waiting_for_the_servers_deletes_them(fg, cloud, openstack_
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert "launch interrupted" in err
     assert openstack_sim.servers == {} and openstack_sim.keypairs == {}
-    assert _instances(fg, env) == []
+    assert instances(fg, env) == []

@@ -11,6 +11,7 @@ documented request and response shapes of the calls Rain uses:
     one.vm.allocate(session, template, hold)            -> [True, vm_id, 0] | [False, ...]
     one.vm.info(session, vm_id, decrypt)                -> [True, "<VM>...</VM>", 0] | [False, ...]
     one.vm.action(session, action, vm_id)               -> [True, vm_id, 0] | [False, ...]
+    one.vmpool.info(session, filter, -1, -1, -1)        -> [True, "<VM_POOL><VM>...</VM>...</VM_POOL>", 0]
 
 session is "user:password". An allocated image starts LOCKED (4); a worker
 fetches its PATH (http(s) URL or local path) like the datastore's cp driver,
@@ -29,8 +30,10 @@ attributes included (NIC = [ NETWORK_ID = "0" ]). A VM goes PENDING (1) →
 ACTIVE (3) with LCM_STATE PROLOG (1) → BOOT (2) → RUNNING (3); each NIC gets
 an IP. Its "machine" is a real sshd (tests/support/simulators/sshvm.py) on that IP
 and `ssh_port`, started shortly after RUNNING with CONTEXT's
-RAIN_SSH_HOST_KEY (base64 OpenSSH private key) as host key and
-SSH_PUBLIC_KEY as root's authorized key. `vm_fault` makes new VMs fail
+RAIN_SSH_HOST_KEY (base64 OpenSSH private key; the builder image's way) or
+else USER_DATA's cloud-config ssh_keys.ed25519_private (base64 with
+USERDATA_ENCODING, cloud-init's way) as host key and SSH_PUBLIC_KEY as
+root's authorized key. `vm_fault` makes new VMs fail
 (LCM BOOT_FAILURE with USER_TEMPLATE/ERROR), never get an sshd, or serve
 another host key. terminate / terminate-hard → DONE (6), sshd stopped; an
 action on a DONE VM is an ACTION error, as in oned.
@@ -55,6 +58,8 @@ from typing import Any
 from xml.sax.saxutils import escape
 from xmlrpc.client import Fault
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
+
+import yaml
 
 from support.simulators.sshvm import SshVm, VmFault, allocate_address, release_address
 
@@ -190,6 +195,7 @@ class OpenNebulaSimulator:
         for name in ("allocate", "info", "action"):
             self.server.register_function(getattr(self, f"_vm_{name}"), f"one.vm.{name}")
         self.server.register_function(self._template_info, "one.template.info")  # type: ignore[arg-type]
+        self.server.register_function(self._vmpool_info, "one.vmpool.info")  # type: ignore[arg-type]
 
     @property
     def drop_reply_after(self) -> int | None:
@@ -360,7 +366,7 @@ class OpenNebulaSimulator:
         nics = [v for k, v in vm.template if k == "NIC" and isinstance(v, dict)]
         if not nics:
             return
-        host_key = base64.b64decode(context.get("RAIN_SSH_HOST_KEY", "")).decode()
+        host_key = base64.b64decode(context.get("RAIN_SSH_HOST_KEY", "")).decode() or _user_data_host_key(context)
         machine = SshVm(nics[0]["IP"], self.ssh_port, host_key, context.get("SSH_PUBLIC_KEY", ""),
                         fault if host_key else VmFault.WRONG_HOST_KEY)
         with self._lock:
@@ -383,16 +389,31 @@ class OpenNebulaSimulator:
         vm = self.vms.get(vm_id)
         if vm is None:
             return [False, f"[one.vm.info] Error getting virtual machine [{vm_id}].", NO_EXISTS]
+        return [True, self._vm_xml(vm), 0]
+
+    def _vmpool_info(self, session: str, filter_: int = -2, start: int = -1, end: int = -1,
+                     state: int = -1) -> list:
+        """The caller's VMs (filter -3) or all (-2), not DONE (state -1), whole range only."""
+        self.calls.append("one.vmpool.info")
+        if denied := self._auth(session, "one.vmpool.info"):
+            return denied
+        if filter_ not in (-3, -2) or (start, end) != (-1, -1) or state != -1:
+            return [False, "[one.vmpool.info] This simulator lists whole pools only.", ACTION]
+        me = self._user(session)
+        with self._lock:
+            vms = [vm for vm in self.vms.values() if vm.state != 6 and (filter_ == -2 or vm.owner == me)]
+        return [True, "<VM_POOL>" + "".join(self._vm_xml(vm) for vm in vms) + "</VM_POOL>", 0]
+
+    def _vm_xml(self, vm: SimVm) -> str:
         user = f"<ERROR>{_cdata(vm.error)}</ERROR>" if vm.error else ""
         template = template_xml([*vm.template, ("VMID", str(vm.id))])
-        xml = (f"<VM><ID>{vm.id}</ID>{_owner(*vm.owner)}<NAME>{escape(vm.name)}</NAME>{_PERMISSIONS}"
+        return (f"<VM><ID>{vm.id}</ID>{_owner(*vm.owner)}<NAME>{escape(vm.name)}</NAME>{_PERMISSIONS}"
                f"<LAST_POLL>0</LAST_POLL><STATE>{vm.state}</STATE><LCM_STATE>{vm.lcm_state}</LCM_STATE>"
                f"<PREV_STATE>{vm.state}</PREV_STATE><PREV_LCM_STATE>{vm.lcm_state}</PREV_LCM_STATE>"
                f"<RESCHED>0</RESCHED><STIME>{vm.stime}</STIME><ETIME>{vm.etime}</ETIME><DEPLOY_ID></DEPLOY_ID>"
                f"<MONITORING></MONITORING><SCHED_ACTIONS></SCHED_ACTIONS><TEMPLATE>{template}</TEMPLATE>"
                f"<USER_TEMPLATE>{user}</USER_TEMPLATE><HISTORY_RECORDS></HISTORY_RECORDS>"
                "<BACKUPS><BACKUP_CONFIG></BACKUP_CONFIG><BACKUP_IDS></BACKUP_IDS></BACKUPS></VM>")
-        return [True, xml, 0]
 
     def _vm_action(self, session: str, action: str, vm_id: int) -> list:
         self.calls.append(f"one.vm.action {action}")
@@ -417,3 +438,14 @@ class OpenNebulaSimulator:
         for k, v in vm.template:
             if k == "NIC" and isinstance(v, dict) and v.get("IP"):
                 release_address(v["IP"])
+
+
+def _user_data_host_key(context: dict[str, str]) -> str:
+    """The host key cloud-init would install from CONTEXT's USER_DATA cloud-config, or ""."""
+    data = context.get("USER_DATA", "")
+    if context.get("USERDATA_ENCODING") == "base64":
+        data = base64.b64decode(data).decode()
+    if not data.startswith("#cloud-config"):
+        return ""
+    config = yaml.safe_load(data) or {}
+    return str((config.get("ssh_keys") or {}).get("ed25519_private", ""))
