@@ -7,6 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv="${RAIN_VENV:-$here/.venv}"
 
 apt_packages=(mmdebstrap debootstrap qemu-utils qemu-system-x86 squashfs-tools zstd
+              ipxe-qemu  # the NIC ROMs hpc launch's diskless nodes netboot with (PXE, then iPXE over HTTP)
               e2fsprogs fdisk busybox-static rpm createrepo-c dnf
               openssh-server openssh-client  # sshd: the cloud builder simulators' VMs are real SSH endpoints
               libcap2-bin  # setcap/getcap: tests check that file capabilities survive every copy

@@ -40,14 +40,14 @@ DISK_FORMATS = ("qcow2", "raw")
 DEFAULT_USERS = {"debian": "debian", "ubuntu": "ubuntu", "rocky": "rocky", "alma": "almalinux",
                  "centos": "cloud-user", "fedora": "fedora"}
 """The default user each family's cloud images let in (what cloud-init makes from its system_info)."""
-LAUNCH_TARGETS = ("qemu", "openstack", "opennebula")
+LAUNCH_TARGETS = ("qemu", "hpc", "openstack", "opennebula")
 
 
 @commands.command("launch")
 def launch(
     image_id: str = typer.Argument(..., help="id of an image in the repository"),
     target: str = typer.Option("qemu", "--target", "-t", help="where the machines run: qemu (this host), "
-                               "openstack or opennebula"),
+                               "hpc (the site's nodes netboot it), openstack or opennebula"),
     site_name: str = typer.Option(None, "--site", help="the target's site in the targets file (default: the only "
                                   "one / default)"),
     count: int = typer.Option(1, "--count", "-n", min=1, help="how many machines"),
@@ -80,10 +80,12 @@ def launch(
                            else f"{' and '.join(modes)} do not go together", hint="see `fg-image launch --help`")
     if target not in LAUNCH_TARGETS:
         raise InvalidInput(f"launch on {target!r} is not available", hint="use --target " + " or ".join(LAUNCH_TARGETS))
-    if target == "qemu" and (site_name is not None or size is not None):
-        raise InvalidInput("--site and --size are for a cloud target", hint="qemu takes --memory; drop them")
-    if target != "qemu" and (memory != 1024 or accel != "tcg"):
-        raise InvalidInput("--memory and --accel are for the qemu target", hint=f"{target} takes --size")
+    if target == "qemu" and site_name is not None:
+        raise InvalidInput("--site is for the hpc and cloud targets", hint="qemu runs on this host; drop it")
+    if target in records.LOCAL_TARGETS and size is not None:
+        raise InvalidInput("--size is for a cloud target", hint=f"{target} takes --memory; drop it")
+    if target not in records.LOCAL_TARGETS and (memory != 1024 or accel != "tcg"):
+        raise InvalidInput("--memory and --accel are for the qemu and hpc targets", hint=f"{target} takes --size")
     if not ID_RE.match(image_id):
         raise InvalidInput(f"bad image id {image_id[:40]!r}", hint="ids are 12 hex digits; see `fg-image list`")
     if run is not None and not run.is_file():
@@ -102,6 +104,8 @@ def launch(
     checked_id(image.id, image_id)
     if target == "qemu":
         site: Site = _local_site(image, user, count, memory, accel)
+    elif target == "hpc":
+        site = _hpc_site(site_name, user, count, memory, accel)
     else:
         site = _cloud_site(target, site_name, user, size)
     site.check(count)
@@ -177,6 +181,27 @@ def _local_site(image: Image, user: str | None, count: int, memory: int, accel: 
                      cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(settings().launch_lifetime))
 
 
+def _hpc_site(site_name: str | None, user: str | None, count: int, memory: int, accel: str) -> LocalSite:
+    """The hpc site's local nodes: QEMU on this host, netbooting what the site publishes."""
+    from rain.launch.local import LocalSite
+    from rain.launch.netboot import Netboot
+    from rain.register.targets.hpc import HpcSite
+    from rain.register.targets.sites import open_target
+
+    hpc, name = open_target(settings(), "hpc", site_name)
+    site = hpc.site  # type: ignore[attr-defined]
+    assert isinstance(site, HpcSite)
+    if site.nodes != "qemu":
+        raise InvalidInput(f"hpc site {name!r} has no nodes Rain can launch on",
+                           hint="set nodes: qemu for the site in the targets file (local QEMU nodes that netboot "
+                                "it); Rain does not drive a real cluster's nodes")
+    if user not in (None, "root"):
+        raise InvalidInput(f"--user {user}: netbooted nodes let root in", hint="drop --user")
+    return LocalSite(Path(), "", "root", memory_mb=memory, accel=accel,
+                     cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(settings().launch_lifetime),
+                     netboot=Netboot(site.provision_dir, site.http_url), site_name=name)
+
+
 def _cloud_site(target: str, site_name: str | None, user: str | None, size: str | None) -> CloudSite:
     """The target's site in the targets file, as a launch site (its settings checked, its secret read)."""
     from rain.register.seeds import username
@@ -204,6 +229,12 @@ def _boot(site: Site, target: str, repo: Repository, image: Image, count: int, k
     from rain.launch.cloud import CloudSite
     from rain.launch.local import LocalSite
 
+    if isinstance(site, LocalSite) and site.netboot is not None:
+        slug = _registered(repo, image, target, site.site_name, progress)
+        local = replace(site, netboot=replace(site.netboot, slug=slug), logs=_log_dir())
+        with local.machines(count, key, timeout, report=progress, started=started) as fleet:
+            yield fleet
+        return
     if isinstance(site, LocalSite):
         local = replace(site, disk=_cached_disk(repo, image), logs=_log_dir())
         with local.machines(count, key, timeout, report=progress, started=started) as fleet:
@@ -249,8 +280,8 @@ def _download(job: Job, wanted: str, dest: Path, status: int, progress: Callable
 def _check_cap(repo: Repository, count: int, cap: int) -> None:
     """launch_max_machines: this user's machines at once (qemu ones running on this host, and every one recorded
     on a cloud), and these, at most."""
-    have = sum(records.alive(launch) if launch.target == "qemu" else len(launch.machines)
-               for launch in repo.launches() if launch.target != "qemu" or launch.host == HOST)
+    have = sum(records.alive(launch) if launch.target in records.LOCAL_TARGETS else len(launch.machines)
+               for launch in repo.launches() if launch.target not in records.LOCAL_TARGETS or launch.host == HOST)
     if have + count > cap:
         raise QuotaExceeded(f"{count} more machine(s) would make {have + count}; launch_max_machines lets you run "
                             f"{cap} at once here", hint="stop some (`fg-image instances stop ID`), or raise "
@@ -341,13 +372,13 @@ def instances_stop(
         if not targets:
             raise NotFound(f"no launch {launch_id}", hint="see `fg-image instances list`")
     for launch in targets:
-        if launch.target == "qemu" and launch.host != HOST:
+        if launch.target in records.LOCAL_TARGETS and launch.host != HOST:
             if not everything:
                 raise InvalidInput(f"launch {launch.id} runs on host {launch.host}", hint="stop it there")
             err_console.print(f"skipped launch {markup(launch.id)}: it runs on host {markup(launch.host)}")
             continue
         killed = records.release(launch, _logs_root())
-        if launch.target in LAUNCH_TARGETS and launch.target != "qemu":
+        if launch.target in LAUNCH_TARGETS and launch.target not in records.LOCAL_TARGETS:
             killed += _cloud_site(launch.target, launch.site, launch.user or None, None).release(launch)
         repo.remove_launch(launch.id)
         err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")
@@ -355,8 +386,8 @@ def instances_stop(
 
 def _state(launch: Launch) -> str:
     """qemu: how many of its machines run here; a cloud's: what the record says (Rain does not ask the cloud)."""
-    if launch.target != "qemu" or launch.host != HOST:
-        return "elsewhere" if launch.target == "qemu" else "recorded"
+    if launch.target not in records.LOCAL_TARGETS or launch.host != HOST:
+        return "elsewhere" if launch.target in records.LOCAL_TARGETS else "recorded"
     alive = records.alive(launch)
     return "running" if alive == len(launch.machines) else f"{alive} running" if alive else "gone"
 

@@ -31,7 +31,9 @@ from pathlib import Path
 from rain.errors import InvalidInput, TargetError
 from rain.host.ssh import KeyPair
 from rain.host.tools import run, tool
+from rain.launch import netboot
 from rain.launch.fleet import Fleet, Machine, check_count, drop_work, keep_work, work_dir
+from rain.launch.netboot import Netboot
 from rain.register import seeds, vm
 from rain.waiting import Deadline
 
@@ -58,14 +60,17 @@ class LocalSite:
     logs: Path | None = None
     """A directory of this launch's own for the machines' console logs, kept only if the launch fails
     (without it they live and go with the launch's temporary files)."""
-
-    site_name = "local"
+    netboot: Netboot | None = None
+    """Diskless nodes that netboot the hpc site's published files instead (`disk` and `fmt` unused)."""
+    site_name: str = "local"
 
     def check(self, count: int) -> None:
         """What would refuse `machines(count)`, checked before anything is fetched or made."""
         check_count(count)
         if self.accel not in ACCELS:
             raise InvalidInput(f"unknown accelerator {self.accel!r}", hint="use tcg or kvm")
+        if self.netboot is not None:
+            self.netboot.check(self.site_name)
         if self.lifetime < 1:
             raise InvalidInput(f"launch_lifetime {self.lifetime}: give a number of seconds, 1 or more",
                                hint="set launch_lifetime in the config file or RAIN_LAUNCH_LIFETIME")
@@ -85,6 +90,10 @@ class LocalSite:
             work = work_dir()
             stack.callback(drop_work, work)
             processes: list[vm.QemuProcess] = []
+            seeds_url = ""
+            if self.netboot is not None:
+                (work / "seeds").mkdir(mode=0o700)
+                seeds_url = stack.enter_context(self.netboot.serve(work / "seeds"))
 
             def keep() -> None:
                 nonlocal kept
@@ -102,8 +111,13 @@ class LocalSite:
                     machine_dir = work / name
                     machine_dir.mkdir()
                     console = self._console(machine_dir, name)
-                    argv = self._argv(machine_dir, console, name, i, host_key, key, hosts, net)
-                    process, port = vm.start_with_ssh_forward(stack, argv, machine_dir)
+                    if self.netboot is None:
+                        argv = self._argv(machine_dir, console, name, i, host_key, key, hosts, net)
+                    else:
+                        argv = self._netboot_argv(machine_dir, console, name, i, host_key, key, hosts, net,
+                                                  seeds_url, work / "seeds")
+                    process, port = vm.start_with_ssh_forward(
+                        stack, argv, machine_dir, tftp=machine_dir / "tftp" if self.netboot else None)
                     processes.append(process)
                     machines.append(Machine(name, _address(i), "127.0.0.1", port, host_key, str(process.proc.pid),
                                             name, console))
@@ -115,6 +129,7 @@ class LocalSite:
                     vm.wait_for_login(process, machine.port, self.user, key, machine.console, deadline,
                                       host_key=machine.host_key.public_blob, what=f"machine {machine.name}")
                     report(f"{machine.name}: answers SSH after {time.monotonic() - start:.0f}s")
+                shutil.rmtree(work / "seeds", ignore_errors=True)  # their host keys are in place
                 yield fleet
             except BaseException:
                 if self.logs is not None and any(self.logs.iterdir()):  # the error names a machine's log: it stays
@@ -130,23 +145,42 @@ class LocalSite:
         overlay = machine_dir / "disk.qcow2"
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.disk.resolve()), "-F", self.fmt,
              str(overlay)], f"making {name}'s disk", error=TargetError)
-        mac = f"02:00:0a:63:00:{10 + index:02x}"
         seed = seeds.nocloud(machine_dir / "seed.iso", instance_id=f"i-{uuid.uuid4().hex[:12]}", host=name,
                              key=key.public_line, user_data=_cloud_config(key, host_key, hosts),
-                             network_config=_network_config(mac, _address(index)))
+                             network_config=_network_config(_mac(index), _address(index)))
         argv = vm.qemu_argv(overlay, machine_dir, console, firmware="bios", bus="virtio", cdrom=seed,
                             memory_mb=self.memory_mb, smbios={"serial": "ds=nocloud"}, accel=self.accel,
                             cpus=self.cpus)
+        return self._wrapped(argv, index, net)
+
+    def _netboot_argv(self, machine_dir: Path, console: Path, name: str, index: int, host_key: KeyPair,
+                      key: KeyPair, hosts: str, net: str, seeds_url: str, seeds_dir: Path) -> list[str]:
+        """A diskless node: its TFTP boot file chains the published boot.ipxe, its seed is served by Rain."""
+        assert self.netboot is not None
+        (seeds_dir / f"{name}.tar").write_bytes(netboot.seed(host_key, key, name, hosts, _address(index)))
+        (machine_dir / "tftp").mkdir()
+        (machine_dir / "tftp" / "boot.ipxe").write_text(self.netboot.script(f"{seeds_url}{name}.tar"))
+        argv = vm.qemu_argv(None, machine_dir, console, firmware="bios", bus="virtio", cdrom=None,
+                            memory_mb=self.memory_mb, smbios=None, accel=self.accel, cpus=self.cpus)
+        return self._wrapped(argv, index, net)
+
+    def _wrapped(self, argv: list[str], index: int, net: str) -> list[str]:
+        """Under `timeout`, with the launch's private network as a second NIC."""
         # timeout: the lifetime holds even when no Rain process is left to enforce it (a detached launch)
         return [tool("timeout"), "--signal=KILL", str(self.lifetime), *argv,
                 "-netdev", f"socket,id=private,mcast={net},localaddr=127.0.0.1",
-                "-device", f"virtio-net-pci,netdev=private,mac={mac},romfile="]
+                "-device", f"virtio-net-pci,netdev=private,mac={_mac(index)},romfile="]
 
     def _console(self, machine_dir: Path, name: str) -> Path:
         if self.logs is None:
             return machine_dir / "console.log"
         self.logs.mkdir(parents=True, exist_ok=True)
         return self.logs / f"{name}.console.log"
+
+
+def _mac(index: int) -> str:
+    """Machine `index`'s MAC on the launch's private network."""
+    return f"02:00:0a:63:00:{10 + index:02x}"
 
 
 def _address(index: int) -> str:

@@ -8,7 +8,7 @@ made and marked:
 - its directory: an absolute `rain-launch-XXXXXXXX` directory (not a link) owned by this user,
   holding `launch.json` with the record's own id (written by the launch as soon as it is recorded);
 - its processes: a pid of 1 to 10 digits whose process belongs to this user, runs qemu-system, and
-  has a disk under exactly that directory;
+  has a disk (or, a netbooting node, its TFTP directory) under exactly that directory;
 - its console logs: a `DATE-TIME-XXXX` directory (not a link) directly under DATA_DIR/launch/logs.
 
 A record that fails these checks is only forgotten.
@@ -40,6 +40,8 @@ LOGS_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[A-Za-z0-9_]{8}$")
 MARK = "launch.json"
 KEY = "id_ed25519"
 KNOWN_HOSTS = "known_hosts"
+LOCAL_TARGETS = ("qemu", "hpc")
+"""Targets whose launched machines are QEMU processes on the launching host (hpc: its local nodes)."""
 
 
 def known_host(names: list[str], host_key: KeyPair) -> str:
@@ -103,8 +105,8 @@ def logs_dir(launch: Launch, root: Path) -> Path | None:
 
 
 def pids(launch: Launch) -> list[int]:
-    """A qemu launch's processes (a cloud's machines are not processes here)."""
-    if launch.target != "qemu":
+    """A local launch's processes (a cloud's machines are not processes here)."""
+    if launch.target not in LOCAL_TARGETS:
         return []
     return [int(m.remote_id) for m in launch.machines if PID_RE.match(m.remote_id)]
 
@@ -118,8 +120,9 @@ def running(pid: int, work: Path) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    disk = b"file=" + bytes(work) + b"/"
-    return any(arg.startswith(disk) for arg in argv) and any(b"qemu-system" in arg for arg in argv)
+    ours = (b"file=" + bytes(work) + b"/", b"tftp=" + bytes(work) + b"/")  # its disk, or a netbooting node's TFTP
+    return any(arg.startswith(ours[0]) or b"," + ours[1] in arg for arg in argv) and \
+        any(b"qemu-system" in arg for arg in argv)
 
 
 def alive(launch: Launch) -> int:

@@ -24,7 +24,7 @@ from rain.image.rootfs import RootFS
 WANTED = ("virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "ixgbe", "tg3", "bnx2", "r8169",
           "loop", "squashfs", "overlay")
 APPLETS = ("sh", "mount", "umount", "mkdir", "insmod", "ip", "udhcpc", "wget", "switch_root", "cat",
-           "echo", "ls", "grep", "cut", "sleep")
+           "echo", "ls", "grep", "cut", "sleep", "tar", "rm")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 MAX_MODULE = 64 << 20  # the largest .ko in a Debian kernel is a few MB; a bigger one is not a module
 MAX_MODULES_TOTAL = 256 << 20

@@ -186,21 +186,25 @@ def _opt(path: Path) -> str:
     return str(path).replace(",", ",,")
 
 
-def qemu_argv(overlay: Path, work: Path, log_path: Path, *, firmware: str, bus: str, cdrom: Path | None,
+def qemu_argv(overlay: Path | None, work: Path, log_path: Path, *, firmware: str, bus: str, cdrom: Path | None,
               memory_mb: int, smbios: dict[str, str] | None, accel: str, cpus: int = 2) -> list[str]:
     """QEMU for a cloud disk: its console to `log_path`, the overlay as its root disk, one NIC (netdev n0,
-    which `start_with_ssh_forward` adds), `cdrom` as a seed CD; sandboxed."""
+    which `start_with_ssh_forward` adds), `cdrom` as a seed CD; sandboxed. Without `overlay`, a diskless
+    node: it boots from its NIC (QEMU's iPXE ROM, by PXE from netdev n0's TFTP)."""
     # graphics=off makes SeaBIOS write to the serial console too
     argv = [tool("qemu-system-x86_64"), "-nodefaults", "-no-user-config", "-machine", "pc,graphics=off",
             "-accel", accel, "-cpu", "host" if accel == "kvm" else TCG_CPU, "-smp", str(cpus), "-m", str(memory_mb),
             "-display", "none", "-monitor", "none", "-no-reboot",
             "-chardev", f"file,id=console,path={_opt(log_path)}", "-serial", "chardev:console",
-            "-drive", f"file={_opt(overlay)},format=qcow2,if=none,id=root,cache=unsafe,discard=unmap",
-            "-device", "nvme,serial=rain-boot-test,drive=root" if bus == "nvme"
-            else "virtio-blk-pci,drive=root,bootindex=0",
-            "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC},romfile=",  # no iPXE: cloud disks boot from disk
             # qemu runs as root and boots an image under test: no exec, setuid or obsolete calls
             "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+    if overlay is None:
+        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC},bootindex=0"]  # iPXE, PXE first
+    else:
+        argv += ["-drive", f"file={_opt(overlay)},format=qcow2,if=none,id=root,cache=unsafe,discard=unmap",
+                 "-device", "nvme,serial=rain-boot-test,drive=root" if bus == "nvme"
+                 else "virtio-blk-pci,drive=root,bootindex=0",
+                 "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC},romfile="]  # no iPXE: boots from disk
     if firmware == "uefi":
         vars_copy = work / "OVMF_VARS.fd"
         shutil.copyfile(OVMF_VARS, vars_copy)
@@ -215,11 +219,14 @@ def qemu_argv(overlay: Path, work: Path, log_path: Path, *, firmware: str, bus: 
 
 
 def start_with_ssh_forward(stack: contextlib.ExitStack, argv: list[str], work: Path, imds_port: int | None = None,
-                           tries: int = 3) -> tuple[QemuProcess, int]:
-    """Start QEMU with a free 127.0.0.1 port forwarded to the guest's sshd; another port if one is taken."""
+                           tries: int = 3, tftp: Path | None = None) -> tuple[QemuProcess, int]:
+    """Start QEMU with a free 127.0.0.1 port forwarded to the guest's sshd; another port if one is taken.
+    `tftp`: a directory QEMU's TFTP serves, whose boot.ipxe is the DHCP boot file (a netbooting node)."""
     for attempt in range(tries):
         port = _free_port()
         net = f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22"
+        if tftp is not None:
+            net += f",tftp={_opt(tftp)},bootfile=boot.ipxe"
         if imds_port is not None:
             net += (f",net={imds_service.USER_NETWORK}"
                     f",guestfwd=tcp:{imds_service.GUEST_ADDRESS}:80-tcp:127.0.0.1:{imds_port},,reconnect=1")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from rain.config import Settings
 from rain.errors import TargetError
@@ -38,6 +38,10 @@ class HpcSite(SiteSettings):
     kernel_args: str = ""
     accel: str = "tcg"
     """QEMU accelerator for --boot-test: tcg works everywhere; kvm where /dev/kvm works."""
+    nodes: Literal["qemu"] | None = None
+    """`fg-image launch`: where the site's nodes are. `qemu`: QEMU nodes on this host that netboot by PXE and
+    iPXE; Rain serves provision_dir at http_url, whose host must then be 10.0.2.2 (this host, as QEMU's
+    user network shows it to a guest) and whose port is the one Rain listens on, on 127.0.0.1."""
 
 
 class HpcTarget:
@@ -105,8 +109,9 @@ class HpcTarget:
     def _describe(self, dest: Path, label: Label) -> None:
         base = f"{self.site.http_url.rstrip('/')}/{label.slug}"
         args = self.kernel_cmdline(f"{base}/rootfs.squashfs")
+        # ${rain-args}: what a chaining script adds (a launch's seed); empty when nothing set it
         (dest / "boot.ipxe").write_text(f"#!ipxe\n# {label.name} ({label.image_id}), registered by Rain\n"
-                                        f"kernel {base}/vmlinuz initrd=initrd.img {args}\n"
+                                        f"kernel {base}/vmlinuz initrd=initrd.img {args} ${{rain-args}}\n"
                                         f"initrd {base}/initrd.img\nboot\n")
         pxe = (f"# {label.name} ({label.image_id}), registered by Rain\nLABEL {label.slug}\n"
                f"  KERNEL {base}/vmlinuz\n  INITRD {base}/initrd.img\n  APPEND {args}\n")
