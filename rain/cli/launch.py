@@ -40,19 +40,19 @@ DISK_FORMATS = ("qcow2", "raw")
 DEFAULT_USERS = {"debian": "debian", "ubuntu": "ubuntu", "rocky": "rocky", "alma": "almalinux",
                  "centos": "cloud-user", "fedora": "fedora"}
 """The default user each family's cloud images let in (what cloud-init makes from its system_info)."""
-LAUNCH_TARGETS = ("qemu", "hpc", "openstack", "opennebula")
+LAUNCH_TARGETS = ("qemu", "hpc", "openstack", "opennebula", "ec2")
 
 
 @commands.command("launch")
 def launch(
     image_id: str = typer.Argument(..., help="id of an image in the repository"),
     target: str = typer.Option("qemu", "--target", "-t", help="where the machines run: qemu (this host), "
-                               "hpc (the site's nodes netboot it), openstack or opennebula"),
+                               "hpc (the site's nodes netboot it), openstack, opennebula or ec2"),
     site_name: str = typer.Option(None, "--site", help="the target's site in the targets file (default: the only "
                                   "one / default)"),
     count: int = typer.Option(1, "--count", "-n", min=1, help="how many machines"),
-    size: str = typer.Option(None, "--size", help="openstack: the machines' flavor; opennebula: CPUSxMiB "
-                             "(default: the site's)"),
+    size: str = typer.Option(None, "--size", help="openstack: the machines' flavor; opennebula: CPUSxMiB; "
+                             "ec2: an instance type (default: the site's)"),
     run: Path = typer.Option(None, "--run", help="script to run on the first machine (the head)"),
     upload: Path = typer.Option(None, "--upload", help="directory whose contents go to ~/job on every machine"),
     download: str = typer.Option(None, "--download", help="directory under the head's ~/job to bring back "
@@ -218,6 +218,10 @@ def _cloud_site(target: str, site_name: str | None, user: str | None, size: str 
         from rain.launch.opennebula import OpenNebulaLaunch
 
         return OpenNebulaLaunch(site, name, login, size)
+    if target == "ec2":
+        from rain.launch.ec2 import Ec2Launch
+
+        return Ec2Launch(cloud, name, login, size)  # type: ignore[arg-type]
     raise InvalidInput(f"launch on {target!r} is not available", hint="use --target " + " or ".join(LAUNCH_TARGETS))
 
 

@@ -16,6 +16,8 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 from rain.config import Settings
 from rain.errors import ConfigError, TargetError, Unreachable
 from rain.image.disk import make_disk
@@ -46,10 +48,21 @@ class Ec2Site(SiteSettings):
     timeout: float = 600.0
     firmware: Literal["bios", "uefi", "uefi-preferred"] = "bios"
     """The AMI's BootMode: legacy-bios, uefi, or uefi-preferred (UEFI where the instance type has it)."""
+    instance_type: str | None = None
+    """`fg-image launch`: the machines' instance type when --size is not given."""
+    subnet_id: str | None = None
+    """`fg-image launch`: the subnet the instances join (this host must reach their addresses); unset: the
+    default VPC's."""
+    security_group_ids: list[str] = []
+    """`fg-image launch`: security groups of the instances (they must let this host in on ssh_port)."""
+    ssh_port: int = Field(22, ge=1, le=65535)
+    """`fg-image launch`: the port the instances' sshd listens on."""
+    poll_interval: float = Field(2.0, gt=0, le=60)
+    """`fg-image launch`: seconds between looks at an instance that is not running yet."""
     check_secrets = one_secret("secret_access_key")
 
 
-def _translate(e: Exception, what: str) -> Exception:
+def ec2_error(e: Exception, what: str) -> Exception:
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -95,7 +108,7 @@ class Ec2Target:
                                    "in the targets file")
         return self.site.secret("access_key_id"), self.site.secret("secret_access_key")
 
-    def _client(self, service: str) -> Any:  # Any: boto3 is untyped without the boto3-stubs package
+    def client(self, service: str) -> Any:  # Any: boto3 is untyped without the boto3-stubs package
         if service not in self._clients:
             import boto3
             from botocore.config import Config
@@ -124,12 +137,12 @@ class Ec2Target:
     def publish(self, packed: Packed, label: Label) -> str:
         raw = packed.primary_path
         size_gib = max(1, -(-raw.stat().st_size // GIB))
-        ebs, ec2 = self._client("ebs"), self._client("ec2")
+        ebs, ec2 = self.client("ebs"), self.client("ec2")
         try:
             snap = ebs.start_snapshot(VolumeSize=size_gib, Description=f"Rain {label.name} ({label.image_id})",
                                       Tags=[{"Key": "rain:image", "Value": label.image_id}], Timeout=60)
         except Exception as e:
-            raise _translate(e, "start_snapshot") from e
+            raise ec2_error(e, "start_snapshot") from e
         snapshot_id = snap["SnapshotId"]
         ami: str | None = None
         try:
@@ -144,7 +157,7 @@ class Ec2Target:
             return str(ami)
         except Exception as e:
             self._cleanup(ami, snapshot_id)
-            raise _translate(e, "publishing the image") from e
+            raise ec2_error(e, "publishing the image") from e
 
     def image_params(self, label: Label, snapshot_id: str) -> dict[str, Any]:
         """register_image's parameters: HVM, ENA, the site's boot mode, IMDSv2 only, the root device."""
@@ -202,7 +215,7 @@ class Ec2Target:
         raise TargetError(f"EC2 snapshot {snapshot_id} not completed after {self.site.timeout:.0f}s")
 
     def _cleanup(self, ami: str | None, snapshot_id: str | None) -> None:
-        ec2 = self._client("ec2")
+        ec2 = self.client("ec2")
         undo = ((ec2.deregister_image, {"ImageId": ami}), (ec2.delete_snapshot, {"SnapshotId": snapshot_id}))
         for call, kwargs in undo:
             if next(iter(kwargs.values())):
@@ -212,13 +225,13 @@ class Ec2Target:
                     log.warning("cleanup %s failed: %s", call.__name__, e)
 
     def delete(self, remote_id: str) -> None:
-        ec2 = self._client("ec2")
+        ec2 = self.client("ec2")
         try:
             images = ec2.describe_images(ImageIds=[remote_id])["Images"]
         except Exception as e:
             if "NotFound" in str(e):
                 return
-            raise _translate(e, "describe_images") from e
+            raise ec2_error(e, "describe_images") from e
         snapshots = {t["Value"] for img in images for t in img.get("Tags", []) if t["Key"] == "rain:snapshot"}
         snapshots |= {m["Ebs"]["SnapshotId"] for img in images for m in img.get("BlockDeviceMappings", [])
                       if "Ebs" in m and "SnapshotId" in m["Ebs"]}
@@ -227,4 +240,4 @@ class Ec2Target:
             for snapshot_id in snapshots:
                 ec2.delete_snapshot(SnapshotId=snapshot_id)
         except Exception as e:
-            raise _translate(e, "deleting the AMI") from e
+            raise ec2_error(e, "deleting the AMI") from e
