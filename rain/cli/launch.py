@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -109,11 +110,13 @@ def launch(
     else:
         site = _cloud_site(target, site_name, user, size)
     site.check(count)
-    _check_cap(repo, count, int(s.launch_max_machines))
-    key = KeyPair.generate(f"rain-launch@{image.id}")
 
     def progress(line: str) -> None:
         err_console.print(markup(line))
+
+    _release_expired(repo, progress)
+    _check_cap(repo, count, int(s.launch_max_machines))
+    key = KeyPair.generate(f"rain-launch@{image.id}")
 
     record: Launch | None = None
 
@@ -381,11 +384,35 @@ def instances_stop(
                 raise InvalidInput(f"launch {launch.id} runs on host {launch.host}", hint="stop it there")
             err_console.print(f"skipped launch {markup(launch.id)}: it runs on host {markup(launch.host)}")
             continue
-        killed = records.release(launch, _logs_root())
-        if launch.target in LAUNCH_TARGETS and launch.target not in records.LOCAL_TARGETS:
-            killed += _cloud_site(launch.target, launch.site, launch.user or None, None).release(launch)
-        repo.remove_launch(launch.id)
+        killed = _release(repo, launch)
         err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")
+
+
+def _release(repo: Repository, launch: Launch) -> int:
+    """Release a launch's machines (on this host, or through its cloud's API) and drop its record; how many
+    machines were running."""
+    killed = records.release(launch, _logs_root())
+    if launch.target in LAUNCH_TARGETS and launch.target not in records.LOCAL_TARGETS:
+        killed += _cloud_site(launch.target, launch.site, launch.user or None, None).release(launch)
+    repo.remove_launch(launch.id)
+    return killed
+
+
+def _release_expired(repo: Repository, progress: Callable[[str], None]) -> None:
+    """The launch_lifetime on every target: this user's launches past their time are released now (a local
+    machine's own `timeout` has ended it already; a cloud's runs until Rain deletes it)."""
+    me, now = repo.whoami().name, datetime.now(UTC)
+    for launch in repo.launches():
+        if launch.owner != me or launch.expires is None or launch.expires > now or \
+                (launch.target in records.LOCAL_TARGETS and launch.host != HOST):
+            continue
+        try:
+            killed = _release(repo, launch)
+        except RainError as e:
+            progress(f"warning: launch {launch.id}'s lifetime has ended but it could not be released: {e.message}")
+            continue
+        progress(f"released launch {launch.id}: its lifetime ended {render.when(launch.expires)} "
+                 f"({killed} machine(s) were running)")
 
 
 def _state(launch: Launch) -> str:
