@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from rain.cli import render
 from rain.cli.common import console, err_console, interrupted_as, json_flag, open_repo, print_json, settings
 from rain.cli.images import fetch_image
 from rain.cli.untrusted import checked_id, markup, plain
-from rain.errors import InvalidInput, NotFound, QuotaExceeded, RainError, TargetError
+from rain.errors import Forbidden, InvalidInput, NotFound, QuotaExceeded, RainError, TargetError
 from rain.launch import records
 from rain.repository.acting import HOST
 from rain.repository.base import Repository
@@ -62,16 +63,16 @@ def launch(
                                      "machines when you press Enter"),
     detach: bool = typer.Option(False, "--detach", help="leave the machines running (see `fg-image instances`)"),
     user: str = typer.Option(None, "--user", help="user to log in as (default: the image's cloud user)"),
-    memory: int = typer.Option(1024, "--memory", min=256, help="qemu: MiB of RAM per machine"),
-    accel: str = typer.Option("tcg", "--accel", help="qemu: tcg (works everywhere) or kvm"),
+    memory: int = typer.Option(None, "--memory", min=256, help="qemu, hpc: MiB of RAM per machine [default: 1024]"),
+    accel: str = typer.Option(None, "--accel", help="qemu, hpc: tcg (works everywhere, the default) or kvm"),
     boot_timeout: float = typer.Option(900.0, "--boot-timeout", min=1, help="seconds for all machines to "
                                        "answer SSH"),
 ) -> None:
     """Start machines from an image and, with --run, run SCRIPT on the head with the machines file's path
     in RAIN_MACHINES, bring --download back and release every machine (also on failure and Ctrl-C): the
     exit code is the script's. Or keep them: --interactive until you press Enter, --detach until
-    `fg-image instances stop`. On a cloud the image is registered first if it is not yet. The
-    launch_lifetime setting bounds them all."""
+    `fg-image instances stop`. On an hpc site or a cloud the image is registered first if you have not
+    registered it there. The launch_lifetime setting bounds them all (a cloud's: by your next launch)."""
     from rain.host.ssh import KeyPair
     from rain.launch.job import Job, remote_dir
 
@@ -85,7 +86,7 @@ def launch(
         raise InvalidInput("--site is for the hpc and cloud targets", hint="qemu runs on this host; drop it")
     if target in records.LOCAL_TARGETS and size is not None:
         raise InvalidInput("--size is for a cloud target", hint=f"{target} takes --memory; drop it")
-    if target not in records.LOCAL_TARGETS and (memory != 1024 or accel != "tcg"):
+    if target not in records.LOCAL_TARGETS and (memory is not None or accel is not None):
         raise InvalidInput("--memory and --accel are for the qemu and hpc targets", hint=f"{target} takes --size")
     if not ID_RE.match(image_id):
         raise InvalidInput(f"bad image id {image_id[:40]!r}", hint="ids are 12 hex digits; see `fg-image list`")
@@ -104,9 +105,9 @@ def launch(
     image = repo.show(image_id)
     checked_id(image.id, image_id)
     if target == "qemu":
-        site: Site = _local_site(image, user, count, memory, accel)
+        site: Site = _local_site(image, user, count, memory or 1024, accel or "tcg")
     elif target == "hpc":
-        site = _hpc_site(site_name, user, count, memory, accel)
+        site = _hpc_site(site_name, user, count, memory or 1024, accel or "tcg")
     else:
         site = _cloud_site(target, site_name, user, size)
     site.check(count)
@@ -154,7 +155,11 @@ def launch(
                             _download(job, wanted, Path(download), status, progress)
         finally:
             if record is not None and not kept:
-                _forget(repo, record.id, progress)
+                if unreleased := getattr(site, "unreleased", ""):
+                    progress(f"warning: launch {record.id}'s machines may still run ({unreleased}); "
+                             f"`fg-image instances stop {record.id}` releases them")
+                else:
+                    _forget(repo, record.id, progress)
     progress(f"released {count} machine(s)")
     raise typer.Exit(status)
 
@@ -180,8 +185,8 @@ def _local_site(image: Image, user: str | None, count: int, memory: int, accel: 
     if user is None and family not in DEFAULT_USERS:
         raise InvalidInput(f"image {image.id}'s OS family {image.os.family or '(none)'!r} has no known cloud user",
                            hint="give --user: the user its cloud-init makes (its default_user)")
-    return LocalSite(Path(), image.format, username(user or DEFAULT_USERS[family]), memory_mb=memory, accel=accel,
-                     cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(settings().launch_lifetime))
+    return _on_this_host(LocalSite(Path(), image.format, username(user or DEFAULT_USERS[family])), count, memory,
+                         accel)
 
 
 def _hpc_site(site_name: str | None, user: str | None, count: int, memory: int, accel: str) -> LocalSite:
@@ -200,9 +205,15 @@ def _hpc_site(site_name: str | None, user: str | None, count: int, memory: int, 
                                 "it); Rain does not drive a real cluster's nodes")
     if user not in (None, "root"):
         raise InvalidInput(f"--user {user}: netbooted nodes let root in", hint="drop --user")
-    return LocalSite(Path(), "", "root", memory_mb=memory, accel=accel,
-                     cpus=min(4, max(1, (os.cpu_count() or 1) // count)), lifetime=int(settings().launch_lifetime),
-                     netboot=Netboot(site.provision_dir, site.http_url), site_name=name)
+    return _on_this_host(LocalSite(Path(), "", "root", netboot=Netboot(site.provision_dir, site.http_url),
+                                   site_name=name), count, memory, accel)
+
+
+def _on_this_host(site: LocalSite, count: int, memory: int, accel: str) -> LocalSite:
+    """QEMU machines: each its share of this host's cores (up to 4), the memory and accelerator asked for, and
+    the launch_lifetime setting."""
+    return replace(site, memory_mb=memory, accel=accel, cpus=min(4, max(1, (os.cpu_count() or 1) // count)),
+                   lifetime=int(settings().launch_lifetime))
 
 
 def _cloud_site(target: str, site_name: str | None, user: str | None, size: str | None) -> CloudSite:
@@ -237,8 +248,9 @@ def _boot(site: Site, target: str, repo: Repository, image: Image, count: int, k
     from rain.launch.local import LocalSite
 
     if isinstance(site, LocalSite) and site.netboot is not None:
-        slug = _registered(repo, image, target, site.site_name, progress)
-        local = replace(site, netboot=replace(site.netboot, slug=slug), logs=_log_dir())
+        published = replace(site.netboot, slug=_registered(repo, image, target, site.site_name, progress))
+        published.check_published(site.site_name)
+        local = replace(site, netboot=published, logs=_log_dir())
         with local.machines(count, key, timeout, report=progress, started=started) as fleet:
             yield fleet
         return
@@ -253,10 +265,23 @@ def _boot(site: Site, target: str, repo: Repository, image: Image, count: int, k
         yield fleet
 
 
+REMOTE_IDS = {"hpc": re.compile(r"^rain-[A-Za-z0-9][A-Za-z0-9._+-]{0,91}$"),
+              "openstack": re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$"),
+              "opennebula": re.compile(r"^[0-9]{1,10}$"), "ec2": re.compile(r"^ami-[0-9a-f]{8,17}$")}
+"""What each target's registration id looks like: a registration is anyone's writing, checked before use."""
+
+
 def _registered(repo: Repository, image: Image, target: str, site_name: str, progress: Callable[[str], None]) -> str:
-    """The image's id on the target's site: its registration there, or a new one (vetted, adapted, published)."""
+    """The image's id on the target's site: this user's registration there, or a new one (vetted, adapted,
+    published). Another user's registration is theirs (their project, their account): never used."""
+    me = repo.whoami().name
     for registration in image.registrations:
-        if registration.target == target and registration.site == site_name:
+        if registration.target == target and registration.site == site_name and registration.by == me:
+            if not REMOTE_IDS[target].match(registration.remote_id) or ".." in registration.remote_id:
+                raise TargetError(f"image {image.id}'s registration on {target}/{site_name} has a malformed id "
+                                  f"{registration.remote_id[:40]!r}",
+                                  hint=f"deregister it (fg-image deregister {image.id} --target {target}) and launch "
+                                       "again: it registers anew")
             return registration.remote_id
     from rain.cli.progress import step_reporter
     from rain.cli.register import render_report
@@ -384,7 +409,17 @@ def instances_stop(
                 raise InvalidInput(f"launch {launch.id} runs on host {launch.host}", hint="stop it there")
             err_console.print(f"skipped launch {markup(launch.id)}: it runs on host {markup(launch.host)}")
             continue
-        killed = _release(repo, launch)
+        if launch.target not in records.LOCAL_TARGETS and launch.owner != me:
+            raise Forbidden(f"launch {launch.id} is {launch.owner}'s, on {launch.target}: only their credentials "
+                            "reach its machines",
+                            hint=f"ask {launch.owner} to run `fg-image instances stop {launch.id}`")
+        try:
+            killed = _release(repo, launch)
+        except RainError as e:
+            if not everything:
+                raise
+            err_console.print(f"warning: launch {markup(launch.id)} stays: {markup(e.message)}")
+            continue
         err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")
 
 
@@ -393,7 +428,7 @@ def _release(repo: Repository, launch: Launch) -> int:
     machines were running."""
     killed = records.release(launch, _logs_root())
     if launch.target in LAUNCH_TARGETS and launch.target not in records.LOCAL_TARGETS:
-        killed += _cloud_site(launch.target, launch.site, launch.user or None, None).release(launch)
+        killed += _cloud_site(launch.target, launch.site, None, None).release(launch)
     repo.remove_launch(launch.id)
     return killed
 

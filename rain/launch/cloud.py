@@ -1,4 +1,4 @@
-"""What every cloud launch site does the same way; each cloud (openstack.py, opennebula.py) makes the calls.
+"""What every cloud launch site does the same way; each cloud (openstack.py, opennebula.py, ec2.py) makes the calls.
 
 A launch on a cloud has a TAG (8 hex digits). Its machines are named `rain-TAG-nodeI` and carry TAG in
 their metadata, so Rain can find every one of them again: after a Ctrl-C that cut a create call short
@@ -14,15 +14,15 @@ Ctrl-C, unless the fleet is kept (--detach).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import ClassVar
 
-from rain.errors import RainError, one_line
+from rain.errors import InvalidInput, RainError, one_line
 from rain.host.ssh import KeyPair
 from rain.launch.fleet import Fleet, Machine, check_count, drop_work, keep_work, work_dir
 from rain.register import seeds, vm
@@ -39,13 +39,21 @@ class CloudSite:
     """A cloud's machines that let `user` in with the launch's key. Subclasses make the calls."""
 
     cloud: ClassVar[str]
-    """The cloud's name in messages (OpenStack, OpenNebula)."""
+    """What one machine is called in messages ("OpenStack server", "OpenNebula VM", "EC2 instance")."""
 
-    def __init__(self, site_name: str, user: str, ssh_port: int) -> None:
-        self.site_name, self.user, self.ssh_port = site_name, user, ssh_port
+    size_setting: ClassVar[str] = ""
+    """The site setting that gives the machines' size when --size is not given (flavor, instance_type)."""
+
+    def __init__(self, site_name: str, user: str, ssh_port: int, size: str | None = None) -> None:
+        self.site_name, self.user, self.ssh_port, self.size = site_name, user, ssh_port, size
+        self.unreleased = ""
+        """Why leaving `machines` could not release them (then the launch's record must stay)."""
 
     def check(self, count: int) -> None:
         check_count(count)
+        if self.size_setting and not self.size:
+            raise InvalidInput(f"no size for the machines on {self.cloud.split()[0]} site {self.site_name!r}",
+                               hint=f"give --size, or set {self.size_setting} for the site in the targets file")
 
     @contextlib.contextmanager
     def machines(self, count: int, key: KeyPair, timeout: float, image_ref: str, prefix: str = "node",
@@ -67,15 +75,13 @@ class CloudSite:
             start = time.monotonic()
             deadline = Deadline(start + timeout, timeout)
             self._begin(tag, key)
-            host_keys = []
-            for i in range(1, count + 1):
-                name = seeds.hostname(f"rain-{tag}-{prefix}{i}")
-                host_keys.append(KeyPair.generate(f"rain-host@{name}"))
-                made.append(self._create(name, image_ref, tag, key, host_keys[-1]))
+            names = [seeds.hostname(f"rain-{tag}-{prefix}{i}") for i in range(1, count + 1)]
+            host_keys = [KeyPair.generate(f"rain-host@{name}") for name in names]
+            for name, host_key in zip(names, host_keys, strict=True):
+                made.append(self._create(name, image_ref, tag, key, host_key))
                 report(f"{name}: created ({self.cloud} {made[-1]})")
             machines = []
-            for i, (remote_id, host_key) in enumerate(zip(made, host_keys, strict=True), 1):
-                name = f"rain-{tag}-{prefix}{i}"
+            for name, remote_id, host_key in zip(names, made, host_keys, strict=True):
                 address = self._wait_running(remote_id, deadline)
                 machines.append(Machine(name, address, address, self.ssh_port, host_key, remote_id, address))
                 report(f"{name}: running at {address}")
@@ -89,20 +95,22 @@ class CloudSite:
                 report(f"{m.name}: answers SSH after {time.monotonic() - start:.0f}s")
             yield fleet
         except BaseException:
-            if kept:
-                raise
-            try:
-                self._release(tag, made)
-            except RainError as e:  # the launch's own error is the one to tell
-                log.warning("could not release launch %s's machines: %s", tag, one_line(e))
-            finally:
-                drop_work(work)
+            if not kept:
+                self._release_or_note(tag, made, work)
             raise
         if not kept:
-            try:
-                self._release(tag, made)
-            finally:
-                drop_work(work)
+            self._release_or_note(tag, made, work)
+
+    def _release_or_note(self, tag: str, made: list[str], work: Path) -> None:
+        """Release the launch's machines; when that fails, note why in `unreleased` (the caller keeps the
+        record, so `instances stop` can try again) rather than hide the launch's own outcome."""
+        try:
+            self._release(tag, made)
+        except RainError as e:
+            self.unreleased = one_line(e.message)
+            log.warning("could not release launch %s's machines: %s", tag, self.unreleased)
+        finally:
+            drop_work(work)
 
     def release(self, launch: Launch) -> int:
         """Release a recorded launch's machines (those named and tagged with its TAG); how many there were."""
@@ -126,11 +134,3 @@ class CloudSite:
         """Release the launch's machines: those Rain knows the ids of (`known`) and those the cloud lists
         as named and tagged with `tag`; and whatever _begin made. How many machines there were."""
         raise NotImplementedError
-
-
-def cloud_config(host_key: KeyPair) -> str:
-    """cloud-config that makes `host_key` the machine's host key, and no other."""
-    config = {"ssh_deletekeys": True, "ssh_genkeytypes": [],
-              "ssh_keys": {"ed25519_private": host_key.private_openssh,
-                           "ed25519_public": seeds.public_key(host_key.public_line)}}
-    return "#cloud-config\n" + json.dumps(config) + "\n"

@@ -12,14 +12,13 @@ those Rain knows), and deletes the key pair.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from rain.errors import InvalidInput, TargetError
+from rain.errors import TargetError
 from rain.host.ssh import KeyPair
-from rain.launch.cloud import META, CloudSite, cloud_config
-from rain.register.targets.ec2 import Ec2Target, ec2_error
+from rain.launch.cloud import META, CloudSite
+from rain.launch.fleet import cloud_config
+from rain.register.targets.ec2 import Ec2Target, ec2_calls
 from rain.waiting import Deadline, Pending, wait_for
 
 log = logging.getLogger(__name__)
@@ -28,28 +27,13 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 
 class Ec2Launch(CloudSite):
     cloud: ClassVar[str] = "EC2 instance"
+    size_setting: ClassVar[str] = "instance_type"
 
     def __init__(self, target: Ec2Target, site_name: str, user: str, size: str | None = None) -> None:
-        super().__init__(site_name, user, target.site.ssh_port)
+        super().__init__(site_name, user, target.site.ssh_port, size or target.site.instance_type)
         self.site = target.site
-        self.size = size or target.site.instance_type
         self.ec2 = target.client("ec2")
-
-    def check(self, count: int) -> None:
-        super().check(count)
-        if not self.size:
-            raise InvalidInput(f"no size for the machines on ec2 site {self.site_name!r}",
-                               hint="give --size INSTANCE_TYPE, or set instance_type for the site in the targets file")
-
-    @contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as e:
-            translated = ec2_error(e, what)
-            if translated is e:
-                raise
-            raise translated from e
+        self._calling = ec2_calls
 
     def _begin(self, tag: str, key: KeyPair) -> None:
         with self._calling("importing the launch's key pair"):
@@ -73,9 +57,16 @@ class Ec2Launch(CloudSite):
 
     def _wait_running(self, remote_id: str, deadline: Deadline) -> str:
         def running() -> str | Pending:
-            with self._calling(f"describing instance {remote_id}"):
-                [reservation] = self.ec2.describe_instances(InstanceIds=[remote_id])["Reservations"]
-            instance = reservation["Instances"][0]
+            try:
+                with self._calling(f"describing instance {remote_id}"):
+                    reservations = self.ec2.describe_instances(InstanceIds=[remote_id])["Reservations"]
+            except TargetError as e:  # EC2 is eventually consistent: a new instance may not be found yet
+                if "InvalidInstanceID.NotFound" in e.message:
+                    return Pending("not yet known")
+                raise
+            if not reservations or not reservations[0]["Instances"]:
+                return Pending("not yet known")
+            instance = reservations[0]["Instances"][0]
             state = instance["State"]["Name"]
             if state in ("shutting-down", "terminated", "stopping", "stopped"):
                 reason = instance.get("StateReason", {}).get("Message") or "no reason given"
@@ -96,7 +87,8 @@ class Ec2Launch(CloudSite):
     def _release(self, tag: str, known: list[str]) -> int:
         with self._calling("listing the launch's instances"):
             pages = self.ec2.get_paginator("describe_instances").paginate(Filters=[
-                {"Name": f"tag:{META}", "Values": [tag]}, {"Name": "instance-state-name", "Values": LIVE}])
+                {"Name": f"tag:{META}", "Values": [tag]}, {"Name": "tag:Name", "Values": [f"rain-{tag}-*"]},
+                {"Name": "instance-state-name", "Values": LIVE}])
             instances = set(known) | {i["InstanceId"] for page in pages for r in page["Reservations"]
                                       for i in r["Instances"]}
         if instances:

@@ -9,6 +9,7 @@ key and lets the login user in, and yields the Fleet. Leaving the block releases
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 from rain.errors import InvalidInput
 from rain.host import reaper
 from rain.host.ssh import KeyPair
+from rain.register import seeds
 
 MAX_COUNT = 64
 
@@ -76,3 +78,11 @@ def drop_work(work: Path) -> None:
 
 def keep_work(work: Path) -> None:
     reaper.untrack_path(work)
+
+
+def cloud_config(host_key: KeyPair, more: dict[str, Any] | None = None) -> str:
+    """cloud-config that makes `host_key` the machine's host key, and no other; plus `more`."""
+    config = {"ssh_deletekeys": True, "ssh_genkeytypes": [],
+              "ssh_keys": {"ed25519_private": host_key.private_openssh,
+                           "ed25519_public": seeds.public_key(host_key.public_line)}, **(more or {})}
+    return "#cloud-config\n" + json.dumps(config) + "\n"

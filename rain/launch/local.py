@@ -18,7 +18,6 @@ machine and removes the launch's files. Console logs are kept only when the laun
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import shutil
@@ -32,7 +31,7 @@ from rain.errors import InvalidInput, TargetError
 from rain.host.ssh import KeyPair
 from rain.host.tools import run, tool
 from rain.launch import netboot
-from rain.launch.fleet import Fleet, Machine, check_count, drop_work, keep_work, work_dir
+from rain.launch.fleet import Fleet, Machine, check_count, cloud_config, drop_work, keep_work, work_dir
 from rain.launch.netboot import Netboot
 from rain.register import seeds, vm
 from rain.waiting import Deadline
@@ -196,16 +195,11 @@ def _private_network() -> str:
 
 def _cloud_config(key: KeyPair, host_key: KeyPair, hosts: str) -> str:
     """The machine's host key (and no other), the client key for the default user, the launch's names."""
-    config = {
+    return cloud_config(host_key, {
         "ssh_authorized_keys": [seeds.public_key(key.public_line)],
-        "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
-        "ssh_keys": {"ed25519_private": host_key.private_openssh,
-                     "ed25519_public": seeds.public_key(host_key.public_line)},
         "manage_etc_hosts": False,  # else cloud-init rewrites /etc/hosts from its template after write_files
         "write_files": [{"path": "/etc/hosts", "append": True, "content": hosts}],
-    }
-    return "#cloud-config\n" + json.dumps(config) + "\n"
+    })
 
 
 def _network_config(private_mac: str, address: str) -> dict[str, object]:

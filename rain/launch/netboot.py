@@ -10,7 +10,8 @@ name in /etc/hosts and its address on the launch's private network.
 Rain serves the site's provision_dir at http_url's path, on 127.0.0.1 and http_url's port (a guest
 reaches it as 10.0.2.2), and the seeds under a random path of their own, removed once the nodes answer
 (a seed holds a private host key: nothing but this host's loopback ever sees it, and only while the
-nodes boot). Nothing else is served: no listings, no path outside those two directories.
+nodes boot). Nothing else is served: no listings, no path outside those two directories, no link that
+leads out of them. The port is the site's: one launch per hpc site at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import http.server
 import io
 import os
 import secrets
+import socket
 import tarfile
 import threading
 import time
@@ -44,11 +46,35 @@ class Netboot:
     """The image's registration on the site: its directory under provision_dir."""
 
     def check(self, site_name: str) -> None:
+        """http_url is one Rain can serve to local nodes, on a port free now (one launch per site at a time)."""
+        hint = f"with nodes: qemu, set http_url to http://{GUEST_HOST}:PORT/PATH (PORT: a free port of this host)"
         url = urlsplit(self.http_url)
-        if url.scheme != "http" or url.hostname != GUEST_HOST or not url.port:
-            raise InvalidInput(f"hpc site {site_name!r}: http_url {self.http_url!r} is not served by Rain to "
-                               "local nodes", hint=f"with nodes: qemu, set http_url to http://{GUEST_HOST}:PORT/PATH "
-                                                   "(PORT: a free port of this host's 127.0.0.1)")
+        try:
+            port = url.port
+        except ValueError:
+            port = None
+        if url.scheme != "http" or url.hostname != GUEST_HOST or not port:
+            raise InvalidInput(f"hpc site {site_name!r}: http_url {self.http_url[:80]!r} is not served by Rain to "
+                               "local nodes", hint=hint)
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as e:
+                raise TargetError(f"hpc site {site_name!r}: port {port} of http_url is taken ({one_line(e)})",
+                                  hint="another launch on this site may be running (one at a time), or " + hint) from e
+
+    def check_published(self, site_name: str) -> None:
+        """The registration's boot.ipxe takes a launch's arguments (one published before Rain could does not)."""
+        try:
+            script = (self.provision_dir / self.slug / "boot.ipxe").read_text(errors="replace")
+        except OSError as e:
+            raise TargetError(f"hpc site {site_name!r} has no boot.ipxe for {self.slug} ({one_line(e)})",
+                              hint="deregister the image from the site and launch again: it registers anew") from e
+        if "${rain-args}" not in script:
+            raise InvalidInput(f"{self.slug} on hpc site {site_name!r} was published before launches could "
+                               "netboot it", hint="deregister it (fg-image deregister ID --target hpc) and launch "
+                                                  "again: it registers anew")
 
     @property
     def port(self) -> int:
@@ -92,7 +118,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         for prefix, directory in self.roots:
             if clean.startswith(prefix):
                 self.directory = str(directory)
-                return super().translate_path("/" + clean[len(prefix):])
+                found = Path(super().translate_path("/" + clean[len(prefix):])).resolve()
+                if found.is_relative_to(directory.resolve()):  # no link out of the served directory
+                    return str(found)
         return "/nonexistent/"
 
     def list_directory(self, path: str | os.PathLike[str]) -> None:

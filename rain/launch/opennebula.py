@@ -4,8 +4,8 @@ Each VM `rain-TAG-nodeI` gets CPUS and MEMORY (`--size CPUSxMiB`, else the site'
 its disk, a NIC on the site's `network_id`, the attribute RAIN_LAUNCH = TAG, and a CONTEXT that
 cloud-init's OpenNebula datasource reads: NETWORK, SET_HOSTNAME, SSH_PUBLIC_KEY (the launch's key, for
 the image's login user) and USER_DATA (base64 cloud-config holding the VM's host key; cloud.py). Its
-address is its first NIC's. Releasing terminates (hard) the VMs one.vmpool.info lists by the launch's
-name and tag.
+address is its first NIC's. Releasing terminates (hard) the VMs one.vmpool.infoextended lists by the
+launch's name and tag (one.vmpool.info's short bodies leave the user template's attributes out).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 from rain.clouds.opennebula import DONE, OneClient, Template, render_template, terminate, wait_running
 from rain.errors import InvalidInput, TargetError
 from rain.host.ssh import KeyPair
-from rain.launch.cloud import CloudSite, cloud_config
+from rain.launch.cloud import CloudSite
+from rain.launch.fleet import cloud_config
 from rain.register.targets.opennebula import OpenNebulaSite
 from rain.waiting import Deadline
 
@@ -27,30 +28,30 @@ log = logging.getLogger(__name__)
 SIZE_RE = re.compile(r"^([1-9][0-9]{0,2})x([1-9][0-9]{2,7})$")
 TAG_ATTRIBUTE = "RAIN_LAUNCH"
 MINE = -3
-"""one.vmpool.info's filter for the VMs the caller owns."""
+"""one.vmpool.infoextended's filter for the VMs the caller owns."""
 
 
 class OpenNebulaLaunch(CloudSite):
     cloud: ClassVar[str] = "OpenNebula VM"
 
     def __init__(self, site: OpenNebulaSite, site_name: str, user: str, size: str | None = None) -> None:
-        super().__init__(site_name, user, site.ssh_port)
+        self.shape = size or site.size
+        super().__init__(site_name, user, site.ssh_port, self.shape)
         self.site = site
-        self.size = size or site.size
         self.one = OneClient(site.endpoint, site.username, site.secret("password"), failure=TargetError,
                              settings_file="targets file")
 
     def check(self, count: int) -> None:
         super().check(count)
-        if not SIZE_RE.match(self.size):
-            raise InvalidInput(f"size {self.size[:40]!r}: give CPUSxMiB, e.g. 2x4096",
+        if not SIZE_RE.match(self.shape):
+            raise InvalidInput(f"size {self.shape[:40]!r}: give CPUSxMiB, e.g. 2x4096",
                                hint="give --size CPUSxMiB, or set size for the site in the targets file")
         if self.site.network_id is None:
             raise InvalidInput(f"opennebula site {self.site_name!r} has no network_id for launched machines",
                                hint="set network_id for the site in the targets file: a network this host reaches")
 
     def _template(self, name: str, image_ref: str, tag: str, key: KeyPair, host_key: KeyPair) -> str:
-        found = SIZE_RE.match(self.size)
+        found = SIZE_RE.match(self.shape)
         assert found is not None
         cpus, memory = found.groups()
         template: Template = [
@@ -70,7 +71,7 @@ class OpenNebulaLaunch(CloudSite):
                             "give --boot-timeout more seconds")
 
     def _release(self, tag: str, known: list[str]) -> int:
-        pool = self.one("one.vmpool.info", MINE, -1, -1, -1)
+        pool = self.one("one.vmpool.infoextended", MINE, -1, -1, -1)  # .info's short bodies lack RAIN_LAUNCH
         vms = {str(v.ID) for v in (getattr(pool, "VM", None) or []) if _tagged(v, tag)}
         vms |= set(known)
         for vm_id in sorted(vms, key=int):

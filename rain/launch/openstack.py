@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 
 from rain.clouds.nova import Nova, find_flavor, network_id
 from rain.clouds.openstack import log_in
-from rain.errors import InvalidInput, TargetError
+from rain.errors import TargetError
 from rain.host.ssh import KeyPair
-from rain.launch.cloud import META, CloudSite, cloud_config
+from rain.launch.cloud import META, CloudSite
+from rain.launch.fleet import cloud_config
 from rain.register.targets.openstack import OpenStackSite
 from rain.waiting import Deadline
 
@@ -26,21 +27,25 @@ log = logging.getLogger(__name__)
 
 class OpenStackLaunch(CloudSite):
     cloud: ClassVar[str] = "OpenStack server"
+    size_setting: ClassVar[str] = "flavor"
 
     def __init__(self, site: OpenStackSite, site_name: str, user: str, size: str | None = None) -> None:
-        super().__init__(site_name, user, site.ssh_port)
+        super().__init__(site_name, user, site.ssh_port, size or site.flavor)
         self.site = site
-        self.size = size or site.flavor
         self.nova = Nova(site, log_in(site), TargetError)
         self._client: Any = None
         self._flavor: Any = None
         self._nics: list[dict[str, str]] | None = None
 
     def check(self, count: int) -> None:
+        """Also the flavor and the network, looked up now: before a registration that may take minutes."""
         super().check(count)
-        if not self.size:
-            raise InvalidInput(f"no size for the machines on openstack site {self.site_name!r}",
-                               hint="give --size FLAVOR, or set flavor for the site in the targets file")
+        client = self._nova()
+        assert self.size is not None
+        self._flavor = self.nova.lookup("flavor", self.size, lambda v: find_flavor(client, v))
+        if self.site.network:
+            self._nics = [{"net-id": self.nova.lookup("network", self.site.network,
+                                                      lambda v: network_id(client, v))}]
 
     def _nova(self) -> Any:
         if self._client is None:
@@ -48,14 +53,8 @@ class OpenStackLaunch(CloudSite):
         return self._client
 
     def _begin(self, tag: str, key: KeyPair) -> None:
-        client = self._nova()
-        assert self.size is not None
-        self._flavor = self.nova.lookup("flavor", self.size, lambda v: find_flavor(client, v))
-        if self.site.network:
-            self._nics = [{"net-id": self.nova.lookup("network", self.site.network,
-                                                      lambda v: network_id(client, v))}]
         with self.nova.errors("importing the launch's key pair"):
-            client.keypairs.create(f"rain-launch-{tag}", public_key=key.public_line)
+            self._nova().keypairs.create(f"rain-launch-{tag}", public_key=key.public_line)
 
     def _create(self, name: str, image_ref: str, tag: str, key: KeyPair, host_key: KeyPair) -> str:
         with self.nova.errors(f"creating server {name}"):

@@ -244,7 +244,6 @@ def wait_for_login(vm: QemuProcess | None, port: int, user: str, key: KeyPair, l
     """Until `user` logs in with `key` on host:`port`; with `host_key`, only to a guest showing that key.
     `vm`: the local QEMU, whose exit ends the wait at once (None for a machine elsewhere, e.g. a cloud's)."""
     problem = "no answer yet"
-    console = f"; {last_console_line(log_path)}" if log_path is not None else ""
 
     def logged_in() -> bool:
         nonlocal problem
@@ -263,6 +262,7 @@ def wait_for_login(vm: QemuProcess | None, port: int, user: str, key: KeyPair, l
 
     if poll(logged_in, deadline, 2):
         return
+    console = f"; {last_console_line(log_path)}" if log_path is not None else ""
     raise TargetError(f"{what}: no SSH login as {user} within {deadline.seconds:.0f}s "
                       f"({problem}{console})",
                       hint=hint or f"console log: {log_path}; the image must boot by its own loader and take the "

@@ -12,7 +12,9 @@ import base64
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -81,6 +83,18 @@ def ec2_error(e: Exception, what: str) -> Exception:
     if isinstance(e, BotoCoreError):
         return TargetError(f"EC2 {what} failed: {e}")
     return e
+
+
+@contextmanager
+def ec2_calls(what: str) -> Iterator[None]:
+    """boto3's and botocore's failures inside the block as Rain's errors (ec2_error), naming `what`."""
+    try:
+        yield
+    except Exception as e:
+        translated = ec2_error(e, what)
+        if translated is e:
+            raise
+        raise translated from e
 
 
 class Ec2Target:

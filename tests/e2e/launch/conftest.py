@@ -1,20 +1,13 @@
-"""E2E launch fixtures: the cloud recipe's disk and the kernel recipe's tree (built once per session, cached
-across sessions), and the register tests' sites (the hpc site's provisioning directory)."""
+"""E2E launch fixtures: the cloud recipe's disk (built once per session, cached across sessions). The hpc
+target's netboot launch runs in tests/e2e/register/test_register_debian_e2e.py, on its registration."""
 
 from pathlib import Path
 
 import pytest
-from support.built_images import build_cloud_image, build_debian_tarball
-from support.openstack_cloud import openstack_cloud  # noqa: F401  (the sites fixture needs it)
-from support.sites import moto_url, sites  # noqa: F401
+from support.built_images import build_cloud_image
 
 
 @pytest.fixture(scope="session")
 def cloud_qcow2() -> Path:
     return build_cloud_image() / "debian-bookworm-cloud.qcow2"
 
-
-@pytest.fixture(scope="session")
-def debian_tarball() -> Path:
-    """recipes/debian-bookworm-kernel.yaml's tree (cached): what the hpc site netboots."""
-    return build_debian_tarball()

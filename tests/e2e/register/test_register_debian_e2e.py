@@ -1,8 +1,9 @@
 """The real thing: the image `fg-image generate recipes/debian-bookworm-kernel.yaml` builds, registered on
 bare metal by `fg-image`, the result booted under QEMU (TCG) to the marker the adapter's unit prints at
-multi-user.target; and vetted under each policy.
+multi-user.target, then launched on two diskless nodes that netboot what was published; and vetted under
+each policy.
 
-Sites as in the integration suite (hpc provisioning directories).
+Sites as in the integration suite (hpc provisioning directories), the hpc site with local QEMU nodes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import re
 
 import pytest
+from support.builders import qemu_pids
+from support.cli import free_port
 
 from rain.register.targets.hpc import MARKER
 
@@ -33,9 +36,25 @@ def upload(fg, path, env: dict[str, str], name: str = "debian-bookworm-kernel") 
     return up.stdout.strip()
 
 
-def test_debian_image_registers_and_boots_on_bare_metal(fg, sites, debian_tarball, tmp_path):
+JOB = """#!/bin/sh
+set -e
+mkdir -p out
+cat /proc/cmdline > out/cmdline
+ls /sys/block > out/blocks
+findmnt -no FSTYPE / > out/root
+second=$(sed -n 2p "$RAIN_MACHINES")
+ssh -o BatchMode=yes "$second" 'hostname; findmnt -no FSTYPE /' > out/second
+"""
+
+
+def test_debian_image_registers_boots_and_netboots_two_nodes_on_bare_metal(fg, sites, debian_tarball, tmp_path):
     """The kernel image on hpc. Its cloud registrations are in test_register_contextualize.py (openstack,
-    which installs cloud-init into the copy) and test_register_cloud_e2e.py (the cloud recipe on the others)."""
+    which installs cloud-init into the copy) and test_register_cloud_e2e.py (the cloud recipe on the others).
+    Then `fg-image launch --target hpc`: two nodes boot by PXE from QEMU's TFTP, then iPXE chains the
+    published boot.ipxe and fetches the kernel, the initrd and the squashfs over HTTP from the site's
+    http_url (served by Rain on 127.0.0.1), and a job runs on them."""
+    port = free_port()
+    sites.rewrite("hpc", nodes="qemu", http_url=f"http://10.0.2.2:{port}/rain")
     env = env_for(sites)
     image_id = upload(fg, debian_tarball, env)
     result = fg("register", image_id, "--target", "hpc", "--json", "--boot-test", env=env, timeout=900)
@@ -59,6 +78,25 @@ def test_debian_image_registers_and_boots_on_bare_metal(fg, sites, debian_tarbal
     assert [d["id"] for d in shown["derived"]] == [outcome["derived_image"]]
     text = fg("show", image_id, env=env).stdout
     assert re.search(rf"^derived\s+{outcome['derived_image']} ", text, re.M), text
+
+    # the registration, netbooted: two diskless nodes run a job
+    (tmp_path / "job.sh").write_text(JOB)
+    done = fg("launch", image_id, "--target", "hpc", "--count", "2", "--run", "job.sh", "--download", "out",
+              "--boot-timeout", "600", env={**env, "RAIN_LAUNCH_LIFETIME": "1800"}, cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    assert "registering it first" not in done.stderr, "the launch used the registration"
+    out, slug = tmp_path / "out", outcome["remote_id"]
+    # the root came over HTTP from the site's URL (the published boot.ipxe's arguments, and the launch's seed)
+    cmdline = (out / "cmdline").read_text()
+    assert f"rain.root=http://10.0.2.2:{port}/rain/{slug}/rootfs.squashfs" in cmdline
+    assert "rain.seed=http://10.0.2.2:" in cmdline
+    # no disk at all: nothing but the loop device of the fetched squashfs; / is its overlay
+    assert not [b for b in (out / "blocks").read_text().split() if not b.startswith(("loop", "ram", "zram"))]
+    assert (out / "root").read_text().strip() == "overlay"
+    # the head reached the second node by its name, with its pinned host key, on the private network
+    assert (out / "second").read_text().split() == ["node2", "overlay"]
+    assert not qemu_pids("tftp=/tmp/rain-launch-"), "no node is left running"
+    assert fg("instances", "list", env=env).stdout.strip() == "no machines launched"
 
 
 def test_vet_the_debian_image_under_each_policy(fg, debian_tarball):

@@ -11,7 +11,8 @@ documented request and response shapes of the calls Rain uses:
     one.vm.allocate(session, template, hold)            -> [True, vm_id, 0] | [False, ...]
     one.vm.info(session, vm_id, decrypt)                -> [True, "<VM>...</VM>", 0] | [False, ...]
     one.vm.action(session, action, vm_id)               -> [True, vm_id, 0] | [False, ...]
-    one.vmpool.info(session, filter, -1, -1, -1)        -> [True, "<VM_POOL><VM>...</VM>...</VM_POOL>", 0]
+    one.vmpool.info(session, filter, -1, -1, -1)        -> [True, "<VM_POOL><VM>...</VM>...</VM_POOL>", 0] (short)
+    one.vmpool.infoextended(session, filter, -1, -1, -1) -> the same, whole VM bodies
 
 session is "user:password". An allocated image starts LOCKED (4); a worker
 fetches its PATH (http(s) URL or local path) like the datastore's cp driver,
@@ -46,6 +47,7 @@ part) and closes the connection, as a front-end that dies mid-reply does.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import re
@@ -195,7 +197,8 @@ class OpenNebulaSimulator:
         for name in ("allocate", "info", "action"):
             self.server.register_function(getattr(self, f"_vm_{name}"), f"one.vm.{name}")
         self.server.register_function(self._template_info, "one.template.info")  # type: ignore[arg-type]
-        self.server.register_function(self._vmpool_info, "one.vmpool.info")  # type: ignore[arg-type]
+        for name, extended in (("one.vmpool.info", False), ("one.vmpool.infoextended", True)):
+            self.server.register_function(functools.partial(self._vmpool, name, extended), name)
 
     @property
     def drop_reply_after(self) -> int | None:
@@ -391,22 +394,24 @@ class OpenNebulaSimulator:
             return [False, f"[one.vm.info] Error getting virtual machine [{vm_id}].", NO_EXISTS]
         return [True, self._vm_xml(vm), 0]
 
-    def _vmpool_info(self, session: str, filter_: int = -2, start: int = -1, end: int = -1,
-                     state: int = -1) -> list:
-        """The caller's VMs (filter -3) or all (-2), not DONE (state -1), whole range only."""
-        self.calls.append("one.vmpool.info")
-        if denied := self._auth(session, "one.vmpool.info"):
+    def _vmpool(self, method: str, extended: bool, session: str, filter_: int = -2, start: int = -1, end: int = -1,
+                state: int = -1) -> list:
+        """The caller's VMs (filter -3) or all (-2), not DONE (state -1), whole range only. As oned since 5.8,
+        .info gives short bodies (no attributes of the VM's own but NAME-like ones) and .infoextended whole."""
+        self.calls.append(method)
+        if denied := self._auth(session, method):
             return denied
         if filter_ not in (-3, -2) or (start, end) != (-1, -1) or state != -1:
-            return [False, "[one.vmpool.info] This simulator lists whole pools only.", ACTION]
+            return [False, f"[{method}] This simulator lists whole pools only.", ACTION]
         me = self._user(session)
         with self._lock:
             vms = [vm for vm in self.vms.values() if vm.state != 6 and (filter_ == -2 or vm.owner == me)]
-        return [True, "<VM_POOL>" + "".join(self._vm_xml(vm) for vm in vms) + "</VM_POOL>", 0]
+        return [True, "<VM_POOL>" + "".join(self._vm_xml(vm, short=not extended) for vm in vms) + "</VM_POOL>", 0]
 
-    def _vm_xml(self, vm: SimVm) -> str:
+    def _vm_xml(self, vm: SimVm, short: bool = False) -> str:
         user = f"<ERROR>{_cdata(vm.error)}</ERROR>" if vm.error else ""
-        template = template_xml([*vm.template, ("VMID", str(vm.id))])
+        kept = [(k, v) for k, v in vm.template if not short or k in ("NIC", "DISK", "CPU", "MEMORY")]
+        template = template_xml([*kept, ("VMID", str(vm.id))])
         return (f"<VM><ID>{vm.id}</ID>{_owner(*vm.owner)}<NAME>{escape(vm.name)}</NAME>{_PERMISSIONS}"
                f"<LAST_POLL>0</LAST_POLL><STATE>{vm.state}</STATE><LCM_STATE>{vm.lcm_state}</LCM_STATE>"
                f"<PREV_STATE>{vm.state}</PREV_STATE><PREV_LCM_STATE>{vm.lcm_state}</PREV_LCM_STATE>"
