@@ -40,6 +40,8 @@ class OpenStackLaunch(CloudSite):
     def check(self, count: int) -> None:
         """Also the flavor and the network, looked up now: before a registration that may take minutes."""
         super().check(count)
+        if self._flavor is not None:  # looked up already (the CLI checks before machines() does)
+            return
         client = self._nova()
         assert self.size is not None
         self._flavor = self.nova.lookup("flavor", self.size, lambda v: find_flavor(client, v))
