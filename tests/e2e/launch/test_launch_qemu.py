@@ -228,7 +228,10 @@ def test_what_cannot_launch_is_one_line_before_anything_starts(
     cases = {
         (tree, "--run", "job.sh"): "is tar.zst, not a bootable disk",
         (tree, "--run", "missing.sh"): "--run missing.sh: no such file",
-        (tree, "--run", "job.sh", "--target", "openstack"): "launch on 'openstack' is not available yet",
+        (tree, "--run", "job.sh", "--target", "vmware"): "launch on 'vmware' is not available",
+        (tree, "--run", "job.sh", "--size", "m1.small"): "--size is for a cloud target",
+        (tree, "--run", "job.sh", "--target", "ec2", "--memory", "1024"): "--memory and --accel are for the qemu",
+        (tree, "--run", "job.sh", "--site", "lab"): "--site is for the hpc and cloud targets",
         (tree, "--run", "job.sh", "--download", "out"): "--download out: out is already here",
         (tree, "--run", "job.sh", "--download", "../up"): "--download '../up'",
         (tree,): "give one of --run SCRIPT, --interactive or --detach",
