@@ -160,7 +160,8 @@ def launch(
                              f"`fg-image instances stop {record.id}` releases them")
                 else:
                     _forget(repo, record.id, progress)
-    progress(f"released {count} machine(s)")
+    if not getattr(site, "unreleased", ""):
+        progress(f"released {count} machine(s)")
     raise typer.Exit(status)
 
 
