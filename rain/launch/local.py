@@ -89,10 +89,6 @@ class LocalSite:
             work = work_dir()
             stack.callback(drop_work, work)
             processes: list[vm.QemuProcess] = []
-            seeds_url = ""
-            if self.netboot is not None:
-                (work / "seeds").mkdir(mode=0o700)
-                seeds_url = stack.enter_context(self.netboot.serve(work / "seeds"))
 
             def keep() -> None:
                 nonlocal kept
@@ -103,6 +99,10 @@ class LocalSite:
                 kept = True
 
             try:
+                seeds_url = ""
+                if self.netboot is not None:
+                    (work / "seeds").mkdir(mode=0o700)
+                    seeds_url = stack.enter_context(self.netboot.serve(work / "seeds"))
                 start = time.monotonic()
                 machines = []
                 for i, name in enumerate(names, 1):
