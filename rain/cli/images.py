@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -17,7 +19,18 @@ from rain.cli.untrusted import checked_id, local_file_name, plain, visible
 from rain.digests import sha256_of
 from rain.errors import Conflict, IntegrityError, InvalidInput
 from rain.repository.base import Repository
-from rain.repository.models import ID_RE, Image, ImageChanges, ImageMeta, ImageQuery, OsInfo, Status, field_path
+from rain.repository.models import (
+    ID_RE,
+    Image,
+    ImageChanges,
+    ImageMeta,
+    ImageQuery,
+    OsInfo,
+    Status,
+    Verdict,
+    Visibility,
+    field_path,
+)
 from rain.sizes import human
 
 commands = typer.Typer()  # top-level commands: `fg-image upload`, not a group
@@ -45,6 +58,8 @@ def upload(
     parent: str = typer.Option(None, "--parent", help="id of the image this one was made from (its lineage)"),
     bases: list[str] = typer.Option([], "--base", help="id of an image this one shares much with: its chunks "
                                     "are not sent again; repeat for more (the parent always counts)"),
+    manifest: Path = typer.Option(None, "--manifest", help="the manifest.json `generate --no-upload -o DIR` "
+                                  "wrote beside the file: stored as its provenance (package list, recipe)"),
     as_json: bool = json_flag(),
 ) -> None:
     """Store an image file in the repository and print its id.
@@ -61,19 +76,47 @@ def upload(
                     if base.endswith("." + f)), None)
     fmt = format or ("raw" if guessed in (None, "img") else guessed)
     stem = base[: -(len(guessed) + 1)] if guessed else base
+    provenance, sha256 = _manifest_of(path, manifest) if manifest is not None else (None, None)
     try:
         meta = ImageMeta(name=name or stem, os=OsInfo(family=os_family, release=release, arch=arch), format=fmt,
-                         tags=tag, description=description, public=public, parent=parent)
+                         tags=tag, description=description, public=public, parent=parent, provenance=provenance)
     except ValidationError as e:
         raise invalid(e) from None
     size = path.stat().st_size
     repo = open_repo()
     with open(path, "rb") as src, transfer(f"upload {path.name}", size) as progress:
-        image = repo.put(src, meta, size, progress=progress, bases=bases)
+        image = repo.put(src, meta, size, sha256, progress=progress, bases=bases)
     if as_json:
         print_json(image)
     else:
         console.print(image.id)
+
+
+MANIFEST_MAX = 4 << 20
+"""Bytes of a manifest.json: a build's package list and recipe take tens of kilobytes."""
+
+
+def _manifest_of(path: Path, manifest: Path) -> tuple[dict[str, Any], str]:
+    """The build manifest that lists `path` (by its sha256), and that sha256: a manifest of another build
+    is refused, so an image never carries a package list that is not its own."""
+    try:
+        with open(manifest, "rb") as f:
+            text = f.read(MANIFEST_MAX + 1)
+    except OSError as e:
+        raise InvalidInput(f"--manifest {manifest}: {e.strerror}",
+                           hint="give the manifest.json generate wrote") from None
+    try:
+        doc = json.loads(text) if len(text) <= MANIFEST_MAX else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("artifacts"), list):
+        raise InvalidInput(f"--manifest {manifest} is not a build manifest (JSON with artifacts, up to 4 MiB)",
+                           hint="give the manifest.json `fg-image generate --no-upload -o DIR` wrote")
+    sha256 = sha256_of(path)
+    if not any(isinstance(a, dict) and a.get("sha256") == sha256 for a in doc["artifacts"]):
+        raise InvalidInput(f"--manifest {manifest} does not list {path.name} (no artifact has its sha256)",
+                           hint="give the manifest written with this file by the same build")
+    return doc, sha256
 
 
 @commands.command("download")
@@ -189,6 +232,11 @@ def list_images(
     owner: str = typer.Option(None, "--owner"),
     parent: str = typer.Option(None, "--parent", help="images derived from this one"),
     status: Status = typer.Option(None, "--status"),
+    visibility: Visibility = typer.Option(None, "--visibility"),
+    verdict: Verdict = typer.Option(None, "--verdict", help="vetting: pass (blocked for no target), fail "
+                                    "(quarantined for one), none (never vetted)"),
+    registered: str = typer.Option(None, "--registered", help="registered on this target (any site)"),
+    search: str = typer.Option(None, "--search", help="text the name holds, in any case"),
     sort: str = typer.Option("-created", "--sort", help="field to sort by; '-' for descending"),
     limit: int = typer.Option(100, "--limit"),
     skip: int = typer.Option(0, "--skip"),
@@ -197,7 +245,8 @@ def list_images(
     """List the images you may read."""
     try:
         query = ImageQuery(name=name, os_family=os_family, release=release, arch=arch, format=format, tag=tag,
-                           owner=owner, parent=parent, status=status, sort=sort, limit=limit, skip=skip)
+                           owner=owner, parent=parent, status=status, visibility=visibility, verdict=verdict,
+                           registered=registered, search=search, sort=sort, limit=limit, skip=skip)
     except ValidationError as e:
         raise invalid(e) from None
     images = open_repo().list(query)

@@ -109,17 +109,45 @@ def narrowed(driver: dict[str, Any], filt: dict[str, Any]) -> dict[str, Any]:
     return best
 
 
+def _values(doc: Any, path: str) -> list[Any]:
+    """What a dotted path reaches in a record; through an array of records it reaches each one's field
+    (as MongoDB reads `registrations.target`). A missing field reaches None."""
+    found = [doc]
+    for part in path.split("."):
+        step: list[Any] = []
+        for value in found:
+            if isinstance(value, dict):
+                step.append(value.get(part))
+            elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+                step.extend(v.get(part) for v in value if isinstance(v, dict))
+            else:
+                step.append(None)
+        found = step
+    return found or [None]
+
+
+def _meets(values: list[Any], op: str, arg: Any) -> bool:
+    if op == "$ne":  # a scalar field unlike the value
+        return all(v != arg for v in values)
+    if op == "$eq":
+        return any(v == arg or (isinstance(v, list) and arg in v) for v in values)
+    if op == "$nonempty":  # a list or record that holds something (True), or nothing or is missing (False)
+        return any(bool(v) for v in values) == arg
+    if op == "$icontains":  # a text holding the words, in any case (the web catalog's search)
+        return any(isinstance(v, str) and arg.casefold() in v.casefold() for v in values)
+    raise ValueError(f"listing condition {op} is not known")
+
+
 def matches(doc: dict[str, Any], conditions: dict[str, Any]) -> bool:
     """Whether the record meets every condition: equalities on (dotted) fields, where an array field
-    meets one if it holds the value, and {"$ne": v}."""
+    meets one if it holds the value, or a record of operators: $eq, $ne, $nonempty, $icontains. Only
+    equalities on indexed fields are ever sent to the server; the rest are checked here."""
     for path, cond in conditions.items():
-        value: Any = doc
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(cond, dict):  # {"$ne": v}: the only operator listings use
-            if value == cond["$ne"]:
+        values = _values(doc, path)
+        if isinstance(cond, dict):
+            if not all(_meets(values, op, arg) for op, arg in cond.items()):
                 return False
-        elif not (value == cond or (isinstance(value, list) and cond in value)):
+        elif not _meets(values, "$eq", cond):
             return False
     return True
 

@@ -162,6 +162,12 @@ SORT_KEYS = {"created", "name", "size", "owner", "last_access", "access_count", 
 SORT_PATTERN = f"^[-+]?({'|'.join(sorted(SORT_KEYS))})$"
 
 
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NONE = "none"
+
+
 class ImageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: QueryText | None = None
@@ -173,6 +179,13 @@ class ImageQuery(BaseModel):
     owner: QueryText | None = None
     parent: QueryText | None = None
     status: Status | None = None
+    visibility: Visibility | None = None
+    verdict: Verdict | None = None
+    """pass: vetted and blocked for no target; fail: quarantined for a target; none: never vetted."""
+    registered: TargetName | None = None
+    """Registered on this target (any site)."""
+    search: QueryText | None = None
+    """Text the name holds, in any case."""
     sort: str = Field(default="-created", json_schema_extra={"pattern": SORT_PATTERN})
     limit: int = Field(default=100, ge=1, le=10000)
     skip: int = Field(default=0, ge=0, le=MAX_JSON_INT)

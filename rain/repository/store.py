@@ -41,6 +41,7 @@ from rain.repository.models import (
     TokenInfo,
     TokenRequest,
     User,
+    Verdict,
     Visibility,
 )
 from rain.repository.records import RecordsMixin
@@ -183,6 +184,7 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
             value = getattr(q, field)
             if value:
                 filt[key] = value
+        filt.update(_catalog_filters(q))
         docs = listing.page(self.images, self._readable_branches(user), filt, q.sort.lstrip("-+"),
                             q.sort.startswith("-"), q.skip, q.limit, now(), shown=SUMMARY_FIELDS)
         return [to_summary(d) for d in docs]
@@ -336,6 +338,24 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
         count = self.accounts.tokens.revoke_all(name)
         self._log("token-revoke-all", None, name=name, revoked=count)
         return count
+
+
+def _catalog_filters(q: ImageQuery) -> dict[str, Any]:
+    """The conditions of the catalog's facets that are not plain equalities (listing.matches reads them)."""
+    filt: dict[str, Any] = {}
+    if q.visibility:
+        filt["visibility"] = str(q.visibility)
+    if q.registered:
+        filt["registrations.target"] = q.registered
+    if q.verdict == Verdict.FAIL:
+        filt["quarantined"] = {"$nonempty": True}
+    elif q.verdict == Verdict.PASS:
+        filt["vetting"], filt["quarantined"] = {"$nonempty": True}, {"$nonempty": False}
+    elif q.verdict == Verdict.NONE:
+        filt["vetting"] = {"$nonempty": False}
+    if q.search:  # beside an exact name too
+        filt["name"] = {"$icontains": q.search, **({"$eq": q.name} if q.name else {})}
+    return filt
 
 
 def _validated(model: Any, data: dict[str, Any]) -> Any:

@@ -119,6 +119,10 @@ CASES = {
     "bad size": (["users", "quota", "bob", "12Q"], 2, "bad quota '12Q'"),
     "bad sort": (["list", "--sort", "colour"], 2, "cannot sort by 'colour'"),
     "bad status": (["list", "--status", "lost"], 2, "'lost' is not one of"),
+    "bad verdict": (["list", "--verdict", "maybe"], 2, "'maybe' is not one of"),
+    "manifest of another build": (["upload", "{tmp}/big.raw", "--manifest", "{tmp}/m/other.json"], 2,
+                                  "does not list big.raw"),
+    "not a manifest": (["upload", "{tmp}/big.raw", "--manifest", "{tmp}/m/notes.txt"], 2, "is not a build manifest"),
     "over quota": (["upload", "{tmp}/big.raw"], 7, "quota exceeded"),
     "no token": (["--repo", "{url}", "list"], 5, "no API token"),
     "bad token": (["--repo", "{url}", "--token", "rain_bogus", "list"], 5, "not valid"),
@@ -138,6 +142,9 @@ def test_bad_input_is_one_error_line_and_changes_nothing(case, fg, db, make_file
     admin = Store(db, "admin")
     existing = admin.put(io.BytesIO(b"\0" * 1000), ImageMeta(name="existing", tags=["t"]), 1000)
     make_file(2 * MiB, "big.raw")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "other.json").write_text('{"artifacts": [{"file": "big.raw", "sha256": "%s"}]}' % ("0" * 64))
+    (tmp_path / "m" / "notes.txt").write_text("packages: many\n")
     args, code, words = CASES[case]
     fields = {"tmp": str(tmp_path), "closed": str(free_port()), "image": existing.id}
     if any("{url}" in a for a in args):
