@@ -13,7 +13,8 @@ apt_packages=(mmdebstrap debootstrap qemu-utils qemu-system-x86 squashfs-tools z
               libcap2-bin  # setcap/getcap: tests check that file capabilities survive every copy
               time  # GNU time: the repository tests measure fg-image's peak memory with it
               xorriso ovmf  # boot tests: seed CDs (config drive, NoCloud, CONTEXT) and UEFI firmware
-              mtools dosfstools grub-pc-bin grub-efi-amd64-bin)  # bootable disks: ESP and GRUB for BIOS+UEFI
+              mtools dosfstools grub-pc-bin grub-efi-amd64-bin  # bootable disks: ESP and GRUB for BIOS+UEFI
+              chromium)  # the web tests' browser, driven by Playwright (tests/support/browser.py)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +32,7 @@ fi
 stamp="$venv/.rain-installed"
 if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
   echo "setup: installing Rain into $venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[embedded,test]"
+  # Playwright uses the system chromium above; never let it fetch a browser of its own.
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[embedded,test]"
   touch "$stamp"
 fi

@@ -9,6 +9,7 @@ OpenAPI schema, so clients and fuzzers can hold the service to it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,33 +57,46 @@ def error_response(e: RainError, headers: dict[str, str] | None = None) -> JSONR
     return JSONResponse(body, status_code=e.http_status, headers=headers or None)
 
 
-def install(app: FastAPI) -> None:
-    """Answer every refusal in the Error shape (and keep the service's own failures 5xx)."""
+Page = Callable[[Request, RainError], Response]
+"""How the web catalog answers a refusal (rain.web.pages.error_page): a page, with the same status."""
+
+
+def install(app: FastAPI, page: Page | None = None) -> None:
+    """Answer every refusal in the Error shape (and keep the service's own failures 5xx); outside
+    /api/ and /healthz, with `page` when given (the web catalog's pages answer people, not programs)."""
+
+    def answer(request: Request, e: RainError, headers: dict[str, str] | None = None) -> Response:
+        path = request.url.path
+        if page is not None and not path.startswith("/api/") and path != "/healthz":
+            return page(request, e)
+        return error_response(e, headers)
 
     @app.exception_handler(RainError)
-    async def _rain_error(request: Request, e: RainError) -> JSONResponse:
-        return error_response(e)
+    async def _rain_error(request: Request, e: RainError) -> Response:
+        return answer(request, e)
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
+    async def _bad_request(request: Request, e: RequestValidationError) -> Response:
         first = e.errors()[0] if e.errors() else {}
         message = "the request body is not valid JSON" if first.get("type") == "json_invalid" else problem(e)
-        return error_response(InvalidInput(message, hint=SCHEMA_HINT))
+        return answer(request, InvalidInput(message, hint=SCHEMA_HINT))
 
     @app.exception_handler(ValidationError)
-    async def _bad_value(request: Request, e: ValidationError) -> JSONResponse:
-        return error_response(InvalidInput(problem(e), hint=SCHEMA_HINT))
+    async def _bad_value(request: Request, e: ValidationError) -> Response:
+        return answer(request, InvalidInput(problem(e), hint=SCHEMA_HINT))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, e: HTTPException) -> Response:
         """The router's own refusals (no such path, wrong method, unreadable body) in the Error shape."""
         error: RainError
-        if e.status_code == 404:
+        if e.status_code == 404 and request.url.path.startswith("/api/"):
             error = NotFound(f"no such API path {request.url.path}", hint="see the API schema at /api/v1/docs")
+        elif e.status_code == 404:
+            error = NotFound(f"no page {request.url.path}", hint="start from the catalog")
         else:
             error = InvalidInput(f"{request.method} {request.url.path}: {e.detail}", hint=SCHEMA_HINT)
             error.http_status = e.status_code
-        return error_response(error, dict(e.headers or {}))
+        return answer(request, error, dict(e.headers or {}))
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, e: ClientDisconnect) -> Response:

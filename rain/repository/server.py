@@ -156,7 +156,9 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
                   description="Store, find, share and fetch OS images.",
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None)
     accounts = Accounts(db)
-    install(app)
+    from rain.web import pages  # the web catalog at /: its templates load only with the service
+
+    install(app, pages.error_page)
     app.add_middleware(BodyLimit)
     public = {f"{API}/openapi.json", f"{API}/docs", f"{API}/docs/oauth2-redirect"}
     # added last, so outermost: a stranger's body is never read
@@ -298,6 +300,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
         return s.storage()
 
     app.include_router(api)
+    pages.mount(app, db, upload_grace)
     return app
 
 

@@ -14,5 +14,7 @@ conftest.py imports them; nothing here runs at import time beyond definitions.
 - rpmrepo.py: a tiny real RPM repository for the RHEL path.
 - host.py: what a run leaves on the host (mounts) and children that Ctrl-C can stop.
 - openstack_cloud.py: the real Keystone and Glance, on 127.0.0.1 once per session (fixtures).
+- browser.py: Debian's chromium driven by Playwright (fixtures), screenshots into the test output.
+- web.py: a repository with users, tokens and images for the web catalog's tests, and signing in.
 - simulators/: OpenNebula, Nova, SSH VMs, fault and connection-cutting proxies.
 """

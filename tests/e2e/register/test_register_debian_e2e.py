@@ -15,8 +15,11 @@ import re
 import pytest
 from support.builders import qemu_pids
 from support.cli import free_port
+from support.service import start_service
 
+from rain.digests import sha256_of
 from rain.register.targets.hpc import MARKER
+from rain.repository.connect import open_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 HPC_FILES = {"vmlinuz", "initrd.img", "rootfs.squashfs", "boot.ipxe", "pxelinux.entry", "xcat-osimage.stanza",
@@ -29,9 +32,10 @@ def env_for(sites) -> dict[str, str]:
 
 
 def upload(fg, path, env: dict[str, str], name: str = "debian-bookworm-kernel") -> str:
-    """`fg-image upload` of a generated image as Debian 12 on x86_64; returns the new image id."""
+    """`fg-image upload` of a generated image as Debian 12 on x86_64, with the manifest its build wrote
+    beside it as its provenance (as `generate` stores it); returns the new image id."""
     up = fg("upload", str(path), "--name", name, "--os", "debian", "--release", "12", "--arch", "x86_64",
-            env=env, timeout=300)
+            "--manifest", str(path.with_name("manifest.json")), env=env, timeout=300)
     assert up.returncode == 0, up.stderr
     return up.stdout.strip()
 
@@ -47,7 +51,8 @@ ssh -o BatchMode=yes "$second" 'hostname; findmnt -no FSTYPE /' > out/second
 """
 
 
-def test_debian_image_registers_boots_and_netboots_two_nodes_on_bare_metal(fg, sites, debian_tarball, tmp_path):
+def test_debian_image_registers_boots_and_netboots_two_nodes_on_bare_metal(fg, sites, debian_tarball, tmp_path,
+                                                                          rain_env, settings, page):
     """The kernel image on hpc. Its cloud registrations are in test_register_contextualize.py (openstack,
     which installs cloud-init into the copy) and test_register_cloud_e2e.py (the cloud recipe on the others).
     Then `fg-image launch --target hpc`: two nodes boot by PXE from QEMU's TFTP, then iPXE chains the
@@ -97,6 +102,49 @@ def test_debian_image_registers_boots_and_netboots_two_nodes_on_bare_metal(fg, s
     assert (out / "second").read_text().split() == ["node2", "overlay"]
     assert not qemu_pids("tftp=/tmp/rain-launch-"), "no node is left running"
     assert fg("instances", "list", env=env).stdout.strip() == "no machines launched"
+
+    # the web catalog's page of this generated, vetted and registered image (issue #15, acceptance 2)
+    service = start_service({**rain_env, **env}, tmp_path / "serve.log")
+    try:
+        image_page_shows_the_build(page, service.url, open_store(settings, "admin").issue_token("admin"),
+                                   shown, outcome, tmp_path)
+    finally:
+        service.stop()
+
+
+def image_page_shows_the_build(page, url: str, token: str, shown: dict, outcome: dict, tmp_path) -> None:
+    """Package list, vetting report, registration and lineage on the image's page; its download link gives
+    the stored bytes (sha256)."""
+    from playwright.sync_api import expect
+    from support.browser import screenshot
+
+    page.goto(url + "/signin")
+    page.get_by_label("Repository token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{url}/images/{shown['id']}")
+    packages = shown["provenance"]["packages"]
+    expect(page.locator("#packages tbody tr")).to_have_count(len(packages))
+    expect(page.locator("#provenance")).to_contain_text(shown["provenance"]["recipe_hash"])
+    page.get_by_label("filter packages").fill("openssh-server")  # the list filters as you type
+    version = next(p["version"] for p in packages if p["name"] == "openssh-server")
+    expect(page.locator("#packages tbody tr:visible")).to_have_count(1)
+    expect(page.locator("#packages tbody tr:visible")).to_contain_text(version)
+    for target in shown["vetting"]:
+        expect(page.locator("#vetting")).to_contain_text(f"{target}: pass")
+    expect(page.locator("#registrations")).to_contain_text(outcome["remote_id"])
+    derived = page.locator(f'#lineage svg a[href="/images/{outcome["derived_image"]}"]')
+    expect(derived).to_have_count(1)  # the registration's squashfs, drawn below it
+    screenshot(page, "image")
+    with page.expect_download() as info:
+        page.locator("#download").click()
+    saved = tmp_path / "from-the-page.tar.zst"
+    info.value.save_as(saved)
+    assert sha256_of(saved) == shown["sha256"], "the link gives the stored bytes"
+    saved.unlink()
+    derived.click()  # the lineage links to the derived image, whose parent is this one
+    expect(page).to_have_url(f"{url}/images/{outcome['derived_image']}")
+    expect(page.locator(f'#lineage svg a[href="/images/{shown["id"]}"]')).to_have_count(1)
+    assert page.dialogs == [] and page.console_errors == []
 
 
 def test_vet_the_debian_image_under_each_policy(fg, debian_tarball):

@@ -1,0 +1,331 @@
+"""The web catalog's pages and forms: catalog, image, me, admin, sign-in (routes under `/`).
+
+A page reads through a Store acting as the signed-in user (or, for a visitor, as nobody: public images
+only), so it sees exactly what the API and the CLI would show that user. Refusals are pages with the
+API's status: an image you may not read is 404, as one that does not exist. Every form posts back its
+session's CSRF token and must come from this origin (sessions.check_form); a changing form answers
+with a redirect (303), so reloading a page never posts it again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import ValidationError
+from pymongo.database import Database
+from starlette.concurrency import run_in_threadpool
+
+from rain import __version__
+from rain.errors import Forbidden, InvalidInput, NotFound, RainError, Unauthorized
+from rain.repository.accounts import Accounts
+from rain.repository.connect import health_problem, store_for
+from rain.repository.fields import problem
+from rain.repository.models import ImageChanges, ImageQuery, Role, User, UserStatus
+from rain.repository.ranges import download
+from rain.repository.store import Store
+from rain.sizes import human
+from rain.web import lineage
+from rain.web.sessions import COOKIE, LIFETIME, Session, Sessions, check_form
+
+PAGE = 50
+"""Images on one catalog page."""
+FILTERS = ("search", "os_family", "release", "arch", "tag", "owner", "visibility", "verdict", "registered")
+"""The catalog's filters, by their query parameter (and ImageQuery field)."""
+SORTS = {"-created": "newest", "created": "oldest", "name": "name", "-size": "largest", "owner": "owner",
+         "-access_count": "most used"}
+ANCESTORS_MAX = 8
+FORM_FIELDS_MAX = 64
+NOBODY = User(name="", role=Role.USER)
+"""Who a visitor who has not signed in acts as: no image is theirs or shared with them."""
+
+_env = Environment(loader=PackageLoader("rain.web", "templates"), autoescape=select_autoescape(default=True),
+                   trim_blocks=True, lstrip_blocks=True)
+_env.filters["human"] = lambda n: human(n) if n is not None else "no limit"
+_env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"
+
+
+def mount(app: FastAPI, db: Database, upload_grace: int) -> None:
+    """Add the pages to the service's app (the API's routes are already there)."""
+    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
+    app.include_router(router(db, upload_grace))
+
+
+def error_page(request: Request, e: RainError) -> HTMLResponse:
+    """A refusal as a page a person reads: what is wrong and what to do, with the API's status."""
+    session = getattr(request.state, "session", None)
+    return _render("error.html.j2", request, session, status=e.http_status, code=e.http_status, error=e)
+
+
+def _render(template: str, request: Request, session: Session | None, status: int = 200,
+            **context: Any) -> HTMLResponse:
+    """The page, with the time the server took for it since the session was looked up in a Server-Timing
+    header (a browser's developer tools show it; bench/repository.py reads it)."""
+    context.setdefault("done", session.flash if session else "")
+    html = _env.get_template(template).render(
+        me=session.user if session else None, csrf=session.csrf if session else "",
+        admin=bool(session and session.user.role == Role.ADMIN), path=request.url.path, version=__version__,
+        **context)
+    started = getattr(request.state, "started", None)
+    timing = {"Server-Timing": f"app;dur={(time.perf_counter() - started) * 1000:.1f}"} if started else {}
+    return HTMLResponse(html, status_code=status, headers={**timing,
+        "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+                                   " frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"})
+
+
+async def _form(request: Request, session: Session | None) -> dict[str, str]:
+    """The posted form's fields, once it passed the origin and CSRF checks."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise InvalidInput("this page takes forms only", hint="send the form from the page")
+    body = (await request.body()).decode("utf-8", "replace")
+    try:
+        form = dict(parse_qsl(body, keep_blank_values=True, max_num_fields=FORM_FIELDS_MAX))
+    except ValueError:
+        raise InvalidInput("the form has too many fields", hint="send the form from the page") from None
+    check_form(request, session, form)
+    return form
+
+
+def _back(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def router(db: Database, upload_grace: int) -> APIRouter:
+    sessions = Sessions(db)
+    accounts = Accounts(db)
+    pages = APIRouter(include_in_schema=False)
+
+    def session(request: Request) -> Session | None:
+        request.state.started = time.perf_counter()
+        found = sessions.find(request.cookies.get(COOKIE))
+        request.state.session = found
+        return found
+
+    def store(s: Session | None) -> Store:
+        return store_for(db, s.user.name, upload_grace, known=s.user) if s else store_for(db, "", upload_grace,
+                                                                                          known=NOBODY)
+
+    def signed_in(s: Session | None) -> Session:
+        if s is None:
+            raise Unauthorized("sign in first", hint="sign in with a repository token at /signin")
+        return s
+
+    # -- the catalog ------------------------------------------------------------------------------
+
+    @pages.get("/", response_class=HTMLResponse)
+    def catalog(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
+        params = {k: v for k, v in request.query_params.items() if k in (*FILTERS, "sort", "page") and v}
+        number = params.pop("page", "1")
+        if not number.isdigit() or not 1 <= int(number) <= 10_000:
+            raise InvalidInput(f"bad page number {number[:20]!r}", hint="pages are numbered from 1")
+        page_no = int(number)
+        try:
+            query = ImageQuery.model_validate({**params, "limit": PAGE + 1, "skip": (page_no - 1) * PAGE})
+        except ValidationError as e:
+            raise InvalidInput(f"bad filter {problem(e)}", hint="pick the filters from the form") from e
+        found = store(s).list(query)
+        shown, more = found[:PAGE], len(found) > PAGE
+
+        def link(page: int) -> str:
+            return "/?" + urlencode({**params, "page": str(page)})
+        return _render("catalog.html.j2", request, s, images=shown, params=params, page=page_no, more=more,
+                       newer=link(page_no - 1) if page_no > 1 else None, older=link(page_no + 1) if more else None,
+                       sorts=SORTS)
+
+    # -- one image --------------------------------------------------------------------------------
+
+    @pages.get("/images/{image_id}", response_class=HTMLResponse)
+    def image_page(image_id: str, request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
+        repo = store(s)
+        image = repo.show(image_id)
+        ancestors: list[lineage.Node] = []
+        parent = image.parent
+        while parent and len(ancestors) < ANCESTORS_MAX:
+            try:
+                above = repo.show(parent)
+            except NotFound:  # removed, or not the viewer's to read: named by its id only
+                ancestors.append(lineage.Node(parent, "(not visible to you)", link=False))
+                break
+            ancestors.append(lineage.Node(above.id, above.name))
+            parent = above.parent
+        derived = repo.list(ImageQuery(parent=image.id, limit=lineage.ROW_MAX + 1))
+        graph = lineage.draw(list(reversed(ancestors)), lineage.Node(image.id, image.name),
+                             [lineage.Node(d.id, d.name) for d in derived[:lineage.ROW_MAX]],
+                             more=max(0, len(derived) - lineage.ROW_MAX))
+        provenance = image.provenance or {}
+        packages = [p for p in provenance.get("packages") or [] if isinstance(p, dict)]
+        history = repo.history(image.id, limit=50)
+        owner = s is not None and (s.user.name == image.owner or s.user.role == Role.ADMIN)
+        return _render("image.html.j2", request, s, image=image, provenance=provenance, packages=packages,
+                       history=history, graph=graph, owner=owner)
+
+    @pages.get("/images/{image_id}/download")
+    def image_download(image_id: str, request: Request, s: Session | None = Depends(session)) -> Response:
+        """The bytes, streamed, resumable with Range (as the API's data URL), under the session's rules."""
+        return download(store(s), image_id, dict(request.headers))
+
+    def image_form(path: str, change: Callable[[Store, str, dict[str, str]], str]) -> None:
+        @pages.post(f"/images/{{image_id}}/{path}")
+        async def post(image_id: str, request: Request, s: Session | None = Depends(session)) -> Response:
+            form = await _form(request, signed_in(s))
+            done = await run_in_threadpool(change, store(s), image_id, form)
+            await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE), done)
+            return _back("/" if path == "remove" else f"/images/{image_id}")
+
+    def share(repo: Store, image_id: str, form: dict[str, str]) -> str:
+        users = form.get("users", "").replace(",", " ").split()
+        if not users:
+            raise InvalidInput("name who to share with", hint="give one or more user names")
+        repo.share(image_id, users)
+        return f"shared with {', '.join(users)}"
+
+    def unshare(repo: Store, image_id: str, form: dict[str, str]) -> str:
+        user = form.get("user", "")
+        repo.unshare(image_id, [user])
+        return f"no longer shared with {user}"
+
+    def visibility(repo: Store, image_id: str, form: dict[str, str]) -> str:
+        public = form.get("public") == "1"
+        repo.modify(image_id, ImageChanges(public=public))
+        return "now public" if public else "now private"
+
+    def describe(repo: Store, image_id: str, form: dict[str, str]) -> str:
+        image = repo.show(image_id)
+        tags = form.get("tags", "").replace(",", " ").split()
+        try:
+            changes = ImageChanges(description=form.get("description", "").replace("\r\n", "\n"),
+                                   add_tags=[t for t in tags if t not in image.tags],
+                                   remove_tags=[t for t in image.tags if t not in tags])
+        except ValidationError as e:
+            raise InvalidInput(problem(e), hint="fix the field and send the form again") from None
+        repo.modify(image_id, changes)
+        return "description and tags saved"
+
+    def remove(repo: Store, image_id: str, form: dict[str, str]) -> str:
+        image = repo.show(image_id)
+        if form.get("confirm") != image.name:
+            raise InvalidInput(f"type the image's name ({image.name}) to remove it", hint="nothing was removed")
+        repo.remove(image_id)
+        return f"removed {image.name} ({image_id})"
+
+    for path, change in (("share", share), ("unshare", unshare), ("visibility", visibility),
+                         ("describe", describe), ("remove", remove)):
+        image_form(path, change)
+
+    # -- signing in and out -----------------------------------------------------------------------
+
+    @pages.get("/signin", response_class=HTMLResponse)
+    def signin_page(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
+        return _render("signin.html.j2", request, s, done="You are signed out." if "out" in request.query_params
+                       and s is None else "")
+
+    @pages.post("/signin")
+    async def signin(request: Request) -> Response:
+        request.state.session = None
+        form = await _form(request, None)  # no session yet: the origin check alone
+        try:
+            user = await run_in_threadpool(accounts.user_for_token, form.get("token", "").strip() or None)
+        except Unauthorized as e:
+            return _render("signin.html.j2", request, None, status=401, error=e)
+        old = request.cookies.get(COOKIE)
+        session_id = await run_in_threadpool(sessions.open, user)
+        await run_in_threadpool(sessions.close, old)
+        out = _back("/")
+        out.set_cookie(COOKIE, session_id, max_age=int(LIFETIME.total_seconds()), path="/", httponly=True,
+                       samesite="strict", secure=request.url.scheme == "https")
+        return out
+
+    @pages.post("/signout")
+    async def signout(request: Request, s: Session | None = Depends(session)) -> Response:
+        await _form(request, s)
+        await run_in_threadpool(sessions.close, request.cookies.get(COOKIE))
+        out = _back("/signin?out=1")
+        out.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return out
+
+    # -- me: quota and tokens ---------------------------------------------------------------------
+
+    @pages.get("/me", response_class=HTMLResponse)
+    def me(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
+        user = store(signed_in(s)).whoami()
+        return _render("me.html.j2", request, s, user=user, percent=_percent(user),
+                       tokens=store(s).list_tokens(user.name))
+
+    @pages.post("/me/tokens", response_class=HTMLResponse)
+    async def new_token(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
+        s = signed_in(s)
+        form = await _form(request, s)
+        days = form.get("days", "").strip()
+        if days and (not days.isdigit() or not 1 <= int(days) <= 3660):
+            raise InvalidInput(f"bad lifetime {days[:20]!r}", hint="give whole days from 1 to 3660, or none")
+        made = await run_in_threadpool(store(s).create_token, s.user.name, form.get("name", "")[:64],
+                                       int(days) * 86400 if days else None)
+        user = await run_in_threadpool(store(s).whoami)
+        tokens = await run_in_threadpool(store(s).list_tokens, s.user.name)
+        # shown this once, in this answer only: never in a URL, a redirect or the database
+        return _render("me.html.j2", request, s, user=user, percent=_percent(user), tokens=tokens, new_token=made)
+
+    @pages.post("/me/tokens/{token_id}/revoke")
+    async def revoke_token(token_id: str, request: Request, s: Session | None = Depends(session)) -> Response:
+        s = signed_in(s)
+        await _form(request, s)
+        await run_in_threadpool(store(s).revoke_token, s.user.name, token_id)
+        await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE), f"revoked token {token_id}")
+        return _back("/me")
+
+    # -- admin ------------------------------------------------------------------------------------
+
+    @pages.get("/admin", response_class=HTMLResponse)
+    def admin(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
+        if s is None or s.user.role != Role.ADMIN:
+            raise Forbidden("this page is for administrators", hint="sign in as an administrator")
+        repo = store(s)
+        problem = health_problem(db)
+        return _render("admin.html.j2", request, s, users=repo.list_users(), storage=repo.storage(),
+                       database=f"{db.name}: {problem or 'reads and writes'}")
+
+    @pages.post("/admin/users/{name}")
+    async def admin_user(name: str, request: Request, s: Session | None = Depends(session)) -> Response:
+        s = signed_in(s)
+        form = await _form(request, s)
+        repo = store(s)
+        quota = form.get("quota_gib", "").strip()
+        try:
+            quota_bytes = None if quota in ("", "none") else int(float(quota) * (1 << 30))
+        except ValueError:
+            raise InvalidInput(f"bad quota {quota[:20]!r}", hint="give GiB as a number, or none") from None
+        if quota_bytes is not None and (quota_bytes < 0 or not math.isfinite(float(quota))):
+            raise InvalidInput(f"bad quota {quota[:20]!r}", hint="give GiB as a number, or none")
+        await run_in_threadpool(repo.set_quota, name, quota_bytes)
+        if form.get("role") in (Role.ADMIN, Role.USER):
+            await run_in_threadpool(repo.set_role, name, Role(form["role"]))
+        if form.get("status") in (UserStatus.ACTIVE, UserStatus.SUSPENDED):
+            await run_in_threadpool(repo.suspend, name, form["status"] == UserStatus.SUSPENDED)
+        await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE), f"saved {name}")
+        return _back("/admin")
+
+    @pages.post("/admin/gc")
+    async def admin_gc(request: Request, s: Session | None = Depends(session)) -> Response:
+        s = signed_in(s)
+        await _form(request, s)
+        report = await run_in_threadpool(store(s).gc)
+        await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE),
+                                f"garbage collection freed {human(report.bytes_freed)}")
+        return _back("/admin")
+
+    return pages
+
+
+def _percent(user: User) -> int:
+    if not user.quota_bytes:
+        return 0
+    return min(100, round(100 * user.used_bytes / user.quota_bytes))
