@@ -236,7 +236,8 @@ def list_images(
     verdict: Verdict = typer.Option(None, "--verdict", help="vetting: pass (blocked for no target), fail "
                                     "(quarantined for one), none (never vetted)"),
     registered: str = typer.Option(None, "--registered", help="registered on this target (any site)"),
-    search: str = typer.Option(None, "--search", help="text the name holds, in any case"),
+    search: str = typer.Option(None, "--search", help="words the name's words start with, any case: "
+                                "'deb book' finds debian-bookworm-kernel"),
     sort: str = typer.Option("-created", "--sort", help="field to sort by; '-' for descending"),
     limit: int = typer.Option(100, "--limit"),
     skip: int = typer.Option(0, "--skip"),

@@ -20,6 +20,7 @@ from rain.errors import Conflict, InvalidInput
 from rain.repository.accounts import now
 from rain.repository.acting import HOST
 from rain.repository.gc import CollectorMixin
+from rain.repository.listing import name_words
 from rain.repository.models import ID_RE, Image, Status
 
 
@@ -66,7 +67,8 @@ class ImportMixin(CollectorMixin):
         self.collect_stale_uploads()
         stamp = now()
         doc: dict[str, Any] = {
-            "_id": image.id, "name": image.name, "owner": image.owner, "os": image.os.model_dump(),
+            "_id": image.id, "name": image.name, "name_words": name_words(image.name), "owner": image.owner,
+            "os": image.os.model_dump(),
             "format": image.format, "size": image.size, "sha256": None, "status": str(Status.UPLOADING),
             "visibility": str(image.visibility), "shared_with": list(image.shared_with), "tags": list(image.tags),
             "description": image.description, "created": image.created, "updated": stamp, "last_access": None,

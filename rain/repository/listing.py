@@ -29,6 +29,7 @@ sorts does in memory.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,7 @@ INDEXES: list[list[tuple[str, int]]] = [
     # without them `list --os-family F` read four records for each one it showed
     [("visibility", 1), ("os.family", 1), ("created", -1)],
     [("os.family", 1), ("created", -1)],
+    [("name_words", 1), ("created", -1)],  # the search: the starts of the name's words (name_words())
 ]
 """What `list` reads: created by ensure_indexes (a no-op once they exist)."""
 EVENT_INDEXES: list[list[tuple[str, int]]] = [
@@ -62,7 +64,7 @@ EVENT_INDEXES: list[list[tuple[str, int]]] = [
 """What `history` reads: the events collection grows by one record per upload, download, share..."""
 BATCH = 1000
 """Records in a query's first answer: the driver's default, 101, took a second round trip for a page of 100."""
-DRIVERS = ("name", "parent", "owner", "tags")
+DRIVERS = ("name", "parent", "owner", "tags", "name_words")
 """Filters selective enough to read the catalog by, before the access rule's branches."""
 
 
@@ -76,7 +78,7 @@ def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any
     only asked for an indexed equality and a range of `created`: the embedded server scans the whole
     collection for any query with a condition its index does not hold. The rest is checked here.
     `shown`: the fields of the records returned (None: whole)."""
-    drivers = [{f: filt[f]} for f in DRIVERS if isinstance(filt.get(f), str)][:1] or branches
+    drivers = [{f: _driving(filt[f])} for f in DRIVERS if _driving(filt.get(f))][:1] or branches
     drivers = [narrowed(d, filt) for d in drivers]
 
     def wanted(doc: dict[str, Any]) -> bool:
@@ -95,6 +97,33 @@ def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any
     projection = dict.fromkeys(shown, 1) if shown is not None else None
     whole = {d["_id"]: d for d in images.find({"_id": {"$in": ids}}, projection)} if ids else {}
     return [whole[i] for i in ids if i in whole]  # one removed meanwhile is left out
+
+
+def _driving(cond: Any) -> str | None:
+    """The equality a condition can read the catalog by: the value itself, or of {"$all": words} the last
+    word of two characters or more (people type a search from the general to the particular: in
+    `debian book` the last word finds fewer images), else the longest."""
+    if isinstance(cond, str):
+        return cond
+    if isinstance(cond, dict) and cond.get("$all"):
+        words: list[str] = cond["$all"]
+        return next((w for w in reversed(words) if len(w) >= 2), max(words, key=len))
+    return None
+
+
+WORD_START_MAX = 24
+"""The longest start of a word the search indexes: a longer search word is matched by its first 24."""
+
+
+def words_of(text: str) -> list[str]:
+    """The words of a name or a search: runs of letters and digits, lowercased, each cut to WORD_START_MAX."""
+    return [w[:WORD_START_MAX] for w in re.findall(r"[a-z0-9]+", text.lower())]
+
+
+def name_words(name: str) -> list[str]:
+    """What the catalog's search finds an image by (its record's `name_words`, indexed): every start of
+    every word of its name, so `book` finds debian-bookworm-kernel and `deb book` does too."""
+    return sorted({word[:n] for word in words_of(name) for n in range(1, len(word) + 1)})
 
 
 def narrowed(driver: dict[str, Any], filt: dict[str, Any]) -> dict[str, Any]:
@@ -133,14 +162,14 @@ def _meets(values: list[Any], op: str, arg: Any) -> bool:
         return any(v == arg or (isinstance(v, list) and arg in v) for v in values)
     if op == "$nonempty":  # a list or record that holds something (True), or nothing or is missing (False)
         return any(bool(v) for v in values) == arg
-    if op == "$icontains":  # a text holding the words, in any case (the web catalog's search)
-        return any(isinstance(v, str) and arg.casefold() in v.casefold() for v in values)
+    if op == "$all":  # an array holding every one of the values
+        return all(any(isinstance(v, list) and a in v for v in values) for a in arg)
     raise ValueError(f"listing condition {op} is not known")
 
 
 def matches(doc: dict[str, Any], conditions: dict[str, Any]) -> bool:
     """Whether the record meets every condition: equalities on (dotted) fields, where an array field
-    meets one if it holds the value, or a record of operators: $eq, $ne, $nonempty, $icontains. Only
+    meets one if it holds the value, or a record of operators: $eq, $ne, $nonempty, $all. Only
     equalities on indexed fields are ever sent to the server; the rest are checked here."""
     for path, cond in conditions.items():
         values = _values(doc, path)

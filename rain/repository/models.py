@@ -185,7 +185,7 @@ class ImageQuery(BaseModel):
     registered: TargetName | None = None
     """Registered on this target (any site)."""
     search: QueryText | None = None
-    """Text the name holds, in any case."""
+    """Words whose starts the name's words have, in any case: `deb book` finds debian-bookworm-kernel."""
     sort: str = Field(default="-created", json_schema_extra={"pattern": SORT_PATTERN})
     limit: int = Field(default=100, ge=1, le=10000)
     skip: int = Field(default=0, ge=0, le=MAX_JSON_INT)

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from typing import Any, BinaryIO
 
 from pydantic import ValidationError
+from pymongo import UpdateOne
 from pymongo.database import Database
 
 from rain.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
@@ -52,6 +53,7 @@ def new_id() -> str:
 
 
 def ensure_indexes(db: Database) -> None:
+    _add_name_words(db)  # before its index: updating 100,000 records took 5 minutes with it in place
     for keys in listing.INDEXES:
         db.images.create_index(keys)
     db.images.create_index([("status", 1)])
@@ -65,6 +67,21 @@ def ensure_indexes(db: Database) -> None:
     db["fs.chunks"].create_index([("files_id", 1), ("n", 1)], unique=True)  # GridFS's own; chunks.py writes them
     chunks.ensure_indexes(db)
     db["fs.files"].create_index([("filename", 1), ("uploadDate", 1)])
+
+
+def _add_name_words(db: Database) -> None:
+    """Records made before the search had its index get their `name_words`, once per database."""
+    if db.rain_meta.find_one({"_id": "name_words"}) is not None:
+        return
+    batch: list[UpdateOne] = []
+    for doc in db.images.find({"name_words": {"$exists": False}}, {"name": 1}):
+        batch.append(UpdateOne({"_id": doc["_id"]}, {"$set": {"name_words": listing.name_words(doc.get("name", ""))}}))
+        if len(batch) == 1000:
+            db.images.bulk_write(batch, ordered=False)
+            batch = []
+    if batch:
+        db.images.bulk_write(batch, ordered=False)
+    db.rain_meta.update_one({"_id": "name_words"}, {"$set": {"done": now()}}, upsert=True)
 
 
 class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
@@ -95,7 +112,8 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
         self.collect_stale_uploads()
         image_id, stamp = new_id(), now()
         doc: dict[str, Any] = {
-            "_id": image_id, "name": meta.name, "owner": user.name, "os": meta.os.model_dump(),
+            "_id": image_id, "name": meta.name, "name_words": listing.name_words(meta.name), "owner": user.name,
+            "os": meta.os.model_dump(),
             "format": meta.format, "size": size, "sha256": None, "status": str(Status.UPLOADING),
             "visibility": str(Visibility.PUBLIC if meta.public else Visibility.PRIVATE),
             "shared_with": [], "tags": sorted(set(meta.tags)), "description": meta.description,
@@ -199,6 +217,8 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
         for field in ("name", "description", "format"):
             if getattr(changes, field) is not None:
                 sets[field] = getattr(changes, field)
+        if changes.name is not None:
+            sets["name_words"] = listing.name_words(changes.name)
         if changes.os is not None:
             sets["os"] = changes.os.model_dump()
         if changes.public is not None:
@@ -353,8 +373,12 @@ def _catalog_filters(q: ImageQuery) -> dict[str, Any]:
         filt["vetting"], filt["quarantined"] = {"$nonempty": True}, {"$nonempty": False}
     elif q.verdict == Verdict.NONE:
         filt["vetting"] = {"$nonempty": False}
-    if q.search:  # beside an exact name too
-        filt["name"] = {"$icontains": q.search, **({"$eq": q.name} if q.name else {})}
+    if q.search:
+        words = listing.words_of(q.search)
+        if not words:
+            raise InvalidInput(f"search {q.search[:40]!r} holds no letter or digit",
+                               hint="search by the starts of the name's words, e.g. deb book")
+        filt["name_words"] = {"$all": words}
     return filt
 
 

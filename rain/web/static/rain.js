@@ -25,10 +25,14 @@ document.addEventListener("DOMContentLoaded", () => {
   const search = document.getElementById("search");
   const catalog = document.getElementById("catalog");
   if (search && catalog) {
+    // as the server searches: each word typed starts a word of the name (words: letters and digits)
+    const words = (text) => text.toLowerCase().match(/[a-z0-9]+/g) || [];
     search.addEventListener("input", () => {
-      const words = search.value.trim().toLowerCase();
+      const wanted = words(search.value);
       for (const row of catalog.tBodies[0].rows) {
-        row.classList.toggle("filtered-out", words !== "" && !row.dataset.name.toLowerCase().includes(words));
+        const have = words(row.dataset.name);
+        const shown = wanted.every((w) => have.some((h) => h.startsWith(w)));
+        row.classList.toggle("filtered-out", !shown);
       }
     });
   }

@@ -95,6 +95,8 @@ def test_alice_sees_hers_shared_and_public_never_bobs_private_and_filters_narrow
     assert [i.name for i in owner.list(ImageQuery(registered="openstack", verdict="pass"))] == ["alpha"]
     bad = alice.get(service.url + "/", params={"verdict": "maybe"})
     assert bad.status_code == 400 and "verdict" in bad.text
+    nothing = alice.get(service.url + "/", params={"search": "--"})
+    assert nothing.status_code == 400 and "holds no letter or digit" in nothing.text
 
 
 def test_the_catalog_pages_through_many_images(service: Service, catalog: Catalog, settings: Settings) -> None:

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 from starlette.requests import Request
 
-from rain.repository.listing import matches
+from rain.repository.listing import matches, name_words, words_of
 from rain.web import lineage
 from rain.web.sessions import same_origin
 
@@ -56,6 +56,15 @@ def test_listing_conditions_reach_into_arrays_of_records_and_test_emptiness_and_
     assert matches(doc, {"quarantined": {"$nonempty": False}, "vetting": {"$nonempty": True}})
     assert not matches(doc, {"quarantined": {"$nonempty": True}})
     assert matches({"name": "x"}, {"vetting": {"$nonempty": False}}), "a missing field is empty"
-    assert matches(doc, {"name": {"$icontains": "hpc", "$eq": "Debian-HPC"}})
-    assert not matches(doc, {"name": {"$icontains": "rocky"}})
+    words = {"name_words": name_words(doc["name"])}
+    assert matches(words, {"name_words": {"$all": ["deb", "hpc"]}}) and matches(words, {"name_words": "debian"})
+    assert not matches(words, {"name_words": {"$all": ["deb", "rocky"]}})
     assert matches(doc, {"status": {"$ne": "uploading"}}) and not matches(doc, {"status": {"$ne": "available"}})
+
+
+def test_a_name_is_found_by_the_starts_of_its_words_in_any_case() -> None:
+    assert name_words("Debian-bookworm.K8s") == sorted({"d", "de", "deb", "debi", "debia", "debian", "b", "bo", "boo",
+                                                       "book", "bookw", "bookwo", "bookwor", "bookworm", "k", "k8",
+                                                       "k8s"})
+    assert words_of("  deb/Book ") == ["deb", "book"] and words_of("--") == []
+    assert max(map(len, name_words("a" * 100))) == 24, "a long word is indexed by its first 24 characters"
