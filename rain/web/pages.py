@@ -9,7 +9,7 @@ with a redirect (303), so reloading a page never posts it again.
 
 from __future__ import annotations
 
-import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +25,8 @@ from pymongo.database import Database
 from starlette.concurrency import run_in_threadpool
 
 from rain import __version__
+from rain.config import parse_size
 from rain.errors import Forbidden, InvalidInput, NotFound, RainError, Unauthorized
-from rain.repository.accounts import Accounts
 from rain.repository.connect import health_problem, store_for
 from rain.repository.fields import problem
 from rain.repository.models import ImageChanges, ImageQuery, Role, User, UserStatus
@@ -44,6 +44,7 @@ SORTS = {"-created": "newest", "created": "oldest", "name": "name", "-size": "la
          "-access_count": "most used"}
 ANCESTORS_MAX = 8
 FORM_FIELDS_MAX = 64
+DIGITS = re.compile(r"[0-9]{1,6}")
 NOBODY = User(name="", role=Role.USER)
 """Who a visitor who has not signed in acts as: no image is theirs or shared with them."""
 
@@ -51,6 +52,19 @@ _env = Environment(loader=PackageLoader("rain.web", "templates"), autoescape=sel
                    trim_blocks=True, lstrip_blocks=True)
 _env.filters["human"] = lambda n: human(n) if n is not None else "no limit"
 _env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"
+
+
+def _exact(n: int | None) -> str:
+    """A size as the quota field shows it, exactly (parse_size reads it back to the same bytes)."""
+    if n is None:
+        return "none"
+    for suffix, unit in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+_env.filters["exact"] = _exact
 
 
 def mount(app: FastAPI, db: Database, upload_grace: int) -> None:
@@ -101,7 +115,6 @@ def _back(path: str) -> RedirectResponse:
 
 def router(db: Database, upload_grace: int) -> APIRouter:
     sessions = Sessions(db)
-    accounts = Accounts(db)
     pages = APIRouter(include_in_schema=False)
 
     def session(request: Request) -> Session | None:
@@ -119,13 +132,18 @@ def router(db: Database, upload_grace: int) -> APIRouter:
             raise Unauthorized("sign in first", hint="sign in with a repository token at /signin")
         return s
 
+    def admin_session(s: Session | None) -> Session:
+        if s is None or s.user.role != Role.ADMIN:
+            raise Forbidden("this page is for administrators", hint="sign in as an administrator")
+        return s
+
     # -- the catalog ------------------------------------------------------------------------------
 
     @pages.get("/", response_class=HTMLResponse)
     def catalog(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
         params = {k: v for k, v in request.query_params.items() if k in (*FILTERS, "sort", "page") and v}
         number = params.pop("page", "1")
-        if not number.isdigit() or not 1 <= int(number) <= 10_000:
+        if not DIGITS.fullmatch(number) or not 1 <= int(number) <= 10_000:
             raise InvalidInput(f"bad page number {number[:20]!r}", hint="pages are numbered from 1")
         page_no = int(number)
         try:
@@ -161,12 +179,15 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         graph = lineage.draw(list(reversed(ancestors)), lineage.Node(image.id, image.name),
                              [lineage.Node(d.id, d.name) for d in derived[:lineage.ROW_MAX]],
                              more=max(0, len(derived) - lineage.ROW_MAX))
-        provenance = image.provenance or {}
-        packages = [p for p in provenance.get("packages") or [] if isinstance(p, dict)]
+        provenance = image.provenance or {}  # the uploader's: only lists are shown as lists
+        packages = [p for p in _listed(provenance.get("packages")) if isinstance(p, dict)]
+        changes = [str(c) for c in _listed(provenance.get("changes"))]
+        reports = {t: {**r, "findings": [f for f in _listed(r.get("findings")) if isinstance(f, dict)]}
+                   for t, r in image.vetting.items() if isinstance(r, dict)}
         history = repo.history(image.id, limit=50)
         owner = s is not None and (s.user.name == image.owner or s.user.role == Role.ADMIN)
         return _render("image.html.j2", request, s, image=image, provenance=provenance, packages=packages,
-                       history=history, graph=graph, owner=owner)
+                       changes=changes, reports=reports, history=history if s else [], graph=graph, owner=owner)
 
     @pages.get("/images/{image_id}/download")
     def image_download(image_id: str, request: Request, s: Session | None = Depends(session)) -> Response:
@@ -233,12 +254,10 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         request.state.session = None
         form = await _form(request, None)  # no session yet: the origin check alone
         try:
-            user = await run_in_threadpool(accounts.user_for_token, form.get("token", "").strip() or None)
-        except Unauthorized as e:
-            return _render("signin.html.j2", request, None, status=401, error=e)
-        old = request.cookies.get(COOKIE)
-        session_id = await run_in_threadpool(sessions.open, user)
-        await run_in_threadpool(sessions.close, old)
+            session_id, _ = await run_in_threadpool(sessions.open, form.get("token", "").strip() or None)
+        except (Unauthorized, Forbidden) as e:
+            return _render("signin.html.j2", request, None, status=e.http_status, error=e)
+        await run_in_threadpool(sessions.close, request.cookies.get(COOKIE))
         out = _back("/")
         out.set_cookie(COOKIE, session_id, max_age=int(LIFETIME.total_seconds()), path="/", httponly=True,
                        samesite="strict", secure=request.url.scheme == "https")
@@ -265,7 +284,7 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         s = signed_in(s)
         form = await _form(request, s)
         days = form.get("days", "").strip()
-        if days and (not days.isdigit() or not 1 <= int(days) <= 3660):
+        if days and (not DIGITS.fullmatch(days) or not 1 <= int(days) <= 3660):
             raise InvalidInput(f"bad lifetime {days[:20]!r}", hint="give whole days from 1 to 3660, or none")
         made = await run_in_threadpool(store(s).create_token, s.user.name, form.get("name", "")[:64],
                                        int(days) * 86400 if days else None)
@@ -286,36 +305,34 @@ def router(db: Database, upload_grace: int) -> APIRouter:
 
     @pages.get("/admin", response_class=HTMLResponse)
     def admin(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
-        if s is None or s.user.role != Role.ADMIN:
-            raise Forbidden("this page is for administrators", hint="sign in as an administrator")
-        repo = store(s)
+        repo = store(admin_session(s))
         problem = health_problem(db)
         return _render("admin.html.j2", request, s, users=repo.list_users(), storage=repo.storage(),
                        database=f"{db.name}: {problem or 'reads and writes'}")
 
     @pages.post("/admin/users/{name}")
     async def admin_user(name: str, request: Request, s: Session | None = Depends(session)) -> Response:
-        s = signed_in(s)
+        s = admin_session(s)
         form = await _form(request, s)
         repo = store(s)
-        quota = form.get("quota_gib", "").strip()
-        try:
-            quota_bytes = None if quota in ("", "none") else int(float(quota) * (1 << 30))
-        except ValueError:
-            raise InvalidInput(f"bad quota {quota[:20]!r}", hint="give GiB as a number, or none") from None
-        if quota_bytes is not None and (quota_bytes < 0 or not math.isfinite(float(quota))):
-            raise InvalidInput(f"bad quota {quota[:20]!r}", hint="give GiB as a number, or none")
-        await run_in_threadpool(repo.set_quota, name, quota_bytes)
-        if form.get("role") in (Role.ADMIN, Role.USER):
+        user = next((u for u in await run_in_threadpool(repo.list_users) if u.name == name), None)
+        if user is None:
+            raise NotFound(f"no user {name[:40]!r}", hint="pick the user from the admin page")
+        quota = form.get("quota", "").strip()[:32]
+        if quota:  # blank: unchanged
+            quota_bytes = None if quota == "none" else parse_size(quota, "quota")
+            if quota_bytes != user.quota_bytes:
+                await run_in_threadpool(repo.set_quota, name, quota_bytes)
+        if form.get("role") in (Role.ADMIN, Role.USER) and form["role"] != user.role:
             await run_in_threadpool(repo.set_role, name, Role(form["role"]))
-        if form.get("status") in (UserStatus.ACTIVE, UserStatus.SUSPENDED):
+        if form.get("status") in (UserStatus.ACTIVE, UserStatus.SUSPENDED) and form["status"] != user.status:
             await run_in_threadpool(repo.suspend, name, form["status"] == UserStatus.SUSPENDED)
         await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE), f"saved {name}")
         return _back("/admin")
 
     @pages.post("/admin/gc")
     async def admin_gc(request: Request, s: Session | None = Depends(session)) -> Response:
-        s = signed_in(s)
+        s = admin_session(s)
         await _form(request, s)
         report = await run_in_threadpool(store(s).gc)
         await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE),
@@ -323,6 +340,10 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         return _back("/admin")
 
     return pages
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _percent(user: User) -> int:

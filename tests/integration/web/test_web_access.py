@@ -183,9 +183,29 @@ def test_an_admin_page_is_403_for_a_user_and_sign_out_ends_the_session_on_the_se
     assert page.status_code == 200 and 'id="dedup-ratio"' in page.text
     assert {"admin", "alice", "bob"} <= set(re.findall(r"<tr><td>([a-z]+)</td>", page.text))
     token = csrf_of(page.text)
-    saved = admin.post(service.url + "/admin/users/bob", data={"csrf": token, "role": "user", "status": "active",
-                                                               "quota_gib": "2"}, headers={"Origin": service.url})
-    assert saved.status_code == 200 and 'value="2"' in saved.text
+    def save(name: str, **form: str) -> requests.Response:
+        return admin.post(f"{service.url}/admin/users/{name}", data={"csrf": token, **form},
+                          headers={"Origin": service.url})
+    assert save("bob", role="user", status="active", quota="2G").status_code == 200
+    assert save("alice", role="user", status="active", quota="100000000").status_code == 200
+    page = save("bob", role="admin", status="active", quota="2G")  # the quota as shown: unchanged
+    assert 'aria-label="quota of bob" value="2G"' in page.text
+    assert 'aria-label="quota of alice" value="100000000"' in page.text, "shown exactly: a save keeps it"
+    for bad in ("inf", "1e308", "9" * 40, "-1", "lots"):
+        refused = save("bob", quota=bad)
+        assert refused.status_code == 400 and "quota" in refused.text, bad
+    assert save("nobody-here", quota="1G").status_code == 404
+    history = requests.get(service.url + "/api/v1/history", params={"user": "admin"},
+                           headers={"Authorization": f"Bearer {catalog.tokens['admin']}"}).json()
+    actions = [e["action"] for e in history]
+    assert actions.count("user-quota") == 2 and actions.count("user-role") == 1, "a save changes what differs"
+    # a user's session cannot do what only an administrator may; a visitor changes nothing
+    alice_token = csrf_of(alice.get(service.url + "/me").text)
+    for path in ("/admin/users/bob", "/admin/gc"):
+        assert alice.post(service.url + path, data={"csrf": alice_token, "quota": "1T"},
+                          headers={"Origin": service.url}).status_code == 403
+    assert requests.post(f"{service.url}/images/{catalog.id('alpha')}/share", data={"users": "x"},
+                         headers={"Origin": service.url}).status_code == 401
     cookie = alice.cookies["rain_session"]
     me = alice.get(service.url + "/me")
     out = alice.post(service.url + "/signout", data={"csrf": csrf_of(me.text)}, headers={"Origin": service.url},
@@ -231,3 +251,29 @@ def test_a_hostile_name_and_description_show_as_text(service: Service, catalog: 
         html = requests.get(service.url + path).text
         assert "<script>alert" not in html and "<img src=x" not in html and "<svg onload" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_revoked_token_ends_its_sessions_and_a_suspended_user_cannot_sign_in(
+        service: Service, catalog: Catalog, settings: Settings) -> None:
+    admin = open_store(settings, "admin")
+    laptop = admin.create_token("alice", "laptop")
+    alice = signed_in(service.url, laptop.token)
+    assert alice.get(service.url + "/me").status_code == 200
+    admin.revoke_token("alice", laptop.id)
+    assert alice.get(service.url + "/me").status_code == 401, "the session went with its token"
+    short = admin.create_token("alice", "an hour", expires_in=3600)
+    brief = signed_in(service.url, short.token)
+    with pymongo.MongoClient(settings.mongo_uri) as client:
+        [doc] = [d for d in client[settings.mongo_db]["web_sessions"].find() if d["user"] == "alice"]
+    assert abs((doc["expires"] - doc["created"]).total_seconds() - 3600) < 5, "no longer than its token"
+    assert brief.get(service.url + "/me").status_code == 200
+    admin.suspend("bob")
+    refused = requests.post(service.url + "/signin", data={"token": catalog.tokens["bob"]},
+                            headers={"Origin": service.url}, allow_redirects=False)
+    assert refused.status_code in (401, 403) and "set-cookie" not in refused.headers
+    assert "suspended" in refused.text
+    odd = signed_in(service.url, catalog.tokens["alice"])
+    assert odd.post(f"{service.url}/images/{catalog.id('alpha')}/share", data={"users": "bob", "csrf": "é"},
+                    headers={"Origin": service.url}).status_code == 403, "a token that is not ASCII: refused"
+    for page in ("²", "0", "99999999"):
+        assert odd.get(service.url + "/", params={"page": page}).status_code == 400, page

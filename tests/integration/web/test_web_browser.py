@@ -162,8 +162,8 @@ def test_visitors_see_public_images_users_no_admin_page_and_sign_out_ends_the_se
     sign_in(admin, service.url, catalog.tokens["admin"])
     admin.get_by_role("link", name="Admin").click()
     expect(admin.locator("#users")).to_contain_text("alice")
-    admin.get_by_label("quota of bob in GiB").fill("3")
-    admin.locator("form.user-form").filter(has=admin.get_by_label("quota of bob in GiB")).get_by_role(
+    admin.get_by_label("quota of bob").fill("3G")
+    admin.locator("form.user-form").filter(has=admin.get_by_label("quota of bob")).get_by_role(
         "button", name="Save").click()
     expect(admin.get_by_role("status")).to_have_text("saved bob")
     assert open_store_quota(service, catalog, "bob") == 3 << 30

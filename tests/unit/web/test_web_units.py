@@ -68,3 +68,21 @@ def test_a_name_is_found_by_the_starts_of_its_words_in_any_case() -> None:
                                                        "k8s"})
     assert words_of("  deb/Book ") == ["deb", "book"] and words_of("--") == []
     assert max(map(len, name_words("a" * 100))) == 24, "a long word is indexed by its first 24 characters"
+
+
+def test_every_form_that_changes_something_carries_the_csrf_token() -> None:
+    """Each POST form of the templates posts the session's token back (sign-in has no session yet: the
+    origin check alone guards it, tests/integration/web)."""
+    import re
+    from pathlib import Path
+
+    import rain.web
+
+    forms = 0
+    for template in (Path(rain.web.__file__).parent / "templates").glob("*.j2"):
+        for form in re.findall(r"<form\b[^>]*>.*?</form>", template.read_text(), re.S):
+            if 'method="post"' not in form or 'action="/signin"' in form:
+                continue
+            forms += 1
+            assert '<input type="hidden" name="csrf" value="{{ csrf }}">' in form, (template.name, form[:120])
+    assert forms >= 10, "share, unshare, visibility, describe, remove, sign out, token, revoke, user, gc"
