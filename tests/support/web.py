@@ -57,6 +57,15 @@ def seed(settings: Settings) -> Catalog:
     return catalog
 
 
+def add_many(settings: Settings, owner: str = "alice", count: int = 55) -> list[str]:
+    """`count` small images of `owner` named many-00, many-01, ... (oldest first), tagged `many`."""
+    store = open_store(settings, owner)
+    names = [f"many-{n:02d}" for n in range(count)]
+    for n, name in enumerate(names):
+        put(store, n.to_bytes(4, "big") * 10, name, tags=["many"])
+    return names
+
+
 def signed_in(url: str, token: str) -> requests.Session:
     """A requests session signed in through the sign-in form (as a browser posts it)."""
     session = requests.Session()

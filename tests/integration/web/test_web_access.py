@@ -13,7 +13,7 @@ import pymongo
 import pytest
 import requests
 from support.service import Service
-from support.web import Catalog, csrf_of, signed_in
+from support.web import Catalog, add_many, csrf_of, signed_in
 
 from rain.config import Settings
 from rain.repository.connect import open_store
@@ -100,11 +100,7 @@ def test_alice_sees_hers_shared_and_public_never_bobs_private_and_filters_narrow
 
 
 def test_the_catalog_pages_through_many_images(service: Service, catalog: Catalog, settings: Settings) -> None:
-    from support.repository import put
-
-    owner = open_store(settings, "alice")
-    for n in range(55):
-        put(owner, n.to_bytes(4, "big") * 10, f"many-{n:02d}", tags=["many"])
+    add_many(settings)
     alice = signed_in(service.url, catalog.tokens["alice"])
     first = alice.get(service.url + "/", params={"tag": "many"})
     assert names_on(first.text) == {f"many-{n:02d}" for n in range(5, 55)}, "newest first, 50 a page"

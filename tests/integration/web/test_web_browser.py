@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from support.browser import screenshot
 from support.service import Service
-from support.web import Catalog
+from support.web import Catalog, add_many
 
 from rain.config import Settings
 from rain.repository.connect import open_store
@@ -33,8 +33,8 @@ def listed(page: Page) -> set[str]:
     return set(page.locator("#catalog a.image-link").all_inner_texts())
 
 
-def test_alice_signs_in_and_sees_her_shared_and_public_images_filters_narrow_them(
-        service: Service, catalog: Catalog, page: Page) -> None:
+def test_alice_signs_in_and_sees_her_shared_and_public_images_filters_narrow_them_and_pages_turn(
+        service: Service, catalog: Catalog, settings: Settings, page: Page) -> None:
     sign_in(page, service.url, catalog.tokens["alice"])
     expect(page.locator("#signed-in-as")).to_have_text("alice")
     assert listed(page) == {"alpha", "alice-private", "alice-shares", "bob-public", "bob-shares"}
@@ -52,6 +52,14 @@ def test_alice_signs_in_and_sees_her_shared_and_public_images_filters_narrow_the
     page.get_by_label("visibility").select_option("public")
     page.get_by_role("button", name="Filter").click()
     assert listed(page) == {"bob-public"}
+    # 55 more of hers: the catalog pages through them, 50 a page
+    add_many(settings)
+    page.goto(service.url + "/?tag=many")
+    expect(page.locator("#catalog tbody tr")).to_have_count(50)
+    page.get_by_role("link", name="next →").click()
+    assert listed(page) == {f"many-{n:02d}" for n in range(5)}, "the oldest five on page 2"
+    page.get_by_role("link", name="← previous").click()
+    expect(page.locator("#catalog tbody tr")).to_have_count(50)
     assert page.dialogs == [] and page.console_errors == []
 
 
