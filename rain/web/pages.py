@@ -28,7 +28,7 @@ from rain import __version__
 from rain.config import parse_size
 from rain.errors import Forbidden, InvalidInput, NotFound, RainError, Unauthorized
 from rain.repository.connect import health_problem, store_for
-from rain.repository.fields import problem
+from rain.repository.fields import LIST_MAX, problem
 from rain.repository.models import ImageChanges, ImageQuery, Role, User, UserStatus
 from rain.repository.ranges import download
 from rain.repository.store import Store
@@ -184,10 +184,10 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         changes = [str(c) for c in _listed(provenance.get("changes"))]
         reports = {t: {**r, "findings": [f for f in _listed(r.get("findings")) if isinstance(f, dict)]}
                    for t, r in image.vetting.items() if isinstance(r, dict)}
-        history = repo.history(image.id, limit=50)
+        history = repo.history(image.id, limit=50) if s else []  # a visitor sees no one's doings
         owner = s is not None and (s.user.name == image.owner or s.user.role == Role.ADMIN)
         return _render("image.html.j2", request, s, image=image, provenance=provenance, packages=packages,
-                       changes=changes, reports=reports, history=history if s else [], graph=graph, owner=owner)
+                       changes=changes, reports=reports, history=history, graph=graph, owner=owner)
 
     @pages.get("/images/{image_id}/download")
     def image_download(image_id: str, request: Request, s: Session | None = Depends(session)) -> Response:
@@ -204,8 +204,8 @@ def router(db: Database, upload_grace: int) -> APIRouter:
 
     def share(repo: Store, image_id: str, form: dict[str, str]) -> str:
         users = form.get("users", "").replace(",", " ").split()
-        if not users:
-            raise InvalidInput("name who to share with", hint="give one or more user names")
+        if not users or len(users) > LIST_MAX:
+            raise InvalidInput(f"name who to share with: 1 to {LIST_MAX} user names", hint="give user names")
         repo.share(image_id, users)
         return f"shared with {', '.join(users)}"
 
