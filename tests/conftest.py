@@ -10,6 +10,9 @@
 - `settings`: the Settings that environment gives.
 - `fg`: run the real `fg-image` console script in that environment.
 - `service`: the real `fg-image serve` on a free port, over the test's database.
+- `browser` (session), `page`, `context`, `new_page`: Debian's chromium driven by Playwright
+  (support/browser.py). Defined here, once: a session fixture imported by two conftests is two
+  fixtures, and a second Playwright started in the same session fails.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pymongo
 import pytest
+from support.browser import browser, context, new_page, page  # noqa: F401  (one chromium per session)
 from support.cli import FG_IMAGE
 from support.service import Service, start_service
 

@@ -3,8 +3,8 @@
 Playwright drives the system chromium by its executable path; its own browser download
 is never used (nor reachable here), and nothing in the tests runs `playwright install`.
 
-Fixtures (each stands alone; a tree's conftest.py imports the ones it uses, e.g.
-`from support.browser import browser, page, new_page  # noqa: F401`):
+Fixtures (tests/conftest.py imports them, once for the whole suite: a session fixture imported
+by two conftests would be two fixtures, and a second Playwright in one session fails):
 
 - `browser` (session): ONE headless chromium for the whole session.
 - `page`: a page in a fresh browser context (its own cookies and storage), closed after the test.

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-from support.browser import browser, page  # noqa: F401  (the web catalog's image page, in chromium)
 from support.builders import qemu_bundle  # noqa: F401  (adapt's sandbox: the qemu builder VM)
 from support.built_images import build_cloud_image, build_debian_tarball
 from support.openstack_cloud import openstack_cloud  # noqa: F401  (the openstack site: real Keystone + Glance)

@@ -1,8 +1,7 @@
-"""Web catalog fixtures: a real chromium (one per session, a fresh context per test) against
-`fg-image serve`, and a repository seeded with alice's, bob's and public images."""
+"""Web catalog fixtures: a repository seeded with alice's, bob's and public images. The browser
+fixtures (one chromium per session, a fresh context per test) are tests/conftest.py's."""
 
 import pytest
-from support.browser import browser, context, new_page, page  # noqa: F401
 from support.web import Catalog, seed
 
 
