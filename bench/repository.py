@@ -186,15 +186,19 @@ def seed_catalog(db, n: int) -> None:
     batch = []
     for i in range(n):
         stamp = newest - timedelta(minutes=n - i)
+        failed = rnd.random() < 0.01  # one in a hundred failed vetting for ec2; three in a hundred are on openstack
+        registered = [{"target": "openstack", "site": "", "remote_id": secrets.token_hex(8), "when": stamp,
+                       "detail": {}, "by": "bench"}] if rnd.random() < 0.03 else []
         batch.append({
             "_id": secrets.token_hex(6), "name": f"img-{i % 5000}", "name_words": name_words(f"img-{i % 5000}"),
             "owner": f"user{rnd.randrange(200)}",
             "os": {"family": rnd.choice(["debian", "ubuntu", "rocky", "alma"]), "release": "12", "arch": "x86_64"},
-            "format": "tar.zst", "size": 1 << 30, "sha256": "0" * 64, "status": "available",
+            "format": "tar.zst", "size": 1 << 30, "sha256": "0" * 64,
+            "status": "quarantined" if failed else "available",
             "visibility": "public" if rnd.random() < 0.1 else "private", "shared_with": [], "tags": [f"t{i % 50}"],
             "description": "", "created": stamp, "updated": stamp, "last_access": None, "access_count": 0,
-            "parent": None, "provenance": None, "vetting": {}, "quarantined": [], "accepted_rules": {},
-            "registrations": []})
+            "parent": None, "provenance": None, "vetting": {"ec2": {"verdict": "fail"}} if failed else {},
+            "quarantined": ["ec2"] if failed else [], "accepted_rules": {}, "registrations": registered})
         if len(batch) == 1000:
             db.images.insert_many(batch)
             batch = []
@@ -256,7 +260,9 @@ def web_catalog_rows(url: str, token: str, n: int) -> list[Row]:
                          ("web catalog, first page, os family rocky", {"os_family": "rocky"}),
                          ("web catalog, first page, search 'img 4242' (20 images, 2 readable)",
                           {"search": "img 4242"}),
-                         ("web catalog, first page, search 'img 42' (2% of images)", {"search": "img 42"})):
+                         ("web catalog, first page, search 'img 42' (2% of images)", {"search": "img 42"}),
+                         ("web catalog, first page, vetting failed (1% of images)", {"verdict": "fail"}),
+                         ("web catalog, first page, registered on openstack (3%)", {"registered": "openstack"})):
         server_ms(params)  # one untimed
         times = [server_ms(params) for _ in range(20)]
         print(f"{what}: server time p95 {p95(times):.1f} ms", file=sys.stderr)
@@ -318,7 +324,8 @@ def catalog_section(env: dict[str, str], work: Path, n: int) -> Section:
     finally:
         service.terminate()
         service.wait(30)
-    notes = [f"{n:,} seeded records, one a minute up to now, 200 owners, a tenth public; the user owns about "
+    notes = [f"{n:,} seeded records, one a minute up to now, 200 owners, a tenth public, one in a hundred "
+             "quarantined (failed vetting), three in a hundred registered on openstack; the user owns about "
              f"one in 200 and reads the public ones; {n:,} history events, three a minute, the user's about one in 200",
              "service: Client <-> `fg-image serve` on 127.0.0.1, the answer parsed; plain query: pymongo on the "
              "same embedded server, with the access rule's $or as Rain sent it before it read indexes only; for "

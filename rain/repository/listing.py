@@ -54,6 +54,8 @@ INDEXES: list[list[tuple[str, int]]] = [
     [("visibility", 1), ("os.family", 1), ("created", -1)],
     [("os.family", 1), ("created", -1)],
     [("name_words", 1), ("created", -1)],  # the search: the starts of the name's words (name_words())
+    [("registrations.target", 1), ("created", -1)],  # registered on a target
+    [("status", 1), ("created", -1)],  # quarantined (failed vetting), a rare status
 ]
 """What `list` reads: created by ensure_indexes (a no-op once they exist)."""
 EVENT_INDEXES: list[list[tuple[str, int]]] = [
@@ -64,8 +66,10 @@ EVENT_INDEXES: list[list[tuple[str, int]]] = [
 """What `history` reads: the events collection grows by one record per upload, download, share..."""
 BATCH = 1000
 """Records in a query's first answer: the driver's default, 101, took a second round trip for a page of 100."""
-DRIVERS = ("name", "parent", "owner", "tags", "name_words")
-"""Filters selective enough to read the catalog by, before the access rule's branches."""
+DRIVERS = ("name", "parent", "owner", "tags", "registrations.target", "name_words", "status")
+"""Filters selective enough to read the catalog by, before the access rule's branches (the first one a
+listing has). `status` drives only when a listing asks for one status (quarantined, for failed vetting):
+a listing of every status but uploading reads by the branches."""
 
 
 def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any], key: str,

@@ -369,6 +369,8 @@ def _catalog_filters(q: ImageQuery) -> dict[str, Any]:
         filt["registrations.target"] = q.registered
     if q.verdict == Verdict.FAIL:
         filt["quarantined"] = {"$nonempty": True}
+        if not q.status:  # quarantined for a target: the status says so too (records.py), and is indexed
+            filt["status"] = str(Status.QUARANTINED)
     elif q.verdict == Verdict.PASS:
         filt["vetting"], filt["quarantined"] = {"$nonempty": True}, {"$nonempty": False}
     elif q.verdict == Verdict.NONE:

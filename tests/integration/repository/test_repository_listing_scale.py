@@ -21,6 +21,7 @@ from pymongo import monitoring
 from rain.config import Settings
 from rain.errors import NotFound
 from rain.repository.connect import open_database, open_store
+from rain.repository.listing import name_words, words_of
 from rain.repository.models import ImageQuery
 from rain.repository.store import Store
 
@@ -67,16 +68,20 @@ def catalog(tmp_path_factory: pytest.TempPathFactory, embedded_mongo: Any) -> Se
     for i in range(IMAGES):
         when = newest - timedelta(seconds=rnd.uniform(0, 30 * 86400))
         owner = rnd.choice(USERS)
+        status = rnd.choice(["available"] * 20 + ["uploading", "quarantined"])
+        registered = [{"target": "openstack", "site": "", "remote_id": "x", "when": when, "detail": {}, "by": owner}]
         docs.append({
-            "_id": secrets.token_hex(6), "name": f"img-{i % 500}", "owner": owner,
+            "_id": secrets.token_hex(6), "name": f"img-{i % 500}", "name_words": name_words(f"img-{i % 500}"),
+            "owner": owner,
             "os": {"family": rnd.choice(["debian", "ubuntu", "rocky"]), "release": "12", "arch": "x86_64"},
             "format": "tar.zst", "size": 1, "sha256": "0" * 64,
-            "status": rnd.choice(["available"] * 20 + ["uploading", "quarantined"]),
+            "status": status,
             "visibility": "public" if rnd.random() < 0.1 else "private",
             "shared_with": [rnd.choice(USERS)] if rnd.random() < 0.05 else [], "tags": [f"t{i % 40}"],
             "description": "", "created": when, "updated": when, "last_access": None, "access_count": 0,
-            "parent": None, "provenance": None, "vetting": {}, "quarantined": [], "accepted_rules": {},
-            "registrations": []})
+            "parent": None, "provenance": None, "vetting": {"ec2": {"verdict": "fail"}} if status == "quarantined"
+            else {}, "quarantined": ["ec2"] if status == "quarantined" else [], "accepted_rules": {},
+            "registrations": registered if rnd.random() < 0.03 else []})
     db = open_database(settings)
     db.images.insert_many(docs)
     # and as many history events: one per upload, download, share... of those images, by those users
@@ -115,9 +120,14 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
     filt: dict[str, Any] = {"status": {"$ne": "uploading"}}
     if user != "admin":
         filt["$or"] = [{"owner": user}, {"visibility": "public"}, {"shared_with": user}]
-    for field, key in (("os_family", "os.family"), ("tag", "tags"), ("owner", "owner"), ("name", "name")):
+    for field, key in (("os_family", "os.family"), ("tag", "tags"), ("owner", "owner"), ("name", "name"),
+                       ("registered", "registrations.target")):
         if getattr(q, field):
             filt[key] = getattr(q, field)
+    if q.verdict == "fail":
+        filt["quarantined.0"] = {"$exists": True}
+    if q.search:
+        filt["name_words"] = {"$all": words_of(q.search)}
     key = q.sort.lstrip("-+")
     order = [(key, -1 if q.sort.startswith("-") else 1), ("_id", 1)]
     return [d["_id"] for d in db.images.find(filt, {"_id": 1}).sort(order).skip(q.skip).limit(q.limit)]
@@ -131,7 +141,12 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
     ("user3", ImageQuery(owner="user9", skip=10, limit=20)),
     ("user3", ImageQuery(name="img-42")),
     ("admin", ImageQuery(sort="name", limit=30)),
-], ids=["admin-newest", "user-newest", "user-family", "user-tag", "user-owner-page", "user-name", "admin-by-name"])
+    ("user3", ImageQuery(verdict="fail")),
+    ("user3", ImageQuery(registered="openstack", limit=20)),
+    ("user3", ImageQuery(search="img 42")),
+    ("admin", ImageQuery(search="IMG-42", os_family="rocky")),
+], ids=["admin-newest", "user-newest", "user-family", "user-tag", "user-owner-page", "user-name", "admin-by-name",
+        "user-vetting-failed", "user-registered", "user-search", "admin-search-family"])
 def test_listing_a_large_catalog_reads_indexes_and_matches_the_servers_answer(catalog, user, query):
     store, finds, client = watched(catalog, user)
     with client:
