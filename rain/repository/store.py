@@ -198,10 +198,11 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
         filt["status"] = str(q.status) if q.status else {"$ne": str(Status.UPLOADING)}
         for field, key in (("name", "name"), ("os_family", "os.family"), ("release", "os.release"),
                            ("arch", "os.arch"), ("format", "format"), ("owner", "owner"), ("tag", "tags"),
-                           ("parent", "parent")):
+                           ("parent", "parent"), ("visibility", "visibility"),
+                           ("registered", "registrations.target")):
             value = getattr(q, field)
             if value:
-                filt[key] = value
+                filt[key] = str(value)  # an enum's value: what the record holds, and what the server is sent
         filt.update(_catalog_filters(q))
         docs = listing.page(self.images, self._readable_branches(user), filt, q.sort.lstrip("-+"),
                             q.sort.startswith("-"), q.skip, q.limit, now(), shown=SUMMARY_FIELDS)
@@ -363,10 +364,6 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
 def _catalog_filters(q: ImageQuery) -> dict[str, Any]:
     """The conditions of the catalog's facets that are not plain equalities (listing.matches reads them)."""
     filt: dict[str, Any] = {}
-    if q.visibility:
-        filt["visibility"] = str(q.visibility)
-    if q.registered:
-        filt["registrations.target"] = q.registered
     if q.verdict == Verdict.FAIL:
         filt["quarantined"] = {"$nonempty": True}
         if not q.status:  # quarantined for a target: the status says so too (records.py), and is indexed

@@ -21,7 +21,7 @@ from typing import Any
 from pymongo.database import Database
 from starlette.requests import Request
 
-from rain.errors import Forbidden
+from rain.errors import Forbidden, NotFound
 from rain.repository.accounts import Accounts, now
 from rain.repository.models import User
 from rain.repository.tokens import hash_token
@@ -77,7 +77,7 @@ class Sessions:
             return None
         try:
             user = self.accounts.get(doc["user"])
-        except Exception:  # removed since: the session is over
+        except NotFound:  # removed since: the session is over (a database failure is the service's 503)
             self.coll.delete_one({"_id": doc["_id"]})
             return None
         if user.status != "active":
