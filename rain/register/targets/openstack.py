@@ -37,6 +37,10 @@ from rain.waiting import Deadline, Pending, poll, wait_for
 log = logging.getLogger(__name__)
 TASK_MESSAGE_WAIT = 10.0
 """Seconds to wait for Glance to record why an import task failed, after the image says it failed."""
+RETRIED_STATUSES = (500, 502, 503, 504)
+"""Answers on which a Glance GET or DELETE is tried again (3 more times, waits doubling from 0.5 s): a cloud's API
+tier gives them while its database is briefly busy, and both calls are safe to repeat. Other calls are not
+repeated: a second POST would make a second image."""
 
 
 class OpenStackSite(SiteSettings, KeystoneAuth):
@@ -130,6 +134,8 @@ class OpenStackTarget:
     def _request(self, method: str, url: str, what: str, ok: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
         """A Glance call on the Keystone session (token added, renewed when it expires), its refusal checked
         (statuses in `ok` are returned, not refused)."""
+        if method in ("GET", "DELETE"):
+            kwargs.update(status_code_retries=3, retriable_status_codes=list(RETRIED_STATUSES))
         with keystone_errors(self.site, what, TargetError, "image", url):
             headers = {"Accept": "application/json", **kwargs.pop("headers", {})}
             resp = self._keystone().request(url, method, raise_exc=False, timeout=(10, 300), headers=headers,
@@ -191,7 +197,7 @@ class OpenStackTarget:
                 self._request("POST", f"{images}/{image_id}/import", "importing the staged image",
                               json={"method": {"name": method}})
             log.info("Glance image %s %s", image_id, "staged and imported" if method else "uploaded")
-            self._wait_active(images, image_id, path)
+            self._wait_active(images, image_id, path, imported=bool(method))
             for project in self.members:
                 self._request("POST", f"{images}/{image_id}/members", f"sharing the image with project {project}",
                               json={"member": project})
@@ -219,7 +225,10 @@ class OpenStackTarget:
                               hint="set upload: auto or put in the targets file")
         return None
 
-    def _wait_active(self, images: str, image_id: str, path: Path) -> None:
+    def _wait_active(self, images: str, image_id: str, path: Path, imported: bool) -> None:
+        """Until the image is active with Rain's bytes and, after an import, its import task has ended: Glance
+        makes the image active before it records the task, and a call meanwhile (a delete, when a later step
+        fails) can find its database busy."""
         def active() -> bool | Pending:
             image = self._request("GET", f"{images}/{image_id}", "reading the image").json()
             status = image.get("status", "")
@@ -235,10 +244,19 @@ class OpenStackTarget:
                 raise IntegrityError(f"Glance stored {image['size']} bytes, Rain sent {path.stat().st_size}")
             if image.get("os_hash_algo") == "sha512" and image.get("os_hash_value") != _sha512(path):
                 raise IntegrityError("Glance's SHA-512 of the upload differs from the packed image")
+            if imported and self._import_running(images, image_id):
+                return Pending("active, its import task still running")
             return True
 
         wait_for(active, Deadline.after(self.site.timeout), 1.0, lambda status: TargetError(
             f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s"))
+
+    def _import_running(self, images: str, image_id: str) -> bool:
+        """Whether one of the image's tasks is still pending or processing (a Glance older than API 2.12, which
+        lists no tasks per image, has none running as far as Rain can tell)."""
+        resp = self._request("GET", f"{images}/{image_id}/tasks", "reading the import task", ok=(404,))
+        tasks = resp.json().get("tasks", []) if resp.status_code == 200 else []
+        return any(t.get("status") in ("pending", "processing") for t in tasks)
 
     def _task_message(self, images: str, image_id: str, wait: float = TASK_MESSAGE_WAIT) -> str:
         """Why an import failed: the message of the image's last task (Glance keeps it there). Glance marks
@@ -255,11 +273,8 @@ class OpenStackTarget:
         return one_line(messages[-1])[:300] if messages else "Glance gave no reason (see its log)"
 
     def delete(self, remote_id: str) -> None:
-        images = self._images()
-        with keystone_errors(self.site, "deleting the image", TargetError, "image", images):
-            resp = self._keystone().delete(f"{images}/{remote_id}", raise_exc=False, timeout=(10, 60))
-        if resp.status_code not in (200, 204, 404):
-            _check(resp, "deleting the image", self.site)
+        """Delete the image; one Glance no longer has is already deleted."""
+        self._request("DELETE", f"{self._images()}/{remote_id}", "deleting the image", ok=(404,))
 
 
 def _sha512(path: Path) -> str:

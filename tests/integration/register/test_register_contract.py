@@ -1,7 +1,7 @@
 """One contract suite over all four targets: what `register` promises, whatever the infrastructure.
 
-Sites: moto's real EC2/EBS server; the OpenNebula XML-RPC and Keystone/Glance
-SIMULATORS (tests/support/simulators); hpc provisioning directories. Images are small
+Sites: moto's real EC2/EBS server; the real Keystone and Glance (support/openstack_cloud.py);
+the OpenNebula XML-RPC SIMULATOR (tests/support/simulators); hpc provisioning directories. Images are small
 fake roots (tests/support/images.py); the real Debian image runs in e2e.
 """
 

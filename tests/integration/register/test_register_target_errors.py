@@ -10,7 +10,7 @@ from support.repository import upload
 from support.simulators.faults import FaultProxy
 from support.sites import TARGETS
 
-from rain.errors import ConfigError, InvalidInput, TargetError, Unauthorized, Unreachable
+from rain.errors import ConfigError, InvalidInput, QuotaExceeded, TargetError, Unauthorized, Unreachable
 from rain.progress import Reporter
 from rain.register.pipeline import register
 
@@ -129,6 +129,27 @@ def test_glance_upload_failure_deletes_the_queued_image(sites, repos, clean_tarb
     assert ("DELETE", f"/v2/images/{created}", 204) in proxy.seen, proxy.seen
     assert openstack_cloud.image(created).status_code == 404
     assert sites["openstack"].backend.images == {} and alice.show(image.id).registrations == []
+
+
+def test_glance_busy_on_the_first_delete_still_leaves_nothing(sites, repos, clean_tarball, openstack_cloud):
+    """The published image does not fit bob's quota, so Rain deletes it; Glance answers that first DELETE with
+    the 500 its database gives when briefly locked. Rain tries again and the real Glance no longer has it."""
+    admin, bob = repos("admin"), repos("bob")
+    image = upload(bob, clean_tarball)
+    admin.set_quota("bob", image.size + 1024)
+    proxy = FaultProxy(openstack_cloud.glance, "DELETE", r"^/v2/images/[^/]+$", error=None, status=500, times=1,
+                       message="The server has either erred or is incapable of performing the requested operation.")
+    try:
+        with openstack_cloud.region("BusyDatabase", proxy.url):
+            sites.rewrite("openstack", region="BusyDatabase")
+            with pytest.raises(QuotaExceeded):
+                register(bob, sites.settings, image.id, "openstack")
+    finally:
+        proxy.stop()
+    deletes = [(path, status) for method, path, status in proxy.seen if method == "DELETE"]
+    assert [status for _, status in deletes] == [500, 204], proxy.seen
+    assert openstack_cloud.image(deletes[0][0].split("/")[3]).status_code == 404
+    assert sites["openstack"].backend.images == {} and bob.show(image.id).registrations == []
 
 
 def test_ebs_refusing_a_block_deletes_the_partial_snapshot(sites, repos, clean_tarball, moto_url):

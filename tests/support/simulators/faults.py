@@ -1,7 +1,8 @@
 """Not a protocol simulator: a fault-injecting HTTP proxy in front of a real server (moto's EC2/EBS, Glance).
 
 Forwards every request unchanged, except those whose method and path match a
-rule (after the first `after` of them), which it answers itself: by default
+rule (after the first `after` of them, and at most `times` of them when given),
+which it answers itself: by default
 with an AWS REST-JSON error (HTTP 400, x-amzn-ErrorType) the way EBS direct
 APIs report a refused call; with `error=None`, with `status` and a JSON
 {"message": ...} body the way Glance reports a failure (e.g. 500 for an
@@ -23,8 +24,8 @@ from urllib.parse import urlsplit
 class FaultProxy:
     def __init__(self, upstream: str, method: str, path_pattern: str, after: int = 0,
                  error: str | None = "ValidationException", message: str = "simulated refusal",
-                 status: int = 400) -> None:
-        self.upstream, self.method, self.after = upstream.rstrip("/"), method, after
+                 status: int = 400, times: int | None = None) -> None:
+        self.upstream, self.method, self.after, self.times = upstream.rstrip("/"), method, after, times
         self.pattern = re.compile(path_pattern)
         self.upstream_host = urlsplit(upstream).netloc
         self.error, self.message, self.status = error, message, status
@@ -45,7 +46,8 @@ class FaultProxy:
                 if self.command == proxy.method and proxy.pattern.search(self.path):
                     with proxy.lock:
                         proxy.matched += 1
-                        fail = proxy.matched > proxy.after
+                        fail = proxy.matched > proxy.after and (
+                            proxy.times is None or proxy.matched <= proxy.after + proxy.times)
                     if fail:
                         data = json.dumps({"message": proxy.message}).encode()
                         with proxy.lock:
