@@ -131,12 +131,13 @@ class OpenStackTarget:
         how = cloudtest.CloudBoot("config-drive", self.login_user, cloudtest.firmware_of(self.site.firmware), "virtio")
         cloudtest.boot_test(packed.primary_path, packed.format, how, log_path, timeout)
 
-    def _request(self, method: str, url: str, what: str, ok: tuple[int, ...] = (), **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, url: str, what: str, ok: tuple[int, ...] = (), where: str | None = None,
+                 **kwargs: Any) -> requests.Response:
         """A Glance call on the Keystone session (token added, renewed when it expires), its refusal checked
-        (statuses in `ok` are returned, not refused)."""
+        (statuses in `ok` are returned, not refused); an unreachable Glance is named by `where` (default `url`)."""
         if method in ("GET", "DELETE"):
             kwargs.update(status_code_retries=3, retriable_status_codes=list(RETRIED_STATUSES))
-        with keystone_errors(self.site, what, TargetError, "image", url):
+        with keystone_errors(self.site, what, TargetError, "image", where or url):
             headers = {"Accept": "application/json", **kwargs.pop("headers", {})}
             resp = self._keystone().request(url, method, raise_exc=False, timeout=(10, 300), headers=headers,
                                             **kwargs)
@@ -274,7 +275,8 @@ class OpenStackTarget:
 
     def delete(self, remote_id: str) -> None:
         """Delete the image; one Glance no longer has is already deleted."""
-        self._request("DELETE", f"{self._images()}/{remote_id}", "deleting the image", ok=(404,))
+        images = self._images()
+        self._request("DELETE", f"{images}/{remote_id}", "deleting the image", ok=(404,), where=images)
 
 
 def _sha512(path: Path) -> str:
