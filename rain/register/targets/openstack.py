@@ -252,12 +252,14 @@ class OpenStackTarget:
         wait_for(active, Deadline.after(self.site.timeout), 1.0, lambda status: TargetError(
             f"Glance image {image_id} still {status} after {self.site.timeout:.0f}s"))
 
-    def _import_running(self, images: str, image_id: str) -> bool:
-        """Whether one of the image's tasks is still pending or processing (a Glance older than API 2.12, which
-        lists no tasks per image, has none running as far as Rain can tell)."""
+    def _tasks(self, images: str, image_id: str) -> list[dict[str, Any]]:
+        """The image's tasks, as Glance lists them (none from a Glance older than API 2.12, which has no list)."""
         resp = self._request("GET", f"{images}/{image_id}/tasks", "reading the import task", ok=(404,))
-        tasks = resp.json().get("tasks", []) if resp.status_code == 200 else []
-        return any(t.get("status") in ("pending", "processing") for t in tasks)
+        return list(resp.json().get("tasks", [])) if resp.status_code == 200 else []
+
+    def _import_running(self, images: str, image_id: str) -> bool:
+        """Whether one of the image's tasks is still pending or processing."""
+        return any(t.get("status") in ("pending", "processing") for t in self._tasks(images, image_id))
 
     def _task_message(self, images: str, image_id: str, wait: float = TASK_MESSAGE_WAIT) -> str:
         """Why an import failed: the message of the image's last task (Glance keeps it there). Glance marks
@@ -265,9 +267,8 @@ class OpenStackTarget:
         messages: list[str] = []
 
         def recorded() -> bool:
-            resp = self._request("GET", f"{images}/{image_id}/tasks", "reading the import task", ok=(404,))
-            tasks = resp.json().get("tasks", []) if resp.status_code == 200 else []
-            messages[:] = [str(t.get("message")) for t in tasks if t.get("status") == "failure" and t.get("message")]
+            messages[:] = [str(t.get("message")) for t in self._tasks(images, image_id)
+                           if t.get("status") == "failure" and t.get("message")]
             return bool(messages)
 
         poll(recorded, Deadline.after(wait), 0.5)
