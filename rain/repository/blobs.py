@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import BinaryIO
 
 import gridfs
@@ -61,6 +62,10 @@ class BlobStore:
 
         out = Manifest("", size)
         held: set[str] = set()
+        # One batch is stored (a thread waiting on the database) while the next is read, hashed and cut:
+        # the database and this process each keep a core busy instead of taking turns.
+        writer = ThreadPoolExecutor(1, thread_name_prefix="rain-chunk-write")
+        storing: Future[int] | None = None
         try:
             for batch in batches(cut(src, size, seen)):
                 fresh: dict[str, bytes] = {}
@@ -71,11 +76,19 @@ class BlobStore:
                     if sha not in held:
                         fresh.setdefault(sha, piece)
                 if fresh:
-                    out.new_bytes += self.chunks.hold(holder, fresh)
-                    held.update(fresh)
+                    if storing is not None:
+                        out.new_bytes += storing.result()
+                    storing = writer.submit(self.chunks.hold, holder, fresh)
+                    held.update(fresh)  # the next batch takes none of these again, stored or on the way
+            if storing is not None:
+                out.new_bytes += storing.result()
         except BaseException:
+            if storing is not None:  # a hold still running would take references after the give-back
+                wait([storing])
             self.abandon(holder)  # all its holds name: the batches done and the one that failed
             raise
+        finally:
+            writer.shutdown()
         out.sha256 = digest.hexdigest()
         return out
 

@@ -124,6 +124,35 @@ def dead_pid() -> int:
     return proc.pid
 
 
+class FailingSource(io.BytesIO):
+    """A file whose disk fails after `good` bytes."""
+
+    def __init__(self, data: bytes, good: int) -> None:
+        super().__init__(data)
+        self.good = good
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.tell() >= self.good:
+            raise OSError(5, "Input/output error")
+        return super().read(n)
+
+
+def test_a_source_failing_while_a_batch_is_being_stored_leaves_only_what_was_there(settings):
+    """Batches are stored while the next is cut: a read error then must still give back every batch,
+    the one being stored included, and leave the catalog, the counts and the quota as they were."""
+    repo = open_store(settings, "admin")
+    base = payload(8 * MiB)
+    kept = put(repo, base, "kept")
+    before = stored_bytes(repo.db)
+    data = base + payload(40 * MiB)  # shares its first chunks with `kept`; several 8 MiB batches follow
+    with pytest.raises(OSError, match="Input/output error"):
+        repo.put(FailingSource(data, 36 * MiB), ImageMeta(name="broken"), len(data), sha(data))
+    assert [i.name for i in repo.list()] == ["kept"]
+    assert stored_bytes(repo.db) == before and repo.whoami().used_bytes == len(base)
+    assert_consistent(repo.db)
+    assert downloaded(repo, kept.id) == base
+
+
 def test_gc_gives_back_what_a_dead_upload_held_and_corrects_wrong_counts(settings):
     repo = open_store(settings, "admin")
     base = payload(8 * MiB)
