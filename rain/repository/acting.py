@@ -15,6 +15,9 @@ from rain.repository.listing import matches
 from rain.repository.models import ID_RE, SUMMARY_FIELDS, Image, ImageSummary, Role, Status, User, Visibility
 
 HOST = socket.gethostname()
+VISITOR = "(visitor)"
+"""Who the history names for what a web visitor who has not signed in did (downloads of public images):
+no user name can be this."""
 
 
 class Acting:
@@ -53,7 +56,7 @@ class Acting:
         return user
 
     def _log(self, action: str, image: dict[str, Any] | None = None, **detail: Any) -> None:
-        self.events.insert_one({"when": now(), "user": self.actor_name, "action": action,
+        self.events.insert_one({"when": now(), "user": self.actor_name or VISITOR, "action": action,
                                 "image_id": image["_id"] if image else None,
                                 "image_name": image.get("name") if image else None, "detail": detail})
 

@@ -20,7 +20,7 @@ from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from rain.errors import InvalidInput, NotFound, RainError
+from rain.errors import InvalidInput, NotFound, RainError, Unreachable
 from rain.repository.fields import SCHEMA_HINT, problem
 
 JSON_BODY_MAX = 4 << 20
@@ -61,15 +61,26 @@ Page = Callable[[Request, RainError], Response]
 """How the web catalog answers a refusal (rain.web.pages.error_page): a page, with the same status."""
 
 
+def for_people(path: str) -> bool:
+    """Whether a request's path is the web catalog's (its refusals are pages), not the API's or /healthz."""
+    return not path.startswith("/api/") and path != "/healthz"
+
+
+def refusal(request: Request, e: RainError, page: Page | None, headers: dict[str, str] | None = None) -> Response:
+    """The answer to a refused request: a page for the web catalog's paths (when `page` is given), else Error."""
+    if page is not None and for_people(request.url.path):
+        out = page(request, e)
+        out.headers.update(headers or {})
+        return out
+    return error_response(e, headers)
+
+
 def install(app: FastAPI, page: Page | None = None) -> None:
     """Answer every refusal in the Error shape (and keep the service's own failures 5xx); outside
     /api/ and /healthz, with `page` when given (the web catalog's pages answer people, not programs)."""
 
     def answer(request: Request, e: RainError, headers: dict[str, str] | None = None) -> Response:
-        path = request.url.path
-        if page is not None and not path.startswith("/api/") and path != "/healthz":
-            return page(request, e)
-        return error_response(e, headers)
+        return refusal(request, e, page, headers)
 
     @app.exception_handler(RainError)
     async def _rain_error(request: Request, e: RainError) -> Response:
@@ -105,13 +116,12 @@ def install(app: FastAPI, page: Page | None = None) -> None:
         return Response(status_code=499)
 
     @app.exception_handler(PyMongoError)
-    async def _db_down(request: Request, e: PyMongoError) -> JSONResponse:
-        return db_down(e)
+    async def _db_down(request: Request, e: PyMongoError) -> Response:
+        return answer(request, db_down(e))
 
 
-def db_down(e: PyMongoError) -> JSONResponse:
-    """503 naming the failure: the answer to any request the database failed (also where the app's
+def db_down(e: PyMongoError) -> Unreachable:
+    """503 naming the failure: the refusal of any request the database failed (also where the app's
     exception handlers do not reach, such as the authentication middleware)."""
-    return JSONResponse({"error": "unreachable", "message": f"the repository database failed: "
-                         f"{type(e).__name__}", "hint": "try again; tell the operator if it persists"},
-                        status_code=503)
+    return Unreachable(f"the repository database failed: {type(e).__name__}",
+                       hint="try again; tell the operator if it persists")

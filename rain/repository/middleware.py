@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 import anyio
 from pymongo.errors import PyMongoError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rain.errors import RainError, TooLarge
-from rain.repository.api_errors import COMMIT_BODY_MAX, JSON_BODY_MAX, db_down, error_response
+from rain.repository.api_errors import COMMIT_BODY_MAX, JSON_BODY_MAX, Page, db_down, error_response, refusal
 from rain.repository.models import User
 
 
@@ -37,7 +38,7 @@ class Authenticate:
                 await error_response(e)(scope, receive, send)
                 return
             except PyMongoError as e:  # the app's exception handlers do not reach a middleware
-                await db_down(e)(scope, receive, send)
+                await error_response(db_down(e))(scope, receive, send)
                 return
             scope.setdefault("state", {})["user"] = user
         await self.app(scope, receive, send)
@@ -47,10 +48,12 @@ class BodyLimit:
     """Refuse request bodies over `limit` bytes with 413, except on paths that stream (image uploads).
 
     The body is read here, up to the limit, and handed on whole: a client that sends
-    gigabytes of JSON, with or without a Content-Length, costs at most `limit` bytes."""
+    gigabytes of JSON, with or without a Content-Length, costs at most `limit` bytes.
+    A web catalog's form is refused with `page`, as its other refusals are."""
 
-    def __init__(self, app: ASGIApp, limit: int = JSON_BODY_MAX, streaming: str = "/api/v1/uploads/") -> None:
-        self.app, self.limit, self.streaming = app, limit, streaming
+    def __init__(self, app: ASGIApp, limit: int = JSON_BODY_MAX, streaming: str = "/api/v1/uploads/",
+                 page: Page | None = None) -> None:
+        self.app, self.limit, self.streaming, self.page = app, limit, streaming, page
 
     def _streams(self, path: str) -> bool:
         """An upload's bytes: the streamed body (/uploads/ID) and chunk batches (bounded where they are read)."""
@@ -85,7 +88,7 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         error = TooLarge(f"the request body is over the limit of {limit} bytes",
                          hint="send less; image bytes go to the upload URL, which has no such limit")
-        await error_response(error, {"Connection": "close"})(scope, receive, send)
+        await refusal(Request(scope), error, self.page, {"Connection": "close"})(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

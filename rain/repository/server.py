@@ -159,7 +159,7 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     from rain.web import pages  # the web catalog at /: its templates load only with the service
 
     install(app, pages.error_page)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, page=pages.error_page)
     public = {f"{API}/openapi.json", f"{API}/docs", f"{API}/docs/oauth2-redirect"}
     # added last, so outermost: a stranger's body is never read
     app.add_middleware(Authenticate, user_for_token=accounts.user_for_token, prefix=API + "/", public=public)

@@ -9,6 +9,7 @@ with a redirect (303), so reloading a page never posts it again.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -27,9 +28,10 @@ from starlette.concurrency import run_in_threadpool
 from rain import __version__
 from rain.config import parse_size
 from rain.errors import Forbidden, InvalidInput, NotFound, RainError, Unauthorized
+from rain.register.targets.base import TargetName
 from rain.repository.connect import health_problem, store_for
 from rain.repository.fields import LIST_MAX, problem
-from rain.repository.models import ImageChanges, ImageQuery, Role, User, UserStatus
+from rain.repository.models import ImageChanges, ImageQuery, Role, TokenInfo, User, UserStatus
 from rain.repository.ranges import download
 from rain.repository.store import Store
 from rain.sizes import human
@@ -45,6 +47,8 @@ SORTS = {"-created": "newest", "created": "oldest", "name": "name", "-size": "la
 ANCESTORS_MAX = 8
 FORM_FIELDS_MAX = 64
 DIGITS = re.compile(r"[0-9]{1,6}")
+STALE_TOKEN_FORM = ("No token was made: that form was sent before (a reload?) or the token list changed since. "
+                    "A new token is shown only once; revoke one you did not copy.")
 NOBODY = User(name="", role=Role.USER)
 """Who a visitor who has not signed in acts as: no image is theirs or shared with them."""
 
@@ -157,7 +161,7 @@ def router(db: Database, upload_grace: int) -> APIRouter:
             return "/?" + urlencode({**params, "page": str(page)})
         return _render("catalog.html.j2", request, s, images=shown, params=params, page=page_no, more=more,
                        newer=link(page_no - 1) if page_no > 1 else None, older=link(page_no + 1) if more else None,
-                       sorts=SORTS)
+                       sorts=SORTS, targets=[t.value for t in TargetName])
 
     # -- one image --------------------------------------------------------------------------------
 
@@ -276,22 +280,30 @@ def router(db: Database, upload_grace: int) -> APIRouter:
     @pages.get("/me", response_class=HTMLResponse)
     def me(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
         user = store(signed_in(s)).whoami()
-        return _render("me.html.j2", request, s, user=user, percent=_percent(user),
-                       tokens=store(s).list_tokens(user.name))
+        tokens = store(s).list_tokens(user.name)
+        return _render("me.html.j2", request, s, user=user, percent=_percent(user), tokens=tokens,
+                       seen=_token_list_state(tokens))
 
     @pages.post("/me/tokens", response_class=HTMLResponse)
-    async def new_token(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
+    async def new_token(request: Request, s: Session | None = Depends(session)) -> Response:
         s = signed_in(s)
         form = await _form(request, s)
         days = form.get("days", "").strip()
         if days and (not DIGITS.fullmatch(days) or not 1 <= int(days) <= 3660):
             raise InvalidInput(f"bad lifetime {days[:20]!r}", hint="give whole days from 1 to 3660, or none")
+        # the form names the token list it was shown with: the same form sent again (a reload of the page
+        # that showed the new token, a double click) finds the list changed and makes no second token
+        before = await run_in_threadpool(store(s).list_tokens, s.user.name)
+        if form.get("seen") != _token_list_state(before):
+            await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE), STALE_TOKEN_FORM)
+            return _back("/me")
         made = await run_in_threadpool(store(s).create_token, s.user.name, form.get("name", "")[:64],
                                        int(days) * 86400 if days else None)
         user = await run_in_threadpool(store(s).whoami)
         tokens = await run_in_threadpool(store(s).list_tokens, s.user.name)
         # shown this once, in this answer only: never in a URL, a redirect or the database
-        return _render("me.html.j2", request, s, user=user, percent=_percent(user), tokens=tokens, new_token=made)
+        return _render("me.html.j2", request, s, user=user, percent=_percent(user), tokens=tokens, new_token=made,
+                       seen=_token_list_state(tokens))
 
     @pages.post("/me/tokens/{token_id}/revoke")
     async def revoke_token(token_id: str, request: Request, s: Session | None = Depends(session)) -> Response:
@@ -340,6 +352,11 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         return _back("/admin")
 
     return pages
+
+
+def _token_list_state(tokens: list[TokenInfo]) -> str:
+    """The token list a page showed, in a few characters: what the token form sends back."""
+    return hashlib.sha256(",".join(sorted(t.id for t in tokens)).encode()).hexdigest()[:16]
 
 
 def _listed(value: Any) -> list[Any]:

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import html
+import http.client
+import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pymongo
 import pytest
 import requests
-from support.service import Service
+from support.service import Service, start_service
+from support.tcp_gate import TcpGate
 from support.web import Catalog, add_many, csrf_of, signed_in
 
 from rain.config import Settings
+from rain.register.targets.base import TargetName
 from rain.repository.connect import open_store
 from rain.repository.models import ImageQuery
 
@@ -23,14 +29,24 @@ pytestmark = [pytest.mark.integration]
 EVERY = ("alpha", "alice-private", "alice-shares", "bob-secret", "bob-public", "bob-shares")
 
 
+def seen_of(html: str) -> str:
+    found = re.search(r'name="seen" value="([^"]+)"', html)
+    assert found, "the token form names the token list it was shown with"
+    return found.group(1)
+
+
 def names_on(html: str) -> set[str]:
     """The image names the catalog's table lists (links to image pages), as the page source holds them."""
     return set(re.findall(r'class="image-link">([^<]+)</a>', html))
 
 
-def test_a_visitor_sees_public_images_only_and_a_private_one_is_not_found(service: Service, catalog: Catalog) -> None:
+def test_a_visitor_sees_public_images_only_and_a_private_one_is_not_found(service: Service, catalog: Catalog,
+                                                                         settings: Settings) -> None:
     home = requests.get(service.url + "/")
     assert home.status_code == 200 and names_on(home.text) == {"alpha", "bob-public"}
+    offered = re.search(r'<select name="registered".*?</select>', home.text, re.S)
+    assert offered and set(re.findall(r"<option>([a-z0-9]+)</option>", offered.group(0))) == \
+        {t.value for t in TargetName}, "the filter offers every target Rain registers on"
     for private in ("bob-secret", "alice-private", "bob-shares"):
         assert private not in home.text, "not in the page's source either"
     hidden = requests.get(f"{service.url}/images/{catalog.id('bob-secret')}")
@@ -41,6 +57,8 @@ def test_a_visitor_sees_public_images_only_and_a_private_one_is_not_found(servic
     assert requests.get(f"{service.url}/images/{catalog.id('bob-secret')}/download").status_code == 404
     public = requests.get(f"{service.url}/images/{catalog.id('alpha')}/download")
     assert public.content == catalog.data["alpha"], "a public image downloads without signing in"
+    downloads = [e.user for e in open_store(settings, "admin").history(catalog.id("alpha")) if e.action == "download"]
+    assert downloads == ["(visitor)"], "the owner's history names who downloaded: a visitor, not a blank"
     assert requests.get(service.url + "/nowhere").status_code == 404
     assert "<h1>Not found</h1>" in requests.get(service.url + "/nowhere").text, "a page, not JSON"
     api = requests.get(service.url + "/api/v1/nowhere", headers={"Authorization": f"Bearer {catalog.tokens['bob']}"})
@@ -216,11 +234,16 @@ def test_a_token_made_on_the_me_page_is_shown_once_works_and_can_be_revoked(
     alice = signed_in(service.url, catalog.tokens["alice"])
     me = alice.get(service.url + "/me")
     assert "of 1.0 GiB" in me.text, me.text
-    made = alice.post(service.url + "/me/tokens", data={"csrf": csrf_of(me.text), "name": "laptop", "days": "30"},
-                      headers={"Origin": service.url})
+    form = {"csrf": csrf_of(me.text), "seen": seen_of(me.text), "name": "laptop", "days": "30"}
+    made = alice.post(service.url + "/me/tokens", data=form, headers={"Origin": service.url})
     assert made.status_code == 200
     secret = re.search(r'<code id="new-token">([^<]+)</code>', made.text)
     assert secret
+    # a reload of that page sends the same form again: no second token, and the page says why
+    reloaded = alice.post(service.url + "/me/tokens", data=form, headers={"Origin": service.url})
+    assert reloaded.status_code == 200 and reloaded.url == service.url + "/me"
+    assert "No token was made" in reloaded.text and secret.group(1) not in reloaded.text
+    assert reloaded.text.count("<td>laptop</td>") == 1, "one token, not two"
     api = requests.get(service.url + "/api/v1/whoami", headers={"Authorization": f"Bearer {secret.group(1)}"})
     assert api.json()["name"] == "alice"
     again = alice.get(service.url + "/me")
@@ -273,3 +296,40 @@ def test_a_revoked_token_ends_its_sessions_and_a_suspended_user_cannot_sign_in(
                     headers={"Origin": service.url}).status_code == 403, "a token that is not ASCII: refused"
     for page in ("²", "0", "99999999"):
         assert odd.get(service.url + "/", params={"page": page}).status_code == 400, page
+
+
+def test_a_form_too_large_and_a_database_gone_are_pages_on_the_web_and_json_on_the_api(
+        rain_env: dict[str, str], catalog: Catalog, tmp_path: Path) -> None:
+    """A person gets a page for every refusal, the API's clients the Error JSON, also for the refusals made
+    before a route runs: a body over the limit (413) and a database that stopped answering (503)."""
+    uri = urlsplit(rain_env["RAIN_MONGO_URI"])
+    with TcpGate(uri.hostname or "127.0.0.1", uri.port or 27017) as gate:
+        through = uri._replace(netloc=uri.netloc.rsplit(":", 1)[0] + f":{gate.port}").geturl()
+        service = start_service({**rain_env, "RAIN_MONGO_URI": through, "RAIN_TIMEOUT": "2"}, tmp_path / "serve.log")
+        try:
+            assert "bob-public" in names_on(requests.get(service.url + "/", timeout=30).text)
+            for path in ("/signin", "/api/v1/images"):  # declared over the limit: refused before it is read
+                conn = http.client.HTTPConnection("127.0.0.1", int(urlsplit(service.url).port or 80), timeout=30)
+                conn.putrequest("POST", path)
+                conn.putheader("Content-Type", "application/x-www-form-urlencoded")
+                conn.putheader("Content-Length", str(8 << 20))
+                conn.putheader("Authorization", f"Bearer {catalog.tokens['alice']}")
+                conn.endheaders()
+                answer = conn.getresponse()
+                body = answer.read().decode()
+                conn.close()
+                assert answer.status == 413, (path, answer.status, body)
+                if path == "/signin":
+                    assert answer.getheader("Content-Type", "").startswith("text/html"), body
+                    assert "<h1>Too large</h1>" in body and "over the limit" in body
+                else:
+                    assert json.loads(body)["error"] == "too_large"
+            gate.close()  # the database goes away under the running service
+            page = requests.get(service.url + "/", timeout=30)
+            assert page.status_code == 503 and page.headers["Content-Type"].startswith("text/html"), page.text
+            assert "the repository database failed" in page.text and "try again" in page.text
+            api = requests.get(service.url + "/api/v1/images", timeout=30,
+                               headers={"Authorization": f"Bearer {catalog.tokens['alice']}"})
+            assert api.status_code == 503 and api.json()["error"] == "unreachable", api.text
+        finally:
+            service.stop()
