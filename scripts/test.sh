@@ -24,17 +24,20 @@ if (( $# > 0 )); then  # a developer's selection (-k, -x, a path): one run, as a
   exec "${pytest[@]}" tests "$@"
 fi
 # Two pytest runs side by side, which a 2-core machine has room for: the tests that
-# start no VM and build nothing (unit, the repository service, the web catalog: about
-# 10 minutes, mostly waiting on the database) run in the background while Keystone and
-# Glance install and then the tests that build and boot (TCG keeps a core busy, rarely
-# both) run in front. Each has its own temp dir; the background run's output follows.
-quick=(tests/unit tests/integration/repository tests/integration/web)
+# start no VM and build nothing (unit, the repository service and its commands, the web
+# catalog: about 13 minutes, mostly waiting on the database) run in the background while
+# Keystone and Glance install and then the tests that build and boot (TCG keeps a core
+# busy, rarely both) run in front. Each has its own temp dir; the background run's output
+# follows.
+quick=(tests/unit tests/integration/repository tests/integration/web tests/e2e/repository)
 quick_tmp=$(mktemp -d "$tmp/rain-tests-quick.XXXXXX")
 quick_log="$quick_tmp.log"
 echo "== pytest ${quick[*]} (in the background, its output below when done)"
-"${pytest[@]}" --basetemp="$quick_tmp/base" "${quick[@]}" > "$quick_log" 2>&1 &
+# in a process group of its own (setsid), so that if this script stops early (set-up failed, Ctrl-C) the
+# trap ends that pytest and what it started (services, database servers, VMs), not pytest alone
+setsid "${pytest[@]}" --basetemp="$quick_tmp/base" "${quick[@]}" > "$quick_log" 2>&1 &
 quick_pid=$!
-trap 'kill "$quick_pid" 2>/dev/null || true' EXIT
+trap 'kill -- -"$quick_pid" 2>/dev/null || true' EXIT
 bash scripts/setup-openstack.sh
 echo "== pytest tests, but for those"
 rest=0
