@@ -182,11 +182,13 @@ def seed_catalog(db, n: int) -> None:
     """n image records, one a minute up to now, in batches (not uploaded: no bytes behind them), and n
     history events."""
     rnd = random.Random(13)
+    vetted = random.Random(14)  # its own, so the other fields are seeded as before
     newest = datetime.now(UTC)
     batch = []
     for i in range(n):
         stamp = newest - timedelta(minutes=n - i)
         failed = rnd.random() < 0.01  # one in a hundred failed vetting for ec2; three in a hundred are on openstack
+        passed = not failed and vetted.random() < 0.02  # two in a hundred passed for hpc
         registered = [{"target": "openstack", "site": "", "remote_id": secrets.token_hex(8), "when": stamp,
                        "detail": {}, "by": "bench"}] if rnd.random() < 0.03 else []
         batch.append({
@@ -197,8 +199,10 @@ def seed_catalog(db, n: int) -> None:
             "status": "quarantined" if failed else "available",
             "visibility": "public" if rnd.random() < 0.1 else "private", "shared_with": [], "tags": [f"t{i % 50}"],
             "description": "", "created": stamp, "updated": stamp, "last_access": None, "access_count": 0,
-            "parent": None, "provenance": None, "vetting": {"ec2": {"verdict": "fail"}} if failed else {},
-            "quarantined": ["ec2"] if failed else [], "accepted_rules": {}, "registrations": registered})
+            "parent": None, "provenance": None,
+            "vetting": {"ec2": {"verdict": "fail"}} if failed else {"hpc": {"verdict": "pass"}} if passed else {},
+            "quarantined": ["ec2"] if failed else [], "verdict": "fail" if failed else "pass" if passed else "none",
+            "accepted_rules": {}, "registrations": registered})
         if len(batch) == 1000:
             db.images.insert_many(batch)
             batch = []
@@ -262,6 +266,7 @@ def web_catalog_rows(url: str, token: str, n: int) -> list[Row]:
                           {"search": "img 4242"}),
                          ("web catalog, first page, search 'img 42' (2% of images)", {"search": "img 42"}),
                          ("web catalog, first page, vetting failed (1% of images)", {"verdict": "fail"}),
+                         ("web catalog, first page, vetting passed (2% of images)", {"verdict": "pass"}),
                          ("web catalog, first page, registered on openstack (3%)", {"registered": "openstack"})):
         server_ms(params)  # one untimed
         times = [server_ms(params) for _ in range(20)]

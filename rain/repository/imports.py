@@ -20,7 +20,7 @@ from rain.errors import Conflict, InvalidInput
 from rain.repository.accounts import now
 from rain.repository.acting import HOST
 from rain.repository.gc import CollectorMixin
-from rain.repository.listing import name_words
+from rain.repository.listing import name_words, verdict_of
 from rain.repository.models import ID_RE, Image, Status
 
 
@@ -74,6 +74,7 @@ class ImportMixin(CollectorMixin):
             "description": image.description, "created": image.created, "updated": stamp, "last_access": None,
             "access_count": 0, "parent": image.parent, "provenance": image.provenance,
             "vetting": image.vetting, "quarantined": list(image.quarantined),
+            "verdict": verdict_of({"vetting": image.vetting, "quarantined": image.quarantined}),
             "accepted_rules": image.accepted_rules, "registrations": [],
             "origin": {"url": source, "pulled": stamp, "by": admin.name},
             "upload": {"host": HOST, "pid": os.getpid(), "heartbeat": stamp, "importer": admin.name, "source": source},

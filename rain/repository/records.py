@@ -26,6 +26,7 @@ from rain.errors import Forbidden, InvalidInput, NotFound
 from rain.repository.accounts import now, require_admin
 from rain.repository.acting import Acting, to_image
 from rain.repository.fields import SCHEMA_HINT, Document, TargetName, checked
+from rain.repository.listing import verdict_of
 from rain.repository.models import Image, Role, Status, User
 
 RULE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -58,10 +59,11 @@ def _judges(doc: dict[str, Any], user: User) -> bool:
 class RecordsMixin(Acting):
     def _update(self, image_id: str, update: dict[str, Any]) -> dict[str, Any]:
         doc = self._updated(image_id, update)
-        # status follows the quarantine list
-        status = str(Status.QUARANTINED if doc.get("quarantined") else Status.AVAILABLE)
-        if doc["status"] != status:
-            doc = self._updated(image_id, {"$set": {"status": status}})
+        # status and verdict follow the vetting reports and the quarantine list
+        follows = {"status": str(Status.QUARANTINED if doc.get("quarantined") else Status.AVAILABLE),
+                   "verdict": verdict_of(doc)}
+        if any(doc.get(k) != v for k, v in follows.items()):
+            doc = self._updated(image_id, {"$set": follows})
         return doc
 
     def set_vetting(self, image_id: str, target: str, report: dict[str, Any]) -> Image:

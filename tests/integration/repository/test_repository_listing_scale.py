@@ -21,7 +21,7 @@ from pymongo import monitoring
 from rain.config import Settings
 from rain.errors import NotFound
 from rain.repository.connect import open_database, open_store
-from rain.repository.listing import name_words, words_of
+from rain.repository.listing import name_words, verdict_of, words_of
 from rain.repository.models import ImageQuery
 from rain.repository.store import Store
 
@@ -63,6 +63,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory, embedded_mongo: Any) -> Se
     for name in USERS:
         admin.add_user(name)
     rnd = random.Random(7)
+    vetted = random.Random(8)  # its own: the other fields stay as they were seeded before
     newest = datetime.now(UTC)
     docs = []
     for i in range(IMAGES):
@@ -80,8 +81,10 @@ def catalog(tmp_path_factory: pytest.TempPathFactory, embedded_mongo: Any) -> Se
             "shared_with": [rnd.choice(USERS)] if rnd.random() < 0.05 else [], "tags": [f"t{i % 40}"],
             "description": "", "created": when, "updated": when, "last_access": None, "access_count": 0,
             "parent": None, "provenance": None, "vetting": {"ec2": {"verdict": "fail"}} if status == "quarantined"
-            else {}, "quarantined": ["ec2"] if status == "quarantined" else [], "accepted_rules": {},
+            else {"hpc": {"verdict": "pass"}} if vetted.random() < 0.02 else {},
+            "quarantined": ["ec2"] if status == "quarantined" else [], "accepted_rules": {},
             "registrations": registered if rnd.random() < 0.03 else []})
+        docs[-1]["verdict"] = verdict_of(docs[-1])
     db = open_database(settings)
     db.images.insert_many(docs)
     # and as many history events: one per upload, download, share... of those images, by those users
@@ -126,6 +129,8 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
             filt[key] = getattr(q, field)
     if q.verdict == "fail":
         filt["quarantined.0"] = {"$exists": True}
+    elif q.verdict == "pass":
+        filt["quarantined.0"], filt["vetting"] = {"$exists": False}, {"$ne": {}}
     if q.search:
         filt["name_words"] = {"$all": words_of(q.search)}
     key = q.sort.lstrip("-+")
@@ -142,11 +147,12 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
     ("user3", ImageQuery(name="img-42")),
     ("admin", ImageQuery(sort="name", limit=30)),
     ("user3", ImageQuery(verdict="fail")),
+    ("user3", ImageQuery(verdict="pass")),
     ("user3", ImageQuery(registered="openstack", limit=20)),
     ("user3", ImageQuery(search="img 42")),
     ("admin", ImageQuery(search="IMG-42", os_family="rocky")),
 ], ids=["admin-newest", "user-newest", "user-family", "user-tag", "user-owner-page", "user-name", "admin-by-name",
-        "user-vetting-failed", "user-registered", "user-search", "admin-search-family"])
+        "user-vetting-failed", "user-vetting-passed", "user-registered", "user-search", "admin-search-family"])
 def test_listing_a_large_catalog_reads_indexes_and_matches_the_servers_answer(catalog, user, query):
     store, finds, client = watched(catalog, user)
     with client:
@@ -266,3 +272,30 @@ def test_checking_the_database_reads_one_record_of_a_large_catalog(catalog):
         assert health_problem(client[catalog.mongo_db]) is None
         assert finds.filters, "the health check reads the catalog"
         assert examined_by(client[catalog.mongo_db].images, finds) <= 1
+
+
+def test_records_from_before_the_verdict_field_get_it_when_the_repository_is_next_opened(settings: Settings) -> None:
+    """A database written by an earlier Rain has no `verdict` on its records; the next open fills it in
+    (once: a mark in rain_meta), so `list --verdict pass` finds the images vetted then."""
+    open_store(settings, "admin").add_user("alice")
+    db = open_database(settings)
+    when = datetime.now(UTC)
+    old = {"name": "old", "name_words": name_words("old"), "owner": "alice", "os": {"family": "debian",
+           "release": "12", "arch": "x86_64"}, "format": "tar.zst", "size": 1, "sha256": "0" * 64,
+           "visibility": "private", "shared_with": [], "tags": [], "description": "", "updated": when,
+           "last_access": None, "access_count": 0, "parent": None, "provenance": None, "accepted_rules": {},
+           "registrations": []}
+    db.images.insert_many([
+        {**old, "_id": "aaaaaaaaaaa1", "created": when, "status": "available", "vetting": {"hpc": {"verdict": "pass"}},
+         "quarantined": []},
+        {**old, "_id": "aaaaaaaaaaa2", "created": when, "status": "quarantined",
+         "vetting": {"ec2": {"verdict": "fail"}}, "quarantined": ["ec2"]},
+        {**old, "_id": "aaaaaaaaaaa3", "created": when, "status": "available", "vetting": {}, "quarantined": []}])
+    db.rain_meta.delete_one({"_id": "verdict"})  # as a database from before the field has none
+    alice = open_store(settings, "alice")
+    assert {d["_id"]: d["verdict"] for d in db.images.find({}, {"verdict": 1})} == {
+        "aaaaaaaaaaa1": "pass", "aaaaaaaaaaa2": "fail", "aaaaaaaaaaa3": "none"}
+    assert db.rain_meta.find_one({"_id": "verdict"}) is not None, "marked: the next open reads no record for it"
+    assert [i.id for i in alice.list(ImageQuery(verdict="pass"))] == ["aaaaaaaaaaa1"]
+    assert [i.id for i in alice.list(ImageQuery(verdict="fail"))] == ["aaaaaaaaaaa2"]
+    assert [i.id for i in alice.list(ImageQuery(verdict="none"))] == ["aaaaaaaaaaa3"]
