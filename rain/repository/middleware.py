@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rain.errors import RainError, TooLarge
-from rain.repository.api_errors import COMMIT_BODY_MAX, JSON_BODY_MAX, Page, db_down, error_response, refusal
+from rain.repository.api_errors import (
+    COMMIT_BODY_MAX,
+    JSON_BODY_MAX,
+    Page,
+    db_down,
+    error_response,
+    for_people,
+    refusal,
+)
 from rain.repository.models import User
 
 
@@ -87,7 +95,8 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         error = TooLarge(f"the request body is over the limit of {limit} bytes",
-                         hint="send less; image bytes go to the upload URL, which has no such limit")
+                         hint="shorten what the form sends" if self.page and for_people(scope["path"]) else
+                         "send less; image bytes go to the upload URL, which has no such limit")
         await refusal(Request(scope), error, self.page, {"Connection": "close"})(scope, receive, send)
 
 

@@ -4,7 +4,9 @@ A page reads through a Store acting as the signed-in user (or, for a visitor, as
 only), so it sees exactly what the API and the CLI would show that user. Refusals are pages with the
 API's status: an image you may not read is 404, as one that does not exist. Every form posts back its
 session's CSRF token and must come from this origin (sessions.check_form); a changing form answers
-with a redirect (303), so reloading a page never posts it again.
+with a redirect (303), so reloading a page never posts it again; the one exception, the new-token form,
+answers with the token (shown once, never in a URL), and carries the token list it was shown with, so
+that the same form sent again makes nothing.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         if days and (not DIGITS.fullmatch(days) or not 1 <= int(days) <= 3660):
             raise InvalidInput(f"bad lifetime {days[:20]!r}", hint="give whole days from 1 to 3660, or none")
         # the form names the token list it was shown with: the same form sent again (a reload of the page
-        # that showed the new token, a double click) finds the list changed and makes no second token
+        # that showed the new token) finds the list changed and makes no second token
         before = await run_in_threadpool(store(s).list_tokens, s.user.name)
         if form.get("seen") != _token_list_state(before):
             await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE), STALE_TOKEN_FORM)

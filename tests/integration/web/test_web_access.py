@@ -321,7 +321,7 @@ def test_a_form_too_large_and_a_database_gone_are_pages_on_the_web_and_json_on_t
                 assert answer.status == 413, (path, answer.status, body)
                 if path == "/signin":
                     assert answer.getheader("Content-Type", "").startswith("text/html"), body
-                    assert "<h1>Too large</h1>" in body and "over the limit" in body
+                    assert "<h1>Too large</h1>" in body and "over the limit" in body and "shorten" in body
                 else:
                     assert json.loads(body)["error"] == "too_large"
             gate.close()  # the database goes away under the running service
