@@ -267,6 +267,7 @@ def web_catalog_rows(url: str, token: str, n: int) -> list[Row]:
                          ("web catalog, first page, search 'img 42' (2% of images)", {"search": "img 42"}),
                          ("web catalog, first page, vetting failed (1% of images)", {"verdict": "fail"}),
                          ("web catalog, first page, vetting passed (2% of images)", {"verdict": "pass"}),
+                         ("web catalog, first page, private images only", {"visibility": "private"}),
                          ("web catalog, first page, registered on openstack (3%)", {"registered": "openstack"})):
         server_ms(params)  # one untimed
         times = [server_ms(params) for _ in range(20)]

@@ -90,25 +90,47 @@ def page(images: Collection, branches: list[dict[str, Any]], filt: dict[str, Any
     only asked for an indexed equality and a range of `created`: the embedded server scans the whole
     collection for any query with a condition its index does not hold. The rest is checked here.
     `shown`: the fields of the records returned (None: whole)."""
-    drivers = [{f: _driving(filt[f])} for f in DRIVERS if _driving(filt.get(f))][:1] or branches
-    drivers = [narrowed(d, filt) for d in drivers]
+    # a branch the filter rules out reads nothing (a user's `--visibility private` and the public branch)
+    branches = [b for b in branches if not _contradicts(b, filt)]
+    if not branches:
+        return []
+    by_filter = [{f: _driving(filt[f])} for f in DRIVERS if _driving(filt.get(f))][:1]
+    drivers = [narrowed(d, filt) for d in by_filter or branches]
 
     def wanted(doc: dict[str, Any]) -> bool:
+        if "name_words" in filt and "name_words" not in doc:  # read as the name: a tenth of the bytes
+            doc = {**doc, "name_words": name_words(doc.get("name", ""))}
         return matches(doc, filt) and any(matches(doc, b) for b in branches)
     want = skip + limit
     deciding = {"_id", "created", key, *(p.split(".")[0] for c in [filt, *branches] for p in c)}
-    if key == "created" and descending:
+    if "name_words" in deciding:
+        deciding = deciding - {"name_words"} | {"name"}
+    if key == "created" and descending and not (by_filter and shown is not None):
         # the records as shown, from the slices themselves: they read little more than the page, and
         # one more query for the page's records by `_id` cost the embedded server more than the slices did
         shape = repr((sorted(filt.items()), branches))
         fields = None if shown is None else deciding | set(shown)
         return newest_first(images, drivers, fields, wanted, want, now, shape=shape)[skip:want]
-    # the candidates are read with only the fields that decide (a record's provenance can be large)
-    docs = _sorted([d for d in _union(images, drivers, deciding) if wanted(d)], key, descending)
+    if key == "created" and descending:
+        # a filter drives: most records read are another user's, or fail another condition. They are read
+        # with only the fields that decide, and the page's by `_id` (at 100,000 images, a search matching
+        # 2% took 145 ms of a user's catalog page, 8 in 10 of them decoding whole records)
+        docs = newest_first(images, drivers, deciding, wanted, want, now, shape=repr((sorted(filt.items()), branches)))
+    else:  # the candidates are read with only the fields that decide (a record's provenance can be large)
+        docs = _sorted([d for d in _union(images, drivers, deciding) if wanted(d)], key, descending)
     ids = [d["_id"] for d in docs[skip:want]]
     projection = dict.fromkeys(shown, 1) if shown is not None else None
     whole = {d["_id"]: d for d in images.find({"_id": {"$in": ids}}, projection)} if ids else {}
     return [whole[i] for i in ids if i in whole]  # one removed meanwhile is left out
+
+
+SCALARS = ("owner", "visibility")
+"""The access rule's fields that hold one value (`shared_with` holds several): a branch's equality on one
+and the filter's on the same field with another value cannot both hold."""
+
+
+def _contradicts(branch: dict[str, Any], filt: dict[str, Any]) -> bool:
+    return any(f in SCALARS and isinstance(filt.get(f), str) and filt[f] != v for f, v in branch.items())
 
 
 def _driving(cond: Any) -> str | None:

@@ -124,7 +124,7 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
     if user != "admin":
         filt["$or"] = [{"owner": user}, {"visibility": "public"}, {"shared_with": user}]
     for field, key in (("os_family", "os.family"), ("tag", "tags"), ("owner", "owner"), ("name", "name"),
-                       ("registered", "registrations.target")):
+                       ("registered", "registrations.target"), ("visibility", "visibility")):
         if getattr(q, field):
             filt[key] = getattr(q, field)
     if q.verdict == "fail":
@@ -148,11 +148,13 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
     ("admin", ImageQuery(sort="name", limit=30)),
     ("user3", ImageQuery(verdict="fail")),
     ("user3", ImageQuery(verdict="pass")),
+    ("user3", ImageQuery(visibility="private")),
     ("user3", ImageQuery(registered="openstack", limit=20)),
     ("user3", ImageQuery(search="img 42")),
     ("admin", ImageQuery(search="IMG-42", os_family="rocky")),
 ], ids=["admin-newest", "user-newest", "user-family", "user-tag", "user-owner-page", "user-name", "admin-by-name",
-        "user-vetting-failed", "user-vetting-passed", "user-registered", "user-search", "admin-search-family"])
+        "user-vetting-failed", "user-vetting-passed", "user-private", "user-registered", "user-search",
+        "admin-search-family"])
 def test_listing_a_large_catalog_reads_indexes_and_matches_the_servers_answer(catalog, user, query):
     store, finds, client = watched(catalog, user)
     with client:
@@ -161,6 +163,9 @@ def test_listing_a_large_catalog_reads_indexes_and_matches_the_servers_answer(ca
         assert got, "the seeded catalog has matches for every query here"
         examined = examined_by(client[catalog.mongo_db].images, finds,
                                indexed=query.sort.lstrip("-+") == "created")
+    if query.visibility == "private":
+        assert not any(f.get("visibility") == "public" for f in finds.filters), \
+            "the public branch holds no private image: it is not read"
     if query.sort.lstrip("-+") == "created":
         # the newest-first page is read from the newest slices of `created`, not from the whole catalog
         assert examined < IMAGES / 4, f"{examined} documents read for {query.limit} results"
