@@ -17,8 +17,8 @@ import pymongo
 import pytest
 import requests
 from support.service import Service, start_service
-from support.tcp_gate import TcpGate
 from support.web import Catalog, add_many, csrf_of, signed_in
+from support.wire import Relay
 
 from rain.config import Settings
 from rain.register.targets.base import TargetName
@@ -303,7 +303,7 @@ def test_a_form_too_large_and_a_database_gone_are_pages_on_the_web_and_json_on_t
     """A person gets a page for every refusal, the API's clients the Error JSON, also for the refusals made
     before a route runs: a body over the limit (413) and a database that stopped answering (503)."""
     uri = urlsplit(rain_env["RAIN_MONGO_URI"])
-    with TcpGate(uri.hostname or "127.0.0.1", uri.port or 27017) as gate:
+    with Relay(uri.hostname or "127.0.0.1", uri.port or 27017) as gate:
         through = uri._replace(netloc=uri.netloc.rsplit(":", 1)[0] + f":{gate.port}").geturl()
         service = start_service({**rain_env, "RAIN_MONGO_URI": through, "RAIN_TIMEOUT": "2"}, tmp_path / "serve.log")
         try:
