@@ -29,7 +29,7 @@ fi
 # Keystone and Glance install and then the tests that build and boot (TCG keeps a core
 # busy, rarely both) run in front. Each has its own temp dir; the background run's output
 # follows.
-quick=(tests/unit tests/integration/repository tests/integration/web tests/e2e/repository)
+quick=(tests/unit tests/integration/repository tests/integration/web)
 quick_tmp=$(mktemp -d "$tmp/rain-tests-quick.XXXXXX")
 quick_log="$quick_tmp.log"
 echo "== pytest ${quick[*]} (in the background, its output below when done)"
