@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from rain.cli import builder, cache, common, config, generate, images, launch, register, repo, users
+from rain.cli import builder, cache, common, config, generate, images, instances, launch, register, repo, users
 from rain.cli.failures import known_failure
 from rain.cli.untrusted import markup
 from rain.cli.usage import is_usage_error, usage_error
@@ -37,7 +37,7 @@ def _global(
     common.configure(repo_url=repo, token=token, debug=debug or None)
 
 
-for group in (images, users, repo, config, generate, cache, builder, register, launch):
+for group in (images, users, repo, config, generate, cache, builder, register, launch, instances):
     group.register(app)
 
 

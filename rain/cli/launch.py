@@ -12,21 +12,21 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import typer
 
 from rain.cli import render
-from rain.cli.common import console, err_console, interrupted_as, json_flag, open_repo, print_json, settings
+from rain.cli.common import err_console, interrupted_as, open_repo, settings
 from rain.cli.images import fetch_image
-from rain.cli.untrusted import checked_id, markup, plain
-from rain.errors import Forbidden, InvalidInput, NotFound, QuotaExceeded, RainError, TargetError
+from rain.cli.instances import forget, logs_root, release_leftovers
+from rain.cli.untrusted import checked_id, markup
+from rain.errors import InvalidInput, QuotaExceeded, TargetError
 from rain.launch import records
 from rain.repository.acting import HOST
 from rain.repository.base import Repository
-from rain.repository.models import ID_RE, Image, Launch, Role
+from rain.repository.models import ID_RE, Image, Launch
 
 if TYPE_CHECKING:
     from rain.host.ssh import KeyPair
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from rain.launch.local import LocalSite
 
 commands = typer.Typer()
-instances_app = typer.Typer(help="Machines you launched: list them, stop them.", no_args_is_help=True)
 
 DISK_FORMATS = ("qcow2", "raw")
 DEFAULT_USERS = {"debian": "debian", "ubuntu": "ubuntu", "rocky": "rocky", "alma": "almalinux",
@@ -115,7 +114,7 @@ def launch(
     def progress(line: str) -> None:
         err_console.print(markup(line))
 
-    _release_expired(repo, progress)
+    release_leftovers(repo, progress)
     _check_cap(repo, count, int(s.launch_max_machines))
     key = KeyPair.generate(f"rain-launch@{image.id}")
 
@@ -159,7 +158,7 @@ def launch(
                     progress(f"warning: launch {record.id}'s machines may still run ({unreleased}); "
                              f"`fg-image instances stop {record.id}` releases them")
                 else:
-                    _forget(repo, record.id, progress)
+                    forget(repo, record.id, progress)
     if not getattr(site, "unreleased", ""):
         progress(f"released {count} machine(s)")
     raise typer.Exit(status)
@@ -218,26 +217,9 @@ def _on_this_host(site: LocalSite, count: int, memory: int, accel: str) -> Local
 
 
 def _cloud_site(target: str, site_name: str | None, user: str | None, size: str | None) -> CloudSite:
-    """The target's site in the targets file, as a launch site (its settings checked, its secret read)."""
-    from rain.register.seeds import username
-    from rain.register.targets.sites import open_target
+    from rain.launch.cloud import open_site
 
-    cloud, name = open_target(settings(), target, site_name)
-    login = username(user or cloud.login_user)
-    site = cloud.site  # type: ignore[attr-defined]
-    if target == "openstack":
-        from rain.launch.openstack import OpenStackLaunch
-
-        return OpenStackLaunch(site, name, login, size)
-    if target == "opennebula":
-        from rain.launch.opennebula import OpenNebulaLaunch
-
-        return OpenNebulaLaunch(site, name, login, size)
-    if target == "ec2":
-        from rain.launch.ec2 import Ec2Launch
-
-        return Ec2Launch(cloud, name, login, size)  # type: ignore[arg-type]
-    raise InvalidInput(f"launch on {target!r} is not available", hint="use --target " + " or ".join(LAUNCH_TARGETS))
+    return open_site(settings(), target, site_name, user, size)
 
 
 @contextlib.contextmanager
@@ -321,26 +303,11 @@ def _check_cap(repo: Repository, count: int, cap: int) -> None:
                                                         "launch_max_machines in your settings")
 
 
-def _forget(repo: Repository, launch_id: str, progress: Callable[[str], None]) -> None:
-    """Drop a released launch's record; a failure to do so is a warning, not the launch's outcome."""
-    try:
-        repo.remove_launch(launch_id)
-    except NotFound:
-        pass
-    except RainError as e:
-        progress(f"warning: launch {launch_id}'s record stays ({e.message}); `fg-image instances stop "
-                 f"{launch_id}` drops it")
-
-
 def _log_dir() -> Path:
     """DATA_DIR/launch/logs/DATE-TIME-XXXXXXXX: this launch's console logs, kept if it fails."""
-    root = _logs_root()
+    root = logs_root()
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
-
-
-def _logs_root() -> Path:
-    return settings().data_path / "launch" / "logs"
 
 
 def _out(data: bytes) -> None:
@@ -360,105 +327,5 @@ def _cached_disk(repo: Repository, image: Image) -> Path:
     return disk
 
 
-# -- instances ---------------------------------------------------------------------------------
-
-
-@instances_app.command("list")
-def instances_list(
-    everyone: bool = typer.Option(False, "--all", help="everyone's (administrators)"),
-    as_json: bool = json_flag(),
-) -> None:
-    """Launches with machines on any target: who, which image, where, since when, until when."""
-    launches = open_repo().launches(everyone)
-    if as_json:
-        print_json([launch.model_dump(mode="json") for launch in launches])
-        return
-    if not launches:
-        console.print("no machines launched")
-        return
-    table = render.table("id", "owner", "image", "target", "machines", "state", "since", "until")
-    for launch in launches:
-        table.add_row(plain(launch.id), plain(launch.owner), plain(launch.image), plain(launch.target),
-                      str(len(launch.machines)), _state(launch), render.when(launch.started),
-                      render.when(launch.expires))
-    console.print(table)
-
-
-@instances_app.command("stop")
-def instances_stop(
-    launch_id: str = typer.Argument(None, help="id of the launch (see `fg-image instances list`)"),
-    everything: bool = typer.Option(False, "--all", help="every launch of yours"),
-) -> None:
-    """Release a launch's machines and drop its record."""
-    if (launch_id is None) == (not everything):
-        raise InvalidInput("give a launch id or --all, not both" if launch_id else "give a launch id or --all",
-                           hint="see `fg-image instances list`")
-    repo = open_repo()
-    me = repo.whoami().name
-    if everything:
-        targets = [launch for launch in repo.launches() if launch.owner == me]
-    else:
-        if not ID_RE.match(launch_id):
-            raise InvalidInput(f"bad launch id {launch_id[:40]!r}", hint="ids are 12 hex digits; see "
-                               "`fg-image instances list`")
-        targets = [launch for launch in repo.launches(repo.whoami().role == Role.ADMIN) if launch.id == launch_id]
-        if not targets:
-            raise NotFound(f"no launch {launch_id}", hint="see `fg-image instances list`")
-    for launch in targets:
-        if launch.target in records.LOCAL_TARGETS and launch.host != HOST:
-            if not everything:
-                raise InvalidInput(f"launch {launch.id} runs on host {launch.host}", hint="stop it there")
-            err_console.print(f"skipped launch {markup(launch.id)}: it runs on host {markup(launch.host)}")
-            continue
-        if launch.target not in records.LOCAL_TARGETS and launch.owner != me:
-            raise Forbidden(f"launch {launch.id} is {launch.owner}'s, on {launch.target}: only their credentials "
-                            "reach its machines",
-                            hint=f"ask {launch.owner} to run `fg-image instances stop {launch.id}`")
-        try:
-            killed = _release(repo, launch)
-        except RainError as e:
-            if not everything:
-                raise
-            err_console.print(f"warning: launch {markup(launch.id)} stays: {markup(e.message)}")
-            continue
-        err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")
-
-
-def _release(repo: Repository, launch: Launch) -> int:
-    """Release a launch's machines (on this host, or through its cloud's API) and drop its record; how many
-    machines were running."""
-    killed = records.release(launch, _logs_root())
-    if launch.target in LAUNCH_TARGETS and launch.target not in records.LOCAL_TARGETS:
-        killed += _cloud_site(launch.target, launch.site, None, None).release(launch)
-    repo.remove_launch(launch.id)
-    return killed
-
-
-def _release_expired(repo: Repository, progress: Callable[[str], None]) -> None:
-    """The launch_lifetime on every target: this user's launches past their time are released now (a local
-    machine's own `timeout` has ended it already; a cloud's runs until Rain deletes it)."""
-    me, now = repo.whoami().name, datetime.now(UTC)
-    for launch in repo.launches():
-        if launch.owner != me or launch.expires is None or launch.expires > now or \
-                (launch.target in records.LOCAL_TARGETS and launch.host != HOST):
-            continue
-        try:
-            killed = _release(repo, launch)
-        except RainError as e:
-            progress(f"warning: launch {launch.id}'s lifetime has ended but it could not be released: {e.message}")
-            continue
-        progress(f"released launch {launch.id}: its lifetime ended {render.when(launch.expires)} "
-                 f"({killed} machine(s) were running)")
-
-
-def _state(launch: Launch) -> str:
-    """qemu: how many of its machines run here; a cloud's: what the record says (Rain does not ask the cloud)."""
-    if launch.target not in records.LOCAL_TARGETS or launch.host != HOST:
-        return "elsewhere" if launch.target in records.LOCAL_TARGETS else "recorded"
-    alive = records.alive(launch)
-    return "running" if alive == len(launch.machines) else f"{alive} running" if alive else "gone"
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(commands)
-    app.add_typer(instances_app, name="instances")

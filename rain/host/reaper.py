@@ -6,6 +6,7 @@ chance, so whatever must not outlive Rain is *tracked* here:
 
     reaper.track_pid(qemu.pid)        # killed (with its process group)
     reaper.track_path(workdir)        # mounts under it unmounted, then removed
+    reaper.track_command(argv, env)   # run, for what only Rain can undo (a cloud's machines)
     ...
     reaper.untrack_pid(qemu.pid)      # Rain ended it itself
 
@@ -17,6 +18,7 @@ the watcher undoes whatever is still tracked and exits.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -45,6 +47,19 @@ def track_path(path: Path | str) -> None:
 
 def untrack_path(path: Path | str) -> None:
     _send(f"-path {os.path.abspath(path)}", start=False)
+
+
+def track_command(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run argv (with env added to this process's environment) once this process is gone, after its
+    tracked processes are killed and before its paths are removed; at most COMMAND_TIMEOUT seconds."""
+    _send("+run " + json.dumps([argv, env or {}]))
+
+
+def untrack_command(argv: list[str], env: dict[str, str] | None = None) -> None:
+    _send("-run " + json.dumps([argv, env or {}]), start=False)
+
+
+COMMAND_TIMEOUT = 600
 
 
 def _send(line: str, start: bool = True) -> None:
@@ -100,10 +115,20 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _run(order: str) -> None:
+    try:
+        argv, env = json.loads(order)
+        subprocess.run(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT, check=False)
+    except (ValueError, TypeError, OSError, subprocess.SubprocessError):
+        pass  # what it would have undone stays for the next run of the same command
+
+
 def watch() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pids: set[int] = set()
     paths: set[str] = set()
+    commands: dict[str, None] = {}  # in the order given
     for raw in sys.stdin.buffer:
         op, _, arg = raw.decode(errors="replace").rstrip("\n").partition(" ")
         if op == "+pid":
@@ -114,10 +139,16 @@ def watch() -> None:
             paths.add(arg)
         elif op == "-path":
             paths.discard(arg)
+        elif op == "+run":
+            commands[arg] = None
+        elif op == "-run":
+            commands.pop(arg, None)
     for pid in pids:  # processes first: they may hold files and mounts under the paths
         _kill(pid)
     if pids:
         time.sleep(0.5)
+    for order in commands:
+        _run(order)
     for path in sorted(paths, key=len, reverse=True):
         _remove(path)
 

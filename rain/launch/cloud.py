@@ -9,6 +9,13 @@ not trusted to name machines: only machines named and tagged with the record's T
 (`started`), then waits until each lets the user in over SSH with the host key Rain made for it (the
 cloud hands it to the machine's cloud-init). Leaving the block releases them all, also on failure and
 Ctrl-C, unless the fleet is kept (--detach).
+
+A SIGKILLed fg-image gets no chance to release them. So before it creates anything a launch takes a
+lease (rain/clouds/leases.py, in DATA_DIR/launch/leases) naming its target, site, TAG, each machine as it
+is made and the record once there is one, and asks Rain's watcher (rain/host/reaper.py) to run
+`fg-image instances reap` (`reap` here) as soon as this process is gone: that releases what a stale lease
+names, with the same settings and credentials, and drops the record. Should that fail (the cloud down),
+the next launch and `fg-image instances reap` try again.
 """
 
 from __future__ import annotations
@@ -16,27 +23,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
+from rain.clouds.leases import Lease, Leases
+from rain.config import Settings
 from rain.errors import InvalidInput, RainError, one_line
+from rain.host import reaper
 from rain.host.ssh import KeyPair
 from rain.launch.fleet import Fleet, Machine, check_count, drop_work, keep_work, work_dir
 from rain.register import seeds, vm
-from rain.repository.models import Launch
+from rain.repository.models import ID_RE, Launch
 from rain.waiting import Deadline
 
 log = logging.getLogger(__name__)
 
 TAG_RE = re.compile(r"^[0-9a-f]{8}$")
 META = "rain-launch"
+CLOUDS = ("openstack", "opennebula", "ec2")
+REAP = [sys.executable, "-m", "rain.cli", "instances", "reap"]
+"""What the watcher runs once a launching fg-image is gone (its lease left behind)."""
 
 
 class CloudSite:
     """A cloud's machines that let `user` in with the launch's key. Subclasses make the calls."""
+
+    target: ClassVar[str]
+    """The target's name (openstack, opennebula, ec2)."""
 
     cloud: ClassVar[str]
     """What one machine is called in messages ("OpenStack server", "OpenNebula VM", "EC2 instance")."""
@@ -48,6 +65,11 @@ class CloudSite:
         self.site_name, self.user, self.ssh_port, self.size = site_name, user, ssh_port, size
         self.unreleased = ""
         """Why leaving `machines` could not release them (then the launch's record must stay)."""
+        self.leases: Leases | None = None
+        """Where a launch takes its lease (open_site sets it); None: none is taken, nothing is reaped."""
+        self.reap_env: dict[str, str] = {}
+        """What the watcher's `fg-image instances reap` needs besides this process's environment (the
+        repository flags this fg-image was given)."""
 
     def check(self, count: int) -> None:
         check_count(count)
@@ -65,11 +87,17 @@ class CloudSite:
         made: list[str] = []
         kept = False
         work = work_dir()
+        lease = self._lease(tag)
 
         def keep() -> None:
             nonlocal kept
             keep_work(work)
+            self._let_go(lease)  # recorded, and the user's now: `instances stop` releases them
             kept = True
+
+        def recorded(launch_id: str) -> None:
+            if lease is not None:
+                lease.record(launch=launch_id)
 
         try:
             start = time.monotonic()
@@ -79,13 +107,15 @@ class CloudSite:
             host_keys = [KeyPair.generate(f"rain-host@{name}") for name in names]
             for name, host_key in zip(names, host_keys, strict=True):
                 made.append(self._create(name, image_ref, tag, key, host_key))
+                if lease is not None:
+                    lease.record(**{name: made[-1]})
                 report(f"{name}: created ({self.cloud} {made[-1]})")
             machines = []
             for name, remote_id, host_key in zip(names, made, host_keys, strict=True):
                 address = self._wait_running(remote_id, deadline)
                 machines.append(Machine(name, address, address, self.ssh_port, host_key, remote_id, address))
                 report(f"{name}: running at {address}")
-            fleet = Fleet(machines, work, keep, {"tag": tag})
+            fleet = Fleet(machines, work, keep, {"tag": tag}, recorded)
             started(fleet)
             for m in machines:
                 vm.wait_for_login(None, m.port, self.user, key, None, deadline, host_key=m.host_key.public_blob,
@@ -96,12 +126,12 @@ class CloudSite:
             yield fleet
         except BaseException:
             if not kept:
-                self._release_or_note(tag, made, work)
+                self._release_or_note(tag, made, work, lease)
             raise
         if not kept:
-            self._release_or_note(tag, made, work)
+            self._release_or_note(tag, made, work, lease)
 
-    def _release_or_note(self, tag: str, made: list[str], work: Path) -> None:
+    def _release_or_note(self, tag: str, made: list[str], work: Path, lease: Lease | None) -> None:
         """Release the launch's machines; when that fails, note why in `unreleased` (the caller keeps the
         record, so `instances stop` can try again) rather than hide the launch's own outcome."""
         try:
@@ -111,6 +141,22 @@ class CloudSite:
             log.warning("could not release launch %s's machines: %s", tag, self.unreleased)
         finally:
             drop_work(work)
+            self._let_go(lease)
+
+    def _lease(self, tag: str) -> Lease | None:
+        """The launch's lease, taken before anything is made, and the watcher told to reap it should this
+        process die holding it."""
+        if self.leases is None:
+            return None
+        lease = self.leases.take(f"{self.target}-{tag}", target=self.target, site=self.site_name, tag=tag)
+        reaper.track_command(REAP, self.reap_env)
+        return lease
+
+    def _let_go(self, lease: Lease | None) -> None:
+        """The machines are released, or the user's (kept): nothing for the watcher to do."""
+        if lease is not None:
+            lease.drop()
+            reaper.untrack_command(REAP, self.reap_env)
 
     def release(self, launch: Launch) -> int:
         """Release a recorded launch's machines (those named and tagged with its TAG); how many there were."""
@@ -134,3 +180,62 @@ class CloudSite:
         """Release the launch's machines: those Rain knows the ids of (`known`) and those the cloud lists
         as named and tagged with `tag`; and whatever _begin made. How many machines there were."""
         raise NotImplementedError
+
+
+def open_site(settings: Settings, target: str, site_name: str | None, user: str | None,
+              size: str | None) -> CloudSite:
+    """The target's site in the targets file, as a launch site (its settings checked, its secret read),
+    that takes a lease for each launch in DATA_DIR/launch/leases."""
+    from rain.register.seeds import username
+    from rain.register.targets.sites import open_target
+
+    cloud, name = open_target(settings, target, site_name)
+    login = username(user or cloud.login_user)
+    site_conf = cloud.site  # type: ignore[attr-defined]
+    site: CloudSite
+    if target == "openstack":
+        from rain.launch.openstack import OpenStackLaunch
+
+        site = OpenStackLaunch(site_conf, name, login, size)
+    elif target == "opennebula":
+        from rain.launch.opennebula import OpenNebulaLaunch
+
+        site = OpenNebulaLaunch(site_conf, name, login, size)
+    elif target == "ec2":
+        from rain.launch.ec2 import Ec2Launch
+
+        site = Ec2Launch(cloud, name, login, size)  # type: ignore[arg-type]
+    else:
+        raise InvalidInput(f"launch on {target!r} is not a cloud", hint="use --target " + " or ".join(CLOUDS))
+    site.leases = _leases(settings)
+    site.reap_env = {f"RAIN_{k.upper()}": str(v) for k in ("repo_url", "token") if (v := getattr(settings, k))}
+    return site
+
+
+def _leases(settings: Settings) -> Leases:
+    return Leases(settings.data_path / "launch" / "leases")
+
+
+def reap(settings: Settings, forget: Callable[[str], None]) -> list[str]:
+    """Release what this host's killed launches left on their clouds (their stale leases) and `forget`
+    their records; one line for each. A lease whose release fails stays, for the next try."""
+    lines = []
+    for lease in _leases(settings).stale():
+        target, site_name, tag = (str(lease.data.get(k, "")) for k in ("target", "site", "tag"))
+        ids = lease.ids
+        record = ids.pop("launch", "")
+        if target not in CLOUDS or not TAG_RE.match(tag):
+            lease.drop()
+            lines.append(f"dropped {lease.path.name}: not a launch's lease")
+            continue
+        what = f"launch {tag} on {target} site {site_name}"
+        try:
+            count = open_site(settings, target, site_name or None, None, None)._release(tag, list(ids.values()))
+            if ID_RE.match(record):
+                forget(record)
+        except RainError as e:
+            lines.append(f"could not release {what}: {one_line(e.message)}")
+            continue
+        lease.drop()
+        lines.append(f"released {what} ({count} machine(s)): its {lease.owner()} is gone")
+    return lines

@@ -26,6 +26,7 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 
 
 class Ec2Launch(CloudSite):
+    target: ClassVar[str] = "ec2"
     cloud: ClassVar[str] = "EC2 instance"
     size_setting: ClassVar[str] = "instance_type"
 
@@ -33,10 +34,9 @@ class Ec2Launch(CloudSite):
         super().__init__(site_name, user, target.site.ssh_port, size or target.site.instance_type)
         self.site = target.site
         self.ec2 = target.client("ec2")
-        self._calling = ec2_calls
 
     def _begin(self, tag: str, key: KeyPair) -> None:
-        with self._calling("importing the launch's key pair"):
+        with ec2_calls("importing the launch's key pair"):
             self.ec2.import_key_pair(KeyName=f"rain-launch-{tag}", PublicKeyMaterial=key.public_line.encode(),
                                      TagSpecifications=[{"ResourceType": "key-pair",
                                                          "Tags": [{"Key": META, "Value": tag}]}])
@@ -47,7 +47,7 @@ class Ec2Launch(CloudSite):
             extra["SubnetId"] = self.site.subnet_id
         if self.site.security_group_ids:
             extra["SecurityGroupIds"] = self.site.security_group_ids
-        with self._calling(f"starting instance {name}"):
+        with ec2_calls(f"starting instance {name}"):
             answer = self.ec2.run_instances(
                 ImageId=image_ref, InstanceType=self.size, KeyName=f"rain-launch-{tag}", MinCount=1, MaxCount=1,
                 ClientToken=name, UserData=cloud_config(host_key), **extra,
@@ -58,7 +58,7 @@ class Ec2Launch(CloudSite):
     def _wait_running(self, remote_id: str, deadline: Deadline) -> str:
         def running() -> str | Pending:
             try:
-                with self._calling(f"describing instance {remote_id}"):
+                with ec2_calls(f"describing instance {remote_id}"):
                     reservations = self.ec2.describe_instances(InstanceIds=[remote_id])["Reservations"]
             except TargetError as e:  # EC2 is eventually consistent: a new instance may not be found yet
                 if "InvalidInstanceID.NotFound" in e.message:
@@ -85,16 +85,16 @@ class Ec2Launch(CloudSite):
             hint="the region may be slow or out of capacity; give --boot-timeout more seconds"))
 
     def _release(self, tag: str, known: list[str]) -> int:
-        with self._calling("listing the launch's instances"):
+        with ec2_calls("listing the launch's instances"):
             pages = self.ec2.get_paginator("describe_instances").paginate(Filters=[
                 {"Name": f"tag:{META}", "Values": [tag]}, {"Name": "tag:Name", "Values": [f"rain-{tag}-*"]},
                 {"Name": "instance-state-name", "Values": LIVE}])
             instances = set(known) | {i["InstanceId"] for page in pages for r in page["Reservations"]
                                       for i in r["Instances"]}
         if instances:
-            with self._calling("terminating the launch's instances"):
+            with ec2_calls("terminating the launch's instances"):
                 self.ec2.terminate_instances(InstanceIds=sorted(instances))
             log.info("EC2 instances %s terminated", ", ".join(sorted(instances)))
-        with self._calling("deleting the launch's key pair"):
+        with ec2_calls("deleting the launch's key pair"):
             self.ec2.delete_key_pair(KeyName=f"rain-launch-{tag}")
         return len(instances)

@@ -57,6 +57,8 @@ class Fleet:
     keep: Callable[[], None]
     detail: dict[str, Any] = field(default_factory=dict)
     """What the record keeps for the site to release the machines later (e.g. a key pair's name)."""
+    recorded: Callable[[str], None] = lambda _: None
+    """Told the record's id once the launch is recorded (records.mark): a cloud's lease names it."""
 
 
 def check_count(count: int, cap: int = MAX_COUNT) -> None:

@@ -32,6 +32,7 @@ MINE = -3
 
 
 class OpenNebulaLaunch(CloudSite):
+    target: ClassVar[str] = "opennebula"
     cloud: ClassVar[str] = "OpenNebula VM"
 
     def __init__(self, site: OpenNebulaSite, site_name: str, user: str, size: str | None = None) -> None:

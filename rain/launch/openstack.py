@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class OpenStackLaunch(CloudSite):
+    target: ClassVar[str] = "openstack"
     cloud: ClassVar[str] = "OpenStack server"
     size_setting: ClassVar[str] = "flavor"
 

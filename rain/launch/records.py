@@ -58,8 +58,10 @@ def launch_in(image: Image, target: str, site: str, login: str, host: str, fleet
 
 
 def mark(fleet: Fleet, launch: Launch, key: KeyPair) -> None:
-    """The launch's directory says which record it is, and holds what `ssh` needs to reach the machines."""
+    """The launch's directory (and a cloud launch's lease) says which record it is, and the directory holds
+    what `ssh` needs to reach the machines."""
     (fleet.work / MARK).write_text(json.dumps({"id": launch.id}) + "\n")
+    fleet.recorded(launch.id)
     private = fleet.work / KEY
     with open(os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(key.private_openssh)

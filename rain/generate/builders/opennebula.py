@@ -31,11 +31,11 @@ from typing import ClassVar
 
 from pydantic import model_validator
 
+from rain.clouds.leases import Lease, Leases, reap
 from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_pyone, terminate, wait_running
 from rain.config import Settings
 from rain.errors import BuildError
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
-from rain.generate.builders.leases import Lease, Leases, reap
 from rain.generate.builders.machine import Machine
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.host.ssh import MachineKeys

@@ -31,12 +31,12 @@ from typing import Any, ClassVar
 
 import yaml
 
+from rain.clouds.leases import Lease, Leases, reap
 from rain.clouds.nova import Nova, find_flavor, network_id
 from rain.clouds.openstack import KeystoneAuth, log_in
 from rain.config import Settings
 from rain.errors import BuildError
 from rain.generate.builders.launch import kept_login, undo_on_failure, wait_for_sshd
-from rain.generate.builders.leases import Lease, Leases, reap
 from rain.generate.builders.machine import Machine
 from rain.generate.builders.settings import ProviderSettings, provider_settings
 from rain.host.ssh import MachineKeys

@@ -74,6 +74,31 @@ def test_instances_carry_the_ami_type_and_key_are_listed_while_rain_waits_and_st
     assert instances(fg, env) == []
 
 
+def test_a_launch_killed_while_it_waits_has_its_instances_terminated_and_its_record_dropped(fg, aws, rain_env):
+    """SIGKILL once the launch is recorded: Rain's watcher runs `fg-image instances reap`, which terminates
+    the instances and deletes the key pair by the launch's lease, and drops the record."""
+    ec2, env, image_id = aws
+    proc = subprocess.Popen([str(FG_IMAGE), "launch", image_id, "--target", "ec2", "--count", "2", "--detach",
+                             "--boot-timeout", "600"], env={**rain_env, **env}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not instances(fg, env) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert len(instances(fg, env)) == 1 and len(_live(ec2)) == 2, "recorded and waiting for SSH"
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err
+    deadline = time.monotonic() + 120
+    while (_live(ec2) or instances(fg, env)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _live(ec2) == [] and ec2.describe_key_pairs()["KeyPairs"] == []
+    assert instances(fg, env) == []
+    again = fg("instances", "reap", env=env)
+    assert again.returncode == 0 and again.stderr == "", "nothing is left to reap"
+
+
 def test_instances_that_never_answer_are_terminated_and_the_error_is_one_line(fg, aws):
     ec2, env, image_id = aws
     failed = fg("launch", image_id, "--target", "ec2", "--detach", "--boot-timeout", "5", env=env, timeout=300)

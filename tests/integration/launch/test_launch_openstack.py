@@ -137,7 +137,10 @@ def test_a_server_that_never_lets_rain_in_is_deleted_and_the_error_is_one_line(f
     assert instances(fg, env) == []
 
 
-def test_ctrl_c_while_waiting_for_the_servers_deletes_them(fg, cloud, openstack_sim, rain_env):
+@pytest.mark.parametrize("kill", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_ctrl_c_or_sigkill_while_waiting_for_the_servers_deletes_them(fg, cloud, openstack_sim, rain_env, kill):
+    """Ctrl-C: the launch releases what it made. SIGKILL, after the servers exist and before the launch is
+    recorded: its lease is all that names them, and Rain's watcher has them deleted at once."""
     env, image_id = cloud
     assert fg("launch", image_id, "--target", "openstack", "--user", "root", "--detach", env=env,
               timeout=300).returncode == 0  # registered (the slow part) and running
@@ -150,9 +153,19 @@ def test_ctrl_c_while_waiting_for_the_servers_deletes_them(fg, cloud, openstack_
     while len(openstack_sim.servers) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(openstack_sim.servers) == 2, "both servers were created"
-    proc.send_signal(signal.SIGINT)
+    leases = Path(rain_env["RAIN_DATA_DIR"]) / "launch" / "leases"
+    assert len(list(leases.glob("openstack-*.json"))) == 1, "the launch holds a lease while it waits"
+    proc.send_signal(kill)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == ExitCode.INTERRUPTED, err
-    assert "launch interrupted" in err
+    if kill == signal.SIGINT:
+        assert proc.returncode == ExitCode.INTERRUPTED, err
+        assert "launch interrupted" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 120
+        while (openstack_sim.servers or openstack_sim.keypairs) and time.monotonic() < deadline:
+            time.sleep(0.2)
     assert openstack_sim.servers == {} and openstack_sim.keypairs == {}
+    assert len(openstack_sim.deleted_servers) == 3  # the first launch's, and these two
+    assert list(leases.glob("*.json")) == []
     assert instances(fg, env) == []

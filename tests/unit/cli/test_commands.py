@@ -11,7 +11,7 @@ TOP = {"upload", "download", "list", "show", "modify", "remove", "share", "unsha
        "launch", "instances"}
 GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"},
           "repo": {"status", "stop", "gc", "pull"}, "config": {"show"}, "cache": {"list", "prune"},
-          "builder": {"image", "check", "reap"}, "instances": {"list", "stop"}}
+          "builder": {"image", "check", "reap"}, "instances": {"list", "stop", "reap"}}
 
 
 def test_fg_image_has_every_command_and_group_users_know() -> None:

@@ -1,13 +1,17 @@
-"""Leases: the cloud builder machines a running `fg-image` holds, so that a killed one's are deleted later.
+"""Leases: the cloud machines a running `fg-image` holds (a builder VM, a launch's machines), so that a
+killed one's are deleted later.
 
 Rain's watcher (rain/host/reaper.py) kills a SIGKILLed `fg-image`'s qemu VMs, but it holds no cloud
-credentials and so cannot delete a cloud VM. Instead a cloud provider takes a lease before it creates
-anything, a file DATA_DIR/builders/<provider>/leases/<name>.json naming the process that owns the machine
-(its pid with the pid's start time, so a reused pid is not taken for the owner, and this host's name)
-and, as each is made, the cloud's ids of what was created. Releasing the machine removes the lease, and
-so does `--on-error keep` (a kept machine is its user's). A lease whose process is gone is *stale*: the
-next launch by that provider (a build, a batch, `fg-image builder check`) and `fg-image builder reap`
-delete what it names, with the credentials of the builders file.
+credentials and so cannot delete a cloud VM itself. Instead Rain takes a lease before it creates
+anything, a file `<name>.json` in a directory of DATA_DIR (builders/<provider>/leases, launch/leases)
+naming the process that owns the machines (its pid with the pid's start time, so a reused pid is not
+taken for the owner, and this host's name) and, as each is made, the cloud's ids of what was created.
+Releasing the machines removes the lease, and so does keeping them (`--on-error keep`, `launch
+--detach`: they are the user's then). A lease whose process is gone is *stale*:
+- a cloud builder's: the next launch by that provider (a build, a batch, `fg-image builder check`) and
+  `fg-image builder reap` delete what it names, with the credentials of the builders file;
+- a launch's: the watcher runs `fg-image instances reap` as soon as the killed fg-image is gone, and the
+  next launch and `fg-image instances reap` do it too (launch/cloud.py).
 """
 
 from __future__ import annotations
@@ -59,12 +63,13 @@ class Leases:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def take(self, name: str) -> Lease:
-        """A lease on machine `name` for this process, written before anything is created."""
+    def take(self, name: str, **about: str) -> Lease:
+        """A lease on machine(s) `name` for this process, written before anything is created; `about` says
+        what the reaping needs to know besides the ids (e.g. the target and site)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lease = Lease(self.directory / f"{name}.json", {
-            "name": name, "pid": os.getpid(), "started": _started(os.getpid()), "host": socket.gethostname(),
-            "created": time.time(), "ids": {}})
+            **about, "name": name, "pid": os.getpid(), "started": _started(os.getpid()),
+            "host": socket.gethostname(), "created": time.time(), "ids": {}})
         lease._write()
         return lease
 
@@ -91,12 +96,14 @@ class Leases:
 
 
 def _started(pid: int) -> str | None:
-    """When process pid started (clock ticks since boot, /proc/PID/stat field 22), None if there is none."""
+    """When process pid started (clock ticks since boot, /proc/PID/stat field 22); None if there is no
+    such process, or it is a zombie (killed, its parent has not yet waited for it: it holds nothing)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[-1].split()[19]
+    fields = stat.rsplit(")", 1)[-1].split()
+    return None if fields[0] == "Z" else fields[19]
 
 
 def reap(leases: Leases, provider: str, release: Callable[[dict[str, str]], None]) -> list[str]:

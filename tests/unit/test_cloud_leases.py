@@ -1,4 +1,4 @@
-"""Leases of cloud builder machines (rain/generate/builders/leases.py): which ones the next run deletes.
+"""Leases of cloud machines, a builder's or a launch's (rain/clouds/leases.py): which ones are reaped.
 
 A lease is stale only when its owner is surely gone: no such process, or the pid now belongs to a
 process that started at another time. A live owner's lease, and one written on another host (a shared
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
+from rain.clouds.leases import Leases, reap
 from rain.errors import BuildError
-from rain.generate.builders.leases import Leases, reap
 
 
 def _dead_pid() -> int:
@@ -32,6 +33,27 @@ def test_a_running_owners_lease_is_not_stale_and_a_dead_ones_is(tmp_path: Path) 
     gone.record(server="s-2", keypair="rain-gone")
     assert [lease.name for lease in leases.stale()] == ["rain-gone"]
     assert leases.stale()[0].ids == {"server": "s-2", "keypair": "rain-gone"}
+
+
+def test_a_killed_owner_not_yet_waited_for_holds_nothing(tmp_path: Path) -> None:
+    """A SIGKILLed fg-image stays a zombie until its parent (a shell, a test) waits: its watcher reaps then."""
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        leases = Leases(tmp_path / "leases")
+        lease = leases.take("rain-zombie", target="ec2")
+        lease.data.update(pid=owner.pid, started=Path(f"/proc/{owner.pid}/stat").read_text().rsplit(")", 1)[-1]
+                          .split()[19])
+        lease.record(node1="i-1")
+        assert leases.stale() == []
+        owner.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{owner.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed process became a zombie"
+            time.sleep(0.05)
+        [stale] = leases.stale()
+        assert (stale.data["target"], stale.ids) == ("ec2", {"node1": "i-1"})
+    finally:
+        owner.wait()
 
 
 def test_a_reused_pid_does_not_keep_a_lease_alive(tmp_path: Path) -> None:

@@ -1,0 +1,43 @@
+"""The watcher's commands (rain/host/reaper.py): what only Rain can undo runs once its process is gone.
+
+A launch on a cloud asks the watcher to run `fg-image instances reap` should it be killed: these tests
+check the watcher runs a tracked command with the environment it was given once its owner dies (by
+SIGKILL, which leaves the owner no chance), and not one that was untracked.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OWNER = """
+import sys, time
+from rain.host import reaper
+out = sys.argv[1]
+write = [sys.executable, "-c", "import os, sys; open(sys.argv[1], 'w').write(os.environ['RAIN_SAID'])"]
+reaper.track_command(write + [out + "/kept"], {"RAIN_SAID": "kept ran"})
+reaper.track_command(write + [out + "/dropped"], {"RAIN_SAID": "dropped ran"})
+reaper.untrack_command(write + [out + "/dropped"], {"RAIN_SAID": "dropped ran"})
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_owners_tracked_command_runs_with_its_environment_and_an_untracked_one_does_not(
+        tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
+        assert not (tmp_path / "kept").exists(), "nothing runs while the owner lives"
+        owner.send_signal(signal.SIGKILL)
+    finally:
+        owner.wait()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "kept").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "kept").read_text() == "kept ran"
+    time.sleep(0.5)
+    assert not (tmp_path / "dropped").exists()
