@@ -111,6 +111,31 @@ def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, clo
     assert len(openstack_sim.servers) == 2 and len(openstack_sim.keypairs) == 1
     assert len(registrations(fg, env, image_id)) == 1
 
+    # bob may read the image: his launch registers it for himself (the admin's registration is the admin's),
+    # and the admin cannot stop it, as the admin's credentials do not reach bob's machines
+    assert fg("users", "add", "bob", env=env).returncode == 0
+    assert fg("modify", image_id, "--public", env=env).returncode == 0
+    bobs = fg("launch", image_id, "--target", "openstack", "--user", "root", "--detach", "--boot-timeout", "60",
+              env={**env, "RAIN_USER": "bob"}, timeout=300)
+    assert bobs.returncode == 0, bobs.stderr
+    assert sorted(r["by"] for r in registrations(fg, env, image_id)) == ["admin", "bob"]
+    [bob_launch] = instances(fg, {**env, "RAIN_USER": "bob"})
+    forbidden = fg("instances", "stop", bob_launch["id"], env=env)
+    assert forbidden.returncode == ExitCode.FORBIDDEN, forbidden.stderr
+    assert "only their credentials reach its machines" in forbidden.stderr
+    assert fg("instances", "stop", bob_launch["id"], env={**env, "RAIN_USER": "bob"}).returncode == 0
+    assert len(openstack_sim.servers) == 2
+
+    # a release that fails (Keystone unreachable) is one line and keeps the record, for the next try
+    auth_url = sites.config["openstack"]["default"]["auth_url"]
+    sites.rewrite("openstack", auth_url="http://127.0.0.1:9/v3")
+    failed = fg("instances", "stop", launch["id"], env=env)
+    assert failed.returncode != 0 and failed.stderr.count("error:") == 1, failed.stderr
+    kept = fg("instances", "stop", "--all", env=env)
+    assert f"warning: launch {launch['id']} stays" in kept.stderr, kept.stderr
+    assert [kept["id"] for kept in instances(fg, env)] == [launch["id"]] and len(openstack_sim.servers) == 2
+    sites.rewrite("openstack", auth_url=auth_url)
+
     stopped = fg("instances", "stop", "--all", env=env)
     assert stopped.returncode == 0, stopped.stderr
     assert "(2 machine(s) were running)" in stopped.stderr
