@@ -241,13 +241,18 @@ def list_images(
     sort: str = typer.Option("-created", "--sort", help="field to sort by; '-' for descending"),
     limit: int = typer.Option(100, "--limit"),
     skip: int = typer.Option(0, "--skip"),
+    after: str = typer.Option(None, "--after", help="only images after this one (the last of the previous "
+                              "page): the next page, read as quickly as the first"),
+    before: str = typer.Option(None, "--before", help="only images before this one (the first of the next "
+                               "page): the previous page"),
     as_json: bool = json_flag(),
 ) -> None:
     """List the images you may read."""
     try:
         query = ImageQuery(name=name, os_family=os_family, release=release, arch=arch, format=format, tag=tag,
                            owner=owner, parent=parent, status=status, visibility=visibility, verdict=verdict,
-                           registered=registered, search=search, sort=sort, limit=limit, skip=skip)
+                           registered=registered, search=search, sort=sort, limit=limit, skip=skip, after=after,
+                           before=before)
     except ValidationError as e:
         raise invalid(e) from None
     images = open_repo().list(query)

@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rain.errors import InvalidInput
 from rain.repository.fields import (
@@ -189,6 +198,11 @@ class ImageQuery(BaseModel):
     sort: str = Field(default="-created", json_schema_extra={"pattern": SORT_PATTERN})
     limit: int = Field(default=100, ge=1, le=10000)
     skip: int = Field(default=0, ge=0, le=MAX_JSON_INT)
+    after: ImageId | None = None
+    """Only images after this one in the listing's order (the last one of the page before): a next page
+    that reads no more than the first, where `skip` reads every image it skips."""
+    before: ImageId | None = None
+    """Only images before this one (the first one of the page after): the `limit` nearest it, in order."""
 
     @field_validator("sort")
     @classmethod
@@ -197,6 +211,12 @@ class ImageQuery(BaseModel):
         if key not in SORT_KEYS:
             raise ValueError(f"cannot sort by {key!r}: use one of {', '.join(sorted(SORT_KEYS))}")
         return v
+
+    @model_validator(mode="after")
+    def _one_cursor(self) -> ImageQuery:
+        if self.after and self.before:
+            raise ValueError("give after or before, not both: a page is read from one side of one image")
+        return self
 
 
 

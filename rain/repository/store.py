@@ -207,9 +207,20 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
             if value:
                 filt[key] = str(value)  # an enum's value: what the record holds, and what the server is sent
         filt.update(_catalog_filters(q))
-        docs = listing.page(self.images, self._readable_branches(user), filt, q.sort.lstrip("-+"),
-                            q.sort.startswith("-"), q.skip, q.limit, now(), shown=SUMMARY_FIELDS)
+        key = q.sort.lstrip("-+")
+        # the cursor as this user may read it (another's private image is "not found", as everywhere)
+        after = self._cursor(q.after, user) if q.after else None
+        before = self._cursor(q.before, user) if q.before else None
+        docs = listing.page(self.images, self._readable_branches(user), filt, key, q.sort.startswith("-"),
+                            q.skip, q.limit, now(), shown=SUMMARY_FIELDS, after=after, before=before)
         return [to_summary(d) for d in docs]
+
+    def _cursor(self, image_id: str, user: User) -> dict[str, Any]:
+        try:
+            return self._find(image_id, user)
+        except NotFound:
+            raise NotFound(f"no image {image_id} to list from", hint="it was removed, or is not yours to read: "
+                                                                      "list from the first page") from None
 
     def show(self, image_id: str) -> Image:
         return to_image(self._find(image_id, self.whoami()))

@@ -147,22 +147,35 @@ def router(db: Database, upload_grace: int) -> APIRouter:
 
     @pages.get("/", response_class=HTMLResponse)
     def catalog(request: Request, s: Session | None = Depends(session)) -> HTMLResponse:
-        params = {k: v for k, v in request.query_params.items() if k in (*FILTERS, "sort", "page") and v}
+        params = {k: v for k, v in request.query_params.items()
+                  if k in (*FILTERS, "sort", "page", "after", "before") and v}
         number = params.pop("page", "1")
         if not DIGITS.fullmatch(number) or not 1 <= int(number) <= 10_000:
             raise InvalidInput(f"bad page number {number[:20]!r}", hint="pages are numbered from 1")
         page_no = int(number)
+        # "next" carries the last image shown and "previous" the first: a page is read from there on, as
+        # cheaply as the first page (by skipping, page 200 of 10,000 images took 1.7 s); a page number
+        # alone (a typed URL) skips
+        cursor: dict[str, str] = {k: params.pop(k) for k in ("after", "before") if k in params}
+        where: dict[str, Any] = dict(cursor) if cursor else {"skip": (page_no - 1) * PAGE}
         try:
-            query = ImageQuery.model_validate({**params, "limit": PAGE + 1, "skip": (page_no - 1) * PAGE})
+            query = ImageQuery.model_validate({**params, "limit": PAGE + 1, **where})
         except ValidationError as e:
             raise InvalidInput(f"bad filter {problem(e)}", hint="pick the filters from the form") from e
         found = store(s).list(query)
-        shown, more = found[:PAGE], len(found) > PAGE
+        # one more than a page says whether there is another beyond it (the last one read, the furthest)
+        more = len(found) > PAGE
+        shown = (found[1:] if more else found) if "before" in cursor else found[:PAGE]
+        if "before" in cursor:
+            newer, older = more, True
+        else:
+            newer, older = page_no > 1, more
 
-        def link(page: int) -> str:
-            return "/?" + urlencode({**params, "page": str(page)})
+        def link(page: int, **more_params: str) -> str:
+            return "/?" + urlencode({**params, "page": str(page), **(more_params if page > 1 else {})})
         return _render("catalog.html.j2", request, s, images=shown, params=params, page=page_no, more=more,
-                       newer=link(page_no - 1) if page_no > 1 else None, older=link(page_no + 1) if more else None,
+                       newer=link(page_no - 1, before=shown[0].id) if newer and shown and page_no > 1 else None,
+                       older=link(page_no + 1, after=shown[-1].id) if older and shown else None,
                        sorts=SORTS, targets=[t.value for t in TargetName])
 
     # -- one image --------------------------------------------------------------------------------

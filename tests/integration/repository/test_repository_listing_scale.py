@@ -223,6 +223,59 @@ def test_the_same_listing_again_reads_its_page_in_one_slice(catalog):
         assert len(finds.filters) <= 6, "the next page took more than a second slice"
 
 
+@pytest.mark.parametrize(("user", "query", "deep"), [
+    ("user3", ImageQuery(limit=50), 41),  # the user reads about 2,500 images
+    ("user3", ImageQuery(search="img 4", limit=50), 9),  # about 550 of them
+    ("admin", ImageQuery(os_family="rocky", limit=50), 41),
+    ("user3", ImageQuery(sort="name", limit=30), 0),
+], ids=["user-newest", "user-search", "admin-family", "user-by-name"])
+def test_paging_after_the_last_image_gives_the_servers_pages_and_a_deep_page_reads_what_the_first_does(
+        catalog, user, query, deep):
+    """`after` (the last image of the page before): the next pages are the server's own pages, and a deep
+    page reads about what page 1 does. By skipping, it read every record before it (the web catalog's
+    page 200 of a user's 10,000 images at 100,000: bench/repository.py)."""
+    store, finds, client = watched(catalog, user)
+    images = client[catalog.mongo_db].images
+    with client:
+        pages: list[list[str]] = []
+        for number in range(4):  # forward, each page after the last image of the one before
+            after = pages[-1][-1] if pages else None
+            pages.append([i.id for i in store.list(query.model_copy(update={"after": after}))])
+            assert pages[-1] == reference(catalog, user, query.model_copy(update={"skip": number * query.limit}))
+        for number in (2, 1, 0):  # and back, each page before the first image of the one after
+            assert [i.id for i in store.list(query.model_copy(update={"before": pages[number + 1][0]}))] == \
+                pages[number]
+        if not deep:
+            return  # another order merges whole branches (listing.py): a cursor only leaves out the rest
+        skip = (deep - 1) * query.limit
+        [before] = reference(catalog, user, query.model_copy(update={"skip": skip - 1, "limit": 1}))
+        finds.filters.clear()
+        by_cursor = [i.id for i in store.list(query.model_copy(update={"after": before}))]
+        read_by_cursor = examined_by(images, finds)
+        finds.filters.clear()
+        by_skip = [i.id for i in store.list(query.model_copy(update={"skip": skip}))]
+        read_by_skip = examined_by(images, finds)
+        [next_first] = reference(catalog, user, query.model_copy(update={"skip": skip + query.limit, "limit": 1}))
+        finds.filters.clear()
+        back = [i.id for i in store.list(query.model_copy(update={"before": next_first}))]
+        read_back = examined_by(images, finds)
+    assert by_cursor == by_skip == back == reference(catalog, user, query.model_copy(update={"skip": skip}))
+    assert read_back * 4 < read_by_skip, f"page {deep}: {read_back} records read before a cursor, " \
+                                         f"{read_by_skip} by skipping"
+    assert read_by_cursor * 4 < read_by_skip, f"page {deep}: {read_by_cursor} records read after a cursor, " \
+                                              f"{read_by_skip} by skipping"
+
+
+def test_a_cursor_the_user_may_not_read_is_not_found_as_any_other_image(catalog):
+    db = open_database(catalog)
+    private = db.images.find_one({"owner": "user9", "visibility": "private", "shared_with": [],
+                                  "status": "available"})
+    for side in ("after", "before"):
+        with pytest.raises(NotFound, match=f"no image {private['_id']} to list from"):
+            open_store(catalog, "user3").list(ImageQuery(**{side: private["_id"]}))
+    assert open_store(catalog, "user9").list(ImageQuery(after=private["_id"], limit=1)), "its owner pages on"
+
+
 @pytest.mark.parametrize(("user", "who", "image"), [
     ("admin", None, False), ("user3", None, False), ("admin", "user9", False), ("user3", None, True),
 ], ids=["admin-all", "user-own", "admin-of-user", "user-of-image"])

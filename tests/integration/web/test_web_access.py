@@ -124,11 +124,26 @@ def test_the_catalog_pages_through_many_images(service: Service, catalog: Catalo
     assert names_on(first.text) == {f"many-{n:02d}" for n in range(5, 55)}, "newest first, 50 a page"
     older = re.search(r'href="([^"]+)" rel="next"', first.text)
     assert older, "a link to the next page"
+    mine = {i.name: i.id for i in open_store(settings, "alice").list(ImageQuery(tag="many"))}
+    # "next" reads on after the last image shown (many-05), not by skipping the first page's 50
+    assert older.group(1).replace("&amp;", "&") == f"/?tag=many&page=2&after={mine['many-05']}"
     second = alice.get(service.url + older.group(1).replace("&amp;", "&"))
     assert names_on(second.text) == {f"many-{n:02d}" for n in range(5)}
-    assert 'rel="next"' not in second.text and 'rel="prev"' in second.text
+    assert 'rel="next"' not in second.text and 'href="/?tag=many&amp;page=1" rel="prev"' in second.text
+    # "previous" from a later page reads back before the first image shown, and links on both ways
+    back = alice.get(service.url + "/", params={"tag": "many", "page": "3", "before": mine["many-02"]})
+    assert names_on(back.text) == {f"many-{n:02d}" for n in range(3, 53)}
+    assert 'href="/?tag=many&amp;page=1" rel="prev"' not in back.text
+    assert f'href="/?tag=many&amp;page=2&amp;before={mine["many-52"]}" rel="prev"' in back.text
+    assert f'href="/?tag=many&amp;page=4&amp;after={mine["many-03"]}" rel="next"' in back.text
     by_name = alice.get(service.url + "/", params={"tag": "many", "sort": "name"})
     assert re.findall(r'class="image-link">([^<]+)</a>', by_name.text)[:2] == ["many-00", "many-01"]
+    by_name_next = re.search(r'href="([^"]+)" rel="next"', by_name.text)
+    assert by_name_next
+    assert names_on(alice.get(service.url + by_name_next.group(1).replace("&amp;", "&")).text) == \
+        {f"many-{n:02d}" for n in range(50, 55)}
+    gone = alice.get(service.url + "/", params={"tag": "many", "page": "2", "after": catalog.id("bob-secret")})
+    assert gone.status_code == 404 and "list from the first page" in gone.text, "another's private image: not found"
 
 
 def test_forms_without_the_csrf_token_or_from_another_origin_change_nothing(
