@@ -56,7 +56,7 @@ INDEXES: list[list[tuple[str, int]]] = [
     [("name_words", 1), ("created", -1)],  # the search: the starts of the name's words (name_words())
     [("registrations.target", 1), ("created", -1)],  # registered on a target
     [("status", 1), ("created", -1)],  # quarantined (failed vetting), a rare status
-    [("verdict", 1), ("created", -1)],  # vetted and blocked for no target (verdict_of())
+    [("verdict", 1), ("created", -1)],  # vetting passed or failed (verdict_of())
 ]
 """What `list` reads: created by ensure_indexes (a no-op once they exist)."""
 EVENT_INDEXES: list[list[tuple[str, int]]] = [
@@ -69,9 +69,9 @@ BATCH = 1000
 """Records in a query's first answer: the driver's default, 101, took a second round trip for a page of 100."""
 DRIVERS = ("name", "parent", "owner", "tags", "registrations.target", "name_words", "status", "verdict")
 """Filters selective enough to read the catalog by, before the access rule's branches (the first one a
-listing has). `status` drives only when a listing asks for one status (quarantined, for failed vetting):
-a listing of every status but uploading reads by the branches. `verdict` is asked for only as "pass"
-(never vetted, most images, reads by the branches)."""
+listing has). `status` drives only when a listing asks for one status: a listing of every status but
+uploading reads by the branches. `verdict` drives as "pass" or "fail"; "none" (never vetted, most
+images) is asked as {"$eq": "none"}, which reads by the branches."""
 
 
 def verdict_of(doc: dict[str, Any]) -> str:

@@ -121,7 +121,8 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
             "visibility": str(Visibility.PUBLIC if meta.public else Visibility.PRIVATE),
             "shared_with": [], "tags": sorted(set(meta.tags)), "description": meta.description,
             "created": stamp, "updated": stamp, "last_access": None, "access_count": 0,
-            "parent": meta.parent, "provenance": meta.provenance, "vetting": {}, "quarantined": [], "verdict": "none",
+            "parent": meta.parent, "provenance": meta.provenance, "vetting": {}, "quarantined": [],
+            "verdict": listing.verdict_of({}),
             "accepted_rules": {}, "registrations": [],
             "upload": {"host": HOST, "pid": os.getpid(), "heartbeat": stamp},
         }
@@ -378,14 +379,10 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
 def _catalog_filters(q: ImageQuery) -> dict[str, Any]:
     """The conditions of the catalog's facets that are not plain equalities (listing.matches reads them)."""
     filt: dict[str, Any] = {}
-    if q.verdict == Verdict.FAIL:
-        filt["quarantined"] = {"$nonempty": True}
-        if not q.status:  # quarantined for a target: the status says so too (records.py), and is indexed
-            filt["status"] = str(Status.QUARANTINED)
-    elif q.verdict == Verdict.PASS:  # indexed: passing images may be few among many never vetted
-        filt["verdict"] = "pass"
-    elif q.verdict == Verdict.NONE:
-        filt["vetting"] = {"$nonempty": False}
+    if q.verdict == Verdict.NONE:  # most images: checked on what the access rule's branches read
+        filt["verdict"] = {"$eq": str(Verdict.NONE)}
+    elif q.verdict:  # pass or fail: few images, read by the (verdict, created) index
+        filt["verdict"] = str(q.verdict)
     if q.search:
         words = listing.words_of(q.search)
         if not words:

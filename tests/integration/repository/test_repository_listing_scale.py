@@ -131,6 +131,8 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
         filt["quarantined.0"] = {"$exists": True}
     elif q.verdict == "pass":
         filt["quarantined.0"], filt["vetting"] = {"$exists": False}, {"$ne": {}}
+    elif q.verdict == "none":
+        filt["vetting"] = {}
     if q.search:
         filt["name_words"] = {"$all": words_of(q.search)}
     key = q.sort.lstrip("-+")
@@ -148,13 +150,14 @@ def reference(settings: Settings, user: str, q: ImageQuery) -> list[str]:
     ("admin", ImageQuery(sort="name", limit=30)),
     ("user3", ImageQuery(verdict="fail")),
     ("user3", ImageQuery(verdict="pass")),
+    ("user3", ImageQuery(verdict="none")),  # most images: read by the branches, not the verdict's index
     ("user3", ImageQuery(visibility="private")),
     ("user3", ImageQuery(registered="openstack", limit=20)),
     ("user3", ImageQuery(search="img 42")),
     ("admin", ImageQuery(search="IMG-42", os_family="rocky")),
 ], ids=["admin-newest", "user-newest", "user-family", "user-tag", "user-owner-page", "user-name", "admin-by-name",
-        "user-vetting-failed", "user-vetting-passed", "user-private", "user-registered", "user-search",
-        "admin-search-family"])
+        "user-vetting-failed", "user-vetting-passed", "user-never-vetted", "user-private", "user-registered",
+        "user-search", "admin-search-family"])
 def test_listing_a_large_catalog_reads_indexes_and_matches_the_servers_answer(catalog, user, query):
     store, finds, client = watched(catalog, user)
     with client:
