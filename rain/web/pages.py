@@ -307,9 +307,12 @@ def router(db: Database, upload_grace: int) -> APIRouter:
         if days and (not DIGITS.fullmatch(days) or not 1 <= int(days) <= 3660):
             raise InvalidInput(f"bad lifetime {days[:20]!r}", hint="give whole days from 1 to 3660, or none")
         # the form names the token list it was shown with: the same form sent again (a reload of the page
-        # that showed the new token) finds the list changed and makes no second token
+        # that showed the new token) finds the list changed, and two copies sent at once (a double click)
+        # are taken once by the session: either way no second token
         before = await run_in_threadpool(store(s).list_tokens, s.user.name)
-        if form.get("seen") != _token_list_state(before):
+        seen = form.get("seen", "")
+        if seen != _token_list_state(before) or \
+                not await run_in_threadpool(sessions.take_form, request.cookies.get(COOKIE), "token:" + seen):
             await run_in_threadpool(sessions.flash, request.cookies.get(COOKIE), STALE_TOKEN_FORM)
             return _back("/me")
         made = await run_in_threadpool(store(s).create_token, s.user.name, form.get("name", "")[:64],

@@ -86,6 +86,14 @@ class Sessions:
             self.coll.update_one({"_id": doc["_id"]}, {"$unset": {"flash": ""}})
         return Session(user, doc["csrf"], doc.get("flash", ""))
 
+    def take_form(self, session_id: str | None, form: str) -> bool:
+        """Whether this is the first time the session sends `form` (a form's one-time value): atomic, so
+        of two copies sent at once (a double click) exactly one is taken."""
+        if not session_id:
+            return False
+        done = self.coll.update_one({"_id": _key(session_id)}, {"$addToSet": {"forms": form[:64]}})
+        return done.modified_count == 1
+
     def flash(self, session_id: str | None, text: str) -> None:
         if session_id:
             self.coll.update_one({"_id": _key(session_id)}, {"$set": {"flash": text[:300]}})

@@ -9,6 +9,8 @@ import html
 import http.client
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -270,6 +272,23 @@ def test_a_token_made_on_the_me_page_is_shown_once_works_and_can_be_revoked(
     assert revoked.status_code == 200 and f"revoked token {row.group(1)}" in revoked.text
     assert requests.get(service.url + "/api/v1/whoami",
                         headers={"Authorization": f"Bearer {secret.group(1)}"}).status_code == 401
+
+
+def test_the_token_form_sent_twice_at_once_makes_one_token(service: Service, catalog: Catalog) -> None:
+    """A double click sends the form twice before either answer: both see the token list unchanged, so
+    the list alone cannot tell them apart. The session takes each form once."""
+    alice = signed_in(service.url, catalog.tokens["alice"])
+    me = alice.get(service.url + "/me")
+    form = {"csrf": csrf_of(me.text), "seen": seen_of(me.text), "name": "twice", "days": "1"}
+    start = threading.Barrier(4)
+
+    def send(_: int) -> str:
+        start.wait()
+        return alice.post(service.url + "/me/tokens", data=form, headers={"Origin": service.url}).text
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    assert sum('<code id="new-token">' in a for a in answers) == 1, "one answer shows a new token"
+    assert alice.get(service.url + "/me").text.count("<td>twice</td>") == 1, "one token, not two"
 
 
 def test_a_hostile_name_and_description_show_as_text(service: Service, catalog: Catalog, settings: Settings) -> None:
