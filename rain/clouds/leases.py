@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rain.errors import RainError
+from rain.errors import RainError, one_line
 
 
 @dataclass
@@ -106,18 +106,28 @@ def _started(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
-def reap(leases: Leases, provider: str, release: Callable[[dict[str, str]], None]) -> list[str]:
-    """Delete what each stale lease names with release(ids); one line per lease saying what and why.
-    A lease whose deletion fails stays, for the next try."""
+def reap(leases: Leases, release: Callable[[Lease], str], failed: Callable[[Lease, str], str]) -> list[str]:
+    """Release what each stale lease names: release(lease) does it and says what it did. A lease whose
+    release fails (a RainError) stays, for the next try, and failed(lease, why) says so. One line each."""
     lines = []
     for lease in leases.stale():
-        ids = lease.ids
-        what = ", ".join(f"{kind} {value}" for kind, value in ids.items()) or "nothing (none was made yet)"
         try:
-            release(ids)
+            done = release(lease)
         except RainError as e:
-            lines.append(f"could not delete {provider} {what} of build {lease.name}: {e.message}")
+            lines.append(failed(lease, one_line(e.message)))
             continue
         lease.drop()
-        lines.append(f"deleted {provider} {what} left by build {lease.name}: its {lease.owner()} is gone")
+        lines.append(done)
     return lines
+
+
+def reap_builds(leases: Leases, provider: str, release: Callable[[dict[str, str]], None]) -> list[str]:
+    """A cloud builder's stale leases: delete what each names with release(ids)."""
+    def what(lease: Lease) -> str:
+        return ", ".join(f"{kind} {value}" for kind, value in lease.ids.items()) or "nothing (none was made yet)"
+
+    def done(lease: Lease) -> str:
+        release(lease.ids)
+        return f"deleted {provider} {what(lease)} left by build {lease.name}: its {lease.owner()} is gone"
+    return reap(leases, done, lambda lease, why: f"could not delete {provider} {what(lease)} of build {lease.name}: "
+                                                 f"{why}")

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
+from rain.clouds import leases
 from rain.clouds.leases import Lease, Leases
 from rain.config import Settings
 from rain.errors import InvalidInput, RainError, one_line
@@ -219,23 +220,17 @@ def _leases(settings: Settings) -> Leases:
 def reap(settings: Settings, forget: Callable[[str], None]) -> list[str]:
     """Release what this host's killed launches left on their clouds (their stale leases) and `forget`
     their records; one line for each. A lease whose release fails stays, for the next try."""
-    lines = []
-    for lease in _leases(settings).stale():
+    def what(lease: Lease) -> str:
+        return f"launch {lease.data.get('tag')} on {lease.data.get('target')} site {lease.data.get('site')}"
+
+    def release(lease: Lease) -> str:
         target, site_name, tag = (str(lease.data.get(k, "")) for k in ("target", "site", "tag"))
+        if target not in CLOUDS or not TAG_RE.match(tag):
+            return f"dropped {lease.path.name}: not a launch's lease"
         ids = lease.ids
         record = ids.pop("launch", "")
-        if target not in CLOUDS or not TAG_RE.match(tag):
-            lease.drop()
-            lines.append(f"dropped {lease.path.name}: not a launch's lease")
-            continue
-        what = f"launch {tag} on {target} site {site_name}"
-        try:
-            count = open_site(settings, target, site_name or None, None, None)._release(tag, list(ids.values()))
-            if ID_RE.match(record):
-                forget(record)
-        except RainError as e:
-            lines.append(f"could not release {what}: {one_line(e.message)}")
-            continue
-        lease.drop()
-        lines.append(f"released {what} ({count} machine(s)): its {lease.owner()} is gone")
-    return lines
+        count = open_site(settings, target, site_name or None, None, None)._release(tag, list(ids.values()))
+        if ID_RE.match(record):
+            forget(record)
+        return f"released {what(lease)} ({count} machine(s)): its {lease.owner()} is gone"
+    return leases.reap(_leases(settings), release, lambda lease, why: f"could not release {what(lease)}: {why}")

@@ -260,34 +260,22 @@ def newest_first(coll: Collection, drivers: list[dict[str, Any]], fields: set[st
     in `_id` order, ascending unless `ids_descending`. `fields`: the projection (None: whole).
     `shape`: what `wanted` asks, to start from how far back the same listing reached just before.
     `upper`: none newer than this is read (a cursor's time: the slices start there, not at `now`)."""
-    out: list[dict[str, Any]] = []
     if upper is not None:
         now = upper
-    covered = timedelta(0)  # now - covered: where the next (older) slice ends
     memo = (coll.full_name, when, repr(drivers), shape) if shape is not None else None
-    width = _reached(memo, want) or FIRST_SLICE
-    while len(out) < want:
+
+    def span(covered: timedelta, width: timedelta) -> tuple[dict[str, Any], bool]:
+        """now - covered: where this (older) slice ends. The first slice is open above (a clock ahead of
+        ours still sorts first) unless a cursor bounds it; the last, 30 years back, is open below."""
         last = covered > OLDEST
-        # the first slice is open above (a clock ahead of ours still sorts first) unless a cursor bounds
-        # it; the last is open below
-        span: dict[str, Any] = {} if last else {"$gte": now - covered - width}
+        bounds: dict[str, Any] = {} if last else {"$gte": now - covered - width}
         if covered:
-            span["$lt"] = now - covered
+            bounds["$lt"] = now - covered
         elif upper is not None:
-            span["$lte"] = upper
-        found = _union(coll, [{**d, when: span} for d in drivers], fields)
-        out.extend(_sorted([d for d in found if wanted(d)], when, descending=True, ids_descending=ids_descending))
-        if last:
-            break
-        covered += width
-        # the next slice as long as this density of matches needs for the rest of the page (a quarter
-        # more), at least as long as all read so far and at most GROWTH times that. A slice with no
-        # records at all grows GROWTH-fold: a quiet stretch, or the catalog's beginning, is crossed in
-        # a few steps (with only the density, a page that all matches had filled all but a few of
-        # grew a seventh each step: 70 queries per branch on a 3,000-record catalog)
-        need = want - len(out)
-        density = need / len(out) * 1.25 if out and found else GROWTH
-        width = covered * min(max(density, 1), GROWTH)
+            bounds["$lte"] = upper
+        return bounds, last
+    out = _slices(coll, drivers, fields, wanted, want, when, span, _reached(memo, want) or FIRST_SLICE,
+                  descending=True, ids_descending=ids_descending)
     if memo is not None and len(out) >= want:
         _remember(memo, want, now - _utc(out[want - 1][when]))
     return out
@@ -298,24 +286,48 @@ def oldest_first(coll: Collection, drivers: list[dict[str, Any]], fields: set[st
                  lower: datetime | None, when: str = "created") -> list[dict[str, Any]]:
     """newest_first the other way: at least `want` documents from `lower` on (or all there are), oldest
     first, ties of `when` in descending `_id` order (a newest-first listing read backwards from a cursor),
-    in slices of `when` that grow as newest_first's do. The last slice, once past `now`, is open above."""
-    out: list[dict[str, Any]] = []
+    in slices of `when` that grow as newest_first's do."""
     start = lower or now - OLDEST
-    covered, width = timedelta(0), FIRST_SLICE
-    while len(out) < want:
+
+    def span(covered: timedelta, width: timedelta) -> tuple[dict[str, Any], bool]:
+        """start + covered: where this (newer) slice begins; the last, once past `now`, is open above."""
         last = start + covered + width > now
-        span: dict[str, Any] = {"$gte": start + covered}
+        bounds: dict[str, Any] = {"$gte": start + covered}
         if not last:
-            span["$lt"] = start + covered + width
-        found = _union(coll, [{**d, when: span} for d in drivers], fields)
-        out.extend(_sorted([d for d in found if wanted(d)], when, descending=False, ids_descending=True))
+            bounds["$lt"] = start + covered + width
+        return bounds, last
+    return _slices(coll, drivers, fields, wanted, want, when, span, FIRST_SLICE, descending=False,
+                   ids_descending=True)
+
+
+def _slices(coll: Collection, drivers: list[dict[str, Any]], fields: set[str] | None,
+            wanted: Callable[[dict[str, Any]], bool], want: int, when: str,
+            span: Callable[[timedelta, timedelta], tuple[dict[str, Any], bool]], width: timedelta,
+            descending: bool, ids_descending: bool) -> list[dict[str, Any]]:
+    """What newest_first and oldest_first share: read slice after slice (`span` gives each one's range of
+    `when` and whether it is the last) until `want` are found, each slice's matches sorted."""
+    out: list[dict[str, Any]] = []
+    covered = timedelta(0)
+    while len(out) < want:
+        bounds, last = span(covered, width)
+        found = _union(coll, [{**d, when: bounds} for d in drivers], fields)
+        out.extend(_sorted([d for d in found if wanted(d)], when, descending=descending,
+                           ids_descending=ids_descending))
         if last:
             break
         covered += width
-        need = want - len(out)
-        density = need / len(out) * 1.25 if out and found else GROWTH
-        width = covered * min(max(density, 1), GROWTH)
+        width = _next_width(covered, want, len(out), bool(found))
     return out
+
+
+def _next_width(covered: timedelta, want: int, have: int, found: bool) -> timedelta:
+    """The next slice: as long as the density of matches so far needs for the rest of the page (a quarter
+    more), at least as long as all read so far and at most GROWTH times that. A slice with no records at
+    all grows GROWTH-fold: a quiet stretch, or the catalog's beginning, is crossed in a few steps (with
+    only the density, a page that all matches had filled all but a few of grew a seventh each step: 70
+    queries per branch on a 3,000-record catalog)."""
+    density = (want - have) / have * 1.25 if have and found else GROWTH
+    return covered * min(max(density, 1), GROWTH)
 
 
 _REACH: dict[tuple[str, ...], tuple[float, int, timedelta]] = {}

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rain.clouds.leases import Leases, reap
+from rain.clouds.leases import Leases, reap_builds
 from rain.errors import BuildError
 
 
@@ -86,7 +86,7 @@ def test_reap_deletes_says_why_and_keeps_a_lease_it_could_not_delete(tmp_path: P
             raise BuildError("OpenStack deleting server s-b failed: 503")
         deleted.append(ids)
 
-    lines = reap(leases, "OpenStack", release)
+    lines = reap_builds(leases, "OpenStack", release)
     assert deleted == [{"server": "s-a"}]
     assert lines[0].startswith("deleted OpenStack server s-a left by build rain-a: its fg-image pid ")
     assert lines[0].endswith(" is gone")

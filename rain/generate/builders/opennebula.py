@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from pydantic import model_validator
 
-from rain.clouds.leases import Lease, Leases, reap
+from rain.clouds.leases import Lease, Leases, reap_builds
 from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_pyone, terminate, wait_running
 from rain.config import Settings
 from rain.errors import BuildError
@@ -86,7 +86,8 @@ class OpenNebulaProvider:
 
     def reap(self) -> list[str]:
         """Terminate the VMs of builds whose fg-image was killed (leases.py)."""
-        return reap(self.leases, "OpenNebula", lambda ids: self._releaser(int(ids["vm"]))() if "vm" in ids else None)
+        return reap_builds(self.leases, "OpenNebula",
+                           lambda ids: self._releaser(int(ids["vm"]))() if "vm" in ids else None)
 
     def _template(self, build_name: str, keys: MachineKeys) -> str:
         s = self.conf

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from rain.clouds.leases import Lease, Leases, reap
+from rain.clouds.leases import Lease, Leases, reap_builds
 from rain.clouds.nova import Nova, find_flavor, network_id
 from rain.clouds.openstack import KeystoneAuth, log_in
 from rain.config import Settings
@@ -83,7 +83,7 @@ class OpenStackProvider:
         if not self.leases.stale():
             return []
         nova = self._nova()
-        return reap(self.leases, "OpenStack", lambda ids: self._releaser(nova, dict(ids))())
+        return reap_builds(self.leases, "OpenStack", lambda ids: self._releaser(nova, dict(ids))())
 
     def _nova(self) -> Any:  # Any: python-novaclient ships no type hints
         """A client for one machine: novaclient's name look-ups switch the client's service type
