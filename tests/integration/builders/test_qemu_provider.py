@@ -117,7 +117,10 @@ def test_a_server_with_another_host_key_is_refused(machine: Machine) -> None:
         wait_for_sshd(vm, MachineKeys(client=machine.keys.client, host=other.host), timeout=30)
 
 
-def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: Path) -> None:
+def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the probe's directory: this test's, not another run's
     provider = QemuProvider(qemu_settings(), None)
     bundle = provider.bundle()
     t0 = time.monotonic()
@@ -128,7 +131,7 @@ def test_the_kvm_probe_is_bounded_and_tcg_always_works(qemu_settings, tmp_path: 
     assert provider.accel(bundle) == (Accel.KVM if works else Accel.TCG)
     assert QemuProvider(qemu_settings(accel="tcg"), None).accel(bundle) == Accel.TCG
     print(f"KVM probe: {'KVM works' if works else 'falls back to TCG'} ({time.monotonic() - t0:.1f}s)")
-    assert not qemu_pids("rain-kvm-probe"), "the probe left qemu running"
+    assert not qemu_pids(f"{tmp_path}/rain-kvm-probe"), "the probe left qemu running"
 
 
 def test_a_boot_timeout_is_one_line_and_leaves_only_the_console_log_it_names(qemu_settings, tmp_path: Path) -> None:
