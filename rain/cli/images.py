@@ -271,6 +271,29 @@ def show(image_id: str = typer.Argument(...), as_json: bool = json_flag()) -> No
         render.image_detail(image, derived)
 
 
+@commands.command("sbom")
+def sbom_cmd(
+    image_id: str = typer.Argument(...),
+    output: Path = typer.Option(None, "--output", "-o", help="write it to FILE (default: standard output)"),
+) -> None:
+    """Print an image's SBOM: SPDX 2.3 JSON of its packages, versions and licenses, and its sha256."""
+    from rain.image import sbom
+
+    image = open_repo().show(image_id)
+    document = sbom.sbom_for(image.id, image.provenance, image.sha256, image.format)
+    if output is None:
+        sys.stdout.buffer.write(document)
+        sys.stdout.buffer.flush()
+        return
+    part = output.with_name(f".{output.name}.part")
+    try:
+        part.write_bytes(document)
+        part.replace(output)
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise file_failure(e, output, "write the SBOM to") from None
+
+
 @commands.command("modify")
 def modify(
     image_id: str = typer.Argument(...),

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from rain.cli.common import console
 from rain.cli.untrusted import plain
+from rain.image import sbom
 from rain.repository.models import Event, Image, ImageSummary, Registration, User
 from rain.sizes import human
 
@@ -82,6 +83,8 @@ def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> Non
         rows.append(("provenance", f"derived from {p['derived_from']} for {p.get('target', '?')}"
                                    f"{'@' + str(p['site']) if p.get('site') else ''}, {p.get('tool', 'rain')}"))
         rows.extend(("adapted", str(line)) for line in p.get("changes") or [])
+        if p.get("sbom"):  # the SBOM of the image it was adapted from (what adapt added is in `adapted`)
+            rows.append(("sbom", f"of {p['derived_from']}: sha256 {str(p['sbom'])[:16]}"))
     elif i.provenance:
         p = i.provenance
         packages = p.get("packages") or []
@@ -91,6 +94,9 @@ def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> Non
         boot = _boot(p, i.format)
         if boot:
             rows.append(("boot", boot))
+        if sbom.has_sbom(p) and i.sha256:
+            digest = sbom.digest(sbom.render(p, i.sha256, i.format))
+            rows.append(("sbom", f"SPDX 2.3, sha256 {digest[:16]} (`fg-image sbom {i.id}`)"))
     for target, report in sorted(i.vetting.items()):
         verdict = report.get("verdict", "?") if isinstance(report, dict) else "?"
         rows.append((f"vetting {target}", str(verdict)))
@@ -100,7 +106,8 @@ def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> Non
         rows.append(("quarantined for", ", ".join(i.quarantined)))
     for r in i.registrations:
         site = f"@{r.site}" if r.site else ""
-        rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({when(r.when)})"))
+        sbom_of = f", from SBOM {str(r.detail['sbom'])[:16]}" if r.detail.get("sbom") else ""
+        rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({when(r.when)}){sbom_of}"))
     for d in derived or []:
         rows.append(("derived", f"{d.id} {d.name} ({d.format}, {human(d.size)})"))
     shown = table("", "")

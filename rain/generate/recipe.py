@@ -344,10 +344,10 @@ class Recipe(Strict):
         return self.upload.name or self.name
 
 
-BUILD_REVISION = 5
+BUILD_REVISION = 6
 """Bump when a change to Rain alters what an identical recipe produces (2: images are generalized; 3: raw/qcow2 disks
 boot by GRUB for BIOS and UEFI; 4: disks without cloud-init grow their root at first boot; 5: tar.zst in package
-order, times clamped, independent frames)."""
+order, times clamped, independent frames; 6: the manifest gives each package's license, for the SBOM)."""
 
 
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None) -> str:

@@ -20,6 +20,7 @@ from rain import __version__
 from rain.arch import Architecture
 from rain.config import Settings
 from rain.errors import InvalidInput
+from rain.image import sbom
 from rain.image.rootfs import LinkLoop, RootFS
 from rain.progress import Reporter
 from rain.register import adapt, export
@@ -102,6 +103,7 @@ def register(repo: Repository, settings: Settings, image_id: str, target_text: s
         raise InvalidInput(f"--boot-test is not available for {name.value}",
                            hint="targets with a boot test: " + ", ".join(boot_testable_targets()))
     image = repo.show(image_id)
+    source_sbom = _sbom_digest(image)
     with tempfile.TemporaryDirectory(prefix="rain-register-") as tmp, contextlib.ExitStack() as undo:
         work = Path(tmp)  # removed on success and failure alike; `undo` holds only what a failure takes back
         root, report = fetch_and_vet(repo, image, name.value, target.vet_policy, work, reporter,
@@ -125,7 +127,8 @@ def register(repo: Repository, settings: Settings, image_id: str, target_text: s
             with reporter.step("boot-test"):
                 target.boot_test(packed, log_path, boot_timeout)  # type: ignore[attr-defined]
         if output is not None:
-            return _export(repo, image, name, site_name, packed, output, force, report, changes, reporter)
+            return _export(repo, image, name, site_name, packed, output, force, report, changes, reporter,
+                           source_sbom)
         known = Architecture.lookup(image.os.arch)  # Debian's names → the clouds' (Glance, labels)
         arch = known.cloud if known else image.os.arch or "x86_64"
         label = Label(image.id, image.name, image.os.family, image.os.release, arch)
@@ -134,9 +137,10 @@ def register(repo: Repository, settings: Settings, image_id: str, target_text: s
             undo.callback(target.delete, remote_id)
         with reporter.step("record"):
             derived = _store_derived(repo, image, name.value, site_name, packed.primary_path,
-                                     target.derived_format, changes)
+                                     target.derived_format, changes, source_sbom)
             undo.callback(repo.remove, derived.id, True)
             detail = {"derived_image": derived.id, "files": sorted(packed.files), "changes": changes,
+                      **({"sbom": source_sbom} if source_sbom else {}),
                       "timings": reporter.seconds()}  # the steps before this one
             repo.add_registration(image.id, name.value, site_name, remote_id, detail)
         undo.pop_all()
@@ -157,8 +161,17 @@ def _share(target: object, name: TargetName, projects: Sequence[str], output: Pa
             raise InvalidInput(f"--share-with-project: {e}") from e
 
 
+def _sbom_digest(image: Image) -> str | None:
+    """The sha256 of the SBOM of the image being registered (rain.image.sbom), if a generate build made it:
+    the registration and the adapted copy record which SBOM they derive from."""
+    if not sbom.has_sbom(image.provenance) or not image.sha256:
+        return None
+    return sbom.digest(sbom.render(image.provenance, image.sha256, image.format))
+
+
 def _export(repo: Repository, image: Image, name: TargetName, site_name: str, packed: Packed, output: Path,
-            force: bool, report: VetReport, changes: list[str], reporter: Reporter) -> Outcome:
+            force: bool, report: VetReport, changes: list[str], reporter: Reporter,
+            source_sbom: str | None) -> Outcome:
     """`--output`: the packed files go to `output`; the catalog gains only a history entry (no derived
     image, no registration: the copy left the repository's sight). If that entry cannot be written,
     `output` is taken back, so a success always has its entry."""
@@ -168,7 +181,8 @@ def _export(repo: Repository, image: Image, name: TargetName, site_name: str, pa
               "changes": changes, "timings": reporter.seconds()}
     with reporter.step("record"):
         try:
-            repo.record_export(image.id, name.value, {"format": packed.format, "files": files})
+            repo.record_export(image.id, name.value, {"format": packed.format, "files": files,
+                                                      **({"sbom": source_sbom} if source_sbom else {})})
         except BaseException:
             export.remove(output)
             raise
@@ -182,11 +196,12 @@ def boot_testable_targets() -> list[str]:
 
 
 def _store_derived(repo: Repository, image: Image, target: str, site: str, path: Path, fmt: str,
-                   changes: list[str]) -> Image:
+                   changes: list[str], source_sbom: str | None) -> Image:
     meta = ImageMeta(name=f"{image.name}-{target}"[:128], os=image.os, format=fmt, parent=image.id,
                      tags=[f"target:{target}"], description=f"{image.name} adapted by Rain for {target} ({site})",
                      provenance={"derived_from": image.id, "target": target, "site": site,
-                                 "changes": changes, "tool": f"rain {__version__}"})
+                                 "changes": changes, "tool": f"rain {__version__}",
+                                 **({"sbom": source_sbom} if source_sbom else {})})
     with open(path, "rb") as f:
         return repo.put(f, meta, path.stat().st_size)
 

@@ -24,6 +24,7 @@ from pymongo.database import Database
 from rain import __version__
 from rain.config import Settings
 from rain.errors import InvalidInput
+from rain.image import sbom
 from rain.repository.accounts import Accounts
 from rain.repository.api_errors import COMMON_ERRORS, error_responses, install
 from rain.repository.chunk_routes import download_router, upload_router
@@ -208,6 +209,14 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     @api.get("/images/{image_id}", response_model=Image)
     def show(image_id: ImageId, s: Store = Depends(store)) -> Image:
         return s.show(image_id)
+
+    @api.get("/images/{image_id}/sbom", response_class=Response,
+             responses={200: {"description": "SPDX 2.3 JSON (rain.image.sbom)", "content": {sbom.MEDIA_TYPE: {}}}})
+    def image_sbom(image_id: ImageId, s: Store = Depends(store)) -> Response:
+        """The image's SBOM, the bytes `fg-image sbom ID` prints; 404 for an image no generate build made."""
+        image = s.show(image_id)
+        return Response(sbom.sbom_for(image.id, image.provenance, image.sha256, image.format),
+                        media_type=sbom.MEDIA_TYPE)
 
     @api.get("/images/{image_id}/data", response_class=Response, responses={**DATA_RESPONSES, **error_responses(416)})
     def data(image_id: ImageId, request: Request, s: Store = Depends(store)) -> Response:

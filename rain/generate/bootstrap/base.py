@@ -21,6 +21,7 @@ class Package:
     name: str
     version: str
     arch: str
+    license: str | None = None  # as the package's metadata states it (rain.image.licenses), None: not stated
 
 
 class Bootstrapper(Protocol):

@@ -20,6 +20,8 @@ from rain.generate.bootstrap.base import Package, place_base
 from rain.generate.context import BuildContext
 from rain.generate.recipe import OsFamily
 from rain.host import command
+from rain.image.licenses import debian_license
+from rain.image.rootfs import RootFS
 
 _HOOK_IN = """#!/bin/sh
 # rain: seed the new root's apt archive from the shared package cache
@@ -197,7 +199,7 @@ class DebianBootstrapper:
             ctx.facts["extra_sources"] = True
 
     def installed(self, ctx: BuildContext) -> list[Package]:
-        return dpkg_installed(ctx.handle.root)
+        return dpkg_installed(ctx.handle.root, licenses=True)
 
     def finish(self, ctx: BuildContext) -> None:
         b, h = ctx.builder, ctx.handle
@@ -234,8 +236,9 @@ def _host_tool(name: str) -> str | None:
         return None
 
 
-def dpkg_installed(root: Path) -> list[Package]:
-    """The packages dpkg has installed in the tree at root (read from the host, nothing runs inside)."""
+def dpkg_installed(root: Path, licenses: bool = False) -> list[Package]:
+    """The packages dpkg has installed in the tree at root (read from the host, nothing runs inside); with
+    `licenses`, each with the license its machine-readable copyright file states (for the SBOM)."""
     admindir = root / "var/lib/dpkg"
     out = command.run(["dpkg-query", f"--admindir={admindir}", "-W",
                        "-f=${db:Status-Status}\t${Package}\t${Version}\t${Architecture}\n"],
@@ -245,6 +248,9 @@ def dpkg_installed(root: Path) -> list[Package]:
         parts = line.split("\t")
         if len(parts) == 4 and parts[0] == "installed":
             pkgs.append(Package(parts[1], parts[2], parts[3]))
+    if licenses:
+        tree = RootFS(root)
+        pkgs = [Package(p.name, p.version, p.arch, debian_license(tree, p.name)) for p in pkgs]
     return sorted(pkgs, key=lambda p: p.name)
 
 

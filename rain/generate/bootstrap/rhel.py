@@ -167,13 +167,15 @@ class RhelBootstrapper:
         if not (root / "var/lib/rpm").is_dir():
             return []
         out = command.run(["rpm", f"--root={root}", "--dbpath=/var/lib/rpm", "-qa", "--qf",
-                           "%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"],
+                           "%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\t%{LICENSE}\n"],
                           what="rpm -qa", keep=100000).output
         pkgs = []
         for line in out.splitlines():
             parts = line.split("\t")
-            if len(parts) == 3:
-                pkgs.append(Package(parts[0], parts[1].removeprefix("0:"), parts[2]))
+            if len(parts) == 4:  # the License tag, as the package states it (rain.image.licenses)
+                license = parts[3].strip()[:200]
+                pkgs.append(Package(parts[0], parts[1].removeprefix("0:"), parts[2],
+                                    None if license in ("", "(none)") else license))
         return sorted(pkgs, key=lambda p: p.name)
 
     def finish(self, ctx: BuildContext) -> None:

@@ -16,6 +16,9 @@ import pytest
 from support.cli import RECIPES, ids_from
 from support.host import mounts_under
 from support.images import manifest, tar_names, tar_read
+from support.spdx import spdx_problems
+
+from rain.image.sbom import digest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -96,6 +99,23 @@ def test_minimal_recipe_with_three_packages_is_built_in_four_formats_and_stored(
     assert {"hello", "less", "file"} <= {p["name"] for p in shown["provenance"]["packages"]}
     assert "debian" in shown["tags"]
     assert mounts_under(gen_data) == [] and list((gen_data / "work").iterdir()) == []
+
+    # issue #16, acceptance 4: each file's SBOM beside it validates as SPDX 2.3, lists every package of the
+    # manifest with its version, carries the file's sha256, and is the document the repository gives
+    for a in m["artifacts"]:
+        written = out / f"{a['file']}.spdx.json"
+        assert spdx_problems(written) == [], a["file"]
+        doc = json.loads(written.read_text())
+        [image] = [p for p in doc["packages"] if p["SPDXID"] == "SPDXRef-Image"]
+        assert image["checksums"] == [{"algorithm": "SHA256", "checksumValue": a["sha256"]}]
+        assert {p["name"]: p["versionInfo"] for p in doc["packages"] if p is not image} == versions
+        printed = gen("sbom", ids[a["format"]])
+        assert printed.returncode == 0 and printed.stdout == written.read_text(), a["format"]
+    licensed = {p["name"]: p["licenseDeclared"] for p in doc["packages"] if p["licenseDeclared"] != "NOASSERTION"}
+    assert licensed["less"] == "GPL-3.0-or-later OR LicenseRef-Less", "less's DEP-5 file says GPL-3+ or Less"
+    assert "hello" not in licensed, "hello's copyright file is prose: no license a program can read"
+    assert len(licensed) > len(versions) / 2, "most packages state a license a program can read"
+    assert f"sha256 {digest(printed.stdout.encode())[:16]}" in gen("show", ids[a["format"]]).stdout
 
 
 def test_the_same_recipe_again_is_served_from_the_result_cache(gen: Any, tmp_path: Path) -> None:

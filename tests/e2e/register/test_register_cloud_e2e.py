@@ -88,6 +88,12 @@ def test_the_cloud_image_boots_as_opennebula_and_ec2_boot_it_and_is_published(fg
     shown = json.loads(fg("show", image_id, "--json", env=env).stdout)
     assert sorted(r["target"] for r in shown["registrations"]) == ["ec2", "opennebula"]
     assert {d["id"] for d in shown["derived"]} == {o["derived_image"] for o in outcomes.values()}
+    # each registration, and each adapted copy, names the SBOM of the image it derives from (issue #16)
+    source_sbom = hashlib.sha256(fg("sbom", image_id, env=env).stdout.encode()).hexdigest()
+    assert [r["detail"]["sbom"] for r in shown["registrations"]] == [source_sbom, source_sbom]
+    for outcome in outcomes.values():
+        derived = json.loads(fg("show", outcome["derived_image"], "--json", env=env).stdout)
+        assert derived["provenance"]["sbom"] == source_sbom
 
 
 def test_output_writes_the_disk_that_passed_the_openstack_boot_test(fg, cloud_image, tmp_path):
@@ -109,3 +115,6 @@ def test_output_writes_the_disk_that_passed_the_openstack_boot_test(fg, cloud_im
     assert shown["registrations"] == [] and shown["derived"] == [], "the catalog is unchanged"
     events = json.loads(fg("history", image_id, "--json", env=env).stdout)
     assert [e["action"] for e in events if e["action"] in ("export", "register")] == ["export"]
+    [export] = [e for e in events if e["action"] == "export"]
+    printed = fg("sbom", image_id, env=env).stdout.encode()
+    assert export["detail"]["detail"]["sbom"] == hashlib.sha256(printed).hexdigest(), "the SBOM it derives from"

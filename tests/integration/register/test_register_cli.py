@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import pytest
 from support.images import make_tarball, make_tree
 from support.repository import upload
 
+from rain.digests import sha256_of
 from rain.errors import ExitCode, Forbidden, VetFailed
 from rain.register.pipeline import register
 from rain.register.rules import all_rules
@@ -22,9 +24,15 @@ def cli_env(sites) -> dict[str, str]:
     return {"RAIN_TARGETS_FILE": str(sites.path), **{k: os.environ[k] for k in keep}}
 
 
-def test_register_show_registrations_deregister_through_the_cli(fg, sites, clean_tarball):
+def test_register_show_registrations_deregister_through_the_cli(fg, sites, clean_tarball, tmp_path):
     env = cli_env(sites)
-    up = fg("upload", str(clean_tarball), "--name", "deb", "--os", "debian", "--release", "12", env=env)
+    manifest = tmp_path / "manifest.json"  # as generate writes it: the image then has an SBOM
+    manifest.write_text(json.dumps({
+        "name": "deb", "os": {"family": "debian", "release": "12", "arch": "amd64"}, "recipe_hash": "ef" * 32,
+        "packages": [{"name": "bash", "version": "5.2.15-2+b7", "arch": "amd64", "license": "GPL-3+"}],
+        "artifacts": [{"format": "tar.zst", "file": clean_tarball.name, "sha256": sha256_of(clean_tarball)}]}))
+    up = fg("upload", str(clean_tarball), "--name", "deb", "--os", "debian", "--release", "12",
+            "--manifest", str(manifest), env=env)
     assert up.returncode == 0, up.stderr
     image_id = up.stdout.strip()
     reg = fg("register", image_id, "--target", "openstack", "--json", env=env)
@@ -42,6 +50,11 @@ def test_register_show_registrations_deregister_through_the_cli(fg, sites, clean
     assert shown["registrations"][0]["remote_id"] == outcome["remote_id"]
     derived = json.loads(fg("show", outcome["derived_image"], "--json", env=env).stdout)
     assert derived["parent"] == image_id
+    # the registration and the adapted copy name the SBOM they derive from (issue #16)
+    source_sbom = hashlib.sha256(fg("sbom", image_id, env=env).stdout.encode()).hexdigest()
+    assert shown["registrations"][0]["detail"]["sbom"] == derived["provenance"]["sbom"] == source_sbom
+    assert f"from SBOM {source_sbom[:16]}" in fg("show", image_id, env=env).stdout
+    assert fg("sbom", outcome["derived_image"], env=env).returncode == 3, "an adapted copy has no SBOM of its own"
     regs = json.loads(fg("registrations", image_id, "--json", env=env).stdout)
     assert [(r["target"], r["site"]) for r in regs] == [("openstack", "default")]
     gone = fg("deregister", image_id, "--target", "openstack", "--yes", env=env)

@@ -6,7 +6,7 @@ import typer
 
 from rain.cli import app
 
-TOP = {"upload", "download", "list", "show", "modify", "remove", "share", "unshare", "history", "users", "repo",
+TOP = {"upload", "download", "list", "show", "sbom", "modify", "remove", "share", "unshare", "history", "users", "repo",
        "serve", "config", "generate", "batch", "cache", "builder", "register", "vet", "registrations", "deregister",
        "launch", "instances"}
 GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"},
