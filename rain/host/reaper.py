@@ -49,14 +49,19 @@ def untrack_path(path: Path | str) -> None:
     _send(f"-path {os.path.abspath(path)}", start=False)
 
 
-def track_command(argv: list[str], env: dict[str, str] | None = None) -> None:
+def track_command(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
     """Run argv (with env added to this process's environment) once this process is gone, after its
-    tracked processes are killed and before its paths are removed; at most COMMAND_TIMEOUT seconds."""
-    _send("+run " + json.dumps([argv, env or {}]))
+    tracked processes are killed and before its paths are removed; at most COMMAND_TIMEOUT seconds. With
+    `log`, what it prints is appended there after a line saying when it ran and why (nobody is watching)."""
+    _send("+run " + _order(argv, env, log))
 
 
-def untrack_command(argv: list[str], env: dict[str, str] | None = None) -> None:
-    _send("-run " + json.dumps([argv, env or {}]), start=False)
+def untrack_command(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    _send("-run " + _order(argv, env, log), start=False)
+
+
+def _order(argv: list[str], env: dict[str, str] | None, log: Path | None) -> str:
+    return json.dumps([argv, env or {}, os.path.abspath(log) if log is not None else None])
 
 
 COMMAND_TIMEOUT = 600
@@ -117,11 +122,31 @@ def _remove(path: str) -> None:
 
 def _run(order: str) -> None:
     try:
-        argv, env = json.loads(order)
-        subprocess.run(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT, check=False)
-    except (ValueError, TypeError, OSError, subprocess.SubprocessError):
+        argv, env, log = json.loads(order)
+        out = open(log, "ab") if log else None  # noqa: SIM115 (closed below, after the command)
+    except (ValueError, TypeError, OSError):
+        return
+    try:
+        if out is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S %z")
+            out.write(f"{when} rain's watcher: the process that asked for it is gone; running "
+                      f"{' '.join(argv)}\n".encode())
+            out.flush()
+        quiet = out is None
+        result = subprocess.run(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL if quiet else out,
+                                stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT,
+                                timeout=COMMAND_TIMEOUT, check=False)
+        if out is not None:
+            out.write(f"exit {result.returncode}\n".encode())
+    except subprocess.TimeoutExpired:
+        if out is not None:
+            out.write(f"stopped after {COMMAND_TIMEOUT}s\n".encode())
+    except (OSError, subprocess.SubprocessError):
         pass  # what it would have undone stays for the next run of the same command
+    finally:
+        if out is not None:
+            out.close()
 
 
 def watch() -> None:

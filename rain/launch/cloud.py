@@ -150,14 +150,19 @@ class CloudSite:
         if self.leases is None:
             return None
         lease = self.leases.take(f"{self.target}-{tag}", target=self.target, site=self.site_name, tag=tag)
-        reaper.track_command(REAP, self.reap_env)
+        reaper.track_command(REAP, self.reap_env, self._reap_log)
         return lease
 
     def _let_go(self, lease: Lease | None) -> None:
         """The machines are released, or the user's (kept): nothing for the watcher to do."""
         if lease is not None:
             lease.drop()
-            reaper.untrack_command(REAP, self.reap_env)
+            reaper.untrack_command(REAP, self.reap_env, self._reap_log)
+
+    @property
+    def _reap_log(self) -> Path | None:
+        """Where the watcher's `instances reap` writes what it did (DATA_DIR/launch/reap.log)."""
+        return None if self.leases is None else self.leases.directory.parent / "reap.log"
 
     def release(self, launch: Launch) -> int:
         """Release a recorded launch's machines (those named and tagged with its TAG); how many there were."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from support.cli import FG_IMAGE
@@ -97,6 +98,10 @@ def test_a_launch_killed_while_it_waits_has_its_instances_terminated_and_its_rec
     assert instances(fg, env) == []
     again = fg("instances", "reap", env=env)
     assert again.returncode == 0 and again.stderr == "", "nothing is left to reap"
+    # nobody watched the watcher's reap: what it did is in the launch log directory
+    said = (Path(rain_env["RAIN_DATA_DIR"]) / "launch" / "reap.log").read_text().splitlines()
+    assert "the process that asked for it is gone; running" in said[0] and said[-1] == "exit 0", said
+    assert any(line.startswith("released launch ") and "(2 machine(s))" in line for line in said), said
 
 
 def test_instances_that_never_answer_are_terminated_and_the_error_is_one_line(fg, aws):

@@ -21,6 +21,8 @@ write = [sys.executable, "-c", "import os, sys; open(sys.argv[1], 'w').write(os.
 reaper.track_command(write + [out + "/kept"], {"RAIN_SAID": "kept ran"})
 reaper.track_command(write + [out + "/dropped"], {"RAIN_SAID": "dropped ran"})
 reaper.untrack_command(write + [out + "/dropped"], {"RAIN_SAID": "dropped ran"})
+say = [sys.executable, "-c", "import sys; print('released 2 machines'); sys.exit(12)"]
+reaper.track_command(say, None, log=out + "/reap.log")  # nobody watches: what it prints goes to the log
 print("ready", flush=True)
 time.sleep(600)
 """
@@ -39,5 +41,15 @@ def test_a_killed_owners_tracked_command_runs_with_its_environment_and_an_untrac
     while not (tmp_path / "kept").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (tmp_path / "kept").read_text() == "kept ran"
+    deadline = time.monotonic() + 30
+    while "\nexit " not in _text(tmp_path / "reap.log") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    head, said, end = _text(tmp_path / "reap.log").splitlines()
+    assert "rain's watcher: the process that asked for it is gone; running " in head
+    assert (said, end) == ("released 2 machines", "exit 12")
     time.sleep(0.5)
     assert not (tmp_path / "dropped").exists()
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
