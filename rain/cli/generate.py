@@ -10,11 +10,13 @@ from typing import Any
 import typer
 
 from rain.cli import render
-from rain.cli.common import console, interrupted_as, json_flag, open_repo, print_json, settings
+from rain.cli.common import console, err_console, interrupted_as, json_flag, open_repo, print_json, settings
+from rain.cli.failures import file_failure
 from rain.cli.progress import step_reporter
-from rain.errors import BuildError
+from rain.errors import BuildError, InvalidInput, RecipeError
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import load_recipe, parse_overrides
+from rain.generate.lock import lock_path, write_lock
 from rain.generate.recipe import BuilderName, Format
 
 commands = typer.Typer()  # top-level commands: `fg-image generate`, not a group
@@ -53,15 +55,48 @@ def generate_cmd(
     as_json: bool = json_flag(),
     builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
     on_error: OnError = typer.Option(OnError.REMOVE, "--on-error", help=ON_ERROR_HELP),
+    lock: bool = typer.Option(False, "--lock", help="write RECIPE.lock: the exact packages of this build"),
 ) -> None:
-    """Build an image from a recipe and print the new image id(s)."""
+    """Build an image from a recipe and print the new image id(s). A RECIPE.lock beside it pins every package."""
     loaded = load_recipe(recipe, _sets(set_, format_))
+    if lock and loaded.lock_note:  # a lock of another OS is there: --lock would replace it unasked
+        raise RecipeError(f"--lock: {loaded.lock_note}",
+                          hint=f"`fg-image lock --update {recipe}` writes it again, for this build's OS")
     options = BuildOptions(output=output, use_cache=not no_cache, upload=not no_upload,
                            **_builder_options(builder, on_error))
     repo = open_repo() if needs_repository(loaded.recipe, options) else None
     with interrupted_as("build interrupted", "its mounts and temporary files were removed"):
         result = generate(loaded, settings(), options, step_reporter(), repo)
+    if lock:
+        _write_lock(recipe, result)
     _print_result(result, as_json)
+
+
+@commands.command("lock")
+def lock_cmd(
+    recipe: Path = typer.Argument(..., help="recipe file (YAML)"),
+    update: bool = typer.Option(False, "--update", help="write it again though RECIPE.lock exists"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: --set os.release=trixie; repeatable"),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+) -> None:
+    """Write RECIPE.lock from a build of the recipe that ignores the lock there (nothing is uploaded)."""
+    path = lock_path(recipe)
+    if path.exists() and not update:
+        raise InvalidInput(f"{path} exists", hint=f"`fg-image lock --update {recipe}` writes it again from a new build")
+    loaded = load_recipe(recipe, parse_overrides(set_), use_lock=False)
+    options = BuildOptions(upload=False, **_builder_options(builder, OnError.REMOVE))
+    with interrupted_as("build interrupted", "its mounts and temporary files were removed"):
+        result = generate(loaded, settings(), options, step_reporter(), None)
+    _write_lock(recipe, result)
+
+
+def _write_lock(recipe: Path, result: BuildResult) -> None:
+    path = lock_path(recipe)
+    try:
+        write_lock(path, result.manifest, result.name)
+    except OSError as e:
+        raise file_failure(e, path, "write the lock file") from None
+    err_console.print(f"wrote {path} ({len(result.manifest['packages'])} packages)")
 
 
 def _print_result(result: BuildResult, as_json: bool) -> None:

@@ -36,6 +36,7 @@ from rain.generate.cache import Cache, CacheKind
 from rain.generate.context import BuildContext
 from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe
+from rain.generate.lock import check_installed
 from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
 from rain.generate.recipe import Format, Recipe, recipe_hash
@@ -129,7 +130,13 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
 
         check_base(repo, r)
     epoch = given_epoch()
-    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs, epoch), builder, epoch)
+    if loaded.lock is not None and r.os.family.is_debian and r.base is None \
+            and not shutil.which("mmdebstrap", path=command.SAFE_PATH):
+        raise RecipeError(f"{loaded.lock.path.name}: a locked build pins the base system's packages with "
+                          "mmdebstrap on this host, and this host has none",
+                          hint="install mmdebstrap (scripts/setup.sh does), or remove the lock to build unlocked")
+    lock = loaded.lock.digest if loaded.lock is not None else None
+    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs, epoch, lock), builder, epoch)
 
 
 def given_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
@@ -148,6 +155,10 @@ def generate(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, re
     reporter = reporter.child("") if reporter.timings else reporter  # this build's timings only
     with reporter.step("prepare"):
         plan = prepare(loaded, settings, options, repo)
+    if loaded.lock_note:
+        reporter.info(loaded.lock_note)
+    elif loaded.lock is not None:
+        reporter.info(f"locked by {loaded.lock.path.name}: {len(loaded.lock.packages)} packages at their versions")
     cache = Cache.for_data(settings.data_path)
     hit = cache.result(plan.result_key) if options.use_cache else None
     if hit is not None:
@@ -217,6 +228,8 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
             builder.stop(handle)
             customize.tidy(ctx)
             packages = boot.installed(ctx)
+            if plan.loaded.lock is not None:  # before packing: a build that is not the lock's is not kept
+                check_installed(plan.loaded.lock, [(p.name, p.version) for p in packages])
         staging = workdir / "out"
         archive = ctx.facts.get("source_date_epoch")
         epoch = plan.epoch if plan.epoch is not None else archive if isinstance(archive, int) else None

@@ -74,9 +74,11 @@ class Cache:
     # -- keys -------------------------------------------------------------
 
     @staticmethod
-    def base_key(recipe: Recipe, mirror: str) -> str:
+    def base_key(recipe: Recipe, mirror: str, lock: str | None = None) -> str:
+        """The base system's key: its OS, variant and mirror, and the digest of a lock pinning its packages."""
         o = recipe.os
-        ident = json.dumps([BASE_FORMAT, o.family, o.release, o.arch, recipe.variant, mirror])
+        ident = json.dumps([BASE_FORMAT, o.family, o.release, o.arch, recipe.variant, mirror,
+                            *([lock] if lock is not None else [])])
         return f"{o.family}-{o.release}-{o.arch}-{recipe.variant}-" + hashlib.sha256(ident.encode()).hexdigest()[:12]
 
     def packages_dir(self, recipe: Recipe) -> Path:

@@ -9,6 +9,7 @@ scripts, repository keys) are read here, so a missing one fails before a build.
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rain.errors import RecipeError
+from rain.generate.lock import Lock, lock_path, read_lock
 from rain.generate.recipe import Recipe
 
 
@@ -30,6 +32,10 @@ class LoadedRecipe:
     text: str
     inputs: dict[str, bytes] = field(default_factory=dict)
     """Contents of files the recipe refers to, keyed by the name written in the recipe."""
+    lock: Lock | None = None
+    """The lock file beside the recipe (rain.generate.lock), when it locks the OS this build is for."""
+    lock_note: str = ""
+    """Why a lock beside the recipe is not used (it is for another OS), for the build to say."""
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
@@ -46,14 +52,25 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def load_recipe(path: Path | str, overrides: typing.Iterable[str] | dict[str, Any] = ()) -> LoadedRecipe:
+def load_recipe(path: Path | str, overrides: typing.Iterable[str] | dict[str, Any] = (),
+                use_lock: bool = True) -> LoadedRecipe:
+    """The recipe at path, with the lock file beside it unless `use_lock` is False (`fg-image lock --update`)."""
     path = Path(path)
     try:
         source = path.read_text()
     except OSError as e:
         raise RecipeError(f"cannot read recipe {path}: {e.strerror}", hint="check the path") from e
     sets = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    return load_recipe_text(source, path, sets)
+    loaded = load_recipe_text(source, path, sets)
+    if not use_lock or not lock_path(path).is_file():
+        return loaded
+    lock = read_lock(lock_path(path))
+    o = loaded.recipe.os
+    if not lock.locks(str(o.family), o.release, o.arch):
+        note = (f"not using {lock.path.name}: it locks {lock.os_text}, this build is {o.family} {o.release} "
+                f"{o.arch}")
+        return dataclasses.replace(loaded, lock_note=note)
+    return dataclasses.replace(loaded, lock=lock)
 
 
 def load_recipe_text(source: str, path: Path, sets: dict[str, Any] | None = None) -> LoadedRecipe:

@@ -34,8 +34,7 @@ def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror
         "recipe": recipe.model_dump(mode="json"),
         "recipe_text": recipe_text,
         "recipe_hash": recipe_hash,
-        "packages": [{"name": p.name, "version": p.version, "arch": p.arch,
-                      **({} if p.license is None else {"license": p.license})} for p in packages],
+        "packages": [_package(p, facts.get("archives")) for p in packages],
         "artifacts": [{"format": str(a.format), "file": a.path.name, "size": a.size, "sha256": a.sha256,
                        **({} if a.bootable is None else {"bootable": a.bootable})} for a in artifacts],
         "timings": [{"step": t.step, "seconds": t.seconds} for t in timings],
@@ -43,6 +42,15 @@ def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror
         "base": {k: v for k, v in facts.items() if k.startswith(("base", "clone"))},
         "source_date_epoch": facts.get("source_date_epoch"),
     }
+
+
+def _package(p: Package, archives: object) -> dict[str, str]:
+    """A package as the manifest (and a lock file) gives it: with the license it states and the archive
+    (apt's suite/component) its version came from, where known."""
+    archive = archives.get(p.name) if isinstance(archives, dict) else None
+    return {"name": p.name, "version": p.version, "arch": p.arch,
+            **({} if p.license is None else {"license": p.license}),
+            **({"archive": archive} if isinstance(archive, str) else {})}
 
 
 def write_manifest(manifest: dict[str, Any], directory: Path) -> Path:

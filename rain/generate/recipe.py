@@ -347,16 +347,20 @@ class Recipe(Strict):
 BUILD_REVISION = 6
 """Bump when a change to Rain alters what an identical recipe produces (2: images are generalized; 3: raw/qcow2 disks
 boot by GRUB for BIOS and UEFI; 4: disks without cloud-init grow their root at first boot; 5: tar.zst in package
-order, times clamped, independent frames; 6: the manifest gives each package's license, for the SBOM)."""
+order, times clamped, independent frames; 6: the manifest gives each package's license and archive, for the SBOM
+and lock files)."""
 
 
-def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None) -> str:
+def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None,
+                lock: str | None = None) -> str:
     """What the result depends on: the recipe (not its upload options), the mirror, input files, the
-    build revision and a SOURCE_DATE_EPOCH given to the build."""
+    build revision, a SOURCE_DATE_EPOCH given to the build and the digest of its lock file."""
     data = recipe.model_dump(mode="json", exclude={"upload", "vars", "builder"})  # where, not what
     key: dict[str, object] = {"recipe": data, "mirror": mirror, "build": BUILD_REVISION}
     if epoch is not None:
         key["source_date_epoch"] = epoch
+    if lock is not None:
+        key["lock"] = lock
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     for name in sorted(inputs):
         h.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())

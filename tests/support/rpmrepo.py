@@ -11,7 +11,7 @@ from pathlib import Path
 
 SPEC = """\
 Name: {name}
-Version: 1.0
+Version: {version}
 Release: 1
 Summary: Rain test package
 License: Apache-2.0
@@ -20,7 +20,7 @@ BuildArch: noarch
 A file that proves the package was installed.
 %install
 mkdir -p %{{buildroot}}/usr/share/{name}
-echo "{name} installed by rain" > %{{buildroot}}/usr/share/{name}/README
+echo "{name} {version} installed by rain" > %{{buildroot}}/usr/share/{name}/README
 %files
 /usr/share/{name}/README
 """
@@ -43,18 +43,21 @@ COMPS = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def build_rpm_repo(where: Path, names: tuple[str, ...] = ("rain-probe",), core: tuple[str, ...] = ()) -> Path:
-    """A createrepo_c repository at where/repo with one noarch package per name; with `core`, a comps
-    group `core` of those packages (what `variant: important` installs as the base)."""
+def build_rpm_repo(where: Path, names: tuple[str, ...] = ("rain-probe",), core: tuple[str, ...] = (),
+                   versions: tuple[str, ...] = ("1.0",)) -> Path:
+    """A createrepo_c repository at where/repo with a noarch package per name and version (release 1);
+    with `core`, a comps group `core` of those packages (what `variant: important` installs as the base).
+    Called again with more versions, the same repository offers those too (a mirror that moved on)."""
     for tool in ("rpmbuild", "createrepo_c"):
         assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
     top, repo = where / "rpmbuild", where / "repo"
     repo.mkdir(parents=True, exist_ok=True)
     for name in names:
-        spec = where / f"{name}.spec"
-        spec.write_text(SPEC.format(name=name))
-        subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(spec)], check=True,
-                       capture_output=True)
+        for version in versions:
+            spec = where / f"{name}-{version}.spec"
+            spec.write_text(SPEC.format(name=name, version=version))
+            subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(spec)], check=True,
+                           capture_output=True)
     for rpm in (top / "RPMS" / "noarch").glob("*.rpm"):
         shutil.copy(rpm, repo)
     groups = []

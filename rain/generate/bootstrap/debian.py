@@ -10,6 +10,7 @@ apt-get inside the image, from the shared .deb cache when possible.
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import re
 import time
@@ -18,14 +19,21 @@ from pathlib import Path
 from rain.errors import BuildError, RainError, RecipeError, Unreachable
 from rain.generate.bootstrap.base import Package, place_base
 from rain.generate.context import BuildContext
+from rain.generate.lock import archives_from_policy
 from rain.generate.recipe import OsFamily
 from rain.host import command
 from rain.image.licenses import debian_license
 from rain.image.rootfs import RootFS
 
+log = logging.getLogger(__name__)
+
 _HOOK_IN = """#!/bin/sh
-# rain: seed the new root's apt archive from the shared package cache
+# rain: seed the new root's apt archive from the shared package cache; pin apt to a lock file's versions
 set -e
+if [ -n "$RAIN_LOCK_PREFS" ]; then
+  mkdir -p "$1/etc/apt/preferences.d"
+  cp "$RAIN_LOCK_PREFS" "$1/etc/apt/preferences.d/rain-lock.pref"
+fi
 mkdir -p "$1/var/cache/apt/archives/partial"
 for f in "$RAIN_PKG_CACHE"/*.deb; do
   [ -e "$f" ] || continue
@@ -62,6 +70,7 @@ EATMYDATA_HOOKS = Path("/usr/share/mmdebstrap/hooks/eatmydata")
 """Shipped with mmdebstrap (1.1 and later); used when present and the mirror has eatmydata."""
 STALE_LISTS = 6 * 3600
 APT_MISSING = re.compile(r"Unable to locate package (\S+)|Package '?(\S+?)'? has no installation candidate")
+APT_VERSION_GONE = re.compile(r"Version '([^']+)' for '([^']+)' was not found")
 APT_UNREACHABLE = re.compile(r"Could not (resolve|connect)|Failed to fetch|Connection failed|Temporary failure "
                           r"resolving|Unable to connect|No such file or directory.*Release|"
                           r"does not have a Release file|404\s+Not Found", re.I)
@@ -81,7 +90,7 @@ class DebianBootstrapper:
                 self._bootstrap_remote(ctx)
             return
         r, cache = ctx.recipe, ctx.cache
-        key = cache.base_key(r, ctx.mirror)
+        key = cache.base_key(r, ctx.mirror, ctx.loaded.lock.digest if ctx.loaded.lock is not None else None)
         ctx.facts["base_key"] = key
         with ctx.reporter.step("base system"):
             base, cached = cache.acquire_base(key, ctx.layers, lambda tmp: self._bootstrap_fresh(ctx, tmp),
@@ -110,12 +119,16 @@ class DebianBootstrapper:
             # publishes it; plain mmdebstrap pays for dpkg's fsyncs, per file and per status change.
             # force-unsafe-io skips the first; dpkg under libeatmydata (mmdebstrap's eatmydata hook,
             # fetched from the mirror, gone again from the tree) the second: up to a third of the time here
+            prefs = ""
+            if ctx.loaded.lock is not None:  # apt pinned to the lock's versions before it picks the essential set
+                prefs = str(work / "rain-lock.pref")
+                Path(prefs).write_text(ctx.loaded.lock.apt_preferences())
             argv = [tool, "--mode=root", "--format=directory", f"--variant={r.variant}",
                     f"--architectures={r.os.arch}", f"--components={apt_components(r.os.family)}",
                     "--skip=cleanup/apt/lists", "--skip=download/empty", "--skip=essential/unlink",
                     "--dpkgopt=force-unsafe-io", f"--setup-hook={hooks[0]}", f"--extract-hook={hooks[1]}",
                     f"--customize-hook={hooks[2]}", r.os.release, str(root), ctx.mirror]
-            env = {"RAIN_PKG_CACHE": str(pkg_cache), "TMPDIR": str(work),
+            env = {"RAIN_PKG_CACHE": str(pkg_cache), "TMPDIR": str(work), "RAIN_LOCK_PREFS": prefs,
                    "RAIN_EATMYDATA": str(EATMYDATA_HOOKS) if (EATMYDATA_HOOKS / "extract.sh").is_file() else "",
                    "RAIN_EATMYDATA_ON": str(work / "eatmydata-on")}
         else:
@@ -167,6 +180,10 @@ class DebianBootstrapper:
             have_lists = "clone_of" not in ctx.facts
         if ctx.facts.get("lists_stale") or ctx.facts.get("extra_sources") or not have_lists:
             self._update(ctx)
+        lock = ctx.loaded.lock
+        if lock is not None:  # the base has them (mmdebstrap's setup hook); a clone's root has not
+            ctx.builder.put(ctx.handle, lock.apt_preferences().encode(), LOCK_PREFERENCES)
+            packages = [f"{p}={lock.version_of(p)}" if lock.version_of(p) else p for p in packages]
         if packages:
             argv = ["apt-get", "-y", "-q", "--no-install-recommends", "-o", "APT::Keep-Downloaded-Packages=true",
                     "install", "--", *packages]
@@ -207,6 +224,14 @@ class DebianBootstrapper:
         # clamped to it (rain.image.tarball), the same for every image built from that state of the mirror
         dates = b.run(h, ["sh", "-c", _RELEASE_DATES], what="reading the package archive's date").output
         ctx.facts["source_date_epoch"] = archive_epoch(dates)
+        # and the archive (suite/component) each installed version came from, for a lock file: said where
+        # apt can say it, never a reason to fail a build
+        try:
+            b.run(h, ["sh", "-c", _POLICY], env={"LC_ALL": "C"}, what="reading where each package came from")
+            ctx.facts["archives"] = archives_from_policy(b.get(h, _POLICY_OUT).decode("utf-8", "replace"))
+        except BuildError as e:
+            log.warning("the packages' archives are not known (%s)", e.message)
+        b.run(h, ["rm", "-f", _POLICY_OUT, LOCK_PREFERENCES], what="removing the build's apt notes")
         b.run(h, ["apt-get", "clean"], what="apt-get clean")
         b.run(h, ["find", "/var/lib/apt/lists", "-maxdepth", "1", "-type", "f", "!", "-name", "lock", "-delete"],
               what="dropping the package lists")
@@ -214,6 +239,10 @@ class DebianBootstrapper:
 
 
 _RELEASE_DATES = 'grep -h -m1 "^Date:" /var/lib/apt/lists/*Release 2>/dev/null; true'
+_POLICY_OUT = "/tmp/rain-apt-policy"
+_POLICY = "dpkg-query -W -f='${Package}\\n' | xargs -r apt-cache policy > " + _POLICY_OUT
+LOCK_PREFERENCES = "/etc/apt/preferences.d/rain-lock.pref"
+"""apt's pins to a lock file's versions while the image is built (rain.generate.lock); never left in it."""
 
 
 def archive_epoch(output: str) -> int | None:
@@ -279,7 +308,8 @@ def _install_with_retry(ctx: BuildContext, argv: list[str]) -> None:
         ctx.builder.run(ctx.handle, argv, what="apt-get install")
         return
     except BuildError as first:
-        if APT_MISSING.search(first.message) is None and not APT_UNREACHABLE.search(first.message):
+        if not (APT_MISSING.search(first.message) or APT_VERSION_GONE.search(first.message)
+                or APT_UNREACHABLE.search(first.message)):
             raise _apt_error(first.message, ctx, "installing packages") from None
     DebianBootstrapper()._update(ctx)
     try:
@@ -290,6 +320,9 @@ def _install_with_retry(ctx: BuildContext, argv: list[str]) -> None:
 
 def _apt_error(output: str, ctx: BuildContext, doing: str) -> Exception:
     r = ctx.recipe
+    gone = APT_VERSION_GONE.search(output)
+    if gone and ctx.loaded.lock is not None:  # asked for as NAME=VERSION: the lock's version
+        return ctx.loaded.lock.gone(gone.group(2), gone.group(1))
     m = APT_MISSING.search(output)
     if m:
         name = m.group(1) or m.group(2)

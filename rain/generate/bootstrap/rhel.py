@@ -48,11 +48,12 @@ class RhelBootstrapper:
             with ctx.reporter.step("base system"):
                 self._dnf(ctx, base)  # no dnf on this host: the machine makes the base (not cached)
             return
-        key = ctx.cache.base_key(r, ctx.mirror)
+        lock = ctx.loaded.lock
+        key = ctx.cache.base_key(r, ctx.mirror, lock.digest if lock is not None else None)
         ctx.facts["base_key"] = key
 
         def fresh(tmp: Path) -> dict[str, str]:
-            self._dnf(ctx, base, root=tmp)
+            self._dnf(ctx, _locked(ctx, base), root=tmp)
             return {"family": r.os.family, "release": r.os.release, "arch": r.os.arch, "variant": r.variant,
                     "mirror": ctx.mirror}
 
@@ -62,6 +63,7 @@ class RhelBootstrapper:
             place_base(ctx, path)
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
+        packages = _locked(ctx, packages)
         if not packages:
             return
         if ctx.recipe.base is not None and ctx.builder.exists(ctx.handle, "/usr/bin/dnf"):
@@ -202,9 +204,26 @@ def _drop_host_path(root: Path, host_dir: Path) -> None:
         pass
 
 
+def _locked(ctx: BuildContext, packages: list[str]) -> list[str]:
+    """With a lock, every locked package as NAME-[EPOCH:]VERSION-RELEASE.ARCH (the whole system: the base
+    variant's set, then the recipe's, which finds them installed); without one, `packages` as they are."""
+    lock = ctx.loaded.lock
+    if lock is None or (not packages and ctx.recipe.base is None and _BASE_SETS[ctx.recipe.variant]):
+        return packages
+    if ctx.recipe.base is not None:  # a clone: the base image's packages are what they are; pin the added ones
+        return [f"{p}-{lock.version_of(p)}" if lock.version_of(p) else p for p in packages]
+    return [f"{p.name}-{p.version}.{p.arch}" for p in lock.packages]
+
+
 def _dnf_error(output: str, ctx: BuildContext) -> Exception:
     r = ctx.recipe
     m = _MISSING.search(output)
+    lock = ctx.loaded.lock
+    if m and lock is not None:  # a locked NEVRA the repositories no longer offer
+        asked = m.group(1) or m.group(2)
+        for p in lock.packages:
+            if asked in (f"{p.name}-{p.version}.{p.arch}", f"{p.name}-{p.version}"):
+                return lock.gone(p.name, p.version)
     if m:
         name = m.group(1) or m.group(2)
         return RecipeError(f"packages: {name!r} does not exist in the repositories of {r.os.family} {r.os.release}",

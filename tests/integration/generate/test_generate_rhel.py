@@ -55,3 +55,46 @@ def test_an_unsigned_remote_repository_is_refused_before_building(fg, tmp_path: 
     r = fg("generate", str(RECIPES / "rocky9.yaml"), "--no-upload",
            "--set", "repositories=[{name: plain, url: 'http://127.0.0.1:9/el9'}]", timeout=120)
     assert r.returncode == 2 and "has no gpgkey" in r.stderr
+
+
+def test_a_lock_pins_the_rpm_versions_it_lists_and_names_one_the_repository_lacks(fg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue #16, acceptance 2 on the dnf path: the lock's NEVRAs are what dnf installs, though the repository
+    now offers a newer version; a locked version it lacks is one line and nothing is kept. The license is the
+    RPM's own License tag, and the SBOM says it."""
+    import yaml
+
+    from rain.image import sbom
+
+    repo = build_rpm_repo(tmp_path)
+    recipe = tmp_path / "rocky9.yaml"
+    recipe.write_text((RECIPES / "rocky9.yaml").read_text())
+    sets = ["--set", f"repositories=[{{name: local, url: 'file://{repo}', trusted: true}}]",
+            "--set", "packages=[rain-probe]", "--format", "tar.zst"]
+    made = fg("generate", str(recipe), "--no-upload", "--lock", "--output", str(tmp_path / "first"), *sets,
+              timeout=300)
+    assert made.returncode == 0, made.stderr
+    lock = yaml.safe_load((tmp_path / "rocky9.lock").read_text())
+    assert [(p["name"], p["version"], p["arch"]) for p in lock["packages"]] == [("rain-probe", "1.0-1", "noarch")]
+    m = json.loads((tmp_path / "first" / "manifest.json").read_text())
+    assert m["packages"][0]["license"] == "Apache-2.0"
+    doc = json.loads(sbom.render(m, m["artifacts"][0]["sha256"], "tar.zst"))
+    assert doc["packages"][1]["licenseDeclared"] == "Apache-2.0"
+
+    build_rpm_repo(tmp_path, versions=("2.0",))  # the repository moves on: 2.0 beside 1.0
+    locked = fg("generate", str(recipe), "--no-upload", "--output", str(tmp_path / "locked"), *sets, timeout=300)
+    assert locked.returncode == 0, locked.stderr
+    again = json.loads((tmp_path / "locked" / "manifest.json").read_text())
+    assert [(p["name"], p["version"]) for p in again["packages"]] == [("rain-probe", "1.0-1")], "the lock's, not 2.0"
+    (tmp_path / "rocky9.lock").rename(tmp_path / "kept.lock")  # without it (and the cached 1.0 result): 2.0
+    newest = fg("generate", str(recipe), "--no-upload", "--no-cache", "--output", str(tmp_path / "newest"), *sets,
+                timeout=300)
+    assert newest.returncode == 0, newest.stderr
+    newest_m = json.loads((tmp_path / "newest" / "manifest.json").read_text())
+    assert [(p["name"], p["version"]) for p in newest_m["packages"]] == [("rain-probe", "2.0-1")], "unlocked: newest"
+
+    lock["packages"][0]["version"] = "3.0-1"  # a version the repository never had
+    (tmp_path / "rocky9.lock").write_text(yaml.safe_dump(lock))
+    gone = fg("generate", str(recipe), "--no-upload", *sets, timeout=300)
+    assert gone.returncode == 10, gone.stderr
+    [line] = [ln for ln in gone.stderr.splitlines() if ln.startswith("error:")]
+    assert "rocky9.lock pins rain-probe 3.0-1, which the mirror no longer offers" in line, line
