@@ -94,8 +94,8 @@ def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> Non
         boot = _boot(p, i.format)
         if boot:
             rows.append(("boot", boot))
-        if sbom.has_sbom(p) and i.sha256:
-            digest = sbom.digest(sbom.render(p, i.sha256, i.format))
+        digest = sbom.digest_of(p, i.sha256, i.format)
+        if digest:
             rows.append(("sbom", f"SPDX 2.3, sha256 {digest[:16]} (`fg-image sbom {i.id}`)"))
     for target, report in sorted(i.vetting.items()):
         verdict = report.get("verdict", "?") if isinstance(report, dict) else "?"

@@ -40,15 +40,30 @@ def has_sbom(provenance: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return provenance is not None and isinstance(provenance.get("packages"), list) and "recipe_hash" in provenance
 
 
-def sbom_for(image_id: str, provenance: dict[str, Any] | None, sha256: str | None, fmt: str) -> bytes:
-    """The SBOM of a repository image; NotFound (one line) for an image no build of Rain's made. Its format is
-    the one the build wrote it in (a later `modify --format` of the record does not change the document)."""
+def document(provenance: dict[str, Any] | None, sha256: str | None, fmt: str) -> bytes | None:
+    """The SBOM of a stored image (its provenance, sha256 and record's format), None if no build of Rain's made
+    it. Its format is the one the build wrote the file in: a later `modify --format` of the record does not
+    change the document."""
     if not has_sbom(provenance) or not sha256:
+        return None
+    listed = [a for a in provenance.get("artifacts") or [] if isinstance(a, dict) and a.get("sha256") == sha256]
+    return render(provenance, sha256, str(listed[0].get("format") or fmt) if listed else fmt)
+
+
+def sbom_for(image_id: str, provenance: dict[str, Any] | None, sha256: str | None, fmt: str) -> bytes:
+    """document(), or NotFound (one line) for an image no build of Rain's made."""
+    found = document(provenance, sha256, fmt)
+    if found is None:
         raise NotFound(f"image {image_id} has no SBOM: it was not built by `fg-image generate`",
                        hint="an SBOM is written from a generate build's package list; `fg-image show ID` says "
                             "where the image came from")
-    listed = [a for a in provenance.get("artifacts") or [] if isinstance(a, dict) and a.get("sha256") == sha256]
-    return render(provenance, sha256, str(listed[0].get("format") or fmt) if listed else fmt)
+    return found
+
+
+def digest_of(provenance: dict[str, Any] | None, sha256: str | None, fmt: str) -> str | None:
+    """The sha256 that names a stored image's SBOM (shown by `show`, recorded by a registration), if it has one."""
+    found = document(provenance, sha256, fmt)
+    return None if found is None else digest(found)
 
 
 def render(manifest: dict[str, Any], sha256: str, fmt: str) -> bytes:

@@ -103,7 +103,7 @@ def register(repo: Repository, settings: Settings, image_id: str, target_text: s
         raise InvalidInput(f"--boot-test is not available for {name.value}",
                            hint="targets with a boot test: " + ", ".join(boot_testable_targets()))
     image = repo.show(image_id)
-    source_sbom = _sbom_digest(image)
+    source_sbom = sbom.digest_of(image.provenance, image.sha256, image.format)  # what the copy derives from
     with tempfile.TemporaryDirectory(prefix="rain-register-") as tmp, contextlib.ExitStack() as undo:
         work = Path(tmp)  # removed on success and failure alike; `undo` holds only what a failure takes back
         root, report = fetch_and_vet(repo, image, name.value, target.vet_policy, work, reporter,
@@ -159,14 +159,6 @@ def _share(target: object, name: TargetName, projects: Sequence[str], output: Pa
             target.add_member(project)
         except ValueError as e:
             raise InvalidInput(f"--share-with-project: {e}") from e
-
-
-def _sbom_digest(image: Image) -> str | None:
-    """The sha256 of the SBOM of the image being registered (rain.image.sbom), if a generate build made it:
-    the registration and the adapted copy record which SBOM they derive from."""
-    if not sbom.has_sbom(image.provenance) or not image.sha256:
-        return None
-    return sbom.digest(sbom.render(image.provenance, image.sha256, image.format))
 
 
 def _export(repo: Repository, image: Image, name: TargetName, site_name: str, packed: Packed, output: Path,

@@ -66,6 +66,7 @@ def test_the_sbom_is_served_printed_and_written_alike_and_only_to_those_who_may_
     assert f"sha256 {sbom.digest(answer.content)[:16]}" in as_user("alice", "show", image_id).stdout
     assert as_user("alice", "modify", image_id, "--format", "qcow2").returncode == 0
     assert served("alice", image_id).content == answer.content
+    assert f"sha256 {sbom.digest(answer.content)[:16]}" in as_user("alice", "show", image_id).stdout
 
     # bob may not read alice's private image: its SBOM is as unknown to him as the image
     assert served("bob", image_id).status_code == 404
