@@ -3,14 +3,15 @@
     fg-image generate recipes/hpc.yaml --lock     # writes recipes/hpc.lock from the build
     fg-image lock --update recipes/hpc.yaml       # a new build, ignoring the lock, writes it again
 
-A lock lists every installed package with its exact version, architecture and
-the archive it came from (apt's suite/component, or dnf's repository). When a
+A lock lists every installed package with its exact version, architecture and,
+for apt, the archive it came from (suite/component; dnf's repository is not
+recorded yet). When a
 recipe has a lock beside it (`NAME.lock` for `NAME.yaml`), its build:
 
 - keys its caches by the lock too (the base system and the result);
 - installs those versions: apt is pinned to them (Pin-Priority 1001, from the
   first package of the base system on) and the recipe's packages are asked
-  for as NAME=VERSION; dnf is given each package as NAME-VERSION.ARCH;
+  for as NAME=VERSION; dnf is given every package as NAME-VERSION.ARCH;
 - checks what it installed against the lock before packing: the first package
   whose locked version the mirror no longer offers (another version was
   installed) is a one-line error, and nothing is cached or stored. So is a
@@ -41,7 +42,7 @@ LOCK_MAX = 4 << 20
 """Bytes of a lock file read: thousands of packages take a few hundred KiB."""
 
 PackageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$")]
-Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,199}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+~^:_-]{0,199}$")]
 Arch = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
 Archive = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9./_@+-]{0,199}$")]
 
@@ -54,11 +55,14 @@ class LockedPackage(BaseModel):
     archive: Archive | None = None
 
 
+OsWord = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
 class LockOs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    family: str
-    release: str
-    arch: str
+    family: OsWord
+    release: OsWord
+    arch: OsWord
 
 
 class LockFile(BaseModel):
@@ -133,7 +137,7 @@ def read_lock(path: Path) -> Lock:
         data = LockFile.model_validate(doc)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "the file"
+        where = " ".join(".".join(str(p) for p in err["loc"]).split())[:200] or "the file"  # keys are the file's
         raise RecipeError(f"{path}: {where}: {err['msg']}", hint=fix) from None
     names = [p.name for p in data.packages]
     if len(set(names)) != len(names):
@@ -144,9 +148,14 @@ def read_lock(path: Path) -> Lock:
 
 def write_lock(path: Path, manifest: dict[str, Any], recipe_name: str) -> Path:
     """The lock of a finished build (its manifest), written atomically to path."""
-    packages = [LockedPackage(name=p["name"], version=p["version"], arch=p["arch"],
-                              archive=p.get("archive")).model_dump(exclude_none=True)
-                for p in manifest["packages"]]
+    packages = []
+    for p in manifest["packages"]:
+        try:
+            packages.append(LockedPackage(name=p["name"], version=p["version"], arch=p["arch"],
+                                          archive=p.get("archive")).model_dump(exclude_none=True))
+        except ValidationError as e:  # a name or version no lock can hold (the image's package database says it)
+            what = " ".join(f"{p.get('name')} {p.get('version')}".split())[:160]  # one line, whatever it holds
+            raise BuildError(f"cannot lock {what}: {e.errors()[0]['msg']}", hint="build without --lock") from None
     doc = {"lock": SCHEMA, "os": {k: manifest["os"][k] for k in ("family", "release", "arch")},
            "mirror": manifest.get("mirror"), "packages": packages}
     head = (f"# The exact packages of recipe {recipe_name}, written by fg-image from a build of it.\n"

@@ -67,6 +67,8 @@ def test_the_lock_beside_a_recipe_is_used_for_its_os_and_joins_the_recipe_hash(t
     (lambda d: d["packages"].append(dict(d["packages"][0])), "packages: bash is there twice"),
     (lambda d: d.update(packages=[]), "packages: List should have at least 1 item"),
     (lambda d: d["packages"][0].update(extra="x"), "packages.0.extra: Extra inputs are not permitted"),
+    (lambda d: d["packages"][0].update({"a\nb": 1}), "packages.0.a b: Extra inputs are not permitted"),
+    (lambda d: d["os"].update(release="bookworm\nerror: forged"), "os.release: String should match"),
 ])
 def test_a_bad_lock_is_one_line_naming_the_field_and_how_to_write_it_again(tmp_path, change, message):
     recipe = _recipe(tmp_path)
@@ -143,3 +145,13 @@ def test_a_batch_uses_each_recipes_lock_and_its_matrix_entries_for_another_relea
     assert [(i.loaded.recipe.os.release, i.loaded.lock is not None) for i in items] == \
         [("bookworm", True), ("trixie", False)]
     assert "it locks debian bookworm amd64" in items[1].loaded.lock_note
+
+
+def test_a_package_no_lock_can_hold_is_one_line_and_writes_nothing(tmp_path):
+    bad = {**MANIFEST, "packages": [*MANIFEST["packages"], {"name": "evil", "version": "1.0\nPin: *", "arch": "all"}]}
+    with pytest.raises(BuildError, match="cannot lock evil 1.0 Pin: ") as e:
+        write_lock(lock_path(_recipe(tmp_path)), bad, "mini")
+    assert "\n" not in e.value.message and not lock_path(tmp_path / "mini.yaml").exists()
+    caret = {**MANIFEST, "packages": [{"name": "glib2", "version": "2.68.4^20230101-1.el9", "arch": "x86_64"}]}
+    assert read_lock(write_lock(lock_path(_recipe(tmp_path)), caret, "mini")).version_of("glib2") == \
+        "2.68.4^20230101-1.el9"
