@@ -233,12 +233,19 @@ class DebianBootstrapper:
             log.warning("the packages' archives are not known (%s)", e.message)
         b.run(h, ["rm", "-f", _POLICY_OUT, LOCK_PREFERENCES], what="removing the build's apt notes")
         b.run(h, ["apt-get", "clean"], what="apt-get clean")
+        # what says when the build ran, not what is in the image: dpkg's and apt's logs (kept, emptied) and
+        # ldconfig's aux-cache (files' inodes and times; ldconfig makes it again): with them gone, two builds of
+        # one recipe from one state of the mirror give the same tar.zst (docs/reproducible.md)
+        b.run(h, ["sh", "-c", _FORGET_WHEN], what="emptying the build's logs")
         b.run(h, ["find", "/var/lib/apt/lists", "-maxdepth", "1", "-type", "f", "!", "-name", "lock", "-delete"],
               what="dropping the package lists")
         b.run(h, ["rm", "-rf", "/var/cache/apt/archives/partial"], what="apt cache")
 
 
 _RELEASE_DATES = 'grep -h -m1 "^Date:" /var/lib/apt/lists/*Release 2>/dev/null; true'
+_FORGET_WHEN = ("for f in /var/log/dpkg.log /var/log/apt/history.log /var/log/apt/term.log "
+                "/var/log/alternatives.log; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then : > \"$f\"; fi; done; "
+                "rm -f /var/cache/ldconfig/aux-cache")
 _POLICY_OUT = "/tmp/rain-apt-policy"
 _POLICY = "dpkg-query -W -f='${Package}\\n' | xargs -r apt-cache policy > " + _POLICY_OUT
 LOCK_PREFERENCES = "/etc/apt/preferences.d/rain-lock.pref"

@@ -1,6 +1,6 @@
 """Lock files (issue #16, acceptance 2): read and checked, written from a build's manifest, found beside
 the recipe, joined to the cache keys, and held against what a build installed. The builds themselves are in
-tests/e2e/generate/test_generate_lock.py."""
+tests/e2e/generate/test_generate_reproducible.py."""
 
 from __future__ import annotations
 
