@@ -18,6 +18,8 @@ from rain.cli.progress import transfer
 from rain.cli.untrusted import checked_id, local_file_name, plain, visible
 from rain.digests import sha256_of
 from rain.errors import Conflict, IntegrityError, InvalidInput
+from rain.host.files import replace_file
+from rain.image import sbom
 from rain.repository.base import Repository
 from rain.repository.models import (
     ID_RE,
@@ -277,20 +279,15 @@ def sbom_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="write it to FILE (default: standard output)"),
 ) -> None:
     """Print an image's SBOM: SPDX 2.3 JSON of its packages, versions and licenses, and its sha256."""
-    from rain.image import sbom
-
     image = open_repo().show(image_id)
     document = sbom.sbom_for(image.id, image.provenance, image.sha256, image.format)
     if output is None:
         sys.stdout.buffer.write(document)
         sys.stdout.buffer.flush()
         return
-    part = output.with_name(f".{output.name}.part")
     try:
-        part.write_bytes(document)
-        part.replace(output)
+        replace_file(output, document)
     except OSError as e:
-        part.unlink(missing_ok=True)
         raise file_failure(e, output, "write the SBOM to") from None
 
 

@@ -41,6 +41,7 @@ from rain.generate.manifest import build_manifest, read_manifest, write_manifest
 from rain.generate.mirror import resolve_mirror
 from rain.generate.recipe import Format, Recipe, recipe_hash
 from rain.host import command, reaper
+from rain.host.files import replace_file
 from rain.image import sbom
 from rain.progress import Reporter
 from rain.repository.base import Repository
@@ -269,9 +270,6 @@ def _copy_out(result: BuildResult, out: Path) -> BuildResult:
         os.replace(tmp, dest)
         placed.append(dest)
     for a in result.artifacts:  # each file's SBOM beside it: the same bytes `fg-image sbom ID` prints once stored
-        dest = out / f"{a.path.name}.spdx.json"
-        tmp = out / f".{dest.name}.{uuid.uuid4().hex[:8]}"
-        tmp.write_bytes(sbom.render(result.manifest, a.sha256, str(a.format)))
-        os.replace(tmp, dest)
-        placed.append(dest)
+        placed.append(replace_file(out / f"{a.path.name}.spdx.json",
+                                   sbom.render(result.manifest, a.sha256, str(a.format))))
     return BuildResult(**{**result.__dict__, "output_files": tuple(placed)})

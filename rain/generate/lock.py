@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from rain.errors import BuildError, RecipeError
+from rain.host.files import replace_file
 
 SCHEMA = 1
 LOCK_MAX = 4 << 20
@@ -101,13 +102,17 @@ class Lock:
     def version_of(self, name: str) -> str | None:
         return next((p.version for p in self.packages if p.name == name), None)
 
+    @property
+    def recipe(self) -> str:
+        """The recipe file this lock is beside (NAME.yaml), as the hints name it."""
+        return self.path.with_suffix(".yaml").name
+
     def gone(self, name: str, version: str, installed: str | None = None) -> BuildError:
         """The one-line error for a locked version the mirror no longer offers."""
-        recipe = self.path.with_suffix(".yaml").name
         return BuildError(f"{self.path.name} pins {name} {version}, which the mirror no longer offers"
                           + (f" (it installed {installed})" if installed else ""),
                           hint=f"build from a mirror that still has it (a snapshot mirror), or run "
-                               f"`fg-image lock --update {recipe}`")
+                               f"`fg-image lock --update {self.recipe}`")
 
     def apt_preferences(self) -> str:
         """apt_preferences(5) pinning every locked package to its version, over any other candidate."""
@@ -162,15 +167,12 @@ def write_lock(path: Path, manifest: dict[str, Any], recipe_name: str) -> Path:
             "# Its builds install these versions, and fail if the mirror no longer offers one;\n"
             f"# `fg-image lock --update {path.with_suffix('.yaml').name}` writes it again from a new build.\n")
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200)
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(head + body)
-    part.replace(path)
-    return path
+    return replace_file(path, (head + body).encode())
 
 
 def check_installed(lock: Lock, installed: list[tuple[str, str]]) -> None:
     """What a build installed (name, version) against its lock: a one-line BuildError at the first difference."""
-    changed = f"the recipe changed: run `fg-image lock --update {lock.path.with_suffix('.yaml').name}`"
+    changed = f"the recipe changed: run `fg-image lock --update {lock.recipe}`"
     have = dict(installed)
     for p in lock.packages:
         got = have.get(p.name)

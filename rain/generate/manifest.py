@@ -15,6 +15,7 @@ import rain
 from rain.generate.artifact import ArtifactFile
 from rain.generate.bootstrap.base import Package
 from rain.generate.recipe import Recipe
+from rain.host.files import replace_file
 from rain.progress import Timing
 
 
@@ -54,11 +55,7 @@ def _package(p: Package, archives: object) -> dict[str, str]:
 
 
 def write_manifest(manifest: dict[str, Any], directory: Path) -> Path:
-    path = directory / "manifest.json"
-    tmp = path.with_name("manifest.json.part")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return replace_file(directory / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
