@@ -114,6 +114,8 @@ FIELDS: tuple[Field, ...] = (
           "(qemu, opennebula, openstack) or local (a chroot on this host: only for sites that register "
           "nothing but their own images)", convert=_builder),
     Field("timeout", lambda: 30, "seconds to wait for a repository or service to answer", convert=int),
+    Field("db_timeout", lambda: 120, "seconds one MongoDB operation may take before Rain gives up on the database "
+          "(a server that hangs is then an error, not a command that never ends)", convert=int),
     Field("debug", lambda: False, "show tracebacks", convert=_bool),
     Field("targets_file", lambda: None,
           "YAML file with register target sites; unset = DATA_DIR/targets.yaml, else ~/.config/rain/targets.yaml",

@@ -26,40 +26,78 @@ fi
 # Three pytest runs side by side. A boot under TCG keeps about 1.3 of this machine's 2 cores busy
 # (measured: a UEFI boot test), and a build waits on the mirror and the disk, so the tests that build
 # and boot run as two groups at once: the register and launch stages (the cloud sites, the sandbox VM,
-# the netbooted nodes) in front, and the generate stage, its builders and the repository's e2e tests
-# beside them. The tests that start no VM and build nothing (unit, the repository service and its
-# commands, the web catalog: about 10 minutes, mostly waiting on the database) run in the background
-# from the start, while Keystone and Glance install. Each run has its own temp dir and its output
-# follows the front's. The groups share only the test cache (tests/support/built_images.py builds there
-# one at a time, under a lock) and check for leftovers under their own directories.
+# the netbooted nodes) as "front", and the generate stage, its builders and the repository's e2e tests
+# as "build". The tests that start no VM and build nothing (unit, the repository service and its
+# commands, the web catalog: about 15 minutes, mostly waiting on the database) run as "quick" from the
+# start, while Keystone and Glance install. Each run has its own temp dir; its output is shown as it
+# comes, each line led by the run's name (grep '^\[build\]' for one), and also kept in a log beside
+# that temp dir. The groups share only the test cache (tests/support/built_images.py builds there one
+# at a time, under a lock) and check for leftovers under their own directories.
+#
+# A run still going when the budget is spent (RAIN_TEST_BUDGET seconds after this script started;
+# CI stops everything at 90 minutes) has every thread's stack printed, then is stopped and fails the
+# suite: a hang shows where it hung instead of cutting the whole log off.
 quick=(tests/unit tests/integration/repository tests/integration/web)
 build=(tests/e2e/generate tests/e2e/repository tests/integration/builders tests/integration/generate
        tests/integration/image)
-pids=()
-# in a process group of its own (setsid), so that if this script stops early (set-up failed, Ctrl-C) the
-# trap ends that pytest and what it started (services, database servers, VMs), not pytest alone
+budget=${RAIN_TEST_BUDGET:-4500}
+pids=(); dirs=(); names=()
+# in a session of its own (setsid), so that if this script stops early (set-up failed, Ctrl-C) the trap
+# ends that pytest and what it started (services, database servers, VMs), not pytest alone
 trap 'for p in "${pids[@]}"; do kill -- -"$p" 2>/dev/null || true; done' EXIT
-background() {  # NAME TESTS...: a pytest run in the background, its temp dir and log named by NAME
+run() {  # NAME TESTS...: a pytest run in the background, its temp dir, log and stack file named by NAME
   local name=$1; shift
   local dir; dir=$(mktemp -d "$tmp/rain-tests-$name.XXXXXX")
-  echo "== pytest $* (in the background, its output below when done)"
-  setsid "${pytest[@]}" --basetemp="$dir/base" "$@" > "$dir.log" 2>&1 &
-  pids+=("$!"); dirs+=("$dir"); groups+=("$*")
+  echo "== [$name] pytest $*"
+  TEST_STACKS_FILE="$dir.stacks" setsid "${pytest[@]}" --basetemp="$dir/base" "$@" \
+    > >(tee "$dir.log" | sed -u "s/^/[$name] /") 2>&1 &
+  pids+=("$!"); dirs+=("$dir"); names+=("$name")
 }
-dirs=(); groups=()
-background quick "${quick[@]}"
+running() { kill -0 "$1" 2>/dev/null; }
+run quick "${quick[@]}"
 bash scripts/setup-openstack.sh
-background build "${build[@]}"
-echo "== pytest tests, but for those"
-rest=0
-"${pytest[@]}" tests "${quick[@]/#/--ignore=}" "${build[@]/#/--ignore=}" || rest=$?
+run build "${build[@]}"
+run front tests "${quick[@]/#/--ignore=}" "${build[@]/#/--ignore=}"
+while :; do
+  alive=0
+  for p in "${pids[@]}"; do if running "$p"; then alive=1; fi; done
+  (( alive )) || break
+  if (( SECONDS > budget )); then
+    for i in "${!pids[@]}"; do
+      p=${pids[$i]}
+      running "$p" || continue
+      echo "== [${names[$i]}] still running after ${SECONDS}s (RAIN_TEST_BUDGET=${budget}): its processes and stacks, then Ctrl-C"
+      ps -o pid,stat,etime,wchan:24,args -s "$p" || true
+      kill -USR1 "$p" 2>/dev/null || true
+      sleep 5
+      sed "s/^/[${names[$i]}] /" "${dirs[$i]}.stacks" 2>/dev/null || true
+      kill -INT "$p" 2>/dev/null || true  # as Ctrl-C: pytest tears its fixtures down (VMs, servers)
+    done
+    for _ in $(seq 60); do
+      alive=0
+      for p in "${pids[@]}"; do if running "$p"; then alive=1; fi; done
+      (( alive )) || break
+      sleep 1
+    done
+    for i in "${!pids[@]}"; do  # and what it started in sessions of their own (database servers, VMs)
+      kill -KILL -- -"${pids[$i]}" 2>/dev/null || true
+      pkill -KILL -f -- "${dirs[$i]}/" 2>/dev/null || true
+    done
+    break
+  fi
+  sleep 5
+done
 codes=()
 for i in "${!pids[@]}"; do
   rc=0; wait "${pids[$i]}" || rc=$?; codes+=("$rc")
-  echo "== pytest ${groups[$i]}"
-  cat "${dirs[$i]}.log"
-  if (( rc == 0 )); then rm -rf "${dirs[$i]}" "${dirs[$i]}.log"; fi
+  if (( rc == 0 )); then rm -rf "${dirs[$i]}" "${dirs[$i]}.log" "${dirs[$i]}.stacks"; fi
 done
 trap - EXIT
-echo "== tests: exit ${rest} (register and launch), ${codes[1]} (${groups[1]}), ${codes[0]} (${groups[0]})"
-(( rest == 0 && codes[0] == 0 && codes[1] == 0 ))
+sleep 1  # the last lines through sed
+summary="== tests:"; failed=0
+for i in "${!pids[@]}"; do
+  summary+=" ${names[$i]} exit ${codes[$i]};"
+  if (( codes[i] != 0 )); then failed=1; summary+=" (log ${dirs[$i]}.log)"; fi
+done
+echo "$summary"
+(( failed == 0 ))

@@ -17,20 +17,33 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymongo
 import pytest
 from support.browser import browser, context, new_page, page  # noqa: F401  (one chromium per session)
 from support.cli import FG_IMAGE
+from support.mongo import mongo_client
 from support.service import Service, start_service
 
 from rain.config import Settings, load_settings
 from rain.repository import embedded
+
+# A shell without job control starts background jobs with SIGINT ignored (POSIX), and Python keeps that, as
+# would every fg-image a test starts and then stops with Ctrl-C. scripts/test.sh runs pytest so: give it
+# (and so its children) Ctrl-C back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# scripts/test.sh asks a run that outlives its budget for every thread's stack (SIGUSR1) before it stops it.
+_STACKS = open(os.environ["TEST_STACKS_FILE"], "a") if os.environ.get("TEST_STACKS_FILE") else None  # noqa: SIM115
+if _STACKS is not None:
+    faulthandler.register(signal.SIGUSR1, file=_STACKS, all_threads=True)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +69,7 @@ def rain_env(tmp_path: Path, embedded_mongo: embedded.EmbeddedStatus) -> Iterato
         "NO_COLOR": "1",
     })
     yield env
-    with pymongo.MongoClient(embedded_mongo.uri, serverSelectionTimeoutMS=10_000) as client:
+    with mongo_client(embedded_mongo.uri) as client:
         client.drop_database(db_name)
 
 

@@ -41,9 +41,13 @@ def known_failure(e: BaseException) -> RainError | None:
 def database_failure(e: Exception) -> RainError | None:
     """A pymongo error met after the database first answered (direct mode)."""
     from gridfs.errors import CorruptGridFile
-    from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
+    from pymongo.errors import ConnectionFailure, DuplicateKeyError, NetworkTimeout, OperationFailure
 
     what = f"{type(e).__name__}: {one_line(e)}"
+    if isinstance(e, NetworkTimeout):  # answered once, then hung: a wedged server, not a lost one
+        return Unreachable(f"MongoDB stopped answering in the middle of an operation ({what})",
+                           hint="restart the database server (the embedded one: `fg-image repo stop`, and the "
+                                "next command starts it); RAIN_DB_TIMEOUT sets how long Rain waits")
     if isinstance(e, ConnectionFailure):
         return Unreachable(f"lost the connection to MongoDB ({what})",
                            hint=_RETRY + "; a download resumes where it stopped")

@@ -38,7 +38,7 @@ def open_database(settings: Settings) -> pymongo.database.Database:
     try:
         client: pymongo.MongoClient = pymongo.MongoClient(
             uri, serverSelectionTimeoutMS=int(settings.timeout * 1000), connectTimeoutMS=5000,
-            appname="rain", tz_aware=True)
+            socketTimeoutMS=int(settings.db_timeout * 1000), appname="rain", tz_aware=True)
         client.admin.command("ping")
     except (InvalidURI, ConfigurationError) as e:
         raise ConfigError(f"bad RAIN_MONGO_URI: {e}", hint="use mongodb://host:port/ or mongodb+srv://...") from e
@@ -111,7 +111,8 @@ def embedded_health(settings: Settings) -> tuple[embedded.EmbeddedStatus, str]:
     st = embedded.status(settings.data_path)
     if not st.running:
         return st, "stopped"
-    client: pymongo.MongoClient = pymongo.MongoClient(st.uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000)
+    client: pymongo.MongoClient = pymongo.MongoClient(st.uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
+                                                      socketTimeoutMS=int(settings.db_timeout * 1000))
     with client:
         failure = _probe(client[settings.mongo_db])
     return st, embedded_disk.state(st.data_dir, st.log, st.log_offset,

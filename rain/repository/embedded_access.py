@@ -95,7 +95,7 @@ def save_credential(home: Path, cred: Credential) -> None:
 def _client(port: int, cred: Credential | None = None) -> pymongo.MongoClient:
     auth = cred.userinfo() if cred else ""
     return pymongo.MongoClient(f"mongodb://{auth}127.0.0.1:{port}/?directConnection=true&authSource=admin",
-                               serverSelectionTimeoutMS=10_000, connectTimeoutMS=5000)
+                               serverSelectionTimeoutMS=10_000, connectTimeoutMS=5000, socketTimeoutMS=60_000)
 
 
 def create_admin(port: int, cred: Credential) -> None:

@@ -1,8 +1,7 @@
-"""What a test run leaves on this host, and children a test can stop with Ctrl-C."""
+"""What a test run leaves on this host."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 
@@ -12,8 +11,3 @@ def mounts_under(path: Path) -> list[str]:
     with open("/proc/mounts") as f:
         return [ln.split()[1] for ln in f if ln.split()[1].startswith(prefix)]
 
-
-def ctrl_c_works() -> None:
-    """preexec_fn for a child the test will Ctrl-C: a shell without job control starts background
-    jobs with SIGINT ignored (POSIX), and Python keeps that; the test run may be such a job."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

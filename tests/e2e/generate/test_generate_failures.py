@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from support.cli import FG_IMAGE, RECIPES
-from support.host import ctrl_c_works, mounts_under
+from support.host import mounts_under
 
 pytestmark = [pytest.mark.e2e]
 MINIMAL = RECIPES / "debian-bookworm-minimal.yaml"
@@ -86,7 +86,7 @@ def test_ctrl_c_in_the_middle_of_a_build_leaves_nothing_mounted(rain_env: dict[s
     env = {**rain_env, "RAIN_DATA_DIR": str(gen_data)}
     proc = subprocess.Popen([str(FG_IMAGE), "generate", str(recipe)],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=ctrl_c_works)
+                            text=True)
     assert proc.stderr is not None
     seen = []
     deadline = time.monotonic() + 600
@@ -122,7 +122,7 @@ def test_ctrl_c_during_a_parallel_batch_cleans_up_every_build(rain_env: dict[str
     env = {**rain_env, "RAIN_DATA_DIR": str(gen_data)}
     proc = subprocess.Popen([str(FG_IMAGE), "batch", str(tmp_path / "batch.yaml"),
                              "--jobs", "2", "--no-upload"], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     started, seen = 0, []
     for line in proc.stderr:

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymongo
 import pytest
 from support.cli import FG_IMAGE, json_out
+from support.mongo import mongo_client
 from support.service import Service, start_service
 
 from rain.config import load_settings
@@ -56,7 +56,7 @@ def sites(rain_env: dict[str, str], service: Service, tmp_path: Path) -> Iterato
         yield Site(rain_env, service), Site(env_b, service_b)
     finally:
         service_b.stop()
-        with pymongo.MongoClient(rain_env["RAIN_MONGO_URI"], serverSelectionTimeoutMS=10_000) as client:
+        with mongo_client(rain_env["RAIN_MONGO_URI"]) as client:
             client.drop_database(db_b)
 
 
@@ -207,7 +207,7 @@ def test_database_killed_midway_pull_resumes_once_it_is_back(fg, sites, rain_env
         proc = subprocess.Popen([str(FG_IMAGE), "repo", "pull", "--from", main.service.url, image["id"]], env=site,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         db_status = embedded.status(tmp_path / "site-c")
-        with pymongo.MongoClient(db_status.uri, serverSelectionTimeoutMS=10_000) as client:
+        with mongo_client(db_status.uri) as client:
             chunks = client["rain"]["chunks"]
             deadline = time.monotonic() + 120
             while chunks.count_documents({}) < 24:

@@ -22,8 +22,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymongo
 import pytest
+from support.mongo import mongo_client
 
 from rain.repository import embedded
 
@@ -113,7 +113,7 @@ def test_another_local_user_can_neither_query_the_embedded_database_nor_read_its
     data_dir = shared_dir / "rain"
     data_dir.mkdir(mode=0o755)
     status = embedded.ensure_running(data_dir)
-    with pymongo.MongoClient(status.uri, serverSelectionTimeoutMS=10_000) as owner:
+    with mongo_client(status.uri) as owner:
         owner.rain.images.insert_one({"_id": "secret", "name": "owner's image"})
 
     seen = probe_as(stranger, int(status.port or 0), status.data_dir)
@@ -124,7 +124,7 @@ def test_another_local_user_can_neither_query_the_embedded_database_nor_read_its
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE((home / "credential.json").stat().st_mode) == 0o600
     assert world_readable(home) == []
-    with pymongo.MongoClient(status.uri, serverSelectionTimeoutMS=10_000) as owner:
+    with mongo_client(status.uri) as owner:
         assert owner.rain.stolen.count_documents({}) == 0  # the refused write left nothing
 
 

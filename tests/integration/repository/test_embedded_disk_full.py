@@ -17,10 +17,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymongo
 import pytest
 import requests
 from support.cli import FG_IMAGE
+from support.mongo import mongo_client
 from support.service import start_service
 
 from rain.repository import embedded
@@ -99,7 +99,7 @@ def fg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def stored(data_dir: Path) -> dict[str, int]:
     """What the repository holds, read with the embedded server's own credential."""
     status = embedded.status(data_dir)
-    with pymongo.MongoClient(status.uri, serverSelectionTimeoutMS=10_000) as client:
+    with mongo_client(status.uri) as client:
         db = client.rain
         return {"images": db.images.count_documents({}), "chunks": db["fs.chunks"].count_documents({}),
                 "files": db["fs.files"].count_documents({})}

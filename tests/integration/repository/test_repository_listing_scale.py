@@ -17,6 +17,7 @@ from typing import Any
 import pymongo
 import pytest
 from pymongo import monitoring
+from support.mongo import mongo_client
 
 from rain.config import Settings
 from rain.errors import NotFound
@@ -103,7 +104,7 @@ def watched(settings: Settings, user: str, collection: str = "images") -> tuple[
     loaded machine read 183 records where the same test read fewer than 180 on a quiet one."""
     listing._REACH.clear()
     finds = Finds(collection)
-    client: pymongo.MongoClient = pymongo.MongoClient(settings.mongo_uri, event_listeners=[finds])
+    client: pymongo.MongoClient = mongo_client(settings.mongo_uri, event_listeners=[finds])
     return Store(client[settings.mongo_db], user), finds, client
 
 

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pymongo
 import pytest
 import requests
+from support.mongo import mongo_client
 from support.service import Service, start_service
 from support.web import Catalog, add_many, csrf_of, signed_in
 from support.wire import Relay
@@ -80,7 +80,7 @@ def test_sign_in_sets_a_session_cookie_that_is_not_the_token(service: Service, c
     assert "Secure" not in cookie, "plain HTTP on 127.0.0.1: Secure only with TLS"
     value = good.cookies["rain_session"]
     assert value != catalog.tokens["alice"] and catalog.tokens["alice"] not in cookie
-    with pymongo.MongoClient(settings.mongo_uri) as client:
+    with mongo_client(settings.mongo_uri) as client:
         [doc] = list(client[settings.mongo_db]["web_sessions"].find())
     assert doc["_id"] == hashlib.sha256(value.encode()).hexdigest(), "the database keeps the id's hash only"
     assert value not in str(doc) and catalog.tokens["alice"] not in str(doc)
@@ -295,7 +295,7 @@ def test_a_hostile_name_and_description_show_as_text(service: Service, catalog: 
     """The repository refuses such a name from any client; a record that holds one anyway (an old
     database, another tool) still shows as text."""
     script = "<script>alert(1)</script>"
-    with pymongo.MongoClient(settings.mongo_uri) as client:
+    with mongo_client(settings.mongo_uri) as client:
         images = client[settings.mongo_db]["images"]
         images.update_one({"_id": catalog.id("alpha")}, {"$set": {
             "name": script, "description": '<img src=x onerror="alert(2)"> and </dd></dl><script>alert(3)</script>',
@@ -316,7 +316,7 @@ def test_a_revoked_token_ends_its_sessions_and_a_suspended_user_cannot_sign_in(
     assert alice.get(service.url + "/me").status_code == 401, "the session went with its token"
     short = admin.create_token("alice", "an hour", expires_in=3600)
     brief = signed_in(service.url, short.token)
-    with pymongo.MongoClient(settings.mongo_uri) as client:
+    with mongo_client(settings.mongo_uri) as client:
         [doc] = [d for d in client[settings.mongo_db]["web_sessions"].find() if d["user"] == "alice"]
     assert abs((doc["expires"] - doc["created"]).total_seconds() - 3600) < 5, "no longer than its token"
     assert brief.get(service.url + "/me").status_code == 200

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Page, expect
 from support.browser import screenshot
+from support.mongo import mongo_client
 from support.service import Service
 from support.web import Catalog, add_many
 
@@ -115,10 +116,9 @@ def evil_site() -> Iterator[tuple[str, type[_Evil]]]:
 
 def test_hostile_text_shows_as_text_and_a_form_from_another_origin_changes_nothing(
         service: Service, catalog: Catalog, settings: Settings, page: Page, evil_site) -> None:
-    import pymongo
 
     script = "<script>alert(1)</script>"
-    with pymongo.MongoClient(settings.mongo_uri) as client:  # the API refuses such a name: a record holds it
+    with mongo_client(settings.mongo_uri) as client:  # the API refuses such a name: a record holds it
         client[settings.mongo_db]["images"].update_one({"_id": catalog.id("alpha")}, {"$set": {"name": script}})
     owner = open_store(settings, "alice")
     from rain.repository.models import ImageChanges
