@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     VET_FAILED = 11
     TARGET = 12
     STORAGE = 13
+    NOT_REPRODUCED = 14
     INTERRUPTED = 130
 
 

@@ -195,6 +195,8 @@ EXIT_WHEN = {
     ExitCode.TARGET: "a register target refused or failed (an API error, a failed boot test); a launch's machine "
                      "did not come up, or its job's connection or download failed",
     ExitCode.STORAGE: "a disk is full or read-only: the database's, or the one a download writes to",
+    ExitCode.NOT_REPRODUCED: "`fg-image rebuild` made other bytes than the stored image's; it names the first "
+                             "differing files",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C (a build also by SIGTERM)",
 }
 """What each exit code means to a user; every ExitCode must have an entry."""

@@ -1,4 +1,4 @@
-"""The generate commands: generate and batch. Parse, call rain.generate, render."""
+"""The generate commands: generate, lock, rebuild and batch. Parse, call rain.generate, render."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rain.cli import render
 from rain.cli.common import console, err_console, interrupted_as, json_flag, open_repo, print_json, settings
 from rain.cli.failures import file_failure
 from rain.cli.progress import step_reporter
-from rain.errors import BuildError, InvalidInput, RecipeError
+from rain.errors import BuildError, ExitCode, InvalidInput, RecipeError
 from rain.generate.build import BuildOptions, BuildResult, generate, needs_repository
 from rain.generate.loader import load_recipe, parse_overrides
 from rain.generate.lock import lock_path, write_lock
@@ -116,6 +116,42 @@ def _print_result(result: BuildResult, as_json: bool) -> None:
         return
     for path in result.output_files or tuple(a.path for a in result.artifacts):
         console.print(str(path))
+
+
+@commands.command("rebuild")
+def rebuild_cmd(
+    image_id: str = typer.Argument(..., help="a stored image that `fg-image generate` made"),
+    builder: BuilderName = typer.Option(None, "--builder", "-b", help=BUILDER_HELP),
+    recipe_dir: Path = typer.Option(None, "--recipe-dir", help="where the files the recipe refers to are "
+                                    "(the original recipe's directory); default: here"),
+    mirror: str = typer.Option(None, "--mirror", help="build from this mirror (a snapshot mirror that still has "
+                               "the versions); default: the one the image was built from"),
+    as_json: bool = json_flag(),
+) -> None:
+    """Build a stored image again from its provenance and say whether the bytes are the same (exit 14 if not).
+    The outcome is recorded on the image."""
+    from rain.rebuild import rebuild
+
+    repo = open_repo()
+    image = repo.show(image_id)
+    with interrupted_as("rebuild interrupted", "its mounts and temporary files were removed"):
+        outcome = rebuild(image, repo, settings(), step_reporter(), builder.value if builder else None,
+                          recipe_dir, mirror)
+    repo.add_reproduction(image.id, outcome.record())
+    if as_json:
+        print_json({"image_id": image.id, **outcome.record(), "stored_sha256": outcome.stored_sha256})
+    elif outcome.identical:
+        console.print(f"reproduced: the rebuild of {image.id} ({outcome.format}, {outcome.builder} builder) has "
+                      f"the same sha256 {outcome.rebuilt_sha256}")
+    else:
+        console.print(f"not reproduced: the rebuild of {image.id} ({outcome.format}, {outcome.builder} builder) has "
+                      f"sha256 {outcome.rebuilt_sha256}, the stored image {outcome.stored_sha256}")
+        for line in outcome.differences:
+            console.print(f"  {line}", markup=False, highlight=False)
+        if outcome.note:
+            console.print(f"  {outcome.note}")
+    if not outcome.identical:
+        raise typer.Exit(ExitCode.NOT_REPRODUCED)
 
 
 @commands.command("batch")

@@ -108,6 +108,12 @@ def image_detail(i: Image, derived: Sequence[ImageSummary] | None = None) -> Non
         site = f"@{r.site}" if r.site else ""
         sbom_of = f", from SBOM {str(r.detail['sbom'])[:16]}" if r.detail.get("sbom") else ""
         rows.append(("registered", f"{r.target}{site}: {r.remote_id} ({when(r.when)}){sbom_of}"))
+    for rep in i.reproductions:
+        if rep.identical:
+            rows.append(("reproduced", f"on {when(rep.when)} by {rep.by} ({rep.format}, {rep.builder} builder)"))
+        else:
+            rows.append(("not reproduced", f"on {when(rep.when)} by {rep.by} ({rep.format}, {rep.builder} builder): "
+                                           + "; ".join([*rep.differences[:3], *([rep.note] if rep.note else [])])))
     for d in derived or []:
         rows.append(("derived", f"{d.id} {d.name} ({d.format}, {human(d.size)})"))
     shown = table("", "")

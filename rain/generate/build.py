@@ -59,6 +59,8 @@ class BuildOptions:
     """--builder; None = the recipe's `builder:`, else local."""
     on_error_keep: bool = False
     """VM builders: leave a failed builder machine running for inspection."""
+    epoch: int | None = None
+    """SOURCE_DATE_EPOCH for this build (`fg-image rebuild` gives the recorded one); None: the environment's."""
 
 
 def builder_name(recipe: Recipe, options: BuildOptions) -> str:
@@ -130,7 +132,7 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
         from rain.generate.bootstrap.clone import check_base
 
         check_base(repo, r)
-    epoch = given_epoch()
+    epoch = options.epoch if options.epoch is not None else given_epoch()
     if loaded.lock is not None and r.os.family.is_debian and r.base is None \
             and not shutil.which("mmdebstrap", path=command.SAFE_PATH):
         raise RecipeError(f"{loaded.lock.path.name}: a locked build pins the base system's packages with "

@@ -97,7 +97,7 @@ def load_recipe_text(source: str, path: Path, sets: dict[str, Any] | None = None
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
         raise _recipe_error(e, path, lines) from None
-    return LoadedRecipe(recipe, path, text, _read_inputs(recipe, path, lines))
+    return LoadedRecipe(recipe, path, text, read_inputs(recipe, path, lines))
 
 
 def _declared_vars(source: str, path: Path) -> dict[str, Any]:
@@ -207,7 +207,9 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def _read_inputs(recipe: Recipe, path: Path, lines: dict[tuple[Any, ...], int]) -> dict[str, bytes]:
+def read_inputs(recipe: Recipe, path: Path, lines: dict[tuple[Any, ...], int] | None = None) -> dict[str, bytes]:
+    """The files the recipe refers to, read relative to the recipe file's directory."""
+    lines = lines or {}
     here = path.parent
     wanted: list[tuple[str, tuple[Any, ...]]] = []
     wanted += [(f.source, ("files", i, "source")) for i, f in enumerate(recipe.files) if f.source]

@@ -76,6 +76,9 @@ class Repository(Protocol):
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         """Only the user's own registrations; an administrator's removes anyone's."""
 
+    def add_reproduction(self, image_id: str, found: dict[str, Any]) -> Image:
+        """`fg-image rebuild`'s outcome (models.ReproductionIn), recorded as the acting user's."""
+
     # Launched machines (`fg-image launch`, `fg-image instances`); see launches.py for who sees what.
     def add_launch(self, launch: LaunchIn) -> Launch:
         """Record a launch for the acting user (fresh id, owner, started = now); the image must be

@@ -282,6 +282,9 @@ class Client:
         body = {"target": target, "detail": detail or {}}
         return Image(**self._json("POST", f"/images/{_image(image_id)}/exports", json=body))
 
+    def add_reproduction(self, image_id: str, found: dict[str, Any]) -> Image:
+        return Image(**self._json("POST", f"/images/{_image(image_id)}/reproductions", json=found))
+
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:
         return Image(**self._json("DELETE", f"/images/{_image(image_id)}/registrations/{_seg(target)}",
                                   params={"site": site} if site else None))

@@ -28,6 +28,7 @@ from rain.repository.fields import (
     HistoryLimit,
     Pattern,
     Printable,
+    Sha256,
     TargetName,
     field_path,
     matching,
@@ -123,6 +124,27 @@ class Registration(BaseModel):
     by: str = ""
 
 
+ReproductionText = Annotated[str, Field(max_length=600), Printable()]
+
+
+class ReproductionIn(BaseModel):
+    """What `fg-image rebuild` found: the same bytes again, or the first differences (rain.generate.rebuild)."""
+
+    model_config = ConfigDict(extra="forbid")
+    identical: bool
+    format: Annotated[str, Field(max_length=16), Printable()]
+    builder: Annotated[str, Field(max_length=64), Printable()]
+    sha256: Sha256
+    """The rebuilt file's."""
+    differences: list[ReproductionText] = Field(default_factory=list, max_length=20)
+    note: ReproductionText = ""
+
+
+class Reproduction(ReproductionIn):
+    when: datetime
+    by: str
+
+
 class ImageSummary(BaseModel):
     """A catalog record as `list` gives it: all but the provenance and the vetting reports, which can
     be tens of kilobytes each (a package list, every finding) and which `show` gives."""
@@ -161,6 +183,8 @@ class Image(ImageSummary):
     """Vetting report per target."""
     reader_vetting: list[ReaderVetting] = Field(default_factory=list)
     """Reports of vetting runs by users who may read but do not own the image; they change no verdict."""
+    reproductions: list[Reproduction] = Field(default_factory=list)
+    """`fg-image rebuild` runs: who rebuilt the image from its provenance, when, and whether the bytes matched."""
 
 
 SUMMARY_FIELDS = ["_id", *(f for f in ImageSummary.model_fields if f != "id")]

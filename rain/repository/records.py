@@ -1,4 +1,4 @@
-"""What the register stage records on an image: vetting reports, quarantine, registrations.
+"""What the register stage records on an image: vetting reports, quarantine, registrations (and rebuilds).
 
 Who may write what (issue #9, defect 6). The registrar runs as the user who
 started it, so every record says whose run it was:
@@ -22,16 +22,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+from pydantic import ValidationError
+
 from rain.errors import Forbidden, InvalidInput, NotFound
 from rain.repository.accounts import now, require_admin
 from rain.repository.acting import Acting, to_image
-from rain.repository.fields import SCHEMA_HINT, Document, TargetName, checked
+from rain.repository.fields import SCHEMA_HINT, Document, TargetName, checked, problem
 from rain.repository.listing import verdict_of
-from rain.repository.models import Image, Role, Status, User
+from rain.repository.models import Image, ReproductionIn, Role, Status, User
 
 RULE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 READER_REPORTS_KEPT = 200
 """The newest reader reports an image keeps: readers cannot grow someone else's record without bound."""
+REPRODUCTIONS_KEPT = 50
 VettingReport = Annotated[dict[str, Any], Document("vetting report")]
 RegistrationDetail = Annotated[dict[str, Any], Document("registration detail")]
 
@@ -124,6 +127,21 @@ class RecordsMixin(Acting):
         checked(RegistrationDetail, detail or {}, "export detail")
         doc = self._find(image_id, user)
         self._log("export", doc, target=target, detail=detail or {})
+        return to_image(doc)
+
+    def add_reproduction(self, image_id: str, found: dict[str, Any]) -> Image:
+        """Record a rebuild of the image by the acting user (anyone who may read it): theirs, kept with the
+        newest REPRODUCTIONS_KEPT; it changes nothing else on the image."""
+        user = self.whoami()
+        try:
+            entry = ReproductionIn.model_validate(found).model_dump()
+        except ValidationError as e:
+            raise InvalidInput(f"reproduction: {problem(e)}", hint=SCHEMA_HINT) from None
+        self._find(image_id, user)
+        entry.update(when=now(), by=user.name)
+        doc = self._updated(image_id, {"$push": {"reproductions": {"$each": [entry],
+                                                                   "$slice": -REPRODUCTIONS_KEPT}}})
+        self._log("rebuild", doc, identical=entry["identical"], builder=entry["builder"])
         return to_image(doc)
 
     def remove_registration(self, image_id: str, target: str, site: str = "") -> Image:

@@ -52,6 +52,7 @@ from rain.repository.models import (
     ImageMeta,
     ImageQuery,
     ImageSummary,
+    ReproductionIn,
     Role,
     StorageReport,
     User,
@@ -259,6 +260,10 @@ def create_app(db: Database, upload_grace: int = 600) -> FastAPI:
     @api.post("/images/{image_id}/exports", response_model=Image)
     def record_export(image_id: ImageId, body: ExportIn, s: Store = Depends(store)) -> Image:
         return s.record_export(image_id, body.target, body.detail)
+
+    @api.post("/images/{image_id}/reproductions", response_model=Image)
+    def add_reproduction(image_id: ImageId, body: ReproductionIn, s: Store = Depends(store)) -> Image:
+        return s.add_reproduction(image_id, body.model_dump())
 
     @api.delete("/images/{image_id}/registrations/{target}", response_model=Image)
     def remove_registration(image_id: ImageId, target: TargetName, site: SiteQuery = "",

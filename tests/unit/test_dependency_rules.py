@@ -57,3 +57,9 @@ def test_only_the_cli_imports_launch() -> None:
     """launch sits on top: it uses the repository and register's boot pieces; no stage depends on it."""
     offenders = [m for m in _importers("launch", ".") if not m.startswith(("cli/", "launch/"))]
     assert offenders == [], "rain.launch is imported by " + ", ".join(offenders)
+
+
+def test_only_the_cli_imports_rebuild() -> None:
+    """rebuild sits on top of generate (the build) and register (the unpacker), as launch does."""
+    offenders = [m for m in _importers("rebuild", ".") if not m.startswith("cli/")]
+    assert offenders == [], "rain.rebuild is imported by " + ", ".join(offenders)

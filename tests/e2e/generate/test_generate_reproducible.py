@@ -1,21 +1,26 @@
-"""Issue #16 for real: lock files, and two cold builds that give the same bytes.
+"""Issue #16 for real: lock files, and a cold build that `fg-image rebuild` gives again bit for bit.
 
 Lock files (acceptance 2): `generate --lock` writes the exact packages of a build of the minimal recipe (plus
 hello); a build with that lock installs exactly them, from a base bootstrapped with apt pinned to them; a lock
 pinning a version the mirror lacks is a one-line error and stores nothing; `fg-image lock --update` writes it
 again. The builds share the session's data dir (tests/e2e/generate/conftest.py): the unlocked builds start from
-the base the other tests bootstrapped, each locked one bootstraps its own. The cold builds have their own.
+the base the other tests bootstrapped, each locked one bootstraps its own. The cold build and its
+rebuilds have their own.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+import zstandard
 from support.cli import RECIPES
 from support.host import mounts_under
 from support.images import manifest, tar_names
@@ -88,19 +93,59 @@ def test_a_lock_is_written_then_builds_exactly_its_versions_and_a_version_the_mi
     assert "hello-gone" not in lock_file.read_text() and f"wrote {lock_file}" in updated.stderr
 
 
-def test_two_cold_builds_of_the_minimal_recipe_give_the_same_tar_zst(gen: Any, tmp_path: Path) -> None:
-    """Issue #16, acceptance 1 for tar.zst (the other formats are not yet covered: docs/reproducible.md): the
-    minimal recipe built twice from cold caches, in different data and work directories, at different times."""
-    import time
+def _tampered(archive: Path, dest: Path, name: str, data: bytes) -> None:
+    """A copy of a tar.zst with one member's bytes replaced (the rest, pax headers included, as they were)."""
+    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as s, \
+            tarfile.open(fileobj=s, mode="r|") as src, open(dest, "wb") as out, \
+            zstandard.ZstdCompressor().stream_writer(out) as z, \
+            tarfile.open(fileobj=z, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for m in src:
+            if m.name.removeprefix("./") == name:
+                m.size = len(data)
+                tar.addfile(m, io.BytesIO(data))
+            else:
+                tar.addfile(m, src.extractfile(m) if m.isfile() else None)
 
-    digests = []
-    for n in (1, 2):
-        if n == 2:
-            time.sleep(2)  # another wall-clock second at least: no file may carry the time of its build
-        made = gen("generate", str(RECIPES / "debian-bookworm-minimal.yaml"), "--no-upload", "--no-cache",
-                   "--output", str(tmp_path / f"out{n}"), env={"RAIN_DATA_DIR": str(tmp_path / f"data{n}")})
-        assert made.returncode == 0, made.stderr
-        m = manifest(tmp_path / f"out{n}")
-        assert m["base"]["base_cached"] is False, "a cold build bootstraps its own base"
-        digests.append(m["artifacts"][0]["sha256"])
-    assert digests[0] == digests[1], "two builds of one recipe from one state of the mirror differ"
+
+def test_rebuild_reproduces_a_cold_build_and_names_the_file_a_changed_copy_differs_in(
+        gen: Any, tmp_path: Path, settings: Any) -> None:
+    """Issue #16, acceptances 1 (tar.zst) and 3: the minimal recipe built cold and stored; `fg-image rebuild`
+    builds it again from its provenance alone, cold, in another data and work directory, a few seconds later
+    (no file may carry the time of its build): the same sha256, recorded on the image. A stored copy with one
+    file changed (made here, the test-only path) is not reproduced, and the rebuild names that file."""
+    from rain.repository.connect import open_store
+    from rain.repository.models import ImageMeta
+
+    made = gen("generate", str(RECIPES / "debian-bookworm-minimal.yaml"), "--no-cache", "--format", "tar.zst",
+               "--output", str(tmp_path / "out"), env={"RAIN_DATA_DIR": str(tmp_path / "data1")})
+    assert made.returncode == 0, made.stderr
+    image_id = made.stdout.strip()
+    built = manifest(tmp_path / "out")
+    assert built["base"]["base_cached"] is False, "a cold build bootstraps its own base"
+    time.sleep(2)
+
+    again = gen("rebuild", image_id, env={"RAIN_DATA_DIR": str(tmp_path / "data2")})
+    assert again.returncode == 0, again.stderr
+    assert f"reproduced: the rebuild of {image_id} (tar.zst, local builder) has the same sha256 " \
+           f"{built['artifacts'][0]['sha256']}" in again.stdout
+    shown = json.loads(gen("show", image_id, "--json").stdout)
+    [rep] = shown["reproductions"]
+    assert (rep["identical"], rep["by"], rep["sha256"]) == (True, "admin", built["artifacts"][0]["sha256"])
+    assert re.search(r"reproduced\s+on \S+ \S+ by admin \(tar.zst, local builder\)", gen("show", image_id).stdout)
+    assert list((tmp_path / "data2" / "rebuild").iterdir()) == [], "the rebuild's work directory is gone"
+
+    changed = tmp_path / "changed.tar.zst"
+    _tampered(tmp_path / "out" / "debian-bookworm-minimal.tar.zst", changed, "etc/motd", b"not what was built\n")
+    store = open_store(settings, "admin")
+    meta = ImageMeta(name="tampered", os=shown["os"], format="tar.zst", provenance=built)
+    with open(changed, "rb") as f:
+        copy = store.put(f, meta, changed.stat().st_size)
+    differs = gen("rebuild", copy.id, env={"RAIN_DATA_DIR": str(tmp_path / "data2")})
+    assert differs.returncode == 14, differs.stderr
+    assert f"not reproduced: the rebuild of {copy.id} (tar.zst, local builder)" in differs.stdout
+    lines = [ln.strip() for ln in differs.stdout.splitlines() if ln.startswith("  /")]
+    assert lines and lines[0].startswith("/etc/motd: content ("), differs.stdout
+    assert all(not ln.startswith("/usr") for ln in lines), "only what was changed differs"
+    [rep] = json.loads(gen("show", copy.id, "--json").stdout)["reproductions"]
+    assert rep["identical"] is False and rep["differences"][0].startswith("/etc/motd: content")
+    assert mounts_under(tmp_path) == [] and list((tmp_path / "data2" / "rebuild").iterdir()) == []

@@ -164,6 +164,31 @@ class TestRegistrations:
         assert "no registration" in refused(NotFound, lambda: world.alice.remove_registration(image.id, "ec2"))
 
 
+class TestReproductions:
+    def test_whoever_reads_an_image_records_a_rebuild_as_theirs_and_a_bad_one_is_refused(self, world):
+        found = {"identical": False, "format": "tar.zst", "builder": "local", "sha256": "ab" * 32,
+                 "differences": ["/etc/motd: content (8 → 9 bytes)"], "note": ""}
+
+        def check(role: str) -> None:
+            actor, image = world.image(role)
+            if role == "stranger":
+                refused(NotFound, lambda: actor.add_reproduction(image.id, found))
+                assert world.record(image).reproductions == []
+                return
+            [rep] = actor.add_reproduction(image.id, found).reproductions
+            assert (rep.by, rep.identical, rep.differences) == (world.names[role], False, found["differences"])
+            record = world.record(image)
+            assert record.reproductions == [rep] and record.status == Status.AVAILABLE  # nothing else changes
+
+        each_role(check)
+        actor, image = world.image("share reader")
+        for bad, word in (({**found, "sha256": "x"}, "sha256"), ({**found, "differences": ["x"] * 21}, "differences"),
+                          ({**found, "by": "admin"}, "by"), ({**found, "note": "a\x1b[2Jb"}, "note")):
+            message = refused(InvalidInput, lambda bad=bad: actor.add_reproduction(image.id, bad))
+            assert word in message and "\n" not in message
+        assert world.record(image).reproductions == []
+
+
 class TestRemove:
     def test_only_the_owner_or_an_admin_removes_and_any_registration_blocks_unless_forced(self, world):
         def check(role: str) -> None:
