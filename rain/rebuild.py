@@ -107,7 +107,8 @@ def rebuild(image: Image, repo: Repository, settings: Settings, reporter: Report
         assert image.provenance is not None
         lock = read_lock(write_lock(work / f"{loaded.recipe.name}.lock", image.provenance, loaded.recipe.name))
         loaded = dataclasses.replace(loaded, lock=lock)
-        options = BuildOptions(use_cache=False, upload=False, builder=builder, epoch=epoch)
+        seed = image.provenance.get("disk_seed") or image.provenance.get("recipe_hash")
+        options = BuildOptions(use_cache=False, upload=False, builder=builder, epoch=epoch, seed=seed)
         result = generate(loaded, settings, options, reporter, repo)
         made = result.artifacts[0]
         outcome = Outcome(image.id, fmt, made.sha256 == image.sha256, image.sha256, made.sha256,
@@ -131,9 +132,20 @@ def _compare(outcome: Outcome, image: Image, repo: Repository, rebuilt: Path, wo
     if h.hexdigest() != image.sha256:
         raise InvalidInput(f"image {image.id}: the downloaded bytes do not match its sha256",
                            hint="run `fg-image repo gc`, then try again")
-    unpack(stored, work / "stored-root", outcome.format)
-    unpack(rebuilt, work / "rebuilt-root", outcome.format)
+    # what the unpacker refused (device nodes, links out of the root) is not in the trees: compare it too
+    refused_stored = _refused(unpack(stored, work / "stored-root", outcome.format))
+    refused_rebuilt = _refused(unpack(rebuilt, work / "rebuilt-root", outcome.format))
     found = treediff.compare(work / "stored-root", work / "rebuilt-root")
+    found += [treediff.Difference(path, f"{what} (not unpacked), only in the {where}")
+              for where, mine, other in (("stored image", refused_stored, refused_rebuilt),
+                                         ("rebuild", refused_rebuilt, refused_stored))
+              for path, what in sorted(mine.items()) if other.get(path) != what]
+    found = sorted(found, key=lambda d: d.path)[:treediff.LIMIT]
     note = "" if found else (f"the files are the same; the {outcome.format} container differs (its own metadata "
                              "or layout)")
     return dataclasses.replace(outcome, differences=tuple(str(d) for d in found), note=note)
+
+
+def _refused(findings: list[Any]) -> dict[str, str]:
+    """path → why, for each member the unpacker did not place."""
+    return {path: f.detail or f.rule for f in findings for path in f.paths}

@@ -36,8 +36,9 @@ def check_tools(formats: list[Format]) -> None:
 
 
 def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int | None,
-         reporter, epoch: int | None = None) -> list[ArtifactFile]:  # type: ignore[no-untyped-def]
-    """The tree in each format under out; `epoch` clamps the tar's mtimes (rain.image.tarball)."""
+         reporter, epoch: int | None = None, seed: str | None = None) -> list[ArtifactFile]:  # type: ignore[no-untyped-def]
+    """The tree in each format under out. `epoch` clamps every format's file times and is the file systems'
+    own time; `seed` gives a disk's identifiers (rain.image.disk): with both, one tree gives the same bytes."""
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     raw: Path | None = None
@@ -48,11 +49,11 @@ def pack(root: Path, out: Path, stem: str, formats: list[Format], disk_size: int
             if fmt is Format.TAR_ZST:
                 pack_tar_zst(root, dest, epoch)
             elif fmt is Format.SQUASHFS:
-                make_squashfs(root, dest, level=6, processors=2)  # kept and shared: worth level 6
+                make_squashfs(root, dest, level=6, processors=2, epoch=epoch)  # kept and shared: worth level 6
             else:
                 if raw is None:
                     raw = out / f"{stem}.raw"
-                    bootable = disk.make_disk(root, raw, disk_size).bootable
+                    bootable = disk.make_disk(root, raw, disk_size, seed=seed, epoch=epoch).bootable
                 if fmt is Format.QCOW2:
                     to_qcow2(raw, dest, compress=False)
             files.append(dest)

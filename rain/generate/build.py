@@ -61,6 +61,8 @@ class BuildOptions:
     """VM builders: leave a failed builder machine running for inspection."""
     epoch: int | None = None
     """SOURCE_DATE_EPOCH for this build (`fg-image rebuild` gives the recorded one); None: the environment's."""
+    seed: str | None = None
+    """Where a disk's identifiers come from (`fg-image rebuild` gives the recorded one); None: the recipe hash."""
 
 
 def builder_name(recipe: Recipe, options: BuildOptions) -> str:
@@ -236,8 +238,10 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         staging = workdir / "out"
         archive = ctx.facts.get("source_date_epoch")
         epoch = plan.epoch if plan.epoch is not None else archive if isinstance(archive, int) else None
-        files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter, epoch)
+        seed = options.seed or plan.recipe_hash
+        files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter, epoch, seed)
         ctx.facts["source_date_epoch"] = epoch
+        ctx.facts["disk_seed"] = seed
         manifest = build_manifest(recipe=r, recipe_text=plan.loaded.text, recipe_hash=plan.recipe_hash,
                                   mirror=plan.mirror, builder=builder.name, packages=packages,
                                   artifacts=files, timings=reporter.timings, facts=ctx.facts)

@@ -3,10 +3,13 @@ services, run steps. Everything is an argv list; values were validated by the re
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 
 from rain.errors import BuildError, RecipeError
 from rain.generate.context import BuildContext
+from rain.image.rootfs import walk_tree
 from rain.image.sysprep import generalize
 
 
@@ -69,9 +72,19 @@ def _require(ctx: BuildContext, path: str, doing: str, package: str) -> None:
 
 
 def tidy(ctx: BuildContext) -> None:
-    """Build-only leftovers and machine identity (machine-id, SSH host keys) out of the image."""
+    """Build-only leftovers and machine identity (machine-id, SSH host keys) out of the image, and its device
+    nodes: mmdebstrap makes /dev/null and the like, a machine has devtmpfs there, and a tree a builder VM sends
+    back has none (the safe unpacker drops them), so an image is the same bytes whatever builder made it."""
     root = ctx.handle.root
     generalize(root)
+    nodes = [inner for inner, st in walk_tree(root) if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)]
+    for parent in sorted({os.path.dirname(inner) for inner in nodes}):
+        directory = str(root) + parent
+        was = os.lstat(directory)
+        for inner in nodes:
+            if os.path.dirname(inner) == parent:
+                os.unlink(str(root) + inner)
+        os.utime(directory, ns=(was.st_atime_ns, was.st_mtime_ns), follow_symlinks=False)  # as a VM's tree has it
     for p in (root / "tmp").glob(".rain-*"):
         p.unlink(missing_ok=True)
     for sub in ("var/tmp",):

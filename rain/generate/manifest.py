@@ -42,6 +42,7 @@ def build_manifest(*, recipe: Recipe, recipe_text: str, recipe_hash: str, mirror
         "total_seconds": round(sum(t.seconds for t in timings), 3),
         "base": {k: v for k, v in facts.items() if k.startswith(("base", "clone"))},
         "source_date_epoch": facts.get("source_date_epoch"),
+        "disk_seed": facts.get("disk_seed"),
     }
 
 

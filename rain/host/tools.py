@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 from rain.errors import BuildError, ToolMissing
 
@@ -35,11 +36,12 @@ def tool(name: str) -> str:
 
 
 def run(argv: list[str], what: str, error: type[Exception] = BuildError, input: bytes | None = None,
-        timeout: float | None = None) -> str:
+        timeout: float | None = None, env: Mapping[str, str] | None = None) -> str:
+    """argv's output; `env` is added to this process's environment."""
     argv = [tool(argv[0]), *argv[1:]]
     try:
         proc = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout)
+                              capture_output=True, timeout=timeout, env={**os.environ, **env} if env else None)
     except subprocess.TimeoutExpired as e:
         raise error(f"{what}: {os.path.basename(argv[0])} took longer than {timeout}s") from e
     if proc.returncode != 0:

@@ -18,10 +18,18 @@ partition, which `show` reports as not bootable.
 Each file system is written straight into the disk file at its offset
 (`mkfs.ext4 -E offset=`, `mkfs.vfat --offset`, mtools' `@@offset`), because
 this kernel has no device-mapper and `losetup -P` makes no partition nodes.
+
+Given a `seed` and an `epoch` (generate gives the recipe hash and the source date
+epoch) a disk is the same bytes every time: the GPT's disk and partition GUIDs,
+the root file system's UUID and directory hash seed and the ESP's volume id come
+from the seed, not chance; every time the tools would take from the clock (the
+file systems' own, each inode's change and creation times, the FAT's entries)
+is the epoch, and file times after it are clamped to it, as in the tar.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -88,10 +96,23 @@ def boot_files(root: Path) -> tuple[str, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Ids:
+    """Every identifier a disk carries: from the seed when there is one, else random (register's copies)."""
+
+    seed: str | None
+
+    def uuid(self, what: str) -> str:
+        if self.seed is None:
+            return str(uuid.uuid4())
+        return str(uuid.UUID(bytes=hashlib.sha256(f"{self.seed}:{what}".encode()).digest()[:16], version=4))
+
+
 def make_disk(root: Path, dest: Path, size: int | None = None, bootable: bool | None = None,
-              kernel_args: str = "") -> Disk:
+              kernel_args: str = "", seed: str | None = None, epoch: int | None = None) -> Disk:
     """Write a sparse raw disk holding `root`. Bootable when the tree has a kernel and initramfs (or
-    when asked: `bootable=True` without them is an error naming what is missing)."""
+    when asked: `bootable=True` without them is an error naming what is missing). With `seed` and `epoch`
+    the same tree gives the same bytes (see the module's doc)."""
     files = boot_files(root)
     if bootable and files is None:
         raise BuildError("the image has no kernel and initramfs to boot (/vmlinuz or /boot/vmlinuz-*)",
@@ -108,20 +129,26 @@ def make_disk(root: Path, dest: Path, size: int | None = None, bootable: bool | 
                           f"{needed // MiB} MiB of files", hint=f"use at least {(auto + head + tail) // MiB}M, "
                           "or leave disk_size out")
     total = head + fs_bytes + tail
-    root_uuid = str(uuid.uuid4())
+    ids = _Ids(seed)
+    root_uuid = ids.uuid("root")
+    clock = {} if epoch is None else {"E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch)}
     tmp = dest.with_name(f".{dest.name}.part")
     try:
         with open(tmp, "wb") as f:
             f.truncate(total)
         if files:
-            _partition_gpt(tmp, fs_bytes)
+            _partition_gpt(tmp, fs_bytes, ids)
         else:
+            label = f"label-id: 0x{ids.uuid('mbr')[:8]}\n" if seed is not None else ""
             run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(tmp)], "partitioning the disk",
-                input=f"label: dos\nstart={PLAIN_START // SECTOR}, type=83, bootable\n".encode())
-        _mkfs_root(root, tmp, head, fs_bytes, root_uuid)
+                input=f"label: dos\n{label}start={PLAIN_START // SECTOR}, type=83, bootable\n".encode())
+        _mkfs_root(root, tmp, head, fs_bytes, root_uuid, ids.uuid("hash") if seed is not None else None, clock)
         if files:
-            growroot.add(root, tmp, head)  # the root follows a larger disk (cloud-init does it where present)
-            _install_grub(tmp, root_uuid, files, _cmdline(root, root_uuid, kernel_args))
+            growroot.add(root, tmp, head, clock)  # the root follows a larger disk (cloud-init does it where present)
+        if epoch is not None:
+            _settle_times(root, tmp, head, epoch, clock)
+        if files:
+            _install_grub(tmp, root_uuid, files, _cmdline(root, root_uuid, kernel_args), ids, clock)
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -138,25 +165,48 @@ def _cmdline(root: Path, root_uuid: str, extra: str) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _partition_gpt(disk: Path, fs_bytes: int) -> None:
-    script = ("label: gpt\nfirst-lba: 2048\n"
-              f"start={BIOS_BOOT[0] // SECTOR}, size={BIOS_BOOT[1] // SECTOR}, type={_TYPES['bios']}, name=bios\n"
-              f"start={ESP[0] // SECTOR}, size={ESP[1] // SECTOR}, type={_TYPES['esp']}, name=esp\n"
-              f"start={ROOT_START // SECTOR}, size={fs_bytes // SECTOR}, type={_TYPES['root']}, name=root\n")
+def _partition_gpt(disk: Path, fs_bytes: int, ids: _Ids) -> None:
+    guids = {n: (f", uuid={ids.uuid('part-' + n)}" if ids.seed is not None else "") for n in ("bios", "esp", "root")}
+    script = ("label: gpt\nfirst-lba: 2048\n" + (f"label-id: {ids.uuid('gpt')}\n" if ids.seed is not None else "")
+              + f"start={BIOS_BOOT[0] // SECTOR}, size={BIOS_BOOT[1] // SECTOR}, type={_TYPES['bios']}, "
+              f"name=bios{guids['bios']}\n"
+              f"start={ESP[0] // SECTOR}, size={ESP[1] // SECTOR}, type={_TYPES['esp']}, name=esp{guids['esp']}\n"
+              f"start={ROOT_START // SECTOR}, size={fs_bytes // SECTOR}, type={_TYPES['root']}, "
+              f"name=root{guids['root']}\n")
     run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)], "partitioning the disk",
         input=script.encode())
 
 
-def _mkfs_root(root: Path, disk: Path, offset: int, fs_bytes: int, root_uuid: str) -> None:
+def _mkfs_root(root: Path, disk: Path, offset: int, fs_bytes: int, root_uuid: str, hash_seed: str | None,
+               clock: dict[str, str]) -> None:
+    extended = f"offset={offset},root_owner=0:0" + (f",hash_seed={hash_seed}" if hash_seed else "")
     try:
-        run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-U", root_uuid, "-E", f"offset={offset},root_owner=0:0",
+        run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-U", root_uuid, "-E", extended,
              "-d", str(root), str(disk), f"{fs_bytes // 1024}k"], "writing the ext4 file system",
-            timeout=TIMEOUT)
+            timeout=TIMEOUT, env=clock)
     except BuildError as e:
         if "No space left" in e.message or "Could not allocate" in e.message:
             raise RecipeError(f"disk_size: {fs_bytes // MiB} MiB of root file system is too small",
                               hint="leave disk_size out, or make it larger") from None
         raise
+
+
+def _settle_times(root: Path, disk: Path, offset: int, epoch: int, clock: dict[str, str]) -> None:
+    """Every inode's access, change and creation time is the epoch, and a modification time after it is
+    clamped to it. mke2fs -d copies them from the tree, where the change times are when the build ran (and
+    no program may set those), so they are set in the file system, by debugfs, in one run."""
+    lines: list[str] = []
+    every = ("atime", "ctime", "crtime")
+    for inner, st in walk_tree(root):
+        if "\n" in inner:
+            continue  # debugfs reads one command a line: such a name keeps its times (no package ships one)
+        # debugfs splits on white space; a quoted word may hold any, and "" is a quote (lib/ss/parse.c)
+        name = '"' + inner.replace('"', '""') + '"' if any(c.isspace() or c == '"' for c in inner) else inner
+        lines.extend(f"sif {name} {field} {epoch}" for field in (*every, *(("mtime",) if st.st_mtime > epoch else ())))
+    for fixed in ("/", "/lost+found"):
+        lines.extend(f"sif {fixed} {field} {epoch}" for field in (*every, "mtime"))
+    run(["debugfs", "-w", "-f", "-", f"{disk}?offset={offset}"], "setting the root file system's times",
+        input=("\n".join(lines) + "\n").encode(), timeout=TIMEOUT, env=clock)
 
 
 def grub_config(root_uuid: str, files: tuple[str, str], cmdline: str) -> str:
@@ -168,14 +218,16 @@ def grub_config(root_uuid: str, files: tuple[str, str], cmdline: str) -> str:
             f"menuentry 'Linux (Rain image)' {{\n  linux {kernel} {cmdline}\n  initrd {initrd}\n}}\n")
 
 
-def _install_grub(disk: Path, root_uuid: str, files: tuple[str, str], cmdline: str) -> None:
+def _install_grub(disk: Path, root_uuid: str, files: tuple[str, str], cmdline: str, ids: _Ids,
+                  clock: dict[str, str]) -> None:
     """GRUB for both firmwares. Both loaders carry a tiny built-in config that finds this disk's ESP by its
     volume id (random per disk, so a second Rain disk in the machine is not taken for it) and reads
     grub/grub.cfg there; the BIOS core goes into the BIOS boot partition by grub-bios-setup."""
     esp_at = f"{disk}@@{ESP[0]}"
-    volume = uuid.uuid4().hex[:8]
-    run(["mkfs.vfat", "-F", "16", "-n", ESP_LABEL, "-i", volume, "--offset", str(ESP[0] // SECTOR), str(disk),
-         str(ESP[1] // 1024)], "writing the EFI system partition")
+    volume = ids.uuid("esp").replace("-", "")[:8]
+    invariant = ["--invariant"] if clock else []
+    run(["mkfs.vfat", "-F", "16", "-n", ESP_LABEL, "-i", volume, *invariant, "--offset", str(ESP[0] // SECTOR),
+         str(disk), str(ESP[1] // 1024)], "writing the EFI system partition", env=clock)
     with tempfile.TemporaryDirectory(prefix="rain-grub-") as tmp:
         work = Path(tmp)
         early = work / "early.cfg"
@@ -185,9 +237,11 @@ def _install_grub(disk: Path, root_uuid: str, files: tuple[str, str], cmdline: s
         efi = work / "BOOTX64.EFI"
         run(["grub-mkimage", "-O", "x86_64-efi", "-o", str(efi), "-c", str(early), "-p", "/grub",
              *_EFI_MODULES], "making GRUB for UEFI")
-        run(["mmd", "-i", esp_at, "::/EFI", "::/EFI/BOOT", "::/grub"], "writing the EFI system partition")
-        run(["mcopy", "-i", esp_at, str(efi), "::/EFI/BOOT/BOOTX64.EFI"], "writing the EFI system partition")
-        run(["mcopy", "-i", esp_at, str(work / "grub.cfg"), "::/grub/grub.cfg"], "writing the EFI system partition")
+        run(["mmd", "-i", esp_at, "::/EFI", "::/EFI/BOOT", "::/grub"], "writing the EFI system partition", env=clock)
+        run(["mcopy", "-i", esp_at, str(efi), "::/EFI/BOOT/BOOTX64.EFI"], "writing the EFI system partition",
+            env=clock)
+        run(["mcopy", "-i", esp_at, str(work / "grub.cfg"), "::/grub/grub.cfg"], "writing the EFI system partition",
+            env=clock)
         _install_bios(disk, work, early)
 
 

@@ -18,11 +18,14 @@ TAR_OPTS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 attribute (file capabilities; without the include pattern an extracting tar keeps only user.*) and ACLs."""
 
 
-def make_squashfs(root: Path, out: Path, *, level: int, processors: int | None = None) -> Path:
-    """root as a zstd squashfs at `level` (1-22), on `processors` cores (default: all)."""
+def make_squashfs(root: Path, out: Path, *, level: int, processors: int | None = None,
+                  epoch: int | None = None) -> Path:
+    """root as a zstd squashfs at `level` (1-22), on `processors` cores (default: all). With `epoch` the
+    same tree gives the same bytes: it is the file system's creation time and later file times are clamped
+    to it (mksquashfs's SOURCE_DATE_EPOCH; its output does not depend on the number of processors)."""
     command.run(["mksquashfs", str(root), str(out), "-noappend", "-comp", "zstd", "-Xcompression-level", str(level),
                  "-processors", str(processors or max(1, os.cpu_count() or 1)), "-quiet", "-no-progress"],
-                what="mksquashfs")
+                what="mksquashfs", env=None if epoch is None else {"SOURCE_DATE_EPOCH": str(epoch)})
     return out
 
 

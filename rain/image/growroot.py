@@ -59,7 +59,7 @@ REPART_TEXT = ("# written by Rain into the disk's root file system: the root par
                "[Partition]\nType=root-x86-64\n")
 
 
-def add(root: Path, disk: Path, offset: int) -> bool:
+def add(root: Path, disk: Path, offset: int, clock: dict[str, str] | None = None) -> bool:
     """Write the growth units into the ext4 at `offset` in `disk` when `wanted`; returns whether it did."""
     growfs = wanted(root)
     if growfs is None:
@@ -79,7 +79,7 @@ def add(root: Path, disk: Path, offset: int) -> bool:
             f"write {unit} /etc/systemd/system/{UNIT}",
             f"symlink {wants}/{UNIT} ../{UNIT}",
         ]) + "\n"
-        run(["debugfs", "-w", "-f", "-", spec], "adding the root growth units", input=script.encode())
+        run(["debugfs", "-w", "-f", "-", spec], "adding the root growth units", input=script.encode(), env=clock)
     listing = run(["debugfs", "-R", f"ls -l {wants}", spec], "checking the root growth units")
     if UNIT not in listing:
         raise BuildError("could not add the root growth units to the disk (debugfs)",

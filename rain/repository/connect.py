@@ -37,7 +37,9 @@ def open_database(settings: Settings) -> pymongo.database.Database:
     uri = str(server.uri) if server else str(settings.mongo_uri)
     try:
         client: pymongo.MongoClient = pymongo.MongoClient(
-            uri, serverSelectionTimeoutMS=int(settings.timeout * 1000), connectTimeoutMS=5000,
+            # connectTimeoutMS also bounds the monitor's heartbeat, and a heartbeat that times out cancels every
+            # operation in flight: the embedded server, busy with a large write, can take more than 5 s to answer
+            uri, serverSelectionTimeoutMS=int(settings.timeout * 1000), connectTimeoutMS=20_000,
             socketTimeoutMS=int(settings.db_timeout * 1000), appname="rain", tz_aware=True)
         client.admin.command("ping")
     except (InvalidURI, ConfigurationError) as e:

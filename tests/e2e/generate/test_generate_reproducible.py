@@ -107,32 +107,44 @@ def _tampered(archive: Path, dest: Path, name: str, data: bytes) -> None:
                 tar.addfile(m, src.extractfile(m) if m.isfile() else None)
 
 
-def test_rebuild_reproduces_a_cold_build_and_names_the_file_a_changed_copy_differs_in(
+FORMATS = ("tar.zst", "squashfs", "raw", "qcow2")
+
+
+def test_two_cold_builds_are_the_same_in_every_format_and_rebuild_names_the_file_a_changed_copy_differs_in(
         gen: Any, tmp_path: Path, settings: Any) -> None:
-    """Issue #16, acceptances 1 (tar.zst) and 3: the minimal recipe built cold and stored; `fg-image rebuild`
-    builds it again from its provenance alone, cold, in another data and work directory, a few seconds later
-    (no file may carry the time of its build): the same sha256, recorded on the image. A stored copy with one
-    file changed (made here, the test-only path) is not reproduced, and the rebuild names that file."""
+    """Issue #16, acceptances 1 and 3: the minimal recipe built cold in all four formats and stored, then built
+    cold again in another data and work directory a few seconds later (no file may carry the time of its build):
+    the same sha256 for every format. `fg-image rebuild` of the stored qcow2 builds it a third time from its
+    provenance alone: reproduced, and recorded on the image. A stored copy of the tar.zst with one file changed
+    (made here, the test-only path) is not reproduced, and the rebuild names that file."""
     from rain.repository.connect import open_store
     from rain.repository.models import ImageMeta
 
-    made = gen("generate", str(RECIPES / "debian-bookworm-minimal.yaml"), "--no-cache", "--format", "tar.zst",
-               "--output", str(tmp_path / "out"), env={"RAIN_DATA_DIR": str(tmp_path / "data1")})
+    recipe = str(RECIPES / "debian-bookworm-minimal.yaml")
+    formats = [arg for f in FORMATS for arg in ("--format", f)]
+    made = gen("generate", recipe, "--no-cache", *formats, "--output", str(tmp_path / "out"),
+               env={"RAIN_DATA_DIR": str(tmp_path / "data1")})
     assert made.returncode == 0, made.stderr
-    image_id = made.stdout.strip()
+    ids = {fmt: image_id for image_id, fmt in (line.split() for line in made.stdout.splitlines())}
     built = manifest(tmp_path / "out")
     assert built["base"]["base_cached"] is False, "a cold build bootstraps its own base"
     time.sleep(2)
+    second = gen("generate", recipe, "--no-cache", "--no-upload", *formats, "--output", str(tmp_path / "out2"),
+                 env={"RAIN_DATA_DIR": str(tmp_path / "data2")})
+    assert second.returncode == 0, second.stderr
+    sha = {a["format"]: a["sha256"] for a in built["artifacts"]}
+    assert {a["format"]: a["sha256"] for a in manifest(tmp_path / "out2")["artifacts"]} == sha
+    assert sorted(sha) == sorted(FORMATS)
 
-    again = gen("rebuild", image_id, env={"RAIN_DATA_DIR": str(tmp_path / "data2")})
+    again = gen("rebuild", ids["qcow2"], env={"RAIN_DATA_DIR": str(tmp_path / "data3")})
     assert again.returncode == 0, again.stderr
-    assert f"reproduced: the rebuild of {image_id} (tar.zst, local builder) has the same sha256 " \
-           f"{built['artifacts'][0]['sha256']}" in again.stdout
-    shown = json.loads(gen("show", image_id, "--json").stdout)
+    assert f"reproduced: the rebuild of {ids['qcow2']} (qcow2, local builder) has the same sha256 {sha['qcow2']}" \
+        in again.stdout
+    shown = json.loads(gen("show", ids["qcow2"], "--json").stdout)
     [rep] = shown["reproductions"]
-    assert (rep["identical"], rep["by"], rep["sha256"]) == (True, "admin", built["artifacts"][0]["sha256"])
-    assert re.search(r"reproduced\s+on \S+ \S+ by admin \(tar.zst, local builder\)", gen("show", image_id).stdout)
-    assert list((tmp_path / "data2" / "rebuild").iterdir()) == [], "the rebuild's work directory is gone"
+    assert (rep["identical"], rep["by"], rep["sha256"], rep["format"]) == (True, "admin", sha["qcow2"], "qcow2")
+    assert re.search(r"reproduced\s+on \S+ \S+ by admin \(qcow2, local builder\)", gen("show", ids["qcow2"]).stdout)
+    assert list((tmp_path / "data3" / "rebuild").iterdir()) == [], "the rebuild's work directory is gone"
 
     changed = tmp_path / "changed.tar.zst"
     _tampered(tmp_path / "out" / "debian-bookworm-minimal.tar.zst", changed, "etc/motd", b"not what was built\n")
@@ -140,7 +152,7 @@ def test_rebuild_reproduces_a_cold_build_and_names_the_file_a_changed_copy_diffe
     meta = ImageMeta(name="tampered", os=shown["os"], format="tar.zst", provenance=built)
     with open(changed, "rb") as f:
         copy = store.put(f, meta, changed.stat().st_size)
-    differs = gen("rebuild", copy.id, env={"RAIN_DATA_DIR": str(tmp_path / "data2")})
+    differs = gen("rebuild", copy.id, env={"RAIN_DATA_DIR": str(tmp_path / "data3")})
     assert differs.returncode == 14, differs.stderr
     assert f"not reproduced: the rebuild of {copy.id} (tar.zst, local builder)" in differs.stdout
     lines = [ln.strip() for ln in differs.stdout.splitlines() if ln.startswith("  /")]
@@ -148,4 +160,4 @@ def test_rebuild_reproduces_a_cold_build_and_names_the_file_a_changed_copy_diffe
     assert all(not ln.startswith("/usr") for ln in lines), "only what was changed differs"
     [rep] = json.loads(gen("show", copy.id, "--json").stdout)["reproductions"]
     assert rep["identical"] is False and rep["differences"][0].startswith("/etc/motd: content")
-    assert mounts_under(tmp_path) == [] and list((tmp_path / "data2" / "rebuild").iterdir()) == []
+    assert mounts_under(tmp_path) == [] and list((tmp_path / "data3" / "rebuild").iterdir()) == []

@@ -106,3 +106,57 @@ def test_a_disk_size_too_small_for_the_files_is_a_recipe_error(tmp_path: Path) -
     with pytest.raises(RecipeError, match="too small"):
         make_disk(root, tmp_path / "disk.raw", size=80 << 20)
     assert not list(tmp_path.glob("*disk.raw*"))
+
+
+def _copy(tree: Path, dest: Path) -> Path:
+    """A copy of the tree made now: the same names, bytes, owners, modes and mtimes, other change times."""
+    subprocess.run(["cp", "-a", str(tree), str(dest)], check=True)
+    return dest
+
+
+def test_a_seed_and_an_epoch_give_the_same_disk_and_squashfs_from_two_copies_of_a_tree(tmp_path: Path) -> None:
+    """Issue #16: identifiers from the seed, every clock-given time the epoch, later file times clamped. The
+    tree has names debugfs must be given quoted (spaces, a quote) or as they are (a systemd-style \\x2d), and
+    files newer than the epoch; the copies differ in every change time and were made at different seconds."""
+    from rain.image.formats import make_squashfs
+
+    tree = _tree(tmp_path / "root", kernel=True)
+    (tree / "usr" / "lib" / "systemd" / "system").mkdir(parents=True)
+    (tree / "usr" / "lib" / "systemd" / "system" / "system-systemd\\x2dcryptsetup.slice").write_text("[Unit]\n")
+    (tree / "etc" / 'a "quoted" name with spaces').write_text("x\n")
+    (tree / "sbin").mkdir()
+    (tree / "sbin" / "systemd-repart").write_text("")  # so the growth units are added (rain.image.growroot)
+    epoch = 1_700_000_000
+    first = _copy(tree, tmp_path / "first")
+    import time
+
+    time.sleep(1.1)
+    second = _copy(tree, tmp_path / "second")
+    digests = {}
+    for copy in (first, second):
+        made = make_disk(copy, tmp_path / f"{copy.name}.raw", seed="recipe-hash", epoch=epoch)
+        squash = make_squashfs(copy, tmp_path / f"{copy.name}.squashfs", level=1, processors=1, epoch=epoch)
+        digests[copy.name] = (made.root_uuid, _sha(made.path), _sha(squash))
+    assert digests["first"] == digests["second"]
+    other = make_disk(first, tmp_path / "other.raw", seed="another recipe", epoch=epoch)
+    assert other.root_uuid != digests["first"][0] and _table(other.path)["id"] != _table(tmp_path / "first.raw")["id"]
+    info = subprocess.run(["debugfs", "-R", "stat /etc/hostname", f"{tmp_path / 'first.raw'}?offset={ROOT_START}"],
+                          capture_output=True, text=True).stdout
+    assert info.count("0x6553f100") >= 4, "ctime, atime, mtime (clamped) and crtime are the epoch:\n" + info
+    loop = subprocess.run(["losetup", "-f", "--show", "-r", "-o", str(ROOT_START), str(tmp_path / "first.raw")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        check = subprocess.run(["e2fsck", "-fn", loop], capture_output=True, text=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=True)
+    assert check.returncode == 0, "the settled file system is clean:\n" + check.stdout + check.stderr
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -8,7 +8,7 @@ from rain.cli import app
 
 TOP = {"upload", "download", "list", "show", "sbom", "modify", "remove", "share", "unshare", "history", "users", "repo",
        "serve", "config", "generate", "batch", "cache", "builder", "register", "vet", "registrations", "deregister",
-       "launch", "instances", "lock"}
+       "launch", "instances", "lock", "rebuild"}
 GROUPS = {"users": {"add", "remove", "list", "quota", "role", "suspend", "token"},
           "repo": {"status", "stop", "gc", "pull"}, "config": {"show"}, "cache": {"list", "prune"},
           "builder": {"image", "check", "reap"}, "instances": {"list", "stop", "reap"}}
