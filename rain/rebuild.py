@@ -16,7 +16,6 @@ first differences. Either way it is recorded on the image (`show` prints it).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rain.config import Settings
+from rain.digests import sha256_of
 from rain.errors import InvalidInput, RecipeError
 from rain.generate.build import BuildOptions, generate
 from rain.generate.layers import remove_tree
@@ -37,6 +37,9 @@ from rain.image import sbom, treediff
 from rain.progress import Reporter
 from rain.repository.base import Repository
 from rain.repository.models import Image
+
+RECORD_LINE = 600
+"""The longest line of a reproduction record (rain.repository.models.ReproductionIn)."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,16 @@ class Outcome:
     note: str = ""
 
     def record(self) -> dict[str, Any]:
-        """What is stored on the image (`fg-image show` prints it)."""
+        """What is stored on the image (`fg-image show` prints it): a name from the image may hold anything, so
+        control characters are escaped and each line is cut to what a record keeps."""
         return {"identical": self.identical, "format": self.format, "builder": self.builder,
-                "sha256": self.rebuilt_sha256, "differences": list(self.differences), "note": self.note}
+                "sha256": self.rebuilt_sha256, "differences": [_shown(d) for d in self.differences],
+                "note": _shown(self.note)}
+
+
+def _shown(text: str) -> str:
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return escaped if len(escaped) <= RECORD_LINE else escaped[:RECORD_LINE - 1] + "…"
 
 
 def _inputs(image: Image, recipe_dir: Path) -> tuple[LoadedRecipe, int, str, str]:
@@ -125,11 +135,7 @@ def _compare(outcome: Outcome, image: Image, repo: Repository, rebuilt: Path, wo
     stored = work / f"stored.{outcome.format}"
     with open(stored, "wb") as f:
         repo.get(image.id, f)
-    h = hashlib.sha256()
-    with open(stored, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    if h.hexdigest() != image.sha256:
+    if sha256_of(stored) != image.sha256:
         raise InvalidInput(f"image {image.id}: the downloaded bytes do not match its sha256",
                            hint="run `fg-image repo gc`, then try again")
     # what the unpacker refused (device nodes, links out of the root) is not in the trees: compare it too

@@ -146,10 +146,9 @@ def rebuild_cmd(
     else:
         console.print(f"not reproduced: the rebuild of {image.id} ({outcome.format}, {outcome.builder} builder) has "
                       f"sha256 {outcome.rebuilt_sha256}, the stored image {outcome.stored_sha256}")
-        for line in outcome.differences:
+        shown = outcome.record()  # the lines as recorded: an image's names may hold control characters
+        for line in [*shown["differences"], *([shown["note"]] if shown["note"] else [])]:
             console.print(f"  {line}", markup=False, highlight=False)
-        if outcome.note:
-            console.print(f"  {outcome.note}")
     if not outcome.identical:
         raise typer.Exit(ExitCode.NOT_REPRODUCED)
 

@@ -71,3 +71,13 @@ def test_a_file_the_recipe_refers_to_comes_from_recipe_dir(tmp_path: Path) -> No
     loaded, *_ = _inputs(_image(_provenance(recipe)), tmp_path)
     assert loaded.inputs == {"motd.txt": b"hello\n"}
     assert yaml.safe_dump(loaded.recipe.model_dump(mode="json"))  # a recipe the build can use as it is
+
+
+def test_a_difference_naming_any_path_is_a_record_the_repository_keeps() -> None:
+    from rain.rebuild import RECORD_LINE, Outcome
+    from rain.repository.models import ReproductionIn
+
+    hostile = "/etc/\x1b[2Jfake\nline" + "x" * 5000 + ": content (1 → 2 bytes)"
+    record = Outcome("0123456789ab", "tar.zst", False, SHA, "cd" * 32, "local", (hostile,), "").record()
+    kept = ReproductionIn.model_validate(record)
+    assert kept.differences[0].startswith("/etc/\\x1b[2Jfake\\x0aline") and len(kept.differences[0]) == RECORD_LINE

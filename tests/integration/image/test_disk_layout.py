@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rain.digests import sha256_of
 from rain.errors import BuildError, RecipeError
 from rain.image.disk import BIOS_BOOT, ESP, ROOT_LABEL, ROOT_START, boot_files, make_disk
 
@@ -136,7 +137,7 @@ def test_a_seed_and_an_epoch_give_the_same_disk_and_squashfs_from_two_copies_of_
     for copy in (first, second):
         made = make_disk(copy, tmp_path / f"{copy.name}.raw", seed="recipe-hash", epoch=epoch)
         squash = make_squashfs(copy, tmp_path / f"{copy.name}.squashfs", level=1, processors=1, epoch=epoch)
-        digests[copy.name] = (made.root_uuid, _sha(made.path), _sha(squash))
+        digests[copy.name] = (made.root_uuid, sha256_of(made.path), sha256_of(squash))
     assert digests["first"] == digests["second"]
     other = make_disk(first, tmp_path / "other.raw", seed="another recipe", epoch=epoch)
     assert other.root_uuid != digests["first"][0] and _table(other.path)["id"] != _table(tmp_path / "first.raw")["id"]
@@ -151,12 +152,3 @@ def test_a_seed_and_an_epoch_give_the_same_disk_and_squashfs_from_two_copies_of_
         subprocess.run(["losetup", "-d", loop], check=True)
     assert check.returncode == 0, "the settled file system is clean:\n" + check.stdout + check.stderr
 
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
