@@ -225,9 +225,13 @@ def _install_grub(disk: Path, root_uuid: str, files: tuple[str, str], cmdline: s
     grub/grub.cfg there; the BIOS core goes into the BIOS boot partition by grub-bios-setup."""
     esp_at = f"{disk}@@{ESP[0]}"
     volume = ids.uuid("esp").replace("-", "")[:8]
-    invariant = ["--invariant"] if clock else []
+    invariant = ["--invariant"] if clock else []  # its label entry's time is the clock's, SOURCE_DATE_EPOCH or not
     run(["mkfs.vfat", "-F", "16", "-n", ESP_LABEL, "-i", volume, *invariant, "--offset", str(ESP[0] // SECTOR),
          str(disk), str(ESP[1] // 1024)], "writing the EFI system partition", env=clock)
+    if invariant:  # which also makes every volume id 1234-ABCD: put this disk's back (FAT16 boot sector, 0x27)
+        with open(disk, "r+b") as f:
+            f.seek(ESP[0] + 0x27)
+            f.write(int(volume, 16).to_bytes(4, "little"))
     with tempfile.TemporaryDirectory(prefix="rain-grub-") as tmp:
         work = Path(tmp)
         early = work / "early.cfg"

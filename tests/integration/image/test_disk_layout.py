@@ -139,6 +139,13 @@ def test_a_seed_and_an_epoch_give_the_same_disk_and_squashfs_from_two_copies_of_
         squash = make_squashfs(copy, tmp_path / f"{copy.name}.squashfs", level=1, processors=1, epoch=epoch)
         digests[copy.name] = (made.root_uuid, sha256_of(made.path), sha256_of(squash))
     assert digests["first"] == digests["second"]
+    serial = subprocess.run(["minfo", "-i", f"{tmp_path / 'first.raw'}@@{ESP[0]}"], capture_output=True,
+                            text=True, check=True).stdout.split("serial number: ")[1][:8]
+    efi = subprocess.run(["mtype", "-i", f"{tmp_path / 'first.raw'}@@{ESP[0]}", "::/EFI/BOOT/BOOTX64.EFI"],
+                         capture_output=True, check=True).stdout
+    assert f"--fs-uuid --set=root {serial[:4]}-{serial[4:]}".lower().encode() in efi.lower(), \
+        "GRUB looks for the ESP by the volume id the ESP has"
+    assert serial != "1234ABCD", "not mkfs.vfat --invariant's constant: each disk's own"
     other = make_disk(first, tmp_path / "other.raw", seed="another recipe", epoch=epoch)
     assert other.root_uuid != digests["first"][0] and _table(other.path)["id"] != _table(tmp_path / "first.raw")["id"]
     info = subprocess.run(["debugfs", "-R", "stat /etc/hostname", f"{tmp_path / 'first.raw'}?offset={ROOT_START}"],
