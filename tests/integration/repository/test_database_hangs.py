@@ -29,6 +29,24 @@ pytestmark = pytest.mark.integration
 DB_TIMEOUT = 3
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP pid and wait until every thread of it has stopped: the signal is asynchronous, and a thread
+    still running for a few microseconds would answer the next request (it did, once, under load)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                continue
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"server {pid} did not stop")
+
+
 @pytest.fixture
 def frozen_site(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str], embedded.EmbeddedStatus]]:
     """A site on an embedded server of its own (SIGSTOP would freeze the session's for every test)."""
@@ -50,7 +68,7 @@ def test_a_command_gets_a_one_line_error_once_the_server_stops_answering(frozen_
     store = open_store(settings, "admin")
     store.add_user("alice")  # the connection is open and has been answered
     assert server.pid
-    os.kill(server.pid, signal.SIGSTOP)
+    freeze(server.pid)
     started = time.monotonic()
     with pytest.raises(NetworkTimeout) as caught:
         store.list_users()
@@ -74,7 +92,7 @@ def test_the_service_answers_503_while_the_server_hangs_and_serves_again_after(f
         url = service.url + "/api/v1/images"
         assert requests.get(url, headers=headers, timeout=30).status_code == 200
         assert server.pid
-        os.kill(server.pid, signal.SIGSTOP)
+        freeze(server.pid)
         hung = requests.get(url, headers=headers, timeout=60)  # never the client's timeout: the service's
         assert hung.status_code == 503, hung.text
         assert hung.json()["error"] == "unreachable"
