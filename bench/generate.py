@@ -13,6 +13,13 @@ new recipe, warm cache         a package set not built before, in     plain mmde
 batch of four                  `fg-image batch --jobs 2` of four      the sum of four plain mmdebstrap    <= 0.35
                                bookworm minbase recipes (different    runs of the same recipes
                                packages), empty data dir
+cost of reproducibility        cold build in all four formats         the same cold build with            <= 1.05
+                               (tar.zst, squashfs, raw, qcow2), as    RAIN_REPRODUCIBLE=false (the
+                               every build is: times clamped to the   build's own times, random disk
+                               source date epoch, disk identifiers    identifiers), median of
+                               from the recipe hash                   --repro-pairs pairs, order swapped
+
+`--only reproducibility` runs only the last section (about 3 minutes a pair).
 
 It also times batches of 1, 2 and 4 of those recipes, each from an empty data dir, against the sum
 of the plain runs (the series bench/report.py plots), and prints where the batch's time goes: each
@@ -51,8 +58,9 @@ name: bench-{tag}
 os: {{family: debian, release: bookworm, arch: amd64}}
 variant: minbase
 packages: [{packages}]
-formats: [tar.zst]
+formats: [{formats}]
 """
+ALL_FORMATS = "tar.zst, squashfs, raw, qcow2"
 
 
 def step_seconds(results: Path) -> dict[str, float]:
@@ -88,6 +96,34 @@ def cold_pairs(pairs: int, plain: Callable[[], Run], rain: Callable[[], Run]) ->
     return out
 
 
+def reproducibility(pairs: int, run: Callable[[bool], Run]) -> Section:
+    """Cold builds with the deterministic steps (the default) against the same builds without them
+    (RAIN_REPRODUCIBLE=false), each pair back to back, the order swapped each pair."""
+    measured: list[tuple[Run, Run]] = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            off, on = run(False), run(True)
+        else:
+            on, off = run(True), run(False)
+        print(f"  pair {i + 1}: reproducible {on.wall:.1f}s, not {off.wall:.1f}s ({on.wall / off.wall:.2f})",
+              flush=True)
+        measured.append((on, off))
+    section = Section("generate: the cost of reproducible builds")
+    section.rows = [Row(f"cold build, four formats, reproducible (median of {pairs} pairs)",
+                        statistics.median(on.wall for on, _ in measured),
+                        "the same build with RAIN_REPRODUCIBLE=false",
+                        statistics.median(off.wall for _, off in measured), goal=1.05,
+                        ratio=statistics.median(on.wall / off.wall for on, off in measured))]
+    section.notes = ["reproducibility pairs: ratios " + ", ".join(f"{on.wall / off.wall:.2f}" for on, off in measured)
+                     + "; what the deterministic steps add: reading the packages' newest date, clamping the "
+                       "tar's and squashfs's times, one debugfs pass setting every disk inode's times, "
+                       "identifiers from the recipe hash (free)"]
+    disturbed = sum(r.disturbed for pair in measured for r in pair)
+    if disturbed:
+        section.notes.append(f"the machine was busy during {disturbed} of these runs (those times are not reliable)")
+    return section
+
+
 def batch_notes(steps: dict[str, float], batch: Run, plain_sum: float, made: int) -> list[str]:
     """Where the batch's time goes, and the floor its CPU sets for the ratio on this machine."""
     cores = os.cpu_count() or 1
@@ -108,6 +144,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=5, metavar="N",
                     help="cold builds: N (plain, Rain) pairs, the order swapped each pair; the ratio is their "
                          "median (default 5)")
+    ap.add_argument("--repro-pairs", type=int, default=3, metavar="N",
+                    help="cost of reproducibility: N (reproducible, not) pairs of cold builds (default 3)")
+    ap.add_argument("--only", choices=("all", "reproducibility"), default="all",
+                    help="run every measure (default), or only the cost of reproducibility")
     add_json_option(ap)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -129,9 +169,9 @@ def main() -> None:
             busy.append(what)
         return run
 
-    def recipe(tag: str, packages: list[str]) -> Path:
+    def recipe(tag: str, packages: list[str], formats: str = "tar.zst") -> Path:
         p = scratch / f"{tag}.yaml"
-        p.write_text(RECIPE.format(tag=tag, packages=", ".join(packages)))
+        p.write_text(RECIPE.format(tag=tag, packages=", ".join(packages), formats=formats))
         return p
 
     def plain(what: str, packages: list[str]) -> Run:
@@ -142,10 +182,21 @@ def main() -> None:
         shutil.rmtree(scratch / name, ignore_errors=True)
         return scratch / name
 
+    def repro(on: bool) -> Run:
+        data = fresh("repro")
+        return Run([str(FG), "generate", repro_recipe, "--no-upload", "--output", str(scratch / "repro-out")],
+                   {**env, "RAIN_DATA_DIR": str(data), "RAIN_REPRODUCIBLE": "true" if on else "false"})
+
+    repro_recipe = str(recipe("repro", PACKAGES, ALL_FORMATS))
     try:
         print("warming the mirror path (not timed) ...", flush=True)
         plain("warm-up", PACKAGES)
         busy.clear()  # only timed runs matter
+        if args.only == "reproducibility":
+            section = reproducibility(max(1, args.repro_pairs), repro)
+            print("\n" + "\n".join(format_rows(section.rows)) + "\n" + "\n".join(f"  {n}" for n in section.notes))
+            write_json(args.json, [section])
+            return
         cold_recipe = str(recipe("cold", PACKAGES))
         pairs = cold_pairs(max(1, args.pairs), lambda: plain("plain cold", PACKAGES),
                            lambda: timed("rain cold", [str(FG), "generate", cold_recipe, "--no-upload"],
@@ -193,10 +244,12 @@ def main() -> None:
                          f"mirror: this host's apt configuration; {os.cpu_count()} cores"]
         if busy:
             section.notes.append("the machine was busy during: " + ", ".join(busy) + " (those times are not reliable)")
-        print("\n" + "\n".join(format_rows(section.rows)))
-        print("\n" + "\n".join(f"  {n}" for n in section.notes))
+        cost = reproducibility(max(1, args.repro_pairs), repro)
+        for part in (section, cost):
+            print("\n" + "\n".join(format_rows(part.rows)))
+            print("\n" + "\n".join(f"  {n}" for n in part.notes))
         print(f"\nscratch {scratch}")
-        write_json(args.json, [section])
+        write_json(args.json, [section, cost])
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -116,6 +116,9 @@ FIELDS: tuple[Field, ...] = (
     Field("timeout", lambda: 30, "seconds to wait for a repository or service to answer", convert=int),
     Field("db_timeout", lambda: 120, "seconds one MongoDB operation may take before Rain gives up on the database "
           "(a server that hangs is then an error, not a command that never ends)", convert=int),
+    Field("reproducible", lambda: True, "generate the same bytes from the same recipe and package versions (times "
+          "clamped to the source date epoch, disk identifiers from the recipe hash); false = the build's own times "
+          "and random identifiers, which `fg-image rebuild` cannot check", convert=_bool),
     Field("debug", lambda: False, "show tracebacks", convert=_bool),
     Field("targets_file", lambda: None,
           "YAML file with register target sites; unset = DATA_DIR/targets.yaml, else ~/.config/rain/targets.yaml",

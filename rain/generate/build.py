@@ -82,7 +82,9 @@ class Plan:
     recipe_hash: str
     builder: Builder
     epoch: int | None = None
-    """SOURCE_DATE_EPOCH as given; None: the build takes its package archive's date (rain.image.tarball)."""
+    """SOURCE_DATE_EPOCH as given; None: the build takes its packages' newest date (rain.image.tarball)."""
+    reproducible: bool = True
+    """False (the `reproducible` setting): no epoch unless given, random disk identifiers."""
 
     @property
     def result_key(self) -> str:
@@ -141,7 +143,8 @@ def prepare(loaded: LoadedRecipe, settings: Settings, options: BuildOptions, rep
                           "mmdebstrap on this host, and this host has none",
                           hint="install mmdebstrap (scripts/setup.sh does), or remove the lock to build unlocked")
     lock = loaded.lock.digest if loaded.lock is not None else None
-    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs, epoch, lock), builder, epoch)
+    same = bool(settings.reproducible)
+    return Plan(loaded, mirror, recipe_hash(r, mirror, loaded.inputs, epoch, lock, same), builder, epoch, same)
 
 
 def given_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
@@ -236,9 +239,11 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
             if plan.loaded.lock is not None:  # before packing: a build that is not the lock's is not kept
                 check_installed(plan.loaded.lock, [(p.name, p.version) for p in packages])
         staging = workdir / "out"
-        archive = ctx.facts.get("source_date_epoch")
-        epoch = plan.epoch if plan.epoch is not None else archive if isinstance(archive, int) else None
-        seed = options.seed or plan.recipe_hash
+        if plan.reproducible:
+            epoch = plan.epoch if plan.epoch is not None else boot.source_epoch(ctx)
+            seed: str | None = options.seed or plan.recipe_hash
+        else:  # the build's own times, random disk identifiers: what builds were before issue #16
+            epoch, seed = plan.epoch, None
         files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter, epoch, seed)
         ctx.facts["source_date_epoch"] = epoch
         ctx.facts["disk_seed"] = seed

@@ -354,15 +354,18 @@ tree: identifiers from the recipe hash, times from the source date epoch; 8: 7's
 
 
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None,
-                lock: str | None = None) -> str:
+                lock: str | None = None, reproducible: bool = True) -> str:
     """What the result depends on: the recipe (not its upload options), the mirror, input files, the
-    build revision, a SOURCE_DATE_EPOCH given to the build and the digest of its lock file."""
+    build revision, a SOURCE_DATE_EPOCH given to the build, the digest of its lock file and whether the
+    build is reproducible (the `reproducible` setting)."""
     data = recipe.model_dump(mode="json", exclude={"upload", "vars", "builder"})  # where, not what
     key: dict[str, object] = {"recipe": data, "mirror": mirror, "build": BUILD_REVISION}
     if epoch is not None:
         key["source_date_epoch"] = epoch
     if lock is not None:
         key["lock"] = lock
+    if not reproducible:
+        key["reproducible"] = False
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     for name in sorted(inputs):
         h.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())

@@ -15,9 +15,11 @@ is made so that a variant differs from its base only where its content does:
   dpkg's database is packed in name order.
 - **Times that do not move.** No atime or ctime (they say when the build ran,
   not what is in the image), and every mtime clamped to the source date epoch
-  (SOURCE_DATE_EPOCH, else the date of the package archive's Release file the
-  build installed from): files the build itself wrote get that date, files
-  from packages keep theirs.
+  (SOURCE_DATE_EPOCH, else `packaged_epoch`: the newest time among the files
+  the base system's packages shipped, so the same package versions give the
+  same date on any day, and variants of one base the same date): files the
+  build itself wrote get that date, files from packages keep theirs (those
+  of packages newer than the base system get that date too).
 - **Frames cut by content.** The tar is cut by FastCDC into pieces of about
   1 MiB and each is compressed as its own zstd frame (what zchunk does). A
   change spoils only the frames it touches; `zstd --rsyncable` still carried
@@ -151,6 +153,57 @@ def _parents_first(order: list[str]) -> list[str]:
         out.append(name)
         done.add(name)
     return out
+
+
+def packaged_epoch(root: Path) -> int | None:
+    """The newest modification time (whole seconds) of the regular files the base system's packages
+    (`Priority: required` in dpkg's status: the ones every image of a release has) shipped, as they shipped
+    them; None for a tree without dpkg's database or such files.
+
+    dpkg gives a file it unpacks the time it has in the package (that package's build date, which Debian
+    clamps to its changelog's) and writes the package's list just after; a packaged file newer than its
+    package's list was changed later (by a maintainer script or a recipe's step) and does not count, nor do
+    dpkg's own files about a package. So the same package versions give the same epoch whenever, wherever
+    and from whichever state of the mirror the build runs, and no time of the build itself gets in. Only the
+    base system's packages count so that the variants of one base (one more package each) share the epoch,
+    and with it the bytes of everything the build wrote, and share their chunks in the repository."""
+    owner = _owners(root)
+    if not owner:
+        return None
+    tree = RootFS(root)
+    try:
+        info_dir = tree.resolve("var/lib/dpkg/info")
+        listed = {name: os.lstat(os.path.join(info_dir, name)) for name in os.listdir(info_dir)
+                  if name.endswith(".list")}
+    except (OSError, LinkLoop):
+        return None
+    base = _required(tree.read_bytes("/var/lib/dpkg/status", _LIST_MAX) or b"")
+    real_info = os.path.relpath(info_dir, root) + "/"
+    unpacked: dict[str, int] = {}  # package -> when dpkg wrote its list (the earliest, for a multi-arch one)
+    for name, st in listed.items():
+        package = _package(name)
+        if stat.S_ISREG(st.st_mode) and package in base:
+            unpacked[package] = min(st.st_mtime_ns, unpacked.get(package, st.st_mtime_ns))
+    newest: int | None = None
+    for rel, st in walk_tree(root):
+        entry = rel[1:]
+        shipped_by = owner.get(entry)
+        if shipped_by is None or not stat.S_ISREG(st.st_mode) or entry.startswith(real_info):
+            continue
+        if st.st_mtime_ns < unpacked.get(shipped_by, 0):
+            seconds = st.st_mtime_ns // 1_000_000_000
+            newest = seconds if newest is None else max(newest, seconds)
+    return newest
+
+
+def _required(status: bytes) -> set[str]:
+    """The installed packages dpkg's status file gives `Priority: required`."""
+    names = set()
+    for stanza in status.decode("utf-8", "replace").split("\n\n"):
+        fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line[:1].isspace())
+        if fields.get("Priority", "").strip() == "required" and fields.get("Status", "").strip().endswith(" installed"):
+            names.add(fields.get("Package", "").strip())
+    return names
 
 
 def _owners(root: Path) -> dict[str, str]:

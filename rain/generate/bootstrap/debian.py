@@ -9,7 +9,6 @@ apt-get inside the image, from the shared .deb cache when possible.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from rain.generate.recipe import OsFamily
 from rain.host import command
 from rain.image.licenses import debian_license
 from rain.image.rootfs import RootFS
+from rain.image.tarball import packaged_epoch
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,12 @@ class DebianBootstrapper:
     def installed(self, ctx: BuildContext) -> list[Package]:
         return dpkg_installed(ctx.handle.root, licenses=True)
 
+    def source_epoch(self, ctx: BuildContext) -> int | None:
+        return packaged_epoch(ctx.handle.root)
+
     def finish(self, ctx: BuildContext) -> None:
         b, h = ctx.builder, ctx.handle
-        # the date of the archive the packages came from, read before the lists go: the tar's mtimes are
-        # clamped to it (rain.image.tarball), the same for every image built from that state of the mirror
-        dates = b.run(h, ["sh", "-c", _RELEASE_DATES], what="reading the package archive's date").output
-        ctx.facts["source_date_epoch"] = archive_epoch(dates)
-        # and the archive (suite/component) each installed version came from, for a lock file: said where
+        # the archive (suite/component) each installed version came from, for a lock file: said where
         # apt can say it, never a reason to fail a build
         try:
             b.run(h, ["sh", "-c", _POLICY], env={"LC_ALL": "C"}, what="reading where each package came from")
@@ -242,7 +241,6 @@ class DebianBootstrapper:
         b.run(h, ["rm", "-rf", "/var/cache/apt/archives/partial"], what="apt cache")
 
 
-_RELEASE_DATES = 'grep -h -m1 "^Date:" /var/lib/apt/lists/*Release 2>/dev/null; true'
 _FORGET_WHEN = ("for f in /var/log/dpkg.log /var/log/apt/history.log /var/log/apt/term.log "
                 "/var/log/alternatives.log; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then : > \"$f\"; fi; done; "
                 "rm -f /var/cache/ldconfig/aux-cache")
@@ -250,19 +248,6 @@ _POLICY_OUT = "/tmp/rain-apt-policy"
 _POLICY = "dpkg-query -W -f='${Package}\\n' | xargs -r apt-cache policy > " + _POLICY_OUT
 LOCK_PREFERENCES = "/etc/apt/preferences.d/rain-lock.pref"
 """apt's pins to a lock file's versions while the image is built (rain.generate.lock); never left in it."""
-
-
-def archive_epoch(output: str) -> int | None:
-    """The newest `Date:` of the Release files apt read, in seconds since 1970 (None: none readable)."""
-    newest = None
-    for line in output.splitlines():
-        if line.startswith("Date:"):
-            try:
-                when = int(email.utils.parsedate_to_datetime(line[5:].strip()).timestamp())
-            except (TypeError, ValueError, IndexError):
-                continue
-            newest = when if newest is None else max(newest, when)
-    return newest
 
 
 def _host_tool(name: str) -> str | None:

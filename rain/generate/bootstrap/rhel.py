@@ -16,9 +16,13 @@ host's files), and the machine downloads into its own cache. A base variant
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
+import sqlite3
+import tempfile
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -28,11 +32,19 @@ from rain.generate.context import BuildContext
 from rain.generate.recipe import Variant
 from rain.host import command
 from rain.host.command import Result
+from rain.image.rootfs import RootFS
+
+log = logging.getLogger(__name__)
 
 _MISSING = re.compile(r"No match for argument:\s*(\S+)|No package (\S+) available")
 _UNREACHABLE = re.compile(r"Failed to download metadata|Cannot download repomd|Curl error|"
                           r"Cannot find a valid baseurl|Errors during downloading metadata", re.I)
 _BASE_SETS = {Variant.MINBASE: [], Variant.IMPORTANT: ["@core"], Variant.STANDARD: ["@core", "@standard"]}
+_HISTORY_MAX = 256 << 20
+"""Bytes of dnf's history database read (a long-lived machine's is a few MiB)."""
+_FROM_REPO = ("SELECT r.name, r.epoch, r.version, r.release, r.arch, repo.repoid FROM trans_item ti "
+              "JOIN rpm r ON r.item_id = ti.item_id JOIN repo ON repo.id = ti.repo_id ORDER BY ti.id")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 _RM_PLAIN_DIRS = 'for d; do if [ -d "$d" ] && [ ! -L "$d" ]; then rm -rf --one-file-system -- "$d"; fi; done'
 """Remove each argument that is a real directory (not a link to one); paths arrive as arguments."""
 
@@ -178,12 +190,57 @@ class RhelBootstrapper:
                 license = parts[3].strip()[:200]
                 pkgs.append(Package(parts[0], parts[1].removeprefix("0:"), parts[2],
                                     None if license in ("", "(none)") else license))
+        ctx.facts["archives"] = dnf_repos(root, pkgs)  # the manifest's and a lock's `archive` for each
         return sorted(pkgs, key=lambda p: p.name)
+
+    def source_epoch(self, ctx: BuildContext) -> int | None:
+        """The newest build time among the installed packages (rpm's BUILDTIME): the same versions, the same
+        epoch."""
+        root = ctx.handle.root
+        if not (root / "var/lib/rpm").is_dir():
+            return None
+        out = command.run(["rpm", f"--root={root}", "--dbpath=/var/lib/rpm", "-qa", "--qf", "%{BUILDTIME}\n"],
+                          what="rpm -qa", keep=100000).output
+        times = [int(t) for t in out.split() if t.isdigit()]
+        return max(times) if times else None
 
     def finish(self, ctx: BuildContext) -> None:
         inner = ctx.handle.inner_root
         ctx.builder.outside(ctx.handle, ["sh", "-c", _RM_PLAIN_DIRS, "sh", f"{inner}/var/cache/dnf",
                                          f"{inner}/var/cache/yum"], what="cleaning the dnf cache")
+
+
+def dnf_repos(root: Path, installed: list[Package]) -> dict[str, str]:
+    """{package: the repository its installed version came from}: a recipe repository's name, or "mirror";
+    from dnf's history database in the tree (a copy of it read here; nothing in the tree runs). {} where dnf
+    kept no history or it cannot be read: a build never fails for it."""
+    tree = RootFS(root)
+    rows: list[tuple[str, int, str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="rain-dnf-history-") as tmp:
+        for suffix in ("", "-wal"):  # the write-ahead log holds what dnf has not yet written back
+            data = tree.read_bytes(f"/var/lib/dnf/history.sqlite{suffix}", _HISTORY_MAX)
+            if data is None and not suffix:
+                return {}
+            if data is not None:
+                Path(tmp, f"history.sqlite{suffix}").write_bytes(data)
+        try:
+            with closing(sqlite3.connect(Path(tmp, "history.sqlite"))) as db:
+                db.execute("PRAGMA trusted_schema = OFF")  # the file is the image's: run none of its SQL
+                rows = db.execute(_FROM_REPO).fetchall()
+        except sqlite3.Error as e:
+            log.warning("dnf's history database in the image cannot be read (%s): no repository per package", e)
+            return {}
+    came_from: dict[tuple[str, str, str], str] = {}
+    for name, epoch, version, release, arch, repo in rows:  # in transaction order: the last one counts
+        evr = f"{version}-{release}" if str(epoch) in ("0", "") else f"{epoch}:{version}-{release}"
+        came_from[(str(name), evr, str(arch))] = str(repo)
+    out = {}
+    for p in installed:
+        repo = came_from.get((p.name, p.version, p.arch), "")
+        repo = repo.removeprefix("rain-")  # Rain names the recipe's repositories rain-NAME in dnf.conf
+        if _REPO_ID.match(repo):
+            out[p.name] = repo
+    return out
 
 
 def _which(tool: str) -> str | None:

@@ -1,6 +1,6 @@
 """Ten variants of one base image, built by `fg-image batch` and uploaded, store little more than one.
 
-generate's tar.zst is in package order with its times clamped to the package archive's date, in
+generate's tar.zst is in package order with its times clamped to its base system's packages' date, in
 independent zstd frames that the repository keeps whole in its chunks (rain.image.tarball), so a
 one-package variant adds about its package and dpkg's bookkeeping. bench/dedup.py prints the figures
 for tar.zst, raw and qcow2."""
@@ -32,7 +32,7 @@ def test_ten_one_package_variants_share_their_chunks(fg, db, tmp_path):
     status = json_out(fg("repo", "status", "--json"))
     assert (status["stored_bytes"], status["logical_bytes"]) == (stored, logical)
     assert status["dedup_ratio"] == round(logical / stored, 3) > 6
-    # every variant's tar carries the same clamping date: the archive's, recorded in its provenance
+    # every variant's tar carries the same clamping date: its base system's, recorded in its provenance
     epochs = {json_out(fg("show", i["id"], "--json"))["provenance"]["source_date_epoch"] for i in images}
     assert len(epochs) == 1 and isinstance(epochs.pop(), int)
     uploads = [e for e in json_out(fg("history", "--json", "--limit", "50")) if e["action"] == "upload"]

@@ -58,7 +58,8 @@ def test_an_unsigned_remote_repository_is_refused_before_building(fg, tmp_path: 
 
 
 def test_a_lock_pins_the_rpm_versions_it_lists_and_names_one_the_repository_lacks(fg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Issue #16, acceptance 2 on the dnf path: the lock's NEVRAs are what dnf installs, though the repository
+    """Issue #16, acceptance 2 on the dnf path: the lock names each package's NEVRA and repository; its NEVRAs are
+    what dnf installs, though the repository
     now offers a newer version; a locked version it lacks is one line and nothing is kept. The license is the
     RPM's own License tag, and the SBOM says it."""
     import yaml
@@ -74,8 +75,11 @@ def test_a_lock_pins_the_rpm_versions_it_lists_and_names_one_the_repository_lack
               timeout=300)
     assert made.returncode == 0, made.stderr
     lock = yaml.safe_load((tmp_path / "rocky9.lock").read_text())
-    assert [(p["name"], p["version"], p["arch"]) for p in lock["packages"]] == [("rain-probe", "1.0-1", "noarch")]
+    # the NEVRA and the repository it came from (the recipe's name for it; dnf's history database says which)
+    assert [(p["name"], p["version"], p["arch"], p["archive"]) for p in lock["packages"]] \
+        == [("rain-probe", "1.0-1", "noarch", "local")]
     m = json.loads((tmp_path / "first" / "manifest.json").read_text())
+    assert isinstance(m["source_date_epoch"], int), "the newest package's build time, the tar's times clamped to it"
     assert m["packages"][0]["license"] == "Apache-2.0"
     doc = json.loads(sbom.render(m, m["artifacts"][0]["sha256"], "tar.zst"))
     assert doc["packages"][1]["licenseDeclared"] == "Apache-2.0"
