@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from rain.config import Settings
 from rain.digests import sha256_of
-from rain.errors import InvalidInput, RecipeError
+from rain.errors import IntegrityError, InvalidInput, RecipeError
 from rain.generate.build import BuildOptions, generate
 from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe, read_inputs
@@ -106,7 +106,8 @@ def rebuild(image: Image, repo: Repository, settings: Settings, reporter: Report
     loaded, epoch, recorded_mirror, fmt = _inputs(image, recipe_dir or Path.cwd())
     if not image.sha256:
         raise InvalidInput(f"image {image.id} has no sha256 (its upload never finished)", hint="upload it again")
-    settings = settings.with_overrides(mirror=mirror or recorded_mirror or None)
+    # the recorded epoch and seed only make the same bytes with the deterministic steps on
+    settings = settings.with_overrides(mirror=mirror or recorded_mirror or None, reproducible=True)
     work_root = settings.data_path / "rebuild"
     work_root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -116,7 +117,9 @@ def rebuild(image: Image, repo: Repository, settings: Settings, reporter: Report
         stack.callback(remove_tree, work)
         assert image.provenance is not None
         lock = read_lock(write_lock(work / f"{loaded.recipe.name}.lock", image.provenance, loaded.recipe.name))
-        loaded = dataclasses.replace(loaded, lock=lock)
+        remedy = (f"the mirror has moved on since the image was built: rebuild from a snapshot mirror of that day, "
+                  f"`fg-image rebuild {image.id} --mirror URL`")
+        loaded = dataclasses.replace(loaded, lock=dataclasses.replace(lock, remedy=remedy))
         seed = image.provenance.get("disk_seed") or image.provenance.get("recipe_hash")
         options = BuildOptions(use_cache=False, upload=False, builder=builder, epoch=epoch, seed=seed)
         result = generate(loaded, settings, options, reporter, repo)
@@ -136,8 +139,8 @@ def _compare(outcome: Outcome, image: Image, repo: Repository, rebuilt: Path, wo
     with open(stored, "wb") as f:
         repo.get(image.id, f)
     if sha256_of(stored) != image.sha256:
-        raise InvalidInput(f"image {image.id}: the downloaded bytes do not match its sha256",
-                           hint="run `fg-image repo gc`, then try again")
+        raise IntegrityError(f"image {image.id}: the downloaded bytes do not match its sha256",
+                             hint="the stored copy is damaged: run `fg-image repo gc`, then try again")
     # what the unpacker refused (device nodes, links out of the root) is not in the trees: compare it too
     refused_stored = _refused(unpack(stored, work / "stored-root", outcome.format))
     refused_rebuilt = _refused(unpack(rebuilt, work / "rebuilt-root", outcome.format))

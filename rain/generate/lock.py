@@ -3,9 +3,9 @@
     fg-image generate recipes/hpc.yaml --lock     # writes recipes/hpc.lock from the build
     fg-image lock --update recipes/hpc.yaml       # a new build, ignoring the lock, writes it again
 
-A lock lists every installed package with its exact version, architecture and,
-for apt, the archive it came from (suite/component; dnf's repository is not
-recorded yet). When a
+A lock lists every installed package with its exact version, architecture and
+where it came from: for apt the archive (suite/component), for dnf the
+repository (the recipe's name for it, or `mirror`). When a
 recipe has a lock beside it (`NAME.lock` for `NAME.yaml`), its build:
 
 - keys its caches by the lock too (the base system and the result);
@@ -79,6 +79,9 @@ class LockFile(BaseModel):
 class Lock:
     path: Path
     data: LockFile
+    remedy: str = ""
+    """The hint for a build the lock no longer describes; "" = write the lock again (`fg-image rebuild` gives
+    its own: its lock comes from the image's provenance, not from a file the user keeps)."""
 
     @property
     def packages(self) -> list[LockedPackage]:
@@ -111,8 +114,8 @@ class Lock:
         """The one-line error for a locked version the mirror no longer offers."""
         return BuildError(f"{self.path.name} pins {name} {version}, which the mirror no longer offers"
                           + (f" (it installed {installed})" if installed else ""),
-                          hint=f"build from a mirror that still has it (a snapshot mirror), or run "
-                               f"`fg-image lock --update {self.recipe}`")
+                          hint=self.remedy or f"build from a mirror that still has it (a snapshot mirror), or run "
+                                              f"`fg-image lock --update {self.recipe}`")
 
     def apt_preferences(self) -> str:
         """apt_preferences(5) pinning every locked package to its version, over any other candidate."""
@@ -172,7 +175,7 @@ def write_lock(path: Path, manifest: dict[str, Any], recipe_name: str) -> Path:
 
 def check_installed(lock: Lock, installed: list[tuple[str, str]]) -> None:
     """What a build installed (name, version) against its lock: a one-line BuildError at the first difference."""
-    changed = f"the recipe changed: run `fg-image lock --update {lock.recipe}`"
+    changed = lock.remedy or f"the recipe changed: run `fg-image lock --update {lock.recipe}`"
     have = dict(installed)
     for p in lock.packages:
         got = have.get(p.name)

@@ -230,15 +230,20 @@ def _is_regular(path: Path) -> bool:
         return False
 
 
+_KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink"),
+          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+          (stat.S_ISSOCK, "socket"))
+
+
+def kind_of(mode: int) -> str:
+    """What an entry of this mode is, in the words messages use: "file", "directory", "symlink", "FIFO", ..."""
+    return next((word for test, word in _KINDS if test(mode)), "other")
+
+
 def _kind(path: Path) -> str:
-    """What a path is, in the words an error message uses."""
+    """What a path that is not a regular file is, in the words an error message uses."""
     try:
-        mode = os.lstat(path).st_mode
+        word = kind_of(os.lstat(path).st_mode)
     except OSError:
         return "missing"
-    for test, word in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISLNK, "a symlink")):
-        if test(mode):
-            return word
-    return "not a regular file"
+    return "not a regular file" if word in ("file", "other") else f"a {word}"

@@ -17,7 +17,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from rain.image.rootfs import walk_tree
+from rain.image.rootfs import kind_of, walk_tree
 
 LIMIT = 20
 
@@ -44,17 +44,12 @@ class Entry:
     xattrs: tuple[tuple[str, str], ...] = ()
 
 
-_KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink"),
-          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "fifo"),
-          (stat.S_ISSOCK, "socket"))
-
-
 def describe(root: Path) -> dict[str, Entry]:
     """Every entry under root by its path inside the image ("/etc/hostname")."""
     entries = {}
     for inner, st in walk_tree(root):
         full = str(root) + inner
-        kind = next((word for test, word in _KINDS if test(st.st_mode)), "other")
+        kind = kind_of(st.st_mode)
         target = ""
         if kind == "symlink":
             target = os.readlink(full)

@@ -4,6 +4,7 @@ tests/e2e/generate/test_generate_reproducible.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,12 @@ def test_what_a_build_installed_is_held_against_its_lock(tmp_path):
         check_installed(lock, [exact[0], exact[2]])
     with pytest.raises(BuildError, match="the build installed less 590-2, which mini.lock does not list"):
         check_installed(lock, [*exact, ("less", "590-2")])
+    # `fg-image rebuild`'s lock comes from the image, not from a file to write again: its hint is its own
+    rebuilding = dataclasses.replace(lock, remedy="rebuild from a snapshot mirror")
+    for installed in ([("bash", "5.2.15-2+b8"), *exact[1:]], [exact[0], exact[2]]):
+        with pytest.raises(BuildError) as e:
+            check_installed(rebuilding, installed)
+        assert e.value.hint == "rebuild from a snapshot mirror"
 
 
 def test_the_archive_of_each_installed_version_is_read_from_apt_cache_policy():

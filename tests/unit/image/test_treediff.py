@@ -59,7 +59,7 @@ def test_a_link_out_of_the_root_is_compared_as_a_link_and_the_list_is_bounded(tm
     os.symlink(str(outside), a / "escape")
     os.mkfifo(b / "escape")  # a FIFO is never opened (opening one would hang)
     found = compare(a, b)
-    assert [str(d) for d in found] == ["/escape: a symlink in the stored image, a fifo in the rebuild"]
+    assert [str(d) for d in found] == ["/escape: a symlink in the stored image, a FIFO in the rebuild"]
     for n in range(30):
         (b / f"extra{n:02d}").write_text("")
     assert len(compare(a, b, limit=5)) == 5
