@@ -161,3 +161,23 @@ def test_two_cold_builds_are_the_same_in_every_format_and_rebuild_names_the_file
     [rep] = json.loads(gen("show", copy.id, "--json").stdout)["reproductions"]
     assert rep["identical"] is False and rep["differences"][0].startswith("/etc/motd: content")
     assert mounts_under(tmp_path) == [] and list((tmp_path / "data3" / "rebuild").iterdir()) == []
+
+
+def test_the_cloud_recipe_built_cold_twice_is_the_same_in_every_format(gen: Any, tmp_path: Path) -> None:
+    """Issue #16, acceptance 1 for the cloud recipe: its bootable disks (GPT, ESP with GRUB for BIOS and
+    UEFI, the root file system growpart enlarges), cloud-init and kernel, built cold twice in different data
+    and work directories at different times: the same sha256 for every format."""
+    formats = [arg for f in FORMATS for arg in ("--format", f)]
+    built = []
+    for n in (1, 2):
+        if n == 2:
+            time.sleep(2)
+        r = gen("generate", str(RECIPES / "debian-bookworm-cloud.yaml"), "--no-cache", "--no-upload", *formats,
+                "--output", str(tmp_path / f"out{n}"), env={"RAIN_DATA_DIR": str(tmp_path / f"data{n}")})
+        assert r.returncode == 0, r.stderr
+        built.append(manifest(tmp_path / f"out{n}"))
+    assert [m["base"]["base_cached"] for m in built] == [False, False], "each build bootstraps its own base"
+    first, second = ({a["format"]: a["sha256"] for a in m["artifacts"]} for m in built)
+    assert sorted(first) == sorted(FORMATS) and first == second
+    assert {a["format"]: a.get("bootable") for a in built[0]["artifacts"]}["qcow2"], "a disk that boots"
+    assert mounts_under(tmp_path) == []
