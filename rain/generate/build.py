@@ -30,7 +30,7 @@ from rain.config import Settings
 from rain.errors import InvalidInput, RecipeError
 from rain.generate import artifact, customize
 from rain.generate.artifact import ArtifactFile
-from rain.generate.bootstrap.base import get_bootstrapper
+from rain.generate.bootstrap.base import Bootstrapper, get_bootstrapper
 from rain.generate.builders.base import Builder, BuildSpec, get_builder
 from rain.generate.cache import Cache, CacheKind
 from rain.generate.context import BuildContext
@@ -215,12 +215,16 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
 
             with reporter.step("clone base image"):
                 clone(ctx, repo)
+                epoch = _source_epoch(plan, boot, ctx.base_tree)  # before the tree here goes to the machine
                 if vm:
                     builder.push(handle)
                     remove_tree(handle.root)  # fetch fills it again with the finished tree
                     handle.root.mkdir()
         else:
             boot.bootstrap(ctx)
+            epoch = _source_epoch(plan, boot, ctx.base_tree)
+        if epoch is not None:
+            handle.env["SOURCE_DATE_EPOCH"] = str(epoch)
         with reporter.step("packages"):
             boot.install(ctx, r.all_packages())
         with reporter.step("customize"):
@@ -239,11 +243,9 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
             if plan.loaded.lock is not None:  # before packing: a build that is not the lock's is not kept
                 check_installed(plan.loaded.lock, [(p.name, p.version) for p in packages])
         staging = workdir / "out"
-        if plan.reproducible:
-            epoch = plan.epoch if plan.epoch is not None else boot.source_epoch(ctx)
-            seed: str | None = options.seed or plan.recipe_hash
-        else:  # the build's own times, random disk identifiers: what builds were before issue #16
-            epoch, seed = plan.epoch, None
+        if epoch is None and plan.reproducible:  # no base on this host (bootstrapped on the machine)
+            epoch = boot.source_epoch(handle.root)
+        seed = (options.seed or plan.recipe_hash) if plan.reproducible else None  # None: random disk ids
         files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter, epoch, seed)
         ctx.facts["source_date_epoch"] = epoch
         ctx.facts["disk_seed"] = seed
@@ -257,6 +259,15 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
                 shutil.rmtree(final)
             os.replace(staging, final)
     return _from_dir(final, plan, cached=False)
+
+
+def _source_epoch(plan: Plan, boot: Bootstrapper, base: Path | None) -> int | None:
+    """The build's source date epoch: the one given, else (reproducible builds) the base system's package
+    versions' (rain.image.tarball.packaged_epoch), known before the recipe's packages go in so that what they
+    make at install time (an initramfs) takes it too; None: the build's own times."""
+    if plan.epoch is not None or not plan.reproducible:
+        return plan.epoch
+    return boot.source_epoch(base) if base is not None else None
 
 
 def _from_dir(directory: Path, plan: Plan, cached: bool) -> BuildResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rain.generate.builders.base import Builder, Handle
 from rain.generate.cache import Cache
@@ -31,6 +32,9 @@ class BuildContext:
     """Undo for the root's layers (overlay mount, base lock): closed after packing."""
     facts: dict[str, object] = field(default_factory=dict)
     """What happened, for the manifest: base cache key and hit, clone source, ..."""
+    base_tree: Path | None = None
+    """The base system's tree on this host (the cached base, a clone's unpacked image), once there is one:
+    where the source date epoch is read before the recipe's packages go in."""
 
     @property
     def recipe(self) -> Recipe:

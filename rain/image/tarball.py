@@ -164,7 +164,9 @@ def packaged_epoch(root: Path) -> int | None:
     clamps to its changelog's) and writes the package's list just after; a packaged file newer than its
     package's list was changed later (by a maintainer script or a recipe's step) and does not count, nor do
     dpkg's own files about a package. So the same package versions give the same epoch whenever, wherever
-    and from whichever state of the mirror the build runs, and no time of the build itself gets in. Only the
+    and from whichever state of the mirror the build runs, and no time of the build itself gets in. (A tree
+    unpacked from one of Rain's images, a clone's base, has its lists and files clamped to that image's
+    epoch: the newest files equal their lists' time, count, and the clone keeps the base's epoch.) Only the
     base system's packages count so that the variants of one base (one more package each) share the epoch,
     and with it the bytes of everything the build wrote, and share their chunks in the repository."""
     owner = _owners(root)
@@ -190,7 +192,7 @@ def packaged_epoch(root: Path) -> int | None:
         shipped_by = owner.get(entry)
         if shipped_by is None or not stat.S_ISREG(st.st_mode) or entry.startswith(real_info):
             continue
-        if st.st_mtime_ns < unpacked.get(shipped_by, 0):
+        if st.st_mtime_ns <= unpacked.get(shipped_by, -1):
             seconds = st.st_mtime_ns // 1_000_000_000
             newest = seconds if newest is None else max(newest, seconds)
     return newest

@@ -36,9 +36,10 @@ class Bootstrapper(Protocol):
     def finish(self, ctx: BuildContext) -> None:
         """Drop package-manager caches and build-only state from the image."""
 
-    def source_epoch(self, ctx: BuildContext) -> int | None:
-        """The image's source date epoch when none is given, read on this host from the finished tree: a time
-        the installed package versions alone decide (None: the tree's times are not clamped)."""
+    def source_epoch(self, root: Path) -> int | None:
+        """The image's source date epoch when none is given, read on this host from the tree at root (the base
+        system, before the recipe's packages go in): a time the package versions alone decide (None: the
+        tree's times are not clamped)."""
 
 
 def place_base(ctx: BuildContext, base: Path) -> None:

@@ -56,6 +56,7 @@ def clone(ctx: BuildContext, repo: Repository | None) -> None:
                           hint="ask its owner to share it with you") from None
     skipped = safe_unpack(archive, ctx.handle.root)
     archive.unlink()
+    ctx.base_tree = ctx.handle.root
     ctx.facts["clone_of"] = image_id
     ctx.facts["base_cached"] = False
     if skipped:

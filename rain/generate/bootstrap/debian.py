@@ -96,6 +96,7 @@ class DebianBootstrapper:
             base, cached = cache.acquire_base(key, ctx.layers, lambda tmp: self._bootstrap_fresh(ctx, tmp),
                                               ctx.use_cache)
             ctx.facts["base_cached"] = cached
+            ctx.base_tree = base
             place_base(ctx, base)
             if cached:
                 age = time.time() - float(cache.base_meta(key).get("created", 0))
@@ -218,8 +219,8 @@ class DebianBootstrapper:
     def installed(self, ctx: BuildContext) -> list[Package]:
         return dpkg_installed(ctx.handle.root, licenses=True)
 
-    def source_epoch(self, ctx: BuildContext) -> int | None:
-        return packaged_epoch(ctx.handle.root)
+    def source_epoch(self, root: Path) -> int | None:
+        return packaged_epoch(root)
 
     def finish(self, ctx: BuildContext) -> None:
         b, h = ctx.builder, ctx.handle

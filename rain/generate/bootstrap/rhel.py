@@ -72,6 +72,7 @@ class RhelBootstrapper:
         with ctx.reporter.step("base system"):
             path, cached = ctx.cache.acquire_base(key, ctx.layers, fresh, ctx.use_cache)
             ctx.facts["base_cached"] = cached
+            ctx.base_tree = path
             place_base(ctx, path)
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
@@ -107,7 +108,7 @@ class RhelBootstrapper:
         if r.os.arch != os.uname().machine:
             argv.append(f"--forcearch={r.os.arch}")
         argv += ["install", "--", *packages]
-        env = {"HOME": f"{conf}/home"}
+        env = {"HOME": f"{conf}/home", **h.env}  # SOURCE_DATE_EPOCH for the scriptlets (dracut's initramfs)
         result: Result
         if here:
             result = command.run(argv, env=env, check=False, what=tool, log_file=h.spec.log_file)
@@ -193,10 +194,9 @@ class RhelBootstrapper:
         ctx.facts["archives"] = dnf_repos(root, pkgs)  # the manifest's and a lock's `archive` for each
         return sorted(pkgs, key=lambda p: p.name)
 
-    def source_epoch(self, ctx: BuildContext) -> int | None:
+    def source_epoch(self, root: Path) -> int | None:
         """The newest build time among the installed packages (rpm's BUILDTIME): the same versions, the same
         epoch."""
-        root = ctx.handle.root
         if not (root / "var/lib/rpm").is_dir():
             return None
         out = command.run(["rpm", f"--root={root}", "--dbpath=/var/lib/rpm", "-qa", "--qf", "%{BUILDTIME}\n"],

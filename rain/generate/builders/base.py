@@ -65,6 +65,9 @@ class Handle:
     """VM builders: their session on the machine the build runs on."""
     upper: str = ""
     """VM builders with an attached base (attach_base): the overlay's upper directory on the machine."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Set for every command `run` runs in the image: SOURCE_DATE_EPOCH once the build knows it, so what
+    packages make at install time (an initramfs) carries the image's times, not the build's."""
 
 
 class Builder(Protocol):

@@ -41,7 +41,7 @@ class LocalBuilder:
     def run(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
             what: str | None = None) -> Result:
         self._enter(handle)
-        full_env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+        full_env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true", **handle.env}
         full_env.update(env or {})
         return command.run(["chroot", str(handle.root), *argv], env=full_env, what=what or argv[0],
                            log_file=handle.spec.log_file)

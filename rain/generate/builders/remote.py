@@ -202,7 +202,8 @@ class SSHBuilder:
     def run(self, handle: Handle, argv: Sequence[str], env: Mapping[str, str] | None = None,
             what: str | None = None) -> Result:
         self._enter(handle)
-        full_env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true", **(env or {})}
+        full_env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true", **handle.env,
+                    **(env or {})}
         return self._exec(handle, ["chroot", handle.inner_root, *argv], env=full_env, what=what or argv[0])
 
     def put(self, handle: Handle, data: bytes, path: str, mode: str = "0644",

@@ -49,6 +49,12 @@ def test_the_epoch_is_the_newest_packaged_file_as_shipped_whenever_the_build_ran
     _tree(tmp_path / "monday", 1_700_000_000)
     _tree(tmp_path / "friday", 1_700_400_000)
     assert packaged_epoch(tmp_path / "monday") == packaged_epoch(tmp_path / "friday") == 2_000
+    # a clone's base: a tree unpacked from an image whose times were clamped to its epoch (2_000): lists and
+    # the newest files at that time; the clone keeps the epoch
+    clamped = tmp_path / "clamped"
+    clamped.mkdir()
+    _tree(clamped, 2_000)
+    assert packaged_epoch(clamped) == 2_000
     (tmp_path / "bare" / "etc").mkdir(parents=True)
     assert packaged_epoch(tmp_path / "bare") is None  # no dpkg database: the tar's times are not clamped
 
