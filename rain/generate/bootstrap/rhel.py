@@ -72,8 +72,11 @@ class RhelBootstrapper:
         with ctx.reporter.step("base system"):
             path, cached = ctx.cache.acquire_base(key, ctx.layers, fresh, ctx.use_cache)
             ctx.facts["base_cached"] = cached
-            ctx.base_tree = path
             place_base(ctx, path)
+            # rpm may write its database's shared-memory file even to query it: the epoch is read from the
+            # image root here (the base under a layer), never from the cached base itself; a VM build reads
+            # it from the finished tree
+            ctx.base_tree = ctx.handle.root if ctx.builder.local else None
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
         packages = _locked(ctx, packages)
@@ -108,7 +111,7 @@ class RhelBootstrapper:
         if r.os.arch != os.uname().machine:
             argv.append(f"--forcearch={r.os.arch}")
         argv += ["install", "--", *packages]
-        env = {"HOME": f"{conf}/home", **h.env}  # SOURCE_DATE_EPOCH for the scriptlets (dracut's initramfs)
+        env = {"HOME": f"{conf}/home", **h.env}  # SOURCE_DATE_EPOCH for the scriptlets
         result: Result
         if here:
             result = command.run(argv, env=env, check=False, what=tool, log_file=h.spec.log_file)
