@@ -344,13 +344,14 @@ class Recipe(Strict):
         return self.upload.name or self.name
 
 
-BUILD_REVISION = 8
+BUILD_REVISION = 9
 """Bump when a change to Rain alters what an identical recipe produces (2: images are generalized; 3: raw/qcow2 disks
 boot by GRUB for BIOS and UEFI; 4: disks without cloud-init grow their root at first boot; 5: tar.zst in package
 order, times clamped, independent frames; 6: the manifest gives each package's license and archive, for the SBOM
 and lock files, and dpkg's and apt's logs are emptied; 7: squashfs and disks are the same bytes for the same
 tree: identifiers from the recipe hash, times from the source date epoch; 8: 7's disks had every ESP's volume id
-1234-ABCD, which their GRUB does not look for, and did not boot)."""
+1234-ABCD, which their GRUB does not look for, and did not boot; 9: the epoch is the base system's packages' newest
+date, not the archive's, and package scripts see it as SOURCE_DATE_EPOCH: the initramfs is the same bytes too)."""
 
 
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None,
