@@ -99,8 +99,8 @@ FIELDS: tuple[Field, ...] = (
           convert=lambda v: parse_size(v, "chunk_cache")),
     Field("upload_grace", lambda: 600, "seconds without progress before an upload counts as abandoned",
           convert=int),
-    Field("launch_max_machines", lambda: 8, "machines one user may run at once from `fg-image launch` on this "
-          "host's qemu site", convert=int),
+    Field("launch_max_machines", lambda: 8, "machines one user may run at once from `fg-image launch`: "
+          "this host's qemu ones and every cloud one recorded", convert=int),
     Field("launch_lifetime", lambda: 86400, "seconds after which a launched machine is released even if nothing "
           "stops it (qemu: QEMU is killed)", convert=int),
     Field("serve_host", lambda: "127.0.0.1", "address `fg-image serve` listens on"),

@@ -22,8 +22,9 @@ from rain.cli.common import err_console, interrupted_as, open_repo, settings
 from rain.cli.images import fetch_image
 from rain.cli.instances import forget, logs_root, release_leftovers
 from rain.cli.untrusted import checked_id, markup
-from rain.errors import InvalidInput, QuotaExceeded, TargetError
+from rain.errors import InvalidInput, TargetError
 from rain.launch import records
+from rain.launch.cap import claimed
 from rain.repository.acting import HOST
 from rain.repository.base import Repository
 from rain.repository.models import ID_RE, Image, Launch
@@ -115,20 +116,21 @@ def launch(
         err_console.print(markup(line))
 
     release_leftovers(repo, progress)
-    _check_cap(repo, count, int(s.launch_max_machines))
     key = KeyPair.generate(f"rain-launch@{image.id}")
 
     record: Launch | None = None
 
     def recorded(fleet: Fleet) -> None:
         nonlocal record
-        record = repo.add_launch(records.launch_in(image, target, site.site_name, site.user, HOST, fleet,
-                                                   int(s.launch_lifetime)))
+        record = claim.recorded(lambda: repo.add_launch(records.launch_in(
+            image, target, site.site_name, site.user, HOST, fleet, int(s.launch_lifetime))))
         records.mark(fleet, record, key)
 
     kept = False
     status = 0
-    with interrupted_as("launch interrupted", "its machines were released"):
+    with interrupted_as("launch interrupted", "its machines were released"), \
+            claimed(s.data_path / "launch" / "claims", count, int(s.launch_max_machines), lambda: _running(repo)) \
+            as claim:
         try:
             with _boot(site, target, repo, image, count, key, boot_timeout, progress, recorded) as fleet:
                 assert record is not None
@@ -292,15 +294,11 @@ def _download(job: Job, wanted: str, dest: Path, status: int, progress: Callable
     progress(f"{files} file(s) back in {dest}/")
 
 
-def _check_cap(repo: Repository, count: int, cap: int) -> None:
-    """launch_max_machines: this user's machines at once (qemu ones running on this host, and every one recorded
-    on a cloud), and these, at most."""
-    have = sum(records.alive(launch) if launch.target in records.LOCAL_TARGETS else len(launch.machines)
+def _running(repo: Repository) -> int:
+    """This user's machines that count against launch_max_machines: qemu ones running on this host, and every
+    one recorded on a cloud."""
+    return sum(records.alive(launch) if launch.target in records.LOCAL_TARGETS else len(launch.machines)
                for launch in repo.launches() if launch.target not in records.LOCAL_TARGETS or launch.host == HOST)
-    if have + count > cap:
-        raise QuotaExceeded(f"{count} more machine(s) would make {have + count}; launch_max_machines lets you run "
-                            f"{cap} at once here", hint="stop some (`fg-image instances stop ID`), or raise "
-                                                        "launch_max_machines in your settings")
 
 
 def _log_dir() -> Path:

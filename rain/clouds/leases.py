@@ -12,6 +12,8 @@ Releasing the machines removes the lease, and so does keeping them (`--on-error 
   `fg-image builder reap` delete what it names, with the credentials of the builders file;
 - a launch's: the watcher runs `fg-image instances reap` as soon as the killed fg-image is gone, and the
   next launch and `fg-image instances reap` do it too (launch/cloud.py).
+A launch's claim on machines against launch_max_machines is a lease too (launch/claims, rain/launch/cap.py):
+it counts while its process runs.
 """
 
 from __future__ import annotations
@@ -75,23 +77,30 @@ class Leases:
 
     def stale(self) -> list[Lease]:
         """Leases of this host whose process is gone (a lease that cannot be read is stale too)."""
+        return [lease for lease, alive in self._read() if alive is False]
+
+    def live(self) -> list[Lease]:
+        """Leases of this host whose process still runs."""
+        return [lease for lease, alive in self._read() if alive]
+
+    def _read(self) -> list[tuple[Lease, bool | None]]:
+        """Each lease, and whether its owner runs (None: another host's, whose processes cannot be seen)."""
         if not self.directory.is_dir():
             return []
-        out = []
+        out: list[tuple[Lease, bool | None]] = []
         for path in sorted(self.directory.glob("*.json")):
             try:
                 data = json.loads(path.read_text())
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
             except (OSError, ValueError):
-                out.append(Lease(path, {}))
+                out.append((Lease(path, {}), False))
                 continue
             if data.get("host") != socket.gethostname():
-                continue  # a data dir shared with another host: its processes cannot be seen from here
+                out.append((Lease(path, data), None))  # a data dir shared with another host
+                continue
             pid = data.get("pid")
-            if isinstance(pid, int) and pid > 0 and _started(pid) == data.get("started"):
-                continue  # its owner still runs
-            out.append(Lease(path, data))
+            out.append((Lease(path, data), isinstance(pid, int) and pid > 0 and _started(pid) == data.get("started")))
         return out
 
 

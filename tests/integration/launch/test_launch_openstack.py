@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import FG_IMAGE
-from support.launching import cli_env, instances, registrations
+from support.launching import claiming, cli_env, instances, registrations
 from support.simulators.sshvm import VmFault
 
 from rain.errors import ExitCode
@@ -80,7 +80,8 @@ def test_a_job_on_two_servers_registers_first_brings_results_back_and_deletes_ev
     assert instances(fg, env) == []
 
 
-def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, cloud, sites, openstack_sim, tmp_path):
+def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, cloud, sites, openstack_sim, tmp_path,
+                                                                      rain_env):
     env, image_id = cloud
     first = fg("launch", image_id, "--target", "openstack", "--count", "2", "--user", "root", "--size", "m1.medium",
                "--detach", "--boot-timeout", "60", env=env, timeout=300)
@@ -110,6 +111,17 @@ def test_detached_servers_are_listed_counted_against_the_cap_and_stopped(fg, clo
     assert "launch_max_machines" in refused.stderr and len(refused.stderr.strip().splitlines()) <= 2
     assert len(openstack_sim.servers) == 2 and len(openstack_sim.keypairs) == 1
     assert len(registrations(fg, env, image_id)) == 1
+    # and a launch that has claimed a machine but is not recorded yet (still registering, say) counts too
+    other = claiming(Path(rain_env["RAIN_DATA_DIR"]) / "launch" / "claims", 1, 3)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "claimed\n"
+        refused = fg("launch", image_id, "--target", "openstack", "--user", "root", "--detach",
+                     env={**env, "RAIN_LAUNCH_MAX_MACHINES": "3"})
+        assert refused.returncode == ExitCode.QUOTA, refused.stderr
+        assert "1 more machine(s) would make 4; launch_max_machines lets you run 3" in refused.stderr
+    finally:
+        other.communicate("\n", timeout=30)
+    assert len(openstack_sim.servers) == 2
 
     # bob may read the image: his launch registers it for himself (the admin's registration is the admin's),
     # and the admin cannot stop it, as the admin's credentials do not reach bob's machines
