@@ -132,6 +132,8 @@ def instances_reap() -> None:
     lines = reap_leftovers(open_repo(), _say)
     for line in lines:
         _say(line)
+    if not lines:
+        _say("no machines left by a killed launch on this host")
     if any(line.startswith("could not") for line in lines):
         raise typer.Exit(ExitCode.TARGET)
 

@@ -29,6 +29,7 @@ from rain.repository.fields import SCHEMA_HINT, ByteCount, HistoryLimit, checked
 from rain.repository.imports import ImportMixin
 from rain.repository.launches import LaunchesMixin
 from rain.repository.models import (
+    SORT_KEYS,
     SUMMARY_FIELDS,
     Event,
     Image,
@@ -217,8 +218,9 @@ class Store(RecordsMixin, LaunchesMixin, ImportMixin, DeltaMixin):
         return [to_summary(d) for d in docs]
 
     def _cursor(self, image_id: str, user: User) -> dict[str, Any]:
+        """A page's cursor image: its sort keys only (a record holds kilobytes of provenance)."""
         try:
-            return self._find(image_id, user)
+            return self._find(image_id, user, ["created", *SORT_KEYS])
         except NotFound:
             raise NotFound(f"no image {image_id} to list from", hint="it was removed, or is not yours to read: "
                                                                       "list from the first page") from None
