@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,6 +18,9 @@ from rain.launch import records
 from rain.repository.acting import HOST
 from rain.repository.base import Repository
 from rain.repository.models import ID_RE, Launch, Role
+
+if TYPE_CHECKING:
+    from rain.launch.cloud import CloudSite
 
 instances_app = typer.Typer(help="Machines you launched: list them, stop them, reap what a killed launch left.",
                             no_args_is_help=True)
@@ -65,6 +69,7 @@ def instances_stop(
         targets = [launch for launch in repo.launches(repo.whoami().role == Role.ADMIN) if launch.id == launch_id]
         if not targets:
             raise NotFound(f"no launch {launch_id}", hint="see `fg-image instances list`")
+    sites: dict[tuple[str, str], CloudSite] = {}
     for launch in targets:
         if launch.target in records.LOCAL_TARGETS and launch.host != HOST:
             if not everything:
@@ -76,7 +81,7 @@ def instances_stop(
                             "reach its machines",
                             hint=f"ask {launch.owner} to run `fg-image instances stop {launch.id}`")
         try:
-            killed = release(repo, launch)
+            killed = release(repo, launch, sites)
         except RainError as e:
             if not everything:
                 raise
@@ -85,14 +90,18 @@ def instances_stop(
         err_console.print(f"released launch {markup(launch.id)} ({killed} machine(s) were running)")
 
 
-def release(repo: Repository, launch: Launch) -> int:
+def release(repo: Repository, launch: Launch, sites: dict[tuple[str, str], CloudSite] | None = None) -> int:
     """Release a launch's machines (on this host, or through its cloud's API) and drop its record; how many
-    machines were running."""
+    machines were running. `sites`: the cloud sites opened so far by this command (each logs in once)."""
     from rain.launch.cloud import CLOUDS, open_site
 
     killed = records.release(launch, logs_root())
     if launch.target in CLOUDS:
-        killed += open_site(settings(), launch.target, launch.site, None, None).release(launch)
+        sites = {} if sites is None else sites
+        where = (launch.target, launch.site)
+        if where not in sites:
+            sites[where] = open_site(settings(), launch.target, launch.site, None, None)
+        killed += sites[where].release(launch)
     repo.remove_launch(launch.id)
     return killed
 
@@ -104,12 +113,13 @@ def release_leftovers(repo: Repository, progress: Callable[[str], None]) -> None
     for line in reap_leftovers(repo, progress):
         progress(line)
     me, now = repo.whoami().name, datetime.now(UTC)
+    sites: dict[tuple[str, str], CloudSite] = {}
     for launch in repo.launches():
         if launch.owner != me or launch.expires is None or launch.expires > now or \
                 (launch.target in records.LOCAL_TARGETS and launch.host != HOST):
             continue
         try:
-            killed = release(repo, launch)
+            killed = release(repo, launch, sites)
         except RainError as e:
             progress(f"warning: launch {launch.id}'s lifetime has ended but it could not be released: {e.message}")
             continue

@@ -225,6 +225,8 @@ def _leases(settings: Settings) -> Leases:
 def reap(settings: Settings, forget: Callable[[str], None]) -> list[str]:
     """Release what this host's killed launches left on their clouds (their stale leases) and `forget`
     their records; one line for each. A lease whose release fails stays, for the next try."""
+    sites: dict[tuple[str, str], CloudSite] = {}
+
     def what(lease: Lease) -> str:
         return f"launch {lease.data.get('tag')} on {lease.data.get('target')} site {lease.data.get('site')}"
 
@@ -234,7 +236,9 @@ def reap(settings: Settings, forget: Callable[[str], None]) -> list[str]:
             return f"dropped {lease.path.name}: not a launch's lease"
         ids = lease.ids
         record = ids.pop("launch", "")
-        count = open_site(settings, target, site_name or None, None, None)._release(tag, list(ids.values()))
+        if (target, site_name) not in sites:  # one login for the leases of one site
+            sites[target, site_name] = open_site(settings, target, site_name or None, None, None)
+        count = sites[target, site_name]._release(tag, list(ids.values()))
         if ID_RE.match(record):
             forget(record)
         return f"released {what(lease)} ({count} machine(s)): its {lease.owner()} is gone"
