@@ -8,10 +8,13 @@ naming the process that owns the machines (its pid with the pid's start time, so
 taken for the owner, and this host's name) and, as each is made, the cloud's ids of what was created.
 Releasing the machines removes the lease, and so does keeping them (`--on-error keep`, `launch
 --detach`: they are the user's then). A lease whose process is gone is *stale*:
-- a cloud builder's: the next launch by that provider (a build, a batch, `fg-image builder check`) and
-  `fg-image builder reap` delete what it names, with the credentials of the builders file;
+- a cloud builder's: the watcher runs `fg-image builder reap PROVIDER` as soon as the killed fg-image is
+  gone, and the next launch by that provider (a build, a batch, `fg-image builder check`) and `fg-image
+  builder reap` do it too, with the credentials of the builders file;
 - a launch's: the watcher runs `fg-image instances reap` as soon as the killed fg-image is gone, and the
   next launch and `fg-image instances reap` do it too (launch/cloud.py).
+The watcher is told once while the process holds any lease of a directory (`Reap`), and told to forget
+it when the last is dropped.
 A launch's claim on machines against launch_max_machines is a lease too (launch/claims, rain/launch/cap.py):
 it counts while its process runs.
 """
@@ -21,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +33,39 @@ from pathlib import Path
 from typing import Any
 
 from rain.errors import RainError, one_line
+from rain.host import reaper
+
+
+@dataclass(frozen=True)
+class Reap:
+    """The command that releases a directory's stale leases (`fg-image instances reap`, `builder reap`), which
+    Rain's watcher runs should this process die holding one; `env`: what it needs besides this process's
+    environment; `log`: where what it did is written (nobody watches the watcher)."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    log: Path | None = None
+
+
+_reap_lock = threading.Lock()
+_holding: dict[Reap, int] = {}  # leases this process holds, by their reap: the watcher is told once
+
+
+def _hold(reap: Reap, by: int) -> None:
+    with _reap_lock:
+        before = _holding.get(reap, 0)
+        _holding[reap] = after = max(0, before + by)
+        if before == 0 and after > 0:
+            reaper.track_command(list(reap.argv), dict(reap.env), reap.log)
+        elif before > 0 and after == 0:
+            reaper.untrack_command(list(reap.argv), dict(reap.env), reap.log)
 
 
 @dataclass
 class Lease:
     path: Path
     data: dict[str, Any] = field(default_factory=dict)
+    reap: Reap | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -50,7 +82,11 @@ class Lease:
         self._write()
 
     def drop(self) -> None:
+        """The machines are released, or the user's now: nothing left to reap (idempotent)."""
         self.path.unlink(missing_ok=True)
+        if self.reap is not None:
+            reap, self.reap = self.reap, None
+            _hold(reap, -1)
 
     def owner(self) -> str:
         return f"fg-image pid {self.data.get('pid')} on {self.data.get('host')}"
@@ -62,8 +98,10 @@ class Lease:
 
 
 class Leases:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, reap: Reap | None = None) -> None:
+        """`reap`: what the watcher runs should this process die holding a lease taken here."""
         self.directory = directory
+        self.reap = reap
 
     def take(self, name: str, **about: str) -> Lease:
         """A lease on machine(s) `name` for this process, written before anything is created; `about` says
@@ -73,6 +111,9 @@ class Leases:
             **about, "name": name, "pid": os.getpid(), "started": _started(os.getpid()),
             "host": socket.gethostname(), "created": time.time(), "ids": {}})
         lease._write()
+        if self.reap is not None:
+            _hold(self.reap, +1)
+            lease.reap = self.reap
         return lease
 
     def stale(self) -> list[Lease]:
@@ -128,6 +169,14 @@ def reap(leases: Leases, release: Callable[[Lease], str], failed: Callable[[Leas
         lease.drop()
         lines.append(done)
     return lines
+
+
+def build_leases(data_path: Path, provider: str) -> Leases:
+    """A cloud builder's leases (DATA_DIR/builders/PROVIDER/leases): should fg-image die holding one, the
+    watcher runs `fg-image builder reap PROVIDER`, and writes what it did to the reap.log beside them."""
+    home = data_path / "builders" / provider
+    return Leases(home / "leases", Reap((sys.executable, "-m", "rain.cli", "builder", "reap", provider),
+                                        log=home / "reap.log"))
 
 
 def reap_builds(leases: Leases, provider: str, release: Callable[[dict[str, str]], None]) -> list[str]:

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from rain.clouds import leases
-from rain.clouds.leases import Lease, Leases
+from rain.clouds.leases import Lease, Leases, Reap
 from rain.config import Settings
 from rain.errors import InvalidInput, RainError, one_line
-from rain.host import reaper
 from rain.host.ssh import KeyPair
 from rain.launch.fleet import Fleet, Machine, check_count, drop_work, keep_work, work_dir
 from rain.register import seeds, vm
@@ -68,9 +67,6 @@ class CloudSite:
         """Why leaving `machines` could not release them (then the launch's record must stay)."""
         self.leases: Leases | None = None
         """Where a launch takes its lease (open_site sets it); None: none is taken, nothing is reaped."""
-        self.reap_env: dict[str, str] = {}
-        """What the watcher's `fg-image instances reap` needs besides this process's environment (the
-        repository flags this fg-image was given)."""
 
     def check(self, count: int) -> None:
         check_count(count)
@@ -145,24 +141,16 @@ class CloudSite:
             self._let_go(lease)
 
     def _lease(self, tag: str) -> Lease | None:
-        """The launch's lease, taken before anything is made, and the watcher told to reap it should this
-        process die holding it."""
+        """The launch's lease, taken before anything is made (the watcher reaps it should this process die
+        holding it)."""
         if self.leases is None:
             return None
-        lease = self.leases.take(f"{self.target}-{tag}", target=self.target, site=self.site_name, tag=tag)
-        reaper.track_command(REAP, self.reap_env, self._reap_log)
-        return lease
+        return self.leases.take(f"{self.target}-{tag}", target=self.target, site=self.site_name, tag=tag)
 
     def _let_go(self, lease: Lease | None) -> None:
         """The machines are released, or the user's (kept): nothing for the watcher to do."""
         if lease is not None:
             lease.drop()
-            reaper.untrack_command(REAP, self.reap_env, self._reap_log)
-
-    @property
-    def _reap_log(self) -> Path | None:
-        """Where the watcher's `instances reap` writes what it did (DATA_DIR/launch/reap.log)."""
-        return None if self.leases is None else self.leases.directory.parent / "reap.log"
 
     def release(self, launch: Launch) -> int:
         """Release a recorded launch's machines (those named and tagged with its TAG); how many there were."""
@@ -213,13 +201,15 @@ def open_site(settings: Settings, target: str, site_name: str | None, user: str 
         site = Ec2Launch(cloud, name, login, size)  # type: ignore[arg-type]
     else:
         raise InvalidInput(f"launch on {target!r} is not a cloud", hint="use --target " + " or ".join(CLOUDS))
-    site.leases = _leases(settings)
-    site.reap_env = {f"RAIN_{k.upper()}": str(v) for k in ("repo_url", "token") if (v := getattr(settings, k))}
+    # the watcher's `instances reap` needs the repository flags this fg-image was given, and writes what
+    # it did to DATA_DIR/launch/reap.log
+    env = tuple((f"RAIN_{k.upper()}", str(v)) for k in ("repo_url", "token") if (v := getattr(settings, k)))
+    site.leases = _leases(settings, Reap(tuple(REAP), env, settings.data_path / "launch" / "reap.log"))
     return site
 
 
-def _leases(settings: Settings) -> Leases:
-    return Leases(settings.data_path / "launch" / "leases")
+def _leases(settings: Settings, reap: Reap | None = None) -> Leases:
+    return Leases(settings.data_path / "launch" / "leases", reap)
 
 
 def reap(settings: Settings, forget: Callable[[str], None]) -> list[str]:

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from pydantic import model_validator
 
-from rain.clouds.leases import Lease, Leases, reap_builds
+from rain.clouds.leases import Lease, build_leases, reap_builds
 from rain.clouds.opennebula import OneClient, Vector, render_template, template_from_pyone, terminate, wait_running
 from rain.config import Settings
 from rain.errors import BuildError
@@ -82,7 +82,7 @@ class OpenNebulaProvider:
         """--on-error keep: the login keys of machines left running."""
         self.one = OneClient(self.conf.endpoint, self.conf.username, self.conf.secret("password"),
                              failure=BuildError, settings_file="builders file")
-        self.leases = Leases(settings.data_path / "builders" / "opennebula" / "leases")
+        self.leases = build_leases(settings.data_path, "opennebula")
 
     def reap(self) -> list[str]:
         """Terminate the VMs of builds whose fg-image was killed (leases.py)."""

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from rain.clouds.leases import Lease, Leases, reap_builds
+from rain.clouds.leases import Lease, build_leases, reap_builds
 from rain.clouds.nova import Nova, find_flavor, network_id
 from rain.clouds.openstack import KeystoneAuth, log_in
 from rain.config import Settings
@@ -75,7 +75,7 @@ class OpenStackProvider:
         self.limit = self.conf.limit
         self.kept = settings.data_path / "builders" / "openstack" / "kept"
         """--on-error keep: the login keys of machines left running."""
-        self.leases = Leases(settings.data_path / "builders" / "openstack" / "leases")
+        self.leases = build_leases(settings.data_path, "openstack")
         self.nova = Nova(self.conf, log_in(self.conf), BuildError)
 
     def reap(self) -> list[str]:

@@ -53,3 +53,36 @@ def test_a_killed_owners_tracked_command_runs_with_its_environment_and_an_untrac
 
 def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+LEASE_HOLDER = """
+import sys, time
+from pathlib import Path
+from rain.clouds.leases import Leases, Reap
+out = Path(sys.argv[1])
+touch = (sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write('reaped\\\\n')")
+held = Leases(out / "held", Reap(touch + (str(out / "held.ran"),)))
+first, second = held.take("first"), held.take("second")
+first.drop()  # a batch's first build released its machine; the second still holds one
+let_go = Leases(out / "let-go", Reap(touch + (str(out / "let-go.ran"),)))
+let_go.take("only").drop()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_process_still_holding_a_lease_is_reaped_and_one_that_dropped_all_is_not(tmp_path: Path) -> None:
+    """Leases with a `Reap` (rain/clouds/leases.py) tell the watcher once while any is held: dropping one of
+    two does not untrack the reap the other still needs."""
+    owner = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
+        owner.send_signal(signal.SIGKILL)
+    finally:
+        owner.wait()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "held.ran").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "held.ran").read_text() == "reaped\n", "run once, for the lease still held"
+    time.sleep(0.5)
+    assert not (tmp_path / "let-go.ran").exists(), "every lease of it was dropped: nothing to reap"
