@@ -208,7 +208,8 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
             if kept:
                 reporter.info(f"kept the failed builder machine: {kept}")
         stack.callback(stop)
-        ctx = BuildContext(plan.loaded, plan.mirror, cache, builder, handle, reporter, options.use_cache, layers)
+        ctx = BuildContext(plan.loaded, plan.mirror, cache, builder, handle, reporter, options.use_cache, layers,
+                           reproducible=plan.reproducible)
         boot = get_bootstrapper(r.os.family)
         if r.base is not None:
             from rain.generate.bootstrap.clone import clone
@@ -227,6 +228,8 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
             handle.env["SOURCE_DATE_EPOCH"] = str(epoch)
         with reporter.step("packages"):
             boot.install(ctx, r.all_packages())
+        if epoch is None and "SOURCE_DATE_EPOCH" in handle.env:  # the one the installs took (rhel.py)
+            epoch = int(handle.env["SOURCE_DATE_EPOCH"])
         with reporter.step("customize"):
             customize.place_files(ctx)
             customize.add_users(ctx)
@@ -245,6 +248,7 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         staging = workdir / "out"
         if epoch is None and plan.reproducible:  # no base on this host (bootstrapped on the machine)
             epoch = boot.source_epoch(handle.root)
+        boot.tidy(handle.root, epoch)  # last: reading the package database may write to it
         seed = (options.seed or plan.recipe_hash) if plan.reproducible else None  # None: random disk ids
         files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter, epoch, seed)
         ctx.facts["source_date_epoch"] = epoch

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rain.generate.layers import remove_tree
-from rain.generate.recipe import Recipe
+from rain.generate.recipe import RHEL_REVISION, Recipe
 from rain.image.formats import make_lower
 
 BASE_FORMAT = 2
@@ -78,7 +78,8 @@ class Cache:
         """The base system's key: its OS, variant and mirror, and the digest of a lock pinning its packages."""
         o = recipe.os
         ident = json.dumps([BASE_FORMAT, o.family, o.release, o.arch, recipe.variant, mirror,
-                            *([lock] if lock is not None else [])])
+                            *([lock] if lock is not None else []),
+                            *([] if o.family.is_debian else [f"rhel-{RHEL_REVISION}"])])
         return f"{o.family}-{o.release}-{o.arch}-{recipe.variant}-" + hashlib.sha256(ident.encode()).hexdigest()[:12]
 
     def packages_dir(self, recipe: Recipe) -> Path:

@@ -35,6 +35,8 @@ class BuildContext:
     base_tree: Path | None = None
     """The base system's tree on this host (the cached base, a clone's unpacked image), once there is one:
     where the source date epoch is read before the recipe's packages go in."""
+    reproducible: bool = True
+    """The `reproducible` setting: an epoch the packages decide, for the package manager's records too."""
 
     @property
     def recipe(self) -> Recipe:

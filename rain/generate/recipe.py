@@ -354,6 +354,13 @@ tree: identifiers from the recipe hash, times from the source date epoch; 8: 7's
 date, not the archive's, and package scripts see it as SOURCE_DATE_EPOCH: the initramfs is the same bytes too)."""
 
 
+RHEL_REVISION = 1
+"""As BUILD_REVISION, for a change to what RHEL-family recipes alone produce, so that Debian's cached results stay
+(1: dnf's logs are emptied, its history keeps neither this host's paths nor times past the epoch, rpm's and dnf's
+databases are packed without a write-ahead log, and rpm records the epoch as every package's install time). It is
+part of a RHEL base's cache key too."""
+
+
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None,
                 lock: str | None = None, reproducible: bool = True) -> str:
     """What the result depends on: the recipe (not its upload options), the mirror, input files, the
@@ -361,6 +368,8 @@ def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: in
     build is reproducible (the `reproducible` setting)."""
     data = recipe.model_dump(mode="json", exclude={"upload", "vars", "builder"})  # where, not what
     key: dict[str, object] = {"recipe": data, "mirror": mirror, "build": BUILD_REVISION}
+    if not recipe.os.family.is_debian:
+        key["rhel"] = RHEL_REVISION
     if epoch is not None:
         key["source_date_epoch"] = epoch
     if lock is not None:

@@ -159,14 +159,18 @@ class RootFS:
     def write_text(self, inner: str, text: str, mode: int = 0o644) -> Path:
         """Write a file inside the image; parent links are resolved inside the image, the file itself
         replaces any link so nothing outside the root is ever written."""
+        return self.write_bytes(inner, text.encode(), mode)
+
+    def write_bytes(self, inner: str, data: bytes, mode: int = 0o644) -> Path:
+        """As write_text, for bytes."""
         parent = self.resolve(str(PurePosixPath(inner).parent))
         parent.mkdir(parents=True, exist_ok=True)
         path = parent / PurePosixPath(inner).name
         if path.is_symlink() or path.exists():
             path.unlink()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(path, mode)
         return path
 

@@ -36,6 +36,11 @@ class Bootstrapper(Protocol):
     def finish(self, ctx: BuildContext) -> None:
         """Drop package-manager caches and build-only state from the image."""
 
+    def tidy(self, root: Path, epoch: int | None) -> None:
+        """On this host, the finished tree at root just before it is packed: what the package manager left that
+        differs between two builds of the same inputs, or names this host, made the same (`epoch`: the
+        build's source date epoch, None if it has none)."""
+
     def source_epoch(self, root: Path) -> int | None:
         """The image's source date epoch when none is given, read on this host from the tree at root (the base
         system, before the recipe's packages go in): a time the package versions alone decide (None: the

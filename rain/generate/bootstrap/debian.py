@@ -222,6 +222,9 @@ class DebianBootstrapper:
     def source_epoch(self, root: Path) -> int | None:
         return packaged_epoch(root)
 
+    def tidy(self, root: Path, epoch: int | None) -> None:
+        """Nothing left to do here: finish emptied dpkg's and apt's logs where the build ran."""
+
     def finish(self, ctx: BuildContext) -> None:
         b, h = ctx.builder, ctx.handle
         # the archive (suite/component) each installed version came from, for a lock file: said where

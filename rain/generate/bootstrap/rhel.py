@@ -16,23 +16,21 @@ host's files), and the machine downloads into its own cache. A base variant
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
-import sqlite3
-import tempfile
-from contextlib import closing
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from rain.errors import BuildError, RecipeError, Unreachable
+from rain.generate.bootstrap import dnf_state
 from rain.generate.bootstrap.base import Package, place_base
 from rain.generate.context import BuildContext
 from rain.generate.recipe import Variant
 from rain.host import command
 from rain.host.command import Result
-from rain.image.rootfs import RootFS
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +38,6 @@ _MISSING = re.compile(r"No match for argument:\s*(\S+)|No package (\S+) availabl
 _UNREACHABLE = re.compile(r"Failed to download metadata|Cannot download repomd|Curl error|"
                           r"Cannot find a valid baseurl|Errors during downloading metadata", re.I)
 _BASE_SETS = {Variant.MINBASE: [], Variant.IMPORTANT: ["@core"], Variant.STANDARD: ["@core", "@standard"]}
-_HISTORY_MAX = 256 << 20
-"""Bytes of dnf's history database read (a long-lived machine's is a few MiB)."""
-_FROM_REPO = ("SELECT r.name, r.epoch, r.version, r.release, r.arch, repo.repoid FROM trans_item ti "
-              "JOIN rpm r ON r.item_id = ti.item_id JOIN repo ON repo.id = ti.repo_id ORDER BY ti.id")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 _RM_PLAIN_DIRS = 'for d; do if [ -d "$d" ] && [ ! -L "$d" ]; then rm -rf --one-file-system -- "$d"; fi; done'
 """Remove each argument that is a real directory (not a link to one); paths arrive as arguments."""
 
@@ -111,7 +104,13 @@ class RhelBootstrapper:
         if r.os.arch != os.uname().machine:
             argv.append(f"--forcearch={r.os.arch}")
         argv += ["install", "--", *packages]
-        env = {"HOME": f"{conf}/home", **h.env}  # SOURCE_DATE_EPOCH for the scriptlets
+        env = {"HOME": f"{conf}/home", **h.env}  # rpm's macros (its database's place); SOURCE_DATE_EPOCH
+        if here and ctx.reproducible and "SOURCE_DATE_EPOCH" not in env:
+            epoch = _newest_build(argv, env)  # rpm records it as each package's install time
+            if epoch is not None:
+                env["SOURCE_DATE_EPOCH"] = str(epoch)
+                if root is None:  # the image's own epoch from here on (a base for the cache has its own)
+                    h.env["SOURCE_DATE_EPOCH"] = str(epoch)
         result: Result
         if here:
             result = command.run(argv, env=env, check=False, what=tool, log_file=h.spec.log_file)
@@ -194,7 +193,7 @@ class RhelBootstrapper:
                 license = parts[3].strip()[:200]
                 pkgs.append(Package(parts[0], parts[1].removeprefix("0:"), parts[2],
                                     None if license in ("", "(none)") else license))
-        ctx.facts["archives"] = dnf_repos(root, pkgs)  # the manifest's and a lock's `archive` for each
+        ctx.facts["archives"] = dnf_state.repos(root, pkgs)  # the manifest's and a lock's `archive` for each
         return sorted(pkgs, key=lambda p: p.name)
 
     def source_epoch(self, root: Path) -> int | None:
@@ -207,43 +206,71 @@ class RhelBootstrapper:
         times = [int(t) for t in out.split() if t.isdigit()]
         return max(times) if times else None
 
+    def tidy(self, root: Path, epoch: int | None) -> None:
+        dnf_state.tidy(root, epoch)
+
     def finish(self, ctx: BuildContext) -> None:
         inner = ctx.handle.inner_root
         ctx.builder.outside(ctx.handle, ["sh", "-c", _RM_PLAIN_DIRS, "sh", f"{inner}/var/cache/dnf",
                                          f"{inner}/var/cache/yum"], what="cleaning the dnf cache")
 
 
-def dnf_repos(root: Path, installed: list[Package]) -> dict[str, str]:
-    """{package: the repository its installed version came from}: a recipe repository's name, or "mirror";
-    from dnf's history database in the tree (a copy of it read here; nothing in the tree runs). {} where dnf
-    kept no history or it cannot be read: a build never fails for it."""
-    tree = RootFS(root)
-    rows: list[tuple[str, int, str, str, str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="rain-dnf-history-") as tmp:
-        for suffix in ("", "-wal"):  # the write-ahead log holds what dnf has not yet written back
-            data = tree.read_bytes(f"/var/lib/dnf/history.sqlite{suffix}", _HISTORY_MAX)
-            if data is None and not suffix:
-                return {}
-            if data is not None:
-                Path(tmp, f"history.sqlite{suffix}").write_bytes(data)
-        try:
-            with closing(sqlite3.connect(Path(tmp, "history.sqlite"))) as db:
-                db.execute("PRAGMA trusted_schema = OFF")  # the file is the image's: run none of its SQL
-                rows = db.execute(_FROM_REPO).fetchall()
-        except sqlite3.Error as e:
-            log.warning("dnf's history database in the image cannot be read (%s): no repository per package", e)
-            return {}
-    came_from: dict[tuple[str, str, str], str] = {}
-    for name, epoch, version, release, arch, repo in rows:  # in transaction order: the last one counts
-        evr = f"{version}-{release}" if str(epoch) in ("0", "") else f"{epoch}:{version}-{release}"
-        came_from[(str(name), evr, str(arch))] = str(repo)
-    out = {}
-    for p in installed:
-        repo = came_from.get((p.name, p.version, p.arch), "")
-        repo = repo.removeprefix("rain-")  # Rain names the recipe's repositories rain-NAME in dnf.conf
-        if _REPO_ID.match(repo):
-            out[p.name] = repo
-    return out
+_RESOLVE = r"""
+import json, sys
+import dnf
+argv = json.loads(sys.argv[1])
+base = dnf.Base()
+conf = base.conf
+words = argv[argv.index("install") + 1:]
+for arg in argv[1:argv.index("install")]:
+    name, _, value = arg.lstrip("-").partition("=")
+    if name == "config":
+        conf.config_file_path = value  # its repository sections are read from it too
+        conf.read()
+for arg in argv[1:argv.index("install")]:
+    name, _, value = arg.lstrip("-").partition("=")
+    if name == "installroot":
+        conf.installroot = value
+    elif name == "releasever":
+        conf.releasever = value
+    elif name == "forcearch":
+        conf.arch = value
+        conf.ignorearch = True
+    elif name == "setopt":
+        key, _, setting = value.partition("=")
+        if key == "reposdir":
+            conf.reposdir = [setting]
+        elif key == "cachedir":
+            conf.cachedir = setting
+        elif key == "install_weak_deps":
+            conf.install_weak_deps = setting == "True"
+conf.prepend_installroot("cachedir")  # where the install itself keeps the metadata: fetched once
+base.read_all_repos()
+base.fill_sack(load_system_repo=True)
+base.install_specs([w for w in words if w != "--"])
+base.resolve()
+print(max((p.buildtime for p in base.transaction.install_set), default=0))
+"""
+"""dnf's own resolution (its Python API, run by the host's Python as dnf is) of what an install will add, and
+the newest build time among those packages."""
+
+
+def _newest_build(argv: list[str], env: dict[str, str]) -> int | None:
+    """The newest build time among the packages the dnf install `argv` would add, known before
+    it runs: given to rpm as SOURCE_DATE_EPOCH it is each package's recorded install time, so two builds of
+    the same versions record the same. Its metadata goes where the install's own goes (the cachedir inside
+    the installroot, taken out after it). None where dnf's Python API cannot tell (the install then decides,
+    and its own error, if any, is the one shown)."""
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        return None
+    result = command.run([python, "-c", _RESOLVE, json.dumps(argv)], env=env, check=False, what="dnf resolve")
+    newest = result.output.strip().splitlines()[-1:] if result.returncode == 0 else []
+    if not newest or not newest[0].isdigit() or int(newest[0]) <= 0:
+        log.info("dnf could not say what the install adds (%s): install times are the build's",
+                 result.output.strip()[-200:])
+        return None
+    return int(newest[0])
 
 
 def _which(tool: str) -> str | None:

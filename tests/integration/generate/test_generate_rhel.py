@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import tarfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,50 @@ def test_rocky_recipe_installs_a_package_from_a_local_rpm_repository(fg, tmp_pat
     q = subprocess.run(["rpm", f"--root={root}", "--dbpath=/var/lib/rpm", "-q", "rain-probe"],
                        capture_output=True, text=True)
     assert q.stdout.strip() == "rain-probe-1.0-1.noarch", q.stderr
+
+
+@pytest.mark.parametrize("variant, package", [("minbase", "rain-probe"), ("important", "rain-extra")])
+def test_the_rocky_recipe_built_twice_cold_is_the_same_bytes_and_names_no_host_path(  # type: ignore[no-untyped-def]
+        fg, tmp_path: Path, variant: str, package: str) -> None:
+    """Issue #16 on the dnf path: two cold builds (their own data and work directories) give one sha256, from
+    an empty root (minbase) and over a cached @core base (important). rpm records the epoch, the newest build
+    time among the packages dnf resolved before installing, as every package's install time; dnf's history
+    keeps no time past it and no path of this host; its logs are empty; neither database ships a write-ahead
+    log (whose header is random)."""
+    repo = build_rpm_repo(tmp_path, ("rain-probe", "rain-extra"), core=("rain-probe",))
+    shas, roots = [], []
+    for turn in ("one", "two"):
+        out = tmp_path / turn
+        made = fg("generate", str(RECIPES / "rocky9.yaml"), "--no-upload", "--output", str(out),
+                  "--set", f"repositories=[{{name: local, url: 'file://{repo}', trusted: true}}]",
+                  "--set", f"variant={variant}", "--set", f"packages=[{package}]", "--format", "tar.zst",
+                  env={"RAIN_DATA_DIR": str(tmp_path / f"data-{turn}")}, timeout=300)
+        assert made.returncode == 0, made.stderr
+        shas.append(json.loads((out / "manifest.json").read_text())["artifacts"][0]["sha256"])
+        root = tmp_path / f"root-{turn}"
+        root.mkdir()
+        subprocess.run(["tar", "-I", "zstd", "-xf", str(out / "rocky9-base.tar.zst"), "-C", str(root)], check=True)
+        roots.append(root)
+    assert shas[0] == shas[1], "the same recipe and repository, the same bytes"
+    root = roots[0]
+    epoch = json.loads((tmp_path / "one" / "manifest.json").read_text())["source_date_epoch"]
+    q = subprocess.run(["rpm", f"--root={root}", "--dbpath=/var/lib/rpm", "-qa", "--qf",
+                        "%{INSTALLTIME} %{BUILDTIME}\n"], capture_output=True, text=True, check=True)
+    times = [line.split() for line in q.stdout.splitlines()]
+    assert {installed for installed, _ in times} == {str(epoch)}, "every package installed at the epoch"
+    assert max(int(built) for _, built in times) == epoch, "the newest package's build time"
+    leftovers = [p.name for p in root.rglob("*") if p.name.endswith(("-wal", "-shm"))]
+    assert leftovers == [] and not (root / "root/.rpmdb").exists(), leftovers
+    assert [p.stat().st_size for p in (root / "var/log").glob("*.log")] == [0, 0, 0, 0], "dnf's four logs, empty"
+    with closing(sqlite3.connect(f"file:{root}/var/lib/dnf/history.sqlite?immutable=1", uri=True)) as db:
+        transactions = db.execute("SELECT dt_begin, dt_end, cmdline FROM trans ORDER BY id").fetchall()
+    assert len(transactions) == (1 if variant == "minbase" else 2), "the base's, then the recipe's"
+    assert all(begin <= epoch and end <= epoch for begin, end, _ in transactions), transactions
+    assert transactions[-1][2].endswith(f"install -- {package}"), transactions
+    assert not [cmdline for _, _, cmdline in transactions if "/" in cmdline], transactions
+    needle = str(tmp_path).encode()
+    assert not [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()], \
+        "no file in the image names this host's build directories"
 
 
 def test_a_package_missing_from_the_rpm_repository_is_named(fg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
