@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 OWNER = """
@@ -30,25 +31,32 @@ time.sleep(600)
 
 def test_a_killed_owners_tracked_command_runs_with_its_environment_and_an_untracked_one_does_not(
         tmp_path: Path) -> None:
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
-        assert not (tmp_path / "kept").exists(), "nothing runs while the owner lives"
-        owner.send_signal(signal.SIGKILL)
-    finally:
-        owner.wait()
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "kept").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _killed_when_ready(OWNER, tmp_path, lambda: not (tmp_path / "kept").exists())
+    _wait_for(lambda: (tmp_path / "kept").exists())
     assert (tmp_path / "kept").read_text() == "kept ran"
-    deadline = time.monotonic() + 30
-    while "\nexit " not in _text(tmp_path / "reap.log") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _wait_for(lambda: "\nexit " in _text(tmp_path / "reap.log"))
     head, said, end = _text(tmp_path / "reap.log").splitlines()
     assert "rain's watcher: the process that asked for it is gone; running " in head
     assert (said, end) == ("released 2 machines", "exit 12")
     time.sleep(0.5)
     assert not (tmp_path / "dropped").exists()
+
+
+def _killed_when_ready(script: str, out: Path, before_kill: Callable[[], bool] = lambda: True) -> None:
+    """Run `script` (its argument: out), and SIGKILL it once it says "ready" (`before_kill` must hold then)."""
+    owner = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
+        assert before_kill(), "nothing runs while the owner lives"
+        owner.send_signal(signal.SIGKILL)
+    finally:
+        owner.wait()
+
+
+def _wait_for(done: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _text(path: Path) -> str:
@@ -74,15 +82,8 @@ time.sleep(600)
 def test_a_killed_process_still_holding_a_lease_is_reaped_and_one_that_dropped_all_is_not(tmp_path: Path) -> None:
     """Leases with a `Reap` (rain/clouds/leases.py) tell the watcher once while any is held: dropping one of
     two does not untrack the reap the other still needs."""
-    owner = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
-        owner.send_signal(signal.SIGKILL)
-    finally:
-        owner.wait()
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "held.ran").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _killed_when_ready(LEASE_HOLDER, tmp_path)
+    _wait_for(lambda: (tmp_path / "held.ran").exists())
     assert (tmp_path / "held.ran").read_text() == "reaped\n", "run once, for the lease still held"
     time.sleep(0.5)
     assert not (tmp_path / "let-go.ran").exists(), "every lease of it was dropped: nothing to reap"
