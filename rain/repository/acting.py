@@ -80,7 +80,8 @@ class Acting:
             raise InvalidInput(f"bad image id {image_id!r}", hint="ids are 12 hex digits; see `fg-image list`")
         # by _id alone, and the rule checked here: the embedded server scans the whole catalog for a
         # query with an $or (3.5 s with 100,000 images), even beside an _id
-        shown = None if fields is None else [*fields, "status", "owner", "visibility", "shared_with"]
+        rule = {key for branch in self._readable_branches(user) for key in branch}
+        shown = None if fields is None else [*fields, "status", *sorted(rule)]
         doc = self.images.find_one({"_id": image_id}, shown)
         if doc is None or doc.get("status") == str(Status.UPLOADING) or not self._may_read(doc, user):
             raise NotFound(f"no image {image_id}", hint="check the id with `fg-image list`")
