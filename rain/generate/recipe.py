@@ -356,9 +356,9 @@ date, not the archive's, and package scripts see it as SOURCE_DATE_EPOCH: the in
 
 RHEL_REVISION = 1
 """As BUILD_REVISION, for a change to what RHEL-family recipes alone produce, so that Debian's cached results stay
-(1: dnf's logs are emptied, its history keeps neither this host's paths nor times past the epoch, rpm's and dnf's
-databases are packed without a write-ahead log, and rpm records the epoch as every package's install time). It is
-part of a RHEL base's cache key too."""
+(1: dnf's logs are emptied, its history keeps neither this host's paths nor times past the epoch and is rebuilt
+from its rows, rpm's and dnf's databases are packed without a write-ahead log, and rpm records the epoch as every
+package's install time, on a builder VM too). It is part of a RHEL base's cache key too."""
 
 
 def recipe_hash(recipe: Recipe, mirror: str, inputs: dict[str, bytes], epoch: int | None = None,

@@ -7,8 +7,9 @@ transaction's times and command line, and the build's transaction's command line
 directory and package cache; dnf's logs in /var/log say the same, with the build's times. rpm's database and
 the history are SQLite in WAL mode, and a write-ahead log's header holds random salts. So before packing
 (`tidy`): the logs are emptied; the history's times are clamped to the source date epoch, and its command
-lines lose every option that names a path on this host; both databases have their write-ahead log folded in
-and removed (dnf and rpm make a new one when they next open them).
+lines lose every option that names a path on this host (and the file is rebuilt from its rows, so the
+longer lines leave no free space behind that tells them apart); both databases have their write-ahead log
+folded in and removed (dnf and rpm make a new one when they next open them).
 
 Everything is done on copies read through the image (RootFS: its links resolve inside it) and written back
 the same way; nothing in the tree runs, nor any of a database's own SQL (trusted_schema off).
@@ -80,6 +81,8 @@ def _forget_the_build(db: sqlite3.Connection, epoch: int | None) -> None:
             db.execute("UPDATE trans SET cmdline = ? WHERE id = ?", (_without_host_paths(cmdline), trans_id))
     if epoch is not None:  # clamped, as the files' times are: a cloned image's older transactions keep theirs
         db.execute("UPDATE trans SET dt_begin = MIN(dt_begin, ?), dt_end = MIN(dt_end, ?)", (epoch, epoch))
+    db.commit()
+    db.execute("VACUUM")  # the pages rebuilt from the rows: shorter command lines leave no trace of the longer
 
 
 def _without_host_paths(cmdline: str) -> str:
@@ -113,16 +116,32 @@ def _copy(tree: RootFS, name: str) -> Iterator[sqlite3.Connection | None]:
     """A connection to a copy of the image's database `name` and its write-ahead log; None when it has none
     (or one past DB_MAX, which is not read)."""
     with tempfile.TemporaryDirectory(prefix="rain-dnf-") as tmp:
-        for suffix in ("", "-wal"):  # the write-ahead log holds what was not yet written back
-            data = tree.read_bytes(name + suffix, DB_MAX + 1)
-            if data is None and not suffix or data is not None and len(data) > DB_MAX:
-                yield None
-                return
-            if data is not None:
-                Path(tmp, "db" + suffix).write_bytes(data)
+        if not _copied(tree, name, Path(tmp, "db")):
+            yield None
+            return
         with closing(sqlite3.connect(Path(tmp, "db"))) as db:
             db.execute("PRAGMA trusted_schema = OFF")  # the file is the image's: run none of its SQL
             yield db
+
+
+@contextmanager
+def rpmdb_copy(root: Path) -> Iterator[Path | None]:
+    """A directory holding a copy of the tree's rpm database (and its write-ahead log), for rpm's
+    --dbpath; None where the tree has none."""
+    with tempfile.TemporaryDirectory(prefix="rain-rpmdb-") as tmp:
+        yield Path(tmp) if _copied(RootFS(root), RPMDB, Path(tmp, "rpmdb.sqlite")) else None
+
+
+def _copied(tree: RootFS, name: str, to: Path) -> bool:
+    """The image's database `name` and its write-ahead log (what was not yet written back) copied to `to`;
+    False where it has none, or one past DB_MAX (not read)."""
+    for suffix in ("", "-wal"):
+        data = tree.read_bytes(name + suffix, DB_MAX + 1)
+        if data is None and not suffix or data is not None and len(data) > DB_MAX:
+            return False
+        if data is not None:
+            to.with_name(to.name + suffix).write_bytes(data)
+    return True
 
 
 def _mode(tree: RootFS, name: str) -> int:

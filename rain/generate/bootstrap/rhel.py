@@ -40,6 +40,9 @@ _UNREACHABLE = re.compile(r"Failed to download metadata|Cannot download repomd|C
 _BASE_SETS = {Variant.MINBASE: [], Variant.IMPORTANT: ["@core"], Variant.STANDARD: ["@core", "@standard"]}
 _RM_PLAIN_DIRS = 'for d; do if [ -d "$d" ] && [ ! -L "$d" ]; then rm -rf --one-file-system -- "$d"; fi; done'
 """Remove each argument that is a real directory (not a link to one); paths arrive as arguments."""
+_RMDIR_UP = ('d=$1; while [ "$d" != "$2" ] && [ -d "$d" ] && [ ! -L "$d" ] && rmdir -- "$d" 2>/dev/null; '
+             'do d=${d%/*}; done')
+"""Remove the directory $1 and each one above it, up to $2, while they are empty real directories."""
 
 
 class RhelBootstrapper:
@@ -66,10 +69,7 @@ class RhelBootstrapper:
             path, cached = ctx.cache.acquire_base(key, ctx.layers, fresh, ctx.use_cache)
             ctx.facts["base_cached"] = cached
             place_base(ctx, path)
-            # rpm may write its database's shared-memory file even to query it: the epoch is read from the
-            # image root here (the base under a layer), never from the cached base itself; a VM build reads
-            # it from the finished tree
-            ctx.base_tree = ctx.handle.root if ctx.builder.local else None
+            ctx.base_tree = path  # read through a copy of its rpm database (source_epoch), never written
 
     def install(self, ctx: BuildContext, packages: list[str]) -> None:
         packages = _locked(ctx, packages)
@@ -117,8 +117,11 @@ class RhelBootstrapper:
             _drop_host_path(Path(into), Path(cachedir))
         else:
             result = ctx.builder.outside(h, argv, env=env, check=False, what="dnf")
-            # dnf also makes its cachedir's path inside the installroot: the workspace's own name is unique
+            # dnf also makes its cachedir's path inside the installroot: the workspace's own name is unique;
+            # then the directories above it that dnf made, empty now (as _drop_host_path does here)
             ctx.builder.outside(h, ["sh", "-c", _RM_PLAIN_DIRS, "sh", f"{into}{h.workspace}"], what="rm")
+            ctx.builder.outside(h, ["sh", "-c", _RMDIR_UP, "sh", f"{into}{os.path.dirname(h.workspace)}", into],
+                                what="rmdir")
         if result.returncode != 0:
             raise _dnf_error(result.output, ctx)
 
@@ -198,11 +201,13 @@ class RhelBootstrapper:
 
     def source_epoch(self, root: Path) -> int | None:
         """The newest build time among the installed packages (rpm's BUILDTIME): the same versions, the same
-        epoch."""
-        if not (root / "var/lib/rpm").is_dir():
-            return None
-        out = command.run(["rpm", f"--root={root}", "--dbpath=/var/lib/rpm", "-qa", "--qf", "%{BUILDTIME}\n"],
-                          what="rpm -qa", keep=100000).output
+        epoch. rpm writes beside its database even to query it, so it queries a copy: the tree at root (a
+        cached base) is only read."""
+        with dnf_state.rpmdb_copy(root) as dbpath:
+            if dbpath is None:
+                return None
+            out = command.run(["rpm", f"--dbpath={dbpath}", "-qa", "--qf", "%{BUILDTIME}\n"],
+                              what="rpm -qa", keep=100000).output
         times = [int(t) for t in out.split() if t.isdigit()]
         return max(times) if times else None
 

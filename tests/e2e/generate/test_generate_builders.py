@@ -162,7 +162,8 @@ def test_a_rocky_recipe_builds_on_the_qemu_builder_with_the_local_package_set(
         gen: Any, tmp_path: Path, qemu_bundle: tuple[str, Path]) -> None:
     """`variant: important`: the @core base is made here and sent; dnf runs in the VM for the recipe's packages
     (no RHEL mirror is reachable: a local RPM repository made here, which the VM cannot read from this host,
-    so Rain sends its directory with dnf's configuration)."""
+    so Rain sends its directory with dnf's configuration). The VM's dnf and rpm record the base's epoch, and
+    the image is the same bytes as the one built here."""
     from support.builders import write_builders_file
 
     repo = build_rpm_repo(tmp_path, ("rain-probe", "rain-extra"), core=("rain-probe",))
@@ -187,6 +188,7 @@ def test_a_rocky_recipe_builds_on_the_qemu_builder_with_the_local_package_set(
     assert any(n.startswith("var/lib/rpm/") for n in names), "the rpm database the VM's dnf wrote"
     assert not any(n.startswith(("var/tmp/rain-build", "var/cache/dnf/")) for n in names), \
         "neither the machine's workspace nor dnf's cache is in the image"
+    assert vm["artifacts"][0]["sha256"] == local["artifacts"][0]["sha256"], "the VM's dnf made the same bytes"
 
 
 def test_a_missing_rpm_on_a_builder_vm_is_named_in_one_line_and_the_vm_is_deleted(
