@@ -248,7 +248,7 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
         staging = workdir / "out"
         if epoch is None and plan.reproducible:  # no base on this host (bootstrapped on the machine)
             epoch = boot.source_epoch(handle.root)
-        boot.tidy(handle.root, epoch)  # last: reading the package database may write to it
+        boot.tidy(handle.root, epoch)
         seed = (options.seed or plan.recipe_hash) if plan.reproducible else None  # None: random disk ids
         files = artifact.pack(handle.root, staging, r.name, list(r.formats), r.disk_size, reporter, epoch, seed)
         ctx.facts["source_date_epoch"] = epoch

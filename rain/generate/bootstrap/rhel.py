@@ -184,11 +184,7 @@ class RhelBootstrapper:
 
     def installed(self, ctx: BuildContext) -> list[Package]:
         root = ctx.handle.root
-        if not (root / "var/lib/rpm").is_dir():
-            return []
-        out = command.run(["rpm", f"--root={root}", "--dbpath=/var/lib/rpm", "-qa", "--qf",
-                           "%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\t%{LICENSE}\n"],
-                          what="rpm -qa", keep=100000).output
+        out = self._query(root, "%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\t%{LICENSE}\n")
         pkgs = []
         for line in out.splitlines():
             parts = line.split("\t")
@@ -201,15 +197,18 @@ class RhelBootstrapper:
 
     def source_epoch(self, root: Path) -> int | None:
         """The newest build time among the installed packages (rpm's BUILDTIME): the same versions, the same
-        epoch. rpm writes beside its database even to query it, so it queries a copy: the tree at root (a
-        cached base) is only read."""
+        epoch."""
+        times = [int(t) for t in self._query(root, "%{BUILDTIME}\n").split() if t.isdigit()]
+        return max(times) if times else None
+
+    @staticmethod
+    def _query(root: Path, fmt: str) -> str:
+        """`rpm -qa --qf fmt` of the tree at root ("" where it has no rpm database). rpm writes beside its
+        database even to query it, so it queries a copy: the tree (an image, a cached base) is only read."""
         with dnf_state.rpmdb_copy(root) as dbpath:
             if dbpath is None:
-                return None
-            out = command.run(["rpm", f"--dbpath={dbpath}", "-qa", "--qf", "%{BUILDTIME}\n"],
-                              what="rpm -qa", keep=100000).output
-        times = [int(t) for t in out.split() if t.isdigit()]
-        return max(times) if times else None
+                return ""
+            return command.run(["rpm", f"--dbpath={dbpath}", "-qa", "--qf", fmt], what="rpm -qa", keep=100000).output
 
     def tidy(self, root: Path, epoch: int | None) -> None:
         dnf_state.tidy(root, epoch)
