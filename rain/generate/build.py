@@ -216,20 +216,16 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
 
             with reporter.step("clone base image"):
                 clone(ctx, repo)
-                epoch = _source_epoch(plan, boot, ctx.base_tree)  # before the tree here goes to the machine
+                _known_epoch(plan, boot, ctx)  # before the tree here goes to the machine
                 if vm:
                     builder.push(handle)
                     remove_tree(handle.root)  # fetch fills it again with the finished tree
                     handle.root.mkdir()
         else:
             boot.bootstrap(ctx)
-            epoch = _source_epoch(plan, boot, ctx.base_tree)
-        if epoch is not None:
-            handle.env["SOURCE_DATE_EPOCH"] = str(epoch)
+            _known_epoch(plan, boot, ctx)
         with reporter.step("packages"):
-            boot.install(ctx, r.all_packages())
-        if epoch is None and "SOURCE_DATE_EPOCH" in handle.env:  # the one the installs took (rhel.py)
-            epoch = int(handle.env["SOURCE_DATE_EPOCH"])
+            boot.install(ctx, r.all_packages())  # may learn the epoch (rhel.py: dnf's resolution)
         with reporter.step("customize"):
             customize.place_files(ctx)
             customize.add_users(ctx)
@@ -246,6 +242,8 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
             if plan.loaded.lock is not None:  # before packing: a build that is not the lock's is not kept
                 check_installed(plan.loaded.lock, [(p.name, p.version) for p in packages])
         staging = workdir / "out"
+        known = handle.env.get("SOURCE_DATE_EPOCH")
+        epoch = int(known) if known is not None else None
         if epoch is None and plan.reproducible:  # no base on this host (bootstrapped on the machine)
             epoch = boot.source_epoch(handle.root)
         boot.tidy(handle.root, epoch)
@@ -265,13 +263,16 @@ def _build(plan: Plan, cache: Cache, options: BuildOptions, reporter: Reporter, 
     return _from_dir(final, plan, cached=False)
 
 
-def _source_epoch(plan: Plan, boot: Bootstrapper, base: Path | None) -> int | None:
-    """The build's source date epoch: the one given, else (reproducible builds) the base system's package
-    versions' (rain.image.tarball.packaged_epoch), known before the recipe's packages go in so that what they
-    make at install time (an initramfs) takes it too; None: the build's own times."""
-    if plan.epoch is not None or not plan.reproducible:
-        return plan.epoch
-    return boot.source_epoch(base) if base is not None else None
+def _known_epoch(plan: Plan, boot: Bootstrapper, ctx: BuildContext) -> None:
+    """The build's source date epoch, as SOURCE_DATE_EPOCH for every command it runs in the image (the one
+    place the build keeps it): the one given, else (reproducible builds) the base system's package versions'
+    (rain.image.tarball.packaged_epoch), known before the recipe's packages go in so that what they make at
+    install time (an initramfs) takes it too. Unset: not known yet, or the build's own times."""
+    epoch = plan.epoch
+    if epoch is None and plan.reproducible and ctx.base_tree is not None:
+        epoch = boot.source_epoch(ctx.base_tree)
+    if epoch is not None:
+        ctx.handle.env["SOURCE_DATE_EPOCH"] = str(epoch)
 
 
 def _from_dir(directory: Path, plan: Plan, cached: bool) -> BuildResult:
