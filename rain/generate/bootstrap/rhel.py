@@ -21,6 +21,8 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -105,8 +107,12 @@ class RhelBootstrapper:
             argv.append(f"--forcearch={r.os.arch}")
         argv += ["install", "--", *packages]
         env = {"HOME": f"{conf}/home", **h.env}  # rpm's macros (its database's place); SOURCE_DATE_EPOCH
-        if here and ctx.reproducible and "SOURCE_DATE_EPOCH" not in env:
-            epoch = _newest_build(argv, env)  # rpm records it as each package's install time
+        if ctx.reproducible and "SOURCE_DATE_EPOCH" not in env:
+            # rpm records it as each package's install time; dnf's Python API where dnf runs
+            python = shutil.which("python3", path="/usr/bin:/bin") if here else "python3"
+            epoch = None if python is None else _newest_build(
+                partial(command.run, log_file=h.spec.log_file) if here else partial(ctx.builder.outside, h),
+                [python, "-c", _RESOLVE, json.dumps(argv)], env)
             if epoch is not None:
                 env["SOURCE_DATE_EPOCH"] = str(epoch)
                 if root is None:  # the image's own epoch from here on (a base for the cache has its own)
@@ -259,16 +265,14 @@ print(max((p.buildtime for p in base.transaction.install_set), default=0))
 the newest build time among those packages."""
 
 
-def _newest_build(argv: list[str], env: dict[str, str]) -> int | None:
-    """The newest build time among the packages the dnf install `argv` would add, known before
-    it runs: given to rpm as SOURCE_DATE_EPOCH it is each package's recorded install time, so two builds of
-    the same versions record the same. Its metadata goes where the install's own goes (the cachedir inside
-    the installroot, taken out after it). None where dnf's Python API cannot tell (the install then decides,
+def _newest_build(run: Callable[..., Result], resolve: list[str], env: dict[str, str]) -> int | None:
+    """The newest build time among the packages a dnf install would add, known before it runs (`resolve`:
+    _RESOLVE with the install's argv, run by `run` where the install runs, this host or the machine): given
+    to rpm as SOURCE_DATE_EPOCH it is each package's recorded install time, so two builds of the same
+    versions record the same. Its metadata goes where the install's own goes (the cachedir inside the
+    installroot, taken out after it). None where dnf's Python API cannot tell (the install then decides,
     and its own error, if any, is the one shown)."""
-    python = shutil.which("python3", path="/usr/bin:/bin")
-    if python is None:
-        return None
-    result = command.run([python, "-c", _RESOLVE, json.dumps(argv)], env=env, check=False, what="dnf resolve")
+    result = run(resolve, env=env, check=False, what="dnf resolve")
     newest = result.output.strip().splitlines()[-1:] if result.returncode == 0 else []
     if not newest or not newest[0].isdigit() or int(newest[0]) <= 0:
         log.info("dnf could not say what the install adds (%s): install times are the build's",

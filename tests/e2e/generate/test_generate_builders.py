@@ -191,6 +191,26 @@ def test_a_rocky_recipe_builds_on_the_qemu_builder_with_the_local_package_set(
     assert vm["artifacts"][0]["sha256"] == local["artifacts"][0]["sha256"], "the VM's dnf made the same bytes"
 
 
+def test_a_rocky_minbase_recipe_on_a_builder_vm_is_the_same_bytes_as_one_built_here(
+        gen: Any, tmp_path: Path, opennebula_builders_file: BuildersFile, opennebula_sim: Any) -> None:
+    """`variant: minbase`: dnf makes the whole system on the machine, from no base made here. Rain first asks
+    the machine's own dnf what the install adds, so its rpm records their newest build time as every
+    install time, as here: the same bytes, and the epoch is rain-extra's build time."""
+    built = 1_700_000_000  # rain-probe's BUILDTIME; rain-extra's a minute later
+    repo = build_rpm_repo(tmp_path, ("rain-probe", "rain-extra"), built=built)
+    argv = ["generate", str(RECIPES / "rocky9.yaml"), "--no-upload", "--format", "tar.zst",
+            "--set", f"repositories=[{{name: local, url: 'file://{repo}', trusted: true}}]",
+            "--set", "variant=minbase", "--set", "packages=[rain-probe, rain-extra]"]
+    r = gen(*argv, "--output", str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    r = gen(*argv, "--builder", "opennebula", "--output", str(tmp_path / "vm"), env=_env(opennebula_builders_file))
+    assert r.returncode == 0, r.stderr[-3000:]
+    local, vm = manifest(tmp_path / "local"), manifest(tmp_path / "vm")
+    assert (vm["builder"], local["builder"]) == ("opennebula", "local")
+    assert vm["source_date_epoch"] == local["source_date_epoch"] == built + 60
+    assert vm["artifacts"][0]["sha256"] == local["artifacts"][0]["sha256"], "the machine's dnf made the same bytes"
+
+
 def test_a_missing_rpm_on_a_builder_vm_is_named_in_one_line_and_the_vm_is_deleted(
         gen: Any, tmp_path: Path, opennebula_builders_file: BuildersFile, opennebula_sim: Any) -> None:
     before = _vm_build_dirs()
