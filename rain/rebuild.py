@@ -28,6 +28,7 @@ from rain.config import Settings
 from rain.digests import sha256_of
 from rain.errors import IntegrityError, InvalidInput, RecipeError
 from rain.generate.build import BuildOptions, generate
+from rain.generate.cache import Cache
 from rain.generate.layers import remove_tree
 from rain.generate.loader import LoadedRecipe, read_inputs
 from rain.generate.lock import read_lock, write_lock
@@ -123,6 +124,8 @@ def rebuild(image: Image, repo: Repository, settings: Settings, reporter: Report
         seed = image.provenance.get("disk_seed") or image.provenance.get("recipe_hash")
         options = BuildOptions(use_cache=False, upload=False, builder=builder, epoch=epoch, seed=seed)
         result = generate(loaded, settings, options, reporter, repo)
+        # compared, then gone: nothing but another rebuild of this image would find it in the cache
+        stack.callback(Cache.for_data(settings.data_path).drop_result, result.directory.name)
         made = result.artifacts[0]
         outcome = Outcome(image.id, fmt, made.sha256 == image.sha256, image.sha256, made.sha256,
                           result.manifest.get("builder", builder or "local"))

@@ -209,6 +209,13 @@ class Cache:
             return d
         return None
 
+    def drop_result(self, key: str) -> None:
+        """Remove one result: a rebuild's, made only to be compared with the stored image."""
+        with self.lock(CacheKind.RESULTS, key):
+            d = self.result_dir(key)
+            if d.is_dir():
+                remove_tree(d)
+
     # -- list / prune -----------------------------------------------------
 
     def entries(self) -> list[CacheEntry]:

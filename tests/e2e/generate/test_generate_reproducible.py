@@ -136,6 +136,10 @@ def test_two_cold_builds_are_the_same_in_every_format_and_rebuild_names_the_file
     assert {a["format"]: a["sha256"] for a in manifest(tmp_path / "out2")["artifacts"]} == sha
     assert sorted(sha) == sorted(FORMATS)
 
+    def results() -> list[str]:
+        listed = gen("cache", "list", "--json", env={"RAIN_DATA_DIR": str(tmp_path / "data3")})
+        return [e["key"] for e in json.loads(listed.stdout) if e["kind"] == "results"]
+
     again = gen("rebuild", ids["qcow2"], env={"RAIN_DATA_DIR": str(tmp_path / "data3")})
     assert again.returncode == 0, again.stderr
     assert f"reproduced: the rebuild of {ids['qcow2']} (qcow2, local builder) has the same sha256 {sha['qcow2']}" \
@@ -145,6 +149,7 @@ def test_two_cold_builds_are_the_same_in_every_format_and_rebuild_names_the_file
     assert (rep["identical"], rep["by"], rep["sha256"], rep["format"]) == (True, "admin", sha["qcow2"], "qcow2")
     assert re.search(r"reproduced\s+on \S+ \S+ by admin \(qcow2, local builder\)", gen("show", ids["qcow2"]).stdout)
     assert list((tmp_path / "data3" / "rebuild").iterdir()) == [], "the rebuild's work directory is gone"
+    assert results() == [], "and its result: nothing else would use it"
 
     changed = tmp_path / "changed.tar.zst"
     _tampered(tmp_path / "out" / "debian-bookworm-minimal.tar.zst", changed, "etc/motd", b"not what was built\n")
@@ -161,6 +166,7 @@ def test_two_cold_builds_are_the_same_in_every_format_and_rebuild_names_the_file
     [rep] = json.loads(gen("show", copy.id, "--json").stdout)["reproductions"]
     assert rep["identical"] is False and rep["differences"][0].startswith("/etc/motd: content")
     assert mounts_under(tmp_path) == [] and list((tmp_path / "data3" / "rebuild").iterdir()) == []
+    assert results() == []
 
 
 def test_the_cloud_recipe_built_cold_twice_is_the_same_in_every_format(gen: Any, tmp_path: Path) -> None:
