@@ -124,7 +124,7 @@ def rebuild(image: Image, repo: Repository, settings: Settings, reporter: Report
         seed = image.provenance.get("disk_seed") or image.provenance.get("recipe_hash")
         options = BuildOptions(use_cache=False, upload=False, builder=builder, epoch=epoch, seed=seed)
         result = generate(loaded, settings, options, reporter, repo)
-        # compared, then gone: nothing but another rebuild of this image would find it in the cache
+        # compared, then gone: keyed by the recorded epoch, no generate finds it, and a rebuild builds afresh
         stack.callback(Cache.for_data(settings.data_path).drop_result, result.directory.name)
         made = result.artifacts[0]
         outcome = Outcome(image.id, fmt, made.sha256 == image.sha256, image.sha256, made.sha256,
