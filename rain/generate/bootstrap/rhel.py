@@ -91,14 +91,17 @@ class RhelBootstrapper:
         where the build runs (this host for the local builder, the machine for a VM builder)."""
         here = root is not None or ctx.builder.local
         r, h = ctx.recipe, ctx.handle
+        run: Callable[..., Result]  # where dnf runs: its resolver (below) and its install
         if here:
             tool = _which("dnf") or command.need("yum")
             conf = self._config(ctx, h.spec.workdir / "dnf")
             cachedir = str(ctx.cache.packages_dir(r))
+            run, python = partial(command.run, log_file=h.spec.log_file), shutil.which("python3", path="/usr/bin:/bin")
         else:
             tool = "dnf"  # the builder image has it
             conf = self._send_config(ctx)
             cachedir = f"{h.workspace}/dnf-cache"
+            run, python = partial(ctx.builder.outside, h), "python3"
         into = str(root) if root is not None else h.inner_root
         argv = [tool, "-y", f"--installroot={into}", f"--releasever={r.os.release}", f"--config={conf}/dnf.conf",
                 f"--setopt=reposdir={conf}/repos.d", f"--setopt=cachedir={cachedir}",
@@ -107,22 +110,16 @@ class RhelBootstrapper:
             argv.append(f"--forcearch={r.os.arch}")
         argv += ["install", "--", *packages]
         env = {"HOME": f"{conf}/home", **h.env}  # rpm's macros (its database's place); SOURCE_DATE_EPOCH
-        if ctx.reproducible and "SOURCE_DATE_EPOCH" not in env:
-            # rpm records it as each package's install time; dnf's Python API where dnf runs
-            python = shutil.which("python3", path="/usr/bin:/bin") if here else "python3"
-            epoch = None if python is None else _newest_build(
-                partial(command.run, log_file=h.spec.log_file) if here else partial(ctx.builder.outside, h),
-                [python, "-c", _RESOLVE, json.dumps(argv)], env)
+        if ctx.reproducible and "SOURCE_DATE_EPOCH" not in env and python is not None:
+            epoch = _newest_build(run, [python, "-c", _RESOLVE, json.dumps(argv)], env)  # rpm's install time
             if epoch is not None:
                 env["SOURCE_DATE_EPOCH"] = str(epoch)
                 if root is None:  # the image's own epoch from here on (a base for the cache has its own)
                     h.env["SOURCE_DATE_EPOCH"] = str(epoch)
-        result: Result
+        result = run(argv, env=env, check=False, what=tool)
         if here:
-            result = command.run(argv, env=env, check=False, what=tool, log_file=h.spec.log_file)
             _drop_host_path(Path(into), Path(cachedir))
         else:
-            result = ctx.builder.outside(h, argv, env=env, check=False, what="dnf")
             # dnf also makes its cachedir's path inside the installroot: the workspace's own name is unique;
             # then the directories above it that dnf made, empty now (as _drop_host_path does here)
             ctx.builder.outside(h, ["sh", "-c", _RM_PLAIN_DIRS, "sh", f"{into}{h.workspace}"], what="rm")
